@@ -1,0 +1,146 @@
+# nnlab: one Makefile. Builds build/nnlab and the tests; installs what is missing first.
+# Targets: all run test bench data deps clean.  Switches: CUDA=auto|0|1 SAN=1 DEBUG=1
+
+CUDA  ?= auto
+SAN   ?= 0
+DEBUG ?= 0
+
+# Debian packages the project needs to build, test and run.
+DEB_PKGS := build-essential pkg-config libreadline-dev liblua5.4-dev libopenblas-openmp-dev \
+            zlib1g-dev libsdl2-dev libsdl2-image-dev libsdl2-ttf-dev fonts-dejavu-core libstb-dev \
+            libcjson-dev liblapacke-dev xvfb tmux python3 python3-numpy
+# Extra packages for `make bench` (the PyTorch peer).
+BENCH_PKGS := python3-torch python3-numpy
+
+# Each configuration builds into its own folder so SAN=1 never mixes with a plain build.
+VARIANT := $(if $(filter 1,$(SAN)),san,$(if $(filter 1,$(DEBUG)),debug,release))
+BUILD   := build/$(VARIANT)
+BIN     := build/nnlab
+ifneq ($(VARIANT),release)
+BIN     := $(BUILD)/nnlab
+endif
+
+PKGS     := lua5.4 zlib
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) openblas 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) openblas 2>/dev/null)
+RL_LIBS    := $(shell pkg-config --libs readline 2>/dev/null || echo -lreadline)
+
+CC      := gcc
+CSTD    := -std=c11 -D_GNU_SOURCE
+WARN    := -Wall -Wextra -Wno-unused-parameter -Wshadow -Wstrict-prototypes
+OPT     := -O3 -march=native -fno-math-errno
+ifeq ($(DEBUG),1)
+OPT     := -O0 -g3
+endif
+ifeq ($(SAN),1)
+OPT     := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined -march=native
+LDSAN   := -fsanitize=address,undefined
+endif
+CFLAGS  := $(CSTD) $(WARN) $(OPT) -fopenmp -MMD -MP -Icore -Ibackends -Idsl -Iviz $(PKG_CFLAGS)
+LDFLAGS := -fopenmp $(LDSAN)
+LDLIBS  := $(PKG_LIBS) -lm -lpthread
+
+# ---- CUDA switch: auto builds backends/cuda when nvcc is found and the backend has sources.
+NVCC := $(shell command -v nvcc 2>/dev/null || (test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc))
+CUDA_SRC := $(wildcard backends/cuda/*.cu)
+ifeq ($(CUDA),auto)
+USE_CUDA := $(if $(and $(NVCC),$(CUDA_SRC)),1,0)
+else
+USE_CUDA := $(CUDA)
+endif
+ifeq ($(USE_CUDA),1)
+ifeq ($(NVCC),)
+$(error CUDA=1 but nvcc was not found (looked on PATH and in /usr/local/cuda/bin))
+endif
+CUDA_HOME := $(patsubst %/bin/nvcc,%,$(NVCC))
+CFLAGS  += -DNL_HAVE_CUDA
+LDLIBS  += -L$(CUDA_HOME)/lib64 -lcudart_static -lcublas -lcudnn -ldl -lrt -lstdc++
+NVFLAGS := -O3 -std=c++17 -Icore -Ibackends -gencode arch=compute_90,code=sm_90 \
+           -gencode arch=compute_90,code=compute_90 -Xcompiler -Wall,-Wextra,-fPIC
+endif
+
+# ---- sources: every .c in these folders belongs to the library; repl/main.c is the program.
+LIB_SRC  := $(wildcard core/*.c backends/cpu/*.c dsl/*.c viz/*.c) $(filter-out repl/main.c,$(wildcard repl/*.c))
+LUA_SRC  := $(wildcard dsl/*.lua)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(LUA_SRC:%.lua=$(BUILD)/%.lua.o)
+ifeq ($(USE_CUDA),1)
+LIB_OBJ  += $(CUDA_SRC:%.cu=$(BUILD)/%.cu.o)
+endif
+LIB      := $(BUILD)/libnnlab.a
+TEST_SRC := $(wildcard tests/c/test_*.c)
+TEST_BIN := $(TEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
+BENCH_SRC := $(wildcard bench/*.c)
+BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+
+.PHONY: all run test test-c test-lua test-repl bench data deps clean help
+.DEFAULT_GOAL := all
+
+all: $(BIN)
+
+help:
+	@echo "make            build $(BIN)"
+	@echo "make run        install what is missing, build, run the main experiment"
+	@echo "make test       install what is missing, build, run every test"
+	@echo "make bench      benchmarks side by side with the PyTorch peer"
+	@echo "switches: CUDA=auto|0|1  SAN=1 (ASan+UBSan)  DEBUG=1"
+
+# ---- dependencies: checks with dpkg-query (fast); installs only what is missing.
+deps:
+	@sh tests/deps.sh $(DEB_PKGS)
+
+deps-bench:
+	@sh tests/deps.sh $(BENCH_PKGS)
+
+# ---- build
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/repl/%.o: CFLAGS += $(shell pkg-config --cflags readline 2>/dev/null)
+
+# Lua sources of the DSL are embedded in the binary as C arrays named nl_lua_<file>.
+$(BUILD)/%.lua.c: %.lua
+	@mkdir -p $(dir $@)
+	@name=nl_lua_$$(basename $< .lua); \
+	{ echo "/* generated from $< */"; echo "#include <stddef.h>"; \
+	  echo "const char $${name}[] = {"; od -An -v -tx1 $< | sed 's/\([0-9a-f][0-9a-f]\)/0x\1,/g'; \
+	  echo "0x00};"; echo "const size_t $${name}_len = sizeof($${name}) - 1;"; } > $@
+
+$(BUILD)/%.lua.o: $(BUILD)/%.lua.c
+	$(CC) $(CSTD) -c $< -o $@
+
+$(BUILD)/%.cu.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BIN): $(BUILD)/repl/main.o $(LIB)
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS) $(RL_LIBS)
+
+$(BUILD)/tests/%: tests/c/%.c $(LIB) tests/c/testhelp.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/c $< $(LIB) -o $@ $(LDFLAGS) $(LDLIBS) $(RL_LIBS)
+
+$(BUILD)/bench/%: bench/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDFLAGS) $(LDLIBS) $(RL_LIBS)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# ---- run, test, bench
+EPOCHS ?=
+run: deps $(BIN)
+	@if [ -f examples/cifar10_cnn.lua ]; then ./$(BIN) examples/cifar10_cnn.lua $(EPOCHS); \
+	 else ./$(BIN) examples/tensors.lua; fi
+
+test: deps $(BIN) $(TEST_BIN)
+	@NNLAB=./$(BIN) BUILD=$(BUILD) sh tests/run.sh
+
+bench: deps deps-bench $(BIN) $(BENCH_BIN)
+	@NNLAB=./$(BIN) BUILD=$(BUILD) sh bench/run.sh
+
+clean:
+	rm -rf build

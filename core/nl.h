@@ -1,0 +1,294 @@
+/* nl.h: the public C interface of nnlab's core: status codes, dtypes, storage, tensors,
+ * the backend vtable and the tensor operations. Pure C11; knows nothing of Lua, SDL or CUDA. */
+#ifndef NL_H
+#define NL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---------------------------------------------------------------- errors ---------------- */
+
+/* Every fallible core function returns a status (or NULL for constructors) and leaves a human
+ * message in a thread-local buffer, read with nl_errmsg(). */
+typedef enum {
+    NL_OK = 0,
+    NL_EINVAL,       /* a bad argument: out-of-range index, unknown name, bad option */
+    NL_ESHAPE,       /* shapes do not agree */
+    NL_ETYPE,        /* dtype not supported by this operation */
+    NL_ENOMEM,       /* an allocation failed or would exceed the machine's memory */
+    NL_EIO,          /* a file could not be opened, read or written */
+    NL_EFORMAT,      /* a file is corrupt or of the wrong format */
+    NL_EINTR,        /* interrupted by the user (Ctrl-C) */
+    NL_EDEVICE,      /* a device is missing or failed */
+    NL_EUNSUPPORTED, /* the operation is not available on this backend / build */
+    NL_STATUS_COUNT
+} nl_status;
+
+const char *nl_status_name(nl_status s);
+/* The message of the last error on this thread ("" when none). */
+const char *nl_errmsg(void);
+/* The status of the last error on this thread, as set by nl_seterr. */
+nl_status nl_errcode(void);
+/* Sets the thread's error message (printf-style) and returns code, so callers can write
+ * `return nl_seterr(NL_ESHAPE, "matmul: ...")`. */
+nl_status nl_seterr(nl_status code, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void nl_clearerr(void);
+
+/* ---------------------------------------------------------------- interrupts ------------ */
+
+/* SIGINT handlers call nl_interrupt() (async-signal-safe). Long-running core code polls
+ * nl_check_interrupt() between layers, batches and kernel launches and returns NL_EINTR with
+ * its state consistent. The REPL clears the flag before running each chunk. */
+void nl_interrupt(void);
+void nl_interrupt_clear(void);
+bool nl_interrupted(void);
+/* NL_OK, or NL_EINTR with message "interrupted" (does not clear the flag). */
+nl_status nl_check_interrupt(void);
+
+/* ---------------------------------------------------------------- dtypes ---------------- */
+
+typedef enum { NL_F32 = 0, NL_I8, NL_I32, NL_U8, NL_DTYPE_COUNT } nl_dtype;
+
+typedef struct {
+    const char *name;  /* "f32", "i8", "i32", "u8" */
+    size_t size;       /* bytes per element */
+    bool is_float;
+    double min, max;   /* representable range (for saturating conversion) */
+} nl_dtype_traits;
+
+extern const nl_dtype_traits nl_dtype_table[NL_DTYPE_COUNT];
+static inline const nl_dtype_traits *nl_dtype_info(nl_dtype t) { return &nl_dtype_table[t]; }
+/* Parses a dtype name ("f32", "float32", "i8", "int8", ...); returns NL_DTYPE_COUNT if unknown. */
+nl_dtype nl_dtype_parse(const char *name);
+
+/* ---------------------------------------------------------------- devices --------------- */
+
+typedef enum { NL_CPU = 0, NL_CUDA, NL_DEVICE_COUNT } nl_device;
+const char *nl_device_name(nl_device d);
+/* "cpu", "cuda" (also "cuda:0"); returns NL_DEVICE_COUNT if unknown. */
+nl_device nl_device_parse(const char *name);
+
+/* ---------------------------------------------------------------- backends -------------- */
+
+typedef struct nl_backend nl_backend;
+typedef struct nl_op nl_op;
+
+/* A backend is a vtable plus a context (ggml-backend style). The CPU backend is the reference
+ * for every op; others may support a subset (supports() says which). */
+struct nl_backend {
+    const char *name;
+    nl_device device;
+    void *ctx;
+    /* Returns device memory of `bytes` bytes (aligned to 64), or NULL (error set). */
+    void *(*alloc)(nl_backend *be, size_t bytes);
+    void (*free)(nl_backend *be, void *ptr);
+    /* Copies bytes between host and this backend's memory (either side may be this device). */
+    nl_status (*copy)(nl_backend *be, void *dst, nl_device dst_dev, const void *src,
+                      nl_device src_dev, size_t bytes);
+    void (*sync)(nl_backend *be);
+    bool (*supports)(nl_backend *be, const nl_op *op);
+    nl_status (*exec)(nl_backend *be, const nl_op *op);
+};
+
+/* Returns the backend for a device, or NULL with an NL_EDEVICE error ("no CUDA device"). */
+nl_backend *nl_backend_get(nl_device d);
+/* Backends register themselves at start-up (nl_init). */
+void nl_backend_register(nl_backend *be);
+/* Initialises the core (registers backends, reads NNLAB_THREADS). Idempotent. */
+void nl_init(void);
+/* Threads used by CPU kernels and BLAS. */
+void nl_set_threads(int n);
+int nl_get_threads(void);
+
+/* ---------------------------------------------------------------- storage and tensors --- */
+
+#define NL_MAX_DIMS 8
+
+/* A refcounted block of memory on one backend. */
+typedef struct nl_storage {
+    int refcount;
+    nl_backend *backend;
+    size_t bytes;
+    void *ptr;
+} nl_storage;
+
+/* A tensor is a refcounted view on a storage: offset and strides are in elements. */
+typedef struct nl_tensor {
+    int refcount;
+    nl_storage *storage;
+    size_t offset;
+    nl_dtype dtype;
+    int ndim;
+    int64_t shape[NL_MAX_DIMS];
+    int64_t strides[NL_MAX_DIMS];
+} nl_tensor;
+
+/* Constructors return a new reference (refcount 1), or NULL with the error set
+ * (NL_ENOMEM for sizes beyond the machine's memory, NL_EINVAL for negative sizes or too many
+ * dimensions). The contents of nl_tensor_empty are unspecified. */
+nl_tensor *nl_tensor_empty(nl_dtype dtype, int ndim, const int64_t *shape, nl_device dev);
+nl_tensor *nl_tensor_zeros(nl_dtype dtype, int ndim, const int64_t *shape, nl_device dev);
+/* A tensor with the same dtype, shape and device as t (contiguous). */
+nl_tensor *nl_tensor_empty_like(const nl_tensor *t);
+/* Wraps a copy of host data (contiguous, row-major). */
+nl_tensor *nl_tensor_from_data(nl_dtype dtype, int ndim, const int64_t *shape, const void *data);
+
+nl_tensor *nl_tensor_retain(nl_tensor *t);
+/* Drops a reference; frees the tensor (and its storage when last) at zero. NULL is a no-op. */
+void nl_tensor_release(nl_tensor *t);
+
+int64_t nl_tensor_numel(const nl_tensor *t);
+bool nl_tensor_is_contiguous(const nl_tensor *t);
+nl_device nl_tensor_device(const nl_tensor *t);
+/* Pointer to the first element (storage->ptr + offset*size). Host-only meaning for CPU. */
+void *nl_tensor_data(const nl_tensor *t);
+static inline float *nl_tensor_f32(const nl_tensor *t) { return (float *)nl_tensor_data(t); }
+/* Formats a shape as "[2, 3, 4]" into buf; returns buf. */
+char *nl_shape_str(char *buf, size_t n, int ndim, const int64_t *shape);
+bool nl_same_shape(const nl_tensor *a, const nl_tensor *b);
+
+/* Views share storage (new reference to a new tensor header). shape may contain one -1. */
+nl_tensor *nl_tensor_reshape(nl_tensor *t, int ndim, const int64_t *shape);
+nl_tensor *nl_tensor_transpose(nl_tensor *t, int d0, int d1);        /* 0-based dims */
+nl_tensor *nl_tensor_slice(nl_tensor *t, int dim, int64_t start, int64_t stop); /* [start,stop) */
+nl_tensor *nl_tensor_permute(nl_tensor *t, const int *perm);
+/* A contiguous tensor with t's contents: t itself retained if already contiguous. */
+nl_tensor *nl_tensor_contiguous(nl_tensor *t);
+/* A contiguous copy (new storage). */
+nl_tensor *nl_tensor_clone(const nl_tensor *t);
+/* A copy on another device / with another dtype (saturating, rounding to nearest for ints). */
+nl_tensor *nl_tensor_to_device(const nl_tensor *t, nl_device dev);
+nl_tensor *nl_tensor_to_dtype(const nl_tensor *t, nl_dtype dtype);
+
+/* Element access by 0-based multi-index (host tensors); value as double. */
+nl_status nl_tensor_get(const nl_tensor *t, const int64_t *idx, double *out);
+nl_status nl_tensor_set(nl_tensor *t, const int64_t *idx, double v);
+
+/* ---------------------------------------------------------------- operations ------------ */
+
+typedef enum {
+    NL_BIN_ADD, NL_BIN_SUB, NL_BIN_MUL, NL_BIN_DIV, NL_BIN_POW, NL_BIN_MAX, NL_BIN_MIN,
+    /* comparisons: output dtype u8 (0/1) */
+    NL_BIN_EQ, NL_BIN_NE, NL_BIN_LT, NL_BIN_LE, NL_BIN_GT, NL_BIN_GE,
+    NL_BINOP_COUNT
+} nl_binop;
+
+typedef enum {
+    NL_UN_NEG, NL_UN_RELU, NL_UN_EXP, NL_UN_LOG, NL_UN_ABS, NL_UN_SQRT, NL_UN_TANH,
+    NL_UN_SIGMOID,
+    NL_UNOP_COUNT
+} nl_unop;
+
+typedef enum { NL_RED_SUM, NL_RED_MEAN, NL_RED_MAX, NL_RED_MIN, NL_RED_ARGMAX, NL_REDOP_COUNT } nl_redop;
+
+const char *nl_binop_name(nl_binop op);
+const char *nl_unop_name(nl_unop op);
+const char *nl_redop_name(nl_redop op);
+static inline bool nl_binop_is_compare(nl_binop op) { return op >= NL_BIN_EQ; }
+
+/* The operation codes a backend executes. Core validates shapes and dtypes, allocates outputs,
+ * and hands the backend one nl_op; kernels may assume the op is well-formed. */
+typedef enum {
+    NL_OP_FILL,      /* dst[...] = f[0] */
+    NL_OP_COPY,      /* dst = convert(src[0]), any strides, any dtypes, same shape */
+    NL_OP_BINARY,    /* dst = src[0] (op i[0]) src[1], both already broadcast to dst's shape by strides */
+    NL_OP_BINARY_SCALAR, /* dst = src[0] op f[0] (i[1]=1: f[0] op src[0]) */
+    NL_OP_UNARY,     /* dst = op i[0] (src[0]) */
+    NL_OP_REDUCE,    /* dst = reduce i[0] of src[0] over dim i[1] (-1: all), dst shape given */
+    NL_OP_MATMUL,    /* dst[b] = src[0][b] @ src[1][b]; f32; (B,M,K)x(B,K,N)->(B,M,N), strided ok */
+    NL_OP_RAND_UNIFORM, /* dst = U(f[0], f[1]) from counter-based RNG, key u[0], counter u[1] */
+    NL_OP_RAND_NORMAL,  /* dst = N(f[0], f[1]) likewise */
+    NL_OPCODE_COUNT
+} nl_opcode;
+
+#define NL_OP_MAX_SRC 4
+struct nl_op {
+    nl_opcode code;
+    nl_tensor *dst;
+    const nl_tensor *src[NL_OP_MAX_SRC];
+    int i[4];
+    double f[4];
+    uint64_t u[2];
+};
+const char *nl_opcode_name(nl_opcode c);
+
+/* Runs one op on dst's backend (all tensors must be on that device). */
+nl_status nl_op_exec(const nl_op *op);
+
+/* In-place / into-destination forms return a status; dst must already have the result shape
+ * (dtype conversion happens when dst's dtype differs, as for copy). */
+nl_status nl_fill(nl_tensor *dst, double v);
+nl_status nl_copy(nl_tensor *dst, const nl_tensor *src); /* same numel? no: same shape */
+nl_status nl_binary(nl_binop op, nl_tensor *dst, const nl_tensor *a, const nl_tensor *b);
+nl_status nl_binary_scalar(nl_binop op, nl_tensor *dst, const nl_tensor *a, double s, bool scalar_first);
+nl_status nl_unary(nl_unop op, nl_tensor *dst, const nl_tensor *a);
+nl_status nl_matmul(nl_tensor *dst, const nl_tensor *a, const nl_tensor *b);
+
+/* Allocating forms return a new reference or NULL (error set). Broadcasting follows NumPy:
+ * shapes are aligned at the right; a size-1 dimension stretches. Arithmetic on two dtypes
+ * promotes to f32 if either is f32, else to i32. */
+nl_tensor *nl_binary_new(nl_binop op, const nl_tensor *a, const nl_tensor *b);
+nl_tensor *nl_binary_scalar_new(nl_binop op, const nl_tensor *a, double s, bool scalar_first);
+nl_tensor *nl_unary_new(nl_unop op, const nl_tensor *a);
+/* dim: 0-based, or -1 for all elements (result is a 0-d tensor, ndim 0). keepdim keeps the
+ * reduced dimension with size 1. argmax returns i32 indices (0-based). sum/mean of integer
+ * tensors return f32. */
+nl_tensor *nl_reduce_new(nl_redop op, const nl_tensor *a, int dim, bool keepdim);
+/* 1-D and 2-D, and batched 3-D (B,M,K)x(B,K,N) or broadcast (M,K)x(B,K,N); f32 only.
+ * Shape errors name both shapes. */
+nl_tensor *nl_matmul_new(const nl_tensor *a, const nl_tensor *b);
+
+/* Computes the broadcast shape of a and b into out (ndim in *out_ndim); NL_ESHAPE if they do not
+ * broadcast (message names both shapes and the context string). */
+nl_status nl_broadcast_shape(const char *ctx, const nl_tensor *a, const nl_tensor *b,
+                             int *out_ndim, int64_t *out_shape);
+/* A view of t expanded (stride 0) to shape; NL_ESHAPE if not broadcastable. */
+nl_tensor *nl_tensor_expand(nl_tensor *t, int ndim, const int64_t *shape);
+
+/* ---------------------------------------------------------------- random numbers -------- */
+
+/* A counter-based generator: element k of a fill draws from hash(key, counter + k), so the same
+ * seed gives the same numbers whatever the thread count. State is (seed, counter). */
+typedef struct { uint64_t seed, counter; } nl_rng_state;
+void nl_rng_seed(uint64_t seed);
+nl_rng_state nl_rng_get_state(void);
+void nl_rng_set_state(nl_rng_state s);
+/* Reserves n draws from the global stream and returns the first counter. */
+uint64_t nl_rng_reserve(uint64_t n);
+nl_status nl_rand_uniform(nl_tensor *dst, double lo, double hi);
+nl_status nl_rand_normal(nl_tensor *dst, double mean, double std);
+/* Scalar draws from the global stream (for shuffles, dropout decisions in C, ...). */
+double nl_rng_uniform01(void);
+uint64_t nl_rng_u64(void);
+/* The pure functions under it all: a 64-bit mix of (key, counter), U[0,1) and N(0,1). */
+uint64_t nl_rng_hash(uint64_t key, uint64_t counter);
+float nl_rng_u01_at(uint64_t key, uint64_t counter);
+float nl_rng_normal_at(uint64_t key, uint64_t counter);
+
+/* ---------------------------------------------------------------- files ----------------- */
+
+/* NumPy .npy: reads f32, f64 (as f32), i8, u8, i32, i64 (as i32, NL_EFORMAT if out of range),
+ * C or Fortran order; writes f32/i8/i32/u8. Errors name the path and the problem. Writes are
+ * atomic (temporary file, fsync, rename). */
+nl_tensor *nl_npy_load(const char *path);
+nl_status nl_npy_save(const char *path, const nl_tensor *t);
+
+/* Atomic file writing, shared by every saver: opens "<path>.tmp.<pid>", and on commit fsyncs
+ * and renames over path; on abort removes the temporary file. */
+typedef struct { void *fp; char *path; char *tmp; } nl_atomic_file;
+nl_status nl_atomic_open(nl_atomic_file *af, const char *path);
+nl_status nl_atomic_write(nl_atomic_file *af, const void *buf, size_t n);
+nl_status nl_atomic_commit(nl_atomic_file *af);
+void nl_atomic_abort(nl_atomic_file *af);
+
+/* ---------------------------------------------------------------- memory limits ---------- */
+
+/* Refuses single allocations above this many bytes (default: physical memory). */
+size_t nl_mem_limit(void);
+void nl_set_mem_limit(size_t bytes);
+/* Multiplies sizes with overflow checking; false on overflow. */
+bool nl_mul_overflow(size_t a, size_t b, size_t *out);
+
+#endif

@@ -1,0 +1,455 @@
+/* tensor.c: refcounted storage, tensor headers and views (reshape, transpose, slice, permute),
+ * constructors with memory-limit checks, element access and device/dtype copies. */
+#include "nl.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---------------------------------------------------------------- memory limit ---------- */
+
+static size_t mem_limit;
+
+size_t nl_mem_limit(void)
+{
+    if (!mem_limit) {
+        long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+        mem_limit = pages > 0 && page > 0 ? (size_t)pages * (size_t)page : (size_t)1 << 34;
+    }
+    return mem_limit;
+}
+
+void nl_set_mem_limit(size_t bytes) { mem_limit = bytes; }
+
+bool nl_mul_overflow(size_t a, size_t b, size_t *out)
+{
+    return !__builtin_mul_overflow(a, b, out);
+}
+
+static void human_bytes(char *buf, size_t n, double bytes)
+{
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+    int u = 0;
+    while (bytes >= 1024 && u < 6) bytes /= 1024, u++;
+    snprintf(buf, n, u ? "%.1f %s" : "%.0f %s", bytes, units[u]);
+}
+
+/* ---------------------------------------------------------------- storage --------------- */
+
+static nl_storage *storage_new(nl_backend *be, size_t bytes)
+{
+    nl_storage *s = malloc(sizeof *s);
+    if (!s) {
+        nl_seterr(NL_ENOMEM, "out of memory allocating a tensor header");
+        return NULL;
+    }
+    s->refcount = 1;
+    s->backend = be;
+    s->bytes = bytes;
+    s->ptr = be->alloc(be, bytes ? bytes : 1);
+    if (!s->ptr) {
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+static void storage_release(nl_storage *s)
+{
+    if (s && --s->refcount == 0) {
+        s->backend->free(s->backend, s->ptr);
+        free(s);
+    }
+}
+
+/* ---------------------------------------------------------------- headers --------------- */
+
+char *nl_shape_str(char *buf, size_t n, int ndim, const int64_t *shape)
+{
+    size_t used = (size_t)snprintf(buf, n, "[");
+    for (int d = 0; d < ndim && used < n; d++)
+        used += (size_t)snprintf(buf + used, n - used, d ? ", %lld" : "%lld", (long long)shape[d]);
+    if (used < n) snprintf(buf + used, n - used, "]");
+    return buf;
+}
+
+static void set_contiguous_strides(nl_tensor *t)
+{
+    int64_t s = 1;
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        t->strides[d] = s;
+        s *= t->shape[d];
+    }
+}
+
+/* Checks a shape and returns its element count in *numel (NL_EINVAL / NL_ENOMEM on bad sizes). */
+static nl_status check_shape(int ndim, const int64_t *shape, nl_dtype dtype, size_t *numel)
+{
+    char sbuf[256];
+    if (ndim < 0 || ndim > NL_MAX_DIMS)
+        return nl_seterr(NL_EINVAL, "tensor: %d dimensions requested, at most %d are supported",
+                         ndim, NL_MAX_DIMS);
+    if ((unsigned)dtype >= NL_DTYPE_COUNT) return nl_seterr(NL_ETYPE, "tensor: unknown dtype");
+    size_t n = 1;
+    bool overflow = false;
+    for (int d = 0; d < ndim; d++) {
+        if (shape[d] < 0)
+            return nl_seterr(NL_EINVAL, "tensor: negative size %lld in shape %s",
+                             (long long)shape[d], nl_shape_str(sbuf, sizeof sbuf, ndim, shape));
+        if (!nl_mul_overflow(n, (size_t)shape[d], &n)) overflow = true;
+    }
+    size_t bytes;
+    if (overflow || !nl_mul_overflow(n, nl_dtype_info(dtype)->size, &bytes) ||
+        bytes > nl_mem_limit()) {
+        char need[32], have[32];
+        double approx = nl_dtype_info(dtype)->size;
+        for (int d = 0; d < ndim; d++) approx *= (double)shape[d];
+        human_bytes(need, sizeof need, approx);
+        human_bytes(have, sizeof have, (double)nl_mem_limit());
+        return nl_seterr(NL_ENOMEM, "tensor: shape %s of %s needs %s, more than the %s available",
+                         nl_shape_str(sbuf, sizeof sbuf, ndim, shape), nl_dtype_info(dtype)->name,
+                         need, have);
+    }
+    *numel = n;
+    return NL_OK;
+}
+
+static nl_tensor *header_new(nl_storage *s, size_t offset, nl_dtype dtype, int ndim,
+                             const int64_t *shape, const int64_t *strides)
+{
+    nl_tensor *t = malloc(sizeof *t);
+    if (!t) {
+        nl_seterr(NL_ENOMEM, "out of memory allocating a tensor header");
+        return NULL;
+    }
+    memset(t, 0, sizeof *t);
+    t->refcount = 1;
+    t->storage = s;
+    s->refcount++;
+    t->offset = offset;
+    t->dtype = dtype;
+    t->ndim = ndim;
+    if (ndim) memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
+    if (strides) {
+        if (ndim) memcpy(t->strides, strides, (size_t)ndim * sizeof *strides);
+    } else {
+        set_contiguous_strides(t);
+    }
+    return t;
+}
+
+nl_tensor *nl_tensor_empty(nl_dtype dtype, int ndim, const int64_t *shape, nl_device dev)
+{
+    size_t numel;
+    if (check_shape(ndim, shape, dtype, &numel) != NL_OK) return NULL;
+    nl_backend *be = nl_backend_get(dev);
+    if (!be) return NULL;
+    nl_storage *s = storage_new(be, numel * nl_dtype_info(dtype)->size);
+    if (!s) return NULL;
+    nl_tensor *t = header_new(s, 0, dtype, ndim, shape, NULL);
+    storage_release(s); /* the header holds the only reference now (or none on failure) */
+    return t;
+}
+
+nl_tensor *nl_tensor_zeros(nl_dtype dtype, int ndim, const int64_t *shape, nl_device dev)
+{
+    nl_tensor *t = nl_tensor_empty(dtype, ndim, shape, dev);
+    if (t && nl_fill(t, 0) != NL_OK) {
+        nl_tensor_release(t);
+        return NULL;
+    }
+    return t;
+}
+
+nl_tensor *nl_tensor_empty_like(const nl_tensor *t)
+{
+    return nl_tensor_empty(t->dtype, t->ndim, t->shape, nl_tensor_device(t));
+}
+
+nl_tensor *nl_tensor_from_data(nl_dtype dtype, int ndim, const int64_t *shape, const void *data)
+{
+    nl_tensor *t = nl_tensor_empty(dtype, ndim, shape, NL_CPU);
+    if (t) memcpy(nl_tensor_data(t), data, (size_t)nl_tensor_numel(t) * nl_dtype_info(dtype)->size);
+    return t;
+}
+
+nl_tensor *nl_tensor_retain(nl_tensor *t)
+{
+    if (t) t->refcount++;
+    return t;
+}
+
+void nl_tensor_release(nl_tensor *t)
+{
+    if (t && --t->refcount == 0) {
+        storage_release(t->storage);
+        free(t);
+    }
+}
+
+int64_t nl_tensor_numel(const nl_tensor *t)
+{
+    int64_t n = 1;
+    for (int d = 0; d < t->ndim; d++) n *= t->shape[d];
+    return n;
+}
+
+bool nl_tensor_is_contiguous(const nl_tensor *t)
+{
+    int64_t s = 1;
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        if (t->shape[d] != 1 && t->strides[d] != s) return false;
+        s *= t->shape[d];
+    }
+    return true;
+}
+
+nl_device nl_tensor_device(const nl_tensor *t) { return t->storage->backend->device; }
+
+void *nl_tensor_data(const nl_tensor *t)
+{
+    return (char *)t->storage->ptr + t->offset * nl_dtype_info(t->dtype)->size;
+}
+
+bool nl_same_shape(const nl_tensor *a, const nl_tensor *b)
+{
+    if (a->ndim != b->ndim) return false;
+    for (int d = 0; d < a->ndim; d++)
+        if (a->shape[d] != b->shape[d]) return false;
+    return true;
+}
+
+/* ---------------------------------------------------------------- views ----------------- */
+
+static nl_status check_dim(const char *fn, const nl_tensor *t, int dim)
+{
+    if (dim < 0 || dim >= t->ndim)
+        return nl_seterr(NL_EINVAL, "%s: dimension %d out of range for a tensor with %d dimensions",
+                         fn, dim + 1, t->ndim);
+    return NL_OK;
+}
+
+nl_tensor *nl_tensor_reshape(nl_tensor *t, int ndim, const int64_t *shape_in)
+{
+    char a[256], b[256];
+    if (ndim < 0 || ndim > NL_MAX_DIMS) {
+        nl_seterr(NL_EINVAL, "reshape: %d dimensions requested, at most %d are supported", ndim,
+                  NL_MAX_DIMS);
+        return NULL;
+    }
+    int64_t shape[NL_MAX_DIMS];
+    int infer = -1;
+    int64_t known = 1;
+    for (int d = 0; d < ndim; d++) {
+        shape[d] = shape_in[d];
+        if (shape[d] == -1) {
+            if (infer >= 0) {
+                nl_seterr(NL_EINVAL, "reshape: only one dimension can be -1 in %s",
+                          nl_shape_str(a, sizeof a, ndim, shape_in));
+                return NULL;
+            }
+            infer = d;
+        } else if (shape[d] < 0) {
+            nl_seterr(NL_EINVAL, "reshape: negative size in %s", nl_shape_str(a, sizeof a, ndim, shape_in));
+            return NULL;
+        } else {
+            known *= shape[d];
+        }
+    }
+    int64_t numel = nl_tensor_numel(t);
+    if (infer >= 0) {
+        if (known == 0 || numel % known != 0) {
+            nl_seterr(NL_ESHAPE, "reshape: cannot reshape %s (%lld elements) into %s",
+                      nl_shape_str(a, sizeof a, t->ndim, t->shape), (long long)numel,
+                      nl_shape_str(b, sizeof b, ndim, shape_in));
+            return NULL;
+        }
+        shape[infer] = numel / known;
+    } else if (known != numel) {
+        nl_seterr(NL_ESHAPE, "reshape: cannot reshape %s (%lld elements) into %s (%lld elements)",
+                  nl_shape_str(a, sizeof a, t->ndim, t->shape), (long long)numel,
+                  nl_shape_str(b, sizeof b, ndim, shape_in), (long long)known);
+        return NULL;
+    }
+    /* A view when the data is contiguous; otherwise a contiguous copy first (as PyTorch). */
+    nl_tensor *src = nl_tensor_contiguous(t);
+    if (!src) return NULL;
+    nl_tensor *v = header_new(src->storage, src->offset, src->dtype, ndim, shape, NULL);
+    nl_tensor_release(src);
+    return v;
+}
+
+nl_tensor *nl_tensor_permute(nl_tensor *t, const int *perm)
+{
+    int64_t shape[NL_MAX_DIMS], strides[NL_MAX_DIMS];
+    bool seen[NL_MAX_DIMS] = {false};
+    for (int d = 0; d < t->ndim; d++) {
+        int p = perm[d];
+        if (p < 0 || p >= t->ndim || seen[p]) {
+            nl_seterr(NL_EINVAL, "permute: not a permutation of the %d dimensions", t->ndim);
+            return NULL;
+        }
+        seen[p] = true;
+        shape[d] = t->shape[p];
+        strides[d] = t->strides[p];
+    }
+    return header_new(t->storage, t->offset, t->dtype, t->ndim, shape, strides);
+}
+
+nl_tensor *nl_tensor_transpose(nl_tensor *t, int d0, int d1)
+{
+    if (check_dim("transpose", t, d0) != NL_OK || check_dim("transpose", t, d1) != NL_OK)
+        return NULL;
+    int perm[NL_MAX_DIMS];
+    for (int d = 0; d < t->ndim; d++) perm[d] = d;
+    perm[d0] = d1;
+    perm[d1] = d0;
+    return nl_tensor_permute(t, perm);
+}
+
+nl_tensor *nl_tensor_slice(nl_tensor *t, int dim, int64_t start, int64_t stop)
+{
+    if (check_dim("slice", t, dim) != NL_OK) return NULL;
+    if (start < 0 || stop > t->shape[dim] || start > stop) {
+        nl_seterr(NL_EINVAL, "slice: range %lld..%lld out of range for dimension %d of size %lld",
+                  (long long)start + 1, (long long)stop, dim + 1, (long long)t->shape[dim]);
+        return NULL;
+    }
+    nl_tensor *v = header_new(t->storage, t->offset + (size_t)(start * t->strides[dim]), t->dtype,
+                              t->ndim, t->shape, t->strides);
+    if (v) v->shape[dim] = stop - start;
+    return v;
+}
+
+nl_tensor *nl_tensor_contiguous(nl_tensor *t)
+{
+    return nl_tensor_is_contiguous(t) ? nl_tensor_retain(t) : nl_tensor_clone(t);
+}
+
+/* A new contiguous tensor of dtype on dev holding t's values (converted). */
+static nl_tensor *copy_as(const nl_tensor *t, nl_dtype dtype, nl_device dev)
+{
+    nl_device from = nl_tensor_device(t);
+    if (dev != from) {
+        /* Cross-device: make a contiguous same-dtype copy on the source side, move the bytes,
+         * then convert on the destination. */
+        nl_tensor *src = nl_tensor_empty(t->dtype, t->ndim, t->shape, from);
+        if (!src) return NULL;
+        nl_tensor *dst = NULL;
+        if (nl_copy(src, t) == NL_OK && (dst = nl_tensor_empty(t->dtype, t->ndim, t->shape, dev))) {
+            nl_backend *be = from == NL_CPU ? dst->storage->backend : src->storage->backend;
+            size_t bytes = (size_t)nl_tensor_numel(t) * nl_dtype_info(t->dtype)->size;
+            if (be->copy(be, nl_tensor_data(dst), dev, nl_tensor_data(src), from, bytes) != NL_OK) {
+                nl_tensor_release(dst);
+                dst = NULL;
+            }
+        }
+        nl_tensor_release(src);
+        if (!dst || dtype == t->dtype) return dst;
+        nl_tensor *conv = copy_as(dst, dtype, dev);
+        nl_tensor_release(dst);
+        return conv;
+    }
+    nl_tensor *dst = nl_tensor_empty(dtype, t->ndim, t->shape, dev);
+    if (dst && nl_copy(dst, t) != NL_OK) {
+        nl_tensor_release(dst);
+        return NULL;
+    }
+    return dst;
+}
+
+nl_tensor *nl_tensor_clone(const nl_tensor *t) { return copy_as(t, t->dtype, nl_tensor_device(t)); }
+
+nl_tensor *nl_tensor_to_device(const nl_tensor *t, nl_device dev)
+{
+    if (!nl_backend_get(dev)) return NULL;
+    return copy_as(t, t->dtype, dev);
+}
+
+nl_tensor *nl_tensor_to_dtype(const nl_tensor *t, nl_dtype dtype)
+{
+    if ((unsigned)dtype >= NL_DTYPE_COUNT) {
+        nl_seterr(NL_ETYPE, "to: unknown dtype");
+        return NULL;
+    }
+    return copy_as(t, dtype, nl_tensor_device(t));
+}
+
+/* ---------------------------------------------------------------- element access -------- */
+
+static nl_status element_offset(const char *fn, const nl_tensor *t, const int64_t *idx, size_t *off)
+{
+    int64_t o = (int64_t)t->offset;
+    for (int d = 0; d < t->ndim; d++) {
+        if (idx[d] < 0 || idx[d] >= t->shape[d])
+            return nl_seterr(NL_EINVAL, "%s: index %lld out of range for dimension %d of size %lld",
+                             fn, (long long)idx[d] + 1, d + 1, (long long)t->shape[d]);
+        o += idx[d] * t->strides[d];
+    }
+    *off = (size_t)o * nl_dtype_info(t->dtype)->size;
+    return NL_OK;
+}
+
+static double load_value(nl_dtype dtype, const void *p)
+{
+    switch (dtype) {
+    case NL_F32: return *(const float *)p;
+    case NL_I8: return *(const int8_t *)p;
+    case NL_I32: return *(const int32_t *)p;
+    case NL_U8: return *(const uint8_t *)p;
+    default: return 0;
+    }
+}
+
+/* Converts v to the dtype as nl_copy does: round to nearest even, saturate, NaN -> 0. */
+static void store_value(nl_dtype dtype, void *p, double v)
+{
+    if (dtype == NL_F32) {
+        *(float *)p = (float)v;
+        return;
+    }
+    const nl_dtype_traits *ti = nl_dtype_info(dtype);
+    v = isnan(v) ? 0 : nearbyint(v);
+    v = v < ti->min ? ti->min : v > ti->max ? ti->max : v;
+    switch (dtype) {
+    case NL_I8: *(int8_t *)p = (int8_t)v; break;
+    case NL_I32: *(int32_t *)p = (int32_t)v; break;
+    case NL_U8: *(uint8_t *)p = (uint8_t)v; break;
+    default: break;
+    }
+}
+
+nl_status nl_tensor_get(const nl_tensor *t, const int64_t *idx, double *out)
+{
+    size_t off;
+    nl_status st = element_offset("get", t, idx, &off);
+    if (st != NL_OK) return st;
+    unsigned char buf[8];
+    nl_backend *be = t->storage->backend;
+    const void *p = (char *)t->storage->ptr + off;
+    if (be->device != NL_CPU) {
+        st = be->copy(be, buf, NL_CPU, p, be->device, nl_dtype_info(t->dtype)->size);
+        if (st != NL_OK) return st;
+        p = buf;
+    }
+    *out = load_value(t->dtype, p);
+    return NL_OK;
+}
+
+nl_status nl_tensor_set(nl_tensor *t, const int64_t *idx, double v)
+{
+    size_t off;
+    nl_status st = element_offset("set", t, idx, &off);
+    if (st != NL_OK) return st;
+    nl_backend *be = t->storage->backend;
+    void *p = (char *)t->storage->ptr + off;
+    if (be->device != NL_CPU) {
+        unsigned char buf[8];
+        store_value(t->dtype, buf, v);
+        return be->copy(be, p, be->device, buf, NL_CPU, nl_dtype_info(t->dtype)->size);
+    }
+    store_value(t->dtype, p, v);
+    return NL_OK;
+}

@@ -1,0 +1,32 @@
+#!/bin/sh
+# run.sh: runs every test suite (C unit tests, Lua tests, REPL tests) and prints the totals as
+# its last line, "N passed, N failed". Exits non-zero when anything failed.
+NNLAB=${NNLAB:-./build/nnlab}
+BUILD=${BUILD:-build/release}
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+suite() { # suite NAME COMMAND...: runs a suite, keeps its "N passed, N failed" line.
+    name=$1; shift
+    echo "== $name"
+    "$@" > "$log" 2>&1; rc=$?
+    cat "$log"
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
+    if [ -z "$line" ]; then
+        echo "FAIL $name: exited $rc without a summary line"; failed_total=$((failed_total + 1)); status=1
+        return
+    fi
+    p=${line%% passed*}; f=${line#*passed, }; f=${f%% failed*}
+    passed_total=$((passed_total + p)); failed_total=$((failed_total + f))
+    if [ "$rc" -ne 0 ] || [ "$f" -ne 0 ]; then status=1; [ "$f" -eq 0 ] && failed_total=$((failed_total + 1)); fi
+}
+passed_total=0; failed_total=0
+for t in "$BUILD"/tests/test_*; do
+    [ -x "$t" ] && suite "$(basename "$t")" "$t"
+done
+for t in tests/lua/test_*.lua; do
+    [ -f "$t" ] && suite "$(basename "$t")" "$NNLAB" tests/lua/harness.lua "$t"
+done
+[ -f tests/repl/run.sh ] && suite repl sh tests/repl/run.sh
+echo "$passed_total passed, $failed_total failed"
+exit $status
