@@ -200,6 +200,28 @@ typedef enum {
     NL_OP_MATMUL,    /* dst[b] = src[0][b] @ src[1][b]; f32; (B,M,K)x(B,K,N)->(B,M,N), strided ok */
     NL_OP_RAND_UNIFORM, /* dst = U(f[0], f[1]) from counter-based RNG, key u[0], counter u[1] */
     NL_OP_RAND_NORMAL,  /* dst = N(f[0], f[1]) likewise */
+    /* Layer kernels (f32, contiguous NCHW unless stated; core/<layer>.c validates, backends
+     * implement). i[] holds integer hyper-parameters, f[] real ones. */
+    NL_OP_CONV2D,           /* dst[N,O,OH,OW] = x src[0][N,C,H,W] * w src[1][O,C,KH,KW] + bias src[2][O]
+                               (src[2] may be NULL); i[0]=stride, i[1]=padding */
+    NL_OP_CONV2D_BWD_DATA,  /* dst gx[N,C,H,W] = d/dx given gy src[0], w src[1]; i as CONV2D */
+    NL_OP_CONV2D_BWD_FILTER,/* dst gw[O,C,KH,KW] += d/dw given x src[0], gy src[1]; aux gbias[O] += sum gy
+                               (aux may be NULL); i as CONV2D */
+    NL_OP_POOL2D,           /* dst = pool src[0]; i[0]=0 max / 1 avg, i[1]=k, i[2]=stride, i[3]=padding;
+                               max: aux (i32, dst's shape) receives the flat h*W+w argmax, may be NULL */
+    NL_OP_POOL2D_BWD,       /* dst gx (zeroed by kernel) from gy src[0] and, for max, indices src[1] */
+    NL_OP_BATCHNORM,        /* dst = bn(x src[0]; gamma src[1], beta src[2], running mean src[3]...):
+                               defined by the batch-norm layer (see core/batchnorm.c) */
+    NL_OP_BATCHNORM_BWD,
+    NL_OP_ACT_BWD,          /* dst gx = gy src[0] * f'(src[1]); i[0] = nl_unop or NL_ACT_*, src[1] = x
+                               (or y where stated), f[0] = slope for leaky relu */
+    NL_OP_SOFTMAX,          /* dst = softmax over the last dim of src[0]; i[0]=1: log-softmax */
+    NL_OP_DROPOUT,          /* dst = src[0] * mask / (1-p), aux u8 mask; f[0]=p; u[0] key, u[1] counter */
+    NL_OP_SGD_STEP,         /* fused SGD update of param dst with grad src[0], momentum buffer src[1]
+                               (may be NULL); f[0]=lr f[1]=momentum f[2]=weight_decay; i[0]=nesterov */
+    NL_OP_ADAM_STEP,        /* fused Adam/AdamW update of dst with grad src[0], m src[1], v src[2];
+                               f[0]=lr f[1]=beta1 f[2]=beta2 f[3]=eps; i[0]=step, i[1]=1 AdamW;
+                               weight decay in u[0] as a double's bits (see core/optim.c) */
     NL_OPCODE_COUNT
 } nl_opcode;
 
@@ -207,6 +229,7 @@ typedef enum {
 struct nl_op {
     nl_opcode code;
     nl_tensor *dst;
+    nl_tensor *aux;          /* a second output where an op has one (pooling indices, masks) */
     const nl_tensor *src[NL_OP_MAX_SRC];
     int i[4];
     double f[4];
@@ -225,6 +248,8 @@ nl_status nl_binary(nl_binop op, nl_tensor *dst, const nl_tensor *a, const nl_te
 nl_status nl_binary_scalar(nl_binop op, nl_tensor *dst, const nl_tensor *a, double s, bool scalar_first);
 nl_status nl_unary(nl_unop op, nl_tensor *dst, const nl_tensor *a);
 nl_status nl_matmul(nl_tensor *dst, const nl_tensor *a, const nl_tensor *b);
+/* As nl_matmul; accumulate adds the product into dst (BLAS beta = 1): NL_OP_MATMUL with i[0]=1. */
+nl_status nl_matmul_ex(nl_tensor *dst, const nl_tensor *a, const nl_tensor *b, bool accumulate);
 
 /* Allocating forms return a new reference or NULL (error set). Broadcasting follows NumPy:
  * shapes are aligned at the right; a size-1 dimension stretches. Arithmetic on two dtypes

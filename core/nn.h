@@ -1,0 +1,134 @@
+/* nn.h: modules (layers with forward and backward, after Torch7's nn contract), losses,
+ * optimizers and checkpoints. Pure C11 over nl.h; the Lua bindings are in dsl/nn.c. */
+#ifndef NL_NN_H
+#define NL_NN_H
+
+#include "nl.h"
+
+/* ---------------------------------------------------------------- module types ---------- */
+
+#define NL_MAX_ARGS 8
+#define NL_MAX_PARAMS 6
+
+/* One constructor argument of a module type. Positional arguments come first (npos of them);
+ * the rest are options with defaults. Every value is a number (booleans are 0/1). */
+typedef struct {
+    const char *name;     /* "in", "out", "k", "stride", "padding", "bias", ... */
+    double def;           /* default for options */
+    bool integer;         /* must be a whole number */
+    double min;           /* smallest valid value (e.g. 1 for sizes, 0 for padding) */
+    const char *doc;      /* one line for help */
+} nl_argspec;
+
+typedef struct nl_module nl_module;
+
+/* A module type: the single table that drives construction (from Lua or from a checkpoint),
+ * printing, help and dispatch. A layer's file defines one and core/module.c lists it. */
+typedef struct nl_module_type {
+    const char *name;     /* "Conv2d" */
+    const char *sig;      /* "nn.Conv2d(in, out, k, {stride=1, padding=0, bias=true})" */
+    const char *doc;      /* one or two lines for help */
+    const char *example;  /* a line of Lua */
+    int npos;             /* leading positional arguments in args */
+    nl_argspec args[NL_MAX_ARGS]; /* terminated by a row with name NULL */
+    bool container;       /* children are set by the caller (Sequential, Residual) */
+    /* Creates parameters and state from m->args (already validated against the specs).
+     * Parameters are initialised as PyTorch does, from the seeded RNG. */
+    nl_status (*init)(nl_module *m);
+    /* y = f(x): returns a new reference in *y. Must keep what backward needs (m->input is set
+     * by nl_module_forward before the call). */
+    nl_status (*forward)(nl_module *m, nl_tensor *x, nl_tensor **y);
+    /* Given dL/dy, returns dL/dx (new reference) and ADDS parameter gradients into grads. */
+    nl_status (*backward)(nl_module *m, nl_tensor *gy, nl_tensor **gx);
+    /* Output shape for an input shape (NL_ESHAPE with a message naming the layer and both
+     * shapes if the input does not fit) and the multiply-adds of one forward pass. */
+    nl_status (*infer)(const nl_module *m, int ndim, const int64_t *in, int *out_ndim,
+                       int64_t *out, int64_t *macs);
+    void (*destroy)(nl_module *m); /* frees m->state (parameters are freed by the core); may be NULL */
+} nl_module_type;
+
+/* A parameter (with a gradient) or a buffer (grad NULL, e.g. running statistics). */
+typedef struct {
+    char name[24];
+    nl_tensor *value;
+    nl_tensor *grad;
+} nl_param;
+
+struct nl_module {
+    const nl_module_type *type;
+    int refcount;
+    bool training;
+    double args[NL_MAX_ARGS];     /* in the order of type->args */
+    int nparams;
+    nl_param params[NL_MAX_PARAMS];
+    int nchildren;
+    nl_module **children;         /* owned references (containers) */
+    nl_tensor *input;             /* last input (a reference), for backward and feature maps */
+    nl_tensor *output;            /* last output (a reference) */
+    void *state;                  /* type-specific */
+};
+
+/* Every module type, for lookups by name (Lua constructors, checkpoints, help). */
+extern const nl_module_type *const nl_module_types[];
+const nl_module_type *nl_module_type_find(const char *name);
+
+/* Creates a module: args has one value per argspec in order (use nl_module_default_args to
+ * fill defaults first). Validates them (NL_EINVAL naming the type and argument). New reference. */
+nl_module *nl_module_new(const nl_module_type *type, const double *args);
+void nl_module_default_args(const nl_module_type *type, double *args);
+/* Index of an argument by name, or -1. */
+int nl_module_arg_index(const nl_module_type *type, const char *name);
+nl_module *nl_module_retain(nl_module *m);
+void nl_module_release(nl_module *m);
+
+/* Containers: appends / inserts (0-based) / removes a child (the container takes a reference). */
+nl_status nl_module_add(nl_module *c, nl_module *child);
+nl_status nl_module_insert(nl_module *c, int index, nl_module *child);
+nl_status nl_module_remove(nl_module *c, int index);
+
+/* Adds a parameter (grad allocated and zeroed when with_grad) to m during init. */
+nl_status nl_module_add_param(nl_module *m, const char *name, nl_tensor *value, bool with_grad);
+nl_param *nl_module_param(nl_module *m, const char *name);
+
+/* The forward/backward entry points: keep m->input/m->output, check interrupts, then dispatch
+ * to the type. Containers call these for their children. */
+nl_status nl_module_forward(nl_module *m, nl_tensor *x, nl_tensor **y);
+nl_status nl_module_backward(nl_module *m, nl_tensor *gy, nl_tensor **gx);
+nl_status nl_module_infer(const nl_module *m, int ndim, const int64_t *in, int *out_ndim,
+                          int64_t *out, int64_t *macs);
+
+void nl_module_train(nl_module *m, bool training);  /* recursive */
+nl_status nl_module_zero_grad(nl_module *m);        /* recursive */
+/* Every parameter of m and its children, depth-first (buffers included when with_buffers).
+ * Fills up to max pointers, returns the total count. Pointers stay valid while m lives. */
+int nl_module_params(nl_module *m, nl_param **out, int max, bool with_buffers);
+/* "Conv2d(3, 32, k=3, stride=1, padding=1)" */
+void nl_module_repr(const nl_module *m, char *buf, size_t n);
+/* Moves every parameter, gradient and buffer to dev (in place: the param tensors are replaced). */
+nl_status nl_module_to(nl_module *m, nl_device dev);
+
+/* Output tensor reuse: returns m's previous output if it has this shape, dtype and device and
+ * nobody else holds it, else a new tensor (new reference either way). Keeps the training step
+ * allocation-free after the first step. */
+nl_tensor *nl_module_output_buffer(nl_module *m, nl_dtype dtype, int ndim, const int64_t *shape,
+                                   nl_device dev);
+
+/* ---------------------------------------------------------------- losses ---------------- */
+
+/* Losses are not modules: they take (input, target) and return a scalar. */
+typedef enum { NL_LOSS_CROSS_ENTROPY, NL_LOSS_MSE } nl_loss_kind;
+typedef struct {
+    nl_loss_kind kind;
+    double label_smoothing;   /* cross-entropy */
+    nl_tensor *saved;         /* what backward needs (probabilities / difference) */
+    nl_tensor *target;
+} nl_loss;
+
+/* Cross-entropy: logits [N, C], target i32 class indices [N] (0-based) or f32 probabilities
+ * [N, C]; mean over the batch. MSE: same shapes, mean over all elements. */
+nl_status nl_loss_forward(nl_loss *l, nl_tensor *input, nl_tensor *target, double *loss);
+/* dL/dinput (new reference), scaled by grad (1 for a plain backward). */
+nl_status nl_loss_backward(nl_loss *l, double grad, nl_tensor **ginput);
+void nl_loss_clear(nl_loss *l);
+
+#endif
