@@ -26,6 +26,9 @@ void nl_dsl_register(lua_State *L, const char *module, const nl_dsl_fn *fns);
  * functions being the methods placed in the metatable's __index by the caller. */
 void nl_dsl_register_methods(lua_State *L, const char *type, const nl_dsl_fn *fns);
 
+/* Module openers called by nl_dsl_open, one per dsl/<module>.c. */
+int nl_open_sys(lua_State *L);
+
 /* Raises a Lua error with the core's last message (nl_errmsg()), prefixed with nothing: core
  * messages already name the function. Never returns. */
 int nl_dsl_core_error(lua_State *L);
