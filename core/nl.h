@@ -275,7 +275,8 @@ nl_tensor *nl_tensor_expand(nl_tensor *t, int ndim, const int64_t *shape);
 /* ---------------------------------------------------------------- random numbers -------- */
 
 /* A counter-based generator: element k of a fill draws from hash(key, counter + k), so the same
- * seed gives the same numbers whatever the thread count. State is (seed, counter). */
+ * seed gives the same numbers whatever the thread count. State is (seed, counter). The key is the
+ * seed: an op that draws numbers takes u[0] = nl_rng_get_state().seed, u[1] = nl_rng_reserve(n). */
 typedef struct { uint64_t seed, counter; } nl_rng_state;
 void nl_rng_seed(uint64_t seed);
 nl_rng_state nl_rng_get_state(void);
