@@ -59,3 +59,13 @@ nl_status nl_check_interrupt(void)
 {
     return nl_interrupted() ? nl_seterr(NL_EINTR, "interrupted") : NL_OK;
 }
+
+static atomic_int defer_depth;
+
+void nl_interrupt_defer(bool on)
+{
+    if (on) atomic_fetch_add(&defer_depth, 1);
+    else if (atomic_load(&defer_depth) > 0) atomic_fetch_sub(&defer_depth, 1);
+}
+
+bool nl_interrupt_deferred(void) { return atomic_load(&defer_depth) > 0; }

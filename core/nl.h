@@ -46,6 +46,11 @@ void nl_interrupt_clear(void);
 bool nl_interrupted(void);
 /* NL_OK, or NL_EINTR with message "interrupted" (does not clear the flag). */
 nl_status nl_check_interrupt(void);
+/* While deferred (a counter: calls nest), the REPL's SIGINT handler only sets the flag and does
+ * not break into running Lua code: a training loop uses this to stop cleanly at the next batch
+ * boundary instead of in the middle of its bookkeeping. */
+void nl_interrupt_defer(bool on);
+bool nl_interrupt_deferred(void);
 
 /* ---------------------------------------------------------------- dtypes ---------------- */
 
