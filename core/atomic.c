@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* Frees what af owns and zeroes it, so that a second abort (or an abort after commit) is a
@@ -19,12 +20,12 @@ static void release(nl_atomic_file *af)
 }
 
 /* Opens the temporary file for path. On success af owns it until nl_atomic_commit or
- * nl_atomic_abort; on failure (NL_EIO naming path and the reason, NL_ENOMEM) af holds nothing and
- * needs no abort (an abort is harmless). */
+ * nl_atomic_abort; on failure (NL_EIO naming path and the reason, NL_EINVAL for no name,
+ * NL_ENOMEM) af holds nothing and needs no abort (an abort is harmless). */
 nl_status nl_atomic_open(nl_atomic_file *af, const char *path)
 {
     af->fp = af->path = af->tmp = NULL;
-    if (!path || !*path) return nl_seterr(NL_EIO, "cannot write a file with an empty name");
+    if (!path || !*path) return nl_seterr(NL_EINVAL, "cannot write a file with no name");
     size_t n = strlen(path) + 32;
     af->path = strdup(path);
     af->tmp = malloc(n);
@@ -44,6 +45,9 @@ nl_status nl_atomic_open(nl_atomic_file *af, const char *path)
         release(af);
         return nl_seterr(NL_EIO, "cannot write '%s': %s", path, strerror(e));
     }
+    /* A replaced file keeps its permissions (a private checkpoint stays private). */
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode)) (void)fchmod(fd, sb.st_mode & 07777);
     af->fp = fp;
     return NL_OK;
 }

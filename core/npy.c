@@ -411,6 +411,10 @@ static nl_tensor *load(FILE *fp, const char *path)
  * the data are ignored, as numpy does. */
 nl_tensor *nl_npy_load(const char *path)
 {
+    if (!path) {
+        nl_seterr(NL_EINVAL, "load: no file name");
+        return NULL;
+    }
     FILE *fp = fopen(path, "rbe");
     if (!fp) {
         nl_seterr(NL_EIO, "cannot open '%s': %s", path, strerror(errno));
@@ -429,6 +433,7 @@ nl_tensor *nl_npy_load(const char *path)
  * NL_ENOMEM. Does not take ownership of t. */
 nl_status nl_npy_save(const char *path, const nl_tensor *t)
 {
+    if (!path) return nl_seterr(NL_EINVAL, "save: no file name");
     if (!t) return nl_seterr(NL_EINVAL, "save '%s': no tensor", path);
     if (nl_tensor_device(t) != NL_CPU)
         return nl_seterr(NL_EDEVICE, "save '%s': the tensor is on %s; copy the tensor to the cpu "

@@ -360,6 +360,13 @@ static void test_atomic(void)
           "the old file is intact after an abort");
     nl_tensor_release(b);
 
+    /* A replaced file keeps its permissions. */
+    chmod(p, 0600);
+    CHECK(nl_npy_save(p, a) == NL_OK, "save over: %s", nl_errmsg());
+    struct stat sb;
+    CHECK(stat(p, &sb) == 0 && (sb.st_mode & 0777) == 0600, "mode kept: %o", sb.st_mode & 0777);
+    CHECK(nl_atomic_open(&af, "") == NL_EINVAL, "no file name");
+
     /* Commit replaces. */
     CHECK(nl_atomic_open(&af, tmp("plain.txt")) == NL_OK, "open");
     CHECK(nl_atomic_write(&af, "hello\n", 6) == NL_OK && nl_atomic_commit(&af) == NL_OK,
