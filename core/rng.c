@@ -4,13 +4,13 @@
 
 #include <math.h>
 
-/* The global stream. The REPL runs core on one thread, so a plain static suffices; kernels never
- * touch it: a fill reserves its counters here first and then hands (key, counter) to the backend,
- * where element k (in the tensor's logical row-major order) draws from hash(key, counter + k).
- * That is why results depend only on the seed and never on the thread count or the device. */
+/* The global stream, seed 0 at start. The REPL runs core on one thread, so a plain static
+ * suffices; kernels never touch it: a fill reserves its counters here first and then hands
+ * (key, counter) to the backend, where element k (in the tensor's logical row-major order) draws
+ * from hash(key, counter + k). That is why results depend only on the seed and never on the
+ * thread count or the device. The key is the seed itself: any op that draws numbers (dropout
+ * too) takes key = nl_rng_get_state().seed and counter = nl_rng_reserve(numel). */
 static nl_rng_state g_state = {0, 0};
-/* The key of the stream is its seed: a fill (or any kernel drawing numbers, e.g. dropout) takes
- * key = nl_rng_get_state().seed and counter = nl_rng_reserve(numel). */
 
 /* Stafford's "mix13" 64-bit finaliser (the one splitmix64 uses): a bijection in which each input
  * bit flips each output bit with probability close to 1/2. */
@@ -44,7 +44,8 @@ float nl_rng_u01_at(uint64_t key, uint64_t counter)
 }
 
 /* Box-Muller from two independent hashes of the same counter. u1 lies in (0, 1] (53 bits, never
- * zero, so the log is finite and the tails reach about 8.6 standard deviations); u2 in [0, 1). */
+ * zero, so the log is finite and the tails reach about 8.6 standard deviations); u2 in [0, 1).
+ * (Counters c and c + 2^63 give the same number; no stream gets that long.) */
 float nl_rng_normal_at(uint64_t key, uint64_t counter)
 {
     uint64_t k = normal_key(key);
@@ -53,16 +54,20 @@ float nl_rng_normal_at(uint64_t key, uint64_t counter)
     return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
 }
 
+/* Restarts the global stream at (seed, counter 0). */
 void nl_rng_seed(uint64_t seed)
 {
     g_state.seed = seed;
     g_state.counter = 0;
 }
 
+/* The stream's position, to save and later restore with nl_rng_set_state (which replays every
+ * draw made since, bit for bit). */
 nl_rng_state nl_rng_get_state(void) { return g_state; }
 
 void nl_rng_set_state(nl_rng_state s) { g_state = s; }
 
+/* Hands out counters [first, first + n) of the global stream and returns first. */
 uint64_t nl_rng_reserve(uint64_t n)
 {
     uint64_t first = g_state.counter;
