@@ -1,0 +1,75 @@
+/* cpu_backend.c: the CPU backend's vtable: 64-byte aligned host memory, host copies, and
+ * dispatch of each opcode to its kernel (cpu_elementwise.c, cpu_reduce.c, cpu_matmul.c). */
+#include "cpu/cpu.h"
+#include "cpu_kernels.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void *cpu_alloc(nl_backend *be, size_t bytes)
+{
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 1) != 0) {
+        nl_seterr(NL_ENOMEM, "cpu: out of memory allocating %zu bytes", bytes);
+        return NULL;
+    }
+    return p;
+}
+
+static void cpu_free(nl_backend *be, void *ptr) { free(ptr); }
+
+static nl_status cpu_copy_bytes(nl_backend *be, void *dst, nl_device dst_dev, const void *src,
+                                nl_device src_dev, size_t bytes)
+{
+    if (dst_dev != NL_CPU || src_dev != NL_CPU)
+        return nl_seterr(NL_EDEVICE, "cpu: cannot copy between %s and %s", nl_device_name(src_dev),
+                         nl_device_name(dst_dev));
+    if (bytes) memmove(dst, src, bytes);
+    return NL_OK;
+}
+
+static void cpu_sync(nl_backend *be) {}
+
+/* One kernel per opcode; NULL where the CPU backend has none (yet). */
+static nl_status (*const kernels[NL_OPCODE_COUNT])(const nl_op *op) = {
+    [NL_OP_FILL] = cpu_fill,
+    [NL_OP_COPY] = cpu_copy,
+    [NL_OP_BINARY] = cpu_binary,
+    [NL_OP_BINARY_SCALAR] = cpu_binary_scalar,
+    [NL_OP_UNARY] = cpu_unary,
+    [NL_OP_REDUCE] = cpu_reduce,
+    [NL_OP_MATMUL] = cpu_matmul,
+    [NL_OP_RAND_UNIFORM] = cpu_rand,
+    [NL_OP_RAND_NORMAL] = cpu_rand,
+};
+
+static bool cpu_supports(nl_backend *be, const nl_op *op)
+{
+    if ((unsigned)op->code >= NL_OPCODE_COUNT || !kernels[op->code]) return false;
+    if (op->code == NL_OP_MATMUL)
+        return op->dst->dtype == NL_F32 && op->src[0]->dtype == NL_F32 && op->src[1]->dtype == NL_F32;
+    return true;
+}
+
+static nl_status cpu_exec(nl_backend *be, const nl_op *op)
+{
+    if (!cpu_supports(be, op))
+        return nl_seterr(NL_EUNSUPPORTED, "%s: not supported by the cpu backend", nl_opcode_name(op->code));
+    return kernels[op->code](op);
+}
+
+nl_backend *nl_cpu_backend(void)
+{
+    static nl_backend cpu = {
+        .name = "cpu",
+        .device = NL_CPU,
+        .ctx = NULL,
+        .alloc = cpu_alloc,
+        .free = cpu_free,
+        .copy = cpu_copy_bytes,
+        .sync = cpu_sync,
+        .supports = cpu_supports,
+        .exec = cpu_exec,
+    };
+    return &cpu;
+}

@@ -1,0 +1,113 @@
+/* cpu_matmul.c: f32 matrix products on the CPU with OpenBLAS's cblas_sgemm. Row-major and
+ * transposed views go to BLAS in place (with a transpose flag); other layouts are packed into a
+ * contiguous buffer. A batch loops over sgemm, checking for Ctrl-C between items. */
+#include "cpu_kernels.h"
+
+#include <cblas.h>
+#include <limits.h>
+#include <stdlib.h>
+
+/* One matrix operand (rows x cols per batch item) and how BLAS reads it. */
+typedef struct {
+    float *p;
+    int64_t batch, rows, cols, sb, sr, sc; /* sizes and element strides */
+    bool direct;                           /* BLAS reads it in place, as trans with ld */
+    CBLAS_TRANSPOSE trans;
+    int64_t ld;
+    float *buf;                            /* else: a packed rows x cols copy */
+} mm_mat;
+
+/* Describes a 2-D or 3-D f32 tensor; row-major with stride 1 along a row, or column-major (a
+ * transposed view), can be used in place. */
+static void mm_view(mm_mat *m, const nl_tensor *t)
+{
+    const int nd = t->ndim;
+    m->p = nl_tensor_f32(t);
+    m->batch = nd == 3 ? t->shape[0] : 1;
+    m->sb = nd == 3 ? t->strides[0] : 0;
+    m->rows = t->shape[nd - 2];
+    m->cols = t->shape[nd - 1];
+    m->sr = t->strides[nd - 2];
+    m->sc = t->strides[nd - 1];
+    m->buf = NULL;
+    m->direct = true;
+    if ((m->sc == 1 || m->cols == 1) && (m->rows == 1 || m->sr >= m->cols)) {
+        m->trans = CblasNoTrans;
+        m->ld = m->rows == 1 ? m->cols : m->sr;
+    } else if ((m->sr == 1 || m->rows == 1) && (m->cols == 1 || m->sc >= m->rows)) {
+        m->trans = CblasTrans;
+        m->ld = m->cols == 1 ? m->rows : m->sc;
+    } else {
+        m->direct = false;
+    }
+    if (m->ld < 1) m->ld = 1;
+    if (!m->direct || m->ld > INT_MAX) {
+        m->direct = false;
+        m->trans = CblasNoTrans;
+        m->ld = m->cols > 1 ? m->cols : 1;
+    }
+}
+
+/* Copies batch item b between the tensor and the packed buffer (either way). */
+static void mm_transfer(const mm_mat *m, int64_t b, bool to_buf)
+{
+    const cpu_conv_fn copy = cpu_conv[NL_F32][CPU_F32];
+    for (int64_t r = 0; r < m->rows; r++) {
+        float *t = m->p + b * m->sb + r * m->sr, *packed = m->buf + r * m->cols;
+        if (to_buf) copy(packed, 1, t, m->sc, m->cols);
+        else copy(t, m->sc, packed, 1, m->cols);
+    }
+}
+
+/* The matrix of batch item b as BLAS reads it (packing it first when needed). */
+static float *mm_item(const mm_mat *m, int64_t b, bool load)
+{
+    if (m->direct) return m->p + b * m->sb;
+    if (load && (b == 0 || m->sb != 0)) mm_transfer(m, b, true);
+    return m->buf;
+}
+
+nl_status cpu_matmul(const nl_op *op)
+{
+    mm_mat a, b, c;
+    mm_view(&a, op->src[0]);
+    mm_view(&b, op->src[1]);
+    mm_view(&c, op->dst);
+    const bool accumulate = op->i[0] != 0;
+    if (c.trans != CblasNoTrans) { /* the product must come out row-major */
+        c.direct = false;
+        c.trans = CblasNoTrans;
+        c.ld = c.cols > 1 ? c.cols : 1;
+    }
+    int64_t batch = c.batch, m = c.rows, n = c.cols, k = a.cols;
+    if (batch == 0 || m == 0 || n == 0) return NL_OK;
+    /* (B,M,K)x(K,N) with both sides row-major stacks into one (B*M,K)x(K,N) product. */
+    if (batch > 1 && b.sb == 0 && a.direct && c.direct && a.trans == CblasNoTrans &&
+        a.sb == m * a.ld && c.sb == m * c.ld) {
+        m *= batch;
+        a.rows = c.rows = m;
+        batch = 1;
+    }
+    if (m > INT_MAX || n > INT_MAX || k > INT_MAX)
+        return nl_seterr(NL_EINVAL, "matmul: a dimension exceeds BLAS's %d limit", INT_MAX);
+    nl_status st = NL_OK;
+    mm_mat *mats[3] = {&a, &b, &c};
+    for (int i = 0; i < 3 && st == NL_OK; i++) {
+        if (mats[i]->direct) continue;
+        /* (+1: never malloc(0), whose NULL would read as a failure) */
+        mats[i]->buf = malloc((size_t)(mats[i]->rows * mats[i]->cols) * sizeof(float) + 1);
+        if (!mats[i]->buf) st = nl_seterr(NL_ENOMEM, "matmul: out of memory for a packed operand");
+    }
+    for (int64_t bi = 0; bi < batch && st == NL_OK; bi++) {
+        if (bi > 0 && (st = nl_check_interrupt()) != NL_OK) break;
+        const float *pa = mm_item(&a, bi, true), *pb = mm_item(&b, bi, true);
+        float *pc = mm_item(&c, bi, accumulate);
+        cblas_sgemm(CblasRowMajor, a.trans, b.trans, (int)m, (int)n, (int)k, 1.0f, pa, (int)a.ld,
+                    pb, (int)b.ld, accumulate ? 1.0f : 0.0f, pc, (int)c.ld);
+        if (!c.direct) mm_transfer(&c, bi, false);
+    }
+    free(a.buf);
+    free(b.buf);
+    free(c.buf);
+    return st;
+}
