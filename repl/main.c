@@ -1,0 +1,191 @@
+/* main.c: the nnlab program. Reads the command line as lua(1) does (script and its arguments,
+ * -e, -i, -v, -h), then runs the chunks and scripts or the interactive REPL. */
+#include "dsl.h"
+#include "repl.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+static const char *progname = "nnlab";
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: %s [options] [script [args]]\n"
+            "  -e code    run the Lua code (may repeat; runs in order)\n"
+            "  -i         enter the REPL after running the script and -e code\n"
+            "  -v, --version  print the version\n"
+            "  -h, --help     print this help\n"
+            "  --         stop handling options\n"
+            "  -          read the script from stdin\n"
+            "With no script: the REPL when stdin is a terminal, else stdin is run as a script.\n"
+            "A script or -e chunk that fails exits with status 1 (130 when stopped by Ctrl-C).\n",
+            progname);
+}
+
+/* What the command line asks for; script is argv's index of the script, 0 when none. */
+typedef struct {
+    int script;
+    bool interactive, version, help, has_e;
+} options;
+
+/* Parses argv like lua.c's collectargs; -e's code is checked here and run later in order.
+ * Returns false (message printed) on a bad option. */
+static bool parse_args(int argc, char **argv, options *o)
+{
+    memset(o, 0, sizeof *o);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (a[0] != '-' || strcmp(a, "-") == 0) {
+            o->script = i;
+            return true;
+        }
+        if (strcmp(a, "--") == 0) {
+            o->script = i + 1 < argc ? i + 1 : 0;
+            return true;
+        }
+        if (strcmp(a, "-e") == 0) {
+            if (++i >= argc) {
+                fprintf(stderr, "%s: '-e' needs an argument\n", progname);
+                return false;
+            }
+            o->has_e = true;
+        } else if (strcmp(a, "-i") == 0) {
+            o->interactive = true;
+        } else if (strcmp(a, "-v") == 0 || strcmp(a, "--version") == 0) {
+            o->version = true;
+        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            o->help = true;
+        } else {
+            fprintf(stderr, "%s: unrecognized option '%s'\n", progname, a);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* The global `arg`: the script at index 0, its arguments at 1.., the program and options at
+ * negative indices (lua.c's createargtable). */
+static void create_arg_table(lua_State *L, int argc, char **argv, int script)
+{
+    lua_createtable(L, script > 0 ? argc - script - 1 : 0, script + 1);
+    for (int i = 0; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i - script);
+    }
+    lua_setglobal(L, "arg");
+}
+
+/* Reports a failed chunk and returns the exit status it calls for (0 when it succeeded). */
+static int chunk_status(lua_State *L, int status)
+{
+    if (status == LUA_OK)
+        return EXIT_SUCCESS;
+    nl_repl_report(L, status, progname);
+    return nl_repl_interrupted() ? NL_EXIT_INTERRUPTED : EXIT_FAILURE;
+}
+
+/* Loads and runs a script (NULL: stdin) with args as its `...`. */
+static int run_script(lua_State *L, const char *fname, int nargs, char **args)
+{
+    int status = luaL_loadfile(L, fname);
+    if (status == LUA_OK) {
+        luaL_checkstack(L, nargs, "too many arguments to the script");
+        for (int i = 0; i < nargs; i++)
+            lua_pushstring(L, args[i]);
+        status = nl_repl_docall(L, nargs, 0);
+    }
+    return chunk_status(L, status);
+}
+
+/* Runs every -e chunk in order; stops at the first failure and returns its exit status. */
+static int run_e_chunks(lua_State *L, int argc, char **argv, int script)
+{
+    int end = script > 0 ? script : argc;
+    for (int i = 1; i < end; i++) {
+        if (strcmp(argv[i], "-e") != 0)
+            continue;
+        const char *code = argv[++i];
+        int status = luaL_loadbuffer(L, code, strlen(code), "=(command line)");
+        if (status == LUA_OK)
+            status = nl_repl_docall(L, 0, 0);
+        if ((status = chunk_status(L, status)) != EXIT_SUCCESS)
+            return status;
+    }
+    return EXIT_SUCCESS;
+}
+
+/* The whole program under lua_pcall (lua.c's pmain): argc and argv come as a number and a light
+ * userdata; returns the exit status. */
+static int pmain(lua_State *L)
+{
+    int argc = (int)lua_tointeger(L, 1);
+    char **argv = lua_touserdata(L, 2);
+    options o;
+    if (!parse_args(argc, argv, &o)) {
+        usage(stderr);
+        lua_pushinteger(L, EXIT_FAILURE);
+        return 1;
+    }
+    if (o.help) {
+        usage(stdout);
+        lua_pushinteger(L, EXIT_SUCCESS);
+        return 1;
+    }
+    if (o.version)
+        printf("nnlab %s (%s)\n", NL_VERSION, LUA_RELEASE);
+
+    luaL_openlibs(L);
+    create_arg_table(L, argc, argv, o.script);
+    nl_repl_signals(L);
+    lua_pushcfunction(L, nl_dsl_open);
+    int status = chunk_status(L, nl_repl_docall(L, 0, 0));
+    if (status != EXIT_SUCCESS) {
+        lua_pushinteger(L, status);
+        return 1;
+    }
+
+    status = run_e_chunks(L, argc, argv, o.script);
+    if (status == EXIT_SUCCESS && o.script > 0) {
+        const char *fname = argv[o.script];
+        /* "-" is stdin, unless it follows "--" (then it is a file named "-"). */
+        if (strcmp(fname, "-") == 0 && strcmp(argv[o.script - 1], "--") != 0)
+            fname = NULL;
+        status = run_script(L, fname, argc - o.script - 1, argv + o.script + 1);
+    }
+    /* Like python -i, errors before the REPL are reported and the REPL starts anyway. */
+    if (o.interactive) {
+        nl_repl_run(L);
+        status = EXIT_SUCCESS;
+    } else if (o.script == 0 && !o.has_e && !o.version) {
+        if (isatty(STDIN_FILENO))
+            nl_repl_run(L);
+        else
+            status = run_script(L, NULL, 0, NULL);
+    }
+    lua_pushinteger(L, status);
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    lua_State *L = luaL_newstate();
+    if (L == NULL) {
+        fprintf(stderr, "%s: cannot create the Lua state: not enough memory\n", progname);
+        return EXIT_FAILURE;
+    }
+    lua_pushcfunction(L, pmain);
+    lua_pushinteger(L, argc);
+    lua_pushlightuserdata(L, argv);
+    int status = lua_pcall(L, 2, 1, 0);
+    int code = status == LUA_OK ? (int)lua_tointeger(L, -1) : EXIT_FAILURE;
+    nl_repl_report(L, status, progname);
+    fflush(stdout);
+    lua_close(L);
+    return code;
+}

@@ -1,0 +1,410 @@
+/* repl.c: runs Lua chunks safely (traceback handler, Ctrl-C) and the interactive loop: readline
+ * in callback mode polled with a short timeout, multi-line input, history, printed results. */
+#include "repl.h"
+#include "complete.h"
+#include "nl.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <readline/history.h>
+#include <readline/readline.h>
+
+#define PROMPT "nnlab> "
+#define PROMPT2 "   ..> "
+#define POLL_MS 30          /* the idle hook runs at least this often */
+#define HISTORY_MAX 1000    /* lines kept in memory and in the history file */
+#define INCOMPLETE (-1)     /* load status: the chunk continues on the next line */
+
+/* ---------------------------------------------------------------- running chunks -------- */
+
+/* Shared with the signal handler. running: a chunk is under nl_repl_docall; sigints: Ctrl-C
+ * presses during it; prompt_sigint: Ctrl-C at the prompt, for the loop; winch: resized. */
+static lua_State *volatile sig_L;
+static volatile sig_atomic_t running, sigints, prompt_sigint, winch;
+
+/* The Lua hook set by Ctrl-C (lua.c's lstop). The first Ctrl-C raises once and clears the hook;
+ * after a second one it stays and raises at every Lua instruction, so code that catches the
+ * error with pcall and goes on still stops. It raises only on count events then, which never
+ * happen in the (C) message handler. */
+static void lstop(lua_State *L, lua_Debug *ar)
+{
+    if (sigints < 2)
+        lua_sethook(L, NULL, 0, 0);
+    else if (ar->event != LUA_HOOKCOUNT)
+        return;
+    luaL_error(L, "interrupted");
+}
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    if (!running) {
+        prompt_sigint = 1;
+        return;
+    }
+    nl_interrupt();
+    sigints = sigints + 1;
+    lua_sethook(sig_L, lstop, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+    if (sigints == 2) {
+        static const char msg[] = "\n[interrupt pending: stopping at the next check]\n";
+        int saved = errno;
+        ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+        (void)w;
+        errno = saved;
+    }
+}
+
+static void on_sigwinch(int sig)
+{
+    (void)sig;
+    winch = 1;
+}
+
+static void set_handler(int sig, void (*fn)(int))
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = fn;
+    sigemptyset(&sa.sa_mask);
+    sigaction(sig, &sa, NULL);
+}
+
+void nl_repl_signals(lua_State *L)
+{
+    sig_L = L;
+    set_handler(SIGINT, on_sigint);
+}
+
+/* lua.c's msghandler: adds a traceback to string messages; other error objects show through
+ * their __tostring, or by their type. */
+static int msghandler(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+            return 1;
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+int nl_repl_docall(lua_State *L, int narg, int nres)
+{
+    int base = lua_gettop(L) - narg;
+    lua_pushcfunction(L, msghandler);
+    lua_insert(L, base);
+    lua_sethook(L, NULL, 0, 0);
+    nl_interrupt_clear();
+    sigints = 0;
+    sig_L = L;
+    running = 1;
+    int status = lua_pcall(L, narg, nres, base);
+    running = 0;
+    lua_sethook(L, NULL, 0, 0);
+    lua_remove(L, base);
+    return status;
+}
+
+bool nl_repl_interrupted(void)
+{
+    return sigints > 0;
+}
+
+int nl_repl_report(lua_State *L, int status, const char *prefix)
+{
+    if (status == LUA_OK)
+        return status;
+    const char *msg = lua_tostring(L, -1);
+    fflush(stdout);
+    if (prefix)
+        fprintf(stderr, "%s: ", prefix);
+    fprintf(stderr, "%s\n", msg ? msg : "(error object is not a string)");
+    fflush(stderr);
+    lua_pop(L, 1);
+    return status;
+}
+
+/* ---------------------------------------------------------------- the loop -------------- */
+
+static void (*idle_hook)(void);
+
+void nl_repl_set_idle_hook(void (*fn)(void))
+{
+    idle_hook = fn;
+}
+
+static struct {
+    lua_State *L;
+    char *pending;      /* the lines of an incomplete chunk, joined by newlines */
+    size_t len, cap;
+    bool done;          /* Ctrl-D seen */
+    char *history;      /* history file, NULL for none */
+} repl;
+
+static void pending_clear(void)
+{
+    repl.len = 0;
+    if (repl.pending)
+        repl.pending[0] = '\0';
+}
+
+/* Appends "\n" (when not the first line) and line to the pending chunk; false without memory. */
+static bool pending_add(const char *line)
+{
+    size_t n = strlen(line), need = repl.len + n + 2;
+    if (need > repl.cap) {
+        size_t cap = need > 2 * repl.cap ? need : 2 * repl.cap;
+        char *p = realloc(repl.pending, cap);
+        if (!p)
+            return false;
+        repl.pending = p;
+        repl.cap = cap;
+    }
+    if (repl.len > 0)
+        repl.pending[repl.len++] = '\n';
+    memcpy(repl.pending + repl.len, line, n + 1);
+    repl.len += n;
+    return true;
+}
+
+/* lua.c's incomplete(): a syntax error at <eof> means the chunk goes on; pops that message. */
+static bool incomplete(lua_State *L, int status)
+{
+    static const char mark[] = "<eof>";
+    size_t len, mlen = sizeof mark - 1;
+    if (status != LUA_ERRSYNTAX)
+        return false;
+    const char *msg = lua_tolstring(L, -1, &len);
+    if (len < mlen || strcmp(msg + len - mlen, mark) != 0)
+        return false;
+    lua_pop(L, 1);
+    return true;
+}
+
+/* Compiles code, first as "return <code>" so expressions show their values (lua.c's
+ * addreturn), then as statements. Pushes the function (LUA_OK) or the message (an error), or
+ * pushes nothing and returns INCOMPLETE when the statement or the expression is unfinished. */
+static int load_chunk(lua_State *L, const char *code, size_t len)
+{
+    const char *ret = lua_pushfstring(L, "return %s", code);
+    int status = luaL_loadbuffer(L, ret, strlen(ret), "=stdin");
+    if (status == LUA_OK) {
+        lua_remove(L, -2);
+        return LUA_OK;
+    }
+    bool expr_incomplete = incomplete(L, status);
+    lua_pop(L, expr_incomplete ? 1 : 2);
+    status = luaL_loadbuffer(L, code, len, "=stdin");
+    if (status == LUA_OK || incomplete(L, status))
+        return status == LUA_OK ? LUA_OK : INCOMPLETE;
+    if (expr_incomplete) {
+        lua_pop(L, 1);
+        return INCOMPLETE;
+    }
+    return status;
+}
+
+/* Prints its arguments with tostring (honouring __tostring), separated by tabs. */
+static int print_values(lua_State *L)
+{
+    int n = lua_gettop(L);
+    for (int i = 1; i <= n; i++) {
+        size_t len;
+        const char *s = luaL_tolstring(L, i, &len);
+        if (i > 1)
+            fputc('\t', stdout);
+        fwrite(s, 1, len, stdout);
+        lua_pop(L, 1);
+    }
+    fputc('\n', stdout);
+    fflush(stdout);
+    return 0;
+}
+
+/* Runs the function on top and prints what it returns; returns the status, the message on top
+ * on error. */
+static int run_chunk(lua_State *L)
+{
+    int base = lua_gettop(L) - 1;
+    int status = nl_repl_docall(L, 0, LUA_MULTRET);
+    int n = lua_gettop(L) - base;
+    if (status == LUA_OK && n > 0) {
+        luaL_checkstack(L, LUA_MINSTACK, "too many results to print");
+        lua_pushcfunction(L, print_values);
+        lua_insert(L, base + 1);
+        status = nl_repl_docall(L, n, 0);
+    }
+    return status;
+}
+
+/* Handles one complete line (a light userdata) under lua_pcall: adds it to the pending chunk
+ * and runs the chunk once it is complete. */
+static int handle_line(lua_State *L)
+{
+    const char *line = lua_touserdata(L, 1);
+    lua_settop(L, 0);
+    if (!pending_add(line)) {
+        pending_clear();
+        return luaL_error(L, "not enough memory for the input line");
+    }
+    int status = load_chunk(L, repl.pending, repl.len);
+    if (status == INCOMPLETE) {
+        rl_set_prompt(PROMPT2);
+        return 0;
+    }
+    pending_clear();
+    rl_set_prompt(PROMPT);
+    if (status == LUA_OK)
+        status = run_chunk(L);
+    nl_repl_report(L, status, NULL);
+    return 0;
+}
+
+static bool is_blank(const char *s)
+{
+    return s[strspn(s, " \t\r\n")] == '\0';
+}
+
+/* Adds a line to the history and appends it to the file, skipping blank lines and repeats. */
+static void remember(const char *line)
+{
+    if (is_blank(line))
+        return;
+    HIST_ENTRY *last = history_length > 0 ? history_get(history_base + history_length - 1) : NULL;
+    if (last && strcmp(last->line, line) == 0)
+        return;
+    add_history(line);
+    if (repl.history)
+        append_history(1, repl.history);
+}
+
+/* Readline's line handler: NULL is Ctrl-D on an empty line. */
+static void on_line(char *line)
+{
+    lua_State *L = repl.L;
+    if (line == NULL) {
+        repl.done = true;
+        rl_callback_handler_remove();
+        fputc('\n', stdout);
+        return;
+    }
+    remember(line);
+    int top = lua_gettop(L);
+    lua_pushcfunction(L, handle_line);
+    lua_pushlightuserdata(L, line);
+    nl_repl_report(L, lua_pcall(L, 1, 0, 0), NULL);
+    lua_settop(L, top);
+    free(line);
+    fflush(stdout);
+}
+
+/* Ctrl-C at the prompt: drops the line and any pending chunk, shows a fresh prompt. */
+static void cancel_line(void)
+{
+    pending_clear();
+    rl_free_line_state();
+    rl_callback_sigcleanup();
+    rl_point = rl_end;
+    rl_redisplay();
+    fputs("^C\n", stdout);
+    fflush(stdout);
+    rl_callback_handler_remove();
+    rl_callback_handler_install(PROMPT, on_line);
+}
+
+/* Returns the history file's path (a new string), or NULL when NNLAB_HISTORY is empty or there
+ * is no home. */
+static char *history_path(void)
+{
+    const char *env = getenv("NNLAB_HISTORY"), *home = getenv("HOME");
+    if (env)
+        return *env ? strdup(env) : NULL;
+    if (!home || !*home)
+        return NULL;
+    size_t n = strlen(home) + sizeof "/.nnlab_history";
+    char *path = malloc(n);
+    if (path)
+        snprintf(path, n, "%s/.nnlab_history", home);
+    return path;
+}
+
+static void history_open(void)
+{
+    using_history();
+    stifle_history(HISTORY_MAX);
+    repl.history = history_path();
+    if (!repl.history)
+        return;
+    /* append_history needs an existing file. */
+    int fd = open(repl.history, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    if (fd < 0) {
+        fprintf(stderr, "nnlab: history file %s: %s (history not saved)\n", repl.history,
+                strerror(errno));
+        free(repl.history);
+        repl.history = NULL;
+        return;
+    }
+    close(fd);
+    read_history(repl.history);
+}
+
+void nl_repl_run(lua_State *L)
+{
+    repl.L = L;
+    repl.done = false;
+    pending_clear();
+    printf("nnlab %s \u2014 Lua %s.%s. help() for help, Ctrl-D to quit.\n", NL_VERSION,
+           LUA_VERSION_MAJOR, LUA_VERSION_MINOR);
+    fflush(stdout);
+
+    rl_readline_name = "nnlab";
+    rl_catch_signals = 0;   /* Ctrl-C and resizes are ours (see the loop) */
+    rl_catch_sigwinch = 0;
+    nl_repl_complete_init(L);
+    history_open();
+    nl_repl_signals(L);
+    set_handler(SIGWINCH, on_sigwinch);
+
+    prompt_sigint = 0;
+    rl_callback_handler_install(PROMPT, on_line);
+    while (!repl.done) {
+        struct pollfd p = {.fd = STDIN_FILENO, .events = POLLIN};
+        int n = poll(&p, 1, POLL_MS);
+        if (n < 0 && errno != EINTR)
+            break;
+        if (prompt_sigint) {
+            prompt_sigint = 0;
+            cancel_line();
+        } else if (n > 0) {
+            if (p.revents & POLLNVAL)
+                break;
+            rl_callback_read_char();
+        }
+        if (winch && !repl.done) {
+            winch = 0;
+            rl_resize_terminal();
+        }
+        if (idle_hook)
+            idle_hook();
+    }
+    if (!repl.done)
+        rl_callback_handler_remove();
+    set_handler(SIGWINCH, SIG_DFL);
+    if (repl.history)
+        history_truncate_file(repl.history, HISTORY_MAX);
+    free(repl.history);
+    repl.history = NULL;
+    free(repl.pending);
+    repl.pending = NULL;
+    repl.cap = repl.len = 0;
+    clear_history();
+}
