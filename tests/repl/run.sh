@@ -1,0 +1,273 @@
+#!/bin/sh
+# run.sh: tests of the nnlab REPL through a real terminal (tmux) and of its non-interactive
+# modes. Binary from $NNLAB (default ./build/nnlab). One line per check; last line "N passed, N failed".
+NNLAB=${NNLAB:-./build/nnlab}
+case $NNLAB in /*) ;; *) NNLAB=$(pwd)/$NNLAB ;; esac
+SOCK=nnlab-test-$$
+tmp=$(mktemp -d)
+hist=$tmp/history
+trap 'tmux -L "$SOCK" kill-server 2>/dev/null; rm -rf "$tmp"' EXIT
+trap 'exit 1' INT TERM
+passed=0
+failed=0
+
+if [ ! -x "$NNLAB" ]; then
+    echo "FAIL - binary: $NNLAB is not an executable file"
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+
+tm() { tmux -L "$SOCK" -f /dev/null "$@"; }
+
+ok() { echo "ok - $1"; passed=$((passed + 1)); }
+fail() { echo "FAIL - $1: $2"; failed=$((failed + 1)); }
+
+# start ARGS: a fresh 100x40 session running "nnlab ARGS" in $tmp, printing [exit:N] when nnlab
+# ends; the previous session is closed after the new one exists, so the server stays up.
+sessions=0
+S=
+start() {
+    old=$S
+    sessions=$((sessions + 1))
+    S=s$sessions
+    tm new-session -d -s "$S" -x 100 -y 40 \
+        "cd '$tmp' && NNLAB_HISTORY='$hist' '$NNLAB' $*; echo \"[exit:\$?]\"; sleep 600"
+    [ -n "$old" ] && tm kill-session -t "$old"
+}
+screen() { tm capture-pane -p -J -t "$S" -S -1000; }
+# The last few non-empty lines of the screen, for failure messages.
+tail_screen() { screen | grep -v '^ *$' | tail -n "${1:-4}" | tr '\n' '|'; }
+type_text() { tm send-keys -t "$S" -l "$1"; }
+key() { tm send-keys -t "$S" "$@"; }
+line() { type_text "$1"; key Enter; }
+
+# wait_for PATTERN [TIMEOUT [COUNT]]: polls the screen until COUNT (default 1) lines match the
+# extended regular expression PATTERN; fails after TIMEOUT seconds (default 5).
+wait_for() {
+    limit=$(awk "BEGIN { print int(${2:-5} * 20) }")
+    i=0
+    while [ "$i" -lt "$limit" ]; do
+        [ "$(screen | grep -cE -- "$1")" -ge "${3:-1}" ] && return 0
+        sleep 0.05
+        i=$((i + 1))
+    done
+    return 1
+}
+
+# check NAME PATTERN [TIMEOUT [COUNT]]: one check that waits for PATTERN on the screen.
+check() {
+    if wait_for "$2" "${3:-5}" "${4:-1}"; then ok "$1"; else fail "$1" "no /$2/ on screen: $(tail_screen)"; fi
+}
+
+PROMPT='^nnlab>'
+
+# ---- 1. banner, prompt, expressions, print
+start
+check "banner" '^nnlab 0\.1\.0 .* Lua 5\.4\. help\(\) for help, Ctrl-D to quit\.$'
+check "prompt" "$PROMPT"
+line '1+1'
+check "expression 1+1 shows 2" '^2$'
+line "print('x')"
+check "print('x') shows x" '^x$'
+line "'a', 7, nil"
+check "several values print separated" '^a +7 +nil$'
+line 'nothing = 1'
+line 'nothing'
+check "a statement prints nothing, then its value shows" '^1$'
+
+# ---- 2. multi-line input
+start
+wait_for "$PROMPT"
+line 'function f(a)'
+check "continuation prompt" '^   \.\.>'
+line 'return a*2'
+line 'end'
+line 'f(21)'
+check "multi-line function definition" '^42$'
+line '100 +'
+line '23'
+check "multi-line expression" '^123$'
+line 't = {'
+line '  k = 5,'
+line '}'
+line 't.k'
+check "multi-line table constructor" '^5$'
+
+# ---- 3. completion
+start
+wait_for "$PROMPT"
+type_text 'string.fo'
+key Tab
+check "completion of string.fo" '^nnlab> string\.format$'
+key C-u
+line 'mytab = {alpha=1, beta=2}'
+type_text 'mytab.al'
+key Tab
+check "completion of a session table's field" '^nnlab> mytab\.alpha$'
+key C-u
+line 'a = {b = {cdef = 1}}'
+type_text 'a.b.cd'
+key Tab
+check "completion of a nested field" '^nnlab> a\.b\.cdef$'
+key C-u
+line 'obj = setmetatable({}, {__index={resize=function() end}})'
+type_text 'obj:res'
+key Tab
+check "completion of a method through __index" '^nnlab> obj:resize$'
+key C-u
+type_text 'string.'
+key Tab Tab
+check "listing shows short names" '^byte +'
+key C-u
+type_text 'funct'
+key Tab
+type_text 'kw() return 7 end'
+key Enter
+line 'kw()'
+check "keyword completes with a space" '^7$'
+line 'trap = setmetatable({}, {__index = function() ran = true end})'
+type_text 'trap.zz'
+key Tab
+key C-u
+line 'ran'
+check "completion runs no __index function" '^nil$'
+
+# ---- 4. history
+rm -f "$hist"
+start
+wait_for "$PROMPT"
+line 'dup_line = 1'
+line 'dup_line = 1'
+key Enter
+line 'print("hist-" .. "last")'
+wait_for '^hist-last$'
+key C-d
+wait_for '^\[exit:0\]$'
+start
+wait_for "$PROMPT"
+key Up
+check "Up recalls the previous session's last line" '^nnlab> print\("hist-" \.\. "last"\)$'
+if grep -qFx 'print("hist-" .. "last")' "$hist" 2>/dev/null; then ok "history file holds the line"
+else fail "history file holds the line" "$hist: $(tr '\n' '|' < "$hist" 2>&1)"; fi
+n=$(grep -cFx 'dup_line = 1' "$hist" 2>/dev/null)
+if [ "$n" = 1 ] && ! grep -q '^ *$' "$hist"; then ok "history skips repeats and blank lines"
+else fail "history skips repeats and blank lines" "dup_line appears $n times: $(tr '\n' '|' < "$hist")"; fi
+
+# ---- 5. errors keep the session
+start
+wait_for "$PROMPT"
+line 'keep = 99'
+line "error('boom')"
+check "error('boom') shows boom" 'boom'
+line 'nil + 1'
+check "nil + 1 shows an error" 'attempt to perform arithmetic on a nil value'
+line 'error(setmetatable({}, {__tostring = function() return "custom-err" end}))'
+check "error objects print with __tostring" 'custom-err'
+line 'x = = 1'
+check "a syntax error is reported" "unexpected symbol near '='"
+line 'help()'
+line '1+1'
+check "the session goes on after errors" '^2$'
+line 'keep'
+check "variables survive errors" '^99$'
+
+# ---- 6. Ctrl-C at the prompt
+start
+wait_for "$PROMPT"
+type_text 'abc def'
+key C-c
+wait_for '\^C$'
+line '3+4'
+check "Ctrl-C clears a half-typed line" '^7$'
+line 'function g('
+wait_for '^   \.\.>'
+key C-c
+wait_for '\^C$' 5 2
+line '2+3'
+check "Ctrl-C drops a pending multi-line chunk" '^5$'
+
+# ---- 7. Ctrl-C during a computation
+start
+wait_for "$PROMPT"
+line 'x = 41'
+line "print('looping') while true do end"
+wait_for '^looping$'
+key C-c
+check "Ctrl-C stops a pure-Lua loop" 'interrupted' 2
+line 'x'
+check "objects survive the interrupt" '^41$'
+line "print('catching') while true do pcall(function() for i = 1, 1e9 do end end) end"
+wait_for '^catching$'
+key C-c
+sleep 0.2
+key C-c
+check "a second Ctrl-C stops a loop that catches errors" 'interrupted' 3 2
+line 'x + 1'
+check "the session goes on after it" '^42$'
+
+# ---- 8. non-interactive modes
+out=$("$NNLAB" -e 'print(1+2)' 2>&1); rc=$?
+if [ "$rc" = 0 ] && [ "$out" = 3 ]; then ok "-e runs code"; else fail "-e runs code" "rc=$rc out=$out"; fi
+out=$("$NNLAB" -e 'a = 1' -e 'print(a + 1)' 2>&1); rc=$?
+if [ "$rc" = 0 ] && [ "$out" = 2 ]; then ok "-e repeats in order"; else fail "-e repeats in order" "rc=$rc out=$out"; fi
+out=$("$NNLAB" -e 'error("bad")' 2>"$tmp/err"); rc=$?
+if [ "$rc" = 1 ] && grep -q 'bad' "$tmp/err" && grep -q 'traceback' "$tmp/err"; then ok "-e error exits 1 with a traceback"
+else fail "-e error exits 1 with a traceback" "rc=$rc stderr=$(tr '\n' '|' < "$tmp/err")"; fi
+printf 'print(arg[0], arg[1], arg[2], select("#", ...))\n' > "$tmp/args.lua"
+out=$("$NNLAB" "$tmp/args.lua" a b 2>&1); rc=$?
+if [ "$rc" = 0 ] && [ "$out" = "$tmp/args.lua	a	b	2" ]; then ok "script sees arg and ..."
+else fail "script sees arg and ..." "rc=$rc out=$out"; fi
+out=$(echo 'print(5)' | "$NNLAB" 2>&1); rc=$?
+if [ "$rc" = 0 ] && [ "$out" = 5 ]; then ok "stdin runs as a chunk"; else fail "stdin runs as a chunk" "rc=$rc out=$out"; fi
+out=$(echo 'print(arg[1])' | "$NNLAB" - zz 2>&1); rc=$?
+if [ "$rc" = 0 ] && [ "$out" = zz ]; then ok "script - reads stdin"; else fail "script - reads stdin" "rc=$rc out=$out"; fi
+printf 'x = = 1\n' > "$tmp/syntax.lua"
+out=$("$NNLAB" "$tmp/syntax.lua" 2>&1); rc=$?
+case $out in *syntax.lua:1:*) named=1 ;; *) named=0 ;; esac
+if [ "$rc" = 1 ] && [ "$named" = 1 ]; then ok "syntax error names the file"; else fail "syntax error names the file" "rc=$rc out=$out"; fi
+out=$("$NNLAB" "$tmp/missing.lua" 2>&1); rc=$?
+case $out in *missing.lua*) named=1 ;; *) named=0 ;; esac
+if [ "$rc" = 1 ] && [ "$named" = 1 ]; then ok "missing script names the file"; else fail "missing script names the file" "rc=$rc out=$out"; fi
+out=$("$NNLAB" -v 2>&1); rc=$?
+case $out in "nnlab 0.1.0"*) v=1 ;; *) v=0 ;; esac
+if [ "$rc" = 0 ] && [ "$v" = 1 ]; then ok "-v prints the version"; else fail "-v prints the version" "rc=$rc out=$out"; fi
+out=$("$NNLAB" --help 2>&1); rc=$?
+case $out in usage:*) v=1 ;; *) v=0 ;; esac
+if [ "$rc" = 0 ] && [ "$v" = 1 ]; then ok "--help prints usage"; else fail "--help prints usage" "rc=$rc out=$out"; fi
+"$NNLAB" --bogus > /dev/null 2>&1; rc=$?
+if [ "$rc" = 1 ]; then ok "a bad option exits 1"; else fail "a bad option exits 1" "rc=$rc"; fi
+out=$("$NNLAB" -e 'os.exit(3)' 2>&1); rc=$?
+if [ "$rc" = 3 ]; then ok "os.exit(3) exits 3"; else fail "os.exit(3) exits 3" "rc=$rc out=$out"; fi
+
+printf 'print("from-script")\ny = 5\n' > "$tmp/inter.lua"
+start -i inter.lua
+check "-i runs the script" '^from-script$'
+check "-i then shows a prompt" "$PROMPT"
+line 'y * 2'
+check "-i keeps the script's globals" '^10$'
+
+printf 'print("spinning")\nwhile true do end\n' > "$tmp/spin.lua"
+start spin.lua
+wait_for '^spinning$'
+key C-c
+check "Ctrl-C stops a script with status 130" '^\[exit:130\]$' 3
+
+# ---- 9. Ctrl-D and os.exit
+start
+wait_for "$PROMPT"
+key C-d
+check "Ctrl-D exits with status 0" '^\[exit:0\]$'
+start
+wait_for "$PROMPT"
+line 'os.exit(4)'
+check "os.exit(4) in the REPL exits 4" '^\[exit:4\]$'
+
+# ---- start-up time: information only, not an assertion
+t0=$(date +%s%N)
+i=0
+while [ "$i" -lt 20 ]; do "$NNLAB" -e '' || break; i=$((i + 1)); done
+t1=$(date +%s%N)
+echo "# info: start-up $(awk "BEGIN { printf \"%.1f\", ($t1 - $t0) / 20 / 1e6 }") ms (mean of 20 runs of nnlab -e '')"
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
