@@ -52,7 +52,9 @@ static void on_sigint(int sig)
     }
     nl_interrupt();
     sigints = sigints + 1;
-    lua_sethook(sig_L, lstop, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+    /* Code that defers interrupts stops at its own boundaries; Ctrl-C again breaks in. */
+    if (sigints >= 2 || !nl_interrupt_deferred())
+        lua_sethook(sig_L, lstop, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
     if (sigints == 2) {
         static const char msg[] = "\n[interrupt pending: stopping at the next check]\n";
         int saved = errno;
@@ -104,6 +106,9 @@ int nl_repl_docall(lua_State *L, int narg, int nres)
     lua_insert(L, base);
     lua_sethook(L, NULL, 0, 0);
     nl_interrupt_clear();
+    /* A chunk that failed inside a deferred region may have left it open. */
+    while (nl_interrupt_deferred())
+        nl_interrupt_defer(false);
     sigints = 0;
     sig_L = L;
     running = 1;
