@@ -222,11 +222,14 @@ typedef enum {
                                (or y where stated), f[0] = slope for leaky relu */
     NL_OP_SOFTMAX,          /* dst = softmax over the last dim of src[0]; i[0]=1: log-softmax */
     NL_OP_DROPOUT,          /* dst = src[0] * mask / (1-p), aux u8 mask; f[0]=p; u[0] key, u[1] counter */
-    NL_OP_SGD_STEP,         /* fused SGD update of param dst with grad src[0], momentum buffer src[1]
-                               (may be NULL); f[0]=lr f[1]=momentum f[2]=weight_decay; i[0]=nesterov */
-    NL_OP_ADAM_STEP,        /* fused Adam/AdamW update of dst with grad src[0], m src[1], v src[2];
-                               f[0]=lr f[1]=beta1 f[2]=beta2 f[3]=eps; i[0]=step, i[1]=1 AdamW;
-                               weight decay in u[0] as a double's bits (see core/optim.c) */
+    NL_OP_SGD_STEP,         /* torch.optim.SGD on param dst (f32, contiguous) with grad src[0] and
+                               momentum buffer src[1] (updated in place; NULL when f[1]=0);
+                               f[0]=lr f[1]=momentum f[2]=weight_decay f[3]=dampening;
+                               i[0]=nesterov, i[1]=1: first step, the buffer starts as the gradient */
+    NL_OP_ADAM_STEP,        /* torch.optim.Adam/AdamW on param dst (f32, contiguous) with grad src[0],
+                               moments m src[1] and v src[2] (updated in place); f[0]=lr f[1]=beta1
+                               f[2]=beta2 f[3]=eps f[4]=weight_decay; i[0]=step (1 on the first),
+                               i[1]=1: AdamW (decoupled decay), 0: Adam (L2 added to the gradient) */
     NL_OPCODE_COUNT
 } nl_opcode;
 
@@ -237,7 +240,7 @@ struct nl_op {
     nl_tensor *aux;          /* a second output where an op has one (pooling indices, masks) */
     const nl_tensor *src[NL_OP_MAX_SRC];
     int i[4];
-    double f[4];
+    double f[6];
     uint64_t u[2];
 };
 const char *nl_opcode_name(nl_opcode c);
