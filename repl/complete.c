@@ -251,13 +251,43 @@ static void display(char **matches, int n, int maxlen)
     rl_forced_update_display();
 }
 
+/* Word breaks for Lua code: '.' and ':' are not breaks, so "a.b.c" and "t:res" are one word. */
+static const char lua_breaks[] = " \t\n\"'\\><=;+-*/%^~#&|,{}()[]";
+
+/* True when position end of line is inside a quoted string (outside comments). */
+static bool in_string(const char *line, int end)
+{
+    char quote = 0;
+    for (int i = 0; i < end; i++) {
+        char c = line[i];
+        if (quote) {
+            if (c == '\\' && i + 1 < end)
+                i++;
+            else if (c == quote)
+                quote = 0;
+        } else if (c == '"' || c == '\'') {
+            quote = c;
+        } else if (c == '-' && line[i + 1] == '-') {
+            return false;
+        }
+    }
+    return quote != 0;
+}
+
+/* Inside a string only quotes break words, so a file name stays one word for readline's file
+ * name completion. */
+static char *word_breaks(void)
+{
+    return (char *)(in_string(rl_line_buffer, rl_point) ? "\"'" : lua_breaks);
+}
+
 void nl_repl_complete_init(lua_State *L)
 {
     comp_L = L;
     rl_attempted_completion_function = attempt;
     rl_completion_display_matches_hook = display;
-    /* '.' and ':' are not breaks, so "a.b.c" and "t:res" are one word. */
-    rl_basic_word_break_characters = " \t\n\"'\\><=;+-*/%^~#&|,{}()[]";
-    rl_completer_word_break_characters = rl_basic_word_break_characters;
+    rl_basic_word_break_characters = lua_breaks;
+    rl_completer_word_break_characters = lua_breaks;
+    rl_completion_word_break_hook = word_breaks;
     rl_completer_quote_characters = "\"'";
 }

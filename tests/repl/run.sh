@@ -125,6 +125,15 @@ type_text 'kw() return 7 end'
 key Enter
 line 'kw()'
 check "keyword completes with a space" '^7$'
+type_text 'print("x" ..stri'
+key Tab
+check "completion after a concatenation" '^nnlab> print\("x" \.\.string$'
+key C-u
+: > "$tmp/datafile.txt"
+type_text 'dofile("dataf'
+key Tab
+check "file names complete inside strings" '^nnlab> dofile\("datafile\.txt"$'
+key C-u
 line 'trap = setmetatable({}, {__index = function() ran = true end})'
 type_text 'trap.zz'
 key Tab
