@@ -96,6 +96,15 @@ static int msghandler(lua_State *L)
         msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     }
     luaL_traceback(L, L, msg, 1);
+    /* Drop the frames of the C code that runs the chunk (lua.c shows one as "[C]: in ?"). */
+    static const char tail[] = "\n\t[C]: in ?";
+    size_t len, tlen = sizeof tail - 1;
+    const char *tb = lua_tolstring(L, -1, &len);
+    size_t keep = len;
+    while (keep >= tlen && memcmp(tb + keep - tlen, tail, tlen) == 0)
+        keep -= tlen;
+    if (keep < len)
+        lua_pushlstring(L, tb, keep);
     return 1;
 }
 

@@ -18,8 +18,9 @@ void nl_repl_signals(lua_State *L);
 
 /* Calls the function under its narg arguments on top of the stack, like
  * lua_pcall(L, narg, nres, h) with a traceback message handler h, after clearing the interrupt
- * flag. Ctrl-C during the call raises "interrupted" in Lua code and sets nl_interrupt() for C
- * code. Returns the Lua status; on error the message (a string with traceback) is on top. */
+ * flag (and any deferral left open). Ctrl-C during the call sets nl_interrupt() for C code and
+ * raises "interrupted" in Lua code (while nl_interrupt_defer is on, only at a second Ctrl-C).
+ * Returns the Lua status; on error the message (a string with traceback) is on top. */
 int nl_repl_docall(lua_State *L, int narg, int nres);
 
 /* True when Ctrl-C was pressed during the last nl_repl_docall. */
