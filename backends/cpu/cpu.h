@@ -8,4 +8,9 @@
 /* The CPU backend's vtable: a static object, never freed; calling it again returns the same one. */
 nl_backend *nl_cpu_backend(void);
 
+/* Layer and optimizer kernels (cpu_<name>.c), dispatched by cpu_backend.c: each takes an op that
+ * core validated (operands as documented at its opcode in nl.h) and returns NL_OK. */
+nl_status nl_cpu_sgd_step(const nl_op *op);
+nl_status nl_cpu_adam_step(const nl_op *op);
+
 #endif

@@ -41,6 +41,8 @@ static nl_status (*const kernels[NL_OPCODE_COUNT])(const nl_op *op) = {
     [NL_OP_MATMUL] = cpu_matmul,
     [NL_OP_RAND_UNIFORM] = cpu_rand,
     [NL_OP_RAND_NORMAL] = cpu_rand,
+    [NL_OP_SGD_STEP] = nl_cpu_sgd_step,
+    [NL_OP_ADAM_STEP] = nl_cpu_adam_step,
 };
 
 static bool cpu_supports(nl_backend *be, const nl_op *op)
