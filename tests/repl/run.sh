@@ -6,6 +6,8 @@ case $NNLAB in /*) ;; *) NNLAB=$(pwd)/$NNLAB ;; esac
 SOCK=nnlab-test-$$
 tmp=$(mktemp -d)
 hist=$tmp/history
+NNLAB_HISTORY=$hist  # never the user's ~/.nnlab_history, whatever a check starts
+export NNLAB_HISTORY
 trap 'tmux -L "$SOCK" kill-server 2>/dev/null; rm -rf "$tmp"' EXIT
 trap 'exit 1' INT TERM
 passed=0
@@ -13,6 +15,12 @@ failed=0
 
 if [ ! -x "$NNLAB" ]; then
     echo "FAIL - binary: $NNLAB is not an executable file"
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+
+if ! command -v tmux > /dev/null 2>&1; then
+    echo "FAIL - tmux: not installed (make deps installs it)"
     echo "0 passed, 1 failed"
     exit 1
 fi
