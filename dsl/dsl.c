@@ -1,27 +1,168 @@
-/* dsl.c: opens the nnlab Lua modules, keeps the help registry, and maps core errors to Lua. */
+/* dsl.c: opens the nnlab Lua modules, keeps the help registry that help() reads (help() itself
+ * is written in Lua, in prelude.lua), and maps core errors to Lua errors. */
 #include "dsl.h"
 #include "nl.h"
 
 #include <lauxlib.h>
 
+/* dsl/prelude.lua, embedded by the Makefile. */
+extern const char nl_lua_prelude[];
+extern const size_t nl_lua_prelude_len;
+
+/* The registry's key in LUA_REGISTRYINDEX. Its layout (read by prelude.lua):
+ *   rows   = {["tensor.zeros"] = row, ["Tensor:reshape"] = row, ...}
+ *   short  = {zeros = {row, ...}, ...}      every row whose short name this is
+ *   by_fn  = {[function] = {row, ...}}       every row of that function value
+ *   groups = {tensor = group, Tensor = group}
+ *   order  = {"Tensor", "tensor", ...}       group names, in registration order
+ * with row = {name, short, sig, doc, example, fn} and
+ * group = {name, kind = "module" | "type", value = the module table (modules only), rows = {row...}}. */
+#define HELP_KEY "nnlab.help"
+
 int nl_dsl_core_error(lua_State *L)
 {
-    return luaL_error(L, "%s", nl_errmsg());
+    if (nl_errcode() == NL_EINTR) return luaL_error(L, "interrupted");
+    const char *msg = nl_errmsg();
+    return luaL_error(L, "%s", msg[0] ? msg : nl_status_name(nl_errcode()));
+}
+
+/* Pushes the help registry, creating it on first use. */
+static void push_registry(lua_State *L)
+{
+    static const char *const fields[] = {"rows", "short", "by_fn", "groups", "order"};
+    if (lua_getfield(L, LUA_REGISTRYINDEX, HELP_KEY) == LUA_TTABLE) return;
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 5);
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        lua_newtable(L);
+        lua_setfield(L, -2, fields[i]);
+    }
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, HELP_KEY);
+}
+
+/* Appends the value on top (popped) to the array at index list. */
+static void append(lua_State *L, int list)
+{
+    lua_rawseti(L, list, (lua_Integer)lua_rawlen(L, list) + 1);
+}
+
+/* Appends the row at index row to H[field][key], where key is the value on top (popped). */
+static void add_to_list(lua_State *L, int reg, const char *field, int row)
+{
+    lua_getfield(L, reg, field);
+    lua_insert(L, -2); /* field table, key */
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, -3) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -2);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, -5);
+    }
+    lua_pushvalue(L, row);
+    append(L, lua_gettop(L) - 1);
+    lua_pop(L, 3);
+}
+
+static void set_string(lua_State *L, int table, const char *key, const char *value)
+{
+    table = lua_absindex(L, table);
+    lua_pushstring(L, value);
+    lua_setfield(L, table, key);
+}
+
+/* Records the rows of fns in group (created with kind and, for modules, the table at index
+ * value, unless it exists), naming each "<group><sep><name>". */
+static void record(lua_State *L, const char *group, const char *kind, int value,
+                   const nl_dsl_fn *fns, const char *sep)
+{
+    int top = lua_gettop(L);
+    push_registry(L);
+    int reg = lua_gettop(L);
+    lua_getfield(L, reg, "groups");
+    if (lua_getfield(L, -1, group) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_createtable(L, 0, 4);
+        set_string(L, -1, "name", group);
+        set_string(L, -1, "kind", kind);
+        if (value) {
+            lua_pushvalue(L, value);
+            lua_setfield(L, -2, "value");
+        }
+        lua_newtable(L);
+        lua_setfield(L, -2, "rows");
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -3, group);
+        lua_getfield(L, reg, "order");
+        lua_pushstring(L, group);
+        append(L, lua_gettop(L) - 1);
+        lua_pop(L, 1);
+    }
+    lua_getfield(L, -1, "rows");
+    int rows = lua_gettop(L);
+    for (const nl_dsl_fn *f = fns; f->name; f++) {
+        lua_createtable(L, 0, 6);
+        int row = lua_gettop(L);
+        lua_pushfstring(L, "%s%s%s", group, sep, f->name);
+        lua_setfield(L, row, "name");
+        set_string(L, row, "short", f->name);
+        set_string(L, row, "sig", f->sig);
+        set_string(L, row, "doc", f->doc);
+        set_string(L, row, "example", f->example);
+        lua_pushcfunction(L, f->fn);
+        lua_setfield(L, row, "fn");
+        lua_pushvalue(L, row);
+        append(L, rows);
+        lua_getfield(L, reg, "rows");
+        lua_getfield(L, row, "name");
+        lua_pushvalue(L, row);
+        lua_rawset(L, -3);
+        lua_pop(L, 1);
+        lua_pushstring(L, f->name);
+        add_to_list(L, reg, "short", row);
+        lua_pushcfunction(L, f->fn);
+        add_to_list(L, reg, "by_fn", row);
+        lua_pop(L, 1);
+    }
+    lua_settop(L, top);
 }
 
 void nl_dsl_register(lua_State *L, const char *module, const nl_dsl_fn *fns)
 {
-    (void)L; (void)module; (void)fns;
+    if (lua_getglobal(L, module) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setglobal(L, module);
+    }
+    int table = lua_gettop(L);
+    for (const nl_dsl_fn *f = fns; f->name; f++) {
+        lua_pushcfunction(L, f->fn);
+        lua_setfield(L, table, f->name);
+    }
+    /* require "tensor" returns the same table. */
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_pushvalue(L, table);
+    lua_setfield(L, -2, module);
+    lua_pop(L, 1);
+    record(L, module, "module", table, fns, ".");
+    lua_pop(L, 1);
 }
 
 void nl_dsl_register_methods(lua_State *L, const char *type, const nl_dsl_fn *fns)
 {
-    (void)L; (void)type; (void)fns;
+    record(L, type, "type", 0, fns, ":");
 }
 
 int nl_dsl_open(lua_State *L)
 {
     nl_init();
-    (void)L;
+    nl_open_tensor(L);
+    nl_open_sys(L);
+    if (luaL_loadbuffer(L, nl_lua_prelude, nl_lua_prelude_len, "=dsl/prelude.lua") != LUA_OK)
+        return lua_error(L);
+    push_registry(L);
+    lua_call(L, 1, 0);
     return 0;
 }

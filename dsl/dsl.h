@@ -28,6 +28,7 @@ void nl_dsl_register_methods(lua_State *L, const char *type, const nl_dsl_fn *fn
 
 /* Module openers called by nl_dsl_open, one per dsl/<module>.c. */
 int nl_open_sys(lua_State *L);
+int nl_open_tensor(lua_State *L);
 
 /* Raises a Lua error with the core's last message (nl_errmsg()), prefixed with nothing: core
  * messages already name the function. Never returns. */

@@ -1,0 +1,95 @@
+-- prelude.lua: Lua run by nl_dsl_open after the C modules: defines help(), which reads the
+-- help registry that nl_dsl_register fills (this chunk's argument; layout in dsl.c).
+local H = ...
+
+-- One entry in full: signature, doc and an example.
+local function entry(row)
+  return string.format("%s\n  %s\n  example: %s", row.sig, row.doc, row.example)
+end
+
+-- A module's functions or a type's methods, one line each.
+local function listing(group)
+  local width = 0
+  for _, row in ipairs(group.rows) do width = math.max(width, #row.short) end
+  local lines = {string.format("%s: %s with %d %s", group.name, group.kind, #group.rows,
+                               group.kind == "module" and "functions" or "methods")}
+  for _, row in ipairs(group.rows) do
+    lines[#lines + 1] = string.format("  %-" .. width .. "s  %s", row.short, row.doc)
+  end
+  lines[#lines + 1] = string.format('help "%s" shows one in full.', group.rows[1].name)
+  return table.concat(lines, "\n")
+end
+
+local function overview()
+  local lines = {"nnlab: modules and types"}
+  for _, name in ipairs(H.order) do
+    local g = H.groups[name]
+    local how = g.kind == "module" and ("help(" .. name .. ")") or ('help "' .. name .. '"')
+    lines[#lines + 1] = string.format("  %-8s %s, %d %s: %s", name, g.kind, #g.rows,
+                                      g.kind == "module" and "functions" or "methods", how)
+  end
+  lines[#lines + 1] = 'help(f) or help "name" explains one function: help(tensor.randn), '
+    .. 'help "randn", help "Tensor:reshape".'
+  return table.concat(lines, "\n")
+end
+
+-- Names that start with q (ignoring case), or else contain it.
+local function close_names(q)
+  q = q:lower()
+  local found, seen = {}, {}
+  local function consider(full, short, test)
+    if not seen[full] and (test(full:lower()) or test(short:lower())) then
+      seen[full] = true
+      found[#found + 1] = full
+    end
+  end
+  for _, test in ipairs{function(s) return s:sub(1, #q) == q end,
+                        function(s) return s:find(q, 1, true) ~= nil end} do
+    for full, row in pairs(H.rows) do consider(full, row.short, test) end
+    for name in pairs(H.groups) do consider(name, name, test) end
+    if #found > 0 then break end
+  end
+  table.sort(found)
+  return found
+end
+
+-- The text help() prints for x.
+local function help_text(x)
+  if x == nil then return overview() end
+  local rows, group
+  if type(x) == "string" then
+    rows = H.rows[x] and {H.rows[x]} or H.short[x]
+    group = H.groups[x]
+  elseif type(x) == "function" then
+    rows = H.by_fn[x]
+  elseif type(x) == "table" then
+    for _, g in pairs(H.groups) do
+      if g.value == x then group = g end
+    end
+  elseif type(x) == "userdata" then
+    local mt = getmetatable(x)
+    group = type(mt) == "table" and H.groups[mt.__name] or nil
+  end
+  if group then return listing(group) end
+  if rows then
+    local parts = {}
+    for i, row in ipairs(rows) do parts[i] = entry(row) end
+    return table.concat(parts, "\n\n")
+  end
+  local text = string.format("no help for '%s'", tostring(x))
+  local near = type(x) == "string" and close_names(x) or {}
+  if #near > 0 then
+    return text .. "; did you mean: " .. table.concat(near, ", ", 1, math.min(#near, 12)) .. "?"
+  end
+  return text .. "; help() lists what has help."
+end
+
+function help(x)
+  print(help_text(x))
+end
+
+local row = {name = "help", short = "help", sig = "help([x])", fn = help,
+             doc = "Lists the modules; help(module) lists its functions; help(f), help \"name\" "
+               .. "explains one function with an example.",
+             example = 'help "randn"'}
+H.rows.help, H.short.help, H.by_fn[help] = row, {row}, {row}
