@@ -8,7 +8,8 @@ tmp=$(mktemp -d)
 hist=$tmp/history
 NNLAB_HISTORY=$hist  # never the user's ~/.nnlab_history, whatever a check starts
 export NNLAB_HISTORY
-trap 'tmux -L "$SOCK" kill-server 2>/dev/null; rm -rf "$tmp"' EXIT
+sock_file=${TMUX_TMPDIR:-/tmp}/tmux-$(id -u)/$SOCK  # tmux leaves it behind
+trap 'tmux -L "$SOCK" kill-server 2>/dev/null; rm -rf "$tmp"; rm -f "$sock_file"' EXIT
 trap 'exit 1' INT TERM
 passed=0
 failed=0
