@@ -14,10 +14,12 @@
  * the rest are options with defaults. Every value is a number (booleans are 0/1). */
 typedef struct {
     const char *name;     /* "in", "out", "k", "stride", "padding", "bias", ... */
-    double def;           /* default for options */
+    double def;           /* default for options; NAN: derived by init (a pool's stride = k),
+                             which then stores the value it used in m->args */
     bool integer;         /* must be a whole number */
     double min;           /* smallest valid value (e.g. 1 for sizes, 0 for padding) */
     const char *doc;      /* one line for help */
+    bool boolean;         /* a flag (0/1): given as true/false, printed as such */
 } nl_argspec;
 
 typedef struct nl_module nl_module;
@@ -73,7 +75,8 @@ extern const nl_module_type *const nl_module_types[];
 const nl_module_type *nl_module_type_find(const char *name);
 
 /* Creates a module: args has one value per argspec in order (use nl_module_default_args to
- * fill defaults first). Validates them (NL_EINVAL naming the type and argument). New reference. */
+ * fill defaults first; NULL: all defaults). Validates them (NL_EINVAL naming the type, the
+ * argument and the value). New reference, or NULL with the error set. */
 nl_module *nl_module_new(const nl_module_type *type, const double *args);
 void nl_module_default_args(const nl_module_type *type, double *args);
 /* Index of an argument by name, or -1. */
@@ -86,7 +89,8 @@ nl_status nl_module_add(nl_module *c, nl_module *child);
 nl_status nl_module_insert(nl_module *c, int index, nl_module *child);
 nl_status nl_module_remove(nl_module *c, int index);
 
-/* Adds a parameter (grad allocated and zeroed when with_grad) to m during init. */
+/* Adds a parameter (grad allocated and zeroed when with_grad) to m during init. m takes its own
+ * reference to value (the caller releases its own). NL_EINVAL for a duplicate or long name. */
 nl_status nl_module_add_param(nl_module *m, const char *name, nl_tensor *value, bool with_grad);
 nl_param *nl_module_param(nl_module *m, const char *name);
 
