@@ -423,7 +423,7 @@ static void store_value(nl_dtype dtype, void *p, double v)
 
 nl_status nl_tensor_get(const nl_tensor *t, const int64_t *idx, double *out)
 {
-    size_t off;
+    size_t off = 0;
     nl_status st = element_offset("get", t, idx, &off);
     if (st != NL_OK) return st;
     unsigned char buf[8];
@@ -440,7 +440,7 @@ nl_status nl_tensor_get(const nl_tensor *t, const int64_t *idx, double *out)
 
 nl_status nl_tensor_set(nl_tensor *t, const int64_t *idx, double v)
 {
-    size_t off;
+    size_t off = 0;
     nl_status st = element_offset("set", t, idx, &off);
     if (st != NL_OK) return st;
     nl_backend *be = t->storage->backend;
