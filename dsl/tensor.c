@@ -654,14 +654,14 @@ static void add_next_value(printer *p)
     luaL_addlstring(p->b, buf, (size_t)w);
 }
 
-/* Writes the separator before entry number item of a row at depth d: ", " within a line of
- * values; else a comma, newlines (one, or ndim-d-1 between blocks) and the indent. */
-static void separate(printer *p, int d, int64_t item, int64_t per_line)
+/* Writes the separator before entry k of a row at depth d: ", " within a line of values,
+ * else a comma, newlines (one, or ndim-d-1 between blocks) and the indent. */
+static void separate(printer *p, int d, int64_t k, int64_t per_line)
 {
     bool last = d == p->t->ndim - 1;
-    if (item == 0) return;
+    if (k == 0) return;
     luaL_addchar(p->b, ',');
-    if (last && item % per_line != 0) {
+    if (last && k % per_line != 0) {
         luaL_addchar(p->b, ' ');
         return;
     }
@@ -670,20 +670,25 @@ static void separate(printer *p, int d, int64_t item, int64_t per_line)
 }
 
 /* Emits the sub-array at depth d (PyTorch's _tensor_str_with_formatter): a row of values
- * wrapped to LINE_WIDTH, or nested rows; "..." stands for the entries a summary leaves out. */
+ * wrapped to LINE_WIDTH, or nested rows; "..." stands for the entries a summary leaves out
+ * (in a row it takes no place of its own, so a summarized row stays on one line). */
 static void emit(printer *p, int d)
 {
-    int64_t n = p->t->shape[d], shown = shown_count(p, n), item = 0;
+    int64_t n = p->t->shape[d], shown = shown_count(p, n);
     bool last = d == p->t->ndim - 1;
     int64_t per_line = (LINE_WIDTH - d) / (p->width + 2);
     if (per_line < 1) per_line = 1;
     luaL_addchar(p->b, '[');
     for (int64_t k = 0; k < shown; k++) {
         if (shown < n && k == EDGE) {
-            separate(p, d, item++, per_line);
-            luaL_addstring(p->b, last ? " ..." : "...");
+            if (last) {
+                luaL_addstring(p->b, ",  ...");
+            } else {
+                separate(p, d, k, per_line);
+                luaL_addstring(p->b, "...");
+            }
         }
-        separate(p, d, item++, per_line);
+        separate(p, d, k, per_line);
         if (last) add_next_value(p);
         else emit(p, d + 1);
     }
