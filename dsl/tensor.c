@@ -252,7 +252,6 @@ static int t_from(lua_State *L)
     while (lua_type(L, -1) == LUA_TTABLE) {
         if (nd == NL_MAX_DIMS) luaL_error(L, "from: nested deeper than %d levels", NL_MAX_DIMS);
         lua_Unsigned len = lua_rawlen(L, -1);
-        if (len > MAX_EXACT) luaL_error(L, "from: table too long");
         shape[nd++] = (int64_t)len;
         if (len == 0) break;
         lua_rawgeti(L, -1, 1);
