@@ -309,8 +309,10 @@ int64_t nl_optim_steps(const nl_optim *o) { return o->steps; }
 
 nl_tensor *nl_optim_state(const nl_optim *o, int i, int k)
 {
-    return o->have_state ? o->state[i * kinds[o->kind].nstate + k] : NULL;
+    return o->state ? o->state[i * kinds[o->kind].nstate + k] : NULL;
 }
+
+bool nl_optim_has_state(const nl_optim *o) { return o->have_state; }
 
 void nl_optim_set_progress(nl_optim *o, int64_t steps, bool have_state)
 {

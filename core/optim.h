@@ -67,13 +67,15 @@ int nl_optim_state_count(const nl_optim *o);
 const char *nl_optim_state_name(const nl_optim *o, int k);
 /* Updates taken so far (Adam's bias corrections use it). */
 int64_t nl_optim_steps(const nl_optim *o);
-/* State tensor k of parameter i (borrowed), or NULL while the optimizer has no state (before its
- * first step, or SGD without momentum so far). */
+/* State tensor k of parameter i (borrowed), or NULL while none is allocated (before the first
+ * step that needs it, or nl_optim_alloc_state). */
 nl_tensor *nl_optim_state(const nl_optim *o, int i, int k);
-/* Makes the state exist (zeroed) so that a loader can fill it: NL_ENOMEM. */
+/* Whether the state tensors hold values: false before the first step (an SGD step then starts
+ * its momentum buffers from the gradient, as PyTorch does when it has no buffer). */
+bool nl_optim_has_state(const nl_optim *o);
+/* Allocates the state (zeroed) if there is none, so that a loader can fill it: NL_ENOMEM. */
 nl_status nl_optim_alloc_state(nl_optim *o);
-/* Sets the step count and whether the state tensors hold values (false drops them: the next
- * SGD step then starts its momentum from the gradient, as PyTorch does with no buffer). */
+/* Sets the step count and whether the state holds values (true needs the state allocated). */
 void nl_optim_set_progress(nl_optim *o, int64_t steps, bool have_state);
 
 /* ---- gradient clipping */
