@@ -185,6 +185,8 @@ typedef enum {
     NL_UN_SIGMOID,
     NL_UNOP_COUNT
 } nl_unop;
+/* Activations that are not unary ops, numbered after them (NL_OP_ACT, NL_OP_ACT_BWD's i[0]). */
+typedef enum { NL_ACT_LEAKY_RELU = NL_UNOP_COUNT, NL_ACT_GELU, NL_ACT_SOFTMAX } nl_act;
 
 typedef enum { NL_RED_SUM, NL_RED_MEAN, NL_RED_MAX, NL_RED_MIN, NL_RED_ARGMAX, NL_REDOP_COUNT } nl_redop;
 
@@ -215,13 +217,23 @@ typedef enum {
     NL_OP_POOL2D,           /* dst = pool src[0]; i[0]=0 max / 1 avg, i[1]=k, i[2]=stride, i[3]=padding;
                                max: aux (i32, dst's shape) receives the flat h*W+w argmax, may be NULL */
     NL_OP_POOL2D_BWD,       /* dst gx (zeroed by kernel) from gy src[0] and, for max, indices src[1] */
-    NL_OP_BATCHNORM,        /* dst = bn(x src[0]; gamma src[1], beta src[2], running mean src[3]...):
-                               defined by the batch-norm layer (see core/batchnorm.c) */
-    NL_OP_BATCHNORM_BWD,
+    NL_OP_BATCHNORM,        /* dst y = (x - mean) / sqrt(var + f[0]) * gamma + beta per channel; x src[0]
+                               [N,C,...]; gamma src[1], beta src[2] [C] (NULL: 1, 0); stats [2,C] rows
+                               mean, var: i[0]=0 read from src[3], i[0]=1 the batch's (biased var)
+                               written to aux. Details in core/batchnorm.c */
+    NL_OP_BATCHNORM_BWD,    /* dst gx from gy src[0], x src[1], gamma src[2] (NULL: 1), stats src[3]
+                               as forward; i[0]=1 full batch gradient, 0 affine; f[0]=eps; aux [2,C]
+                               (may be NULL) receives rows dgamma, dbeta */
+    NL_OP_ACT,              /* dst = f(src[0]) for i[0] = NL_ACT_LEAKY_RELU (slope f[0]) or NL_ACT_GELU */
     NL_OP_ACT_BWD,          /* dst gx = gy src[0] * f'(src[1]); i[0] = nl_unop or NL_ACT_*, src[1] = x
                                (or y where stated), f[0] = slope for leaky relu */
     NL_OP_SOFTMAX,          /* dst = softmax over the last dim of src[0]; i[0]=1: log-softmax */
-    NL_OP_DROPOUT,          /* dst = src[0] * mask / (1-p), aux u8 mask; f[0]=p; u[0] key, u[1] counter */
+    NL_OP_DROPOUT,          /* dst = src[0] * keep / (1-p), keep[k] = u01(u[0], u[1] + k) >= f[0]=p (p=1:
+                               zeros); backward is the same op on the gradient with the same u[] */
+    NL_OP_CROSS_ENTROPY,    /* dst [N] = -sum_c q * src[0] with src[0] log-probabilities [N,C], q the
+                               target src[1] (i32 classes [N] or f32 probabilities [N,C]) smoothed:
+                               (1 - f[0]) * q + f[0] / C */
+    NL_OP_CROSS_ENTROPY_BWD,/* dst [N,C] = f[1] * (exp(src[0]) * sum_c q - q); src, f[0] as forward */
     NL_OP_SGD_STEP,         /* torch.optim.SGD on param dst (f32, contiguous) with grad src[0] and
                                momentum buffer src[1] (updated in place; NULL when f[1]=0);
                                f[0]=lr f[1]=momentum f[2]=weight_decay f[3]=dampening;

@@ -39,9 +39,12 @@ static const char *const opcode_names[] = {
     [NL_OP_POOL2D_BWD] = "pool2d_bwd",
     [NL_OP_BATCHNORM] = "batchnorm",
     [NL_OP_BATCHNORM_BWD] = "batchnorm_bwd",
+    [NL_OP_ACT] = "act",
     [NL_OP_ACT_BWD] = "act_bwd",
     [NL_OP_SOFTMAX] = "softmax",
     [NL_OP_DROPOUT] = "dropout",
+    [NL_OP_CROSS_ENTROPY] = "cross_entropy",
+    [NL_OP_CROSS_ENTROPY_BWD] = "cross_entropy_bwd",
     [NL_OP_SGD_STEP] = "sgd_step",
     [NL_OP_ADAM_STEP] = "adam_step",
 };

@@ -12,5 +12,13 @@ nl_backend *nl_cpu_backend(void);
  * core validated (operands as documented at its opcode in nl.h) and returns NL_OK. */
 nl_status nl_cpu_sgd_step(const nl_op *op);
 nl_status nl_cpu_adam_step(const nl_op *op);
+nl_status nl_cpu_act_forward(const nl_op *op);            /* activation.c */
+nl_status nl_cpu_act_backward(const nl_op *op);
+nl_status nl_cpu_softmax(const nl_op *op);
+nl_status nl_cpu_batchnorm_forward(const nl_op *op);      /* batchnorm.c */
+nl_status nl_cpu_batchnorm_backward(const nl_op *op);
+nl_status nl_cpu_dropout(const nl_op *op);                /* dropout.c */
+nl_status nl_cpu_cross_entropy_forward(const nl_op *op);  /* loss.c */
+nl_status nl_cpu_cross_entropy_backward(const nl_op *op);
 
 #endif

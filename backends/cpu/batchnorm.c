@@ -1,0 +1,112 @@
+/* batchnorm.c (cpu): batch-norm kernels over contiguous [N, C, S...] tensors: per-channel batch
+ * statistics, the normalisation, and the full (training) or affine (evaluation) backward.
+ * Operands are defined in core/batchnorm.c; sums run in double, one channel per task. */
+#include "cpu/cpu.h"
+#include "cpu_kernels.h"
+
+#include <math.h>
+
+/* The geometry of x: N samples, C channels, S values per channel and sample. */
+typedef struct { int64_t n, c, s; } bn_dims;
+
+static bn_dims dims_of(const nl_tensor *x)
+{
+    bn_dims d = {x->shape[0], x->shape[1], 1};
+    for (int k = 2; k < x->ndim; k++) d.s *= x->shape[k];
+    return d;
+}
+
+/* 1/sqrt(var + eps), the scale batch norm divides by. */
+static inline float bn_invstd(float var, double eps) { return (float)(1.0 / sqrt((double)var + eps)); }
+
+/* stats[c] = mean, stats[C + c] = biased variance of channel c of x, as PyTorch's CPU kernel
+ * computes them (double sums; the variance around the mean rounded to f32). */
+static void batch_stats(float *stats, const float *x, bn_dims d)
+{
+    const int64_t cnt = d.n * d.s;
+#pragma omp parallel for num_threads(cpu_threads_for(cnt * d.c)) schedule(static)
+    for (int64_t c = 0; c < d.c; c++) {
+        double sum = 0;
+        for (int64_t i = 0; i < d.n; i++) {
+            const float *p = x + (i * d.c + c) * d.s;
+            for (int64_t k = 0; k < d.s; k++) sum += p[k];
+        }
+        const float mean = (float)(sum / (double)cnt);
+        double var_sum = 0;
+        for (int64_t i = 0; i < d.n; i++) {
+            const float *p = x + (i * d.c + c) * d.s;
+            for (int64_t k = 0; k < d.s; k++) {
+                float dx = p[k] - mean;
+                var_sum += dx * dx;
+            }
+        }
+        stats[c] = mean;
+        stats[d.c + c] = (float)(var_sum / (double)cnt);
+    }
+}
+
+nl_status nl_cpu_batchnorm_forward(const nl_op *op)
+{
+    const nl_tensor *xt = op->src[0];
+    const bn_dims d = dims_of(xt);
+    const float *x = nl_tensor_f32(xt);
+    const float *gamma = op->src[1] ? nl_tensor_f32(op->src[1]) : NULL;
+    const float *beta = op->src[2] ? nl_tensor_f32(op->src[2]) : NULL;
+    const bool train = op->i[0] == 1;
+    const float *stats = nl_tensor_f32(train ? op->aux : op->src[3]);
+    float *y = nl_tensor_f32(op->dst);
+    const double eps = op->f[0];
+    if (train) batch_stats(nl_tensor_f32(op->aux), x, d);
+    /* y = x * a + b with a = invstd * gamma, b = beta - mean * a, per (sample, channel). */
+#pragma omp parallel for num_threads(cpu_threads_for(d.n * d.c * d.s)) schedule(static)
+    for (int64_t nc = 0; nc < d.n * d.c; nc++) {
+        const int64_t c = nc % d.c;
+        const float a = bn_invstd(stats[d.c + c], eps) * (gamma ? gamma[c] : 1.0f);
+        const float b = (beta ? beta[c] : 0.0f) - stats[c] * a;
+        const float *p = x + nc * d.s;
+        float *q = y + nc * d.s;
+        for (int64_t k = 0; k < d.s; k++) q[k] = p[k] * a + b;
+    }
+    return NL_OK;
+}
+
+nl_status nl_cpu_batchnorm_backward(const nl_op *op)
+{
+    const nl_tensor *xt = op->src[1];
+    const bn_dims d = dims_of(xt);
+    const int64_t cnt = d.n * d.s;
+    const float *gy = nl_tensor_f32(op->src[0]), *x = nl_tensor_f32(xt);
+    const float *gamma = op->src[2] ? nl_tensor_f32(op->src[2]) : NULL;
+    const float *stats = nl_tensor_f32(op->src[3]);
+    float *gx = nl_tensor_f32(op->dst);
+    float *dparams = op->aux ? nl_tensor_f32(op->aux) : NULL;
+    const bool train = op->i[0] == 1;
+    const double eps = op->f[0];
+#pragma omp parallel for num_threads(cpu_threads_for(cnt * d.c)) schedule(static)
+    for (int64_t c = 0; c < d.c; c++) {
+        const float mean = stats[c], invstd = bn_invstd(stats[d.c + c], eps);
+        const float w = gamma ? gamma[c] : 1.0f;
+        double sum = 0, dotp = 0;
+        for (int64_t i = 0; i < d.n; i++) {
+            const float *g = gy + (i * d.c + c) * d.s, *p = x + (i * d.c + c) * d.s;
+            for (int64_t k = 0; k < d.s; k++) {
+                sum += g[k];
+                dotp += (p[k] - mean) * g[k];
+            }
+        }
+        if (dparams) {
+            dparams[c] = (float)(dotp * invstd);
+            dparams[d.c + c] = (float)sum;
+        }
+        /* Training: dx = (dy - mean(dy) - (x - mean) * k) * invstd * w, with
+         * k = sum((x - mean) * dy) * invstd^2 / count; evaluation: dx = dy * invstd * w. */
+        const float k_proj = train ? (float)dotp * invstd * invstd / (float)cnt : 0.0f;
+        const float gmean = train ? (float)(sum / (double)cnt) : 0.0f;
+        for (int64_t i = 0; i < d.n; i++) {
+            const int64_t off = (i * d.c + c) * d.s;
+            for (int64_t k = 0; k < d.s; k++)
+                gx[off + k] = (gy[off + k] - gmean - (x[off + k] - mean) * k_proj) * invstd * w;
+        }
+    }
+    return NL_OK;
+}
