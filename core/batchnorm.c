@@ -1,0 +1,230 @@
+/* batchnorm.c: BatchNorm1d ([N, C] or [N, C, L]) and BatchNorm2d ([N, C, H, W]), as PyTorch's:
+ * training normalises with the batch's statistics and updates the running ones, evaluation uses
+ * the running statistics.
+ *
+ * The ops (x, y contiguous f32 [N, C, S...]; per-channel tensors f32 [C]; stats f32 [2, C] with
+ * row 0 the mean and row 1 the variance; invstd = 1 / sqrt(var + eps)):
+ *   NL_OP_BATCHNORM      dst y = (x - mean) * invstd * gamma + beta, computed as x * a + b with
+ *                        a = invstd * gamma, b = beta - mean * a (PyTorch's CPU form).
+ *                        src[0] x, src[1] gamma (NULL: 1), src[2] beta (NULL: 0), f[0] eps.
+ *                        i[0] = 0: stats are read from src[3];
+ *                        i[0] = 1: the batch's stats (mean, biased variance over N and S) are
+ *                        computed and written to aux, then used.
+ *   NL_OP_BATCHNORM_BWD  dst gx from gy src[0], x src[1], gamma src[2] (NULL: 1), stats src[3]
+ *                        (those the forward used), f[0] eps.
+ *                        i[0] = 1 (training): gx = (gy - mean(gy) - (x - mean) * k) * invstd * gamma
+ *                        with k = sum((x - mean) * gy) * invstd^2 / count;
+ *                        i[0] = 0 (evaluation): gx = gy * invstd * gamma.
+ *                        aux [2, C] (may be NULL) receives dgamma = sum((x - mean) * gy) * invstd
+ *                        and dbeta = sum(gy) of this call (the layer adds them to the gradients).
+ * The running statistics are updated by the layer with element-wise ops:
+ * running = (1 - momentum) * running + momentum * batch, with the unbiased variance. */
+#include "nn.h"
+
+#include <stdlib.h>
+
+extern const nl_module_type nl_batchnorm1d_type, nl_batchnorm2d_type;
+
+enum { ARG_C, ARG_EPS, ARG_MOMENTUM, ARG_AFFINE };
+
+/* A [2, C] buffer and [C] views of its two rows. */
+typedef struct {
+    nl_tensor *all, *row[2];
+} bn_rows;
+
+/* Per-module buffers, allocated on the first forward (and again only if the device changes). */
+typedef struct {
+    bn_rows stats;   /* the mean and variance the last forward used */
+    bn_rows dparams; /* dgamma, dbeta of the last backward */
+    nl_tensor *tmp;  /* [C] scratch for the running-statistics update */
+    bool train;      /* the last forward normalised with batch statistics */
+} bn_state;
+
+static void rows_free(bn_rows *r)
+{
+    nl_tensor_release(r->all);
+    nl_tensor_release(r->row[0]);
+    nl_tensor_release(r->row[1]);
+    *r = (bn_rows){0};
+}
+
+static nl_status rows_alloc(bn_rows *r, int64_t c, nl_device dev)
+{
+    const int64_t shape[2] = {2, c};
+    rows_free(r);
+    r->all = nl_tensor_empty(NL_F32, 2, shape, dev);
+    for (int k = 0; k < 2 && r->all; k++) {
+        nl_tensor *s = nl_tensor_slice(r->all, 0, k, k + 1);
+        r->row[k] = s ? nl_tensor_reshape(s, 1, &c) : NULL;
+        nl_tensor_release(s);
+        if (!r->row[k]) break;
+    }
+    if (!r->row[1]) {
+        rows_free(r);
+        return nl_errcode();
+    }
+    return NL_OK;
+}
+
+/* Makes the state's buffers live on dev. */
+static nl_status state_ready(bn_state *st, int64_t c, nl_device dev)
+{
+    if (st->tmp && nl_tensor_device(st->tmp) == dev) return NL_OK;
+    nl_tensor_release(st->tmp);
+    st->tmp = NULL;
+    nl_status s = rows_alloc(&st->stats, c, dev);
+    if (s == NL_OK) s = rows_alloc(&st->dparams, c, dev);
+    if (s == NL_OK && !(st->tmp = nl_tensor_empty(NL_F32, 1, &c, dev))) s = nl_errcode();
+    return s;
+}
+
+static nl_status bn_init(nl_module *m)
+{
+    const int64_t c = (int64_t)m->args[ARG_C];
+    if (!(m->state = calloc(1, sizeof(bn_state))))
+        return nl_seterr(NL_ENOMEM, "%s: out of memory", m->type->name);
+    struct { const char *name; double value; bool grad; } p[] = {
+        {"weight", 1, true}, {"bias", 0, true}, {"running_mean", 0, false}, {"running_var", 1, false},
+    };
+    for (int i = m->args[ARG_AFFINE] != 0 ? 0 : 2; i < 4; i++) {
+        nl_tensor *t = nl_tensor_empty(NL_F32, 1, &c, NL_CPU);
+        nl_status s = t ? nl_fill(t, p[i].value) : nl_errcode();
+        if (s == NL_OK) s = nl_module_add_param(m, p[i].name, t, p[i].grad);
+        nl_tensor_release(t);
+        if (s != NL_OK) return s;
+    }
+    return NL_OK;
+}
+
+static void bn_destroy(nl_module *m)
+{
+    bn_state *st = m->state;
+    if (!st) return;
+    rows_free(&st->stats);
+    rows_free(&st->dparams);
+    nl_tensor_release(st->tmp);
+    free(st);
+}
+
+/* running = (1 - momentum) * running + momentum * scale * batch (tmp: scratch of the same shape). */
+static nl_status running_update(nl_tensor *running, const nl_tensor *batch, double momentum,
+                                double scale, nl_tensor *tmp)
+{
+    nl_status s = nl_binary_scalar(NL_BIN_MUL, tmp, batch, momentum * scale, false);
+    if (s == NL_OK) s = nl_binary_scalar(NL_BIN_MUL, running, running, 1 - momentum, false);
+    if (s == NL_OK) s = nl_binary(NL_BIN_ADD, running, running, tmp);
+    return s;
+}
+
+static nl_tensor *value_of(nl_module *m, const char *name)
+{
+    nl_param *p = nl_module_param(m, name);
+    return p ? p->value : NULL;
+}
+
+static nl_status bn_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
+{
+    bn_state *st = m->state;
+    const int64_t c = x->shape[1], count = nl_tensor_numel(x) / (c ? c : 1);
+    const nl_device dev = nl_tensor_device(x);
+    if (m->training && count <= 1) {
+        char s[192];
+        return nl_seterr(NL_ESHAPE, "%s: expected more than 1 value per channel when training, got input %s",
+                         m->type->name, nl_shape_str(s, sizeof s, x->ndim, x->shape));
+    }
+    nl_status s = state_ready(st, c, dev);
+    nl_tensor *rmean = value_of(m, "running_mean"), *rvar = value_of(m, "running_var");
+    if (s == NL_OK && !m->training) {
+        s = nl_copy(st->stats.row[0], rmean);
+        if (s == NL_OK) s = nl_copy(st->stats.row[1], rvar);
+    }
+    if (s != NL_OK) return s;
+    nl_tensor *out = nl_module_output_buffer(m, NL_F32, x->ndim, x->shape, dev);
+    if (!out) return nl_errcode();
+    nl_op op = {.code = NL_OP_BATCHNORM, .dst = out, .aux = m->training ? st->stats.all : NULL,
+                .src = {x, value_of(m, "weight"), value_of(m, "bias"), m->training ? NULL : st->stats.all},
+                .i = {m->training}, .f = {m->args[ARG_EPS]}};
+    s = nl_op_exec(&op);
+    if (s == NL_OK && m->training) {
+        const double mom = m->args[ARG_MOMENTUM];
+        s = running_update(rmean, st->stats.row[0], mom, 1, st->tmp);
+        if (s == NL_OK)
+            s = running_update(rvar, st->stats.row[1], mom, (double)count / (double)(count - 1), st->tmp);
+    }
+    if (s != NL_OK) {
+        nl_tensor_release(out);
+        return s;
+    }
+    st->train = m->training;
+    *y = out;
+    return NL_OK;
+}
+
+static nl_status bn_backward(nl_module *m, nl_tensor *gy, nl_tensor **gx)
+{
+    bn_state *st = m->state;
+    nl_param *w = nl_module_param(m, "weight"), *b = nl_module_param(m, "bias");
+    nl_tensor *out = nl_tensor_empty(NL_F32, gy->ndim, gy->shape, nl_tensor_device(gy));
+    if (!out) return nl_errcode();
+    nl_op op = {.code = NL_OP_BATCHNORM_BWD, .dst = out, .aux = w ? st->dparams.all : NULL,
+                .src = {gy, m->input, w ? w->value : NULL, st->stats.all},
+                .i = {st->train}, .f = {m->args[ARG_EPS]}};
+    nl_status s = nl_op_exec(&op);
+    if (s == NL_OK && w) s = nl_binary(NL_BIN_ADD, w->grad, w->grad, st->dparams.row[0]);
+    if (s == NL_OK && b) s = nl_binary(NL_BIN_ADD, b->grad, b->grad, st->dparams.row[1]);
+    if (s != NL_OK) {
+        nl_tensor_release(out);
+        return s;
+    }
+    *gx = out;
+    return NL_OK;
+}
+
+/* BatchNorm1d takes [N, C] or [N, C, L], BatchNorm2d [N, C, H, W]; C must match. One multiply-add
+ * per element. */
+static nl_status bn_infer(const nl_module *m, int ndim, const int64_t *in, int *out_ndim,
+                          int64_t *out, int64_t *macs)
+{
+    const bool two_d = m->type == &nl_batchnorm2d_type;
+    const int64_t c = (int64_t)m->args[ARG_C];
+    char s[192];
+    nl_shape_str(s, sizeof s, ndim, in);
+    if (two_d ? ndim != 4 : ndim != 2 && ndim != 3)
+        return nl_seterr(NL_ESHAPE, "%s: expected a %s input, got %s", m->type->name,
+                         two_d ? "4-D [N, C, H, W]" : "2-D [N, C] or 3-D [N, C, L]", s);
+    if (in[1] != c)
+        return nl_seterr(NL_ESHAPE, "%s: input has %lld channels, expected %lld (input %s)",
+                         m->type->name, (long long)in[1], (long long)c, s);
+    *out_ndim = ndim;
+    *macs = 1;
+    for (int d = 0; d < ndim; d++) *macs *= (out[d] = in[d]);
+    return NL_OK;
+}
+
+/* The fields both batch-norm types share. */
+#define BN_TYPE \
+    .npos = 1, \
+    .args = {{.name = "c", .integer = true, .min = 1, .doc = "channels (features)"}, \
+             {.name = "eps", .def = 1e-5, .min = 0, .doc = "added to the variance"}, \
+             {.name = "momentum", .def = 0.1, .min = 0, .doc = "weight of the batch in the running statistics"}, \
+             {.name = "affine", .def = 1, .boolean = true, .doc = "learnable weight and bias"}}, \
+    .init = bn_init, .forward = bn_forward, .backward = bn_backward, .infer = bn_infer, \
+    .destroy = bn_destroy
+
+const nl_module_type nl_batchnorm1d_type = {
+    .name = "BatchNorm1d",
+    .sig = "nn.BatchNorm1d(c, {eps=1e-5, momentum=0.1, affine=true})",
+    .doc = "Batch normalisation of [N, C] or [N, C, L] per channel: batch statistics when training, "
+           "running statistics when evaluating.",
+    .example = "net:add(nn.BatchNorm1d(128))",
+    BN_TYPE,
+};
+
+const nl_module_type nl_batchnorm2d_type = {
+    .name = "BatchNorm2d",
+    .sig = "nn.BatchNorm2d(c, {eps=1e-5, momentum=0.1, affine=true})",
+    .doc = "Batch normalisation of [N, C, H, W] per channel: batch statistics when training, "
+           "running statistics when evaluating.",
+    .example = "net:add(nn.BatchNorm2d(32))",
+    BN_TYPE,
+};

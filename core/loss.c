@@ -1,0 +1,165 @@
+/* loss.c: the losses, as PyTorch's with mean reduction: cross-entropy of logits against class
+ * indices or probabilities (with label smoothing; log-softmax, then NL_OP_CROSS_ENTROPY), and
+ * mean squared error (element-wise ops). */
+#include "nn.h"
+
+enum { SHAPE_STR = 192 };
+
+/* The mean of all elements of t (on any device). */
+static nl_status mean_of(const nl_tensor *t, double *v)
+{
+    nl_tensor *m = nl_reduce_new(NL_RED_MEAN, t, -1, false);
+    nl_status s = m ? nl_tensor_get(m, NULL, v) : nl_errcode();
+    nl_tensor_release(m);
+    return s;
+}
+
+/* l->saved if it has this shape, dtype and device and nobody else holds it, else a new tensor;
+ * either way l->saved holds the result afterwards. */
+static nl_tensor *saved_buffer(nl_loss *l, const nl_tensor *like)
+{
+    nl_tensor *o = l->saved;
+    if (o && o->refcount == 1 && o->storage->refcount == 1 && nl_same_shape(o, like) &&
+        nl_tensor_device(o) == nl_tensor_device(like))
+        return o;
+    nl_tensor_release(l->saved);
+    return l->saved = nl_tensor_empty(NL_F32, like->ndim, like->shape, nl_tensor_device(like));
+}
+
+/* NL_EINVAL naming the first class index outside [0, C) (read on the host). */
+static nl_status check_classes(nl_tensor *target, int64_t classes)
+{
+    nl_tensor *host = nl_tensor_device(target) == NL_CPU ? nl_tensor_retain(target)
+                                                         : nl_tensor_to_device(target, NL_CPU);
+    if (!host) return nl_errcode();
+    const int32_t *t = nl_tensor_data(host);
+    nl_status s = NL_OK;
+    for (int64_t n = 0; n < nl_tensor_numel(host) && s == NL_OK; n++)
+        if (t[n] < 0 || t[n] >= classes)
+            s = nl_seterr(NL_EINVAL, "cross_entropy: target %d (sample %lld) is out of range for "
+                          "%lld classes (0 to %lld)", t[n], (long long)n + 1, (long long)classes,
+                          (long long)classes - 1);
+    nl_tensor_release(host);
+    return s;
+}
+
+/* Validates (logits [N, C], target i32 [N] or f32 [N, C]) and returns the target to keep: a
+ * contiguous i32 or f32 tensor (new reference), or NULL with the error set. */
+static nl_tensor *ce_target(const nl_tensor *x, nl_tensor *target, double ls)
+{
+    char a[SHAPE_STR], b[SHAPE_STR];
+    nl_shape_str(a, sizeof a, x->ndim, x->shape);
+    nl_shape_str(b, sizeof b, target->ndim, target->shape);
+    if (x->ndim != 2) {
+        nl_seterr(NL_ESHAPE, "cross_entropy: input must be logits [N, C], got %s", a);
+        return NULL;
+    }
+    if (!(ls >= 0 && ls <= 1)) {
+        nl_seterr(NL_EINVAL, "cross_entropy: label_smoothing must be between 0 and 1, got %g", ls);
+        return NULL;
+    }
+    const bool classes = target->dtype != NL_F32;
+    if (classes ? target->ndim != 1 || target->shape[0] != x->shape[0] : !nl_same_shape(x, target)) {
+        nl_seterr(NL_ESHAPE, "cross_entropy: target %s does not fit input %s (expected [%lld] "
+                  "class indices or [%lld, %lld] probabilities)", b, a, (long long)x->shape[0],
+                  (long long)x->shape[0], (long long)x->shape[1]);
+        return NULL;
+    }
+    nl_tensor *t = classes && target->dtype != NL_I32 ? nl_tensor_to_dtype(target, NL_I32)
+                                                      : nl_tensor_contiguous(target);
+    if (t && classes && check_classes(t, x->shape[1]) != NL_OK) {
+        nl_tensor_release(t);
+        return NULL;
+    }
+    return t;
+}
+
+static nl_status ce_forward(nl_loss *l, nl_tensor *input, nl_tensor *target, double *loss)
+{
+    nl_tensor *t = ce_target(input, target, l->label_smoothing);
+    if (!t) return nl_errcode();
+    nl_tensor_release(l->target);
+    l->target = t;
+    nl_tensor *logp = saved_buffer(l, input), *x = nl_tensor_contiguous(input);
+    nl_tensor *per = nl_tensor_empty(NL_F32, 1, input->shape, nl_tensor_device(input));
+    nl_status s = logp && x && per ? NL_OK : nl_errcode();
+    if (s == NL_OK) {
+        nl_op op = {.code = NL_OP_SOFTMAX, .dst = logp, .src = {x}, .i = {1}};
+        s = nl_op_exec(&op);
+    }
+    if (s == NL_OK) {
+        nl_op op = {.code = NL_OP_CROSS_ENTROPY, .dst = per, .src = {logp, t},
+                    .f = {l->label_smoothing}};
+        s = nl_op_exec(&op);
+    }
+    if (s == NL_OK) s = mean_of(per, loss);
+    nl_tensor_release(per);
+    nl_tensor_release(x);
+    return s;
+}
+
+static nl_status mse_forward(nl_loss *l, nl_tensor *input, nl_tensor *target, double *loss)
+{
+    if (!nl_same_shape(input, target)) {
+        char a[SHAPE_STR], b[SHAPE_STR];
+        return nl_seterr(NL_ESHAPE, "mse: input %s and target %s differ in shape",
+                         nl_shape_str(a, sizeof a, input->ndim, input->shape),
+                         nl_shape_str(b, sizeof b, target->ndim, target->shape));
+    }
+    if (target->dtype != NL_F32)
+        return nl_seterr(NL_ETYPE, "mse: target must be f32, got %s", nl_dtype_info(target->dtype)->name);
+    nl_tensor_release(l->target);
+    l->target = nl_tensor_retain(target);
+    nl_tensor *diff = saved_buffer(l, input);
+    if (!diff) return nl_errcode();
+    nl_status s = nl_binary(NL_BIN_SUB, diff, input, target);
+    nl_tensor *sq = s == NL_OK ? nl_binary_new(NL_BIN_MUL, diff, diff) : NULL;
+    if (s == NL_OK) s = sq ? mean_of(sq, loss) : nl_errcode();
+    nl_tensor_release(sq);
+    return s;
+}
+
+nl_status nl_loss_forward(nl_loss *l, nl_tensor *input, nl_tensor *target, double *loss)
+{
+    if (!l || !input || !target || !loss)
+        return nl_seterr(NL_EINVAL, "loss: needs a loss, an input, a target and a result");
+    if (input->dtype != NL_F32)
+        return nl_seterr(NL_ETYPE, "loss: input must be f32, got %s", nl_dtype_info(input->dtype)->name);
+    switch (l->kind) {
+    case NL_LOSS_CROSS_ENTROPY: return ce_forward(l, input, target, loss);
+    case NL_LOSS_MSE: return mse_forward(l, input, target, loss);
+    }
+    return nl_seterr(NL_EINVAL, "loss: unknown kind %d", (int)l->kind);
+}
+
+nl_status nl_loss_backward(nl_loss *l, double grad, nl_tensor **ginput)
+{
+    *ginput = NULL;
+    if (!l->saved || !l->target) return nl_seterr(NL_EINVAL, "loss: backward before a forward");
+    const nl_tensor *saved = l->saved;
+    nl_tensor *g = nl_tensor_empty(NL_F32, saved->ndim, saved->shape, nl_tensor_device(saved));
+    if (!g) return nl_errcode();
+    nl_status s;
+    if (l->kind == NL_LOSS_CROSS_ENTROPY) {
+        /* d(mean loss)/dlogits = (softmax * sum(q) - q) / N */
+        nl_op op = {.code = NL_OP_CROSS_ENTROPY_BWD, .dst = g, .src = {saved, l->target},
+                    .f = {l->label_smoothing, grad / (double)saved->shape[0]}};
+        s = nl_op_exec(&op);
+    } else {
+        /* d mean((x - t)^2) / dx = 2 (x - t) / numel */
+        s = nl_binary_scalar(NL_BIN_MUL, g, saved, 2.0 * grad / (double)nl_tensor_numel(saved), false);
+    }
+    if (s != NL_OK) {
+        nl_tensor_release(g);
+        return s;
+    }
+    *ginput = g;
+    return NL_OK;
+}
+
+void nl_loss_clear(nl_loss *l)
+{
+    nl_tensor_release(l->saved);
+    nl_tensor_release(l->target);
+    l->saved = l->target = NULL;
+}
