@@ -52,6 +52,9 @@ ifeq ($(USE_CUDA),1)
 ifeq ($(NVCC),)
 $(error CUDA=1 but nvcc was not found (looked on PATH and in /usr/local/cuda/bin))
 endif
+ifeq ($(CUDA_SRC),)
+$(error CUDA=1 but backends/cuda has no sources yet: build with CUDA=auto or CUDA=0)
+endif
 CUDA_HOME := $(patsubst %/bin/nvcc,%,$(NVCC))
 CFLAGS  += -DNL_HAVE_CUDA
 LDLIBS  += -L$(CUDA_HOME)/lib64 -lcudart_static -lcublas -lcudnn -ldl -lrt -lstdc++
