@@ -10,6 +10,11 @@ nl_backend *nl_cpu_backend(void);
 
 /* Layer and optimizer kernels (cpu_<name>.c), dispatched by cpu_backend.c: each takes an op that
  * core validated (operands as documented at its opcode in nl.h) and returns NL_OK. */
+nl_status nl_cpu_conv2d_forward(const nl_op *op);
+nl_status nl_cpu_conv2d_backward_data(const nl_op *op);
+nl_status nl_cpu_conv2d_backward_filter(const nl_op *op);
+nl_status nl_cpu_pool2d_forward(const nl_op *op);
+nl_status nl_cpu_pool2d_backward(const nl_op *op);
 nl_status nl_cpu_sgd_step(const nl_op *op);
 nl_status nl_cpu_adam_step(const nl_op *op);
 nl_status nl_cpu_act_forward(const nl_op *op);            /* activation.c */

@@ -49,6 +49,11 @@ static nl_status (*const kernels[NL_OPCODE_COUNT])(const nl_op *op) = {
     [NL_OP_DROPOUT] = nl_cpu_dropout,
     [NL_OP_CROSS_ENTROPY] = nl_cpu_cross_entropy_forward,
     [NL_OP_CROSS_ENTROPY_BWD] = nl_cpu_cross_entropy_backward,
+    [NL_OP_CONV2D] = nl_cpu_conv2d_forward,
+    [NL_OP_CONV2D_BWD_DATA] = nl_cpu_conv2d_backward_data,
+    [NL_OP_CONV2D_BWD_FILTER] = nl_cpu_conv2d_backward_filter,
+    [NL_OP_POOL2D] = nl_cpu_pool2d_forward,
+    [NL_OP_POOL2D_BWD] = nl_cpu_pool2d_backward,
     [NL_OP_SGD_STEP] = nl_cpu_sgd_step,
     [NL_OP_ADAM_STEP] = nl_cpu_adam_step,
 };

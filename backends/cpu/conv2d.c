@@ -1,0 +1,151 @@
+/* conv2d.c: the CPU's 2-D convolution (NL_OP_CONV2D and its data and filter gradients) as im2col +
+ * sgemm, after Caffe/darknet: image n's columns are a [C*KH*KW, OH*OW] matrix, so the forward pass
+ * is one sgemm per image writing NCHW directly and col2im scatters the data gradient back. The
+ * column loops run OpenMP-parallel over (image, channel); sgemm, threaded itself, runs outside. */
+#include "cpu/cpu.h"
+#include "cpu_kernels.h"
+
+#include <cblas.h>
+#include <string.h>
+
+typedef struct {
+    int64_t N, C, H, W, O, KH, KW, OH, OW, s, p;
+    int64_t ckk, P; /* rows and columns of one image's column matrix */
+} conv_geom;
+
+/* x: [N, C, H, W], w: [O, C, KH, KW], y: [N, O, OH, OW] (any of them may be the gradient of one). */
+static conv_geom conv_geometry(const nl_op *op, const nl_tensor *x, const nl_tensor *w,
+                               const nl_tensor *y)
+{
+    conv_geom g = {.N = x->shape[0], .C = x->shape[1], .H = x->shape[2], .W = x->shape[3],
+                   .O = w->shape[0], .KH = w->shape[2], .KW = w->shape[3], .OH = y->shape[2],
+                   .OW = y->shape[3], .s = op->i[0], .p = op->i[1]};
+    g.ckk = g.C * g.KH * g.KW;
+    g.P = g.OH * g.OW;
+    return g;
+}
+
+/* The outputs o in [*lo, *hi) whose input position o*s - p + kk falls inside [0, n_in). */
+static inline void valid_range(int64_t n_out, int64_t n_in, int64_t s, int64_t p, int64_t kk,
+                               int64_t *lo, int64_t *hi)
+{
+    int64_t l = p > kk ? (p - kk + s - 1) / s : 0, last = n_in - 1 + p - kk;
+    int64_t h = last < 0 ? 0 : last / s + 1;
+    *hi = h < n_out ? h : n_out;
+    *lo = l < *hi ? l : *hi;
+}
+
+/* Writes the KH*KW rows of one channel's columns: row (kh, kw), column (oh, ow) holds
+ * x[oh*s - p + kh][ow*s - p + kw], 0 outside the image. */
+static void im2col_channel(const conv_geom *g, const float *x, float *cols)
+{
+    for (int64_t kh = 0; kh < g->KH; kh++) {
+        int64_t oh0, oh1;
+        valid_range(g->OH, g->H, g->s, g->p, kh, &oh0, &oh1);
+        for (int64_t kw = 0; kw < g->KW; kw++) {
+            int64_t ow0, ow1;
+            valid_range(g->OW, g->W, g->s, g->p, kw, &ow0, &ow1);
+            float *row = cols + (kh * g->KW + kw) * g->P;
+            memset(row, 0, (size_t)(oh0 * g->OW) * sizeof *row);
+            const int64_t off = kw - g->p; /* input column = ow*s + off */
+            for (int64_t oh = oh0; oh < oh1; oh++) {
+                const float *xr = x + (oh * g->s - g->p + kh) * g->W;
+                float *r = row + oh * g->OW;
+                memset(r, 0, (size_t)ow0 * sizeof *r);
+                if (g->s == 1) memcpy(r + ow0, xr + ow0 + off, (size_t)(ow1 - ow0) * sizeof *r);
+                else
+                    for (int64_t ow = ow0; ow < ow1; ow++) r[ow] = xr[ow * g->s + off];
+                memset(r + ow1, 0, (size_t)(g->OW - ow1) * sizeof *r);
+            }
+            memset(row + oh1 * g->OW, 0, (size_t)((g->OH - oh1) * g->OW) * sizeof *row);
+        }
+    }
+}
+
+/* The adjoint of im2col_channel: x = 0, then each column entry is added to its input position. */
+static void col2im_channel(const conv_geom *g, const float *cols, float *x)
+{
+    memset(x, 0, (size_t)(g->H * g->W) * sizeof *x);
+    for (int64_t kh = 0; kh < g->KH; kh++) {
+        int64_t oh0, oh1;
+        valid_range(g->OH, g->H, g->s, g->p, kh, &oh0, &oh1);
+        for (int64_t kw = 0; kw < g->KW; kw++) {
+            int64_t ow0, ow1;
+            valid_range(g->OW, g->W, g->s, g->p, kw, &ow0, &ow1);
+            const float *row = cols + (kh * g->KW + kw) * g->P;
+            const int64_t off = kw - g->p;
+            for (int64_t oh = oh0; oh < oh1; oh++) {
+                float *xr = x + (oh * g->s - g->p + kh) * g->W;
+                const float *r = row + oh * g->OW;
+                for (int64_t ow = ow0; ow < ow1; ow++) xr[ow * g->s + off] += r[ow];
+            }
+        }
+    }
+}
+
+/* y = w * x + bias. aux: the columns of every image, [N, C*KH*KW, OH*OW], kept for the filter
+ * gradient. */
+nl_status nl_cpu_conv2d_forward(const nl_op *op)
+{
+    const conv_geom g = conv_geometry(op, op->src[0], op->src[1], op->dst);
+    const float *x = nl_tensor_f32(op->src[0]), *w = nl_tensor_f32(op->src[1]);
+    const float *bias = op->src[2] ? nl_tensor_f32(op->src[2]) : NULL;
+    float *y = nl_tensor_f32(op->dst), *cols = nl_tensor_f32(op->aux);
+#pragma omp parallel num_threads(cpu_threads_for(g.N * g.ckk * g.P))
+    {
+#pragma omp for schedule(static) nowait
+        for (int64_t nc = 0; nc < g.N * g.C; nc++)
+            im2col_channel(&g, x + nc * g.H * g.W, cols + nc * g.KH * g.KW * g.P);
+        if (bias) {
+#pragma omp for schedule(static)
+            for (int64_t no = 0; no < g.N * g.O; no++)
+                for (int64_t i = 0; i < g.P; i++) y[no * g.P + i] = bias[no % g.O];
+        }
+    }
+    for (int64_t n = 0; n < g.N; n++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g.O, (int)g.P, (int)g.ckk, 1.0f,
+                    w, (int)g.ckk, cols + n * g.ckk * g.P, (int)g.P, bias ? 1.0f : 0.0f,
+                    y + n * g.O * g.P, (int)g.P);
+    return NL_OK;
+}
+
+/* gx = w^T gy, image by image through a column workspace aux [C*KH*KW, OH*OW] and col2im. */
+nl_status nl_cpu_conv2d_backward_data(const nl_op *op)
+{
+    const conv_geom g = conv_geometry(op, op->dst, op->src[1], op->src[0]);
+    const float *gy = nl_tensor_f32(op->src[0]), *w = nl_tensor_f32(op->src[1]);
+    float *gx = nl_tensor_f32(op->dst), *gcols = nl_tensor_f32(op->aux);
+    const int nt = cpu_threads_for(g.ckk * g.P);
+    for (int64_t n = 0; n < g.N; n++) {
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)g.ckk, (int)g.P, (int)g.O, 1.0f, w,
+                    (int)g.ckk, gy + n * g.O * g.P, (int)g.P, 0.0f, gcols, (int)g.P);
+#pragma omp parallel for schedule(static) num_threads(nt)
+        for (int64_t c = 0; c < g.C; c++)
+            col2im_channel(&g, gcols + c * g.KH * g.KW * g.P, gx + (n * g.C + c) * g.H * g.W);
+    }
+    return NL_OK;
+}
+
+/* gw += gy x^T over the columns src[2] that the forward pass left in its aux; gbias (aux, may be
+ * NULL) += gy summed over images and positions. */
+nl_status nl_cpu_conv2d_backward_filter(const nl_op *op)
+{
+    const conv_geom g = conv_geometry(op, op->src[0], op->dst, op->src[1]);
+    const float *gy = nl_tensor_f32(op->src[1]), *cols = nl_tensor_f32(op->src[2]);
+    float *gw = nl_tensor_f32(op->dst);
+    for (int64_t n = 0; n < g.N; n++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)g.O, (int)g.ckk, (int)g.P, 1.0f,
+                    gy + n * g.O * g.P, (int)g.P, cols + n * g.ckk * g.P, (int)g.P, 1.0f, gw,
+                    (int)g.ckk);
+    if (op->aux) {
+        float *gb = nl_tensor_f32(op->aux);
+#pragma omp parallel for schedule(static) num_threads(cpu_threads_for(g.N * g.O * g.P))
+        for (int64_t o = 0; o < g.O; o++) {
+            double sum = 0;
+            for (int64_t n = 0; n < g.N; n++)
+                for (int64_t i = 0; i < g.P; i++) sum += gy[(n * g.O + o) * g.P + i];
+            gb[o] += (float)sum;
+        }
+    }
+    return NL_OK;
+}

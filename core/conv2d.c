@@ -1,0 +1,142 @@
+/* conv2d.c: the 2-D convolution layer (NCHW, weight [out, in, k, k], bias [out], as PyTorch's
+ * Conv2d with square kernels). The backend keeps its im2col columns in a buffer of the module's,
+ * allocated once per input shape and reused by the filter gradient. */
+#include "layer.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+enum { ARG_IN, ARG_OUT, ARG_K, ARG_STRIDE, ARG_PADDING, ARG_BIAS };
+
+typedef struct {
+    nl_tensor *cols;  /* [N, in*k*k, OH*OW]: the last forward's columns (the filter gradient's x) */
+    nl_tensor *gcols; /* [in*k*k, OH*OW]: the data gradient's workspace */
+} conv_state;
+
+static nl_status conv_init(nl_module *m)
+{
+    if (!(m->state = calloc(1, sizeof(conv_state))))
+        return nl_seterr(NL_ENOMEM, "Conv2d: out of memory");
+    const int64_t in = (int64_t)m->args[ARG_IN], out = (int64_t)m->args[ARG_OUT],
+                  k = (int64_t)m->args[ARG_K];
+    const double bound = 1 / sqrt((double)(in * k * k)); /* kaiming_uniform(a=sqrt(5)), fan_in */
+    nl_status st = nl_layer_uniform_param(m, "weight", 4, (int64_t[]){out, in, k, k}, bound);
+    if (st == NL_OK && m->args[ARG_BIAS] != 0)
+        st = nl_layer_uniform_param(m, "bias", 1, (int64_t[]){out}, bound);
+    return st;
+}
+
+static void conv_destroy(nl_module *m)
+{
+    conv_state *s = m->state;
+    if (!s) return;
+    nl_tensor_release(s->cols);
+    nl_tensor_release(s->gcols);
+    free(s);
+}
+
+static nl_status conv_infer(const nl_module *m, int ndim, const int64_t *in, int *out_ndim,
+                            int64_t *out, int64_t *macs)
+{
+    const int64_t c = (int64_t)m->args[ARG_IN], o = (int64_t)m->args[ARG_OUT],
+                  k = (int64_t)m->args[ARG_K], s = (int64_t)m->args[ARG_STRIDE],
+                  p = (int64_t)m->args[ARG_PADDING];
+    if (ndim != 4)
+        return nl_layer_shape_error(m, ndim, in, "expected a 4-D input [N, %lld, H, W]", (long long)c);
+    if (in[1] != c)
+        return nl_layer_shape_error(m, ndim, in, "input has %lld channels, expected %lld",
+                                    (long long)in[1], (long long)c);
+    if (in[2] + 2 * p < k || in[3] + 2 * p < k)
+        return nl_layer_shape_error(m, ndim, in,
+                                    "input %lldx%lld is smaller than the %lldx%lld kernel (padding %lld)",
+                                    (long long)in[2], (long long)in[3], (long long)k, (long long)k,
+                                    (long long)p);
+    const int64_t oh = (in[2] + 2 * p - k) / s + 1, ow = (in[3] + 2 * p - k) / s + 1;
+    if (c * k * k > INT32_MAX || oh * ow > INT32_MAX || o * c * k * k > INT32_MAX)
+        return nl_layer_shape_error(m, ndim, in, "too large for a convolution through sgemm");
+    out[0] = in[0];
+    out[1] = o;
+    out[2] = oh;
+    out[3] = ow;
+    *out_ndim = 4;
+    *macs = in[0] * o * oh * ow * c * k * k;
+    return NL_OK;
+}
+
+/* The op's integer operands: stride and padding. */
+static void conv_op_ints(const nl_module *m, nl_op *op)
+{
+    op->i[0] = (int)m->args[ARG_STRIDE];
+    op->i[1] = (int)m->args[ARG_PADDING];
+}
+
+static nl_status conv_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
+{
+    conv_state *s = m->state;
+    const nl_param *w = &m->params[0], *b = nl_module_param(m, "bias");
+    const nl_device dev = nl_tensor_device(x);
+    int nd;
+    int64_t shape[4], macs;
+    conv_infer(m, x->ndim, x->shape, &nd, shape, &macs); /* checked by nl_module_forward */
+    const int64_t cols_shape[3] = {shape[0], w->value->shape[1] * w->value->shape[2] * w->value->shape[3],
+                                   shape[2] * shape[3]};
+    nl_tensor *cols = nl_layer_buffer(&s->cols, NL_F32, 3, cols_shape, dev);
+    nl_tensor *out = cols ? nl_module_output_buffer(m, NL_F32, 4, shape, dev) : NULL;
+    if (!out) return nl_errcode();
+    nl_op op = {.code = NL_OP_CONV2D, .dst = out, .aux = cols,
+                .src = {x, w->value, b ? b->value : NULL}};
+    conv_op_ints(m, &op);
+    nl_status st = nl_op_exec(&op);
+    if (st != NL_OK) {
+        nl_tensor_release(out);
+        return st;
+    }
+    *y = out;
+    return NL_OK;
+}
+
+static nl_status conv_backward(nl_module *m, nl_tensor *gy, nl_tensor **gx)
+{
+    conv_state *s = m->state;
+    nl_param *w = &m->params[0], *b = nl_module_param(m, "bias");
+    nl_tensor *x = m->input;
+    const int64_t gcols_shape[2] = {s->cols->shape[1], s->cols->shape[2]};
+    nl_tensor *gcols = nl_layer_buffer(&s->gcols, NL_F32, 2, gcols_shape, nl_tensor_device(x));
+    nl_tensor *g = gcols ? nl_tensor_empty_like(x) : NULL;
+    if (!g) return nl_errcode();
+    nl_op filter = {.code = NL_OP_CONV2D_BWD_FILTER, .dst = w->grad, .aux = b ? b->grad : NULL,
+                    .src = {x, gy, s->cols}};
+    nl_op data = {.code = NL_OP_CONV2D_BWD_DATA, .dst = g, .aux = gcols, .src = {gy, w->value}};
+    conv_op_ints(m, &filter);
+    conv_op_ints(m, &data);
+    nl_status st = nl_op_exec(&filter);
+    if (st == NL_OK) st = nl_op_exec(&data);
+    if (st != NL_OK) {
+        nl_tensor_release(g);
+        return st;
+    }
+    *gx = g;
+    return NL_OK;
+}
+
+const nl_module_type nl_conv2d_type = {
+    .name = "Conv2d",
+    .sig = "nn.Conv2d(in, out, k, {stride=1, padding=0, bias=true})",
+    .doc = "A 2-D convolution over [N, in, H, W] with out filters of k x k; output\n"
+           "[N, out, (H + 2*padding - k) / stride + 1, (W + 2*padding - k) / stride + 1].",
+    .example = "net:add(nn.Conv2d(3, 32, 3, {padding=1}))",
+    .npos = 3,
+    .args = {
+        {.name = "in", .def = NAN, .integer = true, .min = 1, .doc = "input channels"},
+        {.name = "out", .def = NAN, .integer = true, .min = 1, .doc = "output channels (filters)"},
+        {.name = "k", .def = NAN, .integer = true, .min = 1, .doc = "kernel size (k x k)"},
+        {.name = "stride", .def = 1, .integer = true, .min = 1, .doc = "step between windows"},
+        {.name = "padding", .def = 0, .integer = true, .min = 0, .doc = "zeros added on each side"},
+        {.name = "bias", .def = 1, .integer = true, .boolean = true, .doc = "learn an added bias"},
+    },
+    .init = conv_init,
+    .forward = conv_forward,
+    .backward = conv_backward,
+    .infer = conv_infer,
+    .destroy = conv_destroy,
+};

@@ -1,0 +1,23 @@
+/* layer.h: helpers shared by the layer files in core/ (initialisation, work buffers, shape
+ * messages); private to core, not part of the public contract in nn.h. */
+#ifndef NL_LAYER_H
+#define NL_LAYER_H
+
+#include "nn.h"
+
+/* Adds a parameter of this shape (with a gradient) drawn from U(-bound, bound) on the seeded RNG,
+ * PyTorch's default initialisation of weights and biases. NL_ENOMEM / NL_EINVAL on failure. */
+nl_status nl_layer_uniform_param(nl_module *m, const char *name, int ndim, const int64_t *shape,
+                                 double bound);
+
+/* A work buffer kept in *slot (a reference the caller's state owns): the tensor there if it has
+ * this dtype, shape and device, else a fresh one that replaces it. Borrowed: do not release.
+ * NULL with the error set when the allocation fails. */
+nl_tensor *nl_layer_buffer(nl_tensor **slot, nl_dtype dtype, int ndim, const int64_t *shape,
+                           nl_device dev);
+
+/* NL_ESHAPE with "<Type>: <message> (input [..])". */
+nl_status nl_layer_shape_error(const nl_module *m, int ndim, const int64_t *in, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+#endif

@@ -1,0 +1,111 @@
+/* linear.c: the fully connected layer, y = x W^T + b over the last dimension of x, with weight
+ * [out, in] and bias [out] as in PyTorch. Products go to the matmul op on views (no copies). */
+#include "layer.h"
+
+#include <math.h>
+
+enum { ARG_IN, ARG_OUT, ARG_BIAS };
+
+static nl_status linear_init(nl_module *m)
+{
+    const int64_t in = (int64_t)m->args[ARG_IN], out = (int64_t)m->args[ARG_OUT];
+    const double bound = 1 / sqrt((double)in); /* kaiming_uniform(a=sqrt(5)) and the bias rule */
+    nl_status st = nl_layer_uniform_param(m, "weight", 2, (int64_t[]){out, in}, bound);
+    if (st == NL_OK && m->args[ARG_BIAS] != 0)
+        st = nl_layer_uniform_param(m, "bias", 1, (int64_t[]){out}, bound);
+    return st;
+}
+
+static nl_status linear_infer(const nl_module *m, int ndim, const int64_t *in, int *out_ndim,
+                              int64_t *out, int64_t *macs)
+{
+    const int64_t fin = (int64_t)m->args[ARG_IN], fout = (int64_t)m->args[ARG_OUT];
+    if (ndim < 1)
+        return nl_layer_shape_error(m, ndim, in, "expected an input [..., %lld], got a scalar",
+                                    (long long)fin);
+    if (in[ndim - 1] != fin)
+        return nl_layer_shape_error(m, ndim, in, "input has %lld features, expected %lld",
+                                    (long long)in[ndim - 1], (long long)fin);
+    int64_t rows = 1;
+    for (int d = 0; d < ndim - 1; d++) rows *= in[d];
+    for (int d = 0; d < ndim - 1; d++) out[d] = in[d];
+    out[ndim - 1] = fout;
+    *out_ndim = ndim;
+    *macs = rows * fin * fout;
+    return NL_OK;
+}
+
+/* t viewed as a matrix [numel / cols, cols] (t is contiguous). New reference. */
+static nl_tensor *as_matrix(nl_tensor *t, int64_t cols)
+{
+    return nl_tensor_reshape(t, 2, (int64_t[]){-1, cols});
+}
+
+static nl_status linear_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
+{
+    nl_tensor *w = m->params[0].value;
+    const nl_param *b = nl_module_param(m, "bias");
+    const int64_t fin = w->shape[1], fout = w->shape[0];
+    int64_t shape[NL_MAX_DIMS];
+    for (int d = 0; d < x->ndim; d++) shape[d] = x->shape[d];
+    shape[x->ndim - 1] = fout;
+    nl_tensor *out = nl_module_output_buffer(m, NL_F32, x->ndim, shape, nl_tensor_device(x));
+    nl_tensor *x2 = as_matrix(x, fin), *y2 = out ? as_matrix(out, fout) : NULL;
+    nl_tensor *wt = nl_tensor_transpose(w, 0, 1);
+    nl_status st = x2 && y2 && wt ? nl_matmul(y2, x2, wt) : nl_errcode();
+    if (st == NL_OK && b) st = nl_binary(NL_BIN_ADD, y2, y2, b->value);
+    nl_tensor_release(x2);
+    nl_tensor_release(y2);
+    nl_tensor_release(wt);
+    if (st != NL_OK) {
+        nl_tensor_release(out);
+        return st;
+    }
+    *y = out;
+    return NL_OK;
+}
+
+/* gx = gy W; gW += gy^T x; gb += the sum of gy over the rows. */
+static nl_status linear_backward(nl_module *m, nl_tensor *gy, nl_tensor **gx)
+{
+    nl_param *w = &m->params[0], *b = nl_module_param(m, "bias");
+    const int64_t fin = w->value->shape[1], fout = w->value->shape[0];
+    nl_tensor *x = m->input;
+    nl_tensor *g = nl_tensor_empty_like(x);
+    nl_tensor *g2 = g ? as_matrix(g, fin) : NULL, *gy2 = as_matrix(gy, fout), *x2 = as_matrix(x, fin);
+    nl_tensor *gyt = gy2 ? nl_tensor_transpose(gy2, 0, 1) : NULL;
+    nl_status st = g2 && gy2 && x2 && gyt ? nl_matmul(g2, gy2, w->value) : nl_errcode();
+    if (st == NL_OK) st = nl_matmul_ex(w->grad, gyt, x2, true);
+    if (st == NL_OK && b) {
+        nl_tensor *sum = nl_reduce_new(NL_RED_SUM, gy2, 0, false);
+        st = sum ? nl_binary(NL_BIN_ADD, b->grad, b->grad, sum) : nl_errcode();
+        nl_tensor_release(sum);
+    }
+    nl_tensor_release(g2);
+    nl_tensor_release(gy2);
+    nl_tensor_release(x2);
+    nl_tensor_release(gyt);
+    if (st != NL_OK) {
+        nl_tensor_release(g);
+        return st;
+    }
+    *gx = g;
+    return NL_OK;
+}
+
+const nl_module_type nl_linear_type = {
+    .name = "Linear",
+    .sig = "nn.Linear(in, out, {bias=true})",
+    .doc = "A fully connected layer: y = x W^T + b over the last dimension of x (weight [out, in]).",
+    .example = "net:add(nn.Linear(4096, 10))",
+    .npos = 2,
+    .args = {
+        {.name = "in", .def = NAN, .integer = true, .min = 1, .doc = "input features"},
+        {.name = "out", .def = NAN, .integer = true, .min = 1, .doc = "output features"},
+        {.name = "bias", .def = 1, .integer = true, .boolean = true, .doc = "learn an added bias"},
+    },
+    .init = linear_init,
+    .forward = linear_forward,
+    .backward = linear_backward,
+    .infer = linear_infer,
+};

@@ -1,0 +1,474 @@
+/* module.c: the module framework: the table of module types, construction with argument
+ * validation, reference counting, containers, parameters, printing, and the forward/backward entry
+ * points that check the input, keep each module's last input and output and poll for Ctrl-C. */
+#include "layer.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- the type table -------- */
+
+/* Each layer's file defines its type; one declaration and one list entry per type. */
+extern const nl_module_type nl_sequential_type;
+extern const nl_module_type nl_residual_type;
+extern const nl_module_type nl_linear_type;
+extern const nl_module_type nl_conv2d_type;
+extern const nl_module_type nl_maxpool2d_type;
+extern const nl_module_type nl_avgpool2d_type;
+extern const nl_module_type nl_globalavgpool_type;
+extern const nl_module_type nl_flatten_type;
+extern const nl_module_type nl_identity_type;
+extern const nl_module_type nl_relu_type;
+extern const nl_module_type nl_leaky_relu_type;
+extern const nl_module_type nl_gelu_type;
+extern const nl_module_type nl_sigmoid_type;
+extern const nl_module_type nl_tanh_type;
+extern const nl_module_type nl_softmax_type;
+extern const nl_module_type nl_batchnorm1d_type;
+extern const nl_module_type nl_batchnorm2d_type;
+extern const nl_module_type nl_dropout_type;
+
+const nl_module_type *const nl_module_types[] = {
+    &nl_sequential_type,
+    &nl_residual_type,
+    &nl_linear_type,
+    &nl_conv2d_type,
+    &nl_maxpool2d_type,
+    &nl_avgpool2d_type,
+    &nl_globalavgpool_type,
+    &nl_flatten_type,
+    &nl_identity_type,
+    &nl_relu_type,
+    &nl_leaky_relu_type,
+    &nl_gelu_type,
+    &nl_sigmoid_type,
+    &nl_tanh_type,
+    &nl_softmax_type,
+    &nl_batchnorm1d_type,
+    &nl_batchnorm2d_type,
+    &nl_dropout_type,
+    NULL,
+};
+
+const nl_module_type *nl_module_type_find(const char *name)
+{
+    for (int i = 0; name && nl_module_types[i]; i++)
+        if (strcmp(nl_module_types[i]->name, name) == 0) return nl_module_types[i];
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- construction ---------- */
+
+static int count_args(const nl_module_type *type)
+{
+    int n = 0;
+    while (n < NL_MAX_ARGS && type->args[n].name) n++;
+    return n;
+}
+
+int nl_module_arg_index(const nl_module_type *type, const char *name)
+{
+    for (int i = 0; name && i < count_args(type); i++)
+        if (strcmp(type->args[i].name, name) == 0) return i;
+    return -1;
+}
+
+void nl_module_default_args(const nl_module_type *type, double *args)
+{
+    for (int i = 0; i < count_args(type); i++) args[i] = type->args[i].def;
+}
+
+/* NL_EINVAL naming the type, the argument and the value unless v fits argument i. */
+static nl_status check_arg(const nl_module_type *type, int i, double v)
+{
+    const nl_argspec *a = &type->args[i];
+    if (isnan(v) && i >= type->npos && isnan(a->def)) return NL_OK; /* derived by init */
+    if (isnan(v))
+        return nl_seterr(NL_EINVAL, "%s: %s is required (%s)", type->name, a->name, type->sig);
+    if (a->boolean) {
+        if (v != 0 && v != 1)
+            return nl_seterr(NL_EINVAL, "%s: %s must be true or false, got %g", type->name, a->name, v);
+        return NL_OK;
+    }
+    if (a->integer && (v != floor(v) || v < a->min))
+        return nl_seterr(NL_EINVAL, "%s: %s must be a whole number >= %g, got %g", type->name,
+                         a->name, a->min, v);
+    if (!a->integer && !(v >= a->min && isfinite(v)))
+        return nl_seterr(NL_EINVAL, "%s: %s must be a number >= %g, got %g", type->name, a->name,
+                         a->min, v);
+    if (a->integer && v > INT32_MAX)
+        return nl_seterr(NL_EINVAL, "%s: %s = %g is too large (at most %d)", type->name, a->name, v,
+                         INT32_MAX);
+    return NL_OK;
+}
+
+nl_module *nl_module_new(const nl_module_type *type, const double *args)
+{
+    if (!type) {
+        nl_seterr(NL_EINVAL, "module: no type given");
+        return NULL;
+    }
+    const int nargs = count_args(type);
+    double a[NL_MAX_ARGS];
+    nl_module_default_args(type, a);
+    if (args) memcpy(a, args, (size_t)nargs * sizeof *a);
+    for (int i = 0; i < nargs; i++)
+        if (check_arg(type, i, a[i]) != NL_OK) return NULL;
+    nl_module *m = calloc(1, sizeof *m);
+    if (!m) {
+        nl_seterr(NL_ENOMEM, "%s: out of memory", type->name);
+        return NULL;
+    }
+    m->type = type;
+    m->refcount = 1;
+    m->training = true;
+    memcpy(m->args, a, (size_t)nargs * sizeof *a);
+    if (type->init && type->init(m) != NL_OK) {
+        nl_module_release(m); /* keeps the init's message: releasing sets no error */
+        return NULL;
+    }
+    return m;
+}
+
+nl_module *nl_module_retain(nl_module *m)
+{
+    if (m) m->refcount++;
+    return m;
+}
+
+void nl_module_release(nl_module *m)
+{
+    if (!m || --m->refcount > 0) return;
+    for (int i = 0; i < m->nchildren; i++) nl_module_release(m->children[i]);
+    free(m->children);
+    for (int i = 0; i < m->nparams; i++) {
+        nl_tensor_release(m->params[i].value);
+        nl_tensor_release(m->params[i].grad);
+    }
+    nl_tensor_release(m->input);
+    nl_tensor_release(m->output);
+    if (m->type->destroy) m->type->destroy(m);
+    free(m);
+}
+
+/* ---------------------------------------------------------------- containers ------------ */
+
+static bool contains(const nl_module *m, const nl_module *target)
+{
+    if (m == target) return true;
+    for (int i = 0; i < m->nchildren; i++)
+        if (contains(m->children[i], target)) return true;
+    return false;
+}
+
+nl_status nl_module_insert(nl_module *c, int index, nl_module *child)
+{
+    if (!c || !child) return nl_seterr(NL_EINVAL, "module: insert needs a container and a module");
+    if (!c->type->container)
+        return nl_seterr(NL_EINVAL, "%s: not a container (only Sequential and Residual hold modules)",
+                         c->type->name);
+    if (index < 0 || index > c->nchildren)
+        return nl_seterr(NL_EINVAL, "%s: position %d is out of range (0 to %d)", c->type->name,
+                         index, c->nchildren);
+    if (contains(child, c))
+        return nl_seterr(NL_EINVAL, "%s: cannot hold itself or a module that contains it",
+                         c->type->name);
+    nl_module **ch = realloc(c->children, (size_t)(c->nchildren + 1) * sizeof *ch);
+    if (!ch) return nl_seterr(NL_ENOMEM, "%s: out of memory adding a module", c->type->name);
+    memmove(ch + index + 1, ch + index, (size_t)(c->nchildren - index) * sizeof *ch);
+    ch[index] = nl_module_retain(child);
+    c->children = ch;
+    c->nchildren++;
+    return NL_OK;
+}
+
+nl_status nl_module_add(nl_module *c, nl_module *child)
+{
+    return nl_module_insert(c, c ? c->nchildren : 0, child);
+}
+
+nl_status nl_module_remove(nl_module *c, int index)
+{
+    if (!c) return nl_seterr(NL_EINVAL, "module: remove needs a container");
+    if (index < 0 || index >= c->nchildren)
+        return nl_seterr(NL_EINVAL, "%s: position %d is out of range (it holds %d modules)",
+                         c->type->name, index, c->nchildren);
+    nl_module_release(c->children[index]);
+    memmove(c->children + index, c->children + index + 1,
+            (size_t)(c->nchildren - index - 1) * sizeof *c->children);
+    c->nchildren--;
+    return NL_OK;
+}
+
+/* ---------------------------------------------------------------- parameters ------------ */
+
+nl_param *nl_module_param(nl_module *m, const char *name)
+{
+    for (int i = 0; m && name && i < m->nparams; i++)
+        if (strcmp(m->params[i].name, name) == 0) return &m->params[i];
+    return NULL;
+}
+
+nl_status nl_module_add_param(nl_module *m, const char *name, nl_tensor *value, bool with_grad)
+{
+    if (m->nparams >= NL_MAX_PARAMS)
+        return nl_seterr(NL_EINVAL, "%s: more than %d parameters", m->type->name, NL_MAX_PARAMS);
+    if (strlen(name) >= sizeof m->params[0].name || nl_module_param(m, name))
+        return nl_seterr(NL_EINVAL, "%s: parameter name '%s' is too long or already used",
+                         m->type->name, name);
+    nl_tensor *grad = NULL;
+    if (with_grad &&
+        !(grad = nl_tensor_zeros(value->dtype, value->ndim, value->shape, nl_tensor_device(value))))
+        return nl_errcode();
+    nl_param *p = &m->params[m->nparams++];
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->value = nl_tensor_retain(value);
+    p->grad = grad;
+    return NL_OK;
+}
+
+static int collect_params(nl_module *m, nl_param **out, int max, int n, bool with_buffers)
+{
+    for (int i = 0; i < m->nparams; i++) {
+        if (!m->params[i].grad && !with_buffers) continue;
+        if (n < max) out[n] = &m->params[i];
+        n++;
+    }
+    for (int i = 0; i < m->nchildren; i++) n = collect_params(m->children[i], out, max, n, with_buffers);
+    return n;
+}
+
+int nl_module_params(nl_module *m, nl_param **out, int max, bool with_buffers)
+{
+    return m ? collect_params(m, out, out ? max : 0, 0, with_buffers) : 0;
+}
+
+nl_status nl_module_zero_grad(nl_module *m)
+{
+    for (int i = 0; i < m->nparams; i++) {
+        nl_status st = m->params[i].grad ? nl_fill(m->params[i].grad, 0) : NL_OK;
+        if (st != NL_OK) return st;
+    }
+    for (int i = 0; i < m->nchildren; i++) {
+        nl_status st = nl_module_zero_grad(m->children[i]);
+        if (st != NL_OK) return st;
+    }
+    return NL_OK;
+}
+
+void nl_module_train(nl_module *m, bool training)
+{
+    m->training = training;
+    for (int i = 0; i < m->nchildren; i++) nl_module_train(m->children[i], training);
+}
+
+/* The device of m's first parameter (depth-first); false when m has none. */
+static bool params_device(const nl_module *m, nl_device *dev)
+{
+    if (m->nparams > 0) {
+        *dev = nl_tensor_device(m->params[0].value);
+        return true;
+    }
+    for (int i = 0; i < m->nchildren; i++)
+        if (params_device(m->children[i], dev)) return true;
+    return false;
+}
+
+/* Replaces *t by a copy on dev (no-op when already there or NULL). */
+static nl_status move_tensor(nl_tensor **t, nl_device dev)
+{
+    if (!*t || nl_tensor_device(*t) == dev) return NL_OK;
+    nl_tensor *moved = nl_tensor_to_device(*t, dev);
+    if (!moved) return nl_errcode();
+    nl_tensor_release(*t);
+    *t = moved;
+    return NL_OK;
+}
+
+nl_status nl_module_to(nl_module *m, nl_device dev)
+{
+    if (!nl_backend_get(dev)) return nl_errcode();
+    for (int i = 0; i < m->nparams; i++) {
+        nl_status st = move_tensor(&m->params[i].value, dev);
+        if (st == NL_OK) st = move_tensor(&m->params[i].grad, dev);
+        if (st != NL_OK) return st;
+    }
+    /* The last input and output live on the old device: a backward now would mix devices. */
+    nl_tensor_release(m->input);
+    nl_tensor_release(m->output);
+    m->input = m->output = NULL;
+    for (int i = 0; i < m->nchildren; i++) {
+        nl_status st = nl_module_to(m->children[i], dev);
+        if (st != NL_OK) return st;
+    }
+    return NL_OK;
+}
+
+/* ---------------------------------------------------------------- forward / backward ---- */
+
+nl_status nl_module_infer(const nl_module *m, int ndim, const int64_t *in, int *out_ndim,
+                          int64_t *out, int64_t *macs)
+{
+    int64_t unused;
+    return m->type->infer(m, ndim, in, out_ndim, out, macs ? macs : &unused);
+}
+
+/* NL_ETYPE / NL_EDEVICE unless t is f32 on the device of m's parameters. */
+static nl_status check_tensor(const nl_module *m, const nl_tensor *t, const char *what)
+{
+    if (t->dtype != NL_F32)
+        return nl_seterr(NL_ETYPE, "%s: %s must be f32, got %s", m->type->name, what,
+                         nl_dtype_info(t->dtype)->name);
+    nl_device dev;
+    if (params_device(m, &dev) && nl_tensor_device(t) != dev)
+        return nl_seterr(NL_EDEVICE, "%s: %s is on %s but the parameters are on %s", m->type->name,
+                         what, nl_device_name(nl_tensor_device(t)), nl_device_name(dev));
+    return NL_OK;
+}
+
+nl_status nl_module_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
+{
+    *y = NULL;
+    if (!m || !x) return nl_seterr(NL_EINVAL, "forward: needs a module and an input");
+    nl_status st = nl_check_interrupt();
+    if (st == NL_OK) st = check_tensor(m, x, "input");
+    int out_ndim;
+    int64_t out_shape[NL_MAX_DIMS];
+    if (st == NL_OK) st = nl_module_infer(m, x->ndim, x->shape, &out_ndim, out_shape, NULL);
+    if (st != NL_OK) return st;
+    nl_tensor *xc = nl_tensor_contiguous(x);
+    if (!xc) return nl_errcode();
+    nl_tensor_release(m->input);
+    m->input = xc;
+    nl_tensor *out = NULL;
+    st = m->type->forward(m, xc, &out);
+    nl_tensor_release(m->output);
+    m->output = st == NL_OK ? nl_tensor_retain(out) : NULL; /* no backward after a failed forward */
+    *y = out;
+    return st;
+}
+
+nl_status nl_module_backward(nl_module *m, nl_tensor *gy, nl_tensor **gx)
+{
+    *gx = NULL;
+    if (!m || !gy) return nl_seterr(NL_EINVAL, "backward: needs a module and a gradient");
+    nl_status st = nl_check_interrupt();
+    if (st != NL_OK) return st;
+    if (!m->input || !m->output)
+        return nl_seterr(NL_EINVAL, "%s: backward before a successful forward", m->type->name);
+    if (!nl_same_shape(gy, m->output)) {
+        char g[128], o[128];
+        return nl_seterr(NL_ESHAPE, "%s: gradient has shape %s, expected the output's shape %s",
+                         m->type->name, nl_shape_str(g, sizeof g, gy->ndim, gy->shape),
+                         nl_shape_str(o, sizeof o, m->output->ndim, m->output->shape));
+    }
+    if ((st = check_tensor(m, gy, "gradient")) != NL_OK) return st;
+    nl_tensor *gyc = nl_tensor_contiguous(gy);
+    if (!gyc) return nl_errcode();
+    st = m->type->backward(m, gyc, gx);
+    nl_tensor_release(gyc);
+    return st;
+}
+
+nl_tensor *nl_module_output_buffer(nl_module *m, nl_dtype dtype, int ndim, const int64_t *shape,
+                                   nl_device dev)
+{
+    nl_tensor *o = m->output;
+    if (o && o->refcount == 1 && o->storage->refcount == 1 && o->dtype == dtype &&
+        o->ndim == ndim && nl_tensor_device(o) == dev && nl_tensor_is_contiguous(o) &&
+        memcmp(o->shape, shape, (size_t)ndim * sizeof *shape) == 0)
+        return nl_tensor_retain(o);
+    return nl_tensor_empty(dtype, ndim, shape, dev);
+}
+
+/* ---------------------------------------------------------------- printing -------------- */
+
+/* Appends printf output to buf (size n) at *used, truncating silently. */
+static void append(char *buf, size_t n, size_t *used, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void append(char *buf, size_t n, size_t *used, const char *fmt, ...)
+{
+    if (*used >= n) return;
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(buf + *used, n - *used, fmt, ap);
+    va_end(ap);
+    if (k > 0) *used += (size_t)k < n - *used ? (size_t)k : n - *used - 1;
+}
+
+/* "Conv2d(3, 32, k=3, stride=1, padding=1)": the first two positional arguments (a layer's in and
+ * out sizes) bare, the others as name=value; options are left out at their default unless they
+ * are sizes (whole numbers >= 1, like stride). Containers list their children, one a line. */
+static void repr_into(const nl_module *m, char *buf, size_t n, size_t *used, int indent)
+{
+    const nl_module_type *t = m->type;
+    append(buf, n, used, "%s(", t->name);
+    bool first = true;
+    for (int i = 0; i < count_args(t); i++) {
+        const nl_argspec *a = &t->args[i];
+        double v = m->args[i];
+        bool size = a->integer && !a->boolean && a->min >= 1;
+        if (i >= t->npos && v == a->def && !size) continue;
+        append(buf, n, used, "%s", first ? "" : ", ");
+        first = false;
+        if (i >= 2 || i >= t->npos) append(buf, n, used, "%s=", a->name);
+        if (a->boolean) append(buf, n, used, "%s", v != 0 ? "true" : "false");
+        else append(buf, n, used, "%.10g", v);
+    }
+    if (m->nchildren > 0) {
+        for (int i = 0; i < m->nchildren; i++) {
+            append(buf, n, used, "\n%*s(%d): ", 2 * (indent + 1), "", i + 1);
+            repr_into(m->children[i], buf, n, used, indent + 1);
+        }
+        append(buf, n, used, "\n%*s", 2 * indent, "");
+    }
+    append(buf, n, used, ")");
+}
+
+void nl_module_repr(const nl_module *m, char *buf, size_t n)
+{
+    size_t used = 0;
+    if (n == 0) return;
+    buf[0] = '\0';
+    repr_into(m, buf, n, &used, 0);
+}
+
+/* ---------------------------------------------------------------- layer helpers --------- */
+
+nl_status nl_layer_uniform_param(nl_module *m, const char *name, int ndim, const int64_t *shape,
+                                 double bound)
+{
+    nl_tensor *t = nl_tensor_empty(NL_F32, ndim, shape, NL_CPU);
+    if (!t) return nl_errcode();
+    nl_status st = nl_rand_uniform(t, -bound, bound);
+    if (st == NL_OK) st = nl_module_add_param(m, name, t, true);
+    nl_tensor_release(t);
+    return st;
+}
+
+nl_tensor *nl_layer_buffer(nl_tensor **slot, nl_dtype dtype, int ndim, const int64_t *shape,
+                           nl_device dev)
+{
+    nl_tensor *t = *slot;
+    if (t && t->dtype == dtype && t->ndim == ndim && nl_tensor_device(t) == dev &&
+        memcmp(t->shape, shape, (size_t)ndim * sizeof *shape) == 0)
+        return t;
+    nl_tensor_release(t);
+    *slot = nl_tensor_empty(dtype, ndim, shape, dev);
+    return *slot;
+}
+
+nl_status nl_layer_shape_error(const nl_module *m, int ndim, const int64_t *in, const char *fmt, ...)
+{
+    char msg[512], shape[160];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return nl_seterr(NL_ESHAPE, "%s: %s (input %s)", m->type->name, msg,
+                     nl_shape_str(shape, sizeof shape, ndim, in));
+}
