@@ -5,6 +5,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -597,8 +598,12 @@ static cJSON *arch_node(const nl_module *m)
     cJSON *node = cJSON_CreateObject(), *args = NULL;
     bool ok = node && cJSON_AddStringToObject(node, "type", m->type->name) &&
               (args = cJSON_AddObjectToObject(node, "args")) != NULL;
-    for (int a = 0; ok && a < NL_MAX_ARGS && m->type->args[a].name; a++)
-        ok = cJSON_AddNumberToObject(args, m->type->args[a].name, m->args[a]) != NULL;
+    for (int a = 0; ok && a < NL_MAX_ARGS && m->type->args[a].name; a++) {
+        const nl_argspec *spec = &m->type->args[a];
+        if (isnan(m->args[a])) continue; /* derived by init: derived again when loaded */
+        ok = (spec->boolean ? cJSON_AddBoolToObject(args, spec->name, m->args[a] != 0)
+                            : cJSON_AddNumberToObject(args, spec->name, m->args[a])) != NULL;
+    }
     if (ok && m->type->container) {
         cJSON *kids = cJSON_AddArrayToObject(node, "children");
         ok = kids != NULL;
@@ -654,11 +659,12 @@ static nl_module *arch_build(const cJSON *node, const char *ctx)
     nl_module_default_args(t, args);
     cJSON_ArrayForEach(j, jargs) {
         int a = nl_module_arg_index(t, j->string);
-        if (a < 0 || !cJSON_IsNumber(j)) {
-            bad_file(ctx, "architecture: %s has no numeric argument '%.64s'", t->name, j->string);
+        if (a < 0 || !(cJSON_IsNumber(j) || cJSON_IsBool(j))) {
+            bad_file(ctx, "architecture: %s has no argument '%.64s' of that type", t->name,
+                     j->string);
             return NULL;
         }
-        args[a] = j->valuedouble;
+        args[a] = cJSON_IsBool(j) ? cJSON_IsTrue(j) : j->valuedouble;
     }
     nl_module *m = nl_module_new(t, args);
     if (!m) {
