@@ -1,7 +1,7 @@
 /* activation.c: element-wise activation layers (ReLU, LeakyReLU, GELU, Sigmoid, Tanh) and Softmax
  * over the last dimension, with PyTorch's formulas forward and backward. Forward runs the unary
  * ops where they exist, else NL_OP_ACT / NL_OP_SOFTMAX; backward is NL_OP_ACT_BWD. */
-#include "nn.h"
+#include "layer.h"
 
 #include <math.h>
 
@@ -65,7 +65,7 @@ static nl_status act_infer(const nl_module *m, int ndim, const int64_t *in, int 
                            int64_t *out, int64_t *macs)
 {
     if (m->type == &nl_softmax_type && ndim == 0)
-        return nl_seterr(NL_ESHAPE, "Softmax: input [] has no last dimension to normalise over");
+        return nl_layer_shape_error(m, ndim, in, "no last dimension to normalise over");
     *out_ndim = ndim;
     for (int d = 0; d < ndim; d++) out[d] = in[d];
     *macs = 0;

@@ -19,7 +19,7 @@
  *                        and dbeta = sum(gy) of this call (the layer adds them to the gradients).
  * The running statistics are updated by the layer with element-wise ops:
  * running = (1 - momentum) * running + momentum * batch, with the unbiased variance. */
-#include "nn.h"
+#include "layer.h"
 
 #include <stdlib.h>
 
@@ -127,11 +127,9 @@ static nl_status bn_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
     bn_state *st = m->state;
     const int64_t c = x->shape[1], count = nl_tensor_numel(x) / (c ? c : 1);
     const nl_device dev = nl_tensor_device(x);
-    if (m->training && count <= 1) {
-        char s[192];
-        return nl_seterr(NL_ESHAPE, "%s: expected more than 1 value per channel when training, got input %s",
-                         m->type->name, nl_shape_str(s, sizeof s, x->ndim, x->shape));
-    }
+    if (m->training && count <= 1)
+        return nl_layer_shape_error(m, x->ndim, x->shape,
+                                    "expected more than 1 value per channel when training");
     nl_status s = state_ready(st, c, dev);
     nl_tensor *rmean = value_of(m, "running_mean"), *rvar = value_of(m, "running_var");
     if (s == NL_OK && !m->training) {
@@ -186,15 +184,14 @@ static nl_status bn_infer(const nl_module *m, int ndim, const int64_t *in, int *
                           int64_t *out, int64_t *macs)
 {
     const bool two_d = m->type == &nl_batchnorm2d_type;
-    const int64_t c = (int64_t)m->args[ARG_C];
-    char s[192];
-    nl_shape_str(s, sizeof s, ndim, in);
-    if (two_d ? ndim != 4 : ndim != 2 && ndim != 3)
-        return nl_seterr(NL_ESHAPE, "%s: expected a %s input, got %s", m->type->name,
-                         two_d ? "4-D [N, C, H, W]" : "2-D [N, C] or 3-D [N, C, L]", s);
+    const long long c = (long long)m->args[ARG_C];
+    if (two_d && ndim != 4)
+        return nl_layer_shape_error(m, ndim, in, "expected a 4-D input [N, %lld, H, W]", c);
+    if (!two_d && ndim != 2 && ndim != 3)
+        return nl_layer_shape_error(m, ndim, in, "expected a 2-D [N, %lld] or 3-D [N, %lld, L] input", c, c);
     if (in[1] != c)
-        return nl_seterr(NL_ESHAPE, "%s: input has %lld channels, expected %lld (input %s)",
-                         m->type->name, (long long)in[1], (long long)c, s);
+        return nl_layer_shape_error(m, ndim, in, "input has %lld channels, expected %lld",
+                                    (long long)in[1], c);
     *out_ndim = ndim;
     *macs = 1;
     for (int d = 0; d < ndim; d++) *macs *= (out[d] = in[d]);
