@@ -7,10 +7,9 @@
  *   build/release/tests/test_checkpoint /tmp/net.safetensors
  *   python3 tests/golden/safetensors_check.py /tmp/net.safetensors --torch */
 #include "checkpoint.h"
-#include "testhelp.h"
+#include "nethelp.h"
 
 #include <dirent.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -252,66 +251,31 @@ static void test_atomic(void)
 
 /* ---------------------------------------------------------------- modules --------------- */
 
-/* A module of a registered type from name/value pairs ending with NULL (values are doubles). */
-static nl_module *mk(const char *type, ...)
-{
-    const nl_module_type *t = nl_module_type_find(type);
-    if (!t) {
-        CHECK(0, "module type %s exists", type);
-        return NULL;
-    }
-    double args[NL_MAX_ARGS];
-    nl_module_default_args(t, args);
-    va_list ap;
-    va_start(ap, type);
-    for (const char *name; (name = va_arg(ap, const char *));) {
-        double v = va_arg(ap, double);
-        int i = nl_module_arg_index(t, name);
-        CHECK(i >= 0, "%s has an argument %s", type, name);
-        if (i >= 0) args[i] = v;
-    }
-    va_end(ap);
-    nl_module *m = nl_module_new(t, args);
-    CHECK(m != NULL, "%s: %s", type, nl_errmsg());
-    return m;
-}
-
-/* A container of the given children (their references are taken over). */
-static nl_module *seq(const char *type, nl_module **kids, int n)
-{
-    nl_module *c = mk(type, NULL);
-    for (int i = 0; i < n; i++) {
-        nl_module_add(c, kids[i]);
-        nl_module_release(kids[i]);
-    }
-    return c;
-}
-
 /* Every layer type, nested containers included. Input [2, 3, 8, 8]. */
 static nl_module *every_layer_net(void)
 {
-    nl_module *res[2] = {mk("Conv2d", "in", 6.0, "out", 6.0, "k", 3.0, "padding", 1.0, NULL),
-                         mk("GELU", NULL)};
-    nl_module *head[3] = {mk("GlobalAvgPool", NULL), mk("Flatten", NULL), mk("Identity", NULL)};
+    nl_module *res[2] = {net_make("Conv2d", "in", 6.0, "out", 6.0, "k", 3.0, "padding", 1.0, NULL),
+                         net_make("GELU", NULL)};
+    nl_module *head[3] = {net_make("GlobalAvgPool", NULL), net_make("Flatten", NULL), net_make("Identity", NULL)};
     nl_module *kids[] = {
-        mk("Conv2d", "in", 3.0, "out", 4.0, "k", 3.0, "padding", 1.0, NULL),
-        mk("BatchNorm2d", "c", 4.0, "momentum", 0.3, NULL),
-        mk("ReLU", NULL),
-        mk("MaxPool2d", "k", 2.0, NULL),
-        mk("Conv2d", "in", 4.0, "out", 6.0, "k", 3.0, "stride", 2.0, "padding", 1.0, "bias", 0.0, NULL),
-        mk("LeakyReLU", "slope", 0.2, NULL),
-        mk("AvgPool2d", "k", 3.0, "stride", 1.0, "padding", 1.0, NULL),
-        seq("Residual", res, 2),
-        mk("Dropout", "p", 0.3, NULL),
-        seq("Sequential", head, 3),
-        mk("Linear", "in", 6.0, "out", 8.0, NULL),
-        mk("BatchNorm1d", "c", 8.0, "eps", 1e-3, NULL),
-        mk("Tanh", NULL),
-        mk("Linear", "in", 8.0, "out", 5.0, "bias", 0.0, NULL),
-        mk("Sigmoid", NULL),
-        mk("Softmax", NULL),
+        net_make("Conv2d", "in", 3.0, "out", 4.0, "k", 3.0, "padding", 1.0, NULL),
+        net_make("BatchNorm2d", "c", 4.0, "momentum", 0.3, NULL),
+        net_make("ReLU", NULL),
+        net_make("MaxPool2d", "k", 2.0, NULL),
+        net_make("Conv2d", "in", 4.0, "out", 6.0, "k", 3.0, "stride", 2.0, "padding", 1.0, "bias", 0.0, NULL),
+        net_make("LeakyReLU", "slope", 0.2, NULL),
+        net_make("AvgPool2d", "k", 3.0, "stride", 1.0, "padding", 1.0, NULL),
+        net_container("Residual", res, 2),
+        net_make("Dropout", "p", 0.3, NULL),
+        net_container("Sequential", head, 3),
+        net_make("Linear", "in", 6.0, "out", 8.0, NULL),
+        net_make("BatchNorm1d", "c", 8.0, "eps", 1e-3, NULL),
+        net_make("Tanh", NULL),
+        net_make("Linear", "in", 8.0, "out", 5.0, "bias", 0.0, NULL),
+        net_make("Sigmoid", NULL),
+        net_make("Softmax", NULL),
     };
-    return seq("Sequential", kids, (int)(sizeof kids / sizeof kids[0]));
+    return net_container("Sequential", kids, (int)(sizeof kids / sizeof kids[0]));
 }
 
 static nl_tensor *forward_eval(nl_module *m, nl_tensor *x)
@@ -445,9 +409,9 @@ static void test_bad_modules(void)
 
 static nl_module *mlp(int in)
 {
-    nl_module *kids[3] = {mk("Linear", "in", (double)in, "out", 3.0, NULL), mk("ReLU", NULL),
-                          mk("Linear", "in", 3.0, "out", 2.0, NULL)};
-    return seq("Sequential", kids, 3);
+    nl_module *kids[3] = {net_make("Linear", "in", (double)in, "out", 3.0, NULL), net_make("ReLU", NULL),
+                          net_make("Linear", "in", 3.0, "out", 2.0, NULL)};
+    return net_container("Sequential", kids, 3);
 }
 
 /* Fills every gradient of net from the RNG stream at its current state. */

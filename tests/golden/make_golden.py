@@ -27,6 +27,10 @@ import safetensors_check  # noqa: E402
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 torch.manual_seed(1234)
 torch.set_num_threads(1)
+# PyTorch computes in double on inputs and parameters rounded to float32 (what the .npy files
+# hold): the golden values are then exact to float32 rounding, and a comparison measures nnlab's
+# own error rather than the sum of nnlab's and PyTorch's float32 rounding errors.
+torch.set_default_dtype(torch.float64)
 
 
 def save(case, name, t):
@@ -37,17 +41,32 @@ def save(case, name, t):
     np.save(os.path.join(OUT, case, name + ".npy"), a)
 
 
+def f32(t):
+    """t rounded to float32 values (kept in double)."""
+    return t.float().double()
+
+
 def randn(*shape):
-    return torch.randn(*shape, dtype=torch.float32)
+    return f32(torch.randn(*shape))
+
+
+def rounded(module):
+    """module with every parameter and buffer rounded to float32 values."""
+    with torch.no_grad():
+        for t in list(module.parameters()) + list(module.buffers()):
+            if t.is_floating_point():
+                t.copy_(f32(t))
+    return module
 
 
 def layer(case, module, x, train=True):
     """Forward and backward of module at x with a fixed grad_output; saves everything."""
+    module = rounded(module)
     module.train(train)
     for name, t in list(module.named_parameters()) + list(module.named_buffers()):
         if name != "num_batches_tracked":
             save(case, name, t)
-    x = x.clone().requires_grad_(True)
+    x = f32(x).requires_grad_(True)
     y = module(x)
     gy = randn(*y.shape)
     y.backward(gy)
@@ -64,7 +83,7 @@ def layer(case, module, x, train=True):
 
 
 def loss(case, fn, x, target):
-    x = x.clone().requires_grad_(True)
+    x = f32(x).requires_grad_(True)
     value = fn(x, target)
     value.backward()
     save(case, "x", x)
@@ -80,7 +99,7 @@ def batchnorm(bn, running=False):
         bn.bias.copy_(randn(*bn.bias.shape) * 0.5)
         if running:
             bn.running_mean.copy_(randn(*bn.running_mean.shape) * 0.3)
-            bn.running_var.copy_(torch.rand(*bn.running_var.shape) + 0.5)
+            bn.running_var.copy_(f32(torch.rand(*bn.running_var.shape) + 0.5))
     return bn
 
 
@@ -105,7 +124,7 @@ def layers():
     labels = torch.tensor([2, 0, 3, 1, 3])
     loss("ce", nn.CrossEntropyLoss(), randn(5, 4) * 2, labels)
     loss("ce_ls", nn.CrossEntropyLoss(label_smoothing=0.1), randn(5, 4) * 2, labels)
-    loss("ce_prob", nn.CrossEntropyLoss(), randn(5, 4) * 2, torch.softmax(randn(5, 4), dim=1))
+    loss("ce_prob", nn.CrossEntropyLoss(), randn(5, 4) * 2, f32(torch.softmax(randn(5, 4), dim=1)))
     loss("mse", nn.MSELoss(), randn(4, 3), randn(4, 3))
 
 
@@ -127,7 +146,7 @@ STEPS = 5
 
 
 def optimizers():
-    net = tiny_cnn()
+    net = rounded(tiny_cnn())
     init = {k: v.clone() for k, v in net.state_dict().items()}
     x, labels = randn(4, 3, 8, 8), torch.tensor([1, 4, 0, 2])
     for k, v in init.items():
@@ -166,7 +185,7 @@ def optimizers():
         {"type": "Flatten", "args": {}},
         {"type": "Linear", "args": {"in": 64, "out": 5, "bias": 1}}]}
     safetensors_check.write(os.path.join(OUT, "torch_cnn.safetensors"),
-                            {k: v.numpy() for k, v in init.items()},
+                            {k: v.float().numpy() for k, v in init.items()},
                             {"nnlab.arch": json.dumps(arch), "made.by": "make_golden.py"})
 
 
