@@ -1,14 +1,13 @@
 /* dropout.c: the Dropout layer: when training, zeroes each element with probability p and scales
- * the rest by 1/(1-p), with a mask drawn from the seeded counter-based RNG (NL_OP_DROPOUT);
- * identity when evaluating or when p = 0. Backward replays the mask from the same key and counter. */
-#include "nn.h"
+ * the rest by 1/(1-p), with a mask drawn from the seeded counter-based RNG (NL_OP_DROPOUT) and
+ * kept for the backward pass; the identity when evaluating or when p = 0. */
+#include "layer.h"
 
 #include <stdlib.h>
 
-/* What the last forward did: dropped (with this key and first counter) or passed through. */
 typedef struct {
-    bool dropped;
-    uint64_t key, counter;
+    bool dropped;    /* the last forward applied a mask (else it passed the input through) */
+    nl_tensor *mask; /* u8 keep mask of the last forward, reused while the shape stays */
 } dropout_state;
 
 static nl_status dropout_init(nl_module *m)
@@ -20,15 +19,11 @@ static nl_status dropout_init(nl_module *m)
     return NL_OK;
 }
 
-static void dropout_destroy(nl_module *m) { free(m->state); }
-
-/* dst = src * keep / (1-p) with the state's key and counter. */
-static nl_status apply_mask(const nl_module *m, nl_tensor *dst, const nl_tensor *src)
+static void dropout_destroy(nl_module *m)
 {
-    const dropout_state *st = m->state;
-    nl_op op = {.code = NL_OP_DROPOUT, .dst = dst, .src = {src}, .f = {m->args[0]},
-                .u = {st->key, st->counter}};
-    return nl_op_exec(&op);
+    dropout_state *st = m->state;
+    if (st) nl_tensor_release(st->mask);
+    free(st);
 }
 
 static nl_status dropout_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
@@ -39,12 +34,16 @@ static nl_status dropout_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
         *y = nl_tensor_retain(x);
         return NL_OK;
     }
-    nl_tensor *out = nl_module_output_buffer(m, NL_F32, x->ndim, x->shape, nl_tensor_device(x));
+    const nl_device dev = nl_tensor_device(x);
+    nl_tensor *mask = nl_layer_buffer(&st->mask, NL_U8, x->ndim, x->shape, dev);
+    nl_tensor *out = mask ? nl_module_output_buffer(m, NL_F32, x->ndim, x->shape, dev) : NULL;
     if (!out) return nl_errcode();
-    st->key = nl_rng_get_state().seed;
-    st->counter = nl_rng_reserve((uint64_t)nl_tensor_numel(x));
-    nl_status s = apply_mask(m, out, x);
+    const uint64_t key = nl_rng_get_state().seed;
+    nl_op op = {.code = NL_OP_DROPOUT, .dst = out, .aux = mask, .src = {x}, .f = {m->args[0]},
+                .u = {key, nl_rng_reserve((uint64_t)nl_tensor_numel(x))}};
+    nl_status s = nl_op_exec(&op);
     if (s != NL_OK) {
+        st->dropped = false;
         nl_tensor_release(out);
         return s;
     }
@@ -61,7 +60,8 @@ static nl_status dropout_backward(nl_module *m, nl_tensor *gy, nl_tensor **gx)
     }
     nl_tensor *out = nl_tensor_empty(NL_F32, gy->ndim, gy->shape, nl_tensor_device(gy));
     if (!out) return nl_errcode();
-    nl_status s = apply_mask(m, out, gy);
+    nl_op op = {.code = NL_OP_DROPOUT, .dst = out, .src = {gy, st->mask}, .f = {m->args[0]}};
+    nl_status s = nl_op_exec(&op);
     if (s != NL_OK) {
         nl_tensor_release(out);
         return s;

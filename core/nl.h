@@ -228,8 +228,8 @@ typedef enum {
     NL_OP_ACT_BWD,          /* dst gx = gy src[0] * f'(src[1]); i[0] = nl_unop or NL_ACT_*, src[1] = x
                                (or y where stated), f[0] = slope for leaky relu */
     NL_OP_SOFTMAX,          /* dst = softmax over the last dim of src[0]; i[0]=1: log-softmax */
-    NL_OP_DROPOUT,          /* dst = src[0] * keep / (1-p), keep[k] = u01(u[0], u[1] + k) >= f[0]=p (p=1:
-                               zeros); backward is the same op on the gradient with the same u[] */
+    NL_OP_DROPOUT,          /* dst = src[0] * keep / (1-p), f[0]=p: keep[k] = u01(u[0], u[1] + k) >= p
+                               written to aux (u8), or read from src[1] (u8) when given (backward) */
     NL_OP_CROSS_ENTROPY,    /* dst [N] = -sum_c q * src[0] with src[0] log-probabilities [N,C], q the
                                target src[1] (i32 classes [N] or f32 probabilities [N,C]) smoothed:
                                (1 - f[0]) * q + f[0] / C */
