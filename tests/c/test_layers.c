@@ -385,6 +385,40 @@ static void test_containers_gradients(void)
     nl_module_release(res);
 }
 
+/* Parameter gradients add up over backward calls until zero_grad. */
+static void test_gradient_accumulation(void)
+{
+    nl_module *net = make("Sequential", NULL);
+    nl_module *parts[] = {make("Conv2d", P(2, 3, 3), "padding", 1.0), make("Flatten", NULL),
+                          make("Linear", P(3 * 4 * 4, 2))};
+    for (int i = 0; i < 3; i++) {
+        nl_module_add(net, parts[i]);
+        nl_module_release(parts[i]);
+    }
+    nl_tensor *x = uniform(4, (int64_t[]){2, 2, 4, 4}, -1, 1), *y = forward_ok(net, x);
+    nl_tensor *gy = y ? uniform(y->ndim, y->shape, -1, 1) : NULL, *gx = NULL;
+    nl_param *ps[4];
+    int n = nl_module_params(net, ps, 4, false);
+    nl_tensor *once[4] = {0};
+    nl_module_zero_grad(net);
+    for (int pass = 0; gy && pass < 2; pass++) {
+        CHECK(nl_module_backward(net, gy, &gx) == NL_OK, "backward: %s", nl_errmsg());
+        nl_tensor_release(gx);
+        for (int i = 0; pass == 0 && i < n; i++) once[i] = nl_tensor_clone(ps[i]->grad);
+    }
+    for (int i = 0; i < n && gy; i++) {
+        double worst = 0;
+        for (int64_t e = 0; e < nl_tensor_numel(once[i]); e++)
+            worst = fmax(worst, fabs(nl_tensor_f32(ps[i]->grad)[e] - 2 * nl_tensor_f32(once[i])[e]));
+        CHECK(worst < 1e-5, "param %d: two backward passes give twice the gradient (%g)", i, worst);
+        nl_tensor_release(once[i]);
+    }
+    nl_tensor_release(gy);
+    nl_tensor_release(y);
+    nl_tensor_release(x);
+    nl_module_release(net);
+}
+
 /* ---------------------------------------------------------------- errors ---------------- */
 
 static void test_shape_errors(void)
@@ -632,6 +666,7 @@ int main(void)
     test_pools();
     test_shape_layers();
     test_containers_gradients();
+    test_gradient_accumulation();
     test_shape_errors();
     test_container_edits();
     test_params_and_init();
