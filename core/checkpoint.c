@@ -121,6 +121,7 @@ void nl_st_writer_free(nl_st_writer *w)
 
 nl_status nl_st_writer_add(nl_st_writer *w, const char *name, nl_tensor *t)
 {
+    if (!t) return nl_seterr(NL_EINVAL, "safetensors: no tensor given for '%s'", name ? name : "");
     if (!name || !*name || strcmp(name, "__metadata__") == 0)
         return nl_seterr(NL_EINVAL, "safetensors: invalid tensor name '%s'", name ? name : "");
     for (int i = 0; i < w->n; i++)
@@ -872,7 +873,8 @@ static nl_status optim_meta(const nl_st_file *f, const nl_optim *o, nl_optim_con
                      &c->weight_decay};
     for (size_t i = 0; i < sizeof fields / sizeof fields[0] && st == NL_OK; i++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, fields[i]);
-        if (!cJSON_IsNumber(v)) st = bad_file(f->path, "%s: no number '%s'", NL_CKPT_OPTIM, fields[i]);
+        if (!cJSON_IsNumber(v))
+            st = bad_file(f->path, "%s: no number '%s'", NL_CKPT_OPTIM, fields[i]);
         else *dst[i] = v->valuedouble;
     }
     const cJSON *nest = cJSON_GetObjectItemCaseSensitive(j, "nesterov");
@@ -880,7 +882,8 @@ static nl_status optim_meta(const nl_st_file *f, const nl_optim *o, nl_optim_con
     uint64_t n = 0;
     if (st == NL_OK && (!cJSON_IsBool(nest) || !cJSON_IsBool(has) ||
                         !json_uint(cJSON_GetObjectItemCaseSensitive(j, "steps"), &n)))
-        st = bad_file(f->path, "%s: 'nesterov', 'state' and 'steps' missing or invalid", NL_CKPT_OPTIM);
+        st = bad_file(f->path, "%s: 'nesterov', 'state' and 'steps' missing or invalid",
+                      NL_CKPT_OPTIM);
     if (st == NL_OK) {
         c->nesterov = cJSON_IsTrue(nest);
         *state = cJSON_IsTrue(has);
@@ -906,7 +909,8 @@ nl_status nl_checkpoint_load_optim(nl_st_file *f, nl_optim *o)
     const char **names = calloc((size_t)n + 1, sizeof *names);
     nl_tensor **tmp = calloc((size_t)n * ns + 1, sizeof *tmp);
     ckpt_list all = {0};
-    st = names && tmp ? optim_names(o, &all, names) : nl_seterr(NL_ENOMEM, "checkpoint: out of memory");
+    st = names && tmp ? optim_names(o, &all, names)
+                      : nl_seterr(NL_ENOMEM, "checkpoint: out of memory");
     /* Validate every state tensor, then read them all, then change o. */
     for (int pass = 0; pass < 2 && state; pass++)
         for (int i = 0; i < n && st == NL_OK; i++)

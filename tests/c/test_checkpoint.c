@@ -196,7 +196,8 @@ static void test_roundtrip(void)
           strstr(nl_errmsg(), "tensor 'w.t' has shape [2, 3], expected [3, 2]"),
           "a read into the wrong shape: %s", nl_errmsg());
     nl_tensor *view = nl_tensor_transpose(wrong, 0, 1);
-    CHECK(nl_st_read(f, "w.t", view) == NL_OK && same_tensor(view, ts[0]), "read into a strided view");
+    CHECK(nl_st_read(f, "w.t", view) == NL_OK && same_tensor(view, ts[0]),
+          "read into a strided view");
     nl_tensor_release(view);
     nl_tensor_release(wrong);
     nl_st_close(f);
@@ -206,7 +207,8 @@ static void test_roundtrip(void)
     write_raw(path, "{\"h\":{\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[0,4]}}    ", 4);
     f = nl_st_open(path);
     CHECK(f && strcmp(nl_st_find(f, "h")->st_dtype, "F16") == 0, "an F16 file opens");
-    CHECK(f && !nl_st_get(f, "h") && nl_errcode() == NL_ETYPE, "its tensor is NL_ETYPE: %s", nl_errmsg());
+    CHECK(f && !nl_st_get(f, "h") && nl_errcode() == NL_ETYPE, "its tensor is NL_ETYPE: %s",
+          nl_errmsg());
     nl_st_close(f);
     for (int i = 0; i < 5; i++) nl_tensor_release(ts[i]);
     nl_tensor_release(base);
@@ -256,13 +258,15 @@ static nl_module *every_layer_net(void)
 {
     nl_module *res[2] = {net_make("Conv2d", "in", 6.0, "out", 6.0, "k", 3.0, "padding", 1.0, NULL),
                          net_make("GELU", NULL)};
-    nl_module *head[3] = {net_make("GlobalAvgPool", NULL), net_make("Flatten", NULL), net_make("Identity", NULL)};
+    nl_module *head[3] = {net_make("GlobalAvgPool", NULL), net_make("Flatten", NULL),
+                          net_make("Identity", NULL)};
     nl_module *kids[] = {
         net_make("Conv2d", "in", 3.0, "out", 4.0, "k", 3.0, "padding", 1.0, NULL),
         net_make("BatchNorm2d", "c", 4.0, "momentum", 0.3, NULL),
         net_make("ReLU", NULL),
         net_make("MaxPool2d", "k", 2.0, NULL),
-        net_make("Conv2d", "in", 4.0, "out", 6.0, "k", 3.0, "stride", 2.0, "padding", 1.0, "bias", 0.0, NULL),
+        net_make("Conv2d", "in", 4.0, "out", 6.0, "k", 3.0, "stride", 2.0, "padding", 1.0, "bias",
+                 0.0, NULL),
         net_make("LeakyReLU", "slope", 0.2, NULL),
         net_make("AvgPool2d", "k", 3.0, "stride", 1.0, "padding", 1.0, NULL),
         net_container("Residual", res, 2),
@@ -319,7 +323,8 @@ static void test_module(const char *keep_path)
     nl_module *back = nl_checkpoint_load_module(path);
     nl_rng_state rng2 = nl_rng_get_state();
     CHECK(back != NULL, "load: %s", nl_errmsg());
-    CHECK(rng.seed == rng2.seed && rng.counter == rng2.counter, "loading leaves the RNG stream alone");
+    CHECK(rng.seed == rng2.seed && rng.counter == rng2.counter,
+          "loading leaves the RNG stream alone");
     if (back) {
         char *a1 = nl_checkpoint_arch_json(net), *a2 = nl_checkpoint_arch_json(back);
         CHECK(strcmp(a1, a2) == 0, "the architecture is restored: %s", a2);
@@ -329,16 +334,20 @@ static void test_module(const char *keep_path)
         int n1 = nl_module_params(net, p1, 64, true), n2 = nl_module_params(back, p2, 64, true);
         int same = 0;
         for (int i = 0; i < n1 && n1 == n2; i++)
-            same += strcmp(p1[i]->name, p2[i]->name) == 0 && same_tensor(p1[i]->value, p2[i]->value) &&
+            same += strcmp(p1[i]->name, p2[i]->name) == 0 &&
+                    same_tensor(p1[i]->value, p2[i]->value) &&
                     (p1[i]->grad != NULL) == (p2[i]->grad != NULL);
-        CHECK(n1 == n2 && same == n1 && n1 == 16, "all %d parameters and buffers bit-identical", n1);
+        CHECK(n1 == n2 && same == n1 && n1 == 16, "all %d parameters and buffers bit-identical",
+              n1);
         nl_tensor *y1 = forward_eval(net, x), *y2 = forward_eval(back, x);
         CHECK(y1 && y2 && same_tensor(y1, y2), "the loaded net computes the same outputs");
         nl_tensor_release(y1);
         nl_tensor_release(y2);
     }
     nl_st_file *f = nl_st_open(path);
-    CHECK(f && strcmp(nl_st_meta(f, "trainer.step"), "7") == 0 && strcmp(nl_st_meta(f, NL_CKPT_VERSION), "1") == 0,
+    const char *step = f ? nl_st_meta(f, "trainer.step") : NULL;
+    const char *version = f ? nl_st_meta(f, NL_CKPT_VERSION) : NULL;
+    CHECK(step && strcmp(step, "7") == 0 && version && strcmp(version, "1") == 0,
           "extra metadata is kept");
     CHECK(f && nl_st_find(f, "0.weight") && nl_st_find(f, "1.running_var") &&
           nl_st_find(f, "7.0.bias") && nl_st_find(f, "11.running_mean") && !nl_st_find(f, "4.bias"),
@@ -373,13 +382,16 @@ static void expect_bad_module(const char *what, const char *path, nl_status code
 static void test_bad_modules(void)
 {
     int64_t s23[2] = {2, 3}, s24[2] = {2, 4}, s2[1] = {2};
-    nl_tensor *w23 = nl_tensor_zeros(NL_F32, 2, s23, NL_CPU), *w24 = nl_tensor_zeros(NL_F32, 2, s24, NL_CPU);
-    nl_tensor *b2 = nl_tensor_zeros(NL_F32, 1, s2, NL_CPU), *i2 = nl_tensor_zeros(NL_I32, 1, s2, NL_CPU);
+    nl_tensor *w23 = nl_tensor_zeros(NL_F32, 2, s23, NL_CPU),
+              *w24 = nl_tensor_zeros(NL_F32, 2, s24, NL_CPU);
+    nl_tensor *b2 = nl_tensor_zeros(NL_F32, 1, s2, NL_CPU),
+              *i2 = nl_tensor_zeros(NL_I32, 1, s2, NL_CPU);
     const char *lin = "{\"type\":\"Linear\",\"args\":{\"in\":3,\"out\":2}}";
     const char *const names[2] = {"weight", "bias"};
     nl_tensor *good[2] = {w23, b2}, *misshapen[2] = {w24, b2}, *mistyped[2] = {w23, i2};
     nl_module *m = nl_checkpoint_load_module(arch_file("lin", lin, 2, names, good));
-    CHECK(m && m->nparams == 2 && nl_tensor_f32(m->params[0].value)[0] == 0, "a hand-made file loads");
+    CHECK(m && m->nparams == 2 && nl_tensor_f32(m->params[0].value)[0] == 0,
+          "a hand-made file loads");
     nl_module_release(m);
     expect_bad_module("no arch", arch_file("noarch", NULL, 2, names, good), NL_EFORMAT,
                       "no 'nnlab.arch' metadata");
@@ -393,8 +405,10 @@ static void test_bad_modules(void)
                       NL_EFORMAT, "unknown module type 'Nope'");
     expect_bad_module("unknown arg", arch_file("arg", "{\"type\":\"ReLU\",\"args\":{\"zz\":1}}", 0,
                       NULL, NULL), NL_EFORMAT, "ReLU has no argument 'zz'");
-    expect_bad_module("bad arg", arch_file("badarg", "{\"type\":\"Linear\",\"args\":{\"in\":0,\"out\":2}}",
-                      0, NULL, NULL), NL_EFORMAT, "in must be");
+    expect_bad_module(
+        "bad arg",
+        arch_file("badarg", "{\"type\":\"Linear\",\"args\":{\"in\":0,\"out\":2}}", 0, NULL, NULL),
+        NL_EFORMAT, "in must be");
     expect_bad_module("bad json", arch_file("arch json", "{\"type\":", 0, NULL, NULL), NL_EFORMAT,
                       "architecture: invalid JSON");
     expect_bad_module("children", arch_file("kids", "{\"type\":\"ReLU\",\"children\":[]}", 0, NULL,
@@ -409,8 +423,8 @@ static void test_bad_modules(void)
 
 static nl_module *mlp(int in)
 {
-    nl_module *kids[3] = {net_make("Linear", "in", (double)in, "out", 3.0, NULL), net_make("ReLU", NULL),
-                          net_make("Linear", "in", 3.0, "out", 2.0, NULL)};
+    nl_module *kids[3] = {net_make("Linear", "in", (double)in, "out", 3.0, NULL),
+                          net_make("ReLU", NULL), net_make("Linear", "in", 3.0, "out", 2.0, NULL)};
     return net_container("Sequential", kids, 3);
 }
 
@@ -523,15 +537,17 @@ static void test_bad_optim(void)
     nl_optim_set_lr(ow, 0.5);
     const char *path = tmp_path("wide.safetensors");
     nl_checkpoint_save(path, wide, ow, NULL);
-    expect_optim_unchanged("misshapen state", o, path, NL_EFORMAT,
-                           "tensor 'optim.0.weight.m' has shape [3, 5], the optimizer needs [3, 4]");
+    expect_optim_unchanged(
+        "misshapen state", o, path, NL_EFORMAT,
+        "tensor 'optim.0.weight.m' has shape [3, 5], the optimizer needs [3, 4]");
     path = tmp_path("noopt.safetensors");
     nl_checkpoint_save(path, net, NULL, NULL);
     expect_optim_unchanged("no optimizer", o, path, NL_EFORMAT, "no optimizer state");
     nl_optim *sgd = nl_optim_new(NL_OPTIM_SGD, net, NULL);
     path = tmp_path("sgd.safetensors");
     nl_checkpoint_save(path, net, sgd, NULL);
-    expect_optim_unchanged("other kind", o, path, NL_EINVAL, "holds sgd state, the optimizer is adam");
+    expect_optim_unchanged("other kind", o, path, NL_EINVAL,
+                           "holds sgd state, the optimizer is adam");
     /* The optimizer metadata of a good file with one state tensor left out. */
     path = tmp_path("good.safetensors");
     nl_checkpoint_save(path, net, o, NULL);

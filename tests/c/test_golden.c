@@ -121,9 +121,10 @@ static void test_layers(void)
                                      "padding", 1.0, NULL), true);
     layer_case("conv_s1p0", net_make("Conv2d", "in", 2.0, "out", 3.0, "k", 3.0, NULL), true);
     layer_case("maxpool", net_make("MaxPool2d", "k", 2.0, NULL), true);
-    layer_case("maxpool_k3s2p1", net_make("MaxPool2d", "k", 3.0, "stride", 2.0, "padding", 1.0, NULL),
+    layer_case("maxpool_k3s2p1",
+               net_make("MaxPool2d", "k", 3.0, "stride", 2.0, "padding", 1.0, NULL), true);
+    layer_case("avgpool", net_make("AvgPool2d", "k", 3.0, "stride", 2.0, "padding", 1.0, NULL),
                true);
-    layer_case("avgpool", net_make("AvgPool2d", "k", 3.0, "stride", 2.0, "padding", 1.0, NULL), true);
     layer_case("gap", net_make("GlobalAvgPool", NULL), true);
     layer_case("bn2d_train", net_make("BatchNorm2d", "c", 3.0, NULL), true);
     layer_case("bn2d_eval", net_make("BatchNorm2d", "c", 3.0, NULL), false);
@@ -147,8 +148,10 @@ static void test_layers(void)
 static nl_module *tiny_cnn(void)
 {
     nl_module *kids[5] = {
-        net_make("Conv2d", "in", 3.0, "out", 4.0, "k", 3.0, "padding", 1.0, NULL), net_make("ReLU", NULL),
-        net_make("MaxPool2d", "k", 2.0, NULL), net_make("Flatten", NULL),
+        net_make("Conv2d", "in", 3.0, "out", 4.0, "k", 3.0, "padding", 1.0, NULL),
+        net_make("ReLU", NULL),
+        net_make("MaxPool2d", "k", 2.0, NULL),
+        net_make("Flatten", NULL),
         net_make("Linear", "in", 64.0, "out", 5.0, NULL),
     };
     nl_module *net = net_container("Sequential", kids, 5);
@@ -193,13 +196,23 @@ static double loss_and_grads(nl_module *net, nl_loss *l, nl_tensor *x, nl_tensor
 
 static void test_optimizers(void)
 {
-    static const struct { const char *name; nl_optim_kind kind; nl_optim_config cfg; } runs[] = {
+    static const struct {
+        const char *name;
+        nl_optim_kind kind;
+        nl_optim_config cfg;
+    } runs[] = {
         {"sgd", NL_OPTIM_SGD, {.lr = 0.1, .momentum = 0.9, .weight_decay = 5e-4}},
-        {"sgd_nesterov", NL_OPTIM_SGD, {.lr = 0.1, .momentum = 0.9, .nesterov = true, .weight_decay = 5e-4}},
+        {"sgd_nesterov",
+         NL_OPTIM_SGD,
+         {.lr = 0.1, .momentum = 0.9, .nesterov = true, .weight_decay = 5e-4}},
         {"sgd_dampening", NL_OPTIM_SGD, {.lr = 0.1, .momentum = 0.9, .dampening = 0.5}},
         {"sgd_plain", NL_OPTIM_SGD, {.lr = 0.1}},
-        {"adam", NL_OPTIM_ADAM, {.lr = 0.01, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 5e-4}},
-        {"adamw", NL_OPTIM_ADAMW, {.lr = 0.01, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.1}},
+        {"adam",
+         NL_OPTIM_ADAM,
+         {.lr = 0.01, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 5e-4}},
+        {"adamw",
+         NL_OPTIM_ADAMW,
+         {.lr = 0.01, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.1}},
     };
     nl_tensor *x = golden("optim_init", "x"), *labels = golden("optim_init", "labels");
     nl_loss l = {.kind = NL_LOSS_CROSS_ENTROPY};
@@ -216,7 +229,8 @@ static void test_optimizers(void)
             CHECK(nl_optim_step(o) == NL_OK, "%s step: %s", dir, nl_errmsg());
         }
         int64_t five[1] = {5};
-        nl_tensor *got = nl_tensor_from_data(NL_F32, 1, five, losses), *want = golden(dir, "losses");
+        nl_tensor *got = nl_tensor_from_data(NL_F32, 1, five, losses),
+                  *want = golden(dir, "losses");
         compare(dir, "losses", got, want);
         compare_params(dir, net, "", false);
         nl_tensor_release(got);
@@ -260,7 +274,8 @@ static void test_torch_checkpoint(void)
 int main(void)
 {
     nl_init();
-    printf("nnlab vs PyTorch: worst |diff| / (%g + %g |torch|) per tensor (at most 1 passes)\n", ATOL, RTOL);
+    printf("nnlab vs PyTorch: worst |diff| / (%g + %g |torch|) per tensor (at most 1 passes)\n",
+           ATOL, RTOL);
     test_layers();
     test_optimizers();
     test_torch_checkpoint();

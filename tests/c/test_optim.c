@@ -16,7 +16,10 @@ static nl_status vec_init(nl_module *m)
     return st;
 }
 static const nl_module_type vec_type = {
-    .name = "TestVec", .npos = 1, .args = {{.name = "n", .integer = true, .min = 1}}, .init = vec_init,
+    .name = "TestVec",
+    .npos = 1,
+    .args = {{.name = "n", .integer = true, .min = 1}},
+    .init = vec_init,
 };
 static const nl_module_type box_type = {.name = "TestBox", .container = true};
 
@@ -57,7 +60,8 @@ static void ref_step(nl_optim_kind kind, const nl_optim_config *c, ref_state *s,
     else g += c->weight_decay * s->p;
     s->m = c->beta1 * s->m + (1 - c->beta1) * g;
     s->v = c->beta2 * s->v + (1 - c->beta2) * g * g;
-    double mhat = s->m / (1 - pow(c->beta1, t)), vhat_sqrt = sqrt(s->v) / sqrt(1 - pow(c->beta2, t));
+    double mhat = s->m / (1 - pow(c->beta1, t)),
+           vhat_sqrt = sqrt(s->v) / sqrt(1 - pow(c->beta2, t));
     s->p -= c->lr * mhat / (vhat_sqrt + c->eps);
 }
 
@@ -90,7 +94,8 @@ static void check_rule(const char *what, nl_optim_kind kind, nl_optim_config cfg
             if (err > worst) worst = err;
         }
     }
-    CHECK(worst < 2e-6, "%s: matches the double-precision rule (worst relative error %.3g)", what, worst);
+    CHECK(worst < 2e-6, "%s: matches the double-precision rule (worst relative error %.3g)", what,
+          worst);
     CHECK(o && nl_optim_steps(o) == 4, "%s: counts its steps", what);
     nl_optim_release(o);
     nl_module_release(net);
@@ -128,18 +133,27 @@ static void test_config(void)
     CHECK(nl_optim_kind_parse("rmsprop") == NL_OPTIM_KIND_COUNT, "unknown kinds do not");
     CHECK(strcmp(nl_optim_kind_name(NL_OPTIM_SGD), "sgd") == 0, "kinds have names");
     nl_optim_config d = nl_optim_default_config(NL_OPTIM_ADAM);
-    CHECK(d.lr == 1e-3 && d.beta1 == 0.9 && d.beta2 == 0.999 && d.eps == 1e-8 && d.weight_decay == 0,
+    CHECK(d.lr == 1e-3 && d.beta1 == 0.9 && d.beta2 == 0.999 && d.eps == 1e-8 &&
+              d.weight_decay == 0,
           "adam defaults are PyTorch's");
-    struct { nl_optim_kind kind; nl_optim_config c; const char *msg; } bad[] = {
+    struct {
+        nl_optim_kind kind;
+        nl_optim_config c;
+        const char *msg;
+    } bad[] = {
         {NL_OPTIM_SGD, {.lr = -1}, "lr must be"},
         {NL_OPTIM_SGD, {.lr = NAN}, "lr must be"},
         {NL_OPTIM_SGD, {.lr = 0.1, .momentum = -0.5}, "momentum must be"},
         {NL_OPTIM_SGD, {.lr = 0.1, .nesterov = true}, "nesterov momentum requires"},
-        {NL_OPTIM_SGD, {.lr = 0.1, .momentum = 0.9, .dampening = 0.1, .nesterov = true}, "nesterov"},
+        {NL_OPTIM_SGD,
+         {.lr = 0.1, .momentum = 0.9, .dampening = 0.1, .nesterov = true},
+         "nesterov"},
         {NL_OPTIM_ADAM, {.lr = 0.1, .beta1 = 0.9, .beta2 = 1}, "beta2 must be in [0, 1)"},
         {NL_OPTIM_ADAM, {.lr = 0.1, .beta1 = -0.1, .beta2 = 0.9}, "beta1 must be"},
         {NL_OPTIM_ADAMW, {.lr = 0.1, .beta1 = 0.9, .beta2 = 0.9, .eps = -1}, "eps must be"},
-        {NL_OPTIM_ADAMW, {.lr = 0.1, .beta1 = 0.9, .beta2 = 0.9, .weight_decay = -1}, "weight_decay"},
+        {NL_OPTIM_ADAMW,
+         {.lr = 0.1, .beta1 = 0.9, .beta2 = 0.9, .weight_decay = -1},
+         "weight_decay"},
     };
     int sizes[1] = {2};
     nl_module *net = make_net(1, sizes);
@@ -168,9 +182,11 @@ static void test_state(void)
     int sizes[3] = {4, 1, 3};
     nl_module *net = make_net(3, sizes);
     nl_optim *o = nl_optim_new(NL_OPTIM_ADAM, net, NULL);
-    CHECK(nl_optim_nparams(o) == 3 && nl_optim_state_count(o) == 2, "adam keeps m and v for 3 params");
+    CHECK(nl_optim_nparams(o) == 3 && nl_optim_state_count(o) == 2,
+          "adam keeps m and v for 3 params");
     CHECK(strcmp(nl_optim_state_name(o, 1), "v") == 0, "state names");
-    CHECK(nl_optim_state(o, 0, 0) == NULL && !nl_optim_has_state(o), "no state before the first step");
+    CHECK(nl_optim_state(o, 0, 0) == NULL && !nl_optim_has_state(o),
+          "no state before the first step");
     CHECK(nl_optim_step(o) == NL_OK, "step: %s", nl_errmsg());
     CHECK(nl_optim_has_state(o), "state after it");
     /* One block: every state view shares a storage, laid out one after the other. */
@@ -180,10 +196,12 @@ static void test_state(void)
     for (int i = 0; i < 3; i++)
         for (int k = 0; k < 2; k++) {
             nl_tensor *t = nl_optim_state(o, i, k);
-            one_block &= t->storage == s && t->offset == at && nl_same_shape(t, nl_optim_param(o, i)->value);
+            one_block &=
+                t->storage == s && t->offset == at && nl_same_shape(t, nl_optim_param(o, i)->value);
             at += (size_t)nl_tensor_numel(t);
         }
-    CHECK(one_block && s->bytes >= at * sizeof(float), "the state is one block, in parameter order");
+    CHECK(one_block && s->bytes >= at * sizeof(float),
+          "the state is one block, in parameter order");
     void *before = s->ptr;
     nl_optim_step(o);
     CHECK(nl_optim_state(o, 0, 0)->storage->ptr == before, "later steps reuse the block");
@@ -225,7 +243,8 @@ static void test_clip(void)
     set(ps[0]->grad, (double[]){3});
     set(ps[1]->grad, (double[]){0, -4});
     double norm = 0;
-    CHECK(nl_clip_grad_norm(net, 10, &norm) == NL_OK && norm == 5, "norm of (3, 0, -4) is 5: %g", norm);
+    CHECK(nl_clip_grad_norm(net, 10, &norm) == NL_OK && norm == 5, "norm of (3, 0, -4) is 5: %g",
+          norm);
     CHECK(nl_tensor_f32(ps[0]->grad)[0] == 3, "below max_norm nothing changes");
     CHECK(nl_clip_grad_norm(net, 1, &norm) == NL_OK && norm == 5, "clip to 1");
     CHECK_CLOSE(nl_tensor_f32(ps[1]->grad)[1], -4 / (5 + 1e-6), 1e-7, 1e-6);
