@@ -223,6 +223,7 @@ static nl_status exec_into(nl_op *op, nl_dtype rt)
     return st;
 }
 
+/* Sets every element of dst (any strides) to v, converted as nl_copy converts. */
 nl_status nl_fill(nl_tensor *dst, double v)
 {
     nl_op op = {.code = NL_OP_FILL, .dst = dst, .f = {v}};
@@ -345,6 +346,8 @@ static nl_tensor as_batched(const nl_tensor *t, bool has_batch, bool has_rows, b
     return v;
 }
 
+/* dst (+)= a @ b with NumPy's 1-D/2-D/3-D rules. NL_ETYPE unless a and b are f32 (and dst too when
+ * accumulating), NL_ESHAPE naming both shapes, NL_EINTR if Ctrl-C comes between batch items. */
 nl_status nl_matmul_ex(nl_tensor *dst, const nl_tensor *a, const nl_tensor *b, bool accumulate)
 {
     mm_plan p;
@@ -376,6 +379,9 @@ nl_status nl_matmul(nl_tensor *dst, const nl_tensor *a, const nl_tensor *b)
 }
 
 /* ---------------------------------------------------------------- allocating forms ------ */
+
+/* Each returns a new reference (contiguous, on a's device) or NULL with the error of the
+ * matching into-destination form. */
 
 /* Runs an into-destination form on a new tensor; returns it, or NULL (released) on error. */
 static nl_tensor *filled(nl_tensor *out, nl_status st)

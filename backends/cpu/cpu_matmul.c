@@ -85,7 +85,6 @@ nl_status cpu_matmul(const nl_op *op)
     if (batch > 1 && b.sb == 0 && a.direct && c.direct && a.trans == CblasNoTrans &&
         a.sb == m * a.ld && c.sb == m * c.ld) {
         m *= batch;
-        a.rows = c.rows = m;
         batch = 1;
     }
     if (m > INT_MAX || n > INT_MAX || k > INT_MAX)
