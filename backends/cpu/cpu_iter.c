@@ -46,22 +46,27 @@ void cpu_iter_init(cpu_iter *it, int ndim, const int64_t *shape, int nops, const
     it->ndim = nd;
 }
 
+/* Splits logical index lin over the first nd dimensions into idx and gives each operand's
+ * element offset in off. */
+static void unravel(const cpu_iter *it, int nd, int64_t lin, int64_t *idx, int64_t *off)
+{
+    for (int k = 0; k < it->nops; k++) off[k] = 0;
+    for (int d = nd - 1; d >= 0; d--) {
+        idx[d] = lin % it->shape[d];
+        lin /= it->shape[d];
+        for (int k = 0; k < it->nops; k++) off[k] += idx[d] * it->strides[k][d];
+    }
+}
+
 void cpu_iter_range(const cpu_iter *it, char *const *base, int64_t begin, int64_t end,
                     cpu_run_fn fn, void *ctx)
 {
     if (begin >= end) return;
     const int last = it->ndim - 1, nops = it->nops;
-    int64_t idx[NL_MAX_DIMS], off[CPU_MAX_OPS] = {0}, rs[CPU_MAX_OPS];
+    int64_t idx[NL_MAX_DIMS], off[CPU_MAX_OPS], rs[CPU_MAX_OPS];
     char *ptr[CPU_MAX_OPS];
-    int64_t rem = begin;
-    for (int d = last; d >= 0; d--) {
-        idx[d] = rem % it->shape[d];
-        rem /= it->shape[d];
-    }
-    for (int k = 0; k < nops; k++) {
-        rs[k] = it->strides[k][last];
-        for (int d = 0; d <= last; d++) off[k] += idx[d] * it->strides[k][d];
-    }
+    unravel(it, it->ndim, begin, idx, off);
+    for (int k = 0; k < nops; k++) rs[k] = it->strides[k][last];
     for (int64_t pos = begin; pos < end;) {
         int64_t n = it->shape[last] - idx[last];
         if (n > end - pos) n = end - pos;
@@ -80,6 +85,54 @@ void cpu_iter_range(const cpu_iter *it, char *const *base, int64_t begin, int64_
     }
 }
 
+/* Tiled visiting of the last two dimensions, for operands that walk the second-to-last one
+ * faster than the last (transposed views): the rows of a CPU_TILE x CPU_TILE tile share their
+ * cache lines. Visits tiles [begin, end), counted over the outer dimensions, tile rows, tile
+ * columns. Only for kernels whose elements are independent of the visiting order. */
+enum { CPU_TILE = 16 }; /* small: power-of-two strides alias in the cache */
+
+static bool wants_tiles(const cpu_iter *it)
+{
+    const int last = it->ndim - 1;
+    if (last < 1 || it->shape[last] < CPU_TILE) return false;
+    for (int k = 0; k < it->nops; k++) {
+        int64_t inner = it->strides[k][last], outer = it->strides[k][last - 1];
+        if (outer != 0 && (outer < 0 ? -outer : outer) < (inner < 0 ? -inner : inner)) return true;
+    }
+    return false;
+}
+
+static int64_t tile_count(const cpu_iter *it, int64_t *rows_t, int64_t *cols_t)
+{
+    const int last = it->ndim - 1;
+    *rows_t = (it->shape[last - 1] + CPU_TILE - 1) / CPU_TILE;
+    *cols_t = (it->shape[last] + CPU_TILE - 1) / CPU_TILE;
+    return it->numel / (it->shape[last - 1] * it->shape[last]) * *rows_t * *cols_t;
+}
+
+static void iter_tiles(const cpu_iter *it, char *const *base, int64_t begin, int64_t end,
+                       cpu_run_fn fn, void *ctx)
+{
+    const int last = it->ndim - 1, nops = it->nops;
+    const int64_t rows = it->shape[last - 1], cols = it->shape[last];
+    int64_t rows_t, cols_t, idx[NL_MAX_DIMS], off[CPU_MAX_OPS], rs[CPU_MAX_OPS];
+    char *ptr[CPU_MAX_OPS];
+    tile_count(it, &rows_t, &cols_t);
+    for (int k = 0; k < nops; k++) rs[k] = it->strides[k][last];
+    for (int64_t t = begin; t < end; t++) {
+        const int64_t outer = t / (rows_t * cols_t), r0 = t / cols_t % rows_t * CPU_TILE,
+                      c0 = t % cols_t * CPU_TILE;
+        const int64_t r1 = r0 + CPU_TILE < rows ? r0 + CPU_TILE : rows;
+        const int64_t n = c0 + CPU_TILE < cols ? CPU_TILE : cols - c0;
+        unravel(it, it->ndim - 2, outer, idx, off);
+        for (int64_t r = r0; r < r1; r++) {
+            for (int k = 0; k < nops; k++)
+                ptr[k] = base[k] + (off[k] + r * it->strides[k][last - 1] + c0 * rs[k]) * (int64_t)it->esize[k];
+            fn(ctx, ptr, rs, n, (outer * rows + r) * cols + c0);
+        }
+    }
+}
+
 int cpu_threads_for(int64_t work)
 {
     int nt = nl_get_threads();
@@ -93,20 +146,24 @@ void cpu_for_each(int ndim, const int64_t *shape, int nops, const cpu_operand *o
     char *base[CPU_MAX_OPS];
     cpu_iter_init(&it, ndim, shape, nops, ops);
     for (int k = 0; k < nops; k++) base[k] = ops[k].base;
-    const int64_t n = it.numel;
-    if (n == 0) return;
-    int nt = cpu_threads_for(n);
+    if (it.numel == 0) return;
+    /* The work is a range of units, elements in order or tiles. Elements are independent, so any
+     * split gives the same result; a contiguous slice per thread keeps memory streaming. */
+    int64_t rows_t, cols_t;
+    const bool tiled = wants_tiles(&it);
+    void (*const visit)(const cpu_iter *, char *const *, int64_t, int64_t, cpu_run_fn, void *) =
+        tiled ? iter_tiles : cpu_iter_range;
+    const int64_t n = tiled ? tile_count(&it, &rows_t, &cols_t) : it.numel;
+    const int nt = cpu_threads_for(it.numel);
     if (nt == 1) {
-        cpu_iter_range(&it, base, 0, n, fn, ctx);
+        visit(&it, base, 0, n, fn, ctx);
         return;
     }
-    /* Elements are independent, so any split gives the same result; a contiguous slice per
-     * thread keeps each thread's memory streaming. */
 #pragma omp parallel num_threads(nt)
     {
         int64_t t = omp_get_thread_num(), m = omp_get_num_threads();
-        cpu_iter_range(&it, base, n / m * t + (t < n % m ? t : n % m),
-                       n / m * (t + 1) + (t + 1 < n % m ? t + 1 : n % m), fn, ctx);
+        visit(&it, base, n / m * t + (t < n % m ? t : n % m),
+              n / m * (t + 1) + (t + 1 < n % m ? t + 1 : n % m), fn, ctx);
     }
 }
 
