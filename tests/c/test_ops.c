@@ -503,6 +503,15 @@ static void test_binary_large(void)
     fill_pattern(c1, 9, -1000, 1000, true);
     check_binary(NL_BIN_MUL, c1, tr, "large i32 x f32");
     check_unary(NL_UN_TANH, tr, "large transposed");
+    nl_tensor *b3 = T(NL_F32, 3, 50, 41), *c3 = T(NL_F32, 41, 50); /* transposed last dims: visited in tiles */
+    fill_pattern(b3, 12, -5, 5, false);
+    fill_pattern(c3, 13, -5, 5, false);
+    nl_tensor *p3 = nl_tensor_transpose(b3, 1, 2);
+    check_binary(NL_BIN_ADD, p3, c3, "3-D, transposed last dimensions");
+    check_unary(NL_UN_NEG, p3, "3-D, transposed last dimensions");
+    nl_tensor_release(p3);
+    nl_tensor_release(b3);
+    nl_tensor_release(c3);
     nl_tensor *odd = T(NL_F32, 7, 11003), *oddc = T(NL_F32, 7, 1); /* an odd count: uneven thread split */
     fill_pattern(odd, 10, -5, 5, false);
     fill_pattern(oddc, 11, -5, 5, false);
@@ -777,6 +786,21 @@ static void test_reductions(void)
             for (int dim = -1; dim < ts[t]->ndim; dim++)
                 for (int keep = 0; keep < 2; keep++) check_reduce((nl_redop)op, ts[t], dim, keep, labels[t]);
 
+    /* more outputs than one group of them (64): along an outer and along a short dimension */
+    nl_tensor *wide = T(NL_F32, 10, 150), *wi = T(NL_I8, 150, 10);
+    fill_pattern(wide, 73, -3, 3, true);
+    fill_pattern(wi, 74, -100, 100, true);
+    nl_tensor *widet = nl_tensor_transpose(wide, 0, 1);
+    for (int op = 0; op < NL_REDOP_COUNT; op++)
+        for (int dim = 0; dim < 2; dim++) {
+            check_reduce((nl_redop)op, wide, dim, dim == 1, "[10, 150]");
+            check_reduce((nl_redop)op, widet, dim, false, "[150, 10] transposed");
+            check_reduce((nl_redop)op, wi, dim, false, "i8 [150, 10]");
+        }
+    nl_tensor_release(widet);
+    nl_tensor_release(wide);
+    nl_tensor_release(wi);
+
     /* ties and NaN */
     nl_tensor *v = nl_tensor_from_data(NL_F32, 2, SHAPE(2, 5), (float[]){1, 5, 2, 5, 5, 3, NAN, 9, NAN, 1});
     nl_tensor *am = nl_reduce_new(NL_RED_ARGMAX, v, 1, false), *mx = nl_reduce_new(NL_RED_MAX, v, 1, false),
@@ -893,6 +917,15 @@ static void test_rand(void)
     for (int64_t k = 0; k < 35; k++)
         bad += flat(v, k) != (float)(10 + 0.5 * (double)nl_rng_normal_at(42, 1000 + (uint64_t)k));
     CHECK(bad == 0, "normal element k draws from (key, counter + k)");
+    nl_tensor *big = T(NL_F32, 257, 300), *bigt = nl_tensor_transpose(big, 0, 1);
+    nl_set_threads(2);
+    nl_op opb = {.code = NL_OP_RAND_UNIFORM, .dst = bigt, .f = {0, 1}, .u = {5, 77}};
+    CHECK(nl_op_exec(&opb) == NL_OK, "uniform fill of a large transposed view");
+    bad = 0;
+    for (int64_t k = 0; k < 257 * 300; k++) bad += flat(bigt, k) != nl_rng_u01_at(5, 77 + (uint64_t)k);
+    CHECK(bad == 0, "large transposed view: element k draws counter + k (%d wrong)", bad);
+    nl_tensor_release(bigt);
+    nl_tensor_release(big);
     nl_tensor *u = T(NL_U8, 10);
     nl_op op8 = {.code = NL_OP_RAND_UNIFORM, .dst = u, .f = {0, 10}, .u = {1, 2}};
     CHECK(nl_op_exec(&op8) == NL_OK, "uniform fill of u8 through the op");
