@@ -85,6 +85,32 @@ nl_status nl_optim_check_config(nl_optim_kind kind, const nl_optim_config *c)
     return NL_OK;
 }
 
+/* The net's parameters must still be the ones the optimizer was made with: contiguous f32, each
+ * with a gradient of its shape, all on one device. */
+static nl_status check_params(nl_optim *o)
+{
+    const char *n = kinds[o->kind].name;
+    int now = nl_module_params(o->net, o->scratch, o->nparams + 1, false);
+    if (now != o->nparams || memcmp(o->scratch, o->params, (size_t)now * sizeof *o->params) != 0)
+        return nl_seterr(NL_EINVAL, "%s: the network's parameters changed since the optimizer was "
+                         "made (%d then, %d now): make a new optimizer", n, o->nparams, now);
+    for (int i = 0; i < o->nparams; i++) {
+        const nl_param *p = o->params[i];
+        if (p->value->dtype != NL_F32 || !p->grad || !nl_same_shape(p->grad, p->value) ||
+            !nl_tensor_is_contiguous(p->value) || !nl_tensor_is_contiguous(p->grad))
+            return nl_seterr(NL_EINVAL, "%s: parameter %d (%s) is not a contiguous f32 tensor "
+                             "with a gradient of its shape", n, i + 1, p->name);
+        if (nl_tensor_device(p->value) != nl_tensor_device(o->params[0]->value))
+            return nl_seterr(NL_EDEVICE, "%s: parameters on %s and %s: move the network to one "
+                             "device", n, nl_device_name(nl_tensor_device(o->params[0]->value)),
+                             nl_device_name(nl_tensor_device(p->value)));
+        if (o->state && !nl_same_shape(o->state[i * kinds[o->kind].nstate], p->value))
+            return nl_seterr(NL_EINVAL, "%s: parameter %d (%s) changed shape since the optimizer "
+                             "was made: make a new optimizer", n, i + 1, p->name);
+    }
+    return NL_OK;
+}
+
 nl_optim *nl_optim_new(nl_optim_kind kind, nl_module *net, const nl_optim_config *cfg)
 {
     nl_optim_config c = cfg ? *cfg : nl_optim_default_config(kind);
@@ -113,21 +139,9 @@ nl_optim *nl_optim_new(nl_optim_kind kind, nl_module *net, const nl_optim_config
     o->cfg = c;
     o->nparams = nl_module_params(net, o->params, n, false);
     o->net = nl_module_retain(net);
-    for (int i = 0; i < n; i++) {
-        const nl_param *p = o->params[i];
-        if (p->value->dtype != NL_F32 || !p->grad) {
-            nl_seterr(NL_EINVAL, "%s: parameter %d (%s) is not a trainable f32 tensor",
-                      kinds[kind].name, i + 1, p->name);
-            nl_optim_release(o);
-            return NULL;
-        }
-        if (nl_tensor_device(p->value) != nl_tensor_device(o->params[0]->value)) {
-            nl_seterr(NL_EDEVICE, "%s: parameters on %s and %s: move the network to one device",
-                      kinds[kind].name, nl_device_name(nl_tensor_device(o->params[0]->value)),
-                      nl_device_name(nl_tensor_device(p->value)));
-            nl_optim_release(o);
-            return NULL;
-        }
+    if (check_params(o) != NL_OK) {
+        nl_optim_release(o);
+        return NULL;
     }
     return o;
 }
@@ -212,32 +226,6 @@ static nl_status ensure_state(nl_optim *o)
 }
 
 nl_status nl_optim_alloc_state(nl_optim *o) { return ensure_state(o); }
-
-/* The net's parameters must still be the ones the optimizer was made with, each with a grad of
- * its shape, all on one device. */
-static nl_status check_params(nl_optim *o)
-{
-    const char *n = kinds[o->kind].name;
-    int now = nl_module_params(o->net, o->scratch, o->nparams + 1, false);
-    if (now != o->nparams || memcmp(o->scratch, o->params, (size_t)now * sizeof *o->params) != 0)
-        return nl_seterr(NL_EINVAL, "%s: the network's parameters changed since the optimizer was "
-                         "made (%d then, %d now): make a new optimizer", n, o->nparams, now);
-    for (int i = 0; i < o->nparams; i++) {
-        const nl_param *p = o->params[i];
-        if (!p->grad || !nl_same_shape(p->grad, p->value) || !nl_tensor_is_contiguous(p->value) ||
-            !nl_tensor_is_contiguous(p->grad))
-            return nl_seterr(NL_EINVAL, "%s: parameter %d (%s) has no gradient of its shape", n,
-                             i + 1, p->name);
-        if (nl_tensor_device(p->value) != nl_tensor_device(o->params[0]->value))
-            return nl_seterr(NL_EDEVICE, "%s: parameters on %s and %s: move the network to one "
-                             "device", n, nl_device_name(nl_tensor_device(o->params[0]->value)),
-                             nl_device_name(nl_tensor_device(p->value)));
-        if (o->state && !nl_same_shape(o->state[i * kinds[o->kind].nstate], p->value))
-            return nl_seterr(NL_EINVAL, "%s: parameter %d (%s) changed shape since the optimizer "
-                             "was made: make a new optimizer", n, i + 1, p->name);
-    }
-    return NL_OK;
-}
 
 /* The fused update of parameter i (operands as documented at NL_OP_SGD_STEP / NL_OP_ADAM_STEP). */
 static nl_status step_param(nl_optim *o, int i)

@@ -23,6 +23,17 @@ static const nl_module_type vec_type = {
 };
 static const nl_module_type box_type = {.name = "TestBox", .container = true};
 
+/* A test module type with an i8 parameter (with a gradient). */
+static nl_status int_init(nl_module *m)
+{
+    int64_t shape[1] = {2};
+    nl_tensor *t = nl_tensor_zeros(NL_I8, 1, shape, NL_CPU);
+    nl_status st = t ? nl_module_add_param(m, "q", t, true) : nl_errcode();
+    nl_tensor_release(t);
+    return st;
+}
+static const nl_module_type int_type = {.name = "TestInt", .init = int_init};
+
 /* A container holding vectors of the given sizes. */
 static nl_module *make_net(int count, const int *sizes)
 {
@@ -163,7 +174,13 @@ static void test_config(void)
               "bad config %zu refused: '%s'", i, nl_errmsg());
         nl_optim_release(o);
     }
-    nl_optim *o = nl_optim_new(NL_OPTIM_ADAM, net, NULL);
+    nl_module *q = nl_module_new(&int_type, NULL);
+    nl_optim *o = nl_optim_new(NL_OPTIM_SGD, q, NULL);
+    CHECK(!o && nl_errcode() == NL_EINVAL && strstr(nl_errmsg(), "(q) is not a contiguous f32"),
+          "an i8 parameter is refused: %s", nl_errmsg());
+    CHECK(q->refcount == 1, "and the refused optimizer holds no reference");
+    nl_module_release(q);
+    o = nl_optim_new(NL_OPTIM_ADAM, net, NULL);
     CHECK(o && nl_optim_get_lr(o) == 1e-3, "NULL config means the defaults");
     nl_optim_set_lr(o, 0.5);
     CHECK(nl_optim_get_lr(o) == 0.5, "set_lr");
