@@ -273,7 +273,9 @@ nl_status nl_matmul_ex(nl_tensor *dst, const nl_tensor *a, const nl_tensor *b, b
 
 /* Allocating forms return a new reference or NULL (error set). Broadcasting follows NumPy:
  * shapes are aligned at the right; a size-1 dimension stretches. Arithmetic on two dtypes
- * promotes to f32 if either is f32, else to i32. */
+ * promotes to f32 if either is f32, else to i32. Comparisons give u8; div of integers gives f32.
+ * With a scalar s, an integer tensor keeps its dtype when s is a whole number in its range, else
+ * widens to i32 (s fits there) or f32. Unary functions other than neg/abs/relu give f32. */
 nl_tensor *nl_binary_new(nl_binop op, const nl_tensor *a, const nl_tensor *b);
 nl_tensor *nl_binary_scalar_new(nl_binop op, const nl_tensor *a, double s, bool scalar_first);
 nl_tensor *nl_unary_new(nl_unop op, const nl_tensor *a);
