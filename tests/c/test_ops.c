@@ -829,6 +829,16 @@ static void test_reductions(void)
               errmsg_is("sum: dimension 4 out of range for a tensor with 3 dimensions"), "dim out of range");
     CHECK(!nl_reduce_new((nl_redop)42, a, 0, false) && nl_errcode() == NL_EINVAL, "unknown redop");
 
+    /* a 0-d tensor reduces to itself */
+    nl_tensor *z = make(NL_F32, 0, NULL);
+    nl_fill(z, 4.5);
+    nl_tensor *zs = nl_reduce_new(NL_RED_SUM, z, -1, true), *za = nl_reduce_new(NL_RED_ARGMAX, z, -1, false);
+    CHECK(zs && zs->ndim == 0 && flat(zs, 0) == 4.5 && za && flat(za, 0) == 0, "reductions of a 0-d tensor");
+    CHECK(!nl_reduce_new(NL_RED_SUM, z, 0, false) && nl_errcode() == NL_EINVAL, "a 0-d tensor has no dimension 0");
+    nl_tensor_release(zs);
+    nl_tensor_release(za);
+    nl_tensor_release(z);
+
     /* accuracy: a float accumulator would be off by ~1% here */
     nl_tensor *big = T(NL_F32, 1000000);
     float *p = nl_tensor_f32(big);
