@@ -19,29 +19,50 @@ static bn_dims dims_of(const nl_tensor *x)
 /* 1/sqrt(var + eps), the scale batch norm divides by. */
 static inline float bn_invstd(float var, double eps) { return (float)(1.0 / sqrt((double)var + eps)); }
 
+/* Per-channel sums run in double over LANES interleaved partial sums (element k of a plane goes
+ * to lane k % LANES), added up in lane order at the end: vectorisable, and the same result on any
+ * number of threads. */
+enum { LANES = 8 };
+
+static double lanes_total(const double *acc)
+{
+    double t = 0;
+    for (int l = 0; l < LANES; l++) t += acc[l];
+    return t;
+}
+
+/* acc[lane] += a[k] * b[k] over one plane of n values, with a[k] = p[k] - shift, and b[k] = g[k]
+ * when g is given, else 1 (shift 0: a plain sum) or a[k] itself (g == p: squares). */
+static inline void accumulate(double *acc, const float *p, float shift, const float *g, int64_t n)
+{
+    int64_t k = 0;
+    for (; k + LANES <= n; k += LANES)
+        for (int l = 0; l < LANES; l++) {
+            float a = p[k + l] - shift;
+            acc[l] += (double)(g ? a * (g == p ? a : g[k + l]) : a);
+        }
+    for (int l = 0; k < n; k++, l++) {
+        float a = p[k] - shift;
+        acc[l] += (double)(g ? a * (g == p ? a : g[k]) : a);
+    }
+}
+
 /* stats[c] = mean, stats[C + c] = biased variance of channel c of x, as PyTorch's CPU kernel
- * computes them (double sums; the variance around the mean rounded to f32). */
+ * computes them (double sums; the squared deviations from the f32 mean). */
 static void batch_stats(float *stats, const float *x, bn_dims d)
 {
     const int64_t cnt = d.n * d.s;
 #pragma omp parallel for num_threads(cpu_threads_for(cnt * d.c)) schedule(static)
     for (int64_t c = 0; c < d.c; c++) {
-        double sum = 0;
+        double sum[LANES] = {0}, sq[LANES] = {0};
+        for (int64_t i = 0; i < d.n; i++) accumulate(sum, x + (i * d.c + c) * d.s, 0, NULL, d.s);
+        const float mean = (float)(lanes_total(sum) / (double)cnt);
         for (int64_t i = 0; i < d.n; i++) {
             const float *p = x + (i * d.c + c) * d.s;
-            for (int64_t k = 0; k < d.s; k++) sum += p[k];
-        }
-        const float mean = (float)(sum / (double)cnt);
-        double var_sum = 0;
-        for (int64_t i = 0; i < d.n; i++) {
-            const float *p = x + (i * d.c + c) * d.s;
-            for (int64_t k = 0; k < d.s; k++) {
-                float dx = p[k] - mean;
-                var_sum += dx * dx;
-            }
+            accumulate(sq, p, mean, p, d.s);
         }
         stats[c] = mean;
-        stats[d.c + c] = (float)(var_sum / (double)cnt);
+        stats[d.c + c] = (float)(lanes_total(sq) / (double)cnt);
     }
 }
 
@@ -86,14 +107,13 @@ nl_status nl_cpu_batchnorm_backward(const nl_op *op)
     for (int64_t c = 0; c < d.c; c++) {
         const float mean = stats[c], invstd = bn_invstd(stats[d.c + c], eps);
         const float w = gamma ? gamma[c] : 1.0f;
-        double sum = 0, dotp = 0;
+        double acc_sum[LANES] = {0}, acc_dot[LANES] = {0};
         for (int64_t i = 0; i < d.n; i++) {
             const float *g = gy + (i * d.c + c) * d.s, *p = x + (i * d.c + c) * d.s;
-            for (int64_t k = 0; k < d.s; k++) {
-                sum += g[k];
-                dotp += (p[k] - mean) * g[k];
-            }
+            accumulate(acc_sum, g, 0, NULL, d.s);
+            accumulate(acc_dot, p, mean, g, d.s);
         }
+        const double sum = lanes_total(acc_sum), dotp = lanes_total(acc_dot);
         if (dparams) {
             dparams[c] = (float)(dotp * invstd);
             dparams[d.c + c] = (float)sum;
