@@ -125,7 +125,7 @@ static nl_tensor *value_of(nl_module *m, const char *name)
 static nl_status bn_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
 {
     bn_state *st = m->state;
-    const int64_t c = x->shape[1], count = nl_tensor_numel(x) / (c ? c : 1);
+    const int64_t c = x->shape[1], count = nl_tensor_numel(x) / c; /* c >= 1: infer checked it */
     const nl_device dev = nl_tensor_device(x);
     if (m->training && count <= 1)
         return nl_layer_shape_error(m, x->ndim, x->shape,
