@@ -180,6 +180,9 @@ static nl_status run_binary(nl_tensor *dst, nl_binop bop, cpu_ctype ct, const cp
                             const cpu_conv_fn conv[2])
 {
     bin_ctx c = {bin_loops[ct][bop], {conv[0], conv[1]}};
+    if (nl_binop_is_compare(bop) && dst->dtype != NL_U8)
+        return nl_seterr(NL_ETYPE, "%s: comparisons write u8, not %s", nl_binop_name(bop),
+                         nl_dtype_info(dst->dtype)->name);
     if (!c.loop)
         return nl_seterr(NL_ETYPE, "%s: not available on cpu for %s", nl_binop_name(bop),
                          ct == CPU_F64 ? "f64" : nl_dtype_info((nl_dtype)ct)->name);

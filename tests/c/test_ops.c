@@ -1121,6 +1121,8 @@ static void test_devices(void)
         CHECK(!nl_binary_new(NL_BIN_ADD, g, g) && nl_errcode() == NL_EUNSUPPORTED &&
                   errmsg_is("add: not supported by the fake backend"), "an op the backend lacks is NL_EUNSUPPORTED");
     }
+    nl_op cmp = {.code = NL_OP_BINARY, .dst = d, .src = {c, c}, .i = {NL_BIN_LT}};
+    CHECK(nl_op_exec(&cmp) == NL_ETYPE, "a comparison op with an f32 destination is refused by the kernel");
     nl_op bad = {.code = NL_OP_FILL};
     CHECK(nl_op_exec(&bad) == NL_EINVAL, "an op without a destination");
     bad.dst = d;
