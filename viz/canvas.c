@@ -289,7 +289,7 @@ void nl_canvas_blit(nl_canvas *c, nl_rect r, nl_image img, float lo, float hi, b
             for (int ch = 0; ch < (img.c == 3 ? 3 : 1); ch++) {
                 float s = img.data[(size_t)ch * plane + k];
                 nan |= isnan(s);
-                v[ch] = scale > 0 ? ((double)s - lo) * scale : 0.5;
+                v[ch] = scale > 0 ? ((double)s - lo) * scale : 0;
                 v[ch] = v[ch] < 0 ? 0 : v[ch] > 1 ? 1 : v[ch];
             }
             uint32_t color;

@@ -1,0 +1,94 @@
+/* panels.h: the pictures of nnlab's visualization, each drawn into a rectangle of a canvas from
+ * plain host data (arrays the Lua layer copies out of tensors and tables). Every panel fills its
+ * rectangle (white background) and returns NL_OK, or NL_EIO when the font is missing. */
+#ifndef NL_PANELS_H
+#define NL_PANELS_H
+
+#include "plot.h"
+
+/* One training run's history. Accuracies are fractions in [0, 1]; NaN entries are gaps. */
+typedef struct {
+    const char *label;                        /* legend text; NULL: "run N" */
+    const double *loss; int64_t nloss;        /* training loss per step */
+    const double *train_acc; int64_t ntrain;  /* training accuracy per epoch */
+    const double *test_acc; int64_t ntest;    /* test accuracy per epoch */
+} nl_viz_run;
+
+/* Loss per step (the raw values in a light tint, a smoothed line over them: a debiased
+ * exponential moving average over about n/20 steps, at least 1 and at most 100) on the left,
+ * accuracy per epoch (train: thin line with discs, test: thick line with squares) on the right.
+ * Several runs are overlaid in palette colours with a legend. */
+nl_status nl_viz_curves(nl_canvas *c, nl_rect r, const nl_viz_run *runs, int n);
+/* The loss plot alone; the axes it used go to *axes when axes is not NULL. */
+nl_status nl_plot_loss(nl_canvas *c, nl_rect r, const nl_viz_run *runs, int n, nl_axes *axes);
+/* The smoothed loss of nl_viz_curves: out[i] from v[0..i] (NaN and Inf entries are skipped and
+ * repeat the previous smoothed value; NaN before the first finite one). */
+void nl_smooth(const double *v, int64_t n, double *out);
+
+/* The feature maps of one layer for one image: maps.c channels of maps.h x maps.w, tiled, each
+ * scaled to its own range through the colormap, channel numbers (1-based) on tiles large
+ * enough, and input (when not NULL: 1 or 3 planes, scaled to its own range) on the left. */
+nl_status nl_viz_features(nl_canvas *c, nl_rect r, const nl_image *input, nl_image maps,
+                          const char *title);
+
+/* Convolution filters w [out, in, kh, kw]: with in == 3, one RGB tile per filter; otherwise one
+ * row per output filter with a tile per input channel (at most 32 x 32 tiles shown, the rest
+ * counted in the title). One symmetric range (-max|w|, max|w|) for all, so signs compare. */
+nl_status nl_viz_filters(nl_canvas *c, nl_rect r, const float *w, int out, int in, int kh, int kw,
+                         const char *title);
+
+/* A layer's values for the weight histograms. */
+typedef struct {
+    const char *name;
+    const float *v;
+    int64_t n;
+} nl_viz_values;
+
+/* One histogram: the range is [min(v, 0), max(v, 0)] (so 0 is always inside), with plot.w / 2
+ * bins (at least 8, at most 256) of equal width; value x goes to bin floor((x - lo) / (hi - lo)
+ * * bins), clamped to the last. Exact zeros are not binned: they are counted apart and drawn as a
+ * red bar at 0 (with their share in the corner), so pruned weights stay visible. Bar heights are
+ * round(count / largest * plot.h), the largest count taken over the bins (over the zeros when
+ * every value is zero), the zero bar capped at plot.h; bar b covers columns
+ * plot.x + floor(b * plot.w / bins) up to the next bar. Non-finite values are
+ * counted in the title and not drawn. */
+nl_status nl_plot_histogram(nl_canvas *c, nl_rect r, const nl_viz_values *v, nl_axes *axes);
+/* One histogram per layer, in a grid. */
+nl_status nl_viz_histogram(nl_canvas *c, nl_rect r, const nl_viz_values *layers, int n);
+
+/* A k x k confusion matrix (counts, row = true class, column = predicted) as a heat map: each
+ * cell is nl_colormap(count / row total) (0 for an empty row), with the count printed when the
+ * cell is large enough and class names (NULL: numbers) along both sides. The cells' square
+ * goes to *grid when grid is not NULL: cell (i, j) covers grid->w / k pixels from
+ * (grid->x + j * grid->w / k, grid->y + i * grid->w / k). */
+nl_status nl_viz_confusion(nl_canvas *c, nl_rect r, const int64_t *counts, int k,
+                           const char *const *names, nl_rect *grid);
+
+/* One classified image for the samples panel. */
+typedef struct {
+    nl_image image;       /* 1 or 3 planes, scaled to its own range */
+    int truth, pred;      /* 0-based classes; truth < 0: unknown */
+    int ntop;             /* up to 3 */
+    int top[3];
+    double prob[3];
+} nl_viz_sample;
+/* Images in a grid with their true and predicted labels and top probabilities; a wrong
+ * prediction gets a red frame and a red label. names[0..nnames) name the classes (else numbers). */
+nl_status nl_viz_samples(nl_canvas *c, nl_rect r, const nl_viz_sample *s, int n,
+                         const char *const *names, int nnames);
+
+/* Everything the dashboard shows. maps.data NULL: no feature maps; status: a line on top. */
+typedef struct {
+    const nl_viz_run *runs;
+    int nruns;
+    const nl_image *input;
+    nl_image maps;
+    const char *maps_title;
+    const nl_viz_values *layers;
+    int nlayers;
+    const char *status;
+} nl_viz_board;
+/* Curves on the top half, feature maps and weight histograms side by side below. */
+nl_status nl_viz_dashboard(nl_canvas *c, nl_rect r, const nl_viz_board *d);
+
+#endif
