@@ -4,6 +4,7 @@
  * column loops run OpenMP-parallel over (image, channel); sgemm, threaded itself, runs outside. */
 #include "cpu/cpu.h"
 #include "cpu_kernels.h"
+#include "window.h"
 
 #include <cblas.h>
 #include <string.h>
@@ -25,14 +26,24 @@ static conv_geom conv_geometry(const nl_op *op, const nl_tensor *x, const nl_ten
     return g;
 }
 
-/* The outputs o in [*lo, *hi) whose input position o*s - p + kk falls inside [0, n_in). */
-static inline void valid_range(int64_t n_out, int64_t n_in, int64_t s, int64_t p, int64_t kk,
-                               int64_t *lo, int64_t *hi)
+/* Output row r of a column row: r[ow] = xr[ow*s + off] on [ow0, ow1), 0 elsewhere. Inlined with
+ * s = 1 where it can be, so the copy vectorises. */
+static inline __attribute__((always_inline)) void gather_row(float *restrict r,
+                                                             const float *restrict xr, int64_t n,
+                                                             int64_t ow0, int64_t ow1, int64_t s,
+                                                             int64_t off)
 {
-    int64_t l = p > kk ? (p - kk + s - 1) / s : 0, last = n_in - 1 + p - kk;
-    int64_t h = last < 0 ? 0 : last / s + 1;
-    *hi = h < n_out ? h : n_out;
-    *lo = l < *hi ? l : *hi;
+    for (int64_t ow = 0; ow < ow0; ow++) r[ow] = 0;
+    for (int64_t ow = ow0; ow < ow1; ow++) r[ow] = xr[ow * s + off];
+    for (int64_t ow = ow1; ow < n; ow++) r[ow] = 0;
+}
+
+/* The adjoint of gather_row: xr[ow*s + off] += r[ow] on [ow0, ow1). */
+static inline __attribute__((always_inline)) void scatter_row(float *restrict xr,
+                                                              const float *restrict r, int64_t ow0,
+                                                              int64_t ow1, int64_t s, int64_t off)
+{
+    for (int64_t ow = ow0; ow < ow1; ow++) xr[ow * s + off] += r[ow];
 }
 
 /* Writes the KH*KW rows of one channel's columns: row (kh, kw), column (oh, ow) holds
@@ -41,21 +52,17 @@ static void im2col_channel(const conv_geom *g, const float *x, float *cols)
 {
     for (int64_t kh = 0; kh < g->KH; kh++) {
         int64_t oh0, oh1;
-        valid_range(g->OH, g->H, g->s, g->p, kh, &oh0, &oh1);
+        cpu_window_range(g->OH, g->H, g->s, g->p, kh, &oh0, &oh1);
         for (int64_t kw = 0; kw < g->KW; kw++) {
             int64_t ow0, ow1;
-            valid_range(g->OW, g->W, g->s, g->p, kw, &ow0, &ow1);
+            cpu_window_range(g->OW, g->W, g->s, g->p, kw, &ow0, &ow1);
             float *row = cols + (kh * g->KW + kw) * g->P;
-            memset(row, 0, (size_t)(oh0 * g->OW) * sizeof *row);
             const int64_t off = kw - g->p; /* input column = ow*s + off */
+            memset(row, 0, (size_t)(oh0 * g->OW) * sizeof *row);
             for (int64_t oh = oh0; oh < oh1; oh++) {
                 const float *xr = x + (oh * g->s - g->p + kh) * g->W;
-                float *r = row + oh * g->OW;
-                memset(r, 0, (size_t)ow0 * sizeof *r);
-                if (g->s == 1) memcpy(r + ow0, xr + ow0 + off, (size_t)(ow1 - ow0) * sizeof *r);
-                else
-                    for (int64_t ow = ow0; ow < ow1; ow++) r[ow] = xr[ow * g->s + off];
-                memset(r + ow1, 0, (size_t)(g->OW - ow1) * sizeof *r);
+                if (g->s == 1) gather_row(row + oh * g->OW, xr, g->OW, ow0, ow1, 1, off);
+                else gather_row(row + oh * g->OW, xr, g->OW, ow0, ow1, g->s, off);
             }
             memset(row + oh1 * g->OW, 0, (size_t)((g->OH - oh1) * g->OW) * sizeof *row);
         }
@@ -68,19 +75,32 @@ static void col2im_channel(const conv_geom *g, const float *cols, float *x)
     memset(x, 0, (size_t)(g->H * g->W) * sizeof *x);
     for (int64_t kh = 0; kh < g->KH; kh++) {
         int64_t oh0, oh1;
-        valid_range(g->OH, g->H, g->s, g->p, kh, &oh0, &oh1);
+        cpu_window_range(g->OH, g->H, g->s, g->p, kh, &oh0, &oh1);
         for (int64_t kw = 0; kw < g->KW; kw++) {
             int64_t ow0, ow1;
-            valid_range(g->OW, g->W, g->s, g->p, kw, &ow0, &ow1);
+            cpu_window_range(g->OW, g->W, g->s, g->p, kw, &ow0, &ow1);
             const float *row = cols + (kh * g->KW + kw) * g->P;
             const int64_t off = kw - g->p;
             for (int64_t oh = oh0; oh < oh1; oh++) {
                 float *xr = x + (oh * g->s - g->p + kh) * g->W;
-                const float *r = row + oh * g->OW;
-                for (int64_t ow = ow0; ow < ow1; ow++) xr[ow * g->s + off] += r[ow];
+                if (g->s == 1) scatter_row(xr, row + oh * g->OW, ow0, ow1, 1, off);
+                else scatter_row(xr, row + oh * g->OW, ow0, ow1, g->s, off);
             }
         }
     }
+}
+
+/* Sum of n floats in 16 float lanes (vectorised, fixed order), combined in double. */
+static double row_sum(const float *x, int64_t n)
+{
+    float lane[16] = {0};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; j++) lane[j] += x[i + j];
+    double s = 0;
+    for (int j = 0; j < 16; j++) s += lane[j];
+    for (; i < n; i++) s += x[i];
+    return s;
 }
 
 /* y = w * x + bias. aux: the columns of every image, [N, C*KH*KW, OH*OW], kept for the filter
@@ -142,8 +162,7 @@ nl_status nl_cpu_conv2d_backward_filter(const nl_op *op)
 #pragma omp parallel for schedule(static) num_threads(cpu_threads_for(g.N * g.O * g.P))
         for (int64_t o = 0; o < g.O; o++) {
             double sum = 0;
-            for (int64_t n = 0; n < g.N; n++)
-                for (int64_t i = 0; i < g.P; i++) sum += gy[(n * g.O + o) * g.P + i];
+            for (int64_t n = 0; n < g.N; n++) sum += row_sum(gy + (n * g.O + o) * g.P, g.P);
             gb[o] += (float)sum;
         }
     }

@@ -1,8 +1,11 @@
 /* pool.c: the CPU's 2-D max and average pooling (NL_OP_POOL2D, NL_OP_POOL2D_BWD), one (image,
  * channel) plane per OpenMP iteration, with PyTorch's rules: a max keeps the first of equal
- * values and NaN wins; an average divides by k*k, padding included (count_include_pad). */
+ * values in (row, column) order and NaN wins; an average divides by k*k, padding included.
+ * Each output row is built by sweeping the window's input rows and column offsets across the
+ * whole row, so the inner loops run over contiguous outputs and vectorise without branches. */
 #include "cpu/cpu.h"
 #include "cpu_kernels.h"
+#include "window.h"
 
 #include <string.h>
 
@@ -19,15 +22,55 @@ static pool_geom pool_geometry(const nl_op *op, const nl_tensor *in, const nl_te
                        .p = op->i[3]};
 }
 
-/* The window of output (oh, ow) clipped to the input: rows [*h0, *h1), columns [*w0, *w1). */
-static inline void pool_window(const pool_geom *g, int64_t oh, int64_t ow, int64_t *h0,
-                               int64_t *h1, int64_t *w0, int64_t *w1)
+/* The input rows [*h0, *h1) of output row oh's windows. */
+static inline void pool_rows(const pool_geom *g, int64_t oh, int64_t *h0, int64_t *h1)
 {
-    int64_t hs = oh * g->s - g->p, ws = ow * g->s - g->p;
+    int64_t hs = oh * g->s - g->p;
     *h0 = hs < 0 ? 0 : hs;
-    *w0 = ws < 0 ? 0 : ws;
     *h1 = hs + g->k < g->H ? hs + g->k : g->H;
-    *w1 = ws + g->k < g->W ? ws + g->k : g->W;
+}
+
+/* One input row against window column offset kw, for outputs [lo, hi) of a row: the running max
+ * (and, when idx is not NULL, its flat position) or the running sum. */
+static inline __attribute__((always_inline)) void pool_sweep(float *restrict y,
+                                                             int32_t *restrict idx,
+                                                             const float *restrict xr, int64_t lo,
+                                                             int64_t hi, int64_t s, int64_t off,
+                                                             int32_t base, bool avg)
+{
+    for (int64_t ow = lo; ow < hi; ow++) {
+        const float v = xr[ow * s + off];
+        if (avg) {
+            y[ow] += v;
+            continue;
+        }
+        const bool take = v > y[ow] || v != v;
+        y[ow] = take ? v : y[ow];
+        if (idx) idx[ow] = take ? base + (int32_t)(ow * s + off) : idx[ow];
+    }
+}
+
+/* Output row oh of one plane; the three kinds get their own specialised copy of the sweep. */
+static inline __attribute__((always_inline)) void pool_row(const pool_geom *g, const float *xp,
+                                                           float *y, int32_t *idx, int64_t oh,
+                                                           bool avg)
+{
+    int64_t h0, h1;
+    pool_rows(g, oh, &h0, &h1);
+    for (int64_t ow = 0; ow < g->OW; ow++) {
+        const int64_t ws = ow * g->s - g->p;
+        y[ow] = avg ? 0 : -INFINITY;
+        if (idx) idx[ow] = (int32_t)(h0 * g->W + (ws < 0 ? 0 : ws)); /* PyTorch's start */
+    }
+    for (int64_t h = h0; h < h1; h++) {
+        for (int64_t kw = 0; kw < g->k; kw++) {
+            int64_t lo, hi;
+            cpu_window_range(g->OW, g->W, g->s, g->p, kw, &lo, &hi);
+            pool_sweep(y, idx, xp + h * g->W, lo, hi, g->s, kw - g->p, (int32_t)(h * g->W), avg);
+        }
+    }
+    if (avg)
+        for (int64_t ow = 0; ow < g->OW; ow++) y[ow] /= (float)(g->k * g->k);
 }
 
 nl_status nl_cpu_pool2d_forward(const nl_op *op)
@@ -37,35 +80,14 @@ nl_status nl_cpu_pool2d_forward(const nl_op *op)
     float *y = nl_tensor_f32(op->dst);
     int32_t *idx = op->aux ? (int32_t *)nl_tensor_data(op->aux) : NULL;
     const bool avg = op->i[0] == 1;
-    const float area = (float)(g.k * g.k);
-#pragma omp parallel for schedule(static) num_threads(cpu_threads_for(g.planes * g.OH * g.OW * g.k * g.k))
+#pragma omp parallel for schedule(static) num_threads(cpu_threads_for(g.planes * g.H * g.W * g.k))
     for (int64_t pl = 0; pl < g.planes; pl++) {
         const float *xp = x + pl * g.H * g.W;
         for (int64_t oh = 0; oh < g.OH; oh++) {
-            for (int64_t ow = 0; ow < g.OW; ow++) {
-                int64_t h0, h1, w0, w1, o = (pl * g.OH + oh) * g.OW + ow;
-                pool_window(&g, oh, ow, &h0, &h1, &w0, &w1);
-                if (avg) {
-                    float sum = 0;
-                    for (int64_t h = h0; h < h1; h++)
-                        for (int64_t w = w0; w < w1; w++) sum += xp[h * g.W + w];
-                    y[o] = sum / area;
-                    continue;
-                }
-                float best = -INFINITY;
-                int64_t at = h0 * g.W + w0;
-                for (int64_t h = h0; h < h1; h++) {
-                    for (int64_t w = w0; w < w1; w++) {
-                        float v = xp[h * g.W + w];
-                        if (v > best || isnan(v)) {
-                            best = v;
-                            at = h * g.W + w;
-                        }
-                    }
-                }
-                y[o] = best;
-                if (idx) idx[o] = (int32_t)at;
-            }
+            const int64_t o = (pl * g.OH + oh) * g.OW;
+            if (avg) pool_row(&g, xp, y + o, NULL, oh, true);
+            else if (idx) pool_row(&g, xp, y + o, idx + o, oh, false);
+            else pool_row(&g, xp, y + o, NULL, oh, false);
         }
     }
     return NL_OK;
@@ -79,7 +101,7 @@ nl_status nl_cpu_pool2d_backward(const nl_op *op)
     float *gx = nl_tensor_f32(op->dst);
     const bool avg = op->i[0] == 1;
     const float area = (float)(g.k * g.k);
-#pragma omp parallel for schedule(static) num_threads(cpu_threads_for(g.planes * g.OH * g.OW * g.k * g.k))
+#pragma omp parallel for schedule(static) num_threads(cpu_threads_for(g.planes * g.H * g.W * g.k))
     for (int64_t pl = 0; pl < g.planes; pl++) {
         float *gp = gx + pl * g.H * g.W;
         const float *gyp = gy + pl * g.OH * g.OW;
@@ -90,12 +112,17 @@ nl_status nl_cpu_pool2d_backward(const nl_op *op)
             continue;
         }
         for (int64_t oh = 0; oh < g.OH; oh++) {
-            for (int64_t ow = 0; ow < g.OW; ow++) {
-                int64_t h0, h1, w0, w1;
-                pool_window(&g, oh, ow, &h0, &h1, &w0, &w1);
-                const float share = gyp[oh * g.OW + ow] / area;
-                for (int64_t h = h0; h < h1; h++)
-                    for (int64_t w = w0; w < w1; w++) gp[h * g.W + w] += share;
+            int64_t h0, h1;
+            pool_rows(&g, oh, &h0, &h1);
+            const float *gr = gyp + oh * g.OW;
+            for (int64_t h = h0; h < h1; h++) {
+                for (int64_t kw = 0; kw < g.k; kw++) {
+                    int64_t lo, hi;
+                    cpu_window_range(g.OW, g.W, g.s, g.p, kw, &lo, &hi);
+                    float *xr = gp + h * g.W;
+                    const int64_t off = kw - g.p;
+                    for (int64_t ow = lo; ow < hi; ow++) xr[ow * g.s + off] += gr[ow] / area;
+                }
             }
         }
     }
