@@ -4,6 +4,7 @@
 #include "nl.h"
 
 #include <lauxlib.h>
+#include <string.h>
 
 /* dsl/prelude.lua, embedded by the Makefile. */
 extern const char nl_lua_prelude[];
@@ -72,6 +73,32 @@ static void set_string(lua_State *L, int table, const char *key, const char *val
     lua_setfield(L, table, key);
 }
 
+/* Pushes the function a row documents: its C function, or, for a row without one (fn NULL), the
+ * value the caller stored in the module table at index value under the row's name, dots walking
+ * into nested tables ("schedule.cosine"); nil when there is none. */
+static void push_fn(lua_State *L, int value, const nl_dsl_fn *f)
+{
+    if (f->fn) {
+        lua_pushcfunction(L, f->fn);
+        return;
+    }
+    if (!value) {
+        lua_pushnil(L);
+        return;
+    }
+    lua_pushvalue(L, value);
+    for (const char *p = f->name; lua_istable(L, -1);) {
+        const char *dot = strchr(p, '.');
+        lua_pushlstring(L, p, dot ? (size_t)(dot - p) : strlen(p));
+        lua_gettable(L, -2);
+        lua_remove(L, -2);
+        if (!dot) return;
+        p = dot + 1;
+    }
+    lua_pop(L, 1);
+    lua_pushnil(L);
+}
+
 /* Records the rows of fns in group (created with kind and, for modules, the table at index
  * value, unless it exists), naming each "<group><sep><name>". */
 static void record(lua_State *L, const char *group, const char *kind, int value,
@@ -110,7 +137,7 @@ static void record(lua_State *L, const char *group, const char *kind, int value,
         set_string(L, row, "sig", f->sig);
         set_string(L, row, "doc", f->doc);
         set_string(L, row, "example", f->example);
-        lua_pushcfunction(L, f->fn);
+        push_fn(L, value, f);
         lua_setfield(L, row, "fn");
         lua_pushvalue(L, row);
         append(L, rows);
@@ -121,8 +148,9 @@ static void record(lua_State *L, const char *group, const char *kind, int value,
         lua_pop(L, 1);
         lua_pushstring(L, f->name);
         add_to_list(L, reg, "short", row);
-        lua_pushcfunction(L, f->fn);
-        add_to_list(L, reg, "by_fn", row);
+        push_fn(L, value, f);
+        if (lua_isnil(L, -1)) lua_pop(L, 1);
+        else add_to_list(L, reg, "by_fn", row);
         lua_pop(L, 1);
     }
     lua_settop(L, top);
@@ -138,6 +166,7 @@ void nl_dsl_register(lua_State *L, const char *module, const nl_dsl_fn *fns)
     }
     int table = lua_gettop(L);
     for (const nl_dsl_fn *f = fns; f->name; f++) {
+        if (!f->fn) continue; /* the caller placed the value */
         lua_pushcfunction(L, f->fn);
         lua_setfield(L, table, f->name);
     }
@@ -160,6 +189,8 @@ int nl_dsl_open(lua_State *L)
     nl_init();
     nl_open_tensor(L);
     nl_open_sys(L);
+    nl_open_optim(L);
+    nl_open_nn(L);
     if (luaL_loadbuffer(L, nl_lua_prelude, nl_lua_prelude_len, "=dsl/prelude.lua") != LUA_OK)
         return lua_error(L);
     push_registry(L);

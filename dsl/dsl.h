@@ -6,7 +6,9 @@
 
 /* One public Lua function with its help text: the single table that both registers the
  * function and answers help(). sig is the call form, doc one line (or a few), example a line of
- * Lua that runs. */
+ * Lua that runs. A row with fn NULL documents a value the caller has already stored (a C closure
+ * or a Lua function): in the module table under name (dots reach into nested tables), or, for
+ * methods, nothing (help by name only). */
 typedef struct {
     const char *name;
     lua_CFunction fn;
@@ -29,6 +31,8 @@ void nl_dsl_register_methods(lua_State *L, const char *type, const nl_dsl_fn *fn
 /* Module openers called by nl_dsl_open, one per dsl/<module>.c. */
 int nl_open_sys(lua_State *L);
 int nl_open_tensor(lua_State *L);
+int nl_open_optim(lua_State *L); /* before nl_open_nn, whose Lua half adds optim.schedule */
+int nl_open_nn(lua_State *L);
 
 /* Raises a Lua error with the core's last message (nl_errmsg()), prefixed with nothing: core
  * messages already name the function. Never returns. */

@@ -1,0 +1,191 @@
+/* train.c: one training step and one evaluation batch in C (forward, loss, backward, update,
+ * scoring), and the row gathers and seeded permutations that feed them mini-batches. */
+#include "train.h"
+
+#include <math.h>
+#include <string.h>
+
+/* A host, contiguous version of t: t itself (retained) when it already is one, else a copy.
+ * New reference, or NULL with the error set. */
+static nl_tensor *host_contiguous(nl_tensor *t)
+{
+    if (nl_tensor_device(t) == NL_CPU) return nl_tensor_contiguous(t);
+    nl_tensor *h = nl_tensor_to_device(t, NL_CPU);
+    if (!h) return NULL;
+    nl_tensor *c = nl_tensor_contiguous(h);
+    nl_tensor_release(h);
+    return c;
+}
+
+/* The index of the largest of v[0..n) (the first one on ties). */
+static int64_t argmax_row(const float *v, int64_t n)
+{
+    int64_t best = 0;
+    for (int64_t j = 1; j < n; j++)
+        if (v[j] > v[best]) best = j;
+    return best;
+}
+
+/* Scores logits out [N, C] against targets y: i32 class indices [N], or f32 [N, C] whose argmax
+ * is the class. Adds top-1 hits to *top1, and where given top-5 hits to *top5 and one count per
+ * sample to confusion (C x C, row = true class). *scored says whether the shapes allowed scoring
+ * (a regression's output is not scored). Errors: NL_EINVAL for a label out of range (nothing
+ * counted), NL_ENOMEM. */
+static nl_status score(nl_tensor *out, nl_tensor *y, int64_t *top1, int64_t *top5,
+                       int32_t *confusion, bool *scored)
+{
+    *scored = false;
+    bool labels = y->dtype == NL_I32 && y->ndim == 1;
+    bool probs = y->dtype == NL_F32 && nl_same_shape(out, y);
+    if (out->dtype != NL_F32 || out->ndim != 2 || out->shape[0] != y->shape[0] || !(labels || probs))
+        return NL_OK;
+    int64_t n = out->shape[0], c = out->shape[1];
+    nl_tensor *ho = host_contiguous(out), *hy = ho ? host_contiguous(y) : NULL;
+    if (!hy) {
+        nl_tensor_release(ho);
+        return nl_errcode();
+    }
+    const float *po = nl_tensor_f32(ho);
+    const int32_t *py = labels ? (const int32_t *)nl_tensor_data(hy) : NULL;
+    nl_status s = NL_OK;
+    for (int64_t i = 0; labels && i < n; i++)
+        if (py[i] < 0 || py[i] >= c) {
+            s = nl_seterr(NL_EINVAL, "score: label %d of sample %lld is out of range for %lld "
+                          "classes (0-based)", py[i], (long long)i, (long long)c);
+            break;
+        }
+    for (int64_t i = 0; s == NL_OK && i < n; i++) {
+        const float *row = po + i * c;
+        int64_t truth = labels ? py[i] : argmax_row(nl_tensor_f32(hy) + i * c, c);
+        int64_t pred = argmax_row(row, c), rank = 0;
+        for (int64_t j = 0; j < c; j++) rank += row[j] > row[truth];
+        *top1 += pred == truth;
+        if (top5) *top5 += rank < 5;
+        if (confusion) confusion[truth * c + pred]++;
+    }
+    *scored = s == NL_OK;
+    nl_tensor_release(hy);
+    nl_tensor_release(ho);
+    return s;
+}
+
+nl_status nl_train_step(nl_module *net, nl_loss *loss, nl_optim *opt, nl_tensor *x,
+                        nl_tensor *y, double clip, nl_step_result *r)
+{
+    *r = (nl_step_result){.loss = NAN, .grad_norm = NAN};
+    if (nl_optim_net(opt) != net)
+        return nl_seterr(NL_EINVAL, "train step: the optimizer updates another network");
+    nl_rng_state rng = nl_rng_get_state();
+    nl_tensor *out = NULL, *gout = NULL, *gx = NULL;
+    bool scored;
+    nl_status s = nl_optim_zero_grad(opt);
+    if (s == NL_OK) s = nl_module_forward(net, x, &out);
+    if (s == NL_OK) s = nl_loss_forward(loss, out, y, &r->loss);
+    if (s == NL_OK && isfinite(r->loss)) {
+        s = score(out, y, &r->correct, NULL, NULL, &scored);
+        if (s == NL_OK) s = nl_loss_backward(loss, 1.0, &gout);
+        if (s == NL_OK) s = nl_module_backward(net, gout, &gx);
+        if (s == NL_OK && clip > 0) s = nl_clip_grad_norm(net, clip, &r->grad_norm);
+        if (s == NL_OK && (clip <= 0 || isfinite(r->grad_norm))) {
+            s = nl_optim_step(opt);
+            r->updated = s == NL_OK;
+        }
+    }
+    nl_tensor_release(gx);
+    nl_tensor_release(gout);
+    nl_tensor_release(out);
+    if (s != NL_OK) nl_rng_set_state(rng); /* a redone batch draws the same dropout masks */
+    return s;
+}
+
+nl_status nl_eval_batch(nl_module *net, nl_loss *loss, nl_tensor *x, nl_tensor *y,
+                        nl_eval_stats *s)
+{
+    nl_tensor *out = NULL;
+    double lv = 0;
+    int64_t top1 = 0, top5 = 0;
+    bool scored = false;
+    nl_status st = nl_module_forward(net, x, &out);
+    if (st == NL_OK && loss) st = nl_loss_forward(loss, out, y, &lv);
+    char shape[NL_MAX_DIMS * 24];
+    if (st == NL_OK && out->ndim != 2)
+        st = nl_seterr(NL_ESHAPE, "evaluate: the network's output %s is not [N, classes]",
+                       nl_shape_str(shape, sizeof shape, out->ndim, out->shape));
+    else if (st == NL_OK && s->nclasses && out->shape[1] != s->nclasses)
+        st = nl_seterr(NL_ESHAPE, "evaluate: the network's output has %lld classes, earlier "
+                       "batches had %lld", (long long)out->shape[1], (long long)s->nclasses);
+    if (st == NL_OK && !s->confusion && y->dtype == NL_I32) {
+        int64_t cc[2] = {out->shape[1], out->shape[1]};
+        if (!(s->confusion = nl_tensor_zeros(NL_I32, 2, cc, NL_CPU))) st = nl_errcode();
+    }
+    if (st == NL_OK) {
+        int32_t *conf = y->dtype == NL_I32 ? (int32_t *)nl_tensor_data(s->confusion) : NULL;
+        st = score(out, y, &top1, &top5, conf, &scored);
+    }
+    if (st == NL_OK) {
+        s->nclasses = out->shape[1];
+        s->loss_sum += lv * (double)out->shape[0];
+        s->count += out->shape[0];
+        s->top1 += top1;
+        s->top5 += top5;
+    }
+    nl_tensor_release(out);
+    return st;
+}
+
+void nl_eval_stats_clear(nl_eval_stats *s)
+{
+    nl_tensor_release(s->confusion);
+    memset(s, 0, sizeof *s);
+}
+
+nl_status nl_gather_rows(nl_tensor *dst, const nl_tensor *src, const int64_t *rows, int64_t n)
+{
+    char ds[NL_MAX_DIMS * 24], ss[NL_MAX_DIMS * 24];
+    bool fits = src->ndim >= 1 && dst->ndim == src->ndim && dst->shape[0] == n;
+    for (int d = 1; fits && d < src->ndim; d++) fits = dst->shape[d] == src->shape[d];
+    if (!fits)
+        return nl_seterr(NL_ESHAPE, "gather: destination %s does not hold %lld rows of %s",
+                         nl_shape_str(ds, sizeof ds, dst->ndim, dst->shape), (long long)n,
+                         nl_shape_str(ss, sizeof ss, src->ndim, src->shape));
+    for (int64_t i = 0; i < n; i++)
+        if (rows[i] < 0 || rows[i] >= src->shape[0])
+            return nl_seterr(NL_EINVAL, "gather: row %lld out of range for %lld rows (0-based)",
+                             (long long)rows[i], (long long)src->shape[0]);
+    if (dst->dtype == src->dtype && nl_tensor_device(dst) == NL_CPU &&
+        nl_tensor_device(src) == NL_CPU && nl_tensor_is_contiguous(dst) &&
+        nl_tensor_is_contiguous(src)) {
+        size_t row = (size_t)(n ? nl_tensor_numel(dst) / n : 0) * nl_dtype_info(dst->dtype)->size;
+        char *pd = nl_tensor_data(dst);
+        const char *ps = nl_tensor_data(src);
+        for (int64_t i = 0; i < n; i++) memcpy(pd + (size_t)i * row, ps + (size_t)rows[i] * row, row);
+        return NL_OK;
+    }
+    /* Any other layout, dtype or device: one strided copy per row. */
+    nl_status s = NL_OK;
+    for (int64_t i = 0; s == NL_OK && i < n; i++) {
+        nl_tensor *to = nl_tensor_slice(dst, 0, i, i + 1);
+        nl_tensor *from = to ? nl_tensor_slice((nl_tensor *)src, 0, rows[i], rows[i] + 1) : NULL;
+        s = from ? nl_copy(to, from) : nl_errcode();
+        nl_tensor_release(from);
+        nl_tensor_release(to);
+    }
+    return s;
+}
+
+nl_status nl_permutation(nl_tensor *dst, uint64_t key)
+{
+    if (dst->dtype != NL_I32 || dst->ndim != 1 || nl_tensor_device(dst) != NL_CPU ||
+        !nl_tensor_is_contiguous(dst) || dst->shape[0] > INT32_MAX)
+        return nl_seterr(NL_EINVAL, "permutation: expected a contiguous 1-D i32 CPU tensor");
+    int32_t *p = nl_tensor_data(dst);
+    int64_t n = dst->shape[0];
+    for (int64_t i = 0; i < n; i++) p[i] = (int32_t)i;
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = (int64_t)(nl_rng_hash(key, (uint64_t)i) % (uint64_t)(i + 1));
+        int32_t t = p[i];
+        p[i] = p[j];
+        p[j] = t;
+    }
+    return NL_OK;
+}

@@ -1,0 +1,34 @@
+/* lnn.h: the Module and Optimizer userdata, shared by the Lua modules in dsl/ (nn, optim, and
+ * whatever later binds networks): boxes holding one core reference each, made safe first. */
+#ifndef NL_LNN_H
+#define NL_LNN_H
+
+#include <lua.h>
+
+#include "optim.h"
+
+/* Metatable names in the Lua registry (and type names in error messages and help). */
+#define NL_MODULE_MT "Module"
+#define NL_OPTIM_MT "Optimizer"
+
+/* Pushes THE box of m: the same C module always gives the same Lua value while that value lives
+ * (so net[1] == net[1] and fields set on it persist); the first push takes a new reference. */
+void nl_lua_pushmodule(lua_State *L, nl_module *m);
+/* The module at idx (borrowed), or NULL when the value is not a Module. */
+nl_module *nl_lua_tomodule(lua_State *L, int idx);
+/* As nl_lua_tomodule, but raises "bad argument #idx (Module expected, got ...)". */
+nl_module *nl_lua_checkmodule(lua_State *L, int idx);
+
+/* An optimizer box: the optimizer (a reference, NULL until filled) and the gradient clipping
+ * norm the trainer applies before each step (0: none). */
+typedef struct {
+    nl_optim *o;
+    double clip;
+} nl_lua_optim;
+
+/* Pushes a new empty Optimizer box (o NULL, clip 0) to fill after it is on the stack. */
+nl_lua_optim *nl_lua_newoptim(lua_State *L);
+/* The optimizer box at idx; raises a Lua error for anything else. */
+nl_lua_optim *nl_lua_checkoptim(lua_State *L, int idx);
+
+#endif
