@@ -263,6 +263,7 @@ typedef struct {
     float (*draw)(uint64_t key, uint64_t counter);
     uint64_t key, counter;
     double shift, scale;
+    float below;  /* uniform fills stay under hi: rounding lo + (hi-lo)*u can reach hi itself */
     cpu_conv_fn store;
 } rand_ctx;
 
@@ -271,8 +272,10 @@ static void rand_run(void *ctx, char *const *p, const int64_t *s, int64_t n, int
 {
     const rand_ctx *c = ctx;
     float buf[CPU_RUN];
-    for (int64_t i = 0; i < n; i++)
-        buf[i] = (float)(c->shift + c->scale * c->draw(c->key, c->counter + (uint64_t)(index + i)));
+    for (int64_t i = 0; i < n; i++) {
+        float v = (float)(c->shift + c->scale * c->draw(c->key, c->counter + (uint64_t)(index + i)));
+        buf[i] = v < c->below ? v : c->below;
+    }
     c->store(p[0], s[0], buf, 1, n);
 }
 
@@ -285,6 +288,7 @@ nl_status cpu_rand(const nl_op *op)
         .counter = op->u[1],
         .shift = op->f[0],
         .scale = normal ? op->f[1] : op->f[1] - op->f[0],
+        .below = normal ? INFINITY : nextafterf((float)op->f[1], -INFINITY),
         .store = cpu_conv[NL_F32][op->dst->dtype],
     };
     cpu_operand ops[1] = {cpu_tensor_operand(op->dst)};
