@@ -486,17 +486,13 @@ end
 
 local is_tty = P.isatty()
 
-function Trainer:_progress(clock0, done0, final)
+function Trainer:_progress(clock0, done0)
   if not self.verbose then return end
   local now = sys.clock()
   local spe = self:steps_per_epoch()
-  local every = math.max(1, spe // 10)
-  if is_tty then
-    if not final and self._drawn and now - self._drawn < 0.1 then return end
-    self._drawn = now
-  elseif final or self.pos % every ~= 0 then
-    return
-  end
+  -- A terminal gets the line redrawn ten times a second, a log a new line every ten seconds.
+  if now - (self._drawn or clock0) < (is_tty and 0.1 or 10) then return end
+  self._drawn = now
   local s = self.sums
   local elapsed = now - clock0
   local images = (self.pos - done0) * self.batch
@@ -536,6 +532,7 @@ function Trainer:fit(opts)
   local guard <close> = setmetatable({}, {__close = function() P.defer(false) end})
   while self.epochs < self.target do
     local clock0, done0 = sys.clock(), self.pos
+    self._drawn = nil
     while self.pos < spe do
       if P.poll_interrupt() then return self:_pause() end
       local loss = self:step()
@@ -543,7 +540,7 @@ function Trainer:fit(opts)
         P.poll_interrupt()
         return self:_pause()
       end
-      self:_progress(clock0, done0, false)
+      self:_progress(clock0, done0)
     end
     local seconds = sys.clock() - clock0
     local images = (self.pos - done0) * self.batch
