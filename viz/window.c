@@ -131,6 +131,7 @@ nl_status nl_window_open(void)
 {
     if (!W.video) {
         SDL_SetHint(SDL_HINT_NO_SIGNAL_HANDLERS, "1");
+        SDL_SetHint(SDL_HINT_FRAMEBUFFER_ACCELERATION, "0");
         if (SDL_InitSubSystem(SDL_INIT_VIDEO) != 0)
             return nl_seterr(NL_EDEVICE, "viz: no display (%s); panels still draw and viz.save works",
                              SDL_GetError());
@@ -145,8 +146,9 @@ nl_status nl_window_open(void)
     int w = c ? c->w : W.w, h = c ? c->h : W.h;
     W.win = SDL_CreateWindow("nnlab", SDL_WINDOWPOS_UNDEFINED, SDL_WINDOWPOS_UNDEFINED, w, h,
                              SDL_WINDOW_RESIZABLE);
-    if (W.win) W.ren = SDL_CreateRenderer(W.win, -1, 0);
-    if (W.win && !W.ren) W.ren = SDL_CreateRenderer(W.win, -1, SDL_RENDERER_SOFTWARE);
+    /* One texture copy per frame needs no GPU: the software renderer works on every display
+     * (Xvfb, ssh -X, VMs) and loads no GL driver. */
+    if (W.win) W.ren = SDL_CreateRenderer(W.win, -1, SDL_RENDERER_SOFTWARE);
     if (!W.ren) {
         nl_status s = nl_seterr(NL_EDEVICE, "viz: cannot open a window: %s", SDL_GetError());
         nl_window_close();
