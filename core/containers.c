@@ -56,7 +56,7 @@ static nl_status chain_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
     chain_release_stale(m);
     nl_tensor *h = nl_tensor_retain(x);
     for (int i = 0; i < m->nchildren; i++) {
-        nl_tensor *next;
+        nl_tensor *next = NULL;
         nl_status st = nl_module_forward(m->children[i], h, &next);
         nl_tensor_release(h);
         if (st != NL_OK) return in_layer(m, i, st);
@@ -70,7 +70,7 @@ static nl_status chain_backward(nl_module *m, nl_tensor *gy, nl_tensor **gx)
 {
     nl_tensor *g = nl_tensor_retain(gy);
     for (int i = m->nchildren - 1; i >= 0; i--) {
-        nl_tensor *next;
+        nl_tensor *next = NULL;
         nl_status st = nl_module_backward(m->children[i], g, &next);
         nl_tensor_release(g);
         if (st != NL_OK) return in_layer(m, i, st);
@@ -118,7 +118,7 @@ static nl_status residual_infer(const nl_module *m, int ndim, const int64_t *in,
 
 static nl_status residual_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
 {
-    nl_tensor *b;
+    nl_tensor *b = NULL;
     nl_status st = chain_forward(m, x, &b);
     if (st != NL_OK) return st;
     nl_tensor *out = nl_module_output_buffer(m, NL_F32, x->ndim, x->shape, nl_tensor_device(x));
@@ -135,7 +135,7 @@ static nl_status residual_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
 /* dL/dx = block'(x)^T gy + gy, added in place when nobody else holds the block's gradient. */
 static nl_status residual_backward(nl_module *m, nl_tensor *gy, nl_tensor **gx)
 {
-    nl_tensor *gb;
+    nl_tensor *gb = NULL;
     nl_status st = chain_backward(m, gy, &gb);
     if (st != NL_OK) return st;
     nl_tensor *out = gb->refcount == 1 && gb->storage->refcount == 1 && nl_tensor_is_contiguous(gb)
