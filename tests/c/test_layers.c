@@ -605,6 +605,36 @@ static void test_params_and_init(void)
     for (int i = 0; i < 3; i++) nl_module_release(w[i]);
 }
 
+/* One forward + backward of the seed CNN with 1 and with 2 threads: the same bits. */
+static void test_thread_independence(void)
+{
+    nl_module *net = seed_cnn();
+    nl_tensor *x = uniform(4, (int64_t[]){3, 3, 32, 32}, -1, 1), *gy = uniform(2, (int64_t[]){3, 10}, -1, 1);
+    nl_tensor *out[2][3] = {{0}};
+    const int threads = nl_get_threads();
+    for (int t = 0; t < 2; t++) {
+        nl_set_threads(t + 1);
+        nl_module_zero_grad(net);
+        nl_tensor *y = forward_ok(net, x), *gx = NULL;
+        CHECK(nl_module_backward(net, gy, &gx) == NL_OK, "backward: %s", nl_errmsg());
+        out[t][0] = y;
+        out[t][1] = gx;
+        out[t][2] = nl_tensor_clone(net->children[2]->params[0].grad);
+    }
+    nl_set_threads(threads);
+    for (int k = 0; k < 3; k++) {
+        bool same = out[0][k] && out[1][k] &&
+                    memcmp(nl_tensor_f32(out[0][k]), nl_tensor_f32(out[1][k]),
+                           (size_t)nl_tensor_numel(out[0][k]) * sizeof(float)) == 0;
+        CHECK(same, "result %d is the same with 1 and 2 threads", k);
+        nl_tensor_release(out[0][k]);
+        nl_tensor_release(out[1][k]);
+    }
+    nl_tensor_release(x);
+    nl_tensor_release(gy);
+    nl_module_release(net);
+}
+
 /* ---------------------------------------------------------------- buffers --------------- */
 
 static void test_output_buffers(void)
@@ -670,6 +700,7 @@ int main(void)
     test_shape_errors();
     test_container_edits();
     test_params_and_init();
+    test_thread_independence();
     test_output_buffers();
     return TEST_REPORT();
 }
