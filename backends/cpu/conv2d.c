@@ -46,6 +46,21 @@ static inline __attribute__((always_inline)) void scatter_row(float *restrict xr
     for (int64_t ow = ow0; ow < ow1; ow++) xr[ow * s + off] += r[ow];
 }
 
+/* With stride 1 and OW == W (a "same" convolution, k = 2p + 1), the valid part of column row
+ * (kh, kw) is the image shifted by (kh - p)*W + kw - p: one block copy over the outputs
+ * [oh0*OW + ow0, (oh1-1)*OW + ow1) instead of a short copy per row. Inside the block, the outputs in
+ * columns outside [ow0, ow1) wrap over to a neighbouring image row; this zeroes them. */
+static bool block_path(const conv_geom *g) { return g->s == 1 && g->OW == g->W; }
+
+static void zero_wrapped(const conv_geom *g, float *row, int64_t oh0, int64_t oh1, int64_t ow0,
+                         int64_t ow1)
+{
+    for (int64_t j = 0; j < ow0; j++)
+        for (int64_t oh = oh0 + 1; oh < oh1; oh++) row[oh * g->OW + j] = 0;
+    for (int64_t j = ow1; j < g->OW; j++)
+        for (int64_t oh = oh0; oh + 1 < oh1; oh++) row[oh * g->OW + j] = 0;
+}
+
 /* Writes the KH*KW rows of one channel's columns: row (kh, kw), column (oh, ow) holds
  * x[oh*s - p + kh][ow*s - p + kw], 0 outside the image. */
 static void im2col_channel(const conv_geom *g, const float *x, float *cols)
@@ -58,19 +73,30 @@ static void im2col_channel(const conv_geom *g, const float *x, float *cols)
             cpu_window_range(g->OW, g->W, g->s, g->p, kw, &ow0, &ow1);
             float *row = cols + (kh * g->KW + kw) * g->P;
             const int64_t off = kw - g->p; /* input column = ow*s + off */
-            memset(row, 0, (size_t)(oh0 * g->OW) * sizeof *row);
-            for (int64_t oh = oh0; oh < oh1; oh++) {
-                const float *xr = x + (oh * g->s - g->p + kh) * g->W;
-                if (g->s == 1) gather_row(row + oh * g->OW, xr, g->OW, ow0, ow1, 1, off);
-                else gather_row(row + oh * g->OW, xr, g->OW, ow0, ow1, g->s, off);
+            if (oh0 == oh1 || ow0 == ow1) {
+                memset(row, 0, (size_t)g->P * sizeof *row);
+            } else if (block_path(g)) {
+                const int64_t a = oh0 * g->OW + ow0, b = (oh1 - 1) * g->OW + ow1;
+                memset(row, 0, (size_t)a * sizeof *row);
+                memcpy(row + a, x + (a + (kh - g->p) * g->W + off), (size_t)(b - a) * sizeof *row);
+                memset(row + b, 0, (size_t)(g->P - b) * sizeof *row);
+                zero_wrapped(g, row, oh0, oh1, ow0, ow1);
+            } else {
+                memset(row, 0, (size_t)(oh0 * g->OW) * sizeof *row);
+                for (int64_t oh = oh0; oh < oh1; oh++) {
+                    const float *xr = x + (oh * g->s - g->p + kh) * g->W;
+                    if (g->s == 1) gather_row(row + oh * g->OW, xr, g->OW, ow0, ow1, 1, off);
+                    else gather_row(row + oh * g->OW, xr, g->OW, ow0, ow1, g->s, off);
+                }
+                memset(row + oh1 * g->OW, 0, (size_t)((g->OH - oh1) * g->OW) * sizeof *row);
             }
-            memset(row + oh1 * g->OW, 0, (size_t)((g->OH - oh1) * g->OW) * sizeof *row);
         }
     }
 }
 
-/* The adjoint of im2col_channel: x = 0, then each column entry is added to its input position. */
-static void col2im_channel(const conv_geom *g, const float *cols, float *x)
+/* The adjoint of im2col_channel: x = 0, then each column entry is added to its input position.
+ * The block path zeroes the wrapped entries of cols (a workspace) first. */
+static void col2im_channel(const conv_geom *g, float *cols, float *x)
 {
     memset(x, 0, (size_t)(g->H * g->W) * sizeof *x);
     for (int64_t kh = 0; kh < g->KH; kh++) {
@@ -79,8 +105,15 @@ static void col2im_channel(const conv_geom *g, const float *cols, float *x)
         for (int64_t kw = 0; kw < g->KW; kw++) {
             int64_t ow0, ow1;
             cpu_window_range(g->OW, g->W, g->s, g->p, kw, &ow0, &ow1);
-            const float *row = cols + (kh * g->KW + kw) * g->P;
+            float *row = cols + (kh * g->KW + kw) * g->P;
             const int64_t off = kw - g->p;
+            if (oh0 == oh1 || ow0 == ow1) continue;
+            if (block_path(g)) {
+                const int64_t a = oh0 * g->OW + ow0, b = (oh1 - 1) * g->OW + ow1;
+                zero_wrapped(g, row, oh0, oh1, ow0, ow1);
+                scatter_row(x, row, a, b, 1, (kh - g->p) * g->W + off);
+                continue;
+            }
             for (int64_t oh = oh0; oh < oh1; oh++) {
                 float *xr = x + (oh * g->s - g->p + kh) * g->W;
                 if (g->s == 1) scatter_row(xr, row + oh * g->OW, ow0, ow1, 1, off);

@@ -212,7 +212,8 @@ static void test_conv(void)
     struct { int64_t n, c, o, h, w, k, s, p; bool bias; } cases[] = {
         {1, 3, 4, 7, 5, 3, 1, 0, true},  {3, 3, 4, 7, 5, 3, 1, 1, true},  {3, 3, 4, 7, 5, 3, 2, 2, false},
         {1, 3, 4, 7, 5, 3, 2, 0, false}, {3, 3, 4, 8, 8, 3, 2, 1, true},  {2, 2, 3, 6, 9, 1, 1, 0, true},
-        {2, 3, 2, 5, 7, 5, 3, 2, true},  {1, 1, 1, 3, 3, 3, 1, 2, true},
+        {2, 3, 2, 5, 7, 5, 3, 2, true},  {1, 1, 1, 3, 3, 3, 1, 2, true},  {2, 3, 2, 6, 7, 5, 1, 2, true},
+        {1, 2, 3, 1, 4, 3, 1, 1, false},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         nl_module *m = make("Conv2d", P((double)cases[i].c, (double)cases[i].o, (double)cases[i].k),
