@@ -755,9 +755,11 @@ static int ds_new(lua_State *L)
 {
     nl_tensor *x = nl_lua_checktensor(L, 1);
     nl_tensor *y = nl_lua_totensor(L, 2);
-    if (!y && lua_type(L, 2) == LUA_TTABLE) {
-        lua_getglobal(L, "tensor");
+    if (!y && lua_type(L, 2) == LUA_TTABLE) { /* a list of labels: tensor.from(list) */
+        luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+        lua_getfield(L, -1, "tensor");
         lua_getfield(L, -1, "from");
+        lua_remove(L, -2);
         lua_pushvalue(L, 2);
         lua_call(L, 1, 1);
         lua_replace(L, 2);

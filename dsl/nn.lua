@@ -518,20 +518,19 @@ function Trainer:fit(opts)
   if opts.verbose ~= nil then self.verbose = opts.verbose end
   if opts.eval ~= nil then self.eval_set = opts.eval and check_data(opts.eval, f) or nil end
   if opts.eval_batch then self.eval_batch = check_int(opts.eval_batch, "eval_batch", 1, f) end
-  local spe = self:steps_per_epoch()
-  if self.pos >= spe then self:_close_epoch() end
   if opts.epochs then
     self.target = self.epochs + check_int(opts.epochs, "epochs", 1, f)
   elseif not self.target or self.epochs >= self.target then
     self.target = self.epochs + 1
   end
   self.paused = false
-  -- Ctrl-C only raises the flag while we train; we look at it between batches. The deferral
-  -- is undone however this function ends.
+  -- Ctrl-C only raises the flag while we train; we look at it between batches (and the C step
+  -- stops at its next layer). The deferral is undone however this function ends.
   P.defer(true)
   local guard <close> = setmetatable({}, {__close = function() P.defer(false) end})
+  local spe = self:steps_per_epoch()
   while self.epochs < self.target do
-    local clock0, done0 = sys.clock(), self.pos
+    local clock0, done0, n0 = sys.clock(), self.pos, self.sums.n
     self._drawn = nil
     while self.pos < spe do
       if P.poll_interrupt() then return self:_pause() end
@@ -542,19 +541,28 @@ function Trainer:fit(opts)
       end
       self:_progress(clock0, done0)
     end
-    local seconds = sys.clock() - clock0
-    local images = (self.pos - done0) * self.batch
+    -- The end of the epoch: evaluate (an interrupt here pauses too; resuming evaluates again),
+    -- print the summary, close it.
+    local seconds, images = sys.clock() - clock0, self.sums.n - n0
     local s, h = self.sums, self.history
     local line = string.format("epoch %d/%d: loss %.4f, train acc %.1f%%", self.epochs + 1,
                                self.target, s.loss / math.max(s.n, 1),
                                100 * s.correct / math.max(s.n, 1))
     if self.eval_set then
-      local r = nn.evaluate(self.net, self.eval_set, {batch = self.eval_batch or 256, loss = self.loss})
+      local ok, r = pcall(nn.evaluate, self.net, self.eval_set,
+                          {batch = self.eval_batch or 256, loss = self.loss})
+      if not ok and tostring(r):find("interrupted", 1, true) and P.poll_interrupt() then
+        return self:_pause()
+      end
+      if not ok then error(r, 0) end
       h.test_loss[#h.test_loss + 1] = r.loss
       h.test_acc[#h.test_acc + 1] = r.top1 or 0 / 0
       line = line .. string.format(", test acc %.1f%% (loss %.4f)", 100 * (r.top1 or 0 / 0), r.loss)
     end
-    self:_say(line .. string.format(", %.1f s, %.0f img/s", seconds, seconds > 0 and images / seconds or 0))
+    if images > 0 then
+      line = line .. string.format(", %.1f s, %.0f img/s", seconds, seconds > 0 and images / seconds or 0)
+    end
+    self:_say(line)
     self:_close_epoch()
   end
   return self.history
@@ -604,7 +612,7 @@ end
 function Trainer.load(path, opts)
   local f = "nn.Trainer.load"
   if type(path) ~= "string" then error(f .. ": expected a file path", 2) end
-  opts = check_options(opts, trainer_options, f)
+  opts = check_options(opts, {"data", "loss", "schedule", "verbose"}, f)
   local text = P.trainer_meta(path)
   if not text then error(path .. ": not a trainer checkpoint (nn.load reads a network)", 2) end
   local chunk = load("return " .. text, "=" .. path, "t", {})
@@ -625,7 +633,7 @@ function Trainer.load(path, opts)
   elseif not schedule then
     schedule = rebuild_schedule(st.schedule)
   end
-  local t = new_trainer{net = opts.net or net, data = opts.data, loss = loss, optim = opts.optim or opt,
+  local t = new_trainer{net = net, data = opts.data, loss = loss, optim = opt,
                         batch = st.batch, seed = st.seed, shuffle = st.shuffle, schedule = schedule,
                         verbose = opts.verbose}
   if t.data:size() ~= st.samples then

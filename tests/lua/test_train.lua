@@ -238,3 +238,25 @@ test("fit prints epochs and evaluates", function()
   check(#t.history.test_acc == 2 and #t.history.test_loss == 2, "test history")
   check(t:fit{epochs = 1, verbose = false} and t.epochs == 3, "verbose = false and more epochs")
 end)
+
+test("Ctrl-C during the evaluation pauses; resume evaluates again", function()
+  local data, tds = random_set(91, 32), random_set(92, 16)
+  local fired = false
+  local eval_set = {
+    size = function() return 16 end,
+    get = function(_, i)
+      if not fired then fired = true; nn._interrupt() end
+      return tds:get(i)
+    end,
+  }
+  local t = nn.Trainer{net = mlp(93), data = data, batch = 16, verbose = false}
+  local _, status = t:fit{epochs = 2, eval = eval_set}
+  check(status == "paused" and t.epochs == 0 and t.pos == 2, "paused after the epoch's last batch")
+  check(#t.history.test_acc == 0 and #t.history.train_acc == 0, "the epoch is not closed")
+  t:resume()
+  check(t.epochs == 2 and #t.history.test_acc == 2 and #t.history.train_acc == 2, "evaluated both epochs")
+  t:step()
+  t:step()
+  t:fit{epochs = 1}
+  check(t.epochs == 3 and #t.history.test_acc == 3, "an epoch finished by hand is closed by fit")
+end)
