@@ -66,17 +66,19 @@ static nl_status chain_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
     return NL_OK;
 }
 
+/* gx NULL: the first child only adds its parameter gradients. */
 static nl_status chain_backward(nl_module *m, nl_tensor *gy, nl_tensor **gx)
 {
     nl_tensor *g = nl_tensor_retain(gy);
     for (int i = m->nchildren - 1; i >= 0; i--) {
         nl_tensor *next = NULL;
-        nl_status st = nl_module_backward(m->children[i], g, &next);
+        nl_status st = nl_module_backward(m->children[i], g, i > 0 || gx ? &next : NULL);
         nl_tensor_release(g);
         if (st != NL_OK) return in_layer(m, i, st);
         g = next;
     }
-    *gx = g;
+    if (gx) *gx = g;
+    else nl_tensor_release(g);
     return NL_OK;
 }
 
@@ -99,6 +101,7 @@ const nl_module_type nl_sequential_type = {
     .forward = sequential_forward,
     .backward = chain_backward,
     .infer = chain_infer,
+    .input_grad_optional = true,
 };
 
 /* ---------------------------------------------------------------- Residual -------------- */
@@ -135,6 +138,7 @@ static nl_status residual_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
 /* dL/dx = block'(x)^T gy + gy, added in place when nobody else holds the block's gradient. */
 static nl_status residual_backward(nl_module *m, nl_tensor *gy, nl_tensor **gx)
 {
+    if (!gx) return chain_backward(m, gy, NULL);
     nl_tensor *gb = NULL;
     nl_status st = chain_backward(m, gy, &gb);
     if (st != NL_OK) return st;
@@ -161,4 +165,5 @@ const nl_module_type nl_residual_type = {
     .forward = residual_forward,
     .backward = residual_backward,
     .infer = residual_infer,
+    .input_grad_optional = true,
 };

@@ -95,27 +95,27 @@ static nl_status conv_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
     return NL_OK;
 }
 
+/* The filter gradient from the forward's columns, then (when wanted) the data gradient. */
 static nl_status conv_backward(nl_module *m, nl_tensor *gy, nl_tensor **gx)
 {
     conv_state *s = m->state;
     nl_param *w = &m->params[0], *b = nl_module_param(m, "bias");
     nl_tensor *x = m->input;
-    const int64_t gcols_shape[2] = {s->cols->shape[1], s->cols->shape[2]};
-    nl_tensor *gcols = nl_layer_buffer(&s->gcols, NL_F32, 2, gcols_shape, nl_tensor_device(x));
-    nl_tensor *g = gcols ? nl_tensor_empty_like(x) : NULL;
-    if (!g) return nl_errcode();
     nl_op filter = {.code = NL_OP_CONV2D_BWD_FILTER, .dst = w->grad, .aux = b ? b->grad : NULL,
                     .src = {x, gy, s->cols}};
-    nl_op data = {.code = NL_OP_CONV2D_BWD_DATA, .dst = g, .aux = gcols, .src = {gy, w->value}};
     conv_op_ints(m, &filter);
-    conv_op_ints(m, &data);
     nl_status st = nl_op_exec(&filter);
-    if (st == NL_OK) st = nl_op_exec(&data);
-    if (st != NL_OK) {
-        nl_tensor_release(g);
+    if (st != NL_OK || !gx) return st;
+    const int64_t gcols_shape[2] = {s->cols->shape[1], s->cols->shape[2]};
+    nl_tensor *gcols = nl_layer_buffer(&s->gcols, NL_F32, 2, gcols_shape, nl_tensor_device(x));
+    nl_op data = {.code = NL_OP_CONV2D_BWD_DATA, .aux = gcols, .src = {gy, w->value}};
+    conv_op_ints(m, &data);
+    if (!gcols || !(data.dst = nl_tensor_empty_like(x))) return nl_errcode();
+    if ((st = nl_op_exec(&data)) != NL_OK) {
+        nl_tensor_release(data.dst);
         return st;
     }
-    *gx = g;
+    *gx = data.dst;
     return NL_OK;
 }
 
@@ -139,4 +139,5 @@ const nl_module_type nl_conv2d_type = {
     .backward = conv_backward,
     .infer = conv_infer,
     .destroy = conv_destroy,
+    .input_grad_optional = true,
 };

@@ -65,22 +65,22 @@ static nl_status linear_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
     return NL_OK;
 }
 
-/* gx = gy W; gW += gy^T x; gb += the sum of gy over the rows. */
+/* gW += gy^T x; gb += the sum of gy over the rows; gx = gy W (when wanted). */
 static nl_status linear_backward(nl_module *m, nl_tensor *gy, nl_tensor **gx)
 {
     nl_param *w = &m->params[0], *b = nl_module_param(m, "bias");
     const int64_t fin = w->value->shape[1], fout = w->value->shape[0];
     nl_tensor *x = m->input;
-    nl_tensor *g = nl_tensor_empty_like(x);
-    nl_tensor *g2 = g ? as_matrix(g, fin) : NULL, *gy2 = as_matrix(gy, fout), *x2 = as_matrix(x, fin);
+    nl_tensor *gy2 = as_matrix(gy, fout), *x2 = as_matrix(x, fin);
     nl_tensor *gyt = gy2 ? nl_tensor_transpose(gy2, 0, 1) : NULL;
-    nl_status st = g2 && gy2 && x2 && gyt ? nl_matmul(g2, gy2, w->value) : nl_errcode();
-    if (st == NL_OK) st = nl_matmul_ex(w->grad, gyt, x2, true);
+    nl_status st = x2 && gyt ? nl_matmul_ex(w->grad, gyt, x2, true) : nl_errcode();
     if (st == NL_OK && b) {
         nl_tensor *sum = nl_reduce_new(NL_RED_SUM, gy2, 0, false);
         st = sum ? nl_binary(NL_BIN_ADD, b->grad, b->grad, sum) : nl_errcode();
         nl_tensor_release(sum);
     }
+    nl_tensor *g = st == NL_OK && gx ? nl_tensor_empty_like(x) : NULL, *g2 = g ? as_matrix(g, fin) : NULL;
+    if (st == NL_OK && gx) st = g2 ? nl_matmul(g2, gy2, w->value) : nl_errcode();
     nl_tensor_release(g2);
     nl_tensor_release(gy2);
     nl_tensor_release(x2);
@@ -89,7 +89,7 @@ static nl_status linear_backward(nl_module *m, nl_tensor *gy, nl_tensor **gx)
         nl_tensor_release(g);
         return st;
     }
-    *gx = g;
+    if (gx) *gx = g;
     return NL_OK;
 }
 
@@ -108,4 +108,5 @@ const nl_module_type nl_linear_type = {
     .forward = linear_forward,
     .backward = linear_backward,
     .infer = linear_infer,
+    .input_grad_optional = true,
 };

@@ -354,7 +354,7 @@ nl_status nl_module_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
 
 nl_status nl_module_backward(nl_module *m, nl_tensor *gy, nl_tensor **gx)
 {
-    *gx = NULL;
+    if (gx) *gx = NULL;
     if (!m || !gy) return nl_seterr(NL_EINVAL, "backward: needs a module and a gradient");
     nl_status st = nl_check_interrupt();
     if (st != NL_OK) return st;
@@ -369,7 +369,9 @@ nl_status nl_module_backward(nl_module *m, nl_tensor *gy, nl_tensor **gx)
     if ((st = check_tensor(m, gy, "gradient")) != NL_OK) return st;
     nl_tensor *gyc = nl_tensor_contiguous(gy);
     if (!gyc) return nl_errcode();
-    st = m->type->backward(m, gyc, gx);
+    nl_tensor *dropped = NULL;
+    st = m->type->backward(m, gyc, gx || m->type->input_grad_optional ? gx : &dropped);
+    nl_tensor_release(dropped);
     nl_tensor_release(gyc);
     return st;
 }

@@ -47,6 +47,9 @@ typedef struct nl_module_type {
     nl_status (*infer)(const nl_module *m, int ndim, const int64_t *in, int *out_ndim,
                        int64_t *out, int64_t *macs);
     void (*destroy)(nl_module *m); /* frees m->state (parameters are freed by the core); may be NULL */
+    /* backward accepts gx == NULL: then it only adds the parameter gradients (skipping the work of
+     * dL/dx, e.g. for a net's first layer). Types without it get a gx that the core drops. */
+    bool input_grad_optional;
 } nl_module_type;
 
 /* A parameter (with a gradient) or a buffer (grad NULL, e.g. running statistics). */
@@ -95,7 +98,8 @@ nl_status nl_module_add_param(nl_module *m, const char *name, nl_tensor *value, 
 nl_param *nl_module_param(nl_module *m, const char *name);
 
 /* The forward/backward entry points: keep m->input/m->output, check interrupts, then dispatch
- * to the type. Containers call these for their children. */
+ * to the type. Containers call these for their children. backward's gx may be NULL when the
+ * caller does not need dL/dx (a training step on the whole net): parameter gradients only. */
 nl_status nl_module_forward(nl_module *m, nl_tensor *x, nl_tensor **y);
 nl_status nl_module_backward(nl_module *m, nl_tensor *gy, nl_tensor **gx);
 nl_status nl_module_infer(const nl_module *m, int ndim, const int64_t *in, int *out_ndim,

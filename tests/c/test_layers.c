@@ -85,6 +85,22 @@ static void expect_error(nl_module *m, nl_tensor *x, nl_status code, ...)
     nl_tensor_release(y);
 }
 
+/* The seed CNN: conv3-32 k3 p1, pool, conv32-64 k3 p1, pool, flatten, linear 4096 -> 10. */
+static nl_module *seed_cnn(void)
+{
+    nl_module *net = make("Sequential", NULL);
+    nl_module *parts[] = {
+        make("Conv2d", P(3, 32, 3), "padding", 1.0), make("MaxPool2d", P(2)),
+        make("Conv2d", P(32, 64, 3), "padding", 1.0), make("MaxPool2d", P(2)), make("Flatten", NULL),
+        make("Linear", P(4096, 10)),
+    };
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        nl_module_add(net, parts[i]);
+        nl_module_release(parts[i]);
+    }
+    return net;
+}
+
 /* ---------------------------------------------------------------- arguments ------------- */
 
 static void test_arguments(void)
@@ -420,6 +436,48 @@ static void test_gradient_accumulation(void)
     nl_module_release(net);
 }
 
+/* backward(gy, NULL) adds the same parameter gradients without computing dL/dx. */
+static void test_parameter_only_backward(void)
+{
+    nl_module *net = seed_cnn();
+    nl_tensor *img = uniform(4, (int64_t[]){2, 3, 32, 32}, -1, 1), *y = forward_ok(net, img);
+    nl_tensor *gy = y ? uniform(2, y->shape, -1, 1) : NULL, *gx = NULL;
+    nl_param *ps[8];
+    int n = nl_module_params(net, ps, 8, false);
+    nl_tensor *full[8] = {0};
+    nl_module_zero_grad(net);
+    CHECK(gy && nl_module_backward(net, gy, &gx) == NL_OK && gx, "backward with dL/dx");
+    for (int i = 0; i < n; i++) full[i] = nl_tensor_clone(ps[i]->grad);
+    nl_module_zero_grad(net);
+    CHECK(gy && nl_module_backward(net, gy, NULL) == NL_OK, "backward without dL/dx: %s", nl_errmsg());
+    for (int i = 0; i < n; i++) {
+        CHECK(memcmp(nl_tensor_f32(full[i]), nl_tensor_f32(ps[i]->grad),
+                     (size_t)nl_tensor_numel(full[i]) * sizeof(float)) == 0,
+              "param %d: the same gradient without dL/dx", i);
+        nl_tensor_release(full[i]);
+    }
+    /* On their own: a type that always computes dL/dx (the core drops it), Residual, Linear. */
+    nl_module *res = make("Residual", NULL), *conv = make("Conv2d", P(4, 4, 1));
+    nl_module_add(res, conv);
+    nl_module *parts[] = {make("MaxPool2d", P(2)), res, make("Linear", P(3, 4))};
+    nl_tensor *in = uniform(4, (int64_t[]){2, 4, 3, 3}, -1, 1);
+    for (int i = 0; i < 3; i++) {
+        nl_tensor *o = forward_ok(parts[i], in), *g = o ? uniform(o->ndim, o->shape, -1, 1) : NULL;
+        CHECK(g && nl_module_backward(parts[i], g, NULL) == NL_OK, "%s backward without dL/dx",
+              parts[i]->type->name);
+        nl_tensor_release(g);
+        nl_tensor_release(o);
+        nl_module_release(parts[i]);
+    }
+    nl_tensor_release(in);
+    nl_tensor_release(gx);
+    nl_tensor_release(gy);
+    nl_tensor_release(y);
+    nl_tensor_release(img);
+    nl_module_release(conv);
+    nl_module_release(net);
+}
+
 /* ---------------------------------------------------------------- errors ---------------- */
 
 static void test_shape_errors(void)
@@ -527,22 +585,6 @@ static void test_container_edits(void)
     nl_module_release(c);
     nl_module_release(seq);
     nl_module_release(outer); /* frees everything: ASan reports any leak */
-}
-
-/* The seed CNN: conv3-32 k3 p1, pool, conv32-64 k3 p1, pool, flatten, linear 4096 -> 10. */
-static nl_module *seed_cnn(void)
-{
-    nl_module *net = make("Sequential", NULL);
-    nl_module *parts[] = {
-        make("Conv2d", P(3, 32, 3), "padding", 1.0), make("MaxPool2d", P(2)),
-        make("Conv2d", P(32, 64, 3), "padding", 1.0), make("MaxPool2d", P(2)), make("Flatten", NULL),
-        make("Linear", P(4096, 10)),
-    };
-    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
-        nl_module_add(net, parts[i]);
-        nl_module_release(parts[i]);
-    }
-    return net;
 }
 
 static void test_params_and_init(void)
@@ -698,6 +740,7 @@ int main(void)
     test_shape_layers();
     test_containers_gradients();
     test_gradient_accumulation();
+    test_parameter_only_backward();
     test_shape_errors();
     test_container_edits();
     test_params_and_init();
