@@ -388,6 +388,16 @@ end
 local Trainer = {}
 Trainer.__index = Trainer
 
+-- A trainer's history prints as a one-line summary (the REPL shows what fit returns).
+local History = {__tostring = function(h)
+  local text = string.format("history: %d steps", #h.loss)
+  if #h.loss > 0 then text = text .. string.format(" (last loss %.4f)", h.loss[#h.loss]) end
+  text = text .. string.format(", %d epochs", #h.train_acc)
+  if #h.train_acc > 0 then text = text .. string.format(" (train acc %.1f%%", 100 * h.train_acc[#h.train_acc]) end
+  if #h.test_acc > 0 then text = text .. string.format(", test acc %.1f%%", 100 * h.test_acc[#h.test_acc]) end
+  return text .. (#h.train_acc > 0 and ")" or "")
+end}
+
 local trainer_options = {"net", "data", "loss", "optim", "batch", "seed", "schedule", "shuffle",
                          "verbose"}
 
@@ -408,7 +418,8 @@ local function new_trainer(opts)
   t.base_lr = t.optim:lr()
   t.epochs, t.pos, t.steps = 0, 0, 0 -- epochs completed, batches done in this epoch, steps done
   t.sums = {n = 0, correct = 0, loss = 0} -- this epoch so far
-  t.history = {loss = {}, lr = {}, train_loss = {}, train_acc = {}, test_loss = {}, test_acc = {}}
+  t.history = setmetatable({loss = {}, lr = {}, train_loss = {}, train_acc = {}, test_loss = {},
+                            test_acc = {}}, History)
   t.hooks = {}
   return t
 end
@@ -641,7 +652,7 @@ function Trainer.load(path, opts)
                         st.samples), 2)
   end
   t.epochs, t.pos, t.steps, t.base_lr, t.target = st.epochs, st.pos, st.steps, st.base_lr, st.target
-  t.sums, t.history = st.sums, st.history
+  t.sums, t.history = st.sums, setmetatable(st.history, History)
   P.set_rng_state(st.rng[1], st.rng[2])
   return t
 end

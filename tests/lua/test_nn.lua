@@ -282,3 +282,18 @@ test("save and load a network", function()
   check_close(back:forward(x), net:forward(x), 0, "same weights")
   check_error(function() nn.load(path) end, path)
 end)
+
+test("help", function()
+  local function h(x) return (capture(help, x)) end
+  check(h(nn.Conv2d):find("nn.Conv2d(in, out, k, {stride=1, padding=0, bias=true})", 1, true),
+        "a constructor's help comes from its module type")
+  check(h("nn.Conv2d") == h(nn.Conv2d), "by name and by value")
+  check(h(nn.Linear(2, 2)):find("^Module: type") and h("Module:summary"):find("m:summary(", 1, true),
+        "Module methods, Lua ones included")
+  check(h(optim.schedule.cosine):find("optim.schedule.cosine{total=", 1, true), "nested names")
+  check(h(nn.Trainer.load):find("nn.Trainer.load(path", 1, true), "Trainer.load")
+  check(h("Trainer:fit"):find("Ctrl-C pauses", 1, true), "Trainer methods")
+  check(h(nn.evaluate):find("confusion", 1, true) and h(optim.Adam):find("betas", 1, true), "functions")
+  check(h(nn.CrossEntropyLoss()):find("^Loss: type") and h(nn.TensorDataset(tensor.zeros(1, 1), {1})):find("batch", 1, true),
+        "Loss and TensorDataset methods")
+end)
