@@ -1,7 +1,8 @@
 /* bench_layers.c: forward and backward time of each layer of the seed CNN (conv3-32 k3 p1, ReLU,
  * pool, conv32-64 k3 p1, ReLU, pool, flatten, linear 4096-10) at batch 64 on 32x32 images, and the
- * training images per second of the whole net's forward + backward. Each figure is the best of
- * REPS runs (the machine may be shared; the best is the least disturbed). Information only. */
+ * training images per second of the whole net's forward + backward. Backward skips dL/dx where a
+ * training step does not need it (the net's input, hence the first layer). Each figure is the best
+ * of REPS runs (the machine may be shared; the best is the least disturbed). Information only. */
 #include "nn.h"
 
 #include <stdio.h>
@@ -44,14 +45,15 @@ static nl_tensor *random_like(const nl_tensor *t)
     return r;
 }
 
-/* One forward + backward of m on x with gradient gy; adds the seconds of each half. */
-static void step(nl_module *m, nl_tensor *x, nl_tensor *gy, double *fwd, double *bwd)
+/* One forward + backward of m on x with gradient gy (and dL/dx when want_gx); the seconds of each
+ * half. */
+static void step(nl_module *m, nl_tensor *x, nl_tensor *gy, bool want_gx, double *fwd, double *bwd)
 {
-    nl_tensor *y, *gx;
+    nl_tensor *y, *gx = NULL;
     double t0 = now();
     if (nl_module_forward(m, x, &y) != NL_OK) die("forward");
     double t1 = now();
-    if (nl_module_backward(m, gy, &gx) != NL_OK) die("backward");
+    if (nl_module_backward(m, gy, want_gx ? &gx : NULL) != NL_OK) die("backward");
     double t2 = now();
     nl_tensor_release(y);
     nl_tensor_release(gx);
@@ -90,7 +92,7 @@ int main(void)
         double f = 1e30, b = 1e30;
         for (int r = 0; r < REPS; r++) {
             double fr, br;
-            step(m, in, g, &fr, &br);
+            step(m, in, g, i > 0, &fr, &br);
             f = fr < f ? fr : f;
             b = br < b ? br : b;
         }
@@ -104,7 +106,7 @@ int main(void)
     double best = 1e30;
     for (int r = 0; r < REPS; r++) {
         double f, b;
-        step(net, x, gy, &f, &b);
+        step(net, x, gy, false, &f, &b);
         best = f + b < best ? f + b : best;
     }
     printf("%-42s %10.3f ms per step, %.0f images/s\n", "net forward + backward", 1e3 * best,
