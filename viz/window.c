@@ -4,6 +4,7 @@
 
 #include <SDL.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -108,7 +109,7 @@ void nl_view_refresh(void)
     present();
 }
 
-void nl_view_set(const char *name, nl_canvas *c)
+void nl_view_set(const char *name, nl_canvas *c, bool make_current)
 {
     int i = 0;
     while (i < W.nviews && strcmp(W.views[i].name, name) != 0) i++;
@@ -121,8 +122,8 @@ void nl_view_set(const char *name, nl_canvas *c)
     nl_canvas_retain(c);
     nl_canvas_release(W.views[i].c);
     W.views[i].c = c;
-    W.current = i;
-    present();
+    if (make_current || W.nviews == 1) W.current = i;
+    if (W.current == i) present();
 }
 
 /* ---------------------------------------------------------------- the window ------------ */
@@ -130,11 +131,19 @@ void nl_view_set(const char *name, nl_canvas *c)
 nl_status nl_window_open(void)
 {
     if (!W.video) {
+        /* Without a display server SDL would try the console (KMSDRM) and print wayland's
+         * complaints: say plainly what is missing instead, unless a driver was asked for. */
+        if (!getenv("DISPLAY") && !getenv("WAYLAND_DISPLAY") && !getenv("SDL_VIDEODRIVER"))
+            return nl_seterr(NL_EDEVICE, "viz: no display ($DISPLAY is not set); panels still draw "
+                             "and viz.save works");
         SDL_SetHint(SDL_HINT_NO_SIGNAL_HANDLERS, "1");
         SDL_SetHint(SDL_HINT_FRAMEBUFFER_ACCELERATION, "0");
-        if (SDL_InitSubSystem(SDL_INIT_VIDEO) != 0)
-            return nl_seterr(NL_EDEVICE, "viz: no display (%s); panels still draw and viz.save works",
-                             SDL_GetError());
+        if (SDL_InitSubSystem(SDL_INIT_VIDEO) != 0 || !SDL_GetCurrentVideoDriver()) {
+            nl_status s = nl_seterr(NL_EDEVICE, "viz: no display (%s); panels still draw and "
+                                    "viz.save works", SDL_GetError());
+            SDL_QuitSubSystem(SDL_INIT_VIDEO);
+            return s;
+        }
         W.video = true;
     }
     if (W.win) {

@@ -11,8 +11,9 @@
 #define NL_VIEW_H 720
 
 /* Opens the window (or raises it when open) showing the current view. NL_OK, or NL_EDEVICE with
- * the reason when there is no display ($DISPLAY unset, SDL's video fails to start). SDL's own
- * signal handlers are never installed, so Ctrl-C stays the REPL's. */
+ * the reason when there is no display ($DISPLAY and $WAYLAND_DISPLAY unset and no
+ * $SDL_VIDEODRIVER asked for, or SDL's video fails to start). SDL's own signal handlers are
+ * never installed, so Ctrl-C stays the REPL's. */
 nl_status nl_window_open(void);
 /* Closes the window (if open); views are kept, so nl_window_open shows it again. Unpauses. */
 void nl_window_close(void);
@@ -22,9 +23,10 @@ void nl_window_size(int *w, int *h);
 /* Asks for an inner size (a script's resize; the user's resizes arrive as events). */
 void nl_window_resize(int w, int h);
 
-/* Makes c the view named name (replacing the one of that name, which is released) and the
- * current view; shows it when the window is open. Takes its own reference. At most 16 names. */
-void nl_view_set(const char *name, nl_canvas *c);
+/* Makes c the view named name (replacing the one of that name, which is released), and the
+ * current view when make_current; shows it when the window is open and it is current. Takes its
+ * own reference. At most 16 names (a 17th replaces the last). */
+void nl_view_set(const char *name, nl_canvas *c, bool make_current);
 /* The current view (borrowed; NULL when nothing was drawn) and its name. */
 nl_canvas *nl_view_current(const char **name);
 /* The view named name (borrowed), or NULL. */

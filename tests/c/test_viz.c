@@ -289,8 +289,8 @@ static void test_window(void)
     CHECK(getcwd(cwd, sizeof cwd) && mkdtemp(dir) && chdir(dir) == 0, "work in a temporary folder");
 
     nl_canvas *a = nl_canvas_new(320, 200, NL_RGB(200, 10, 10)), *b = nl_canvas_new(320, 200, NL_RGB(10, 200, 10));
-    nl_view_set("a", a);
-    nl_view_set("b", b);
+    nl_view_set("a", a, true);
+    nl_view_set("b", b, true);
     const char *name;
     CHECK(nl_view_current(&name) == b && strcmp(name, "b") == 0 && nl_view_get("a") == a, "views by name");
     CHECK(nl_window_key("tab", NULL, 0) == NL_OK && nl_view_current(&name) == a, "tab goes to the next view");

@@ -1,0 +1,367 @@
+-- viz.lua: the Lua half of viz: the panels (gathering histories, feature maps, weights and
+-- predictions from trainers, networks and data sets) and the live views that training refreshes.
+-- Run once by nl_open_viz with the private C helpers P (dsl/viz.c) and the Canvas metatable;
+-- returns the help rows of what it defines.
+local P, CanvasMT = ...
+local viz = viz
+
+local help_rows = {}
+local function doc(name, sig, text, example)
+  help_rows[#help_rows + 1] = {name = name, sig = sig, doc = text, example = example}
+end
+
+-- ---------------------------------------------------------------- small helpers
+
+local function is_canvas(x) return getmetatable(x) == CanvasMT end
+local function is_trainer(x)
+  return type(x) == "table" and type(x.history) == "table" and type(x.on_step) == "function"
+end
+local function is_history(x) return type(x) == "table" and type(x.loss) == "table" end
+
+-- Raises "fname: unknown option 'k' (valid: a, b)" for a key of opts not in valid.
+local function check_options(opts, valid, fname)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then
+    error(string.format("%s: options must be a table, got %s", fname, type(opts)), 3)
+  end
+  local ok = {}
+  for _, k in ipairs(valid) do ok[k] = true end
+  for k in pairs(opts) do
+    if not ok[k] then
+      error(string.format("%s: unknown option '%s' (valid: %s)", fname, tostring(k),
+                          table.concat(valid, ", ")), 3)
+    end
+  end
+  return opts
+end
+
+local function check_count(v, name, fname)
+  if type(v) ~= "number" or v ~= math.floor(v) or v < 1 then
+    error(string.format("%s: %s must be a whole number >= 1, got %s", fname, name, tostring(v)), 3)
+  end
+  return math.tointeger(v)
+end
+
+local size_options = {"width", "height"}
+local function with(list, ...)
+  local out = {...}
+  for _, v in ipairs(list) do out[#out + 1] = v end
+  return out
+end
+
+-- A new canvas for a view, at the size asked for or the window's.
+local function new_canvas(view, opts)
+  return P.canvas(view, opts.width, opts.height)
+end
+
+-- ---------------------------------------------------------------- networks
+
+-- The first Conv2d in m, depth first (m itself when it is one), or nil.
+local function first_conv(m)
+  if m:type() == "Conv2d" then return m end
+  for i = 1, #m do
+    local found = first_conv(m[i])
+    if found then return found end
+  end
+  return nil
+end
+
+-- A layer given as a Module or a 1-based position in net.
+local function resolve_layer(net, layer, fname)
+  if nn.is_module(layer) then return layer end
+  if math.type(layer) == "integer" then
+    local m = net[layer]
+    if not m then error(string.format("%s: the network has no layer %d (it has %d)", fname, layer, #net), 3) end
+    return m
+  end
+  error(fname .. ": layer must be a Module or a position in the network (1-based)", 3)
+end
+
+-- The output of layer when net runs on one image ([C, H, W], or already a batch of one), in
+-- evaluation mode (the mode is restored).
+local function feature_output(net, layer, image, fname)
+  local x = image
+  if x:dim() < 4 then x = x:reshape(1, table.unpack(x:shape())) end
+  local was = net.training
+  net:eval()
+  local ok, err = pcall(net.forward, net, x)
+  net:train(was)
+  if not ok then error(fname .. ": the network could not run the image: " .. tostring(err), 3) end
+  local out = layer:output()
+  if not out then error(fname .. ": the layer did not run: is it part of the network?", 3) end
+  return out
+end
+
+-- Every weight of net for the histograms: {name = "Conv2d 1.weight", value = Tensor}.
+local function weights(net)
+  local list = {}
+  for _, p in ipairs(net:parameters()) do
+    if p.name == "weight" or p.name:match("%.weight$") then
+      local m = net
+      for k in p.name:gmatch("(%d+)%.") do m = m[tonumber(k)] end
+      list[#list + 1] = {name = m:type() .. " " .. p.name, value = p.value}
+    end
+  end
+  return list
+end
+
+-- The first image of a data set (for the dashboard's feature maps), or nil.
+local function first_image(data)
+  if type(data) ~= "table" and type(data) ~= "userdata" then return nil end
+  local ok, x = pcall(function() return data:get(1) end)
+  if ok and tensor.is_tensor(x) and x:dim() >= 2 then return x end
+  return nil
+end
+
+-- The class names of a data set (or a list of names), or nil.
+local function class_names(x)
+  if type(x) == "table" and type(x[1]) == "string" then return x end
+  local ok, names = pcall(function() return x:classes() end)
+  return ok and type(names) == "table" and names or nil
+end
+
+-- ---------------------------------------------------------------- runs
+
+-- The runs of viz.curves: a trainer, a history {loss = {...}, ...}, a list of them, or a table of
+-- them by name. Returns {{source = trainer or history, label = nil | name}, ...}.
+local function runs_of(x, fname)
+  if is_trainer(x) or is_history(x) then return {{source = x}} end
+  if type(x) ~= "table" then
+    error(fname .. ": expected a trainer, a history {loss = {...}} or a list of them", 3)
+  end
+  local runs = {}
+  for i, r in ipairs(x) do
+    if not (is_trainer(r) or is_history(r)) then
+      error(string.format("%s: run %d is not a trainer or a history", fname, i), 3)
+    end
+    runs[i] = {source = r, label = "run " .. i}
+  end
+  if #runs == 0 then
+    local names = {}
+    for k, r in pairs(x) do
+      if type(k) == "string" and (is_trainer(r) or is_history(r)) then names[#names + 1] = k end
+    end
+    table.sort(names)
+    for i, k in ipairs(names) do runs[i] = {source = x[k], label = k} end
+  end
+  if #runs == 0 then error(fname .. ": no runs given", 3) end
+  return runs
+end
+
+-- The runs in the form P.curves reads: {label=, loss=, train_acc=, test_acc=}.
+local function run_tables(runs)
+  local out = {}
+  for i, r in ipairs(runs) do
+    local h = is_trainer(r.source) and r.source.history or r.source
+    out[i] = {label = r.label, loss = h.loss, train_acc = h.train_acc, test_acc = h.test_acc}
+  end
+  return out
+end
+
+-- ---------------------------------------------------------------- live views
+
+-- Views that training keeps up to date, by view name: {canvas=, every=, draw=, trainers=, fixed=}.
+local live = {}
+local hooked = setmetatable({}, {__mode = "k"})
+
+-- Draws a live view again (into a new canvas when the window's size changed) and shows it
+-- without making it the current view.
+local function redraw(view)
+  local l = live[view]
+  local w, h = l.canvas:size()
+  local st = viz.status()
+  if not l.fixed and (st.width ~= w or st.height ~= h) then l.canvas = P.canvas(view) end
+  l.draw(l.canvas)
+  P.publish(l.canvas, false)
+end
+
+-- The trainers' step hook: keeps the window responsive (and waits while paused), and refreshes
+-- the live views of this trainer every `every` steps.
+local function on_step(t)
+  P.tick()
+  for view, l in pairs(live) do
+    if l.trainers[t] and t.steps % l.every == 0 then redraw(view) end
+  end
+end
+
+-- Makes view live for trainers (or static when there are none).
+local function watch(view, canvas, trainers, every, draw, fixed)
+  local l = {canvas = canvas, every = every, draw = draw, fixed = fixed,
+             trainers = setmetatable({}, {__mode = "k"})}
+  for _, t in ipairs(trainers) do
+    l.trainers[t] = true
+    if not hooked[t] then
+      hooked[t] = true
+      t:on_step(on_step)
+    end
+  end
+  live[view] = #trainers > 0 and l or nil
+end
+
+-- Draws a panel into a new canvas, makes it the current view and, with trainers, live.
+local function panel(view, opts, trainers, every, draw)
+  local c = new_canvas(view, opts)
+  draw(c)
+  P.publish(c)
+  watch(view, c, trainers, every, draw, opts.width ~= nil or opts.height ~= nil)
+  return c
+end
+
+-- ---------------------------------------------------------------- panels
+
+function viz.curves(x, opts)
+  local f = "viz.curves"
+  local runs = runs_of(x, f)
+  opts = check_options(opts, with(size_options, "every"), f)
+  local every = check_count(opts.every or 50, "every", f)
+  local trainers = {}
+  for _, r in ipairs(runs) do
+    if is_trainer(r.source) then trainers[#trainers + 1] = r.source end
+  end
+  if #runs == 1 then runs[1].label = nil end
+  return panel("curves", opts, trainers, every, function(c) P.curves(c, run_tables(runs)) end)
+end
+doc("curves", "viz.curves(runs [, {every=50, width=, height=}]) -> Canvas",
+    "Training loss per step (with a smoothed line) and train/test accuracy per epoch. runs: a "
+    .. "trainer, a history {loss=, train_acc=, test_acc=}, or a list (or {name = run}) of them, "
+    .. "overlaid with a legend. Trainers keep it live: it is redrawn every `every` steps of fit.",
+    "c = viz.curves{loss = {2.3, 1.9, 1.4, 1.1, 0.9}, train_acc = {0.4, 0.6}, test_acc = {0.38, 0.55}}; print(c)")
+
+function viz.features(net, layer, image, opts)
+  local f = "viz.features"
+  if not nn.is_module(net) then error(f .. ": the first argument must be a network", 2) end
+  if not tensor.is_tensor(image) then error(f .. ": image must be a Tensor [C, H, W]", 2) end
+  opts = check_options(opts, size_options, f)
+  local m = resolve_layer(net, layer, f)
+  local out = feature_output(net, m, image, f)
+  local input = image:dim() >= 2 and image or nil
+  return panel("features", opts, {}, 1, function(c)
+    P.features(c, input, out, tostring(m) .. ": " .. table.concat(out:shape(), " x ", 2) .. " output")
+  end)
+end
+doc("features", "viz.features(net, layer, image [, {width=, height=}]) -> Canvas",
+    "Every channel of layer's output (a Module of net, or its position) when net runs on image "
+    .. "[C, H, W] in eval mode: tiled, each channel in its own range through the colormap, the input "
+    .. "beside.",
+    "net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()); c = viz.features(net, 1, tensor.rand(3, 16, 16)); print(c)")
+
+function viz.filters(layer, opts)
+  local f = "viz.filters"
+  if not nn.is_module(layer) then error(f .. ": expected a Conv2d layer or a network", 2) end
+  opts = check_options(opts, size_options, f)
+  local m = first_conv(layer)
+  if not m then error(f .. ": " .. layer:type() .. " has no Conv2d layer", 2) end
+  return panel("filters", opts, {}, 1, function(c) P.filters(c, m.weight, tostring(m) .. " filters") end)
+end
+doc("filters", "viz.filters(conv [, {width=, height=}]) -> Canvas",
+    "A convolution's filters (the first Conv2d of a network): as RGB tiles when they see 3 "
+    .. "channels (the first layer), else one grey tile per input channel, all in one range.",
+    "print(viz.filters(nn.Conv2d(3, 8, 5)))")
+
+function viz.histogram(net, opts)
+  local f = "viz.histogram"
+  if not nn.is_module(net) then error(f .. ": expected a network or a layer", 2) end
+  opts = check_options(opts, size_options, f)
+  return panel("histogram", opts, {}, 1, function(c) P.histogram(c, weights(net)) end)
+end
+doc("histogram", "viz.histogram(net [, {width=, height=}]) -> Canvas",
+    "One histogram per layer's weights. Exact zeros are counted apart and drawn as a red bar at 0 "
+    .. "with their share, so pruned weights and quantization levels stay visible.",
+    "print(viz.histogram(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))))")
+
+function viz.confusion(result, names, opts)
+  local f = "viz.confusion"
+  if type(result) ~= "table" or not tensor.is_tensor(result.confusion) then
+    error(f .. ": expected the result of nn.evaluate (a table with a confusion matrix)", 2)
+  end
+  opts = check_options(opts, size_options, f)
+  local list = names and class_names(names)
+  return panel("confusion", opts, {}, 1, function(c) P.confusion(c, result.confusion, list) end)
+end
+doc("confusion", "viz.confusion(result [, names | dataset] [, {width=, height=}]) -> Canvas",
+    "The confusion matrix of nn.evaluate's result as a heat map (each cell coloured by its share "
+    .. "of the true class's row), with counts and class names (a list, or a data set's classes()).",
+    "r = {confusion = tensor.from({{8, 2}, {1, 9}})}; print(viz.confusion(r, {\"cat\", \"dog\"}))")
+
+function viz.samples(net, data, n, opts)
+  local f = "viz.samples"
+  if not nn.is_module(net) then error(f .. ": the first argument must be a network", 2) end
+  if type(data) ~= "table" and type(data) ~= "userdata" or not pcall(function() return data:size() end) then
+    error(f .. ": the second argument must be a data set", 2)
+  end
+  opts = check_options(opts, with(size_options, "first"), f)
+  local first = check_count(opts.first or 1, "first", f)
+  n = math.min(check_count(n or 16, "n", f), data:size() - first + 1)
+  if n < 1 then error(string.format("%s: the data set has %d samples", f, data:size()), 2) end
+  local xs, labels = {}, {}
+  for i = 1, n do
+    local x, y = data:get(first + i - 1)
+    xs[i], labels[i] = x, type(y) == "number" and y or false
+  end
+  local x = P.stack(xs)
+  if x:dim() ~= 4 then error(f .. ": samples must be images [C, H, W]", 2) end
+  local was = net.training
+  net:eval()
+  local ok, out = pcall(net.forward, net, x)
+  net:train(was)
+  if not ok then error(f .. ": the network could not run the samples: " .. tostring(out), 2) end
+  local names = class_names(data)
+  return panel("samples", opts, {}, 1, function(c) P.samples(c, x, labels, out, names) end)
+end
+doc("samples", "viz.samples(net, dataset, n=16 [, {first=1, width=, height=}]) -> Canvas",
+    "n images from the data set with their true label, the network's prediction and its top-3 "
+    .. "probabilities (eval mode); wrong predictions are framed in red.",
+    "ds = nn.TensorDataset(tensor.rand(4, 3, 8, 8), tensor.from{1, 2, 1, 2}); net = nn.Sequential(nn.Flatten(), nn.Linear(192, 2)); print(viz.samples(net, ds, 4))")
+
+-- The dashboard's status line.
+local function status_line(t)
+  local loss = t.history.loss[#t.history.loss]
+  return string.format("epoch %d, step %d, loss %s   (window keys: space pause, tab next view, "
+                       .. "s save, q close)", t.epochs + (t.pos > 0 and 1 or 0), t.steps,
+                       loss and string.format("%.4f", loss) or "-")
+end
+
+function viz.dashboard(t, opts)
+  local f = "viz.dashboard"
+  if not is_trainer(t) then error(f .. ": expected a trainer (nn.Trainer{...})", 2) end
+  opts = check_options(opts, with(size_options, "every", "layer", "image"), f)
+  local every = check_count(opts.every or 50, "every", f)
+  local layer = opts.layer and resolve_layer(t.net, opts.layer, f) or first_conv(t.net)
+  local image = opts.image or first_image(t.data)
+  if image ~= nil and not tensor.is_tensor(image) then error(f .. ": image must be a Tensor [C, H, W]", 2) end
+  local runs = {{source = t}}
+  return panel("dashboard", opts, {t}, every, function(c)
+    local out = layer and image and feature_output(t.net, layer, image, f)
+    P.dashboard(c, run_tables(runs), out and image, out, out and (tostring(layer) .. " output"),
+                weights(t.net), status_line(t))
+  end)
+end
+doc("dashboard", "viz.dashboard(trainer [, {every=50, layer=, image=, width=, height=}]) -> Canvas",
+    "Curves, feature maps (of layer, default the first Conv2d, for image, default the data's first) "
+    .. "and weight histograms together, redrawn every `every` steps while the trainer fits; with "
+    .. "viz.show() the window follows training, and space pauses it.",
+    "t = nn.Trainer{net = nn.Linear(2, 2), data = nn.TensorDataset(tensor.randn(8, 2), tensor.ones(8)), verbose = false}; c = viz.dashboard(t, {every = 1}); t:step(); print(c)")
+
+function viz.save(path, what)
+  local f = "viz.save"
+  if type(path) ~= "string" then error(f .. ": expected a file name, e.g. viz.save(\"runs/curves.png\")", 2) end
+  if is_canvas(what) then
+    for view, l in pairs(live) do
+      if l.canvas == what then redraw(view) end
+    end
+    what:save(path)
+    return path
+  end
+  if what ~= nil and type(what) ~= "string" then error(f .. ": the second argument must be a Canvas or a view name", 2) end
+  local view = what or P.current()
+  if not view then error(f .. ": nothing drawn yet: draw a panel first (viz.curves(t), viz.dashboard(t), ...)", 2) end
+  if live[view] then redraw(view) end
+  P.save_view(path, view)
+  return path
+end
+doc("save", "viz.save(path [, canvas | view name]) -> path",
+    "Writes the current view (or a panel's Canvas, or the view of that name: \"dashboard\", "
+    .. "\"curves\", ...) as a PNG file, atomically, creating folders; live views are redrawn first.",
+    "local p = os.tmpname(); viz.save(p, viz.curves{loss = {2, 1.5, 1}}); os.remove(p)")
+
+return help_rows
