@@ -76,7 +76,7 @@ nl_status nl_train_step(nl_module *net, nl_loss *loss, nl_optim *opt, nl_tensor 
     if (nl_optim_net(opt) != net)
         return nl_seterr(NL_EINVAL, "train step: the optimizer updates another network");
     nl_rng_state rng = nl_rng_get_state();
-    nl_tensor *out = NULL, *gout = NULL, *gx = NULL;
+    nl_tensor *out = NULL, *gout = NULL;
     bool scored;
     nl_status s = nl_optim_zero_grad(opt);
     if (s == NL_OK) s = nl_module_forward(net, x, &out);
@@ -84,14 +84,13 @@ nl_status nl_train_step(nl_module *net, nl_loss *loss, nl_optim *opt, nl_tensor 
     if (s == NL_OK && isfinite(r->loss)) {
         s = score(out, y, &r->correct, NULL, NULL, &scored);
         if (s == NL_OK) s = nl_loss_backward(loss, 1.0, &gout);
-        if (s == NL_OK) s = nl_module_backward(net, gout, &gx);
+        if (s == NL_OK) s = nl_module_backward(net, gout, NULL); /* no dL/dx of the batch */
         if (s == NL_OK && clip > 0) s = nl_clip_grad_norm(net, clip, &r->grad_norm);
         if (s == NL_OK && (clip <= 0 || isfinite(r->grad_norm))) {
             s = nl_optim_step(opt);
             r->updated = s == NL_OK;
         }
     }
-    nl_tensor_release(gx);
     nl_tensor_release(gout);
     nl_tensor_release(out);
     if (s != NL_OK) nl_rng_set_state(rng); /* a redone batch draws the same dropout masks */
