@@ -1,0 +1,163 @@
+-- test_viz.lua: the viz module without a window: every panel from real trainers, networks and
+-- data sets, live refresh during fit, saving, keys and views, degenerate inputs, errors.
+
+-- Pixels of c on a grid of step pixels that satisfy pred(r, g, b).
+local function count(c, pred, step)
+  local w, h = c:size()
+  local n = 0
+  for y = 1, h, step or 5 do
+    for x = 1, w, step or 5 do
+      if pred(c:pixel(x, y)) then n = n + 1 end
+    end
+  end
+  return n
+end
+local function inked(r, g, b) return r + g + b < 720 end
+local function red(r, g, b) return r == 214 and g == 39 and b == 40 end
+
+-- A small hash of c's pixels on a grid, to see whether a redraw changed it.
+local function fingerprint(c)
+  local w, h = c:size()
+  local acc = 0
+  for y = 1, h, 3 do
+    for x = 1, w, 3 do
+      local r, g, b = c:pixel(x, y)
+      acc = (acc * 31 + r * 65536 + g * 256 + b) % 2147483647
+    end
+  end
+  return acc
+end
+
+local function png_signature(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local head = f:read(8)
+  f:close()
+  return head == "\137PNG\r\n\26\n"
+end
+
+local function tiny_cnn(channels)
+  return nn.Sequential(nn.Conv2d(3, channels, 3, {padding = 1}), nn.ReLU(), nn.MaxPool2d(2),
+                       nn.Flatten(), nn.Linear(channels * 4 * 4, 3))
+end
+
+local function tiny_data(n)
+  local labels = {}
+  for i = 1, n do labels[i] = (i % 3) + 1 end
+  return nn.TensorDataset(tensor.rand(n, 3, 8, 8), tensor.from(labels))
+end
+
+test("nothing drawn yet", function()
+  check_error(function() viz.save(os.tmpname()) end, "nothing drawn yet", "save without a view")
+  check(viz.status().view == nil and #viz.status().views == 0, "no views")
+  if os.getenv("DISPLAY") == nil and os.getenv("WAYLAND_DISPLAY") == nil then
+    local ok, why = viz.show()
+    check(ok == false and why:find("no display", 1, true), "show without a display: " .. tostring(why))
+    check(not viz.status().open, "stays closed")
+  end
+end)
+
+test("curves", function()
+  local c = viz.curves{loss = {2.3, 1.9, 1.4, 1.1, 0.9}, train_acc = {0.4, 0.6}, test_acc = {0.38, 0.55}}
+  local w, h = c:size()
+  check(w == 1200 and h == 720, "default size " .. w .. " x " .. h)
+  check(count(c, inked) > 500, "draws something")
+  check(viz.status().view == "curves", "becomes the current view")
+  check(tostring(c) == "Canvas(curves, 1200 x 720)", tostring(c))
+  local empty = viz.curves{loss = {}}
+  local nan = viz.curves{loss = {1, 0 / 0, 2, math.huge}, test_acc = {0 / 0}}
+  check(count(empty, inked) > 50 and count(nan, inked) > 50, "empty and NaN series draw axes")
+  local t1 = nn.Trainer{net = tiny_cnn(2), data = tiny_data(12), batch = 4, verbose = false}
+  local t2 = nn.Trainer{net = tiny_cnn(2), data = tiny_data(12), batch = 4, verbose = false, seed = 2}
+  t1:fit{epochs = 2}
+  t2:fit{epochs = 1}
+  check(count(viz.curves({t1, t2}), inked) > 500, "two trainers overlaid")
+  check(count(viz.curves({sgd = t1, adam = t2.history}), inked) > 500, "named runs")
+  check_error(function() viz.curves(42) end, "expected a trainer", "a number")
+  check_error(function() viz.curves({1, 2}) end, "run 1 is not a trainer", "a list of numbers")
+  check_error(function() viz.curves({loss = {}}, {colour = 1}) end, "unknown option 'colour'", "options")
+  check_error(function() c:pixel(0, 1) end, "outside", "pixels are 1-based")
+end)
+
+test("features, filters, one channel", function()
+  local net = tiny_cnn(4)
+  local img = tensor.rand(3, 8, 8)
+  local c = viz.features(net, 1, img)
+  check(count(c, inked) > 1000, "feature maps of layer 1")
+  check(count(viz.features(net, net[2], img), inked) > 1000, "a layer given as a module")
+  check(count(viz.features(net, 5, img), inked) > 200, "a Linear output (one row)")
+  local one = nn.Sequential(nn.Conv2d(3, 1, 3), nn.ReLU())
+  check(count(viz.features(one, 1, img), inked) > 1000, "a layer with one channel")
+  check(net.training, "the network's mode is restored")
+  check_error(function() viz.features(net, 9, img) end, "has no layer 9", "a layer out of range")
+  check_error(function() viz.features(net, 1, tensor.rand(4, 8, 8)) end, "could not run", "a wrong image")
+  check(count(viz.filters(net), inked) > 1000, "RGB filters of the first layer")
+  check(count(viz.filters(nn.Conv2d(4, 2, 3)), inked) > 1000, "per-channel filters")
+  check_error(function() viz.filters(nn.Linear(2, 2)) end, "has no Conv2d", "not a convolution")
+end)
+
+test("histogram shows zeros", function()
+  local net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+  local before = count(viz.histogram(net), red, 2)
+  local w = net[1].weight
+  w:copy(w:mul(w:abs():gt(0.1):to("f32")))  -- prune the small half
+  local after = count(viz.histogram(net), red, 2)
+  check(after > before + 20, "pruned zeros appear as a red bar (" .. before .. " -> " .. after .. ")")
+end)
+
+test("confusion and samples", function()
+  local net, ds = tiny_cnn(2), tiny_data(9)
+  local r = nn.evaluate(net, ds)
+  local c = viz.confusion(r, {"a", "b", "c"})
+  check(count(c, inked) > 2000, "a heat map")
+  check_error(function() viz.confusion({}) end, "nn.evaluate", "not a result")
+  local s = viz.samples(net, ds, 6)
+  check(count(s, inked) > 1000, "samples")
+  check(count(s, red, 2) > 0, "wrong predictions are marked red")
+  check(count(viz.samples(net, ds, 100, {first = 8}), inked) > 100, "n is capped by the data")
+end)
+
+test("dashboard follows training", function()
+  local t = nn.Trainer{net = tiny_cnn(3), data = tiny_data(16), batch = 4, verbose = false}
+  local c = viz.dashboard(t, {every = 2, width = 640, height = 400})
+  local w, h = c:size()
+  check(w == 640 and h == 400, "the size asked for")
+  local f0 = fingerprint(c)
+  t:step()
+  check(fingerprint(c) == f0, "not redrawn before `every` steps")
+  t:step()
+  check(fingerprint(c) ~= f0, "redrawn at step 2")
+  t:fit{epochs = 1}
+  check(viz.status().view == "dashboard", "the dashboard is the view")
+  local path = os.tmpname()
+  check(viz.save(path) == path and png_signature(path), "viz.save writes a PNG")
+  os.remove(path)
+  check(viz.save(path, "curves") and png_signature(path), "a view by name")
+  os.remove(path)
+  check_error(function() viz.save(path, "nope") end, "no view named 'nope'", "an unknown view")
+  check_error(function() viz.dashboard({}) end, "expected a trainer", "not a trainer")
+  local mlp = nn.Trainer{net = nn.Linear(2, 2), data = nn.TensorDataset(tensor.randn(8, 2), tensor.ones(8)),
+                         verbose = false}
+  viz.dashboard(mlp, {every = 1})
+  mlp:step()
+  check(viz.status().view == "dashboard", "a network without convolutions has a dashboard too")
+end)
+
+test("keys and views", function()
+  local views = viz.status().views
+  check(#views >= 6, "every panel is a view: " .. table.concat(views, " "))
+  local first = viz.status().view
+  viz.press("tab")
+  check(viz.status().view ~= first, "tab moves to the next view")
+  local saved = viz.press("s")
+  check(type(saved) == "string" and saved:find("^runs/screenshot%-") and png_signature(saved),
+        "s writes a screenshot into runs/: " .. tostring(saved))
+  if saved then os.remove(saved) end
+  viz.press("space")
+  check(not viz.status().paused, "no pause without a window")
+  check_error(function() viz.press("x") end, "unknown key", "other keys")
+  viz.resize(300, 200)
+  local w, h = viz.curves{loss = {1, 2}}:size()
+  check(w == 300 and h == 200, "panels follow the drawing size")
+  viz.resize(1200, 720)
+end)
