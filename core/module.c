@@ -87,7 +87,7 @@ static nl_status check_arg(const nl_module_type *type, int i, double v)
 {
     const nl_argspec *a = &type->args[i];
     if (isnan(v) && i >= type->npos && isnan(a->def)) return NL_OK; /* derived by init */
-    if (isnan(v))
+    if (isnan(v) && i < type->npos)
         return nl_seterr(NL_EINVAL, "%s: %s is required (%s)", type->name, a->name, type->sig);
     if (a->boolean) {
         if (v != 0 && v != 1)

@@ -121,6 +121,7 @@ static void test_arguments(void)
         {"Conv2d", P(3, 4, 3), "stride", 0, "Conv2d: stride must be a whole number >= 1, got 0"},
         {"Linear", P(3, 4), "bias", 2, "Linear: bias must be true or false, got 2"},
         {"Linear", P(NAN, 4), NULL, 0, "Linear: in is required"},
+        {"Conv2d", P(3, 4, 3), "padding", NAN, "Conv2d: padding must be a whole number >= 0, got nan"},
         {"Linear", P(3e10, 4), NULL, 0, "Linear: in = 3e+10 is too large"},
         {"MaxPool2d", P(3), "padding", 2, "MaxPool2d: padding must be at most half the kernel size"},
     };
