@@ -479,6 +479,28 @@ static void test_parameter_only_backward(void)
     nl_module_release(net);
 }
 
+/* An empty batch goes through every layer and back (PyTorch allows it too). */
+static void test_empty_batch(void)
+{
+    nl_module *net = seed_cnn();
+    nl_tensor *x = nl_tensor_empty(NL_F32, 4, (int64_t[]){0, 3, 32, 32}, NL_CPU), *y = forward_ok(net, x);
+    CHECK(y && y->ndim == 2 && y->shape[0] == 0 && y->shape[1] == 10, "[0, 3, 32, 32] -> [0, 10]");
+    nl_tensor *gx = NULL;
+    nl_module_zero_grad(net);
+    CHECK(y && nl_module_backward(net, y, &gx) == NL_OK && gx && gx->shape[0] == 0,
+          "empty backward: %s", nl_errmsg());
+    nl_param *ps[8];
+    int n = nl_module_params(net, ps, 8, false);
+    bool zero = true;
+    for (int i = 0; i < n; i++)
+        for (int64_t e = 0; e < nl_tensor_numel(ps[i]->grad); e++) zero = zero && nl_tensor_f32(ps[i]->grad)[e] == 0;
+    CHECK(zero, "an empty batch adds nothing to the gradients");
+    nl_tensor_release(gx);
+    nl_tensor_release(y);
+    nl_tensor_release(x);
+    nl_module_release(net);
+}
+
 /* ---------------------------------------------------------------- errors ---------------- */
 
 static void test_shape_errors(void)
@@ -742,6 +764,7 @@ int main(void)
     test_containers_gradients();
     test_gradient_accumulation();
     test_parameter_only_backward();
+    test_empty_batch();
     test_shape_errors();
     test_container_edits();
     test_params_and_init();
