@@ -13,6 +13,7 @@
 #include <time.h>
 
 #define CANVAS_MT "Canvas"
+#define REFRESH_KEY "nnlab.viz.refresh" /* viz.lua's P.refresh in the registry */
 #define MAX_RUNS 16
 #define MAX_LAYERS 64
 
@@ -442,6 +443,27 @@ static int p_tick(lua_State *L)
     return 0;
 }
 
+/* The Lua state the REPL's idle hook refreshes the live views of (the one that opened the
+ * window). */
+static lua_State *idle_L;
+
+/* Redraws the live views that are out of date when the window is open (viz.lua's P.refresh,
+ * protected: an error there never reaches the caller). */
+static void refresh_live(lua_State *L)
+{
+    if (!L || !nl_window_is_open()) return;
+    lua_getfield(L, LUA_REGISTRYINDEX, REFRESH_KEY);
+    if (lua_pcall(L, 0, 0, 0) != LUA_OK) lua_pop(L, 1);
+}
+
+/* The REPL's idle hook: window events, then live views that training left behind (the last
+ * epoch's test accuracy, a resize). */
+static void idle(void)
+{
+    nl_window_pump();
+    refresh_live(idle_L);
+}
+
 static int l_show(lua_State *L)
 {
     if (!lua_isnoneornil(L, 1)) {
@@ -453,7 +475,9 @@ static int l_show(lua_State *L)
         lua_pushstring(L, nl_errmsg());
         return 2;
     }
-    nl_repl_set_idle_hook(nl_window_pump);
+    idle_L = L;
+    nl_repl_set_idle_hook(idle);
+    refresh_live(L);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -523,6 +547,7 @@ static int l_wait(lua_State *L)
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {
         nl_window_pump();
+        refresh_live(L);
         clock_gettime(CLOCK_MONOTONIC, &t);
         double elapsed = (double)(t.tv_sec - t0.tv_sec) + (t.tv_nsec - t0.tv_nsec) / 1e9;
         if (!nl_window_is_open() || nl_interrupted() || elapsed >= seconds) break;
@@ -597,8 +622,12 @@ int nl_open_viz(lua_State *L)
      * for the functions it placed in viz. */
     if (luaL_loadbuffer(L, nl_lua_viz, nl_lua_viz_len, "=dsl/viz.lua") != LUA_OK) return lua_error(L);
     luaL_newlib(L, private_fns);
-    lua_pushvalue(L, -3); /* the Canvas metatable */
+    lua_pushvalue(L, -1);
+    lua_insert(L, -3);    /* P kept below the chunk */
+    lua_pushvalue(L, -4); /* the Canvas metatable */
     lua_call(L, 2, 1);
+    lua_getfield(L, -2, "refresh");
+    lua_setfield(L, LUA_REGISTRYINDEX, REFRESH_KEY);
     int list = lua_gettop(L);
     for (lua_Integer k = 1, n = luaL_len(L, list); k <= n; k++) {
         lua_geti(L, list, k);
@@ -612,6 +641,6 @@ int nl_open_viz(lua_State *L)
         nl_dsl_register(L, "viz", row);
         lua_pop(L, 5);
     }
-    lua_pop(L, 2);
+    lua_pop(L, 3);
     return 0;
 }

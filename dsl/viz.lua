@@ -160,11 +160,22 @@ end
 
 -- ---------------------------------------------------------------- live views
 
--- Views that training keeps up to date, by view name: {canvas=, every=, draw=, trainers=, fixed=}.
+-- Views that training keeps up to date, by view name: {canvas=, every=, draw=, trainers=, fixed=,
+-- mark=}.
 local live = {}
 local hooked = setmetatable({}, {__mode = "k"})
 
--- Draws a live view again (into a new canvas when the window's size changed) and shows it
+-- What a live view was drawn from: its trainers' progress and the drawing size.
+local function mark(l)
+  local st = viz.status()
+  local parts = {l.fixed and "" or (st.width .. "x" .. st.height)}
+  for t in pairs(l.trainers) do
+    parts[#parts + 1] = string.format("%d:%d:%d", t.steps, t.epochs, #t.history.test_acc)
+  end
+  return table.concat(parts, " ")
+end
+
+-- Draws a live view again (into a new canvas when the drawing size changed) and shows it
 -- without making it the current view.
 local function redraw(view)
   local l = live[view]
@@ -172,7 +183,23 @@ local function redraw(view)
   local st = viz.status()
   if not l.fixed and (st.width ~= w or st.height ~= h) then l.canvas = P.canvas(view) end
   l.draw(l.canvas)
+  l.mark = mark(l)
   P.publish(l.canvas, false)
+end
+
+-- Redraws the live views that are out of date (training moved on since, or the window was
+-- resized); C calls it while the REPL waits and in viz.show and viz.wait. A view whose redraw
+-- fails stops being live, with a message.
+function P.refresh()
+  for view, l in pairs(live) do
+    if l.mark ~= mark(l) then
+      local ok, err = pcall(redraw, view)
+      if not ok then
+        live[view] = nil
+        print("viz: the " .. view .. " view stopped following training: " .. tostring(err))
+      end
+    end
+  end
 end
 
 -- The trainers' step hook: keeps the window responsive (and waits while paused), and refreshes
@@ -195,6 +222,7 @@ local function watch(view, canvas, trainers, every, draw, fixed)
       t:on_step(on_step)
     end
   end
+  l.mark = mark(l)
   live[view] = #trainers > 0 and l or nil
 end
 

@@ -331,7 +331,9 @@ nl_status nl_plot_histogram(nl_canvas *c, nl_rect r, const nl_viz_values *v, nl_
     int len = snprintf(text, sizeof text, "%s  (%lld values", v->name ? v->name : "values", (long long)v->n);
     if (bad) len += snprintf(text + len, sizeof text - (size_t)len, ", %lld not finite", (long long)bad);
     snprintf(text + len, sizeof text - (size_t)len, ")");
-    nl_axes_draw(c, &a, text, NULL, "count", false, false);
+    int tw, th;
+    nl_text_size(NL_TEXT_TITLE, text, &tw, &th);
+    nl_axes_draw(c, &a, tw <= r.w - 8 ? text : v->name, NULL, "count", false, false);
     int bottom = a.plot.y + a.plot.h;
     nl_rect pc = c->clip;
     nl_canvas_clip(c, a.plot);

@@ -94,8 +94,9 @@ void nl_axes_draw(nl_canvas *c, const nl_axes *a, const char *title, const char 
 {
     nl_rect p = a->plot;
     nl_canvas_fill_rect(c, p, NL_WHITE);
-    double xs = nice_step(a->x1 - a->x0, p.w > 400 ? 8 : 5, integer_x);
-    double ys = nice_step(a->y1 - a->y0, p.h > 250 ? 6 : 4, false);
+    /* about one x label per 70 pixels and one y label per 35, so labels never touch */
+    double xs = nice_step(a->x1 - a->x0, p.w / 70 < 2 ? 2 : p.w / 70 > 8 ? 8 : p.w / 70, integer_x);
+    double ys = nice_step(a->y1 - a->y0, p.h / 35 < 2 ? 2 : p.h / 35 > 6 ? 6 : p.h / 35, false);
     char buf[32];
     double v0;
     for (int i = 0, n = ticks(a->x0, a->x1, xs, &v0); i < n; i++) {

@@ -151,9 +151,7 @@ nl_status nl_window_open(void)
         present();
         return NL_OK;
     }
-    nl_canvas *c = nl_view_current(NULL);
-    int w = c ? c->w : W.w, h = c ? c->h : W.h;
-    W.win = SDL_CreateWindow("nnlab", SDL_WINDOWPOS_UNDEFINED, SDL_WINDOWPOS_UNDEFINED, w, h,
+    W.win = SDL_CreateWindow("nnlab", SDL_WINDOWPOS_UNDEFINED, SDL_WINDOWPOS_UNDEFINED, W.w, W.h,
                              SDL_WINDOW_RESIZABLE);
     /* One texture copy per frame needs no GPU: the software renderer works on every display
      * (Xvfb, ssh -X, VMs) and loads no GL driver. */
@@ -163,8 +161,6 @@ nl_status nl_window_open(void)
         nl_window_close();
         return s;
     }
-    W.w = w;
-    W.h = h;
     W.last_pump = now_ms();
     present();
     return NL_OK;

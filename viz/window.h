@@ -10,7 +10,8 @@
 #define NL_VIEW_W 1200
 #define NL_VIEW_H 720
 
-/* Opens the window (or raises it when open) showing the current view. NL_OK, or NL_EDEVICE with
+/* Opens the window (or raises it when open) at the drawing size (nl_window_size) showing the
+ * current view, scaled to fit. NL_OK, or NL_EDEVICE with
  * the reason when there is no display ($DISPLAY and $WAYLAND_DISPLAY unset and no
  * $SDL_VIDEODRIVER asked for, or SDL's video fails to start). SDL's own signal handlers are
  * never installed, so Ctrl-C stays the REPL's. */

@@ -308,6 +308,7 @@ static void test_window(void)
     CHECK(nl_window_key("x", NULL, 0) == NL_EINVAL, "unknown keys are refused");
 
     setenv("SDL_VIDEODRIVER", "offscreen", 1);
+    nl_window_resize(320, 200);
     if (nl_window_open() != NL_OK) {
         printf("skipped: window checks (SDL offscreen driver: %s)\n", nl_errmsg());
     } else {
