@@ -7,19 +7,34 @@
 #include "cpu_kernels.h"
 #include "window.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct {
     int64_t planes;
     int64_t H, W, OH, OW, k, s, p;
+    int64_t *cols; /* [k][2]: the outputs [lo, hi) of a row that column offset kw reaches */
 } pool_geom;
 
-/* in: an [N, C, H, W] tensor, out: [N, C, OH, OW]; k, stride, padding from op->i[1..3]. */
-static pool_geom pool_geometry(const nl_op *op, const nl_tensor *in, const nl_tensor *out)
+/* in: an [N, C, H, W] tensor, out: [N, C, OH, OW]; k, stride, padding from op->i[1..3]. The column
+ * ranges are worked out once here (they cost divisions) and freed with pool_done. */
+static nl_status pool_geometry(const nl_op *op, const nl_tensor *in, const nl_tensor *out,
+                               pool_geom *g)
 {
-    return (pool_geom){.planes = in->shape[0] * in->shape[1], .H = in->shape[2], .W = in->shape[3],
-                       .OH = out->shape[2], .OW = out->shape[3], .k = op->i[1], .s = op->i[2],
-                       .p = op->i[3]};
+    *g = (pool_geom){.planes = in->shape[0] * in->shape[1], .H = in->shape[2], .W = in->shape[3],
+                     .OH = out->shape[2], .OW = out->shape[3], .k = op->i[1], .s = op->i[2],
+                     .p = op->i[3]};
+    if (!(g->cols = malloc((size_t)g->k * 2 * sizeof *g->cols)))
+        return nl_seterr(NL_ENOMEM, "pool: out of memory");
+    for (int64_t kw = 0; kw < g->k; kw++)
+        cpu_window_range(g->OW, g->W, g->s, g->p, kw, &g->cols[2 * kw], &g->cols[2 * kw + 1]);
+    return NL_OK;
+}
+
+static nl_status pool_done(pool_geom *g)
+{
+    free(g->cols);
+    return NL_OK;
 }
 
 /* The input rows [*h0, *h1) of output row oh's windows. */
@@ -63,11 +78,9 @@ static inline __attribute__((always_inline)) void pool_row(const pool_geom *g, c
         if (idx) idx[ow] = (int32_t)(h0 * g->W + (ws < 0 ? 0 : ws)); /* PyTorch's start */
     }
     for (int64_t h = h0; h < h1; h++) {
-        for (int64_t kw = 0; kw < g->k; kw++) {
-            int64_t lo, hi;
-            cpu_window_range(g->OW, g->W, g->s, g->p, kw, &lo, &hi);
-            pool_sweep(y, idx, xp + h * g->W, lo, hi, g->s, kw - g->p, (int32_t)(h * g->W), avg);
-        }
+        for (int64_t kw = 0; kw < g->k; kw++)
+            pool_sweep(y, idx, xp + h * g->W, g->cols[2 * kw], g->cols[2 * kw + 1], g->s,
+                       kw - g->p, (int32_t)(h * g->W), avg);
     }
     if (avg)
         for (int64_t ow = 0; ow < g->OW; ow++) y[ow] /= (float)(g->k * g->k);
@@ -75,7 +88,8 @@ static inline __attribute__((always_inline)) void pool_row(const pool_geom *g, c
 
 nl_status nl_cpu_pool2d_forward(const nl_op *op)
 {
-    const pool_geom g = pool_geometry(op, op->src[0], op->dst);
+    pool_geom g;
+    if (pool_geometry(op, op->src[0], op->dst, &g) != NL_OK) return nl_errcode();
     const float *x = nl_tensor_f32(op->src[0]);
     float *y = nl_tensor_f32(op->dst);
     int32_t *idx = op->aux ? (int32_t *)nl_tensor_data(op->aux) : NULL;
@@ -90,12 +104,13 @@ nl_status nl_cpu_pool2d_forward(const nl_op *op)
             else pool_row(&g, xp, y + o, NULL, oh, false);
         }
     }
-    return NL_OK;
+    return pool_done(&g);
 }
 
 nl_status nl_cpu_pool2d_backward(const nl_op *op)
 {
-    const pool_geom g = pool_geometry(op, op->dst, op->src[0]);
+    pool_geom g;
+    if (pool_geometry(op, op->dst, op->src[0], &g) != NL_OK) return nl_errcode();
     const float *gy = nl_tensor_f32(op->src[0]);
     const int32_t *idx = op->src[1] ? (const int32_t *)nl_tensor_data(op->src[1]) : NULL;
     float *gx = nl_tensor_f32(op->dst);
@@ -117,14 +132,13 @@ nl_status nl_cpu_pool2d_backward(const nl_op *op)
             const float *gr = gyp + oh * g.OW;
             for (int64_t h = h0; h < h1; h++) {
                 for (int64_t kw = 0; kw < g.k; kw++) {
-                    int64_t lo, hi;
-                    cpu_window_range(g.OW, g.W, g.s, g.p, kw, &lo, &hi);
                     float *xr = gp + h * g.W;
                     const int64_t off = kw - g.p;
-                    for (int64_t ow = lo; ow < hi; ow++) xr[ow * g.s + off] += gr[ow] / area;
+                    for (int64_t ow = g.cols[2 * kw]; ow < g.cols[2 * kw + 1]; ow++)
+                        xr[ow * g.s + off] += gr[ow] / area;
                 }
             }
         }
     }
-    return NL_OK;
+    return pool_done(&g);
 }
