@@ -96,7 +96,7 @@ const nl_module_type nl_sequential_type = {
     .name = "Sequential",
     .sig = "nn.Sequential(...)",
     .doc = "Runs its modules one after the other; backward runs them in reverse.",
-    .example = "net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))",
+    .example = "nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))",
     .container = true,
     .forward = sequential_forward,
     .backward = chain_backward,

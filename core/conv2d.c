@@ -124,7 +124,7 @@ const nl_module_type nl_conv2d_type = {
     .sig = "nn.Conv2d(in, out, k, {stride=1, padding=0, bias=true})",
     .doc = "A 2-D convolution over [N, in, H, W] with out filters of k x k; output\n"
            "[N, out, (H + 2*padding - k) / stride + 1, (W + 2*padding - k) / stride + 1].",
-    .example = "net:add(nn.Conv2d(3, 32, 3, {padding=1}))",
+    .example = "nn.Conv2d(3, 32, 3, {padding=1})",
     .npos = 3,
     .args = {
         {.name = "in", .def = NAN, .integer = true, .min = 1, .doc = "input channels"},

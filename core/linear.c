@@ -97,7 +97,7 @@ const nl_module_type nl_linear_type = {
     .name = "Linear",
     .sig = "nn.Linear(in, out, {bias=true})",
     .doc = "A fully connected layer: y = x W^T + b over the last dimension of x (weight [out, in]).",
-    .example = "net:add(nn.Linear(4096, 10))",
+    .example = "nn.Linear(4096, 10)",
     .npos = 2,
     .args = {
         {.name = "in", .def = NAN, .integer = true, .min = 1, .doc = "input features"},
