@@ -170,12 +170,26 @@ doc("Module", "summary", "m:summary([input_shape]) -> {params=, macs=, memory=, 
 
 -- ---------------------------------------------------------------- data access
 
+-- Whether x has methods named names (without raising for values that cannot be indexed).
+local function has_methods(x, names)
+  if type(x) ~= "table" and type(x) ~= "userdata" then return false end
+  for _, name in ipairs(names) do
+    local ok, f = pcall(function() return x[name] end)
+    if not ok or type(f) ~= "function" then return false end
+  end
+  return true
+end
+
+-- A loader (data.loader) hands out ready batches in its own order: next, batches, state, set_state.
+local function is_loader(data)
+  return has_methods(data, {"next", "batches", "state", "set_state", "reset", "size"})
+end
+
 local function check_data(data, fname)
-  local ok = (type(data) == "table" or type(data) == "userdata")
-  ok = ok and pcall(function() return data.size and data.get end)
-  if not ok or type(data.size) ~= "function" or type(data.get) ~= "function" then
+  if not (is_loader(data) or has_methods(data, {"size", "get"})) then
     error(string.format("%s: data must be a data set with :size() and :get(i) "
-                        .. "(nn.TensorDataset(x, y), ...), got %s", fname, type(data)), 3)
+                        .. "(nn.TensorDataset(x, y), data.cifar10(), ...) or a data.loader, got %s",
+                        fname, type(data)), 3)
   end
   return data
 end
@@ -208,6 +222,11 @@ function nn.evaluate(net, data, opts)
   local stats = P.eval_stats()
   net:eval()
   local ok, err = pcall(function()
+    if is_loader(data) then -- one pass from the start of its epoch, in its batches
+      data:reset()
+      for x, y in data.next, data do P.eval_batch(stats, net, loss, x, y) end
+      return
+    end
     local n = data:size()
     for first = 1, n, batch do
       local x, y = fetch(data, range(first, math.min(first + batch - 1, n)))
@@ -411,6 +430,13 @@ local function new_trainer(opts)
   t.loss = opts.loss or nn.CrossEntropyLoss()
   t.optim = opts.optim or optim.Adam(t.net)
   t.batch = check_int(opts.batch or 64, "batch", 1, f)
+  if is_loader(t.data) then -- the loader batches, orders and augments; batch is its own
+    if opts.batch and opts.batch ~= t.data:batch_size() then
+      error(string.format("%s: batch = %d but the loader makes batches of %d", f, opts.batch,
+                          t.data:batch_size()), 3)
+    end
+    t.batch = t.data:batch_size()
+  end
   t.seed = check_int(opts.seed or 1, "seed", 0, f)
   t.shuffle = opts.shuffle ~= false
   t.schedule = check_schedule(opts.schedule, f)
@@ -437,11 +463,27 @@ doc("nn", "Trainer", "nn.Trainer{net=, data=, loss=nn.CrossEntropyLoss(), optim=
     "t = nn.Trainer{net = nn.Linear(2, 2), data = nn.TensorDataset(tensor.randn(8, 2), tensor.ones(8)), verbose = false}; print(t:step())")
 
 function Trainer:steps_per_epoch()
+  if is_loader(self.data) then return self.data:batches() end
   return ceil(self.data:size() / self.batch)
+end
+
+-- The batch at position pos (0-based) of epoch epoch (0-based) from a loader: it is moved there
+-- when it is elsewhere (a redone batch, a loaded checkpoint; its epochs count from 1).
+local function loader_batch(ld, epoch, pos, spe)
+  local st = ld:state()
+  if st.epoch == epoch and st.position == spe and pos == 0 then
+    ld:next() -- nil, and the loader starts its next epoch
+    st = ld:state()
+  end
+  if st.epoch ~= epoch + 1 or st.position ~= pos then ld:set_state{epoch = epoch + 1, position = pos} end
+  local x, y = ld:next()
+  if not x then error(string.format("the loader ran out at batch %d of %d", pos + 1, spe), 0) end
+  return x, y
 end
 
 -- The batch at position pos (0-based) of epoch epoch (0-based).
 function Trainer:_batch(epoch, pos)
+  if is_loader(self.data) then return loader_batch(self.data, epoch, pos, self:steps_per_epoch()) end
   local n = self.data:size()
   local first, last = pos * self.batch + 1, math.min((pos + 1) * self.batch, n)
   if not self.shuffle then return fetch(self.data, range(first, last)) end
@@ -497,7 +539,7 @@ end
 
 local is_tty = P.isatty()
 
-function Trainer:_progress(clock0, done0)
+function Trainer:_progress(clock0, n0)
   if not self.verbose then return end
   local now = sys.clock()
   local spe = self:steps_per_epoch()
@@ -506,7 +548,7 @@ function Trainer:_progress(clock0, done0)
   self._drawn = now
   local s = self.sums
   local elapsed = now - clock0
-  local images = (self.pos - done0) * self.batch
+  local images = s.n - n0
   local rate = elapsed > 0 and images / elapsed or 0
   local eta = rate > 0 and (spe - self.pos) * self.batch / rate or 0
   local text = string.format("epoch %d/%d  step %d/%d  loss %.4f  acc %.1f%%  %.0f img/s  ETA %s",
@@ -541,7 +583,7 @@ function Trainer:fit(opts)
   local guard <close> = setmetatable({}, {__close = function() P.defer(false) end})
   local spe = self:steps_per_epoch()
   while self.epochs < self.target do
-    local clock0, done0, n0 = sys.clock(), self.pos, self.sums.n
+    local clock0, n0 = sys.clock(), self.sums.n
     self._drawn = nil
     while self.pos < spe do
       if P.poll_interrupt() then return self:_pause() end
@@ -550,7 +592,7 @@ function Trainer:fit(opts)
         P.poll_interrupt()
         return self:_pause()
       end
-      self:_progress(clock0, done0)
+      self:_progress(clock0, n0)
     end
     -- The end of the epoch: evaluate (an interrupt here pauses too; resuming evaluates again),
     -- print the summary, close it.

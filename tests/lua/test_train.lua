@@ -260,3 +260,50 @@ test("Ctrl-C during the evaluation pauses; resume evaluates again", function()
   t:fit{epochs = 1}
   check(t.epochs == 3 and #t.history.test_acc == 3, "an epoch finished by hand is closed by fit")
 end)
+
+-- data.loader (the data module) hands the trainer ready batches in its own seeded order.
+if data and data.loader then
+  test("a data.loader as the trainer's data", function()
+    local function setup()
+      tensor.seed(101)
+      local ds = data.from_tensors(tensor.rand(40, 1, 4, 4), (tensor.rand(40) * 3 - 0.5):to("i32") + 1)
+      local ld = data.loader(ds, {batch = 8, seed = 4, normalize = {mean = 0.5, std = 0.25}, augment = {flip = true}})
+      tensor.seed(102)
+      return nn.Sequential{nn.Flatten(), nn.Linear(16, 3)}, ld
+    end
+    local function run(interrupt_at)
+      local net, ld = setup()
+      local t = nn.Trainer{net = net, data = ld, verbose = false}
+      if interrupt_at then t:on_step(function(tr) if tr.steps == interrupt_at then nn._interrupt() end end) end
+      local _, status = t:fit{epochs = 3}
+      if status == "paused" then t:resume() end
+      return t, ld
+    end
+    local a, ld = run()
+    check(a.steps == 15 and a.batch == 8 and a:steps_per_epoch() == 5, "5 batches of 8 per epoch")
+    local b = run(7)
+    check(same_list(a.history.loss, b.history.loss), "paused and resumed: the same batches and losses")
+    check(same_tree(weights(a.net), weights(b.net)), "the same weights")
+    local net, ld2 = setup()
+    local c = nn.Trainer{net = net, data = ld2, verbose = false}
+    for _ = 1, 7 do c:step() end
+    local path = os.tmpname()
+    c:save(path)
+    local _, ld3 = setup()
+    local d = nn.Trainer.load(path, {data = ld3, verbose = false})
+    os.remove(path)
+    d:fit{epochs = 2}
+    check(same_list(a.history.loss, d.history.loss), "saved, loaded with a new loader, continued: the same losses")
+    local net2, ld4 = setup()
+    local e = nn.Trainer{net = net2, data = ld4, verbose = false}
+    e:step()
+    nn._interrupt()
+    check(e:step() == nil and e.steps == 1, "interrupted inside the step (the loader's batch was taken)")
+    nn._poll_interrupt()
+    e:step()
+    check(same_list(e.history.loss, {a.history.loss[1], a.history.loss[2]}), "the loader gives that batch again")
+    local r = nn.evaluate(a.net, ld)
+    check(r.count == 40 and r.top1 >= 0, "evaluate goes once through a loader")
+    check_error(function() nn.Trainer{net = a.net, data = ld, batch = 4} end, "the loader makes batches of 8")
+  end)
+end
