@@ -238,7 +238,7 @@ function nn.evaluate(net, data, opts)
   return P.eval_result(stats, loss ~= nil)
 end
 doc("nn", "evaluate", "nn.evaluate(net, data, {batch=256, loss=nn.CrossEntropyLoss()}) -> results",
-    "Runs net in eval mode over a data set: {loss=, top1=, top5= (fractions), count=, "
+    "Runs net in eval mode over a data set (or once through a data.loader): {loss=, top1=, top5= (fractions), count=, "
     .. "confusion = i32 Tensor [C, C] (row = true class, column = predicted, 1-based), "
     .. "per_class = {accuracy of each class (nan without samples)}}. loss=false skips the loss.",
     "r = nn.evaluate(nn.Linear(2, 3), nn.TensorDataset(tensor.randn(8, 2), tensor.ones(8))); print(r.top1)")
@@ -458,7 +458,9 @@ nn.Trainer = setmetatable({}, {
 doc("nn", "Trainer", "nn.Trainer{net=, data=, loss=nn.CrossEntropyLoss(), optim=optim.Adam(net), "
     .. "batch=64, seed=1, schedule=nil, shuffle=true, verbose=true} -> trainer",
     "Trains net on a data set in mini-batches, each step in C (forward, loss, backward, update). "
-    .. "seed orders the data (dropout draws from tensor.seed's generator). Methods: step, epoch, "
+    .. "data: anything with :size() and :get(i) (a C :batch(indices) is used when present), or a "
+    .. "data.loader (its batches, order and augmentation). seed orders the data (dropout draws from "
+    .. "tensor.seed's generator). Methods: step, epoch, "
     .. "fit, resume, on_step, save; fields history, epochs, steps, pos. help \"Trainer\" lists them.",
     "t = nn.Trainer{net = nn.Linear(2, 2), data = nn.TensorDataset(tensor.randn(8, 2), tensor.ones(8)), verbose = false}; print(t:step())")
 
