@@ -136,7 +136,7 @@ nl_status nl_plot_loss(nl_canvas *c, nl_rect r, const nl_viz_run *runs, int n, n
     bool any = lo <= hi;
     double pad = any ? (hi - lo) * 0.05 : 0;
     nl_axes a = nl_axes_layout(r, 1, (double)steps, any ? lo - pad : 0, any ? hi + pad : 1);
-    nl_axes_draw(c, &a, "training loss", "step", "loss", true, false);
+    nl_axes_draw(c, &a, "training loss", "step", "loss", NL_AXES_INT_X);
     if (!any) nl_plot_note(c, a.plot, "no steps yet");
     double *smooth = malloc((size_t)steps * sizeof *smooth);
     if (!smooth) {
@@ -183,7 +183,7 @@ static nl_status plot_accuracy(nl_canvas *c, nl_rect r, const nl_viz_run *runs, 
     }
     double pad = 0.15 + 0.03 * (double)(epochs - 1); /* keeps the end markers whole */
     nl_axes a = nl_axes_layout(r, 1 - pad, (double)epochs + pad, 0, 1);
-    nl_axes_draw(c, &a, "accuracy", "epoch", "accuracy", true, true);
+    nl_axes_draw(c, &a, "accuracy", "epoch", "accuracy", NL_AXES_INT_X | NL_AXES_PERCENT_Y);
     if (!any) nl_plot_note(c, a.plot, "no epochs yet");
     nl_legend_entry legend[16];
     char text[16][64];
@@ -333,7 +333,7 @@ nl_status nl_plot_histogram(nl_canvas *c, nl_rect r, const nl_viz_values *v, nl_
     snprintf(text + len, sizeof text - (size_t)len, ")");
     int tw, th;
     nl_text_size(NL_TEXT_TITLE, text, &tw, &th);
-    nl_axes_draw(c, &a, tw <= r.w - 8 ? text : v->name, NULL, "count", false, false);
+    nl_axes_draw(c, &a, tw <= r.w - 8 ? text : v->name, NULL, "count", NL_AXES_INT_Y);
     int bottom = a.plot.y + a.plot.h;
     nl_rect pc = c->clip;
     nl_canvas_clip(c, a.plot);

@@ -90,13 +90,15 @@ static int ticks(double lo, double hi, double step, double *first)
 }
 
 void nl_axes_draw(nl_canvas *c, const nl_axes *a, const char *title, const char *xlabel,
-                  const char *ylabel, bool integer_x, bool percent_y)
+                  const char *ylabel, int flags)
 {
     nl_rect p = a->plot;
     nl_canvas_fill_rect(c, p, NL_WHITE);
     /* about one x label per 70 pixels and one y label per 35, so labels never touch */
-    double xs = nice_step(a->x1 - a->x0, p.w / 70 < 2 ? 2 : p.w / 70 > 8 ? 8 : p.w / 70, integer_x);
-    double ys = nice_step(a->y1 - a->y0, p.h / 35 < 2 ? 2 : p.h / 35 > 6 ? 6 : p.h / 35, false);
+    double xs = nice_step(a->x1 - a->x0, p.w / 70 < 2 ? 2 : p.w / 70 > 8 ? 8 : p.w / 70,
+                          flags & NL_AXES_INT_X);
+    double ys = nice_step(a->y1 - a->y0, p.h / 35 < 2 ? 2 : p.h / 35 > 6 ? 6 : p.h / 35,
+                          flags & NL_AXES_INT_Y);
     char buf[32];
     double v0;
     for (int i = 0, n = ticks(a->x0, a->x1, xs, &v0); i < n; i++) {
@@ -112,7 +114,7 @@ void nl_axes_draw(nl_canvas *c, const nl_axes *a, const char *title, const char 
         int y = (int)lround(nl_axes_py(a, v));
         nl_canvas_fill_rect(c, (nl_rect){p.x, y, p.w, 1}, NL_GRID);
         nl_canvas_fill_rect(c, (nl_rect){p.x - 4, y, 4, 1}, NL_INK);
-        format_tick(buf, sizeof buf, v, ys, percent_y);
+        format_tick(buf, sizeof buf, v, ys, flags & NL_AXES_PERCENT_Y);
         nl_canvas_text(c, p.x - 6, y - NL_TEXT_TICK / 2 - 2, NL_TEXT_TICK, NL_INK, NL_ALIGN_RIGHT, buf);
     }
     nl_canvas_frame(c, (nl_rect){p.x - 1, p.y - 1, p.w + 2, p.h + 2}, NL_INK);

@@ -36,11 +36,13 @@ static inline double nl_axes_py(const nl_axes *a, double y)
  * labels (left, bottom). An empty or degenerate range (x0 >= x1, NaN) is widened so the mapping
  * stays finite. */
 nl_axes nl_axes_layout(nl_rect area, double x0, double x1, double y0, double y1);
-/* Draws the grid, the frame, ticks with labels (1-2-5 steps; integer ticks only when integer_x;
- * y labels as percentages when percent_y), the title above and the axis labels. Call before the
- * series: they draw over the grid. Titles and labels may be NULL. */
+/* How nl_axes_draw labels ticks: whole numbers only on x or y, y as percentages. */
+enum { NL_AXES_INT_X = 1, NL_AXES_INT_Y = 2, NL_AXES_PERCENT_Y = 4 };
+/* Draws the grid, the frame, ticks with labels (1-2-5 steps, as flags says), the title above and
+ * the axis labels. Call before the series: they draw over the grid. Titles and labels may be
+ * NULL. */
 void nl_axes_draw(nl_canvas *c, const nl_axes *a, const char *title, const char *xlabel,
-                  const char *ylabel, bool integer_x, bool percent_y);
+                  const char *ylabel, int flags);
 
 /* A series of points: x NULL means 1, 2, ..., n. Non-finite points break the line. width is
  * the line's width (0: no line); marker > 0 draws a disc of that radius at each point, < 0 a
