@@ -76,7 +76,8 @@ static void cands_add(const char *head, size_t headlen, const char *name, size_t
 }
 
 /* Replaces the value on top of the stack with the __index field of its metatable when that is
- * a table; otherwise pops it and returns false. */
+ * a table, or else with the metatable's plain `methods` table (the convention of types whose
+ * __index is a function, such as nn's modules); otherwise pops it and returns false. */
 static bool index_table(lua_State *L)
 {
     if (!lua_getmetatable(L, -1)) {
@@ -85,6 +86,11 @@ static bool index_table(lua_State *L)
     }
     lua_pushliteral(L, "__index");
     lua_rawget(L, -2);
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushliteral(L, "methods");
+        lua_rawget(L, -2);
+    }
     lua_remove(L, -2);
     lua_remove(L, -2);
     if (lua_istable(L, -1))

@@ -124,6 +124,16 @@ type_text 'obj:res'
 key Tab
 check "completion of a method through __index" '^nnlab> obj:resize$'
 key C-u
+line 'lin = nn.Linear(2, 3)'
+type_text 'lin:zero_g'
+key Tab
+check "completion of a module method (function __index, plain methods table)" '^nnlab> lin:zero_grad$'
+key C-u
+line 'tz = tensor.zeros(2)'
+type_text 'tz:resh'
+key Tab
+check "completion of a tensor method" '^nnlab> tz:reshape$'
+key C-u
 type_text 'string.'
 key Tab Tab
 check "listing shows short names" '^byte +'
