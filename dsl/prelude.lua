@@ -66,6 +66,7 @@ local function help_text(x)
     for _, g in pairs(H.groups) do
       if g.value == x then group = g end
     end
+    rows = H.by_fn[x]               -- a callable table documented as a function (nn.Trainer)
   elseif type(x) == "userdata" then
     local mt = getmetatable(x)
     group = type(mt) == "table" and H.groups[mt.__name] or nil

@@ -111,3 +111,9 @@ test("every example runs", function()
   os.remove(dir)
   check(ran >= 55, "ran the examples: " .. ran)
 end)
+
+-- A callable table documented as a function answers help(value) as well as help "name".
+do
+  local text = capture(function() help(nn.Trainer) end)
+  check(text:find("nn.Trainer{", 1, true) ~= nil, "help(nn.Trainer) shows the Trainer's entry")
+end
