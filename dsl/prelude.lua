@@ -94,3 +94,43 @@ local row = {name = "help", short = "help", sig = "help([x])", fn = help,
                .. "explains one function with an example.",
              example = 'help "randn"'}
 H.rows.help, H.short.help, H.by_fn[help] = row, {row}, {row}
+
+-- repr(v): a short, readable rendering of any value, used by the REPL for results: tables as
+-- {1, 2, x=3} (nested up to 3 levels, at most 20 entries each), strings quoted, values with
+-- __tostring through it.
+local function repr(v, depth, seen)
+  depth, seen = depth or 0, seen or {}
+  if type(v) == "string" then return string.format("%q", v) end
+  if type(v) ~= "table" then return tostring(v) end
+  local mt = getmetatable(v)
+  if type(mt) == "table" and mt.__tostring then return tostring(v) end
+  if seen[v] then return "{...cycle...}" end
+  if depth >= 3 then return "{...}" end
+  seen[v] = true
+  local parts, n = {}, #v
+  for i = 1, math.min(n, 20) do parts[#parts + 1] = repr(v[i], depth + 1, seen) end
+  local keys = {}
+  for k in pairs(v) do
+    if not (math.type(k) == "integer" and k >= 1 and k <= n) then keys[#keys + 1] = k end
+  end
+  table.sort(keys, function(a, b)
+    if type(a) == type(b) and (type(a) == "string" or type(a) == "number") then return a < b end
+    return type(a) < type(b)
+  end)
+  for _, k in ipairs(keys) do
+    if #parts >= 20 then break end
+    local key = type(k) == "string" and k:match("^[%a_][%w_]*$") and k or "[" .. repr(k, 3, seen) .. "]"
+    parts[#parts + 1] = key .. "=" .. repr(v[k], depth + 1, seen)
+  end
+  local total = n + #keys
+  if total > #parts then parts[#parts + 1] = string.format("... (%d more)", total - #parts) end
+  seen[v] = nil
+  return "{" .. table.concat(parts, ", ") .. "}"
+end
+_G.repr = function(v) return repr(v) end
+
+local rrow = {name = "repr", short = "repr", sig = "repr(v) -> string", fn = _G.repr,
+              doc = "A short readable rendering of any value: tables as {1, 2, x=3} (3 levels, 20 "
+                .. "entries each). The REPL shows results this way.",
+              example = "print(repr({1, 2, x = {3}}))"}
+H.rows.repr, H.short.repr, H.by_fn[_G.repr] = rrow, {rrow}, {rrow}

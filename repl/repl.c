@@ -85,6 +85,29 @@ void nl_repl_signals(lua_State *L)
     set_handler(SIGINT, on_sigint);
 }
 
+/* True when every frame of traceback tb (n bytes) is a C function or the main chunk of a line
+ * typed at the prompt. */
+static bool trivial_traceback(const char *tb, size_t n)
+{
+    static const char head[] = "\nstack traceback:";
+    const char *end = tb + n, *p = memmem(tb, n, head, sizeof head - 1);
+    if (!p)
+        return false;
+    for (p += sizeof head - 1; p < end;) {
+        const char *line = p + 1, *next = memchr(line, '\n', (size_t)(end - line));
+        if (!next)
+            next = end;
+        size_t len = (size_t)(next - line);
+        bool c_frame = len >= 4 && memcmp(line, "\t[C]", 4) == 0;
+        bool typed = len > 7 && memcmp(line, "\tstdin:", 7) == 0;
+        bool main_chunk = len >= 13 && memcmp(next - 13, "in main chunk", 13) == 0;
+        if (!c_frame && !(typed && main_chunk))
+            return false;
+        p = next;
+    }
+    return true;
+}
+
 /* lua.c's msghandler: adds a traceback to string messages; other error objects show through
  * their __tostring, or by their type. */
 static int msghandler(lua_State *L)
@@ -103,6 +126,12 @@ static int msghandler(lua_State *L)
     size_t keep = len;
     while (keep >= tlen && memcmp(tb + keep - tlen, tail, tlen) == 0)
         keep -= tlen;
+    /* A traceback that only says "a C function called from the line you typed" adds nothing:
+     * keep just the message then (errors in scripts and functions keep their frames). */
+    if (trivial_traceback(tb, keep)) {
+        lua_pushstring(L, msg);
+        return 1;
+    }
     if (keep < len)
         lua_pushlstring(L, tb, keep);
     return 1;
@@ -227,13 +256,24 @@ static int load_chunk(lua_State *L, const char *code, size_t len)
     return status;
 }
 
-/* Prints its arguments with tostring (honouring __tostring), separated by tabs. */
+/* Prints its arguments separated by tabs: plain tables through the prelude's repr() (so
+ * `t:shape()` shows {2, 3}), everything else with tostring (honouring __tostring). */
 static int print_values(lua_State *L)
 {
     int n = lua_gettop(L);
     for (int i = 1; i <= n; i++) {
         size_t len;
-        const char *s = luaL_tolstring(L, i, &len);
+        const char *s;
+        if (lua_istable(L, i) && !luaL_getmetafield(L, i, "__tostring") &&
+            lua_getglobal(L, "repr") == LUA_TFUNCTION) {
+            lua_pushvalue(L, i);
+            lua_call(L, 1, 1);
+            s = luaL_tolstring(L, -1, &len);
+            lua_remove(L, -2);
+        } else {
+            lua_settop(L, n);
+            s = luaL_tolstring(L, i, &len);
+        }
         if (i > 1)
             fputc('\t', stdout);
         fwrite(s, 1, len, stdout);

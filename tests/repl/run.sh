@@ -78,6 +78,12 @@ line '1+1'
 check "expression 1+1 shows 2" '^2$'
 line "print('x')"
 check "print('x') shows x" '^x$'
+line 'tensor.zeros(2, 10):shape()'
+check "a table result shows its contents" '^\{2, 10\}$'
+line 'tensor.ones(2, 3) + tensor.ones(4)'
+check "a core error names both shapes" 'add: shapes \[2, 3\] and \[4\] do not broadcast'
+if screen | grep -q 'stack traceback'; then fail "an error in a typed line has no empty traceback" "$(tail_screen)"
+else ok "an error in a typed line has no empty traceback"; fi
 line "'a', 7, nil"
 check "several values print separated" '^a +7 +nil$'
 line 'nothing = 1'
