@@ -31,6 +31,11 @@ extern const nl_module_type nl_softmax_type;
 extern const nl_module_type nl_batchnorm1d_type;
 extern const nl_module_type nl_batchnorm2d_type;
 extern const nl_module_type nl_dropout_type;
+extern const nl_module_type nl_quantize_type;
+extern const nl_module_type nl_dequantize_type;
+extern const nl_module_type nl_qconv2d_type;
+extern const nl_module_type nl_qlinear_type;
+extern const nl_module_type nl_qmaxpool2d_type;
 
 const nl_module_type *const nl_module_types[] = {
     &nl_sequential_type,
@@ -51,6 +56,11 @@ const nl_module_type *const nl_module_types[] = {
     &nl_batchnorm1d_type,
     &nl_batchnorm2d_type,
     &nl_dropout_type,
+    &nl_quantize_type,
+    &nl_dequantize_type,
+    &nl_qconv2d_type,
+    &nl_qlinear_type,
+    &nl_qmaxpool2d_type,
     NULL,
 };
 
@@ -335,7 +345,8 @@ nl_status nl_module_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
     *y = NULL;
     if (!m || !x) return nl_seterr(NL_EINVAL, "forward: needs a module and an input");
     nl_status st = nl_check_interrupt();
-    if (st == NL_OK) st = check_tensor(m, x, "input");
+    if (st == NL_OK && !(m->type->any_input_dtype && x->dtype != NL_F32))
+        st = check_tensor(m, x, "input");
     int out_ndim;
     int64_t out_shape[NL_MAX_DIMS];
     if (st == NL_OK) st = nl_module_infer(m, x->ndim, x->shape, &out_ndim, out_shape, NULL);

@@ -246,6 +246,18 @@ typedef enum {
                                moments m src[1] and v src[2] (updated in place); f[0]=lr f[1]=beta1
                                f[2]=beta2 f[3]=eps f[4]=weight_decay; i[0]=step (1 on the first),
                                i[1]=1: AdamW (decoupled decay), 0: Adam (L2 added to the gradient) */
+    /* Quantized inference (core/qlayers.c; kernels in backends/cpu/qgemm.c). u8 activations are
+     * NHWC and affine (real = scale * (q - zero_point)), i8 weights symmetric per output channel. */
+    NL_OP_QCONV2D,          /* y = conv(x, w) + bias, then ReLU when i[2]=1, with int32 accumulation:
+                               x src[0] u8 [N,H,W,C] (scale f[0], zero point f[1]), w src[1] i8
+                               [O,C,K,K] with scales src[2] f32 [O], bias src[3] f32 [O] (may be
+                               NULL); i[0]=stride, i[1]=padding; dst u8 [N,OH,OW,O] requantized to
+                               scale f[2], zero point f[3], or f32 [N,O,OH,OW] (dequantized). A
+                               linear layer is the 1x1 case on [N,1,1,in] */
+    NL_OP_QUANTIZE,         /* dst u8 [N,H,W,C] = clamp(round(src[0] / f[0]) + f[1], 0, 255) from f32
+                               [N,C,H,W] (2-D [N,K]: no transpose), or the inverse: dst f32 NCHW =
+                               f[0] * (src[0] - f[1]) from u8 NHWC */
+    NL_OP_QPOOL2D,          /* dst u8 [N,OH,OW,C] = max pool of src[0] u8 [N,H,W,C]; i as POOL2D */
     NL_OPCODE_COUNT
 } nl_opcode;
 

@@ -50,6 +50,8 @@ typedef struct nl_module_type {
     /* backward accepts gx == NULL: then it only adds the parameter gradients (skipping the work of
      * dL/dx, e.g. for a net's first layer). Types without it get a gx that the core drops. */
     bool input_grad_optional;
+    /* forward takes inputs of any dtype (quantized layers pass u8 activations); others get f32. */
+    bool any_input_dtype;
 } nl_module_type;
 
 /* A parameter (with a gradient) or a buffer (grad NULL, e.g. running statistics). */

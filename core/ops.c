@@ -47,6 +47,9 @@ static const char *const opcode_names[] = {
     [NL_OP_CROSS_ENTROPY_BWD] = "cross_entropy_bwd",
     [NL_OP_SGD_STEP] = "sgd_step",
     [NL_OP_ADAM_STEP] = "adam_step",
+    [NL_OP_QCONV2D] = "qconv2d",
+    [NL_OP_QUANTIZE] = "quantize",
+    [NL_OP_QPOOL2D] = "qpool2d",
 };
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 _Static_assert(COUNT(binop_names) == NL_BINOP_COUNT, "one name per binop");

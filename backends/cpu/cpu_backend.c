@@ -56,6 +56,9 @@ static nl_status (*const kernels[NL_OPCODE_COUNT])(const nl_op *op) = {
     [NL_OP_POOL2D_BWD] = nl_cpu_pool2d_backward,
     [NL_OP_SGD_STEP] = nl_cpu_sgd_step,
     [NL_OP_ADAM_STEP] = nl_cpu_adam_step,
+    [NL_OP_QCONV2D] = nl_cpu_qconv2d,
+    [NL_OP_QUANTIZE] = nl_cpu_quantize,
+    [NL_OP_QPOOL2D] = nl_cpu_qpool2d,
 };
 
 static bool cpu_supports(nl_backend *be, const nl_op *op)

@@ -1,0 +1,302 @@
+/* qgemm.c: the int8 inference kernels: quantized convolution (and linear, its 1x1 case) as u8 x s8
+ * GEMM with int32 accumulation over NHWC activations, quantize/dequantize, and u8 max pooling. */
+#include "cpu/cpu.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The GEMM works on tiles of TILE_M output pixels: each thread gathers a tile's rows of the
+ * im2col matrix A [M, Kp] (u8, K = (kh, kw, c) padded to Kp, a multiple of 4, with zero weights
+ * under the padding), multiplies them by all output channels into an int32 tile, and writes the
+ * requantized or dequantized outputs. Both paths compute the same exact int32 sums; the shared
+ * epilogue turns them into outputs, so VNNI and the portable path give identical results. */
+enum { TILE_M = 12, OGROUP = 64 };
+
+/* ---------------------------------------------------------------- ISA choice ------------ */
+
+static int isa_forced = -1; /* -1: not set (environment / CPU decide), 0: generic, 1: vnni */
+
+nl_status nl_cpu_qgemm_set_isa(const char *name)
+{
+    if (!name || strcmp(name, "auto") == 0) isa_forced = -1;
+    else if (strcmp(name, "generic") == 0) isa_forced = 0;
+    else if (strcmp(name, "vnni") == 0) {
+        if (!__builtin_cpu_supports("avx512vnni") || !__builtin_cpu_supports("avx512bw"))
+            return nl_seterr(NL_EUNSUPPORTED, "quant: this CPU has no AVX-512 VNNI");
+        isa_forced = 1;
+    } else
+        return nl_seterr(NL_EINVAL, "quant: unknown ISA '%s' (auto, generic, vnni)", name);
+    return NL_OK;
+}
+
+const char *nl_cpu_qgemm_isa(void)
+{
+    if (isa_forced >= 0) return isa_forced ? "vnni" : "generic";
+    const char *env = getenv("NNLAB_QUANT_ISA");
+    if (env && strcmp(env, "generic") == 0) return "generic";
+    return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") ? "vnni"
+                                                                                     : "generic";
+}
+
+/* ---------------------------------------------------------------- geometry -------------- */
+
+typedef struct {
+    int64_t N, H, W, C, O, K, S, P, OH, OW, M, Kdim, Kp, Opad;
+    uint8_t zp;
+} qgeom;
+
+static qgeom geometry(const nl_op *op)
+{
+    const nl_tensor *x = op->src[0], *w = op->src[1];
+    qgeom g = {.N = x->shape[0], .H = x->shape[1], .W = x->shape[2], .C = x->shape[3],
+               .O = w->shape[0], .K = w->shape[2], .S = op->i[0], .P = op->i[1],
+               .zp = (uint8_t)op->f[1]};
+    g.OH = (g.H + 2 * g.P - g.K) / g.S + 1;
+    g.OW = (g.W + 2 * g.P - g.K) / g.S + 1;
+    g.M = g.N * g.OH * g.OW;
+    g.Kdim = g.K * g.K * g.C;
+    g.Kp = (g.Kdim + 3) & ~(int64_t)3;
+    g.Opad = (g.O + 15) & ~(int64_t)15;
+    return g;
+}
+
+/* Row m of A (output pixel (n, oh, ow)): the K x K window of x, channels innermost, the zero
+ * point (real 0) outside the image, zeros in the padding to Kp. */
+static void gather_row(const qgeom *g, const uint8_t *x, int64_t m, uint8_t *row)
+{
+    const int64_t ow = m % g->OW, oh = (m / g->OW) % g->OH, n = m / (g->OW * g->OH);
+    uint8_t *d = row;
+    for (int64_t kh = 0; kh < g->K; kh++) {
+        const int64_t ih = oh * g->S - g->P + kh;
+        for (int64_t kw = 0; kw < g->K; kw++, d += g->C) {
+            const int64_t iw = ow * g->S - g->P + kw;
+            if (ih < 0 || ih >= g->H || iw < 0 || iw >= g->W) memset(d, g->zp, (size_t)g->C);
+            else memcpy(d, x + ((n * g->H + ih) * g->W + iw) * g->C, (size_t)g->C);
+        }
+    }
+    memset(d, 0, (size_t)(g->Kp - g->Kdim));
+}
+
+/* ---------------------------------------------------------------- weights --------------- */
+
+/* Weights reordered to (kh, kw, c) rows of Kp bytes: wk[o][Kp], rows past O zero up to Opad;
+ * rowsum[o] = the sum of row o (to take out the activations' zero point). */
+static void reorder_weights(const qgeom *g, const int8_t *w, int8_t *wk, int32_t *rowsum)
+{
+    memset(wk, 0, (size_t)(g->Opad * g->Kp));
+    for (int64_t o = 0; o < g->O; o++) {
+        int32_t sum = 0;
+        for (int64_t c = 0; c < g->C; c++)
+            for (int64_t t = 0; t < g->K * g->K; t++) {
+                const int8_t v = w[(o * g->C + c) * g->K * g->K + t];
+                wk[o * g->Kp + t * g->C + c] = v;
+                sum += v;
+            }
+        rowsum[o] = sum;
+    }
+}
+
+/* VNNI layout: per group of up to 64 channels, [Kp/4][group width][4] so that one 64-byte load
+ * holds 16 channels' 4 consecutive weights. */
+static void pack_vnni(const qgeom *g, const int8_t *wk, int8_t *wp)
+{
+    for (int64_t o0 = 0; o0 < g->Opad; o0 += OGROUP) {
+        const int64_t width = g->Opad - o0 < OGROUP ? g->Opad - o0 : OGROUP;
+        int8_t *dst = wp + o0 * g->Kp;
+        for (int64_t kq = 0; kq < g->Kp / 4; kq++)
+            for (int64_t j = 0; j < width; j++)
+                memcpy(dst + (kq * width + j) * 4, wk + (o0 + j) * g->Kp + kq * 4, 4);
+    }
+}
+
+/* ---------------------------------------------------------------- micro-kernels --------- */
+
+/* c[r][o] = sum_k a[r][k] * wk[o][k] for TILE_M rows and every (padded) channel. */
+static void tile_generic(const qgeom *g, const uint8_t *a, int64_t lda, const int8_t *wk, int32_t *c)
+{
+    for (int64_t r = 0; r < TILE_M; r++)
+        for (int64_t o = 0; o < g->Opad; o++) {
+            const uint8_t *ar = a + r * lda;
+            const int8_t *wr = wk + o * g->Kp;
+            int32_t s = 0;
+            for (int64_t k = 0; k < g->Kp; k++) s += (int32_t)ar[k] * wr[k];
+            c[r * g->Opad + o] = s;
+        }
+}
+
+#define VNNI __attribute__((target("avx512f,avx512bw,avx512vnni")))
+
+/* MR rows x NV*16 channels of one channel group (width = NV*16 columns of wp per kq step). */
+static inline __attribute__((always_inline)) VNNI void
+vnni_block(const uint8_t *a, int64_t lda, const int8_t *wp, int64_t nkq, int32_t *c, int64_t ldc,
+           const int MR, const int NV)
+{
+    __m512i acc[6][4];
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_si512();
+    for (int64_t kq = 0; kq < nkq; kq++) {
+        __m512i b[4];
+        for (int v = 0; v < NV; v++) b[v] = _mm512_loadu_si512(wp + (kq * NV + v) * 64);
+        for (int r = 0; r < MR; r++) {
+            int32_t word;
+            memcpy(&word, a + r * lda + kq * 4, 4);
+            const __m512i av = _mm512_set1_epi32(word);
+            for (int v = 0; v < NV; v++) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], av, b[v]);
+        }
+    }
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < NV; v++) _mm512_storeu_si512(c + r * ldc + v * 16, acc[r][v]);
+}
+
+static VNNI void tile_vnni(const qgeom *g, const uint8_t *a, int64_t lda, const int8_t *wp, int32_t *c)
+{
+    const int64_t nkq = g->Kp / 4;
+    for (int64_t o0 = 0; o0 < g->Opad; o0 += OGROUP) {
+        const int nv = (int)((g->Opad - o0 < OGROUP ? g->Opad - o0 : OGROUP) / 16);
+        const int8_t *w = wp + o0 * g->Kp;
+        int32_t *co = c + o0;
+        for (int r0 = 0; r0 < TILE_M; r0 += 6) {
+            const uint8_t *ar = a + r0 * lda;
+            int32_t *cr = co + r0 * g->Opad;
+            switch (nv) {
+            case 1: vnni_block(ar, lda, w, nkq, cr, g->Opad, 6, 1); break;
+            case 2: vnni_block(ar, lda, w, nkq, cr, g->Opad, 6, 2); break;
+            case 3: vnni_block(ar, lda, w, nkq, cr, g->Opad, 6, 3); break;
+            default: vnni_block(ar, lda, w, nkq, cr, g->Opad, 6, 4); break;
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- the convolution ------- */
+
+/* Turns the int32 tile for rows m0.. into outputs: real = xs*ws[o] * (acc - zp*rowsum[o]) + b[o],
+ * ReLU, then u8 NHWC at scale ys / zero point yzp, or f32 NCHW. */
+static void epilogue(const nl_op *op, const qgeom *g, const int32_t *c, int64_t m0,
+                     const float *mult, const int32_t *rowsum)
+{
+    const float *bias = op->src[3] ? nl_tensor_f32(op->src[3]) : NULL;
+    const bool relu = op->i[2] != 0, to_u8 = op->dst->dtype == NL_U8;
+    const float inv_ys = to_u8 ? (float)(1.0 / op->f[2]) : 0, yzp = (float)op->f[3];
+    const int32_t zp = g->zp;
+    const int64_t P = g->OH * g->OW, rows = g->M - m0 < TILE_M ? g->M - m0 : TILE_M;
+    for (int64_t r = 0; r < rows; r++) {
+        const int64_t m = m0 + r;
+        const int32_t *cr = c + r * g->Opad;
+        uint8_t *yu = to_u8 ? (uint8_t *)nl_tensor_data(op->dst) + m * g->O : NULL;
+        float *yf = to_u8 ? NULL : nl_tensor_f32(op->dst) + (m / P) * g->O * P + m % P;
+        for (int64_t o = 0; o < g->O; o++) {
+            float v = (float)(cr[o] - zp * rowsum[o]) * mult[o] + (bias ? bias[o] : 0.0f);
+            if (relu) v = v > 0 ? v : 0;
+            if (to_u8) {
+                const float q = nearbyintf(v * inv_ys) + yzp;
+                yu[o] = (uint8_t)(q < 0 ? 0 : q > 255 ? 255 : q);
+            } else
+                yf[o * P] = v;
+        }
+    }
+}
+
+nl_status nl_cpu_qconv2d(const nl_op *op)
+{
+    const qgeom g = geometry(op);
+    const bool vnni = strcmp(nl_cpu_qgemm_isa(), "vnni") == 0;
+    const uint8_t *x = nl_tensor_data(op->src[0]);
+    const float *ws = nl_tensor_f32(op->src[2]);
+    int8_t *wk = malloc((size_t)(g.Opad * g.Kp)), *wp = vnni ? malloc((size_t)(g.Opad * g.Kp)) : NULL;
+    int32_t *rowsum = malloc((size_t)g.O * sizeof *rowsum);
+    float *mult = malloc((size_t)g.O * sizeof *mult);
+    if (!wk || (vnni && !wp) || !rowsum || !mult) {
+        free(wk), free(wp), free(rowsum), free(mult);
+        return nl_seterr(NL_ENOMEM, "qconv2d: out of memory for the packed weights");
+    }
+    reorder_weights(&g, nl_tensor_data(op->src[1]), wk, rowsum);
+    if (vnni) pack_vnni(&g, wk, wp);
+    for (int64_t o = 0; o < g.O; o++) mult[o] = (float)op->f[0] * ws[o];
+    /* A 1x1 stride-1 unpadded window with whole 4-byte groups reads A straight from x. */
+    const bool direct = g.K == 1 && g.S == 1 && g.P == 0 && g.C % 4 == 0;
+    const int64_t ntiles = (g.M + TILE_M - 1) / TILE_M;
+    bool oom = false;
+#pragma omp parallel
+    {
+        uint8_t *a = malloc((size_t)(TILE_M * g.Kp));
+        int32_t *c = malloc((size_t)(TILE_M * g.Opad) * sizeof *c);
+        if (!a || !c) {
+#pragma omp atomic write
+            oom = true;
+        }
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < ntiles; t++) {
+            if (!a || !c) continue;
+            const int64_t m0 = t * TILE_M;
+            const uint8_t *at = a;
+            if (direct && m0 + TILE_M <= g.M) at = x + m0 * g.C;
+            else
+                for (int64_t r = 0; r < TILE_M; r++) {
+                    if (m0 + r < g.M) gather_row(&g, x, m0 + r, a + r * g.Kp);
+                    else memset(a + r * g.Kp, 0, (size_t)g.Kp);
+                }
+            if (vnni) tile_vnni(&g, at, g.Kp, wp, c);
+            else tile_generic(&g, at, g.Kp, wk, c);
+            epilogue(op, &g, c, m0, mult, rowsum);
+        }
+        free(a);
+        free(c);
+    }
+    free(wk), free(wp), free(rowsum), free(mult);
+    return oom ? nl_seterr(NL_ENOMEM, "qconv2d: out of memory for the work tiles") : NL_OK;
+}
+
+/* ---------------------------------------------------------------- (de)quantize, pooling - */
+
+nl_status nl_cpu_quantize(const nl_op *op)
+{
+    const nl_tensor *src = op->src[0], *dst = op->dst;
+    const bool quant = dst->dtype == NL_U8;
+    const nl_tensor *f = quant ? src : dst; /* the f32 side gives the NCHW geometry */
+    const int64_t N = f->shape[0], C = f->shape[1],
+                  HW = nl_tensor_numel(f) / (N ? N : 1) / (C ? C : 1);
+    const float scale = (float)op->f[0], inv = (float)(1.0 / op->f[0]), zp = (float)op->f[1];
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t p = 0; p < HW; p++) {
+                const int64_t fi = (n * C + c) * HW + p, qi = (n * HW + p) * C + c;
+                if (quant) {
+                    const float q = nearbyintf(nl_tensor_f32(src)[fi] * inv) + zp;
+                    ((uint8_t *)nl_tensor_data(dst))[qi] = (uint8_t)(q < 0 ? 0 : q > 255 ? 255 : q);
+                } else
+                    nl_tensor_f32(dst)[fi] = scale * ((float)((const uint8_t *)nl_tensor_data(src))[qi] - zp);
+            }
+    return NL_OK;
+}
+
+nl_status nl_cpu_qpool2d(const nl_op *op)
+{
+    const nl_tensor *x = op->src[0], *y = op->dst;
+    const int64_t N = x->shape[0], H = x->shape[1], W = x->shape[2], C = x->shape[3];
+    const int64_t OH = y->shape[1], OW = y->shape[2], k = op->i[1], s = op->i[2], p = op->i[3];
+    const uint8_t *xd = nl_tensor_data(x);
+    uint8_t *yd = nl_tensor_data(y);
+#pragma omp parallel for schedule(static)
+    for (int64_t row = 0; row < N * OH; row++) {
+        const int64_t n = row / OH, oh = row % OH;
+        for (int64_t ow = 0; ow < OW; ow++) {
+            uint8_t *out = yd + ((n * OH + oh) * OW + ow) * C;
+            memset(out, 0, (size_t)C);
+            for (int64_t kh = 0; kh < k; kh++) {
+                const int64_t ih = oh * s - p + kh;
+                if (ih < 0 || ih >= H) continue;
+                for (int64_t kw = 0; kw < k; kw++) {
+                    const int64_t iw = ow * s - p + kw;
+                    if (iw < 0 || iw >= W) continue;
+                    const uint8_t *in = xd + ((n * H + ih) * W + iw) * C;
+                    for (int64_t c = 0; c < C; c++) out[c] = in[c] > out[c] ? in[c] : out[c];
+                }
+            }
+        }
+    }
+    return NL_OK;
+}

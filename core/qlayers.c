@@ -1,0 +1,339 @@
+/* qlayers.c: the quantized inference layers that quant.c builds: Quantize / Dequantize (f32 NCHW <->
+ * u8 NHWC activations), QConv2d and QLinear (i8 weights per output channel, u8 activations, int32
+ * accumulation, fused ReLU) and QMaxPool2d (max pooling on u8 directly: quantization keeps order). */
+#include "layer.h"
+
+#include <math.h>
+#include <string.h>
+
+/* The "qparams" buffer of QConv2d / QLinear: activation scales and zero points, and the SQNR (dB)
+ * of the weights and of the output activations measured when the layer was quantized. */
+enum { QP_IN_SCALE, QP_IN_ZP, QP_OUT_SCALE, QP_OUT_ZP, QP_W_SQNR, QP_A_SQNR, QP_COUNT };
+
+/* Adds a buffer (no gradient) of this dtype and shape filled with v. */
+static nl_status add_buffer(nl_module *m, const char *name, nl_dtype dt, int ndim,
+                            const int64_t *shape, double v)
+{
+    nl_tensor *t = nl_tensor_empty(dt, ndim, shape, NL_CPU);
+    nl_status st = t ? nl_fill(t, v) : nl_errcode();
+    if (st == NL_OK) st = nl_module_add_param(m, name, t, false);
+    nl_tensor_release(t);
+    return st;
+}
+
+/* NL_EINVAL unless (scale, zero point) is a usable affine u8 quantization. */
+static nl_status check_affine(const nl_module *m, const char *what, double scale, double zp)
+{
+    if (!(scale > 0 && isfinite(scale)) || !(zp >= 0 && zp <= 255 && zp == floor(zp)))
+        return nl_seterr(NL_EINVAL, "%s: bad %s quantization: scale %g, zero point %g (need scale > 0, "
+                         "a whole zero point in 0..255)", m->type->name, what, scale, zp);
+    return NL_OK;
+}
+
+static nl_status need_u8(const nl_module *m, const nl_tensor *x)
+{
+    if (x->dtype != NL_U8)
+        return nl_seterr(NL_ETYPE, "%s: input must be u8 activations (NHWC, from a Quantize or a "
+                         "quantized layer), got %s", m->type->name, nl_dtype_info(x->dtype)->name);
+    return NL_OK;
+}
+
+static nl_status inference_only(nl_module *m, nl_tensor *gy, nl_tensor **gx)
+{
+    return nl_seterr(NL_EUNSUPPORTED, "%s: quantized layers are for inference only (train with "
+                     "quant.qat, then quant.convert)", m->type->name);
+}
+
+/* ---------------------------------------------------------------- Quantize / Dequantize - */
+
+/* qparams [2]: scale, zero point. */
+static nl_status affine_init(nl_module *m)
+{
+    nl_status st = add_buffer(m, "qparams", NL_F32, 1, (int64_t[]){2}, 0);
+    if (st == NL_OK) nl_tensor_f32(m->params[0].value)[0] = 1;
+    return st;
+}
+
+extern const nl_module_type nl_quantize_type;
+
+/* Quantize: [N, C, H, W] -> [N, H, W, C] (and back for Dequantize); 2-D [N, K] stays. */
+static nl_status affine_infer(const nl_module *m, int ndim, const int64_t *in, int *out_ndim,
+                              int64_t *out, int64_t *macs)
+{
+    if (ndim != 2 && ndim != 4)
+        return nl_layer_shape_error(m, ndim, in, "expected [N, C, H, W] or [N, K]");
+    const bool to_nhwc = m->type == &nl_quantize_type;
+    out[0] = in[0];
+    if (ndim == 2) out[1] = in[1];
+    else
+        for (int d = 1; d < 4; d++) out[d] = to_nhwc ? in[d % 3 + 1] : in[(d + 1) % 3 + 1];
+    *out_ndim = ndim;
+    *macs = 0;
+    return NL_OK;
+}
+
+static nl_status affine_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
+{
+    const bool quant = m->type == &nl_quantize_type;
+    const float *qp = nl_tensor_f32(m->params[0].value);
+    nl_status st = check_affine(m, "activation", qp[0], qp[1]);
+    if (st == NL_OK && !quant) st = need_u8(m, x);
+    int nd = 0;
+    int64_t shape[NL_MAX_DIMS], macs;
+    if (st == NL_OK) st = affine_infer(m, x->ndim, x->shape, &nd, shape, &macs);
+    if (st != NL_OK) return st;
+    nl_tensor *out = nl_module_output_buffer(m, quant ? NL_U8 : NL_F32, nd, shape, nl_tensor_device(x));
+    if (!out) return nl_errcode();
+    nl_op op = {.code = NL_OP_QUANTIZE, .dst = out, .src = {x}, .f = {qp[0], qp[1]}};
+    if ((st = nl_op_exec(&op)) != NL_OK) {
+        nl_tensor_release(out);
+        return st;
+    }
+    *y = out;
+    return NL_OK;
+}
+
+const nl_module_type nl_quantize_type = {
+    .name = "Quantize",
+    .sig = "nn.Quantize()",
+    .doc = "f32 [N, C, H, W] -> u8 [N, H, W, C] activations: q = round(x / scale) + zero_point "
+           "(qparams = {scale, zero_point}); the entry of a quantized network.",
+    .example = "nn.Quantize()",
+    .init = affine_init,
+    .forward = affine_forward,
+    .backward = inference_only,
+    .infer = affine_infer,
+};
+
+const nl_module_type nl_dequantize_type = {
+    .name = "Dequantize",
+    .sig = "nn.Dequantize()",
+    .doc = "u8 [N, H, W, C] activations -> f32 [N, C, H, W]: x = scale * (q - zero_point).",
+    .example = "nn.Dequantize()",
+    .init = affine_init,
+    .forward = affine_forward,
+    .backward = inference_only,
+    .infer = affine_infer,
+    .any_input_dtype = true,
+};
+
+/* ---------------------------------------------------------------- QConv2d / QLinear ----- */
+
+extern const nl_module_type nl_qconv2d_type;
+static bool is_conv(const nl_module *m) { return m->type == &nl_qconv2d_type; }
+
+enum { CA_IN, CA_OUT, CA_K, CA_STRIDE, CA_PADDING, CA_RELU, CA_F32 }; /* QConv2d */
+enum { LA_IN, LA_OUT, LA_RELU, LA_F32 };                              /* QLinear */
+
+static bool arg_relu(const nl_module *m) { return m->args[is_conv(m) ? CA_RELU : LA_RELU] != 0; }
+static bool arg_f32(const nl_module *m) { return m->args[is_conv(m) ? CA_F32 : LA_F32] != 0; }
+
+/* weight i8 [out, in, k, k] (QLinear: [out, in]), weight_scale f32 [out], bias f32 [out],
+ * qparams f32 [6]. */
+static nl_status qlayer_init(nl_module *m)
+{
+    const bool conv = is_conv(m);
+    const int64_t in = (int64_t)m->args[conv ? CA_IN : LA_IN], out = (int64_t)m->args[conv ? CA_OUT : LA_OUT];
+    const int64_t k = conv ? (int64_t)m->args[CA_K] : 1;
+    nl_status st = add_buffer(m, "weight", NL_I8, conv ? 4 : 2, (int64_t[]){out, in, k, k}, 0);
+    if (st == NL_OK) st = add_buffer(m, "weight_scale", NL_F32, 1, (int64_t[]){out}, 1);
+    if (st == NL_OK) st = add_buffer(m, "bias", NL_F32, 1, (int64_t[]){out}, 0);
+    if (st == NL_OK) st = add_buffer(m, "qparams", NL_F32, 1, (int64_t[]){QP_COUNT}, 0);
+    if (st == NL_OK) {
+        float *qp = nl_tensor_f32(m->params[3].value);
+        qp[QP_IN_SCALE] = qp[QP_OUT_SCALE] = 1;
+        qp[QP_W_SQNR] = qp[QP_A_SQNR] = NAN;
+    }
+    return st;
+}
+
+/* QConv2d: u8 [N, H, W, C] -> u8 [N, OH, OW, O] or (f32 output) f32 [N, O, OH, OW]. */
+static nl_status qconv_infer(const nl_module *m, int ndim, const int64_t *in, int *out_ndim,
+                             int64_t *out, int64_t *macs)
+{
+    const int64_t c = (int64_t)m->args[CA_IN], o = (int64_t)m->args[CA_OUT], k = (int64_t)m->args[CA_K],
+                  s = (int64_t)m->args[CA_STRIDE], p = (int64_t)m->args[CA_PADDING];
+    if (ndim != 4)
+        return nl_layer_shape_error(m, ndim, in, "expected a 4-D input [N, H, W, %lld]", (long long)c);
+    if (in[3] != c)
+        return nl_layer_shape_error(m, ndim, in, "input has %lld channels (last dimension), expected %lld",
+                                    (long long)in[3], (long long)c);
+    if (in[1] + 2 * p < k || in[2] + 2 * p < k)
+        return nl_layer_shape_error(m, ndim, in, "input is smaller than the %lldx%lld kernel",
+                                    (long long)k, (long long)k);
+    const int64_t oh = (in[1] + 2 * p - k) / s + 1, ow = (in[2] + 2 * p - k) / s + 1;
+    const bool f32 = arg_f32(m);
+    out[0] = in[0];
+    out[f32 ? 1 : 3] = o;
+    out[f32 ? 2 : 1] = oh;
+    out[f32 ? 3 : 2] = ow;
+    *out_ndim = 4;
+    *macs = in[0] * oh * ow * o * c * k * k;
+    return NL_OK;
+}
+
+/* QLinear: u8 [N, ...] with in elements after N (a flattened NHWC map included) -> [N, out]. */
+static nl_status qlinear_infer(const nl_module *m, int ndim, const int64_t *in, int *out_ndim,
+                               int64_t *out, int64_t *macs)
+{
+    const int64_t fin = (int64_t)m->args[LA_IN], fout = (int64_t)m->args[LA_OUT];
+    int64_t rest = 1;
+    for (int d = 1; d < ndim; d++) rest *= in[d];
+    if (ndim < 2 || rest != fin)
+        return nl_layer_shape_error(m, ndim, in, "expected an input [N, ...] of %lld features per row",
+                                    (long long)fin);
+    out[0] = in[0];
+    out[1] = fout;
+    *out_ndim = 2;
+    *macs = in[0] * fin * fout;
+    return NL_OK;
+}
+
+static nl_status qlayer_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
+{
+    const bool conv = is_conv(m), f32 = arg_f32(m);
+    const float *qp = nl_tensor_f32(m->params[3].value);
+    nl_status st = need_u8(m, x);
+    if (st == NL_OK) st = check_affine(m, "input", qp[QP_IN_SCALE], qp[QP_IN_ZP]);
+    if (st == NL_OK && !f32) st = check_affine(m, "output", qp[QP_OUT_SCALE], qp[QP_OUT_ZP]);
+    int nd;
+    int64_t shape[NL_MAX_DIMS], macs;
+    if (st == NL_OK) st = m->type->infer(m, x->ndim, x->shape, &nd, shape, &macs);
+    if (st != NL_OK) return st;
+    nl_tensor *w = m->params[0].value;
+    const int64_t fin = w->shape[1], fout = w->shape[0];
+    /* A linear layer is the 1x1 convolution of [N, 1, 1, in]. */
+    nl_tensor *xv = conv ? nl_tensor_retain(x) : nl_tensor_reshape(x, 4, (int64_t[]){x->shape[0], 1, 1, fin});
+    nl_tensor *wv = conv ? nl_tensor_retain(w) : nl_tensor_reshape(w, 4, (int64_t[]){fout, fin, 1, 1});
+    nl_tensor *out = xv && wv ? nl_module_output_buffer(m, f32 ? NL_F32 : NL_U8, nd, shape,
+                                                        nl_tensor_device(x)) : NULL;
+    st = out ? NL_OK : nl_errcode();
+    if (st == NL_OK) {
+        nl_op op = {.code = NL_OP_QCONV2D, .dst = out,
+                    .src = {xv, wv, m->params[1].value, m->params[2].value},
+                    .i = {conv ? (int)m->args[CA_STRIDE] : 1, conv ? (int)m->args[CA_PADDING] : 0,
+                          arg_relu(m)},
+                    .f = {qp[QP_IN_SCALE], qp[QP_IN_ZP], qp[QP_OUT_SCALE], qp[QP_OUT_ZP]}};
+        st = nl_op_exec(&op);
+    }
+    nl_tensor_release(xv);
+    nl_tensor_release(wv);
+    if (st != NL_OK) {
+        nl_tensor_release(out);
+        return st;
+    }
+    *y = out;
+    return NL_OK;
+}
+
+const nl_module_type nl_qconv2d_type = {
+    .name = "QConv2d",
+    .sig = "nn.QConv2d(in, out, k, {stride=1, padding=0, relu=false, f32=false})",
+    .doc = "An int8 convolution on u8 NHWC activations (i8 weights per output channel, int32 sums, "
+           "AVX-512 VNNI); output u8 NHWC, or f32 NCHW with f32=true. Made by quant.int8.",
+    .example = "nn.QConv2d(3, 32, 3, {padding=1, relu=true})",
+    .npos = 3,
+    .args = {
+        {.name = "in", .def = NAN, .integer = true, .min = 1, .doc = "input channels"},
+        {.name = "out", .def = NAN, .integer = true, .min = 1, .doc = "output channels"},
+        {.name = "k", .def = NAN, .integer = true, .min = 1, .doc = "kernel size (k x k)"},
+        {.name = "stride", .def = 1, .integer = true, .min = 1, .doc = "step between windows"},
+        {.name = "padding", .def = 0, .integer = true, .min = 0, .doc = "zero padding on each side"},
+        {.name = "relu", .def = 0, .integer = true, .boolean = true, .doc = "fused ReLU"},
+        {.name = "f32", .def = 0, .integer = true, .boolean = true,
+         .doc = "dequantized f32 NCHW output (the network's last quantized layer)"},
+    },
+    .init = qlayer_init,
+    .forward = qlayer_forward,
+    .backward = inference_only,
+    .infer = qconv_infer,
+    .any_input_dtype = true,
+};
+
+const nl_module_type nl_qlinear_type = {
+    .name = "QLinear",
+    .sig = "nn.QLinear(in, out, {relu=false, f32=false})",
+    .doc = "An int8 fully connected layer on u8 activations [N, ...] (flattens them itself); output "
+           "u8, or f32 with f32=true. Made by quant.int8.",
+    .example = "nn.QLinear(4096, 10, {f32=true})",
+    .npos = 2,
+    .args = {
+        {.name = "in", .def = NAN, .integer = true, .min = 1, .doc = "input features"},
+        {.name = "out", .def = NAN, .integer = true, .min = 1, .doc = "output features"},
+        {.name = "relu", .def = 0, .integer = true, .boolean = true, .doc = "fused ReLU"},
+        {.name = "f32", .def = 0, .integer = true, .boolean = true,
+         .doc = "dequantized f32 output (the network's last quantized layer)"},
+    },
+    .init = qlayer_init,
+    .forward = qlayer_forward,
+    .backward = inference_only,
+    .infer = qlinear_infer,
+    .any_input_dtype = true,
+};
+
+/* ---------------------------------------------------------------- QMaxPool2d ------------ */
+
+enum { PA_K, PA_STRIDE, PA_PADDING };
+
+static nl_status qpool_init(nl_module *m)
+{
+    if (isnan(m->args[PA_STRIDE])) m->args[PA_STRIDE] = m->args[PA_K];
+    if (m->args[PA_PADDING] > floor(m->args[PA_K] / 2))
+        return nl_seterr(NL_EINVAL, "QMaxPool2d: padding must be at most half the kernel size");
+    return NL_OK;
+}
+
+static nl_status qpool_infer(const nl_module *m, int ndim, const int64_t *in, int *out_ndim,
+                             int64_t *out, int64_t *macs)
+{
+    const int64_t k = (int64_t)m->args[PA_K], s = (int64_t)m->args[PA_STRIDE],
+                  p = (int64_t)m->args[PA_PADDING];
+    if (ndim != 4) return nl_layer_shape_error(m, ndim, in, "expected a 4-D input [N, H, W, C]");
+    if (in[1] + 2 * p < k || in[2] + 2 * p < k)
+        return nl_layer_shape_error(m, ndim, in, "input is smaller than the %lldx%lld window",
+                                    (long long)k, (long long)k);
+    out[0] = in[0];
+    out[1] = (in[1] + 2 * p - k) / s + 1;
+    out[2] = (in[2] + 2 * p - k) / s + 1;
+    out[3] = in[3];
+    *out_ndim = 4;
+    *macs = 0;
+    return NL_OK;
+}
+
+static nl_status qpool_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
+{
+    int nd;
+    int64_t shape[NL_MAX_DIMS], macs;
+    nl_status st = need_u8(m, x);
+    if (st == NL_OK) st = qpool_infer(m, x->ndim, x->shape, &nd, shape, &macs);
+    if (st != NL_OK) return st;
+    nl_tensor *out = nl_module_output_buffer(m, NL_U8, nd, shape, nl_tensor_device(x));
+    if (!out) return nl_errcode();
+    nl_op op = {.code = NL_OP_QPOOL2D, .dst = out, .src = {x},
+                .i = {0, (int)m->args[PA_K], (int)m->args[PA_STRIDE], (int)m->args[PA_PADDING]}};
+    if ((st = nl_op_exec(&op)) != NL_OK) {
+        nl_tensor_release(out);
+        return st;
+    }
+    *y = out;
+    return NL_OK;
+}
+
+const nl_module_type nl_qmaxpool2d_type = {
+    .name = "QMaxPool2d",
+    .sig = "nn.QMaxPool2d(k, {stride=k, padding=0})",
+    .doc = "Max pooling of u8 NHWC activations (exact: quantization preserves order).",
+    .example = "nn.QMaxPool2d(2)",
+    .npos = 1,
+    .args = {
+        {.name = "k", .def = NAN, .integer = true, .min = 1, .doc = "window size (k x k)"},
+        {.name = "stride", .def = NAN, .integer = true, .min = 1, .doc = "step (default k)"},
+        {.name = "padding", .def = 0, .integer = true, .min = 0, .doc = "padding on each side"},
+    },
+    .init = qpool_init,
+    .forward = qpool_forward,
+    .backward = inference_only,
+    .infer = qpool_infer,
+    .any_input_dtype = true,
+};

@@ -1,0 +1,52 @@
+/* quant.h: post-training int8 quantization of networks (calibration, conversion to the integer
+ * layers of qlayers.c), the quantization arithmetic itself, and per-layer reports. */
+#ifndef NL_QUANT_H
+#define NL_QUANT_H
+
+#include "nn.h"
+
+typedef enum { NL_QCALIB_MINMAX, NL_QCALIB_PERCENTILE } nl_qcalib;
+
+typedef struct {
+    nl_qcalib method;
+    double percentile; /* NL_QCALIB_PERCENTILE: the range is [100-p, p] percentiles, e.g. 99.99 */
+} nl_quant_opts;
+
+/* Post-training int8 quantization. net is a Sequential (or one layer) of Conv2d, Linear, ReLU,
+ * MaxPool2d, Flatten, Dropout and Identity; activation ranges are calibrated by running net (in
+ * evaluation mode) on the nbatches inputs. Conv2d/Linear (with a following ReLU fused) become
+ * QConv2d/QLinear, MaxPool2d QMaxPool2d; a Quantize enters the integer part and its last layer
+ * returns f32; other layers stay float (copies) behind a Dequantize. Dropout and Identity are
+ * dropped; a Flatten before a QLinear is absorbed (its weight columns are reordered for NHWC).
+ * Returns a new network in evaluation mode (net is not changed), or NULL with NL_EINVAL (no
+ * batches, a layer that is neither convertible nor in a Sequential) or the forward's error. */
+nl_module *nl_quant_int8(nl_module *net, nl_tensor *const *batches, int nbatches,
+                         const nl_quant_opts *opts);
+
+/* Symmetric per-output-channel int8 weights: w f32 [O, ...] -> q i8 (same shape) and scales f32
+ * [O] (max |w_o| / 127; 1 for an all-zero row), q = clamp(round(w / s), -127, 127). Returns the
+ * SQNR in dB of the dequantized weights (INFINITY when exact) in *sqnr (may be NULL). */
+nl_status nl_quant_weights_i8(const nl_tensor *w, nl_tensor *q, nl_tensor *scales, double *sqnr);
+/* The u8 affine quantization of the range [lo, hi] (widened to include 0): scale (rounded to f32)
+ * = (hi - lo) / 255, zero point = round(-lo / scale) in 0..255. */
+void nl_quant_affine(double lo, double hi, double *scale, double *zero_point);
+
+/* One row of a report: a quantized layer of the network. */
+typedef struct {
+    char path[32];      /* "3" (child index, 1-based as in Lua), "" for a lone layer */
+    char type[16];      /* "QConv2d", "Quantize", ... */
+    int bits;           /* weight bits (8; activation-only layers: 8) */
+    double wscale_min, wscale_max; /* per-channel weight scales (0 when none) */
+    double in_scale, out_scale;    /* activation scales (0 when f32) */
+    double wsqnr, asqnr;           /* dB, NAN when unknown */
+} nl_quant_row;
+
+/* Fills up to max rows for the quantized layers of net (depth first); returns how many there are. */
+int nl_quant_report(nl_module *net, nl_quant_row *rows, int max);
+
+/* The int8 kernels' instruction set: "auto", "generic" or "vnni" (see nl_cpu_qgemm_set_isa);
+ * NL_EINVAL for an unknown name, NL_EUNSUPPORTED for vnni on a CPU without it. */
+nl_status nl_quant_set_isa(const char *name);
+const char *nl_quant_isa(void);
+
+#endif

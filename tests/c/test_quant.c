@@ -1,0 +1,289 @@
+/* test_quant.c: int8 quantization: weight and activation quantization arithmetic, the int8
+ * convolution against a float reference, VNNI and portable kernels bit for bit, post-training
+ * conversion of the seed CNN, reports, and checkpoints of quantized networks (and corrupt ones). */
+#include "checkpoint.h"
+#include "nethelp.h"
+#include "quant.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static nl_tensor *rand_tensor(int ndim, const int64_t *shape, double lo, double hi)
+{
+    nl_tensor *t = nl_tensor_empty(NL_F32, ndim, shape, NL_CPU);
+    nl_rand_uniform(t, lo, hi);
+    return t;
+}
+
+/* The seed CNN: conv3-32 k3 p1 / ReLU / maxpool2 / conv32-64 k3 p1 / ReLU / maxpool2 / flatten /
+ * linear 64*(s/4)^2 -> 10, on s x s pictures. */
+static nl_module *seed_cnn(int64_t s)
+{
+    nl_module *kids[] = {
+        net_make("Conv2d", "in", 3.0, "out", 32.0, "k", 3.0, "padding", 1.0, NULL),
+        net_make("ReLU", NULL),
+        net_make("MaxPool2d", "k", 2.0, NULL),
+        net_make("Conv2d", "in", 32.0, "out", 64.0, "k", 3.0, "padding", 1.0, NULL),
+        net_make("ReLU", NULL),
+        net_make("MaxPool2d", "k", 2.0, NULL),
+        net_make("Flatten", NULL),
+        net_make("Linear", "in", (double)(64 * (s / 4) * (s / 4)), "out", 10.0, NULL),
+    };
+    return net_container("Sequential", kids, 8);
+}
+
+static void test_weights(void)
+{
+    float w[] = {1, -2, 0.5f, 0, 0, 0};
+    nl_tensor *wt = nl_tensor_from_data(NL_F32, 2, (int64_t[]){2, 3}, w);
+    nl_tensor *q = nl_tensor_empty(NL_I8, 2, (int64_t[]){2, 3}, NL_CPU);
+    nl_tensor *s = nl_tensor_empty(NL_F32, 1, (int64_t[]){2}, NL_CPU);
+    double sqnr;
+    CHECK(nl_quant_weights_i8(wt, q, s, &sqnr) == NL_OK, "%s", nl_errmsg());
+    const int8_t *qd = nl_tensor_data(q);
+    CHECK_CLOSE(nl_tensor_f32(s)[0], 2.0 / 127, 1e-9, 1e-6);
+    CHECK_CLOSE(nl_tensor_f32(s)[1], 1, 0, 0); /* an all-zero row */
+    CHECK(qd[0] == 64 && qd[1] == -127 && qd[2] == 32 && qd[3] == 0, "q = %d %d %d %d", qd[0], qd[1],
+          qd[2], qd[3]);
+    /* error of row 0: 1 - 64*2/127 and 0.5 - 32*2/127 */
+    const double e0 = 1 - 128.0 / 127, e2 = 0.5 - 64.0 / 127;
+    CHECK_CLOSE(sqnr, 10 * log10(5.25 / (e0 * e0 + e2 * e2)), 1e-3, 0);
+    CHECK(nl_quant_weights_i8(wt, s, s, NULL) == NL_EINVAL, "wrong dtypes refused");
+    double scale, zp;
+    nl_quant_affine(-1, 3, &scale, &zp);
+    CHECK_CLOSE(scale, 4.0 / 255, 1e-7, 0);
+    CHECK_CLOSE(zp, 64, 0, 0);
+    nl_quant_affine(0.5, 2, &scale, &zp); /* widened to include 0 */
+    CHECK_CLOSE(scale, 2.0 / 255, 1e-7, 0);
+    CHECK_CLOSE(zp, 0, 0, 0);
+    nl_tensor_release(wt);
+    nl_tensor_release(q);
+    nl_tensor_release(s);
+}
+
+/* A QConv2d with random weights, scales and bias on a random u8 input, f32 output, against the
+ * same sums in double; then the u8 output against requantizing the reference (within 1 level). */
+static void test_qconv_reference(void)
+{
+    const int64_t N = 2, H = 7, W = 6, C = 5, O = 19, K = 3;
+    for (int f32 = 1; f32 >= 0; f32--) {
+        nl_module *m = net_make("QConv2d", "in", (double)C, "out", (double)O, "k", (double)K,
+                                "stride", 2.0, "padding", 1.0, "relu", 1.0, "f32", (double)f32, NULL);
+        if (!m) return;
+        int8_t *w = nl_tensor_data(m->params[0].value);
+        float *ws = nl_tensor_f32(m->params[1].value), *b = nl_tensor_f32(m->params[2].value),
+              *qp = nl_tensor_f32(m->params[3].value);
+        for (int64_t i = 0; i < O * C * K * K; i++) w[i] = (int8_t)((int)(nl_rng_u64() % 255) - 127);
+        for (int64_t o = 0; o < O; o++) {
+            ws[o] = 0.001f * (float)(1 + o);
+            b[o] = 0.05f * (float)(o % 5) - 0.1f;
+        }
+        qp[0] = 0.02f, qp[1] = 37, qp[2] = 0.05f, qp[3] = 3;
+        nl_tensor *x = nl_tensor_empty(NL_U8, 4, (int64_t[]){N, H, W, C}, NL_CPU);
+        uint8_t *xd = nl_tensor_data(x);
+        for (int64_t i = 0; i < N * H * W * C; i++) xd[i] = (uint8_t)(nl_rng_u64() % 256);
+        nl_tensor *y = NULL;
+        CHECK(nl_module_forward(m, x, &y) == NL_OK, "%s", nl_errmsg());
+        const int64_t OH = 4, OW = 3;
+        int bad = 0;
+        for (int64_t n = 0; y && n < N; n++)
+            for (int64_t o = 0; o < O; o++)
+                for (int64_t oh = 0; oh < OH; oh++)
+                    for (int64_t ow = 0; ow < OW; ow++) {
+                        double acc = 0;
+                        for (int64_t c = 0; c < C; c++)
+                            for (int64_t kh = 0; kh < K; kh++)
+                                for (int64_t kw = 0; kw < K; kw++) {
+                                    const int64_t ih = oh * 2 - 1 + kh, iw = ow * 2 - 1 + kw;
+                                    if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                                    acc += (xd[((n * H + ih) * W + iw) * C + c] - 37.0) *
+                                           w[((o * C + c) * K + kh) * K + kw];
+                                }
+                        double r = 0.02 * ws[o] * acc + b[o];
+                        r = r > 0 ? r : 0;
+                        if (f32) {
+                            const double got = nl_tensor_f32(y)[((n * O + o) * OH + oh) * OW + ow];
+                            bad += fabs(got - r) > 1e-5 + 1e-5 * fabs(r);
+                        } else {
+                            const double want = fmin(255, nearbyint(r / 0.05) + 3);
+                            const double got = ((uint8_t *)nl_tensor_data(y))[((n * OH + oh) * OW + ow) * O + o];
+                            bad += fabs(got - want) > 1;
+                        }
+                    }
+        CHECK(bad == 0, "%s output: %d values off the float reference", f32 ? "f32" : "u8", bad);
+        nl_tensor_release(y);
+        nl_tensor_release(x);
+        nl_module_release(m);
+    }
+}
+
+/* Every child's output of the quantized net (u8 and f32) with the VNNI and the portable kernels. */
+static void test_isa_identical(nl_module *q, nl_tensor *x)
+{
+    if (nl_quant_set_isa("vnni") != NL_OK) {
+        printf("skip: no AVX-512 VNNI here (%s)\n", nl_errmsg());
+        return;
+    }
+    nl_tensor *y1 = NULL, *y2 = NULL, *mid[16] = {0};
+    CHECK(nl_module_forward(q, x, &y1) == NL_OK, "%s", nl_errmsg());
+    for (int i = 0; i < q->nchildren && i < 16; i++) mid[i] = nl_tensor_clone(q->children[i]->output);
+    CHECK(nl_quant_set_isa("generic") == NL_OK && strcmp(nl_quant_isa(), "generic") == 0, "generic");
+    CHECK(nl_module_forward(q, x, &y2) == NL_OK, "%s", nl_errmsg());
+    for (int i = 0; i < q->nchildren && i < 16; i++) {
+        const nl_tensor *o = q->children[i]->output;
+        const size_t bytes = (size_t)nl_tensor_numel(o) * nl_dtype_info(o->dtype)->size;
+        CHECK(mid[i] && memcmp(nl_tensor_data(mid[i]), nl_tensor_data(o), bytes) == 0,
+              "child %d (%s): vnni and generic differ", i + 1, q->children[i]->type->name);
+        nl_tensor_release(mid[i]);
+    }
+    CHECK(nl_quant_set_isa("auto") == NL_OK, "auto");
+    CHECK(nl_quant_set_isa("avx9") == NL_EINVAL, "unknown isa refused");
+    nl_tensor_release(y1);
+    nl_tensor_release(y2);
+}
+
+static void test_seed_cnn(void)
+{
+    nl_rng_seed(7);
+    nl_module *net = seed_cnn(16);
+    if (!net) return;
+    nl_module_train(net, false);
+    nl_tensor *cal[2] = {rand_tensor(4, (int64_t[]){8, 3, 16, 16}, -1, 1),
+                         rand_tensor(4, (int64_t[]){8, 3, 16, 16}, -1, 1)};
+    nl_tensor *x = rand_tensor(4, (int64_t[]){5, 3, 16, 16}, -1, 1);
+    for (int method = 0; method < 2; method++) {
+        nl_quant_opts o = {method ? NL_QCALIB_PERCENTILE : NL_QCALIB_MINMAX, 99.9};
+        nl_module *q = nl_quant_int8(net, cal, 2, &o);
+        CHECK(q != NULL, "int8: %s", nl_errmsg());
+        if (!q) continue;
+        /* Quantize, QConv2d(relu), QMaxPool2d, QConv2d(relu), QMaxPool2d, QLinear(f32) */
+        static const char *const want[] = {"Quantize", "QConv2d", "QMaxPool2d", "QConv2d",
+                                           "QMaxPool2d", "QLinear"};
+        CHECK(q->nchildren == 6, "6 layers, got %d", q->nchildren);
+        for (int i = 0; i < q->nchildren && i < 6; i++)
+            CHECK(strcmp(q->children[i]->type->name, want[i]) == 0, "layer %d is %s", i + 1,
+                  q->children[i]->type->name);
+        nl_tensor *yf = NULL, *yq = NULL;
+        CHECK(nl_module_forward(net, x, &yf) == NL_OK, "%s", nl_errmsg());
+        CHECK(nl_module_forward(q, x, &yq) == NL_OK, "%s", nl_errmsg());
+        if (yf && yq) {
+            /* The stated tolerance: every logit within 5% of the largest float logit. */
+            double maxf = 0, maxd = 0;
+            for (int64_t i = 0; i < nl_tensor_numel(yf); i++) {
+                maxf = fmax(maxf, fabs(nl_tensor_f32(yf)[i]));
+                maxd = fmax(maxd, fabs(nl_tensor_f32(yf)[i] - nl_tensor_f32(yq)[i]));
+            }
+            CHECK(maxd <= 0.05 * maxf, "int8 logits off by %g (largest %g)", maxd, maxf);
+        }
+        if (method == 0) {
+            test_isa_identical(q, x);
+            nl_quant_row rows[8];
+            const int n = nl_quant_report(q, rows, 8);
+            CHECK(n == 4 && strcmp(rows[1].type, "QConv2d") == 0 && strcmp(rows[1].path, "2") == 0,
+                  "report rows %d", n);
+            CHECK(rows[1].wsqnr > 30 && rows[1].asqnr > 30 && rows[3].out_scale == 0,
+                  "sqnr w %g a %g", rows[1].wsqnr, rows[1].asqnr);
+            /* checkpoint round trip: same outputs, bit for bit */
+            char path[] = "/tmp/nl_test_quantXXXXXX";
+            int fd = mkstemp(path);
+            if (fd >= 0) close(fd);
+            CHECK(nl_checkpoint_save_module(path, q, NULL) == NL_OK, "%s", nl_errmsg());
+            nl_module *back = nl_checkpoint_load_module(path);
+            CHECK(back != NULL, "load: %s", nl_errmsg());
+            nl_tensor *yb = NULL;
+            if (back) nl_module_train(back, false);
+            CHECK(back && nl_module_forward(back, x, &yb) == NL_OK, "%s", nl_errmsg());
+            CHECK(yb && yq && memcmp(nl_tensor_data(yb), nl_tensor_data(yq), 50 * sizeof(float)) == 0,
+                  "loaded int8 net gives other outputs");
+            nl_tensor_release(yb);
+            nl_module_release(back);
+            unlink(path);
+        }
+        nl_tensor_release(yf);
+        nl_tensor_release(yq);
+        nl_module_release(q);
+    }
+    CHECK(nl_quant_int8(net, cal, 0, NULL) == NULL && nl_errcode() == NL_EINVAL, "no batches");
+    nl_tensor_release(cal[0]);
+    nl_tensor_release(cal[1]);
+    nl_tensor_release(x);
+    nl_module_release(net);
+}
+
+/* A lone Linear with known weights, calibrated on [-1, 3]: the report's values. */
+static void test_report_known(void)
+{
+    nl_module *lin = net_make("Linear", "in", 2.0, "out", 2.0, NULL);
+    if (!lin) return;
+    memcpy(nl_tensor_f32(lin->params[0].value), (float[]){1, -2, 0.5f, 0.25f}, 4 * sizeof(float));
+    nl_tensor *cal = nl_tensor_from_data(NL_F32, 2, (int64_t[]){2, 2}, (float[]){-1, 3, 0, 1});
+    nl_module *q = nl_quant_int8(lin, &cal, 1, NULL);
+    CHECK(q != NULL, "%s", nl_errmsg());
+    nl_quant_row rows[4];
+    const int n = q ? nl_quant_report(q, rows, 4) : 0;
+    CHECK(n == 2, "2 rows, got %d", n);
+    if (n == 2) {
+        CHECK(strcmp(rows[0].type, "Quantize") == 0, "%s", rows[0].type);
+        CHECK_CLOSE(rows[0].out_scale, 4.0 / 255, 1e-7, 0);
+        CHECK_CLOSE(rows[1].wscale_min, 0.5 / 127, 1e-8, 1e-6);
+        CHECK_CLOSE(rows[1].wscale_max, 2.0 / 127, 1e-8, 1e-6);
+        CHECK_CLOSE(rows[1].in_scale, 4.0 / 255, 1e-7, 0);
+        CHECK(rows[1].bits == 8 && isnan(rows[1].asqnr), "bits %d", rows[1].bits);
+    }
+    nl_tensor_release(cal);
+    nl_module_release(q);
+    nl_module_release(lin);
+}
+
+/* Files whose quantized tensors do not fit the architecture are refused. */
+static void test_corrupt(void)
+{
+    nl_module *m = net_make("QConv2d", "in", 3.0, "out", 4.0, "k", 3.0, NULL);
+    char *arch = m ? nl_checkpoint_arch_json(m) : NULL;
+    if (!arch) return;
+    char path[] = "/tmp/nl_test_qbadXXXXXX";
+    int fd = mkstemp(path);
+    if (fd >= 0) close(fd);
+    for (int bad = 0; bad < 3; bad++) {
+        nl_st_writer *w = nl_st_writer_new();
+        nl_st_writer_meta(w, NL_CKPT_ARCH, arch);
+        nl_tensor *ts = nl_tensor_zeros(NL_F32, 1, (int64_t[]){bad == 0 ? 5 : 4}, NL_CPU);
+        nl_tensor *wt = nl_tensor_zeros(bad == 1 ? NL_F32 : NL_I8, 4, (int64_t[]){4, 3, 3, 3}, NL_CPU);
+        nl_tensor *qp = nl_tensor_zeros(NL_F32, 1, (int64_t[]){bad == 2 ? 4 : 6}, NL_CPU);
+        nl_st_writer_add(w, "weight", wt);
+        nl_st_writer_add(w, "weight_scale", ts);
+        nl_st_writer_add(w, "bias", m->params[2].value);
+        nl_st_writer_add(w, "qparams", qp);
+        CHECK(nl_st_writer_commit(w, path) == NL_OK, "%s", nl_errmsg());
+        nl_module *back = nl_checkpoint_load_module(path);
+        CHECK(back == NULL && nl_errcode() == NL_EFORMAT, "corrupt file %d accepted", bad);
+        nl_module_release(back);
+        nl_tensor_release(ts);
+        nl_tensor_release(wt);
+        nl_tensor_release(qp);
+        nl_st_writer_free(w);
+    }
+    /* a zero scale loads (shapes fit) but the layer refuses to run */
+    nl_tensor *x = nl_tensor_zeros(NL_U8, 4, (int64_t[]){1, 4, 4, 3}, NL_CPU), *y = NULL;
+    nl_tensor_f32(m->params[3].value)[0] = 0;
+    CHECK(nl_module_forward(m, x, &y) == NL_EINVAL, "zero scale refused");
+    nl_tensor *xf = nl_tensor_zeros(NL_F32, 4, (int64_t[]){1, 4, 4, 3}, NL_CPU);
+    CHECK(nl_module_forward(m, xf, &y) == NL_ETYPE, "f32 input refused");
+    nl_tensor_release(x);
+    nl_tensor_release(xf);
+    unlink(path);
+    free(arch);
+    nl_module_release(m);
+}
+
+int main(void)
+{
+    nl_init();
+    test_weights();
+    test_qconv_reference();
+    test_seed_cnn();
+    test_report_known();
+    test_corrupt();
+    return TEST_REPORT();
+}
