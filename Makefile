@@ -20,7 +20,7 @@ ifneq ($(VARIANT),release)
 BIN     := $(BUILD)/nnlab
 endif
 
-PKGS     := lua5.4 zlib libcjson sdl2 SDL2_ttf SDL2_image
+PKGS     := lua5.4 zlib libcjson sdl2 SDL2_ttf SDL2_image lapacke
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) openblas 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) openblas 2>/dev/null)
 RL_LIBS    := $(shell pkg-config --libs readline 2>/dev/null || echo -lreadline)

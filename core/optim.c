@@ -1,6 +1,7 @@
 /* optim.c: SGD, Adam and AdamW over a module's parameters: validation, one state block per
  * optimizer, and one fused NL_OP_SGD_STEP / NL_OP_ADAM_STEP per parameter; gradient clipping. */
 #include "optim.h"
+#include "prune.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -18,8 +19,8 @@ struct nl_optim {
     nl_tensor **state;      /* views on block: [i * nstate + k] for parameter i, state k */
     bool have_state;        /* the state tensors hold values (not just allocated) */
     int64_t steps;
-    /* Pruning masks will live here (one per parameter, or NULL): after each update the step
-     * will multiply the parameter by its mask so pruned weights stay zero. */
+    /* Pruning masks live in the pruned layers (core/prune.h): each step masks their gradients
+     * before the update and their weights after it, so pruned weights stay zero. */
 };
 
 /* What each kind keeps per parameter. */
@@ -266,10 +267,10 @@ nl_status nl_optim_step(nl_optim *o)
                          (long long)o->steps);
     bool uses_state = o->kind != NL_OPTIM_SGD || o->cfg.momentum != 0;
     if (uses_state && (st = ensure_state(o)) != NL_OK) return st;
-    for (int i = 0; i < o->nparams; i++) {
+    if ((st = nl_prune_mask_grads(o->net)) != NL_OK) return st;
+    for (int i = 0; i < o->nparams; i++)
         if ((st = step_param(o, i)) != NL_OK) return st;
-        /* Pruning (later): re-apply parameter i's mask here. */
-    }
+    if ((st = nl_prune_apply_masks(o->net)) != NL_OK) return st;
     o->steps++;
     if (uses_state) o->have_state = o->block != NULL;
     return NL_OK;
