@@ -191,6 +191,7 @@ int nl_dsl_open(lua_State *L)
     nl_open_sys(L);
     nl_open_optim(L);
     nl_open_nn(L);
+    nl_open_data(L);
     nl_open_viz(L);
     if (luaL_loadbuffer(L, nl_lua_prelude, nl_lua_prelude_len, "=dsl/prelude.lua") != LUA_OK)
         return lua_error(L);

@@ -33,6 +33,7 @@ int nl_open_sys(lua_State *L);
 int nl_open_tensor(lua_State *L);
 int nl_open_optim(lua_State *L); /* before nl_open_nn, whose Lua half adds optim.schedule */
 int nl_open_nn(lua_State *L);
+int nl_open_data(lua_State *L);
 int nl_open_viz(lua_State *L);
 
 /* Raises a Lua error with the core's last message (nl_errmsg()), prefixed with nothing: core
