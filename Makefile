@@ -8,7 +8,7 @@ DEBUG ?= 0
 # Debian packages the project needs to build, test and run.
 DEB_PKGS := build-essential pkg-config libreadline-dev liblua5.4-dev libopenblas-openmp-dev \
             zlib1g-dev libsdl2-dev libsdl2-image-dev libsdl2-ttf-dev fonts-dejavu-core libstb-dev \
-            libcjson-dev liblapacke-dev xvfb tmux python3 python3-numpy
+            libcjson-dev liblapacke-dev xvfb tmux python3 python3-numpy dataset-fashion-mnist
 # Extra packages for `make bench` (the PyTorch peer).
 BENCH_PKGS := python3-torch python3-numpy
 
@@ -85,6 +85,7 @@ help:
 	@echo "make run        install what is missing, build, run the main experiment"
 	@echo "make test       install what is missing, build, run every test"
 	@echo "make bench      benchmarks side by side with the PyTorch peer"
+	@echo "make data       CIFAR-10 into data/ (CIFAR10_ARCHIVE=tarball, else download)"
 	@echo "switches: CUDA=auto|0|1  SAN=1 (ASan+UBSan)  DEBUG=1"
 
 # ---- dependencies: checks with dpkg-query (fast); installs only what is missing.
@@ -144,6 +145,11 @@ test: deps $(BIN) $(TEST_BIN)
 
 bench: deps deps-bench $(BIN) $(BENCH_BIN)
 	@NNLAB=./$(BIN) BUILD=$(BUILD) sh bench/run.sh
+
+# CIFAR-10 into data/cifar-10-batches-bin, from CIFAR10_ARCHIVE (official tarball or image folders).
+CIFAR10_ARCHIVE ?=
+data: deps $(BIN)
+	@NNLAB=./$(BIN) sh tests/get_data.sh "$(CIFAR10_ARCHIVE)"
 
 clean:
 	rm -rf build
