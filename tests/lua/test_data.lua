@@ -221,4 +221,20 @@ test("Fashion-MNIST from Debian's package", function()
   check(label == 10, "the first training image is an ankle boot")
 end)
 
+test("learning through a loader (2,000 Fashion-MNIST images, 2 epochs)", function()
+  local ok, train, test_set = pcall(data.fashion_mnist)
+  if not ok then return end -- reported by the test above
+  tensor.seed(1)
+  local net = nn.Sequential{nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10)}
+  local norm = {mean = 0.286, std = 0.353}
+  local ld <close> = data.loader(train:subset(1, 2000), {batch = 32, seed = 1, normalize = norm,
+                                                         augment = {flip = true}})
+  local t = nn.Trainer{net = net, data = ld, optim = optim.Adam(net, {lr = 2e-3}), verbose = false}
+  t:fit{epochs = 2}
+  check(t.steps == 2 * 63, "63 batches per epoch: " .. t.steps)
+  local ev <close> = data.loader(test_set:subset(1, 1000), {batch = 250, shuffle = false, normalize = norm})
+  local r = nn.evaluate(net, ev)
+  check(r.count == 1000 and r.top1 > 0.6, string.format("test accuracy %.3f (chance 0.1)", r.top1))
+end)
+
 os.execute("rm -rf '" .. dir .. "' '" .. dir .. "2' '" .. dir .. "/cifar2'")
