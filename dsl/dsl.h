@@ -35,6 +35,7 @@ int nl_open_optim(lua_State *L); /* before nl_open_nn, whose Lua half adds optim
 int nl_open_nn(lua_State *L);
 int nl_open_data(lua_State *L);
 int nl_open_viz(lua_State *L);
+int nl_open_prune(lua_State *L); /* prune, lowrank, compress; after nl_open_nn (Module methods) */
 
 /* Raises a Lua error with the core's last message (nl_errmsg()), prefixed with nothing: core
  * messages already name the function. Never returns. */
