@@ -274,29 +274,39 @@ void nl_minmax(const float *v, int64_t n, float *lo, float *hi)
     *hi = a <= b ? b : 0;
 }
 
+/* The colormap at t = i / 255 for i in 0..255 (made on first use). */
+static const uint32_t *colormap_table(void)
+{
+    static uint32_t table[256];
+    static bool made;
+    for (int i = 0; !made && i < 256; i++) table[i] = nl_colormap(i / 255.0);
+    made = true;
+    return table;
+}
+
 void nl_canvas_blit(nl_canvas *c, nl_rect r, nl_image img, float lo, float hi, bool grey)
 {
     if (r.w < 1 || r.h < 1 || img.w < 1 || img.h < 1) return;
+    const uint32_t *cmap = colormap_table();
     size_t plane = (size_t)img.h * (size_t)img.w;
-    double scale = hi > lo ? 1.0 / ((double)hi - lo) : 0;
+    float scale = hi > lo ? 255.0f / (hi - lo) : 0;
+    int planes = img.c == 3 ? 3 : 1;
     for (int y = 0; y < r.h; y++) {
         size_t row = (size_t)((int64_t)y * img.h / r.h) * (size_t)img.w;
         for (int x = 0; x < r.w; x++) {
             if (!inside(c, r.x + x, r.y + y)) continue;
             size_t k = row + (size_t)((int64_t)x * img.w / r.w);
-            double v[3];
+            int v[3];
             bool nan = false;
-            for (int ch = 0; ch < (img.c == 3 ? 3 : 1); ch++) {
+            for (int ch = 0; ch < planes; ch++) {
                 float s = img.data[(size_t)ch * plane + k];
                 nan |= isnan(s);
-                v[ch] = scale > 0 ? ((double)s - lo) * scale : 0;
-                v[ch] = v[ch] < 0 ? 0 : v[ch] > 1 ? 1 : v[ch];
+                float level = (s - lo) * scale; /* 0..255 */
+                v[ch] = !(level > 0) ? 0 : level >= 255 ? 255 : (int)lroundf(level);
             }
-            uint32_t color;
-            if (nan) color = NL_RGB(128, 128, 128);
-            else if (img.c == 3) color = NL_RGB(lround(v[0] * 255), lround(v[1] * 255), lround(v[2] * 255));
-            else if (grey) color = NL_RGB(lround(v[0] * 255), lround(v[0] * 255), lround(v[0] * 255));
-            else color = nl_colormap(v[0]);
+            uint32_t color = nan ? NL_RGB(128, 128, 128)
+                           : planes == 3 ? NL_RGB(v[0], v[1], v[2])
+                           : grey ? NL_RGB(v[0], v[0], v[0]) : cmap[v[0]];
             c->px[(size_t)(r.y + y) * (size_t)c->w + (size_t)(r.x + x)] = color;
         }
     }

@@ -82,9 +82,9 @@ typedef struct {
 } nl_image;
 
 /* Draws img into r with nearest-neighbour scaling: pixel (x, y) of r shows source element
- * (y * h / r.h, x * w / r.w). Values map linearly from [lo, hi] to [0, 1] (clamped): three planes
- * as RGB, one plane through the colormap (or as grey when grey is set). NaN pixels are grey.
- * When lo >= hi (a constant map) every value shows as the lowest colour. */
+ * (y * h / r.h, x * w / r.w). Values map linearly from [lo, hi] to levels 0..255 (rounded,
+ * clamped): three planes as RGB, one plane as nl_colormap(level / 255) (or as grey when grey is
+ * set). NaN pixels are grey. When lo >= hi (a constant map) every value shows as level 0. */
 void nl_canvas_blit(nl_canvas *c, nl_rect r, nl_image img, float lo, float hi, bool grey);
 /* The smallest and largest finite values of n floats (0, 0 when none is finite). */
 void nl_minmax(const float *v, int64_t n, float *lo, float *hi);
