@@ -1,7 +1,10 @@
 /* loss.c: the losses, as PyTorch's with mean reduction: cross-entropy of logits against class
- * indices or probabilities (with label smoothing; log-softmax, then NL_OP_CROSS_ENTROPY), and
- * mean squared error (element-wise ops). */
+ * indices or probabilities (with label smoothing; log-softmax, then NL_OP_CROSS_ENTROPY), mean
+ * squared error (element-wise ops), and knowledge distillation from a teacher network. */
 #include "nn.h"
+
+#include <math.h>
+#include <stdlib.h>
 
 enum { SHAPE_STR = 192 };
 
@@ -119,6 +122,90 @@ static nl_status mse_forward(nl_loss *l, nl_tensor *input, nl_tensor *target, do
     return s;
 }
 
+/* Softmax of row[0..c) / temp into p (in double, max-shifted). */
+static void softmax_row(const float *row, int64_t c, double temp, double *p)
+{
+    double mx = -INFINITY, sum = 0;
+    for (int64_t j = 0; j < c; j++) mx = fmax(mx, row[j] / temp);
+    for (int64_t j = 0; j < c; j++) sum += p[j] = exp(row[j] / temp - mx);
+    for (int64_t j = 0; j < c; j++) p[j] /= sum;
+}
+
+/* Distillation, on the host in double (the logits are [N, classes], small): the loss, and its
+ * gradient for backward in l->saved:
+ *   dL/ds = alpha * T / N * (softmax(s / T) - softmax(t / T)) + (1 - alpha) / N * (softmax(s) - q). */
+static nl_status distill_forward(nl_loss *l, nl_tensor *input, nl_tensor *target, double *loss)
+{
+    nl_tensor *x = l->batch;
+    l->batch = NULL;
+    const double T = l->temperature, alpha = l->alpha;
+    if (!l->teacher || !x)
+        return nl_seterr(NL_EINVAL, "distill: needs the teacher and the student's input batch "
+                         "(loss:forward(output, target, input))");
+    if (!(T > 0) || !(alpha >= 0 && alpha <= 1))
+        return nl_seterr(NL_EINVAL, "distill: temperature must be > 0 and alpha in [0, 1] (got %g, %g)",
+                         T, alpha);
+    nl_tensor *t = ce_target(input, target, 0);
+    if (!t) return nl_errcode();
+    nl_tensor_release(l->target);
+    l->target = t;
+    bool was = l->teacher->training;
+    nl_module_train(l->teacher, false);
+    nl_tensor *tl = NULL;
+    nl_status s = nl_module_forward(l->teacher, x, &tl);
+    nl_module_train(l->teacher, was);
+    if (s != NL_OK) return s;
+    char a[SHAPE_STR], b[SHAPE_STR];
+    if (!nl_same_shape(tl, input)) {
+        s = nl_seterr(NL_ESHAPE, "distill: the teacher's output %s differs from the student's %s",
+                      nl_shape_str(a, sizeof a, tl->ndim, tl->shape),
+                      nl_shape_str(b, sizeof b, input->ndim, input->shape));
+        nl_tensor_release(tl);
+        return s;
+    }
+    const int64_t n = input->shape[0], c = input->shape[1];
+    /* Host, contiguous copies. */
+    nl_tensor *hs = nl_tensor_to_device(input, NL_CPU), *ht = hs ? nl_tensor_to_device(tl, NL_CPU) : NULL;
+    nl_tensor *hy = ht ? nl_tensor_to_device(t, NL_CPU) : NULL;
+    nl_tensor *g = hy ? nl_tensor_empty(NL_F32, 2, input->shape, NL_CPU) : NULL;
+    double *p = g ? malloc((size_t)(3 * c + 1) * sizeof *p) : NULL;
+    nl_tensor_release(tl);
+    if (!p) {
+        s = g ? nl_seterr(NL_ENOMEM, "distill: out of memory") : nl_errcode();
+    } else {
+        double *pt = p + c, *ps = p + 2 * c, kl = 0, ce = 0;
+        const bool classes = hy->dtype == NL_I32;
+        for (int64_t i = 0; i < n; i++) {
+            const float *srow = nl_tensor_f32(hs) + i * c, *trow = nl_tensor_f32(ht) + i * c;
+            float *grow = nl_tensor_f32(g) + i * c;
+            softmax_row(trow, c, T, pt);
+            softmax_row(srow, c, T, ps);
+            softmax_row(srow, c, 1, p);
+            double qsum = 0;
+            for (int64_t j = 0; j < c; j++) {
+                double q = classes ? (j == ((const int32_t *)nl_tensor_data(hy))[i]) : nl_tensor_f32(hy)[i * c + j];
+                qsum += q;
+                if (pt[j] > 0) kl += pt[j] * (log(pt[j]) - log(ps[j]));
+                if (q != 0) ce -= q * log(p[j]);
+                grow[j] = (float)((alpha * T * (ps[j] - pt[j]) - (1 - alpha) * q) / (double)n);
+            }
+            for (int64_t j = 0; j < c; j++) grow[j] += (float)((1 - alpha) * p[j] * qsum / (double)n);
+        }
+        *loss = alpha * T * T * kl / (double)n + (1 - alpha) * ce / (double)n;
+    }
+    free(p);
+    nl_tensor_release(hs);
+    nl_tensor_release(ht);
+    nl_tensor_release(hy);
+    if (s == NL_OK) {
+        nl_tensor_release(l->saved);
+        l->saved = nl_tensor_device(input) == NL_CPU ? nl_tensor_retain(g) : nl_tensor_to_device(g, nl_tensor_device(input));
+        if (!l->saved) s = nl_errcode();
+    }
+    nl_tensor_release(g);
+    return s;
+}
+
 nl_status nl_loss_forward(nl_loss *l, nl_tensor *input, nl_tensor *target, double *loss)
 {
     if (!l || !input || !target || !loss)
@@ -128,6 +215,7 @@ nl_status nl_loss_forward(nl_loss *l, nl_tensor *input, nl_tensor *target, doubl
     switch (l->kind) {
     case NL_LOSS_CROSS_ENTROPY: return ce_forward(l, input, target, loss);
     case NL_LOSS_MSE: return mse_forward(l, input, target, loss);
+    case NL_LOSS_DISTILL: return distill_forward(l, input, target, loss);
     }
     return nl_seterr(NL_EINVAL, "loss: unknown kind %d", (int)l->kind);
 }
@@ -145,6 +233,8 @@ nl_status nl_loss_backward(nl_loss *l, double grad, nl_tensor **ginput)
         nl_op op = {.code = NL_OP_CROSS_ENTROPY_BWD, .dst = g, .src = {saved, l->target},
                     .f = {l->label_smoothing, grad / (double)saved->shape[0]}};
         s = nl_op_exec(&op);
+    } else if (l->kind == NL_LOSS_DISTILL) {
+        s = nl_binary_scalar(NL_BIN_MUL, g, saved, grad, false); /* the forward left dL/dinput */
     } else {
         /* d mean((x - t)^2) / dx = 2 (x - t) / numel */
         s = nl_binary_scalar(NL_BIN_MUL, g, saved, 2.0 * grad / (double)nl_tensor_numel(saved), false);
@@ -161,5 +251,7 @@ void nl_loss_clear(nl_loss *l)
 {
     nl_tensor_release(l->saved);
     nl_tensor_release(l->target);
+    nl_module_release(l->teacher);
     l->saved = l->target = NULL;
+    l->teacher = NULL;
 }

@@ -126,19 +126,29 @@ nl_tensor *nl_module_output_buffer(nl_module *m, nl_dtype dtype, int ndim, const
 /* ---------------------------------------------------------------- losses ---------------- */
 
 /* Losses are not modules: they take (input, target) and return a scalar. */
-typedef enum { NL_LOSS_CROSS_ENTROPY, NL_LOSS_MSE } nl_loss_kind;
+typedef enum { NL_LOSS_CROSS_ENTROPY, NL_LOSS_MSE, NL_LOSS_DISTILL } nl_loss_kind;
 typedef struct {
     nl_loss_kind kind;
     double label_smoothing;   /* cross-entropy */
-    nl_tensor *saved;         /* what backward needs (probabilities / difference) */
+    nl_tensor *saved;         /* what backward needs (probabilities / difference / gradient) */
     nl_tensor *target;
+    /* Distillation (Hinton et al. 2015, as Distiller): alpha * T^2 * KL(softmax(t / T) ||
+     * softmax(s / T)) averaged over the batch + (1 - alpha) * cross-entropy(s, target), with s the
+     * input (the student's logits) and t = teacher(batch) run in eval mode. teacher is a reference
+     * (nl_loss_clear releases it); batch is the input the student was given, borrowed: the caller
+     * sets it before each forward (nl_train_step and nl_eval_batch do) and the forward clears it. */
+    nl_module *teacher;
+    double temperature, alpha;
+    nl_tensor *batch;
 } nl_loss;
 
 /* Cross-entropy: logits [N, C], target i32 class indices [N] (0-based) or f32 probabilities
- * [N, C]; mean over the batch. MSE: same shapes, mean over all elements. */
+ * [N, C]; mean over the batch. MSE: same shapes, mean over all elements. Distillation: as
+ * cross-entropy, with l->teacher and l->batch set. */
 nl_status nl_loss_forward(nl_loss *l, nl_tensor *input, nl_tensor *target, double *loss);
 /* dL/dinput (new reference), scaled by grad (1 for a plain backward). */
 nl_status nl_loss_backward(nl_loss *l, double grad, nl_tensor **ginput);
+/* Releases what the loss holds (saved tensors and the teacher). */
 void nl_loss_clear(nl_loss *l);
 
 #endif

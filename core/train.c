@@ -80,7 +80,9 @@ nl_status nl_train_step(nl_module *net, nl_loss *loss, nl_optim *opt, nl_tensor 
     bool scored;
     nl_status s = nl_optim_zero_grad(opt);
     if (s == NL_OK) s = nl_module_forward(net, x, &out);
+    loss->batch = x; /* a distillation loss runs its teacher on it */
     if (s == NL_OK) s = nl_loss_forward(loss, out, y, &r->loss);
+    loss->batch = NULL;
     if (s == NL_OK && isfinite(r->loss)) {
         s = score(out, y, &r->correct, NULL, NULL, &scored);
         if (s == NL_OK) s = nl_loss_backward(loss, 1.0, &gout);
@@ -105,7 +107,9 @@ nl_status nl_eval_batch(nl_module *net, nl_loss *loss, nl_tensor *x, nl_tensor *
     int64_t top1 = 0, top5 = 0;
     bool scored = false;
     nl_status st = nl_module_forward(net, x, &out);
+    if (loss) loss->batch = x; /* a distillation loss runs its teacher on it */
     if (st == NL_OK && loss) st = nl_loss_forward(loss, out, y, &lv);
+    if (loss) loss->batch = NULL;
     char shape[NL_MAX_DIMS * 24];
     if (st == NL_OK && out->ndim != 2)
         st = nl_seterr(NL_ESHAPE, "evaluate: the network's output %s is not [N, classes]",

@@ -608,6 +608,33 @@ static int loss_new(lua_State *L, nl_loss_kind kind)
 }
 
 static int l_cross_entropy(lua_State *L) { return loss_new(L, NL_LOSS_CROSS_ENTROPY); }
+
+/* nn.DistillLoss{teacher=net, temperature=4, alpha=0.9} */
+static int l_distill(lua_State *L)
+{
+    const char *f = "nn.DistillLoss";
+    luaL_checktype(L, 1, LUA_TTABLE);
+    double v[2] = {4, 0.9};
+    static const char *const names[] = {"temperature", "alpha", NULL};
+    lua_getfield(L, 1, "teacher");
+    nl_module *teacher = nl_lua_tomodule(L, -1);
+    if (!teacher) luaL_error(L, "%s: teacher must be a network", f);
+    lua_pushnil(L);
+    lua_setfield(L, 1, "teacher"); /* read_number_options sees the numbers only... */
+    read_number_options(L, 1, f, names, v);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, 1, "teacher"); /* ...and the caller's table is as it was */
+    if (!(v[0] > 0)) luaL_error(L, "%s: temperature must be > 0, got %f", f, v[0]);
+    if (!(v[1] >= 0 && v[1] <= 1)) luaL_error(L, "%s: alpha must be between 0 and 1, got %f", f, v[1]);
+    lua_loss *b = lua_newuserdatauv(L, sizeof *b, 0);
+    memset(b, 0, sizeof *b);
+    b->l.kind = NL_LOSS_DISTILL;
+    b->l.temperature = v[0];
+    b->l.alpha = v[1];
+    b->l.teacher = nl_module_retain(teacher);
+    luaL_setmetatable(L, LOSS_MT);
+    return 1;
+}
 static int l_mse(lua_State *L) { return loss_new(L, NL_LOSS_MSE); }
 
 /* A label value as a 0-based class: a whole number in 1..classes (classes 0: no upper bound). */
@@ -670,21 +697,31 @@ static nl_tensor *push_target(lua_State *L, int idx, nl_loss_kind kind, int ndim
 {
     nl_tensor *y = nl_lua_totensor(L, idx);
     bool same = y && y->ndim == ndim && memcmp(y->shape, shape, (size_t)ndim * sizeof *shape) == 0;
-    if (kind == NL_LOSS_CROSS_ENTROPY && !(same && y->dtype == NL_F32))
+    if (kind != NL_LOSS_MSE && !(same && y->dtype == NL_F32))
         return push_labels(L, idx, ndim > 0 ? shape[ndim - 1] : 0, dev, fname);
     if (!y) luaL_error(L, "%s: the target must be a Tensor, got %s", fname, luaL_typename(L, idx));
     push_shared(L, y);
     return y;
 }
 
+static const char *loss_name(nl_loss_kind kind)
+{
+    return kind == NL_LOSS_CROSS_ENTROPY ? "CrossEntropyLoss" : kind == NL_LOSS_MSE ? "MSELoss" : "DistillLoss";
+}
+
+/* loss:forward(input, target[, batch]): batch is the network's input, which a distillation loss
+ * hands to its teacher. */
 static int loss_forward(lua_State *L)
 {
     lua_loss *b = check_loss(L, 1);
     nl_tensor *x = nl_lua_checktensor(L, 2);
-    const char *fname = b->l.kind == NL_LOSS_CROSS_ENTROPY ? "CrossEntropyLoss" : "MSELoss";
-    nl_tensor *y = push_target(L, 3, b->l.kind, x->ndim, x->shape, nl_tensor_device(x), fname);
+    nl_tensor *batch = lua_isnoneornil(L, 4) ? NULL : nl_lua_checktensor(L, 4);
+    nl_tensor *y = push_target(L, 3, b->l.kind, x->ndim, x->shape, nl_tensor_device(x), loss_name(b->l.kind));
     double v;
-    check_status(L, nl_loss_forward(&b->l, x, y, &v));
+    b->l.batch = batch;
+    nl_status st = nl_loss_forward(&b->l, x, y, &v);
+    b->l.batch = NULL;
+    check_status(L, st);
     lua_pushnumber(L, v);
     return 1;
 }
@@ -707,6 +744,8 @@ static int loss_tostring(lua_State *L)
 {
     lua_loss *b = check_loss(L, 1);
     if (b->l.kind == NL_LOSS_MSE) lua_pushliteral(L, "MSELoss()");
+    else if (b->l.kind == NL_LOSS_DISTILL)
+        lua_pushfstring(L, "DistillLoss(temperature=%f, alpha=%f)", b->l.temperature, b->l.alpha);
     else if (b->l.label_smoothing == 0) lua_pushliteral(L, "CrossEntropyLoss()");
     else lua_pushfstring(L, "CrossEntropyLoss(label_smoothing=%f)", b->l.label_smoothing);
     return 1;
@@ -717,7 +756,19 @@ static int loss_index(lua_State *L)
     lua_loss *b = check_loss(L, 1);
     const char *key = luaL_checkstring(L, 2);
     if (strcmp(key, "kind") == 0) {
-        lua_pushstring(L, b->l.kind == NL_LOSS_MSE ? "mse" : "cross_entropy");
+        lua_pushstring(L, b->l.kind == NL_LOSS_MSE ? "mse" : b->l.kind == NL_LOSS_DISTILL ? "distill" : "cross_entropy");
+        return 1;
+    }
+    if (b->l.kind == NL_LOSS_DISTILL && strcmp(key, "temperature") == 0) {
+        lua_pushnumber(L, b->l.temperature);
+        return 1;
+    }
+    if (b->l.kind == NL_LOSS_DISTILL && strcmp(key, "alpha") == 0) {
+        lua_pushnumber(L, b->l.alpha);
+        return 1;
+    }
+    if (b->l.kind == NL_LOSS_DISTILL && strcmp(key, "teacher") == 0) {
+        nl_lua_pushmodule(L, b->l.teacher);
         return 1;
     }
     if (strcmp(key, "label_smoothing") == 0) {
@@ -1208,6 +1259,11 @@ static const nl_dsl_fn nn_fns[] = {
      "Cross-entropy of logits [N, C] against class labels 1..C ([N], i32 or whole f32 numbers) or "
      "probabilities [N, C]; mean over the batch. loss:forward(out, y) -> number, loss:backward() -> grad.",
      "loss = nn.CrossEntropyLoss(); print(loss:forward(tensor.zeros(2, 3), tensor.from({1, 3}, \"i32\")))"},
+    {"DistillLoss", l_distill, "nn.DistillLoss{teacher=net, temperature=4, alpha=0.9} -> Loss",
+     "Knowledge distillation (Hinton et al.): alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) "
+     "+ (1 - alpha) * cross-entropy with the labels; the teacher runs in eval mode on each batch. "
+     "Use it as a Trainer's loss; by hand: loss:forward(output, labels, input).",
+     "t = nn.Linear(4, 3); l = nn.DistillLoss{teacher = t}; x = tensor.randn(2, 4); print(l:forward(nn.Linear(4, 3)(x), {1, 2}, x))"},
     {"MSELoss", l_mse, "nn.MSELoss() -> Loss",
      "Mean squared error between an input and an f32 target of the same shape.",
      "print(nn.MSELoss():forward(tensor.ones(2, 2), tensor.zeros(2, 2)))"},

@@ -1,6 +1,6 @@
 /* test_prune.c: pruning masks through training, magnitude pruning (layer and global), channel
  * pruning that keeps the remaining channels' outputs (Residual coupling, Flatten -> Linear,
- * BatchNorm), low-rank factorization at full rank, snapshots, distillation loss. */
+ * BatchNorm), low-rank factorization at full rank, snapshots, the distillation loss. */
 #include "checkpoint.h"
 #include "nethelp.h"
 #include "prune.h"
@@ -306,6 +306,69 @@ static void test_snapshot(void)
     nl_module_release(net);
 }
 
+/* Distillation against a direct reference in double and finite differences. */
+static void test_distill(void)
+{
+    nl_module *teacher = net_make("Identity", NULL); /* the batch is the teacher's logits */
+    int64_t two[2] = {1, 2};
+    nl_tensor *zs = nl_tensor_zeros(NL_F32, 2, two, NL_CPU);
+    int64_t one = 1;
+    nl_tensor *y0 = nl_tensor_from_data(NL_I32, 1, &one, (int32_t[]){0});
+    nl_loss l = {.kind = NL_LOSS_DISTILL, .teacher = nl_module_retain(teacher), .temperature = 2, .alpha = 0.5};
+    double v = -1;
+    l.batch = zs;
+    CHECK(nl_loss_forward(&l, zs, y0, &v) == NL_OK, "%s", nl_errmsg());
+    CHECK_CLOSE(v, 0.5 * log(2.0), 1e-12, 0); /* equal logits: KL 0, CE log 2 */
+    CHECK(l.batch == NULL, "batch cleared");
+    CHECK(nl_loss_forward(&l, zs, y0, &v) == NL_EINVAL, "no batch: an error");
+
+    const float s[6] = {0.3f, -1.2f, 2.0f, 1.5f, 0.1f, -0.4f}, t[6] = {1.0f, 0.5f, -0.5f, 2.0f, -1.0f, 0.0f};
+    const int32_t cls[2] = {2, 0};
+    int64_t shape[2] = {2, 3}, n = 2;
+    nl_tensor *st = nl_tensor_from_data(NL_F32, 2, shape, s), *tt = nl_tensor_from_data(NL_F32, 2, shape, t);
+    nl_tensor *y = nl_tensor_from_data(NL_I32, 1, &n, cls);
+    const double T = 4, alpha = 0.9;
+    l.temperature = T;
+    l.alpha = alpha;
+    double ref = 0;
+    for (int i = 0; i < 2; i++) {
+        double zt = 0, zs2 = 0, z1 = 0;
+        for (int j = 0; j < 3; j++) zt += exp(t[i * 3 + j] / T), zs2 += exp(s[i * 3 + j] / T), z1 += exp(s[i * 3 + j]);
+        for (int j = 0; j < 3; j++) {
+            double pt = exp(t[i * 3 + j] / T) / zt, ps = exp(s[i * 3 + j] / T) / zs2;
+            ref += alpha * T * T * pt * log(pt / ps) / 2;
+        }
+        ref += (1 - alpha) * -log(exp(s[i * 3 + cls[i]]) / z1) / 2;
+    }
+    l.batch = tt;
+    CHECK(nl_loss_forward(&l, st, y, &v) == NL_OK, "%s", nl_errmsg());
+    CHECK_CLOSE(v, ref, 1e-9, 1e-9);
+    nl_tensor *g = NULL;
+    CHECK(nl_loss_backward(&l, 1.0, &g) == NL_OK && g, "backward");
+    const double eps = 1e-3;
+    for (int k = 0; g && k < 6; k++) {
+        double lp, lm;
+        float *ps = nl_tensor_f32(st);
+        ps[k] = s[k] + (float)eps;
+        l.batch = tt;
+        nl_loss_forward(&l, st, y, &lp);
+        ps[k] = s[k] - (float)eps;
+        l.batch = tt;
+        nl_loss_forward(&l, st, y, &lm);
+        ps[k] = s[k];
+        CHECK_CLOSE(nl_tensor_f32(g)[k], (lp - lm) / (2 * eps), 1e-4, 1e-3);
+    }
+    nl_tensor_release(g);
+    nl_tensor_release(st);
+    nl_tensor_release(tt);
+    nl_tensor_release(y);
+    nl_tensor_release(zs);
+    nl_tensor_release(y0);
+    nl_loss_clear(&l);
+    CHECK(teacher->refcount == 1, "teacher released");
+    nl_module_release(teacher);
+}
+
 int main(void)
 {
     nl_init();
@@ -313,5 +376,6 @@ int main(void)
     test_channels();
     test_lowrank();
     test_snapshot();
+    test_distill();
     return TEST_REPORT();
 }
