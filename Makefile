@@ -137,8 +137,9 @@ $(BUILD)/bench/%: bench/%.c $(LIB)
 # ---- run, test, bench
 EPOCHS ?=
 run: deps $(BIN)
-	@if [ -f examples/cifar10_cnn.lua ]; then ./$(BIN) examples/cifar10_cnn.lua $(EPOCHS); \
-	 else ./$(BIN) examples/tensors.lua; fi
+	@$(MAKE) --no-print-directory data || \
+	  echo "make run: CIFAR-10 could not be prepared; the lesson runs on Fashion-MNIST instead"
+	./$(BIN) examples/cifar10_cnn.lua $(EPOCHS)
 
 test: deps $(BIN) $(TEST_BIN)
 	@NNLAB=./$(BIN) BUILD=$(BUILD) sh tests/run.sh
@@ -147,7 +148,8 @@ bench: deps deps-bench $(BIN) $(BENCH_BIN)
 	@NNLAB=./$(BIN) BUILD=$(BUILD) sh bench/run.sh
 
 # CIFAR-10 into data/cifar-10-batches-bin, from CIFAR10_ARCHIVE (official tarball or image folders).
-CIFAR10_ARCHIVE ?=
+# Default: the image-folder archive kept beside this checkout, when there is one.
+CIFAR10_ARCHIVE ?= $(wildcard ../shared/data/cifar10-jpeg.tar.gz)
 data: deps $(BIN)
 	@NNLAB=./$(BIN) sh tests/get_data.sh "$(CIFAR10_ARCHIVE)"
 
