@@ -62,21 +62,60 @@ static qgeom geometry(const nl_op *op)
     return g;
 }
 
-/* Row m of A (output pixel (n, oh, ow)): the K x K window of x, channels innermost, the zero
- * point (real 0) outside the image, zeros in the padding to Kp. */
-static void gather_row(const qgeom *g, const uint8_t *x, int64_t m, uint8_t *row)
+/* memcpy for the short runs of a window row (a few bytes to a few hundred): no library call. */
+static inline void copy_run(uint8_t *d, const uint8_t *s, int64_t n)
 {
-    const int64_t ow = m % g->OW, oh = (m / g->OW) % g->OH, n = m / (g->OW * g->OH);
+    if (n >= 16) {
+        memcpy(d, s, (size_t)n);
+    } else if (n >= 8) {
+        uint64_t a, b;
+        memcpy(&a, s, 8), memcpy(&b, s + n - 8, 8);
+        memcpy(d, &a, 8), memcpy(d + n - 8, &b, 8);
+    } else if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, s, 4), memcpy(&b, s + n - 4, 4);
+        memcpy(d, &a, 4), memcpy(d + n - 4, &b, 4);
+    } else {
+        for (int64_t i = 0; i < n; i++) d[i] = s[i];
+    }
+}
+
+/* Row m of A (output pixel (n, oh, ow)): the K x K window of x, channels innermost, the zero
+ * point (real 0) outside the image, zeros in the padding to Kp. A window row's in-image part is
+ * one contiguous run of x (NHWC). */
+static void gather_row(const qgeom *g, const uint8_t *x, int64_t n, int64_t oh, int64_t ow, uint8_t *row)
+{
+    const int64_t iw0 = ow * g->S - g->P, kw0 = iw0 < 0 ? -iw0 : 0,
+                  kw1 = iw0 + g->K > g->W ? g->W - iw0 : g->K, KC = g->K * g->C;
     uint8_t *d = row;
-    for (int64_t kh = 0; kh < g->K; kh++) {
+    for (int64_t kh = 0; kh < g->K; kh++, d += KC) {
         const int64_t ih = oh * g->S - g->P + kh;
-        for (int64_t kw = 0; kw < g->K; kw++, d += g->C) {
-            const int64_t iw = ow * g->S - g->P + kw;
-            if (ih < 0 || ih >= g->H || iw < 0 || iw >= g->W) memset(d, g->zp, (size_t)g->C);
-            else memcpy(d, x + ((n * g->H + ih) * g->W + iw) * g->C, (size_t)g->C);
+        if (ih < 0 || ih >= g->H || kw1 <= kw0) {
+            memset(d, g->zp, (size_t)KC);
+            continue;
+        }
+        if (kw0 > 0) memset(d, g->zp, (size_t)(kw0 * g->C));
+        copy_run(d + kw0 * g->C, x + ((n * g->H + ih) * g->W + iw0 + kw0) * g->C, (kw1 - kw0) * g->C);
+        if (kw1 < g->K) memset(d + kw1 * g->C, g->zp, (size_t)((g->K - kw1) * g->C));
+    }
+    for (int64_t k = g->Kdim; k < g->Kp; k++) row[k] = 0;
+}
+
+/* Rows m0 .. m0+TILE_M of A into a (rows past M zero). */
+static void gather_tile(const qgeom *g, const uint8_t *x, int64_t m0, uint8_t *a)
+{
+    int64_t ow = m0 % g->OW, oh = (m0 / g->OW) % g->OH, n = m0 / (g->OW * g->OH);
+    for (int64_t r = 0; r < TILE_M; r++) {
+        if (m0 + r >= g->M) {
+            memset(a + r * g->Kp, 0, (size_t)g->Kp);
+            continue;
+        }
+        gather_row(g, x, n, oh, ow, a + r * g->Kp);
+        if (++ow == g->OW) {
+            ow = 0;
+            if (++oh == g->OH) oh = 0, n++;
         }
     }
-    memset(d, 0, (size_t)(g->Kp - g->Kdim));
 }
 
 /* ---------------------------------------------------------------- weights --------------- */
@@ -173,28 +212,36 @@ static VNNI void tile_vnni(const qgeom *g, const uint8_t *a, int64_t lda, const 
 /* ---------------------------------------------------------------- the convolution ------- */
 
 /* Turns the int32 tile for rows m0.. into outputs: real = xs*ws[o] * (acc - zp*rowsum[o]) + b[o],
- * ReLU, then u8 NHWC at scale ys / zero point yzp, or f32 NCHW. */
+ * ReLU, then u8 NHWC at scale ys / zero point yzp, or f32 NCHW. Loops without branches inside,
+ * for the vectoriser. */
 static void epilogue(const nl_op *op, const qgeom *g, const int32_t *c, int64_t m0,
-                     const float *mult, const int32_t *rowsum)
+                     const float *mult, const int32_t *rowsum, const float *bias)
 {
-    const float *bias = op->src[3] ? nl_tensor_f32(op->src[3]) : NULL;
-    const bool relu = op->i[2] != 0, to_u8 = op->dst->dtype == NL_U8;
+    const float lo = op->i[2] ? 0 : -INFINITY;
+    const bool to_u8 = op->dst->dtype == NL_U8;
     const float inv_ys = to_u8 ? (float)(1.0 / op->f[2]) : 0, yzp = (float)op->f[3];
     const int32_t zp = g->zp;
-    const int64_t P = g->OH * g->OW, rows = g->M - m0 < TILE_M ? g->M - m0 : TILE_M;
+    const int64_t P = g->OH * g->OW, rows = g->M - m0 < TILE_M ? g->M - m0 : TILE_M, O = g->O;
+    float v[OGROUP];
     for (int64_t r = 0; r < rows; r++) {
         const int64_t m = m0 + r;
-        const int32_t *cr = c + r * g->Opad;
-        uint8_t *yu = to_u8 ? (uint8_t *)nl_tensor_data(op->dst) + m * g->O : NULL;
-        float *yf = to_u8 ? NULL : nl_tensor_f32(op->dst) + (m / P) * g->O * P + m % P;
-        for (int64_t o = 0; o < g->O; o++) {
-            float v = (float)(cr[o] - zp * rowsum[o]) * mult[o] + (bias ? bias[o] : 0.0f);
-            if (relu) v = v > 0 ? v : 0;
+        for (int64_t o0 = 0; o0 < O; o0 += OGROUP) {
+            const int64_t no = O - o0 < OGROUP ? O - o0 : OGROUP;
+            const int32_t *cr = c + r * g->Opad + o0;
+            for (int64_t o = 0; o < no; o++) {
+                const float t = (float)(cr[o] - zp * rowsum[o0 + o]) * mult[o0 + o] + bias[o0 + o];
+                v[o] = t > lo ? t : lo;
+            }
             if (to_u8) {
-                const float q = nearbyintf(v * inv_ys) + yzp;
-                yu[o] = (uint8_t)(q < 0 ? 0 : q > 255 ? 255 : q);
-            } else
-                yf[o * P] = v;
+                uint8_t *y = (uint8_t *)nl_tensor_data(op->dst) + m * O + o0;
+                for (int64_t o = 0; o < no; o++) {
+                    const float q = nearbyintf(v[o] * inv_ys) + yzp;
+                    y[o] = (uint8_t)(q < 0 ? 0 : q > 255 ? 255 : q);
+                }
+            } else {
+                float *y = nl_tensor_f32(op->dst) + (m / P) * O * P + m % P + o0 * P;
+                for (int64_t o = 0; o < no; o++) y[o * P] = v[o];
+            }
         }
     }
 }
@@ -207,14 +254,17 @@ nl_status nl_cpu_qconv2d(const nl_op *op)
     const float *ws = nl_tensor_f32(op->src[2]);
     int8_t *wk = malloc((size_t)(g.Opad * g.Kp)), *wp = vnni ? malloc((size_t)(g.Opad * g.Kp)) : NULL;
     int32_t *rowsum = malloc((size_t)g.O * sizeof *rowsum);
-    float *mult = malloc((size_t)g.O * sizeof *mult);
-    if (!wk || (vnni && !wp) || !rowsum || !mult) {
-        free(wk), free(wp), free(rowsum), free(mult);
+    float *mult = malloc((size_t)g.O * sizeof *mult), *bias = calloc((size_t)g.O, sizeof *bias);
+    if (!wk || (vnni && !wp) || !rowsum || !mult || !bias) {
+        free(wk), free(wp), free(rowsum), free(mult), free(bias);
         return nl_seterr(NL_ENOMEM, "qconv2d: out of memory for the packed weights");
     }
     reorder_weights(&g, nl_tensor_data(op->src[1]), wk, rowsum);
     if (vnni) pack_vnni(&g, wk, wp);
-    for (int64_t o = 0; o < g.O; o++) mult[o] = (float)op->f[0] * ws[o];
+    for (int64_t o = 0; o < g.O; o++) {
+        mult[o] = (float)op->f[0] * ws[o];
+        if (op->src[3]) bias[o] = nl_tensor_f32(op->src[3])[o];
+    }
     /* A 1x1 stride-1 unpadded window with whole 4-byte groups reads A straight from x. */
     const bool direct = g.K == 1 && g.S == 1 && g.P == 0 && g.C % 4 == 0;
     const int64_t ntiles = (g.M + TILE_M - 1) / TILE_M;
@@ -233,19 +283,15 @@ nl_status nl_cpu_qconv2d(const nl_op *op)
             const int64_t m0 = t * TILE_M;
             const uint8_t *at = a;
             if (direct && m0 + TILE_M <= g.M) at = x + m0 * g.C;
-            else
-                for (int64_t r = 0; r < TILE_M; r++) {
-                    if (m0 + r < g.M) gather_row(&g, x, m0 + r, a + r * g.Kp);
-                    else memset(a + r * g.Kp, 0, (size_t)g.Kp);
-                }
+            else gather_tile(&g, x, m0, a);
             if (vnni) tile_vnni(&g, at, g.Kp, wp, c);
             else tile_generic(&g, at, g.Kp, wk, c);
-            epilogue(op, &g, c, m0, mult, rowsum);
+            epilogue(op, &g, c, m0, mult, rowsum, bias);
         }
         free(a);
         free(c);
     }
-    free(wk), free(wp), free(rowsum), free(mult);
+    free(wk), free(wp), free(rowsum), free(mult), free(bias);
     return oom ? nl_seterr(NL_ENOMEM, "qconv2d: out of memory for the work tiles") : NL_OK;
 }
 
@@ -259,17 +305,21 @@ nl_status nl_cpu_quantize(const nl_op *op)
     const int64_t N = f->shape[0], C = f->shape[1],
                   HW = nl_tensor_numel(f) / (N ? N : 1) / (C ? C : 1);
     const float scale = (float)op->f[0], inv = (float)(1.0 / op->f[0]), zp = (float)op->f[1];
+    float *fd = nl_tensor_f32(f);
+    uint8_t *qd = nl_tensor_data(quant ? dst : src);
 #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; n++)
-        for (int64_t c = 0; c < C; c++)
-            for (int64_t p = 0; p < HW; p++) {
-                const int64_t fi = (n * C + c) * HW + p, qi = (n * HW + p) * C + c;
-                if (quant) {
-                    const float q = nearbyintf(nl_tensor_f32(src)[fi] * inv) + zp;
-                    ((uint8_t *)nl_tensor_data(dst))[qi] = (uint8_t)(q < 0 ? 0 : q > 255 ? 255 : q);
-                } else
-                    nl_tensor_f32(dst)[fi] = scale * ((float)((const uint8_t *)nl_tensor_data(src))[qi] - zp);
-            }
+        for (int64_t c = 0; c < C; c++) {
+            float *fp = fd + (n * C + c) * HW;
+            uint8_t *qp = qd + n * HW * C + c;
+            if (quant)
+                for (int64_t p = 0; p < HW; p++) {
+                    const float q = nearbyintf(fp[p] * inv) + zp;
+                    qp[p * C] = (uint8_t)(q < 0 ? 0 : q > 255 ? 255 : q);
+                }
+            else
+                for (int64_t p = 0; p < HW; p++) fp[p] = scale * ((float)qp[p * C] - zp);
+        }
     return NL_OK;
 }
 

@@ -1,0 +1,142 @@
+/* bench_quant.c: inference images/s of the seed CNN at batch 64 in fp32 and as our int8 model
+ * (VNNI and portable kernels), per-layer times of both, and PyTorch's int8 peer run in the same
+ * process tree (../shared/bench/torch_seed_cnn_int8.py, medians of its rounds). Our figures are
+ * medians of ROUNDS rounds of ITERS forwards, as the peer measures. Random weights and inputs. */
+#include "nn.h"
+#include "quant.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum { BATCH = 64, ROUNDS = 7, ITERS = 30, CAL_BATCHES = 4 };
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void die(const char *what)
+{
+    fprintf(stderr, "bench_quant: %s: %s\n", what, nl_errmsg());
+    exit(1);
+}
+
+static void add(nl_module *net, const char *type, const double *args)
+{
+    nl_module *m = nl_module_new(nl_module_type_find(type), NULL);
+    if (args) {
+        double a[NL_MAX_ARGS];
+        nl_module_default_args(nl_module_type_find(type), a);
+        for (int i = 0; i < 5; i++) a[i] = args[i];
+        nl_module_release(m);
+        m = nl_module_new(nl_module_type_find(type), a);
+    }
+    if (!m || nl_module_add(net, m) != NL_OK) die(type);
+    nl_module_release(m);
+}
+
+static int cmp(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median images/s of net on x; per-layer seconds of one forward (best of the rounds) in layer[]. */
+static double speed(nl_module *net, nl_tensor *x, double *layer)
+{
+    double rounds[ROUNDS];
+    for (int i = 0; i < net->nchildren; i++) layer[i] = 1e9;
+    for (int r = 0; r < ROUNDS; r++) {
+        const double t0 = now();
+        for (int it = 0; it < ITERS; it++) {
+            nl_tensor *y;
+            if (nl_module_forward(net, x, &y) != NL_OK) die("forward");
+            nl_tensor_release(y);
+        }
+        rounds[r] = BATCH * ITERS / (now() - t0);
+        nl_tensor *h = nl_tensor_retain(x);
+        for (int i = 0; i < net->nchildren; i++) {
+            nl_tensor *y;
+            const double t1 = now();
+            if (nl_module_forward(net->children[i], h, &y) != NL_OK) die("layer forward");
+            const double dt = now() - t1;
+            layer[i] = dt < layer[i] ? dt : layer[i];
+            nl_tensor_release(h);
+            h = y;
+        }
+        nl_tensor_release(h);
+    }
+    qsort(rounds, ROUNDS, sizeof *rounds, cmp);
+    return rounds[ROUNDS / 2];
+}
+
+static void print_layers(const char *title, nl_module *net, const double *layer)
+{
+    printf("%s per layer (ms, batch %d):", title, BATCH);
+    for (int i = 0; i < net->nchildren; i++) printf(" %s %.3f", net->children[i]->type->name, 1e3 * layer[i]);
+    printf("\n");
+}
+
+int main(void)
+{
+    nl_init();
+    nl_rng_seed(1);
+    nl_module *net = nl_module_new(nl_module_type_find("Sequential"), NULL);
+    if (!net) die("net");
+    add(net, "Conv2d", (double[]){3, 32, 3, 1, 1});
+    add(net, "ReLU", NULL);
+    add(net, "MaxPool2d", (double[]){2, 2, 0, 0, 0});
+    add(net, "Conv2d", (double[]){32, 64, 3, 1, 1});
+    add(net, "ReLU", NULL);
+    add(net, "MaxPool2d", (double[]){2, 2, 0, 0, 0});
+    add(net, "Flatten", NULL);
+    add(net, "Linear", (double[]){4096, 10, 1, 0, 0});
+    nl_module_train(net, false);
+    const int64_t shape[] = {BATCH, 3, 32, 32};
+    nl_tensor *cal[CAL_BATCHES], *x = nl_tensor_empty(NL_F32, 4, shape, NL_CPU);
+    for (int i = 0; i < CAL_BATCHES; i++) {
+        cal[i] = nl_tensor_empty(NL_F32, 4, shape, NL_CPU);
+        if (!cal[i] || nl_rand_normal(cal[i], 0, 1) != NL_OK) die("calibration data");
+    }
+    if (!x || nl_rand_normal(x, 0, 1) != NL_OK) die("input");
+    nl_module *q = nl_quant_int8(net, cal, CAL_BATCHES, NULL);
+    if (!q) die("quant.int8");
+
+    double lf[16], lq[16], lg[16];
+    const double fp32 = speed(net, x, lf);
+    const double int8 = speed(q, x, lq);
+    if (nl_quant_set_isa("generic") != NL_OK) die("generic");
+    const double generic = speed(q, x, lg);
+    nl_quant_set_isa("auto");
+    printf("threads %d, batch %d, kernels %s\n", nl_get_threads(), BATCH, nl_quant_isa());
+    print_layers("fp32", net, lf);
+    print_layers("int8", q, lq);
+    print_layers("int8 generic", q, lg);
+    printf("ours: fp32 %.0f img/s, int8 %.0f img/s (%.2fx fp32; target >= 4x), int8 portable C %.0f img/s\n",
+           fp32, int8, int8 / fp32, generic);
+
+    const char *peers = getenv("NNLAB_PEERS") ? getenv("NNLAB_PEERS") : "../shared/bench";
+    char cmd[512], line[512];
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/torch_seed_cnn_int8.py --threads %d --batch %d 2>&1",
+             peers, nl_get_threads(), BATCH);
+    FILE *p = popen(cmd, "r");
+    double peer = 0;
+    while (p && fgets(line, sizeof line, p)) {
+        const char *r = strstr(line, "int8_img_s=");
+        if (strncmp(line, "RESULT", 6) == 0) printf("pytorch: %s", line);
+        if (r) peer = atof(r + strlen("int8_img_s="));
+    }
+    if (p) pclose(p);
+    if (peer > 0) printf("int8: ours %.0f img/s vs pytorch %.0f img/s: %.2fx (target >= 1)\n", int8, peer, int8 / peer);
+    else printf("pytorch int8 peer unavailable (%s)\n", cmd);
+
+    for (int i = 0; i < CAL_BATCHES; i++) nl_tensor_release(cal[i]);
+    nl_tensor_release(x);
+    nl_module_release(q);
+    nl_module_release(net);
+    return 0;
+}
