@@ -242,9 +242,16 @@ function compress.compare(models, data, opts)
   table.sort(names)
   if models.baseline then table.insert(names, 1, "baseline") end
   local input = opts.input
-  if not input and data then
-    local x = data:get(1)
-    input = {1, table.unpack(x:shape())}
+  if not input and data then -- one sample's shape, from a data set or a loader's first batch
+    local ok, get = pcall(function() return data.get end)
+    if ok and type(get) == "function" then
+      input = {1, table.unpack(data:get(1):shape())}
+    else
+      data:reset()
+      input = data:next():shape()
+      input[1] = 1
+      data:reset()
+    end
   end
   if not input then error(f .. ": give {input = {1, C, H, W}} without a data set", 2) end
   local time = opts.time or 0.5

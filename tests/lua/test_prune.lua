@@ -1,0 +1,117 @@
+-- test_prune.lua: prune, lowrank and snapshots from Lua: magnitude pruning (layer, global, chosen
+-- layers), masks through a Trainer, channel pruning and summary, the cubic schedule, sensitivity,
+-- report numbers, factorization, undo.
+
+tensor.seed(7)
+local function mlp()
+  return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
+end
+
+local function zeros(t)
+  local n = 0
+  for _, v in ipairs(t:reshape(t:numel()):totable()) do if v == 0 then n = n + 1 end end
+  return n
+end
+
+-- ---- magnitude pruning and the report
+local net = mlp()
+prune.magnitude(net, {amount = 0.5})
+local r = prune.report(net)
+check(#r.layers == 3, "three layers")
+check(r.layers[1].zeros == 64 and r.layers[2].zeros == 128 and r.layers[3].zeros == 24, "half of each layer")
+check(r.layers[2].path == "3" and r.layers[2].type == "Linear" and r.layers[2].masked, "path, type, mask")
+check(r.zeros == 216 and r.params == 432 and math.abs(r.sparsity - 0.5) < 1e-12, "totals")
+check(tostring(r):find("total", 1, true) ~= nil, "prints as a table")
+check(zeros(net[3].weight) == 128, "zeros in the weights")
+
+local g = mlp()
+prune.magnitude(g, {amount = 0.75, scope = "global"})
+check(prune.report(g).zeros == 324, "global: 75% of 432")
+local only = mlp()
+prune.magnitude(only, {amount = 0.5, layers = {only[3]}})
+local ro = prune.report(only)
+check(ro.layers[1].zeros == 0 and ro.layers[2].zeros == 128 and ro.layers[3].zeros == 0, "layers= picks")
+check_error(function() prune.magnitude(mlp(), {amount = 2}) end, "amount", "bad amount")
+check_error(function() prune.magnitude(mlp(), {scope = "row"}) end, "scope", "bad scope")
+check_error(function() prune.magnitude(mlp(), {amont = 0.3}) end, "unknown option", "typo")
+
+-- ---- masks survive a Trainer's steps
+local ds = nn.TensorDataset(tensor.randn(64, 8), (function() local y = {} for i = 1, 64 do y[i] = i % 3 + 1 end return y end)())
+local t = nn.Trainer{net = net, data = ds, batch = 16, verbose = false}
+local w0 = net[3].weight:clone()
+t:fit{epochs = 2}
+check(zeros(net[3].weight) == 128, "zeros kept through training")
+check((net[3].weight - w0):abs():sum() > 0, "the rest trained")
+
+-- ---- undo
+local u = mlp()
+local before = u[1].weight:clone()
+prune.magnitude(u, {amount = 0.9})
+local what, back = compress.undo()
+check(what == "prune.magnitude" and back == u, "undo says what it undid")
+check((u[1].weight - before):abs():max() == 0 and zeros(u[1].weight) == 0, "bit-identical weights back")
+check(u[1].weight_mask == nil, "mask gone")
+
+-- ---- snapshot / restore
+local s = u:snapshot()
+check(tostring(s):find("Snapshot") ~= nil, "snapshot prints")
+prune.channels(u, {amount = 0.5})
+check(u[1].out == 8 and u[3]["in"] == 8 and u[3].out == 8 and u[5]["in"] == 8 and u[5].out == 3, "hidden features pruned")
+u:restore(s)
+check(u[1].out == 16 and (u[1].weight - before):abs():max() == 0, "restore: architecture and weights")
+
+-- ---- channel pruning on a CNN, with summary
+local cnn = nn.Sequential(nn.Conv2d(3, 8, 3, {padding = 1}), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(8, 16, 3, {padding = 1}), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 16 * 16, 10))
+local _, macs0 = cnn:infer{1, 3, 32, 32}
+local _, removed = prune.channels(cnn, {amount = 0.5, criterion = "l2"})
+local _, macs1 = cnn:infer{1, 3, 32, 32}
+check(removed == 12 and cnn[1].out == 4 and cnn[2].c == 4 and cnn[5]["in"] == 4 and cnn[8]["in"] == 8 * 256,
+      "shrunk: " .. tostring(removed))
+check(macs1 == 208896 and macs0 == 565248, "multiply-adds: " .. macs1)
+check(cnn:forward(tensor.randn(2, 3, 32, 32)):shape()[2] == 10, "still runs")
+check_error(function() prune.channels(cnn, {criterion = "l3"}) end, "criterion", "bad criterion")
+
+-- ---- the cubic schedule (Zhu & Gupta)
+local sched = prune.schedule{net = mlp(), target = 0.8, initial = 0, start = 10, finish = 110, every = 10}
+check(sched(0) == 0 and sched(10) == 0 and sched(110) == 0.8 and sched(500) == 0.8, "ends")
+check(math.abs(sched(60) - (0.8 - 0.8 * 0.5 ^ 3)) < 1e-12, "midpoint: 0.7")
+check(math.abs(sched(35) - (0.8 - 0.8 * 0.75 ^ 3)) < 1e-12, "quarter")
+local sn = mlp()
+local st = nn.Trainer{net = sn, data = ds, batch = 16, verbose = false}
+local sc = prune.schedule{trainer = st, target = 0.6, start = 0, finish = 4, every = 2}
+st:fit{epochs = 2} -- 8 steps: prunes at 2 and 4
+check(math.abs(prune.report(sn).sparsity - 0.6) < 0.01, "schedule reached its target: " .. prune.report(sn).sparsity)
+check(sc.last == 0.6, "last amount")
+
+-- ---- sensitivity
+local sens = prune.sensitivity(mlp(), ds, {amounts = {0.5, 0.9}})
+check(#sens.layers == 3 and #sens.layers[1].top1 == 2 and sens.baseline >= 0, "a row per layer, a column per amount")
+check(sens.runs["1 Linear"] ~= nil and #sens.runs["1 Linear"].test_acc == 2, "runs for viz")
+check(tostring(sens):find("baseline") ~= nil, "prints")
+
+-- ---- low rank
+local lin = nn.Linear(12, 6)
+local x = tensor.randn(5, 12)
+local full = lowrank.factorize(lin, {rank = 6})
+check((full(x) - lin(x)):abs():max() < 1e-5, "full rank reproduces")
+local sp = lowrank.spectrum(lin)
+check(sp:numel() == 6 and lowrank.rank_for_energy(sp, 1) == 6, "spectrum")
+local byenergy = lowrank.factorize(lin, {energy = 0.5})
+check(byenergy[1].out == lowrank.rank_for_energy(sp, 0.5), "energy picks the rank")
+local fnet = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 2))
+local _, count = lowrank.factorize(fnet, {rank = 4})
+check(count == 1 and fnet[1]:type() == "Sequential", "the net's large layer replaced")
+check(compress.undo() == "lowrank.factorize" and fnet[1]:type() == "Linear", "undo factorization")
+
+-- ---- checkpoints of pruned nets: zeros saved, masks from zeros after loading
+local pn = mlp()
+prune.magnitude(pn, {amount = 0.6})
+local path = os.tmpname()
+pn:save(path)
+local loaded = nn.load(path)
+os.remove(path)
+check(prune.report(loaded).zeros == prune.report(pn).zeros, "zeros saved")
+check(prune.masks_from_zeros(loaded) == 3 and loaded[1].weight_mask ~= nil, "masks from zeros")
+prune.remove(loaded)
+check(loaded[1].weight_mask == nil, "remove drops masks")
