@@ -105,19 +105,40 @@ local function weights(net)
   return list
 end
 
--- The first image of a data set (for the dashboard's feature maps), or nil.
+-- The data set under a data.loader (or data itself).
+local function samples_of(data)
+  local ok, ds = pcall(function() return data:dataset() end)
+  return ok and ds or data
+end
+
+-- The first image of a data set or loader (for the dashboard's feature maps), or nil.
 local function first_image(data)
   if type(data) ~= "table" and type(data) ~= "userdata" then return nil end
-  local ok, x = pcall(function() return data:get(1) end)
+  local ok, x = pcall(function() return samples_of(data):get(1) end)
   if ok and tensor.is_tensor(x) and x:dim() >= 2 then return x end
   return nil
 end
 
--- The class names of a data set (or a list of names), or nil.
+-- The class names of a data set or loader (or a list of names), or nil.
 local function class_names(x)
   if type(x) == "table" and type(x[1]) == "string" then return x end
-  local ok, names = pcall(function() return x:classes() end)
+  local ok, names = pcall(function() return samples_of(x):classes() end)
   return ok and type(names) == "table" and names or nil
+end
+
+-- A function normalising images [C, H, W] or [N, C, H, W] as a loader does,
+-- (x - mean) / std per channel ({mean=, std=}: numbers or one per channel); identity for nil.
+local function normalizer(spec, fname)
+  if spec == nil then return function(x) return x end end
+  if type(spec) ~= "table" or spec.mean == nil or spec.std == nil then
+    error(fname .. ": normalize must be {mean = m, std = s} (numbers or lists per channel)", 3)
+  end
+  local function per_channel(v)
+    if type(v) == "number" then return v end
+    return tensor.from(v):reshape(#v, 1, 1)
+  end
+  local mean, std = per_channel(spec.mean), per_channel(spec.std)
+  return function(x) return (x - mean) / std end
 end
 
 -- ---------------------------------------------------------------- runs
@@ -314,10 +335,12 @@ doc("confusion", "viz.confusion(result [, names | dataset] [, {width=, height=}]
 function viz.samples(net, data, n, opts)
   local f = "viz.samples"
   if not nn.is_module(net) then error(f .. ": the first argument must be a network", 2) end
+  data = samples_of(data)
   if type(data) ~= "table" and type(data) ~= "userdata" or not pcall(function() return data:size() end) then
-    error(f .. ": the second argument must be a data set", 2)
+    error(f .. ": the second argument must be a data set or a data.loader", 2)
   end
-  opts = check_options(opts, with(size_options, "first"), f)
+  opts = check_options(opts, with(size_options, "first", "normalize"), f)
+  local normalize = normalizer(opts.normalize, f)
   local first = check_count(opts.first or 1, "first", f)
   n = math.min(check_count(n or 16, "n", f), data:size() - first + 1)
   if n < 1 then error(string.format("%s: the data set has %d samples", f, data:size()), 2) end
@@ -330,15 +353,16 @@ function viz.samples(net, data, n, opts)
   if x:dim() ~= 4 then error(f .. ": samples must be images [C, H, W]", 2) end
   local was = net.training
   net:eval()
-  local ok, out = pcall(net.forward, net, x)
+  local ok, out = pcall(net.forward, net, normalize(x))
   net:train(was)
   if not ok then error(f .. ": the network could not run the samples: " .. tostring(out), 2) end
   local names = class_names(data)
   return panel("samples", opts, {}, 1, function(c) P.samples(c, x, labels, out, names) end)
 end
-doc("samples", "viz.samples(net, dataset, n=16 [, {first=1, width=, height=}]) -> Canvas",
-    "n images from the data set with their true label, the network's prediction and its top-3 "
-    .. "probabilities (eval mode); wrong predictions are framed in red.",
+doc("samples", "viz.samples(net, data, n=16 [, {first=1, normalize={mean=, std=}, width=, height=}]) -> Canvas",
+    "n images of a data set (or a loader's) with their true label, the network's prediction and "
+    .. "its top-3 probabilities (eval mode; normalize as the training loader did); wrong "
+    .. "predictions are framed in red.",
     "ds = nn.TensorDataset(tensor.rand(4, 3, 8, 8), tensor.from{1, 2, 1, 2}); net = nn.Sequential(nn.Flatten(), nn.Linear(192, 2)); print(viz.samples(net, ds, 4))")
 
 -- The dashboard's status line.
@@ -352,22 +376,24 @@ end
 function viz.dashboard(t, opts)
   local f = "viz.dashboard"
   if not is_trainer(t) then error(f .. ": expected a trainer (nn.Trainer{...})", 2) end
-  opts = check_options(opts, with(size_options, "every", "layer", "image"), f)
+  opts = check_options(opts, with(size_options, "every", "layer", "image", "normalize"), f)
   local every = check_count(opts.every or 50, "every", f)
   local layer = opts.layer and resolve_layer(t.net, opts.layer, f) or first_conv(t.net)
   local image = opts.image or first_image(t.data)
   if image ~= nil and not tensor.is_tensor(image) then error(f .. ": image must be a Tensor [C, H, W]", 2) end
+  local input = image and normalizer(opts.normalize, f)(image)
   local runs = {{source = t}}
   return panel("dashboard", opts, {t}, every, function(c)
-    local out = layer and image and feature_output(t.net, layer, image, f)
+    local out = layer and image and feature_output(t.net, layer, input, f)
     P.dashboard(c, run_tables(runs), out and image, out, out and (tostring(layer) .. " output"),
                 weights(t.net), status_line(t))
   end)
 end
-doc("dashboard", "viz.dashboard(trainer [, {every=50, layer=, image=, width=, height=}]) -> Canvas",
-    "Curves, feature maps (of layer, default the first Conv2d, for image, default the data's first) "
-    .. "and weight histograms together, redrawn every `every` steps while the trainer fits; with "
-    .. "viz.show() the window follows training, and space pauses it.",
+doc("dashboard", "viz.dashboard(trainer [, {every=50, layer=, image=, normalize={mean=, std=}, width=, height=}]) -> Canvas",
+    "Curves, feature maps (of layer, default the first Conv2d, for image, default the data's first, "
+    .. "normalized as given before the network sees it) and weight histograms together, redrawn "
+    .. "every `every` steps while the trainer fits; with viz.show() the window follows training, "
+    .. "and space pauses it.",
     "t = nn.Trainer{net = nn.Linear(2, 2), data = nn.TensorDataset(tensor.randn(8, 2), tensor.ones(8)), verbose = false}; c = viz.dashboard(t, {every = 1}); t:step(); print(c)")
 
 function viz.save(path, what)

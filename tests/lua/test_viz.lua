@@ -161,3 +161,21 @@ test("keys and views", function()
   check(w == 300 and h == 200, "panels follow the drawing size")
   viz.resize(1200, 720)
 end)
+
+test("loaders and normalization", function()
+  local ds = data.from_tensors(tensor.rand(12, 3, 8, 8), {1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 3},
+                               {classes = {"red", "green", "blue"}})
+  local loader = data.loader(ds, {batch = 4, normalize = {mean = 0.5, std = 0.25}})
+  local net = tiny_cnn(2)
+  check(count(viz.samples(net, loader, 6, {normalize = {mean = {0.5, 0.5, 0.5}, std = 0.25}}), inked) > 1000,
+        "samples of a loader's data set, normalized per channel")
+  check_error(function() viz.samples(net, ds, 2, {normalize = {mean = 1}}) end, "normalize must be",
+              "normalize needs mean and std")
+  local t = nn.Trainer{net = net, data = loader, verbose = false}
+  local c = viz.dashboard(t, {every = 1, normalize = {mean = 0.5, std = 0.25}, width = 600, height = 400})
+  local f0 = fingerprint(c)
+  t:step()
+  check(fingerprint(c) ~= f0, "a dashboard of a trainer on a loader follows its steps")
+  check(count(c, function(r, g, b) return math.max(r, g, b) - math.min(r, g, b) > 40 end, 3) > 300,
+        "with feature maps of the loader's first image")
+end)
