@@ -10,7 +10,7 @@ enum { ARG_IN, ARG_OUT, ARG_K, ARG_STRIDE, ARG_PADDING, ARG_BIAS };
 
 typedef struct {
     nl_tensor *cols;  /* [N, in*k*k, OH*OW]: the last forward's columns (the filter gradient's x) */
-    nl_tensor *gcols; /* [in*k*k, OH*OW]: the data gradient's workspace */
+    nl_tensor *gcols; /* [threads, in*k*k, OH*OW]: the data gradient's workspace */
 } conv_state;
 
 static nl_status conv_init(nl_module *m)
@@ -106,8 +106,8 @@ static nl_status conv_backward(nl_module *m, nl_tensor *gy, nl_tensor **gx)
     conv_op_ints(m, &filter);
     nl_status st = nl_op_exec(&filter);
     if (st != NL_OK || !gx) return st;
-    const int64_t gcols_shape[2] = {s->cols->shape[1], s->cols->shape[2]};
-    nl_tensor *gcols = nl_layer_buffer(&s->gcols, NL_F32, 2, gcols_shape, nl_tensor_device(x));
+    const int64_t gcols_shape[3] = {nl_get_threads(), s->cols->shape[1], s->cols->shape[2]};
+    nl_tensor *gcols = nl_layer_buffer(&s->gcols, NL_F32, 3, gcols_shape, nl_tensor_device(x));
     nl_op data = {.code = NL_OP_CONV2D_BWD_DATA, .aux = gcols, .src = {gy, w->value}};
     conv_op_ints(m, &data);
     if (!gcols || !(data.dst = nl_tensor_empty_like(x))) return nl_errcode();

@@ -213,7 +213,7 @@ typedef enum {
                                (src[2] may be NULL); i[0]=stride, i[1]=padding; aux f32
                                [N, C*KH*KW, OH*OW] receives x's im2col columns (CPU) */
     NL_OP_CONV2D_BWD_DATA,  /* dst gx[N,C,H,W] = d/dx given gy src[0], w src[1]; i as CONV2D; aux f32
-                               [C*KH*KW, OH*OW] is a workspace (CPU) */
+                               [T, C*KH*KW, OH*OW] is a workspace, a slice per thread (T >= 1; CPU) */
     NL_OP_CONV2D_BWD_FILTER,/* dst gw[O,C,KH,KW] += d/dw given x src[0], gy src[1]; aux gbias[O] += sum gy
                                (aux may be NULL); i as CONV2D; src[2]: the columns CONV2D left in
                                its aux for this x (CPU) */

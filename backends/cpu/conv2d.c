@@ -1,12 +1,14 @@
 /* conv2d.c: the CPU's 2-D convolution (NL_OP_CONV2D and its data and filter gradients) as im2col +
  * sgemm, after Caffe/darknet: image n's columns are a [C*KH*KW, OH*OW] matrix, so the forward pass
- * is one sgemm per image writing NCHW directly and col2im scatters the data gradient back. The
- * column loops run OpenMP-parallel over (image, channel); sgemm, threaded itself, runs outside. */
+ * is one sgemm per image writing NCHW directly and col2im scatters the data gradient back. Images
+ * (or filter blocks) run OpenMP-parallel, each with a one-thread sgemm of its own. */
 #include "cpu/cpu.h"
 #include "cpu_kernels.h"
 #include "window.h"
 
 #include <cblas.h>
+#include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct {
@@ -136,68 +138,119 @@ static double row_sum(const float *x, int64_t n)
     return s;
 }
 
-/* y = w * x + bias. aux: the columns of every image, [N, C*KH*KW, OH*OW], kept for the filter
- * gradient. */
+/* Threads for a loop over images (at most one per image; 1 when the work is small). With more than
+ * one, OpenBLAS is held to one thread while they run (conv_blas_serial), each calling sgemm on its
+ * own image: small GEMMs of one image scale badly across threads, and threaded BLAS must not run
+ * inside a parallel region. Each image's arithmetic is the same whatever the thread count. */
+static int conv_threads(const conv_geom *g, int64_t tasks)
+{
+    const int64_t nt = cpu_threads_for(g->N * g->O * g->P * g->ckk);
+    return (int)(nt < tasks ? nt : tasks);
+}
+
+/* Holds OpenBLAS to one thread (on) or gives it back the library's thread count (off). */
+static void conv_blas_serial(bool on) { openblas_set_num_threads(on ? 1 : nl_get_threads()); }
+
+/* y = w * x + bias, image by image. aux: the columns of every image, [N, C*KH*KW, OH*OW], kept for
+ * the filter gradient. */
 nl_status nl_cpu_conv2d_forward(const nl_op *op)
 {
     const conv_geom g = conv_geometry(op, op->src[0], op->src[1], op->dst);
     const float *x = nl_tensor_f32(op->src[0]), *w = nl_tensor_f32(op->src[1]);
     const float *bias = op->src[2] ? nl_tensor_f32(op->src[2]) : NULL;
     float *y = nl_tensor_f32(op->dst), *cols = nl_tensor_f32(op->aux);
-#pragma omp parallel num_threads(cpu_threads_for(g.N * g.ckk * g.P))
-    {
-#pragma omp for schedule(static) nowait
-        for (int64_t nc = 0; nc < g.N * g.C; nc++)
-            im2col_channel(&g, x + nc * g.H * g.W, cols + nc * g.KH * g.KW * g.P);
-        if (bias) {
-#pragma omp for schedule(static)
-            for (int64_t no = 0; no < g.N * g.O; no++)
-                for (int64_t i = 0; i < g.P; i++) y[no * g.P + i] = bias[no % g.O];
-        }
-    }
-    for (int64_t n = 0; n < g.N; n++)
+    const int nt = conv_threads(&g, g.N);
+    if (nt > 1) conv_blas_serial(true);
+#pragma omp parallel for schedule(dynamic) num_threads(nt) if (nt > 1)
+    for (int64_t n = 0; n < g.N; n++) {
+        float *cn = cols + n * g.ckk * g.P, *yn = y + n * g.O * g.P;
+        for (int64_t c = 0; c < g.C; c++)
+            im2col_channel(&g, x + (n * g.C + c) * g.H * g.W, cn + c * g.KH * g.KW * g.P);
+        for (int64_t o = 0; bias && o < g.O; o++)
+            for (int64_t i = 0; i < g.P; i++) yn[o * g.P + i] = bias[o];
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g.O, (int)g.P, (int)g.ckk, 1.0f,
-                    w, (int)g.ckk, cols + n * g.ckk * g.P, (int)g.P, bias ? 1.0f : 0.0f,
-                    y + n * g.O * g.P, (int)g.P);
+                    w, (int)g.ckk, cn, (int)g.P, bias ? 1.0f : 0.0f, yn, (int)g.P);
+    }
+    if (nt > 1) conv_blas_serial(false);
     return NL_OK;
 }
 
-/* gx = w^T gy, image by image through a column workspace aux [C*KH*KW, OH*OW] and col2im. */
+/* gx = w^T gy, image by image through a column workspace aux [T, C*KH*KW, OH*OW] (one slice per
+ * thread, T of them at most) and col2im. */
 nl_status nl_cpu_conv2d_backward_data(const nl_op *op)
 {
     const conv_geom g = conv_geometry(op, op->dst, op->src[1], op->src[0]);
     const float *gy = nl_tensor_f32(op->src[0]), *w = nl_tensor_f32(op->src[1]);
     float *gx = nl_tensor_f32(op->dst), *gcols = nl_tensor_f32(op->aux);
-    const int nt = cpu_threads_for(g.ckk * g.P);
+    int nt = conv_threads(&g, g.N);
+    nt = nt < op->aux->shape[0] ? nt : (int)op->aux->shape[0];
+    if (nt > 1) conv_blas_serial(true);
+#pragma omp parallel for schedule(dynamic) num_threads(nt) if (nt > 1)
     for (int64_t n = 0; n < g.N; n++) {
+        float *gc = gcols + omp_get_thread_num() * g.ckk * g.P;
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)g.ckk, (int)g.P, (int)g.O, 1.0f, w,
-                    (int)g.ckk, gy + n * g.O * g.P, (int)g.P, 0.0f, gcols, (int)g.P);
-#pragma omp parallel for schedule(static) num_threads(nt)
+                    (int)g.ckk, gy + n * g.O * g.P, (int)g.P, 0.0f, gc, (int)g.P);
         for (int64_t c = 0; c < g.C; c++)
-            col2im_channel(&g, gcols + c * g.KH * g.KW * g.P, gx + (n * g.C + c) * g.H * g.W);
+            col2im_channel(&g, gc + c * g.KH * g.KW * g.P, gx + (n * g.C + c) * g.H * g.W);
     }
+    if (nt > 1) conv_blas_serial(false);
     return NL_OK;
 }
 
+enum { CONV_GW_GROUPS = 4 }; /* the filter gradient sums images in this many fixed groups */
+
+/* The partial filter gradients of the groups: a grow-only buffer of this file's, reused by every
+ * call (NULL with the error set when it cannot grow). Kernels run from one host thread. */
+static float *gw_partials(size_t floats)
+{
+    static float *buf;
+    static size_t cap;
+    if (floats <= cap) return buf;
+    float *p = realloc(buf, floats * sizeof *p);
+    if (!p) {
+        nl_seterr(NL_ENOMEM, "conv2d: out of memory for the filter gradient's partial sums");
+        return NULL;
+    }
+    cap = floats;
+    return buf = p;
+}
+
 /* gw += gy x^T over the columns src[2] that the forward pass left in its aux; gbias (aux, may be
- * NULL) += gy summed over images and positions. */
+ * NULL) += gy summed over images and positions. The images are split in CONV_GW_GROUPS fixed
+ * groups, each summed in order into its own partial, then the partials are added in order, so no
+ * sum depends on the thread count. */
 nl_status nl_cpu_conv2d_backward_filter(const nl_op *op)
 {
     const conv_geom g = conv_geometry(op, op->src[0], op->dst, op->src[1]);
     const float *gy = nl_tensor_f32(op->src[1]), *cols = nl_tensor_f32(op->src[2]);
-    float *gw = nl_tensor_f32(op->dst);
-    for (int64_t n = 0; n < g.N; n++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)g.O, (int)g.ckk, (int)g.P, 1.0f,
-                    gy + n * g.O * g.P, (int)g.P, cols + n * g.ckk * g.P, (int)g.P, 1.0f, gw,
-                    (int)g.ckk);
-    if (op->aux) {
-        float *gb = nl_tensor_f32(op->aux);
-#pragma omp parallel for schedule(static) num_threads(cpu_threads_for(g.N * g.O * g.P))
-        for (int64_t o = 0; o < g.O; o++) {
+    float *gw = nl_tensor_f32(op->dst), *gb = op->aux ? nl_tensor_f32(op->aux) : NULL;
+    const int64_t groups = g.N < CONV_GW_GROUPS ? g.N : CONV_GW_GROUPS, size = g.O * g.ckk;
+    if (groups == 0) return NL_OK; /* an empty batch adds nothing */
+    float *part = gw_partials((size_t)(groups * size));
+    if (!part) return nl_errcode();
+    const int nt = conv_threads(&g, groups);
+    if (nt > 1) conv_blas_serial(true);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+#pragma omp for schedule(dynamic)
+        for (int64_t k = 0; k < groups; k++)
+            for (int64_t n = g.N * k / groups; n < g.N * (k + 1) / groups; n++)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)g.O, (int)g.ckk, (int)g.P,
+                            1.0f, gy + n * g.O * g.P, (int)g.P, cols + n * g.ckk * g.P, (int)g.P,
+                            n == g.N * k / groups ? 0.0f : 1.0f, part + k * size, (int)g.ckk);
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < size; i++) {
+            float s = part[i];
+            for (int64_t k = 1; k < groups; k++) s += part[k * size + i];
+            gw[i] += s;
+        }
+#pragma omp for schedule(static)
+        for (int64_t o = 0; o < (gb ? g.O : 0); o++) {
             double sum = 0;
             for (int64_t n = 0; n < g.N; n++) sum += row_sum(gy + (n * g.O + o) * g.P, g.P);
             gb[o] += (float)sum;
         }
     }
+    if (nt > 1) conv_blas_serial(false);
     return NL_OK;
 }
