@@ -36,6 +36,7 @@ int nl_open_nn(lua_State *L);
 int nl_open_data(lua_State *L);
 int nl_open_viz(lua_State *L);
 int nl_open_prune(lua_State *L); /* prune, lowrank, compress; after nl_open_nn (Module methods) */
+int nl_open_quant(lua_State *L);
 
 /* Raises a Lua error with the core's last message (nl_errmsg()), prefixed with nothing: core
  * messages already name the function. Never returns. */
