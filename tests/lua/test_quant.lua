@@ -1,0 +1,84 @@
+-- test_quant.lua: the quant module from Lua: quant.int8 on the seed CNN with a data set, agreement
+-- with the float net, the report, the kernels' instruction set, checkpoints and option errors.
+
+local function seed_cnn()
+  return nn.Sequential{
+    nn.Conv2d(3, 32, 3, {padding = 1}), nn.ReLU(), nn.MaxPool2d(2),
+    nn.Conv2d(32, 64, 3, {padding = 1}), nn.ReLU(), nn.MaxPool2d(2),
+    nn.Flatten(), nn.Linear(64 * 4 * 4, 10),
+  }
+end
+
+local function max_abs(t) return t:abs():max() end
+
+
+test("int8 from a data set", function()
+  local net = seed_cnn()
+  net:eval()
+  local x = tensor.randn(48, 3, 16, 16)
+  local ds = nn.TensorDataset(x, tensor.ones(48):to("i32"))
+  local q = quant.int8(net, {calibrate = ds, batches = 3, batch = 16})
+  check(q:type() == "Sequential" and #q == 6, "six layers, got " .. #q)
+  check(q[1]:type() == "Quantize" and q[2]:type() == "QConv2d" and q[3]:type() == "QMaxPool2d"
+        and q[6]:type() == "QLinear", "the integer layers")
+  check(net[1]:type() == "Conv2d" and #net == 8, "the float net is unchanged")
+  local yf, yq = net(x), q(x)
+  -- stated tolerance: every logit within 5% of the largest float logit
+  check(max_abs(yf - yq) <= 0.05 * max_abs(yf), "int8 logits close to float")
+  local agree = 0
+  local af, aq = yf:argmax(2):totable(), yq:argmax(2):totable()
+  for i = 1, #af do if af[i] == aq[i] then agree = agree + 1 end end
+  check(agree >= 40, "top-1 agrees on " .. agree .. " of 48")
+  local p = quant.int8(net, {calibrate = {x}, method = "percentile", percentile = 99.9})
+  check(max_abs(yf - p(x)) <= 0.1 * max_abs(yf), "percentile calibration")
+end)
+
+test("report", function()
+  local lin = nn.Linear(2, 2)
+  lin.weight:copy(tensor.from({{1, -2}, {0.5, 0.25}}))
+  local q = quant.int8(lin, {calibrate = tensor.from({{-1, 3}, {0, 1}})})
+  local rows = quant.report(q)
+  check(#rows == 2 and rows[1].type == "Quantize" and rows[2].type == "QLinear", "two rows")
+  check(math.abs(rows[1].out_scale - 4 / 255) < 1e-7, "input scale 4/255")
+  check(math.abs(rows[2].wscale_max - 2 / 127) < 1e-7 and math.abs(rows[2].wscale_min - 0.5 / 127) < 1e-7,
+        "per-channel weight scales")
+  check(rows[2].bits == 8 and rows[2].weight_sqnr > 30, "bits and weight SQNR")
+end)
+
+test("isa", function()
+  local cur = quant.isa()
+  check(cur == "vnni" or cur == "generic", "named")
+  check(quant.isa("generic") == "generic", "forced portable path")
+  local net = seed_cnn()
+  local x = tensor.randn(4, 3, 16, 16)
+  local q = quant.int8(net, {calibrate = x})
+  local a = q(x):clone()
+  quant.isa("auto")
+  check(max_abs(q(x) - a) == 0, "portable and " .. quant.isa() .. " give the same outputs")
+  check_error(function() quant.isa("sse9") end, "unknown ISA")
+end)
+
+test("checkpoints", function()
+  local net = seed_cnn()
+  local x = tensor.randn(4, 3, 16, 16)
+  local q = quant.int8(net, {calibrate = x})
+  local path = os.tmpname()
+  q:save(path)
+  local back = nn.load(path)
+  back:eval()
+  check(back[2]:type() == "QConv2d" and back[2].weight:dtype() == "i8", "int8 weights come back")
+  check(max_abs(back(x) - q(x)) == 0, "same outputs after loading")
+  os.remove(path)
+end)
+
+test("errors", function()
+  local net = seed_cnn()
+  check_error(function() quant.int8(net) end, "give calibration data")
+  check_error(function() quant.int8(net, {calibrate = 3}) end, "calibrate must be")
+  check_error(function() quant.int8(net, {calibrate = tensor.randn(2, 3, 16, 16), method = "x"}) end,
+              "method must be")
+  check_error(function() quant.int8(net, {calibrat = 1}) end, "unknown option 'calibrat'")
+  check_error(function() quant.int8(net, {calibrate = tensor.randn(2, 5, 16, 16)}) end, "channels")
+  local q = quant.int8(net, {calibrate = tensor.randn(2, 3, 16, 16)})
+  check_error(function() q:backward(tensor.randn(2, 10)) end, "")
+end)
