@@ -258,6 +258,9 @@ typedef enum {
                                [N,C,H,W] (2-D [N,K]: no transpose), or the inverse: dst f32 NCHW =
                                f[0] * (src[0] - f[1]) from u8 NHWC */
     NL_OP_QPOOL2D,          /* dst u8 [N,OH,OW,C] = max pool of src[0] u8 [N,H,W,C]; i as POOL2D */
+    NL_OP_INT4_DEQUANT,     /* dst f32 [O,K] = f[0] * code[o][k / i[0]] * (nibble[o][k] - 8): nibbles
+                               src[0] u8 [O, ceil(K/2)] (element 2j low, 2j+1 high), codes src[1]
+                               u8 [O, ceil(K/i[0])] (i[0]: the group size) */
     NL_OPCODE_COUNT
 } nl_opcode;
 

@@ -337,3 +337,108 @@ const nl_module_type nl_qmaxpool2d_type = {
     .infer = qpool_infer,
     .any_input_dtype = true,
 };
+
+/* ---------------------------------------------------------------- Int4Linear / Int4Conv2d */
+
+/* Weight-only 4-bit layers: the weight rows (K = in*k*k values each) as nibbles q + 8 with q in
+ * -8..7, two to a byte ("weight" u8 [out, ceil(K/2)]), one scale per group of `group` values along
+ * the row, itself stored as a u8 code times a per-layer base ("scale" u8 [out, ceil(K/group)],
+ * "qparams" f32 [2] = {base, weight SQNR in dB}), the bias in f32. Each forward dequantizes the
+ * weights (NL_OP_INT4_DEQUANT) into the f32 layer kept in the state and runs it. */
+extern const nl_module_type nl_int4conv2d_type, nl_linear_type, nl_conv2d_type;
+
+static bool is_int4conv(const nl_module *m) { return m->type == &nl_int4conv2d_type; }
+static const nl_module_type *int4_float_type(const nl_module *m)
+{
+    return is_int4conv(m) ? &nl_conv2d_type : &nl_linear_type;
+}
+static int int4_group_arg(const nl_module *m) { return is_int4conv(m) ? 6 : 3; }
+
+static nl_status int4_init(nl_module *m)
+{
+    const bool conv = is_int4conv(m);
+    const int64_t in = (int64_t)m->args[0], out = (int64_t)m->args[1],
+                  k = conv ? (int64_t)m->args[2] : 1, K = in * k * k,
+                  group = (int64_t)m->args[int4_group_arg(m)];
+    const bool bias = m->args[conv ? 5 : 2] != 0;
+    /* the f32 twin (its random initialisation must not move the caller's RNG stream) */
+    const nl_rng_state rng = nl_rng_get_state();
+    m->state = nl_module_new(int4_float_type(m), m->args);
+    nl_rng_set_state(rng);
+    if (!m->state) return nl_errcode();
+    nl_module_train(m->state, false);
+    nl_status st = add_buffer(m, "weight", NL_U8, 2, (int64_t[]){out, (K + 1) / 2}, 0x88);
+    if (st == NL_OK) st = add_buffer(m, "scale", NL_U8, 2, (int64_t[]){out, (K + group - 1) / group}, 1);
+    if (st == NL_OK) st = add_buffer(m, "qparams", NL_F32, 1, (int64_t[]){2}, 1);
+    if (st == NL_OK && bias) st = add_buffer(m, "bias", NL_F32, 1, (int64_t[]){out}, 0);
+    if (st == NL_OK) nl_tensor_f32(m->params[2].value)[1] = NAN;
+    return st;
+}
+
+static void int4_destroy(nl_module *m) { nl_module_release(m->state); }
+
+static nl_status int4_infer(const nl_module *m, int ndim, const int64_t *in, int *out_ndim,
+                            int64_t *out, int64_t *macs)
+{
+    return int4_float_type(m)->infer(m, ndim, in, out_ndim, out, macs); /* same leading arguments */
+}
+
+static nl_status int4_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
+{
+    nl_module *f = m->state;
+    nl_tensor *w = f->params[0].value;
+    const float base = nl_tensor_f32(m->params[2].value)[0];
+    if (!(base > 0 && isfinite(base)))
+        return nl_seterr(NL_EINVAL, "%s: bad scale base %g (must be > 0)", m->type->name, base);
+    nl_tensor *w2 = nl_tensor_reshape(w, 2, (int64_t[]){w->shape[0], -1});
+    nl_op op = {.code = NL_OP_INT4_DEQUANT, .dst = w2, .src = {m->params[0].value, m->params[1].value},
+                .i = {(int)m->args[int4_group_arg(m)]}, .f = {base}};
+    nl_status st = w2 ? nl_op_exec(&op) : nl_errcode();
+    nl_tensor_release(w2);
+    const nl_param *b = nl_module_param(m, "bias");
+    if (st == NL_OK && b) st = nl_copy(nl_module_param(f, "bias")->value, b->value);
+    return st == NL_OK ? nl_module_forward(f, x, y) : st;
+}
+
+const nl_module_type nl_int4linear_type = {
+    .name = "Int4Linear",
+    .sig = "nn.Int4Linear(in, out, {bias=true, group=32})",
+    .doc = "A fully connected layer with 4-bit weights (a scale per group of inputs), dequantized to "
+           "f32 at each forward. Made by quant.int4.",
+    .example = "nn.Int4Linear(4096, 10)",
+    .npos = 2,
+    .args = {
+        {.name = "in", .def = NAN, .integer = true, .min = 1, .doc = "input features"},
+        {.name = "out", .def = NAN, .integer = true, .min = 1, .doc = "output features"},
+        {.name = "bias", .def = 1, .integer = true, .boolean = true, .doc = "an added bias"},
+        {.name = "group", .def = 32, .integer = true, .min = 1, .doc = "weights per scale"},
+    },
+    .init = int4_init,
+    .forward = int4_forward,
+    .backward = inference_only,
+    .infer = int4_infer,
+    .destroy = int4_destroy,
+};
+
+const nl_module_type nl_int4conv2d_type = {
+    .name = "Int4Conv2d",
+    .sig = "nn.Int4Conv2d(in, out, k, {stride=1, padding=0, bias=true, group=32})",
+    .doc = "A convolution with 4-bit weights (a scale per group of a filter's in*k*k values), "
+           "dequantized to f32 at each forward. Made by quant.int4.",
+    .example = "nn.Int4Conv2d(3, 32, 3, {padding=1})",
+    .npos = 3,
+    .args = {
+        {.name = "in", .def = NAN, .integer = true, .min = 1, .doc = "input channels"},
+        {.name = "out", .def = NAN, .integer = true, .min = 1, .doc = "output channels"},
+        {.name = "k", .def = NAN, .integer = true, .min = 1, .doc = "kernel size (k x k)"},
+        {.name = "stride", .def = 1, .integer = true, .min = 1, .doc = "step between windows"},
+        {.name = "padding", .def = 0, .integer = true, .min = 0, .doc = "zero padding on each side"},
+        {.name = "bias", .def = 1, .integer = true, .boolean = true, .doc = "an added bias"},
+        {.name = "group", .def = 32, .integer = true, .min = 1, .doc = "weights per scale"},
+    },
+    .init = int4_init,
+    .forward = int4_forward,
+    .backward = inference_only,
+    .infer = int4_infer,
+    .destroy = int4_destroy,
+};

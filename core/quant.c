@@ -12,7 +12,8 @@
 
 extern const nl_module_type nl_sequential_type, nl_conv2d_type, nl_linear_type, nl_relu_type,
     nl_maxpool2d_type, nl_flatten_type, nl_dropout_type, nl_identity_type, nl_quantize_type,
-    nl_dequantize_type, nl_qconv2d_type, nl_qlinear_type, nl_qmaxpool2d_type;
+    nl_dequantize_type, nl_qconv2d_type, nl_qlinear_type, nl_qmaxpool2d_type, nl_int4linear_type,
+    nl_int4conv2d_type;
 
 enum { QP_IN_SCALE, QP_IN_ZP, QP_OUT_SCALE, QP_OUT_ZP, QP_W_SQNR, QP_A_SQNR }; /* as qlayers.c */
 enum { SAMPLE_MAX = 1 << 16 }; /* values per batch that the percentile method sorts */
@@ -351,13 +352,116 @@ nl_module *nl_quant_int8(nl_module *net, nl_tensor *const *batches, int nbatches
     return out;
 }
 
+/* ---------------------------------------------------------------- int4 ------------------ */
+
+nl_status nl_quant_weights_int4(const nl_tensor *w, int group, nl_tensor *packed, nl_tensor *codes,
+                                double *base, double *sqnr)
+{
+    const int64_t O = w->ndim > 0 ? w->shape[0] : 0, K = O ? nl_tensor_numel(w) / O : 0;
+    if (group < 1 || w->dtype != NL_F32 || packed->dtype != NL_U8 || codes->dtype != NL_U8 ||
+        packed->ndim != 2 || codes->ndim != 2 || packed->shape[0] != O || codes->shape[0] != O ||
+        packed->shape[1] != (K + 1) / 2 || codes->shape[1] != (K + group - 1) / group ||
+        !nl_tensor_is_contiguous(w) || !nl_tensor_is_contiguous(packed) || !nl_tensor_is_contiguous(codes))
+        return nl_seterr(NL_EINVAL, "quant: int4 weights need f32 [O, ...] rows of K, u8 [O, ceil(K/2)] "
+                         "and u8 [O, ceil(K/group)] (contiguous), group >= 1");
+    const float *wd = nl_tensor_f32(w);
+    uint8_t *pd = nl_tensor_data(packed), *cd = nl_tensor_data(codes);
+    const int64_t ng = codes->shape[1];
+    float top = 0;
+    for (int64_t i = 0; i < O * K; i++) top = fmaxf(top, fabsf(wd[i]));
+    const float b = top > 0 ? top / 7 / 255 : 1;
+    memset(pd, 0, (size_t)(O * packed->shape[1]));
+    double signal = 0, noise = 0;
+    for (int64_t o = 0; o < O; o++)
+        for (int64_t g = 0; g < ng; g++) {
+            const int64_t k0 = g * group, k1 = k0 + group < K ? k0 + group : K;
+            float amax = 0;
+            for (int64_t k = k0; k < k1; k++) amax = fmaxf(amax, fabsf(wd[o * K + k]));
+            const float code = fminf(fmaxf(ceilf(amax / 7 / b), 1), 255), s = b * code;
+            cd[o * ng + g] = (uint8_t)code;
+            for (int64_t k = k0; k < k1; k++) {
+                const float v = wd[o * K + k], r = nearbyintf(v / s);
+                const int q = (int)(r < -8 ? -8 : r > 7 ? 7 : r);
+                pd[o * packed->shape[1] + k / 2] |= (uint8_t)((q + 8) << (k % 2 ? 4 : 0));
+                signal += (double)v * v;
+                noise += ((double)v - (double)s * q) * ((double)v - (double)s * q);
+            }
+        }
+    *base = b;
+    if (sqnr) *sqnr = sqnr_db(signal, noise);
+    return NL_OK;
+}
+
+/* Int4Conv2d / Int4Linear from the float layer f. New reference. */
+static nl_module *int4_layer(nl_module *f, int group)
+{
+    const bool conv = f->type == &nl_conv2d_type;
+    const nl_module_type *t = conv ? &nl_int4conv2d_type : &nl_int4linear_type;
+    double args[NL_MAX_ARGS];
+    const int nf = conv ? 6 : 3; /* the float layer's arguments come first */
+    for (int a = 0; a < nf; a++) args[a] = f->args[a];
+    args[nf] = group;
+    nl_module *q = nl_module_new(t, args);
+    double base, sqnr;
+    nl_status st = q ? nl_quant_weights_int4(f->params[0].value, group, q->params[0].value,
+                                             q->params[1].value, &base, &sqnr)
+                     : nl_errcode();
+    const nl_param *b = nl_module_param(f, "bias");
+    if (st == NL_OK && b) st = nl_copy(nl_module_param(q, "bias")->value, b->value);
+    if (st != NL_OK) {
+        nl_module_release(q);
+        return NULL;
+    }
+    nl_tensor_f32(q->params[2].value)[0] = (float)base;
+    nl_tensor_f32(q->params[2].value)[1] = (float)sqnr;
+    return q;
+}
+
+nl_module *nl_quant_int4(nl_module *net, int group)
+{
+    if (!net || group < 1) {
+        nl_seterr(NL_EINVAL, "quant.int4: needs a network and group >= 1, got %d", group);
+        return NULL;
+    }
+    const bool seq = is_type(net, &nl_sequential_type);
+    nl_module **kids = seq ? net->children : &net;
+    const int nk = seq ? net->nchildren : 1;
+    nl_module *out = nl_module_new(&nl_sequential_type, NULL);
+    nl_status st = out ? NL_OK : nl_errcode();
+    for (int i = 0; i < nk && st == NL_OK; i++) {
+        nl_module *k = kids[i];
+        const bool w = is_type(k, &nl_conv2d_type) || is_type(k, &nl_linear_type);
+        st = append(out, w ? int4_layer(k, group) : clone_module(k));
+    }
+    if (st != NL_OK) {
+        nl_module_release(out);
+        return NULL;
+    }
+    nl_module_train(out, false);
+    return out;
+}
+
 /* ---------------------------------------------------------------- reports --------------- */
 
 static void report_into(nl_module *m, const char *path, nl_quant_row *rows, int max, int *n)
 {
     const bool qw = is_type(m, &nl_qconv2d_type) || is_type(m, &nl_qlinear_type);
     const bool qa = is_type(m, &nl_quantize_type) || is_type(m, &nl_dequantize_type);
-    if (qw || qa) {
+    const bool q4 = is_type(m, &nl_int4conv2d_type) || is_type(m, &nl_int4linear_type);
+    if (q4) {
+        const nl_tensor *c = m->params[1].value;
+        const uint8_t *cd = nl_tensor_data(c);
+        const float *qp = nl_tensor_f32(m->params[2].value);
+        nl_quant_row r = {.bits = 4, .wscale_min = INFINITY, .wsqnr = qp[1], .asqnr = NAN};
+        snprintf(r.path, sizeof r.path, "%s", path);
+        snprintf(r.type, sizeof r.type, "%s", m->type->name);
+        for (int64_t i = 0; i < nl_tensor_numel(c); i++) {
+            r.wscale_min = fmin(r.wscale_min, (double)qp[0] * cd[i]);
+            r.wscale_max = fmax(r.wscale_max, (double)qp[0] * cd[i]);
+        }
+        if (*n < max) rows[*n] = r;
+        (*n)++;
+    } else if (qw || qa) {
         nl_quant_row r = {.bits = 8, .wsqnr = NAN, .asqnr = NAN};
         snprintf(r.path, sizeof r.path, "%s", path);
         snprintf(r.type, sizeof r.type, "%s", m->type->name);

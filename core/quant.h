@@ -31,11 +31,23 @@ nl_status nl_quant_weights_i8(const nl_tensor *w, nl_tensor *q, nl_tensor *scale
  * = (hi - lo) / 255, zero point = round(-lo / scale) in 0..255. */
 void nl_quant_affine(double lo, double hi, double *scale, double *zero_point);
 
+/* Weight-only 4-bit quantization: net's Conv2d and Linear layers (at the top of a Sequential, or
+ * a lone one) become Int4Conv2d / Int4Linear with a scale per group of `group` consecutive weights
+ * of a row; other layers are copied. Returns a new network in evaluation mode, or NULL (NL_EINVAL
+ * for group < 1). */
+nl_module *nl_quant_int4(nl_module *net, int group);
+/* w f32 [O, ...] (rows of K) -> packed u8 [O, ceil(K/2)] nibbles q + 8 (q = clamp(round(w / s),
+ * -8, 7), element 2j in the low half of byte j), codes u8 [O, ceil(K/group)] with the group scale
+ * s = base * code (code = ceil(amax / 7 / base), base = the largest group's amax / 7 / 255), *base,
+ * and the SQNR of the dequantized weights in dB in *sqnr (may be NULL). */
+nl_status nl_quant_weights_int4(const nl_tensor *w, int group, nl_tensor *packed, nl_tensor *codes,
+                                double *base, double *sqnr);
+
 /* One row of a report: a quantized layer of the network. */
 typedef struct {
     char path[32];      /* "3" (child index, 1-based as in Lua), "" for a lone layer */
     char type[16];      /* "QConv2d", "Quantize", ... */
-    int bits;           /* weight bits (8; activation-only layers: 8) */
+    int bits;           /* weight bits (8 or 4; activation-only layers: 8) */
     double wscale_min, wscale_max; /* per-channel weight scales (0 when none) */
     double in_scale, out_scale;    /* activation scales (0 when f32) */
     double wsqnr, asqnr;           /* dB, NAN when unknown */

@@ -9,6 +9,7 @@
 
 #include <lauxlib.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -93,6 +94,34 @@ static int p_report(lua_State *L)
     return 1;
 }
 
+static int l_int4(lua_State *L)
+{
+    nl_module *net = nl_lua_checkmodule(L, 1);
+    lua_Integer group = 32;
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        lua_pushnil(L);
+        while (lua_next(L, 2)) {
+            if (lua_type(L, -2) != LUA_TSTRING || strcmp(lua_tostring(L, -2), "group") != 0)
+                return luaL_error(L, "quant.int4: unknown option '%s' (valid: group)",
+                                  luaL_tolstring(L, -2, NULL));
+            lua_pop(L, 1);
+        }
+        lua_getfield(L, 2, "group");
+        if (!lua_isnil(L, -1)) {
+            if (!lua_isinteger(L, -1) || (group = lua_tointeger(L, -1)) < 1 || group > INT32_MAX)
+                return luaL_error(L, "quant.int4: group must be a whole number >= 1, got %s",
+                                  luaL_tolstring(L, -1, NULL));
+        }
+        lua_pop(L, 1);
+    }
+    nl_module *q = nl_quant_int4(net, (int)group);
+    if (!q) return nl_dsl_core_error(L);
+    nl_lua_pushmodule(L, q);
+    nl_module_release(q);
+    return 1;
+}
+
 static int l_isa(lua_State *L)
 {
     if (!lua_isnoneornil(L, 1) && nl_quant_set_isa(luaL_checkstring(L, 1)) != NL_OK)
@@ -102,6 +131,11 @@ static int l_isa(lua_State *L)
 }
 
 static const nl_dsl_fn quant_fns[] = {
+    {"int4", l_int4, "quant.int4(net, {group=32}) -> net",
+     "Weight-only 4-bit: a NEW network whose Conv2d/Linear keep 4-bit weights (two to a byte) with a "
+     "scale per group of `group` weights along each filter/row, dequantized at each forward; other "
+     "layers are copied. Checkpoints store the packed weights (about 1/7 of f32).",
+     "print(quant.int4(nn.Sequential(nn.Linear(64, 10)), {group=32}))"},
     {"isa", l_isa, "quant.isa([name]) -> name",
      "The int8 kernels' instruction set: 'vnni' (AVX-512 VNNI) or 'generic' (portable C, identical "
      "results); set 'auto', 'generic' or 'vnni'.",
