@@ -277,6 +277,95 @@ static void test_corrupt(void)
     nl_module_release(m);
 }
 
+static long file_size(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    long n = -1;
+    if (f && fseek(f, 0, SEEK_END) == 0) n = ftell(f);
+    if (f) fclose(f);
+    return n;
+}
+
+/* int4: a known packing, dequantization within half a step of each group scale, the file size
+ * against f32, a checkpoint round trip and a file with the wrong packed size. */
+static void test_int4(void)
+{
+    nl_tensor *w = nl_tensor_from_data(NL_F32, 2, (int64_t[]){1, 3}, (float[]){0.7f, -0.8f, 0.1f});
+    nl_tensor *p = nl_tensor_empty(NL_U8, 2, (int64_t[]){1, 2}, NL_CPU);
+    nl_tensor *c = nl_tensor_empty(NL_U8, 2, (int64_t[]){1, 1}, NL_CPU);
+    double base, sqnr;
+    CHECK(nl_quant_weights_int4(w, 32, p, c, &base, &sqnr) == NL_OK, "%s", nl_errmsg());
+    const uint8_t *pd = nl_tensor_data(p);
+    CHECK(pd[0] == 0x1E && pd[1] == 0x09 && *(uint8_t *)nl_tensor_data(c) == 255,
+          "packed %02x %02x code %d", pd[0], pd[1], *(uint8_t *)nl_tensor_data(c));
+    CHECK_CLOSE(base * 255, 0.8 / 7, 1e-7, 0);
+    CHECK(nl_quant_weights_int4(w, 32, c, p, &base, NULL) == NL_EINVAL, "wrong packed shape refused");
+    nl_tensor_release(w), nl_tensor_release(p), nl_tensor_release(c);
+
+    /* an Int4Linear on the identity gives its dequantized weights: within half a group step */
+    nl_rng_seed(3);
+    const int64_t K = 70, O = 3, G = 32;
+    nl_module *lin = net_make("Linear", "in", (double)K, "out", (double)O, "bias", 0.0, NULL);
+    nl_module *q4 = lin ? nl_quant_int4(lin, (int)G) : NULL;
+    CHECK(q4 && q4->nchildren == 1 && strcmp(q4->children[0]->type->name, "Int4Linear") == 0, "int4");
+    if (q4) {
+        nl_module *l4 = q4->children[0];
+        nl_tensor *eye = nl_tensor_zeros(NL_F32, 2, (int64_t[]){K, K}, NL_CPU), *y = NULL;
+        for (int64_t i = 0; i < K; i++) nl_tensor_f32(eye)[i * K + i] = 1;
+        CHECK(nl_module_forward(q4, eye, &y) == NL_OK, "%s", nl_errmsg());
+        const float b4 = nl_tensor_f32(l4->params[2].value)[0];
+        const uint8_t *codes = nl_tensor_data(l4->params[1].value);
+        int bad = 0;
+        for (int64_t o = 0; y && o < O; o++)
+            for (int64_t k = 0; k < K; k++) {
+                const double s = b4 * codes[o * 3 + k / G], v = nl_tensor_f32(lin->params[0].value)[o * K + k];
+                bad += fabs(nl_tensor_f32(y)[k * O + o] - v) > s / 2 + 1e-6;
+            }
+        CHECK(bad == 0, "%d int4 weights off by more than half a step", bad);
+        nl_tensor_release(y);
+        nl_tensor_release(eye);
+    }
+    nl_module_release(q4);
+    nl_module_release(lin);
+
+    /* file sizes: int4 at most 1/7 of f32; the loaded net gives the same outputs */
+    nl_module *net = seed_cnn(32);
+    nl_module *n4 = net ? nl_quant_int4(net, 32) : NULL;
+    char p32[] = "/tmp/nl_test_q32XXXXXX", p4[] = "/tmp/nl_test_q4XXXXXX";
+    int fd = mkstemp(p32);
+    if (fd >= 0) close(fd);
+    if ((fd = mkstemp(p4)) >= 0) close(fd);
+    CHECK(n4 && nl_checkpoint_save_module(p32, net, NULL) == NL_OK &&
+          nl_checkpoint_save_module(p4, n4, NULL) == NL_OK, "%s", nl_errmsg());
+    const long s32 = file_size(p32), s4 = file_size(p4);
+    CHECK(s4 > 0 && s4 * 7 <= s32, "int4 file %ld bytes, f32 %ld", s4, s32);
+    nl_module *back = nl_checkpoint_load_module(p4);
+    nl_tensor *x = rand_tensor(4, (int64_t[]){2, 3, 32, 32}, -1, 1), *y1 = NULL, *y2 = NULL;
+    if (back) nl_module_train(back, false);
+    CHECK(back && n4 && nl_module_forward(n4, x, &y1) == NL_OK && nl_module_forward(back, x, &y2) == NL_OK &&
+          memcmp(nl_tensor_data(y1), nl_tensor_data(y2), 20 * sizeof(float)) == 0, "int4 round trip");
+    nl_tensor_release(y1), nl_tensor_release(y2), nl_tensor_release(x);
+    nl_module_release(back);
+    /* a packed weight of the wrong size is refused */
+    nl_module *l = net_make("Int4Linear", "in", 4.0, "out", 2.0, "bias", 0.0, NULL);
+    char *arch = l ? nl_checkpoint_arch_json(l) : NULL;
+    nl_st_writer *wr = nl_st_writer_new();
+    nl_tensor *badw = nl_tensor_zeros(NL_U8, 2, (int64_t[]){2, 3}, NL_CPU);
+    nl_st_writer_meta(wr, NL_CKPT_ARCH, arch ? arch : "");
+    nl_st_writer_add(wr, "weight", badw);
+    nl_st_writer_add(wr, "scale", l->params[1].value);
+    nl_st_writer_add(wr, "qparams", l->params[2].value);
+    CHECK(nl_st_writer_commit(wr, p4) == NL_OK, "%s", nl_errmsg());
+    CHECK(nl_checkpoint_load_module(p4) == NULL && nl_errcode() == NL_EFORMAT, "wrong packed size accepted");
+    nl_st_writer_free(wr);
+    nl_tensor_release(badw);
+    free(arch);
+    nl_module_release(l);
+    unlink(p32), unlink(p4);
+    nl_module_release(n4);
+    nl_module_release(net);
+}
+
 int main(void)
 {
     nl_init();
@@ -285,5 +374,6 @@ int main(void)
     test_seed_cnn();
     test_report_known();
     test_corrupt();
+    test_int4();
     return TEST_REPORT();
 }
