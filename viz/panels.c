@@ -273,17 +273,17 @@ nl_status nl_viz_filters(nl_canvas *c, nl_rect r, const float *w, int out, int i
              rows < out || (!rgb && cols < in) ? " (first 32 shown)" : "");
     title(c, r, full);
     nl_rect area = below_title(r);
-    float m = 0;
-    for (int64_t i = 0; i < (int64_t)out * in * kh * kw; i++)
-        if (isfinite(w[i]) && fabsf(w[i]) > m) m = fabsf(w[i]);
     size_t plane = (size_t)kh * (size_t)kw;
     int tw, th, n = rgb ? rows : rows * cols;
     if (rgb) {
         int gcols = grid_fit(area, n, (double)kw / kh, 0, &tw, &th);
         for (int o = 0; o < rows; o++)
-            nl_canvas_blit(c, grid_tile(area, n, gcols, tw, th, 0, o),
-                           (nl_image){3, kh, kw, w + (size_t)o * 3 * plane}, -m, m, false);
+            blit_own_range(c, grid_tile(area, n, gcols, tw, th, 0, o),
+                           (nl_image){3, kh, kw, w + (size_t)o * 3 * plane}, false);
     } else {
+        float m = 0;
+        for (int64_t i = 0; i < (int64_t)out * in * kh * kw; i++)
+            if (isfinite(w[i]) && fabsf(w[i]) > m) m = fabsf(w[i]);
         /* rows x cols tiles: the grid must keep one output filter per row. */
         double cw = (double)(area.w - (cols - 1)) / cols, ch = (double)(area.h - (rows - 1)) / rows;
         th = (int)fmin(ch, cw * kh / kw);
@@ -333,7 +333,7 @@ nl_status nl_plot_histogram(nl_canvas *c, nl_rect r, const nl_viz_values *v, nl_
     snprintf(text + len, sizeof text - (size_t)len, ")");
     int tw, th;
     nl_text_size(NL_TEXT_TITLE, text, &tw, &th);
-    nl_axes_draw(c, &a, tw <= r.w - 8 ? text : v->name, NULL, "count", NL_AXES_INT_Y);
+    nl_axes_draw(c, &a, tw <= a.plot.w + 40 ? text : v->name, NULL, "count", NL_AXES_INT_Y);
     int bottom = a.plot.y + a.plot.h;
     nl_rect pc = c->clip;
     nl_canvas_clip(c, a.plot);
@@ -449,7 +449,7 @@ nl_status nl_viz_confusion(nl_canvas *c, nl_rect r, const int64_t *counts, int k
 
 /* ---------------------------------------------------------------- samples --------------- */
 
-#define SAMPLE_TEXT_H 62
+#define SAMPLE_TEXT_H 80
 #define SAMPLE_MIN_W 120
 
 nl_status nl_viz_samples(nl_canvas *c, nl_rect r, const nl_viz_sample *s, int n,
@@ -490,12 +490,11 @@ nl_status nl_viz_samples(nl_canvas *c, nl_rect r, const nl_viz_sample *s, int n,
         }
         snprintf(line, sizeof line, "pred: %s", class_name(names, nnames, s[i].pred, b1, sizeof b1));
         nl_canvas_text(c, x, y + 14, NL_TEXT_TICK, bad ? NL_WRONG : NL_RGB(44, 140, 44), NL_ALIGN_LEFT, line);
-        int len = 0;
-        line[0] = '\0';
-        for (int k = 0; k < s[i].ntop && k < 3; k++)
-            len += snprintf(line + len, sizeof line - (size_t)len, "%s%s %.0f%%", k ? "  " : "",
-                            class_name(names, nnames, s[i].top[k], b2, sizeof b2), 100 * s[i].prob[k]);
-        nl_canvas_text(c, x, y + 30, 11, NL_RGB(90, 90, 90), NL_ALIGN_LEFT, line);
+        for (int k = 0; k < s[i].ntop && k < 3; k++) {
+            snprintf(line, sizeof line, "%.0f%%  %s", 100 * s[i].prob[k],
+                     class_name(names, nnames, s[i].top[k], b2, sizeof b2));
+            nl_canvas_text(c, x, y + 30 + 13 * k, 11, NL_RGB(90, 90, 90), NL_ALIGN_LEFT, line);
+        }
         c->clip = tc;
     }
     return end(c, saved);

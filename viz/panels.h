@@ -31,9 +31,10 @@ void nl_smooth(const double *v, int64_t n, double *out);
 nl_status nl_viz_features(nl_canvas *c, nl_rect r, const nl_image *input, nl_image maps,
                           const char *title);
 
-/* Convolution filters w [out, in, kh, kw]: with in == 3, one RGB tile per filter; otherwise one
- * row per output filter with a tile per input channel (at most 32 x 32 tiles shown, the rest
- * counted in the title). One symmetric range (-max|w|, max|w|) for all, so signs compare. */
+/* Convolution filters w [out, in, kh, kw]: with in == 3, one RGB tile per filter, each scaled to
+ * its own range (so its colours and pattern show); otherwise one row per output filter with a grey
+ * tile per input channel, all in one symmetric range (-max|w|, max|w|) so signs and sizes compare
+ * (at most 32 x 32 tiles, the title says when there are more). */
 nl_status nl_viz_filters(nl_canvas *c, nl_rect r, const float *w, int out, int in, int kh, int kw,
                          const char *title);
 
