@@ -48,7 +48,7 @@ static nl_status act_backward(nl_module *m, nl_tensor *gy, nl_tensor **gx)
     const int act = act_of(m->type);
     /* f' of leaky ReLU and GELU needs x; the others read it off y (ReLU: y > 0 iff x > 0). */
     const nl_tensor *v = act == NL_ACT_LEAKY_RELU || act == NL_ACT_GELU ? m->input : m->output;
-    nl_tensor *out = nl_tensor_empty(NL_F32, gy->ndim, gy->shape, nl_tensor_device(gy));
+    nl_tensor *out = nl_module_grad_buffer(m, NL_F32, gy->ndim, gy->shape, nl_tensor_device(gy));
     if (!out) return nl_errcode();
     nl_op op = {.code = NL_OP_ACT_BWD, .dst = out, .src = {gy, v}, .i = {act}, .f = {slope_of(m)}};
     nl_status st = nl_op_exec(&op);

@@ -110,7 +110,8 @@ static nl_status conv_backward(nl_module *m, nl_tensor *gy, nl_tensor **gx)
     nl_tensor *gcols = nl_layer_buffer(&s->gcols, NL_F32, 3, gcols_shape, nl_tensor_device(x));
     nl_op data = {.code = NL_OP_CONV2D_BWD_DATA, .aux = gcols, .src = {gy, w->value}};
     conv_op_ints(m, &data);
-    if (!gcols || !(data.dst = nl_tensor_empty_like(x))) return nl_errcode();
+    if (!gcols || !(data.dst = nl_module_grad_buffer(m, NL_F32, x->ndim, x->shape, nl_tensor_device(x))))
+        return nl_errcode();
     if ((st = nl_op_exec(&data)) != NL_OK) {
         nl_tensor_release(data.dst);
         return st;

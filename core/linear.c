@@ -3,17 +3,28 @@
 #include "layer.h"
 
 #include <math.h>
+#include <stdlib.h>
 
 enum { ARG_IN, ARG_OUT, ARG_BIAS };
 
+/* m->state: an nl_tensor * slot, the bias gradient's row sum (a work buffer). */
 static nl_status linear_init(nl_module *m)
 {
+    if (!(m->state = calloc(1, sizeof(nl_tensor *))))
+        return nl_seterr(NL_ENOMEM, "Linear: out of memory");
     const int64_t in = (int64_t)m->args[ARG_IN], out = (int64_t)m->args[ARG_OUT];
     const double bound = 1 / sqrt((double)in); /* kaiming_uniform(a=sqrt(5)) and the bias rule */
     nl_status st = nl_layer_uniform_param(m, "weight", 2, (int64_t[]){out, in}, bound);
     if (st == NL_OK && m->args[ARG_BIAS] != 0)
         st = nl_layer_uniform_param(m, "bias", 1, (int64_t[]){out}, bound);
     return st;
+}
+
+static void linear_destroy(nl_module *m)
+{
+    if (!m->state) return;
+    nl_tensor_release(*(nl_tensor **)m->state);
+    free(m->state);
 }
 
 static nl_status linear_infer(const nl_module *m, int ndim, const int64_t *in, int *out_ndim,
@@ -75,11 +86,14 @@ static nl_status linear_backward(nl_module *m, nl_tensor *gy, nl_tensor **gx)
     nl_tensor *gyt = gy2 ? nl_tensor_transpose(gy2, 0, 1) : NULL;
     nl_status st = x2 && gyt ? nl_matmul_ex(w->grad, gyt, x2, true) : nl_errcode();
     if (st == NL_OK && b) {
-        nl_tensor *sum = nl_reduce_new(NL_RED_SUM, gy2, 0, false);
-        st = sum ? nl_binary(NL_BIN_ADD, b->grad, b->grad, sum) : nl_errcode();
-        nl_tensor_release(sum);
+        nl_tensor **sum = m->state;
+        nl_op op = {.code = NL_OP_REDUCE, .src = {gy2}, .i = {NL_RED_SUM, 0}};
+        op.dst = nl_layer_buffer(sum, NL_F32, 1, (int64_t[]){fout}, nl_tensor_device(gy));
+        st = !op.dst ? nl_errcode() : nl_op_exec(&op);
+        if (st == NL_OK) st = nl_binary(NL_BIN_ADD, b->grad, b->grad, *sum);
     }
-    nl_tensor *g = st == NL_OK && gx ? nl_tensor_empty_like(x) : NULL, *g2 = g ? as_matrix(g, fin) : NULL;
+    nl_tensor *g = st == NL_OK && gx ? nl_module_grad_buffer(m, NL_F32, x->ndim, x->shape, nl_tensor_device(x)) : NULL;
+    nl_tensor *g2 = g ? as_matrix(g, fin) : NULL;
     if (st == NL_OK && gx) st = g2 ? nl_matmul(g2, gy2, w->value) : nl_errcode();
     nl_tensor_release(g2);
     nl_tensor_release(gy2);
@@ -108,5 +122,6 @@ const nl_module_type nl_linear_type = {
     .forward = linear_forward,
     .backward = linear_backward,
     .infer = linear_infer,
+    .destroy = linear_destroy,
     .input_grad_optional = true,
 };

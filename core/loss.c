@@ -5,28 +5,36 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 enum { SHAPE_STR = 192 };
 
-/* The mean of all elements of t (on any device). */
-static nl_status mean_of(const nl_tensor *t, double *v)
+/* *slot if it is an f32 tensor of this shape on dev that nobody else holds, else a new one that
+ * replaces it: the loss's buffers are reused from call to call. Borrowed; NULL with the error set. */
+static nl_tensor *kept_buffer(nl_tensor **slot, int ndim, const int64_t *shape, nl_device dev)
 {
-    nl_tensor *m = nl_reduce_new(NL_RED_MEAN, t, -1, false);
-    nl_status s = m ? nl_tensor_get(m, NULL, v) : nl_errcode();
-    nl_tensor_release(m);
-    return s;
+    nl_tensor *o = *slot;
+    if (o && o->refcount == 1 && o->storage->refcount == 1 && o->ndim == ndim &&
+        memcmp(o->shape, shape, (size_t)ndim * sizeof *shape) == 0 && nl_tensor_device(o) == dev)
+        return o;
+    nl_tensor_release(*slot);
+    return *slot = nl_tensor_empty(NL_F32, ndim, shape, dev);
 }
 
-/* l->saved if it has this shape, dtype and device and nobody else holds it, else a new tensor;
- * either way l->saved holds the result afterwards. */
+/* l->saved, as a buffer shaped like `like`. */
 static nl_tensor *saved_buffer(nl_loss *l, const nl_tensor *like)
 {
-    nl_tensor *o = l->saved;
-    if (o && o->refcount == 1 && o->storage->refcount == 1 && nl_same_shape(o, like) &&
-        nl_tensor_device(o) == nl_tensor_device(like))
-        return o;
-    nl_tensor_release(l->saved);
-    return l->saved = nl_tensor_empty(NL_F32, like->ndim, like->shape, nl_tensor_device(like));
+    return kept_buffer(&l->saved, like->ndim, like->shape, nl_tensor_device(like));
+}
+
+/* The mean of all elements of t (on any device), through the 0-d buffer l->mean. */
+static nl_status mean_of(nl_loss *l, const nl_tensor *t, double *v)
+{
+    static const int64_t no_dims[1] = {1};
+    nl_op op = {.code = NL_OP_REDUCE, .src = {t}, .i = {NL_RED_MEAN, -1}};
+    if (!(op.dst = kept_buffer(&l->mean, 0, no_dims, nl_tensor_device(t)))) return nl_errcode();
+    nl_status s = nl_op_exec(&op);
+    return s == NL_OK ? nl_tensor_get(op.dst, NULL, v) : s;
 }
 
 /* NL_EINVAL naming the first class index outside [0, C) (read on the host). */
@@ -84,7 +92,7 @@ static nl_status ce_forward(nl_loss *l, nl_tensor *input, nl_tensor *target, dou
     nl_tensor_release(l->target);
     l->target = t;
     nl_tensor *logp = saved_buffer(l, input), *x = nl_tensor_contiguous(input);
-    nl_tensor *per = nl_tensor_empty(NL_F32, 1, input->shape, nl_tensor_device(input));
+    nl_tensor *per = kept_buffer(&l->work, 1, input->shape, nl_tensor_device(input));
     nl_status s = logp && x && per ? NL_OK : nl_errcode();
     if (s == NL_OK) {
         nl_op op = {.code = NL_OP_SOFTMAX, .dst = logp, .src = {x}, .i = {1}};
@@ -95,8 +103,7 @@ static nl_status ce_forward(nl_loss *l, nl_tensor *input, nl_tensor *target, dou
                     .f = {l->label_smoothing}};
         s = nl_op_exec(&op);
     }
-    if (s == NL_OK) s = mean_of(per, loss);
-    nl_tensor_release(per);
+    if (s == NL_OK) s = mean_of(l, per, loss);
     nl_tensor_release(x);
     return s;
 }
@@ -116,9 +123,9 @@ static nl_status mse_forward(nl_loss *l, nl_tensor *input, nl_tensor *target, do
     nl_tensor *diff = saved_buffer(l, input);
     if (!diff) return nl_errcode();
     nl_status s = nl_binary(NL_BIN_SUB, diff, input, target);
-    nl_tensor *sq = s == NL_OK ? nl_binary_new(NL_BIN_MUL, diff, diff) : NULL;
-    if (s == NL_OK) s = sq ? mean_of(sq, loss) : nl_errcode();
-    nl_tensor_release(sq);
+    nl_tensor *sq = s == NL_OK ? kept_buffer(&l->work, input->ndim, input->shape, nl_tensor_device(input)) : NULL;
+    if (s == NL_OK) s = sq ? nl_binary(NL_BIN_MUL, sq, diff, diff) : nl_errcode();
+    if (s == NL_OK) s = mean_of(l, sq, loss);
     return s;
 }
 
@@ -225,7 +232,7 @@ nl_status nl_loss_backward(nl_loss *l, double grad, nl_tensor **ginput)
     *ginput = NULL;
     if (!l->saved || !l->target) return nl_seterr(NL_EINVAL, "loss: backward before a forward");
     const nl_tensor *saved = l->saved;
-    nl_tensor *g = nl_tensor_empty(NL_F32, saved->ndim, saved->shape, nl_tensor_device(saved));
+    nl_tensor *g = kept_buffer(&l->grad, saved->ndim, saved->shape, nl_tensor_device(saved));
     if (!g) return nl_errcode();
     nl_status s;
     if (l->kind == NL_LOSS_CROSS_ENTROPY) {
@@ -239,11 +246,8 @@ nl_status nl_loss_backward(nl_loss *l, double grad, nl_tensor **ginput)
         /* d mean((x - t)^2) / dx = 2 (x - t) / numel */
         s = nl_binary_scalar(NL_BIN_MUL, g, saved, 2.0 * grad / (double)nl_tensor_numel(saved), false);
     }
-    if (s != NL_OK) {
-        nl_tensor_release(g);
-        return s;
-    }
-    *ginput = g;
+    if (s != NL_OK) return s;
+    *ginput = nl_tensor_retain(g);
     return NL_OK;
 }
 
@@ -251,7 +255,10 @@ void nl_loss_clear(nl_loss *l)
 {
     nl_tensor_release(l->saved);
     nl_tensor_release(l->target);
+    nl_tensor_release(l->work);
+    nl_tensor_release(l->mean);
+    nl_tensor_release(l->grad);
     nl_module_release(l->teacher);
-    l->saved = l->target = NULL;
+    l->saved = l->target = l->work = l->mean = l->grad = NULL;
     l->teacher = NULL;
 }

@@ -165,6 +165,7 @@ void nl_module_release(nl_module *m)
     }
     nl_tensor_release(m->input);
     nl_tensor_release(m->output);
+    nl_tensor_release(m->grad_input);
     if (m->type->destroy) m->type->destroy(m);
     free(m);
 }
@@ -314,7 +315,8 @@ nl_status nl_module_to(nl_module *m, nl_device dev)
     /* The last input and output live on the old device: a backward now would mix devices. */
     nl_tensor_release(m->input);
     nl_tensor_release(m->output);
-    m->input = m->output = NULL;
+    nl_tensor_release(m->grad_input);
+    m->input = m->output = m->grad_input = NULL;
     for (int i = 0; i < m->nchildren; i++) {
         nl_status st = nl_module_to(m->children[i], dev);
         if (st != NL_OK) return st;
@@ -391,15 +393,29 @@ nl_status nl_module_backward(nl_module *m, nl_tensor *gy, nl_tensor **gx)
     return st;
 }
 
+/* Whether t (held by one reference only, a module's) can be reused as a buffer of this kind. */
+static bool reusable(const nl_tensor *t, nl_dtype dtype, int ndim, const int64_t *shape, nl_device dev)
+{
+    return t && t->refcount == 1 && t->storage->refcount == 1 && t->dtype == dtype &&
+           t->ndim == ndim && nl_tensor_device(t) == dev && nl_tensor_is_contiguous(t) &&
+           memcmp(t->shape, shape, (size_t)ndim * sizeof *shape) == 0;
+}
+
 nl_tensor *nl_module_output_buffer(nl_module *m, nl_dtype dtype, int ndim, const int64_t *shape,
                                    nl_device dev)
 {
-    nl_tensor *o = m->output;
-    if (o && o->refcount == 1 && o->storage->refcount == 1 && o->dtype == dtype &&
-        o->ndim == ndim && nl_tensor_device(o) == dev && nl_tensor_is_contiguous(o) &&
-        memcmp(o->shape, shape, (size_t)ndim * sizeof *shape) == 0)
-        return nl_tensor_retain(o);
+    if (reusable(m->output, dtype, ndim, shape, dev)) return nl_tensor_retain(m->output);
     return nl_tensor_empty(dtype, ndim, shape, dev);
+}
+
+nl_tensor *nl_module_grad_buffer(nl_module *m, nl_dtype dtype, int ndim, const int64_t *shape,
+                                 nl_device dev)
+{
+    if (!reusable(m->grad_input, dtype, ndim, shape, dev)) {
+        nl_tensor_release(m->grad_input);
+        if (!(m->grad_input = nl_tensor_empty(dtype, ndim, shape, dev))) return NULL;
+    }
+    return nl_tensor_retain(m->grad_input);
 }
 
 /* ---------------------------------------------------------------- printing -------------- */

@@ -73,6 +73,7 @@ struct nl_module {
     nl_tensor *input;             /* last input (a reference), for backward and feature maps */
     nl_tensor *output;            /* last output (a reference) */
     void *state;                  /* type-specific */
+    nl_tensor *grad_input;        /* last dL/dx from nl_module_grad_buffer (a reference), reused */
 };
 
 /* Every module type, for lookups by name (Lua constructors, checkpoints, help). */
@@ -122,6 +123,10 @@ nl_status nl_module_to(nl_module *m, nl_device dev);
  * allocation-free after the first step. */
 nl_tensor *nl_module_output_buffer(nl_module *m, nl_dtype dtype, int ndim, const int64_t *shape,
                                    nl_device dev);
+/* The same for dL/dx in backward: m->grad_input if it fits and nobody else holds it, else a new
+ * tensor that m keeps in grad_input (new reference either way; NULL with the error set). */
+nl_tensor *nl_module_grad_buffer(nl_module *m, nl_dtype dtype, int ndim, const int64_t *shape,
+                                 nl_device dev);
 
 /* ---------------------------------------------------------------- losses ---------------- */
 
@@ -140,6 +145,7 @@ typedef struct {
     nl_module *teacher;
     double temperature, alpha;
     nl_tensor *batch;
+    nl_tensor *work, *mean, *grad; /* kept between calls: per-sample losses, their mean, dL/dinput */
 } nl_loss;
 
 /* Cross-entropy: logits [N, C], target i32 class indices [N] (0-based) or f32 probabilities

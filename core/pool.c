@@ -112,7 +112,9 @@ static nl_status pool_backward(nl_module *m, nl_tensor *gy, nl_tensor **gx)
     nl_op op = pool_op(m, NL_OP_POOL2D_BWD);
     op.src[0] = gy;
     op.src[1] = s ? s->indices : NULL;
-    if (!(op.dst = nl_tensor_empty_like(m->input))) return nl_errcode();
+    const nl_tensor *x = m->input;
+    if (!(op.dst = nl_module_grad_buffer(m, NL_F32, x->ndim, x->shape, nl_tensor_device(x))))
+        return nl_errcode();
     if ((st = nl_op_exec(&op)) != NL_OK) {
         nl_tensor_release(op.dst);
         return st;
@@ -192,7 +194,8 @@ static nl_status gap_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
 /* gx[n, c, h, w] = gy[n, c] / (H*W). */
 static nl_status gap_backward(nl_module *m, nl_tensor *gy, nl_tensor **gx)
 {
-    nl_tensor *g = nl_tensor_empty_like(m->input);
+    const nl_tensor *x = m->input;
+    nl_tensor *g = nl_module_grad_buffer(m, NL_F32, x->ndim, x->shape, nl_tensor_device(x));
     nl_tensor *g3 = g ? as_planes(g) : NULL;
     nl_tensor *col = nl_tensor_reshape(gy, 3, (int64_t[]){gy->shape[0], gy->shape[1], 1});
     nl_tensor *spread = g3 && col ? nl_tensor_expand(col, 3, g3->shape) : NULL;

@@ -7,6 +7,9 @@
 
 /* The CPU backend's vtable: a static object, never freed; calling it again returns the same one. */
 nl_backend *nl_cpu_backend(void);
+/* How many blocks the CPU backend has allocated since start-up (tests check that a training step
+ * allocates none after the first). */
+int64_t nl_cpu_alloc_count(void);
 
 /* Layer and optimizer kernels (cpu_<name>.c), dispatched by cpu_backend.c: each takes an op that
  * core validated (operands as documented at its opcode in nl.h) and returns NL_OK. */

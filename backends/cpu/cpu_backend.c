@@ -3,12 +3,18 @@
 #include "cpu/cpu.h"
 #include "cpu_kernels.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+
+static _Atomic int64_t alloc_count; /* allocations so far (nl_cpu_alloc_count) */
+
+int64_t nl_cpu_alloc_count(void) { return alloc_count; }
 
 static void *cpu_alloc(nl_backend *be, size_t bytes)
 {
     void *p = NULL;
+    alloc_count++;
     if (posix_memalign(&p, 64, bytes ? bytes : 1) != 0) {
         nl_seterr(NL_ENOMEM, "cpu: out of memory allocating %zu bytes", bytes);
         return NULL;
