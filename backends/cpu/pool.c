@@ -86,6 +86,28 @@ static inline __attribute__((always_inline)) void pool_row(const pool_geom *g, c
         for (int64_t ow = 0; ow < g->OW; ow++) y[ow] /= (float)(g->k * g->k);
 }
 
+/* Output row oh of the common 2x2, stride-2 max pool without padding in one pass: the four
+ * candidates in the order of the general sweep (row, then column), with its rules. */
+static inline __attribute__((always_inline)) void max2x2_row(const pool_geom *g, const float *xp,
+                                                             float *restrict y,
+                                                             int32_t *restrict idx, int64_t oh)
+{
+    const float *r[2] = {xp + 2 * oh * g->W, xp + (2 * oh + 1) * g->W};
+    for (int64_t ow = 0; ow < g->OW; ow++) {
+        float m = -INFINITY;
+        int32_t at = (int32_t)(2 * oh * g->W + 2 * ow);
+        for (int dh = 0; dh < 2; dh++)
+            for (int dw = 0; dw < 2; dw++) {
+                const float v = r[dh][2 * ow + dw];
+                const bool take = v > m || v != v;
+                m = take ? v : m;
+                at = take ? (int32_t)((2 * oh + dh) * g->W + 2 * ow + dw) : at;
+            }
+        y[ow] = m;
+        if (idx) idx[ow] = at;
+    }
+}
+
 nl_status nl_cpu_pool2d_forward(const nl_op *op)
 {
     pool_geom g;
@@ -93,13 +115,15 @@ nl_status nl_cpu_pool2d_forward(const nl_op *op)
     const float *x = nl_tensor_f32(op->src[0]);
     float *y = nl_tensor_f32(op->dst);
     int32_t *idx = op->aux ? (int32_t *)nl_tensor_data(op->aux) : NULL;
-    const bool avg = op->i[0] == 1;
+    const bool avg = op->i[0] == 1, max2x2 = !avg && g.k == 2 && g.s == 2 && g.p == 0;
 #pragma omp parallel for schedule(static) num_threads(cpu_threads_for(g.planes * g.H * g.W * g.k))
     for (int64_t pl = 0; pl < g.planes; pl++) {
         const float *xp = x + pl * g.H * g.W;
         for (int64_t oh = 0; oh < g.OH; oh++) {
             const int64_t o = (pl * g.OH + oh) * g.OW;
-            if (avg) pool_row(&g, xp, y + o, NULL, oh, true);
+            if (max2x2 && idx) max2x2_row(&g, xp, y + o, idx + o, oh);
+            else if (max2x2) max2x2_row(&g, xp, y + o, NULL, oh);
+            else if (avg) pool_row(&g, xp, y + o, NULL, oh, true);
             else if (idx) pool_row(&g, xp, y + o, idx + o, oh, false);
             else pool_row(&g, xp, y + o, NULL, oh, false);
         }
