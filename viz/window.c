@@ -128,6 +128,14 @@ void nl_view_set(const char *name, nl_canvas *c, bool make_current)
 
 /* ---------------------------------------------------------------- the window ------------ */
 
+/* At exit: closes the window and shuts SDL down (its D-Bus connection included). */
+static void quit_video(void)
+{
+    nl_window_close();
+    SDL_Quit();
+    W.video = false;
+}
+
 nl_status nl_window_open(void)
 {
     if (!W.video) {
@@ -138,6 +146,7 @@ nl_status nl_window_open(void)
                              "and viz.save works");
         SDL_SetHint(SDL_HINT_NO_SIGNAL_HANDLERS, "1");
         SDL_SetHint(SDL_HINT_FRAMEBUFFER_ACCELERATION, "0");
+        SDL_SetHint(SDL_HINT_VIDEO_ALLOW_SCREENSAVER, "1");
         if (SDL_InitSubSystem(SDL_INIT_VIDEO) != 0 || !SDL_GetCurrentVideoDriver()) {
             nl_status s = nl_seterr(NL_EDEVICE, "viz: no display (%s); panels still draw and "
                                     "viz.save works", SDL_GetError());
@@ -145,6 +154,7 @@ nl_status nl_window_open(void)
             return s;
         }
         W.video = true;
+        atexit(quit_video);
     }
     if (W.win) {
         SDL_RaiseWindow(W.win);
