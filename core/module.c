@@ -38,6 +38,9 @@ extern const nl_module_type nl_qlinear_type;
 extern const nl_module_type nl_qmaxpool2d_type;
 extern const nl_module_type nl_int4linear_type;
 extern const nl_module_type nl_int4conv2d_type;
+extern const nl_module_type nl_fakequant_type;
+extern const nl_module_type nl_qatlinear_type;
+extern const nl_module_type nl_qatconv2d_type;
 
 const nl_module_type *const nl_module_types[] = {
     &nl_sequential_type,
@@ -65,6 +68,9 @@ const nl_module_type *const nl_module_types[] = {
     &nl_qmaxpool2d_type,
     &nl_int4linear_type,
     &nl_int4conv2d_type,
+    &nl_fakequant_type,
+    &nl_qatlinear_type,
+    &nl_qatconv2d_type,
     NULL,
 };
 

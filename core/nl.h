@@ -261,6 +261,11 @@ typedef enum {
     NL_OP_INT4_DEQUANT,     /* dst f32 [O,K] = f[0] * code[o][k / i[0]] * (nibble[o][k] - 8): nibbles
                                src[0] u8 [O, ceil(K/2)] (element 2j low, 2j+1 high), codes src[1]
                                u8 [O, ceil(K/i[0])] (i[0]: the group size) */
+    NL_OP_FAKEQUANT,        /* dst = s * (clamp(round(x / s) + zp, f[2], f[3]) - zp) for x src[0] (f32,
+                               contiguous): per tensor s = f[0], zp = f[1], or per row of dim 0 with
+                               scales src[1] f32 [rows] and zp 0. With a gradient src[2] (x's shape)
+                               it is the straight-through backward: dst = src[2] where f[2] <=
+                               round(x / s) + zp <= f[3], else 0 */
     NL_OPCODE_COUNT
 } nl_opcode;
 

@@ -51,6 +51,7 @@ static const char *const opcode_names[] = {
     [NL_OP_QUANTIZE] = "quantize",
     [NL_OP_QPOOL2D] = "qpool2d",
     [NL_OP_INT4_DEQUANT] = "int4_dequant",
+    [NL_OP_FAKEQUANT] = "fakequant",
 };
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 _Static_assert(COUNT(binop_names) == NL_BINOP_COUNT, "one name per binop");

@@ -2,8 +2,10 @@
  * u8 NHWC activations), QConv2d and QLinear (i8 weights per output channel, u8 activations, int32
  * accumulation, fused ReLU) and QMaxPool2d (max pooling on u8 directly: quantization keeps order). */
 #include "layer.h"
+#include "quant.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* The "qparams" buffer of QConv2d / QLinear: activation scales and zero points, and the SQNR (dB)
@@ -441,4 +443,225 @@ const nl_module_type nl_int4conv2d_type = {
     .backward = inference_only,
     .infer = int4_infer,
     .destroy = int4_destroy,
+};
+
+/* ---------------------------------------------------------------- quantization-aware training */
+
+/* FakeQuant(bits): rounds activations to the u8-style affine grid of `bits` bits over the range
+ * observed in training mode (running min / max, buffer "range" = {lo, hi, observed}); in
+ * evaluation mode the range is frozen (an unobserved one passes x through). Backward: the
+ * straight-through estimator (gradient kept where x falls inside the grid, zero outside). */
+enum { FQ_BITS };
+
+static nl_status fq_init(nl_module *m) { return add_buffer(m, "range", NL_F32, 1, (int64_t[]){3}, 0); }
+
+static nl_status fq_infer(const nl_module *m, int ndim, const int64_t *in, int *out_ndim,
+                          int64_t *out, int64_t *macs)
+{
+    memcpy(out, in, (size_t)ndim * sizeof *in);
+    *out_ndim = ndim;
+    *macs = 0;
+    return NL_OK;
+}
+
+/* The op of m's current quantization (the caller fills dst and src). */
+static nl_op fq_op(const nl_module *m)
+{
+    const float *r = nl_tensor_f32(m->params[0].value);
+    double scale, zp;
+    nl_quant_affine_bits(r[0], r[1], (int)m->args[FQ_BITS], &scale, &zp);
+    return (nl_op){.code = NL_OP_FAKEQUANT, .f = {scale, zp, 0, ldexp(1, (int)m->args[FQ_BITS]) - 1}};
+}
+
+static nl_status fq_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
+{
+    float *r = nl_tensor_f32(m->params[0].value);
+    if (m->training) {
+        nl_tensor *lo = nl_reduce_new(NL_RED_MIN, x, -1, false), *hi = nl_reduce_new(NL_RED_MAX, x, -1, false);
+        if (lo && hi && nl_tensor_numel(x) > 0) {
+            const float l = *nl_tensor_f32(lo), h = *nl_tensor_f32(hi);
+            r[0] = r[2] != 0 && r[0] < l ? r[0] : l;
+            r[1] = r[2] != 0 && r[1] > h ? r[1] : h;
+            r[2] = 1;
+        }
+        nl_tensor_release(lo);
+        nl_tensor_release(hi);
+        if (!lo || !hi) return nl_errcode();
+    }
+    if (r[2] == 0) {
+        *y = nl_tensor_retain(x);
+        return NL_OK;
+    }
+    nl_tensor *out = nl_module_output_buffer(m, NL_F32, x->ndim, x->shape, nl_tensor_device(x));
+    if (!out) return nl_errcode();
+    nl_op op = fq_op(m);
+    op.dst = out;
+    op.src[0] = x;
+    nl_status st = nl_op_exec(&op);
+    if (st != NL_OK) {
+        nl_tensor_release(out);
+        return st;
+    }
+    *y = out;
+    return NL_OK;
+}
+
+static nl_status fq_backward(nl_module *m, nl_tensor *gy, nl_tensor **gx)
+{
+    if (nl_tensor_f32(m->params[0].value)[2] == 0) {
+        *gx = nl_tensor_retain(gy);
+        return NL_OK;
+    }
+    nl_op op = fq_op(m);
+    op.dst = nl_tensor_empty_like(gy);
+    op.src[0] = m->input;
+    op.src[2] = gy;
+    nl_status st = op.dst ? nl_op_exec(&op) : nl_errcode();
+    if (st != NL_OK) {
+        nl_tensor_release(op.dst);
+        return st;
+    }
+    *gx = op.dst;
+    return NL_OK;
+}
+
+const nl_module_type nl_fakequant_type = {
+    .name = "FakeQuant",
+    .sig = "nn.FakeQuant({bits=8})",
+    .doc = "Rounds activations to a bits-bit affine grid over the range seen in training (straight-"
+           "through gradient inside the range, zero outside). Inserted by quant.qat.",
+    .example = "nn.FakeQuant()",
+    .args = {
+        {.name = "bits", .def = 8, .integer = true, .min = 2, .doc = "bits of the grid (2..8)"},
+    },
+    .init = fq_init,
+    .forward = fq_forward,
+    .backward = fq_backward,
+    .infer = fq_infer,
+};
+
+/* QATConv2d / QATLinear: the float layer's arguments (then bits) and parameters; each forward
+ * runs the f32 twin in the state on the weights fake-quantized per output channel (symmetric,
+ * scale max|w_o| / (2^(bits-1) - 1), the rounding of nl_quant_weights_i8), and backward hands
+ * the twin's weight gradient straight through to the weights. */
+extern const nl_module_type nl_qatconv2d_type;
+
+typedef struct {
+    nl_module *twin;
+    nl_tensor *scales;
+} qat_state;
+
+static bool is_qatconv(const nl_module *m) { return m->type == &nl_qatconv2d_type; }
+static const nl_module_type *qat_float_type(const nl_module *m)
+{
+    return is_qatconv(m) ? &nl_conv2d_type : &nl_linear_type;
+}
+static int qat_bits(const nl_module *m) { return (int)m->args[is_qatconv(m) ? 6 : 3]; }
+
+static nl_status qat_init(nl_module *m)
+{
+    qat_state *s = calloc(1, sizeof *s);
+    if (!(m->state = s)) return nl_seterr(NL_ENOMEM, "%s: out of memory", m->type->name);
+    if (qat_bits(m) > 8) return nl_seterr(NL_EINVAL, "%s: bits must be at most 8", m->type->name);
+    nl_module *f = nl_module_new(qat_float_type(m), m->args); /* draws the weights, as the layer */
+    if (!f) return nl_errcode();
+    s->twin = f;
+    nl_status st = NL_OK;
+    for (int i = 0; i < f->nparams && st == NL_OK; i++) {
+        nl_tensor *v = nl_tensor_clone(f->params[i].value);
+        st = v ? nl_module_add_param(m, f->params[i].name, v, true) : nl_errcode();
+        nl_tensor_release(v);
+    }
+    if (st == NL_OK && !(s->scales = nl_tensor_empty(NL_F32, 1, (int64_t[]){(int64_t)m->args[1]}, NL_CPU)))
+        st = nl_errcode();
+    return st;
+}
+
+static void qat_destroy(nl_module *m)
+{
+    qat_state *s = m->state;
+    if (!s) return;
+    nl_module_release(s->twin);
+    nl_tensor_release(s->scales);
+    free(s);
+}
+
+static nl_status qat_infer(const nl_module *m, int ndim, const int64_t *in, int *out_ndim,
+                           int64_t *out, int64_t *macs)
+{
+    return qat_float_type(m)->infer(m, ndim, in, out_ndim, out, macs);
+}
+
+static nl_status qat_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
+{
+    qat_state *s = m->state;
+    nl_tensor *w = m->params[0].value;
+    const int64_t O = w->shape[0], K = nl_tensor_numel(w) / O;
+    const float qmax = (float)(ldexp(1, qat_bits(m) - 1) - 1), *wd = nl_tensor_f32(w);
+    for (int64_t o = 0; o < O; o++) {
+        float amax = 0;
+        for (int64_t k = 0; k < K; k++) amax = fmaxf(amax, fabsf(wd[o * K + k]));
+        nl_tensor_f32(s->scales)[o] = amax > 0 ? amax / qmax : 1;
+    }
+    nl_op op = {.code = NL_OP_FAKEQUANT, .dst = s->twin->params[0].value, .src = {w, s->scales},
+                .f = {0, 0, -qmax, qmax}};
+    nl_status st = nl_op_exec(&op);
+    for (int i = 1; i < m->nparams && st == NL_OK; i++) st = nl_copy(s->twin->params[i].value, m->params[i].value);
+    s->twin->training = m->training;
+    return st == NL_OK ? nl_module_forward(s->twin, x, y) : st;
+}
+
+static nl_status qat_backward(nl_module *m, nl_tensor *gy, nl_tensor **gx)
+{
+    qat_state *s = m->state;
+    nl_status st = nl_module_zero_grad(s->twin);
+    if (st == NL_OK) st = nl_module_backward(s->twin, gy, gx);
+    for (int i = 0; i < m->nparams && st == NL_OK; i++)
+        st = nl_binary(NL_BIN_ADD, m->params[i].grad, m->params[i].grad, s->twin->params[i].grad);
+    return st;
+}
+
+const nl_module_type nl_qatlinear_type = {
+    .name = "QATLinear",
+    .sig = "nn.QATLinear(in, out, {bias=true, bits=8})",
+    .doc = "A Linear trained with its weights fake-quantized per output channel (straight-through "
+           "gradient). Made by quant.qat; quant.convert turns it into a QLinear.",
+    .example = "nn.QATLinear(4096, 10)",
+    .npos = 2,
+    .args = {
+        {.name = "in", .def = NAN, .integer = true, .min = 1, .doc = "input features"},
+        {.name = "out", .def = NAN, .integer = true, .min = 1, .doc = "output features"},
+        {.name = "bias", .def = 1, .integer = true, .boolean = true, .doc = "learn an added bias"},
+        {.name = "bits", .def = 8, .integer = true, .min = 2, .doc = "weight bits (2..8)"},
+    },
+    .init = qat_init,
+    .forward = qat_forward,
+    .backward = qat_backward,
+    .infer = qat_infer,
+    .destroy = qat_destroy,
+    .input_grad_optional = true,
+};
+
+const nl_module_type nl_qatconv2d_type = {
+    .name = "QATConv2d",
+    .sig = "nn.QATConv2d(in, out, k, {stride=1, padding=0, bias=true, bits=8})",
+    .doc = "A Conv2d trained with its weights fake-quantized per output channel (straight-through "
+           "gradient). Made by quant.qat; quant.convert turns it into a QConv2d.",
+    .example = "nn.QATConv2d(3, 32, 3, {padding=1})",
+    .npos = 3,
+    .args = {
+        {.name = "in", .def = NAN, .integer = true, .min = 1, .doc = "input channels"},
+        {.name = "out", .def = NAN, .integer = true, .min = 1, .doc = "output channels"},
+        {.name = "k", .def = NAN, .integer = true, .min = 1, .doc = "kernel size (k x k)"},
+        {.name = "stride", .def = 1, .integer = true, .min = 1, .doc = "step between windows"},
+        {.name = "padding", .def = 0, .integer = true, .min = 0, .doc = "zero padding on each side"},
+        {.name = "bias", .def = 1, .integer = true, .boolean = true, .doc = "learn an added bias"},
+        {.name = "bits", .def = 8, .integer = true, .min = 2, .doc = "weight bits (2..8)"},
+    },
+    .init = qat_init,
+    .forward = qat_forward,
+    .backward = qat_backward,
+    .infer = qat_infer,
+    .destroy = qat_destroy,
+    .input_grad_optional = true,
 };

@@ -13,7 +13,7 @@
 extern const nl_module_type nl_sequential_type, nl_conv2d_type, nl_linear_type, nl_relu_type,
     nl_maxpool2d_type, nl_flatten_type, nl_dropout_type, nl_identity_type, nl_quantize_type,
     nl_dequantize_type, nl_qconv2d_type, nl_qlinear_type, nl_qmaxpool2d_type, nl_int4linear_type,
-    nl_int4conv2d_type;
+    nl_int4conv2d_type, nl_fakequant_type, nl_qatlinear_type, nl_qatconv2d_type;
 
 enum { QP_IN_SCALE, QP_IN_ZP, QP_OUT_SCALE, QP_OUT_ZP, QP_W_SQNR, QP_A_SQNR }; /* as qlayers.c */
 enum { SAMPLE_MAX = 1 << 16 }; /* values per batch that the percentile method sorts */
@@ -23,20 +23,26 @@ const char *nl_quant_isa(void) { return nl_cpu_qgemm_isa(); }
 
 static double sqnr_db(double signal, double noise)
 {
-    return noise > 0 ? 10 * log10(signal / noise) : INFINITY;
+    return noise > 0 ? 10 * log10(signal / noise) : signal > 0 ? INFINITY : NAN;
 }
 
 /* ---------------------------------------------------------------- arithmetic ------------ */
 
-void nl_quant_affine(double lo, double hi, double *scale, double *zero_point)
+void nl_quant_affine_bits(double lo, double hi, int bits, double *scale, double *zero_point)
 {
+    const double qmax = ldexp(1, bits) - 1;
     lo = lo < 0 ? lo : 0;
     hi = hi > 0 ? hi : 0;
-    float s = (float)((hi - lo) / 255);
+    float s = (float)((hi - lo) / qmax);
     if (!(s > 0) || !isfinite(s)) s = 1;
     double zp = nearbyint(-lo / s);
     *scale = s;
-    *zero_point = zp < 0 ? 0 : zp > 255 ? 255 : zp;
+    *zero_point = zp < 0 ? 0 : zp > qmax ? qmax : zp;
+}
+
+void nl_quant_affine(double lo, double hi, double *scale, double *zero_point)
+{
+    nl_quant_affine_bits(lo, hi, 8, scale, zero_point);
 }
 
 /* x quantized to u8 at (scale, zp) and back. */
@@ -343,6 +349,141 @@ nl_module *nl_quant_int8(nl_module *net, nl_tensor *const *batches, int nbatches
                                : nl_seterr(NL_ENOMEM, "quant.int8: out of memory");
     nl_module_train(net, training);
     if (st == NL_OK) st = convert(kids, nk, taps, out);
+    free(taps);
+    if (st != NL_OK) {
+        nl_module_release(out);
+        return NULL;
+    }
+    nl_module_train(out, false);
+    return out;
+}
+
+/* ---------------------------------------------------------------- QAT ------------------- */
+
+/* The children of net (a Sequential's, or net alone) in *kids / *nk; NL_EINVAL for nested
+ * containers. */
+static nl_status flat_children(nl_module *net, const char *fname, nl_module ***kids, int *nk)
+{
+    const bool seq = is_type(net, &nl_sequential_type);
+    *kids = seq ? net->children : NULL;
+    *nk = seq ? net->nchildren : 1;
+    for (int i = 0; seq && i < *nk; i++)
+        if ((*kids)[i]->type->container)
+            return nl_seterr(NL_EINVAL, "%s: nested containers (%s) are not supported; use a flat "
+                             "Sequential", fname, (*kids)[i]->type->name);
+    return NL_OK;
+}
+
+/* A layer of type t with f's arguments (then extra) and a copy of f's parameters, the caller's
+ * RNG stream untouched. New reference. */
+static nl_module *retyped(nl_module *f, const nl_module_type *t, int nf, double extra)
+{
+    double args[NL_MAX_ARGS];
+    nl_module_default_args(t, args);
+    for (int a = 0; a < nf; a++) args[a] = f->args[a];
+    if (extra == extra) args[nf] = extra;
+    const nl_rng_state rng = nl_rng_get_state();
+    nl_module *m = nl_module_new(t, args);
+    nl_rng_set_state(rng);
+    for (int i = 0; m && i < f->nparams; i++)
+        if (nl_copy(m->params[i].value, f->params[i].value) != NL_OK) {
+            nl_module_release(m);
+            return NULL;
+        }
+    return m;
+}
+
+static nl_module *fakequant(int bits)
+{
+    double a[NL_MAX_ARGS] = {bits};
+    return nl_module_new(&nl_fakequant_type, a);
+}
+
+nl_module *nl_quant_qat(nl_module *net, int bits)
+{
+    nl_module **kids;
+    int nk;
+    if (!net || bits < 2 || bits > 8) {
+        nl_seterr(NL_EINVAL, "quant.qat: needs a network and bits in 2..8, got %d", bits);
+        return NULL;
+    }
+    if (flat_children(net, "quant.qat", &kids, &nk) != NL_OK) return NULL;
+    if (!kids) kids = &net;
+    nl_module *out = nl_module_new(&nl_sequential_type, NULL);
+    nl_status st = out ? NL_OK : nl_errcode();
+    bool fq = false; /* the activations here pass a FakeQuant */
+    for (int i = 0; i < nk && st == NL_OK; i++) {
+        nl_module *k = kids[i];
+        const bool conv = is_type(k, &nl_conv2d_type), lin = is_type(k, &nl_linear_type);
+        if (!(conv || lin)) {
+            st = append(out, clone_module(k));
+            fq = fq && (takes_u8(kids, nk, i) || is_skipped(k));
+            continue;
+        }
+        if (!fq) st = append(out, fakequant(bits));
+        if (st == NL_OK)
+            st = append(out, retyped(k, conv ? &nl_qatconv2d_type : &nl_qatlinear_type, conv ? 6 : 3, bits));
+        const bool relu = i + 1 < nk && is_type(kids[i + 1], &nl_relu_type);
+        if (relu && st == NL_OK) st = append(out, clone_module(kids[++i]));
+        fq = takes_u8(kids, nk, i + 1);
+        if (fq && st == NL_OK) st = append(out, fakequant(bits));
+    }
+    if (st != NL_OK) {
+        nl_module_release(out);
+        return NULL;
+    }
+    nl_module_train(out, net->training);
+    return out;
+}
+
+nl_module *nl_quant_convert(nl_module *net)
+{
+    nl_module **kids;
+    int nk;
+    if (!net) {
+        nl_seterr(NL_EINVAL, "quant.convert: needs a network");
+        return NULL;
+    }
+    if (flat_children(net, "quant.convert", &kids, &nk) != NL_OK) return NULL;
+    if (!kids) kids = &net;
+    /* The float layers (QAT layers as their float twins) and, at each FakeQuant, the tap there. */
+    nl_module **fl = calloc((size_t)nk + 1, sizeof *fl);
+    tap *taps = calloc((size_t)nk + 1, sizeof *taps);
+    nl_module *out = fl && taps ? nl_module_new(&nl_sequential_type, NULL) : NULL;
+    nl_status st = out ? NL_OK : nl_seterr(NL_ENOMEM, "quant.convert: out of memory");
+    int n = 0;
+    for (int i = 0; i < nk && st == NL_OK; i++) {
+        nl_module *k = kids[i];
+        const bool qconv = is_type(k, &nl_qatconv2d_type), qlin = is_type(k, &nl_qatlinear_type);
+        const bool fake = is_type(k, &nl_fakequant_type);
+        if ((qconv || qlin || fake) && k->args[qconv ? 6 : qlin ? 3 : 0] != 8) {
+            st = nl_seterr(NL_EINVAL, "quant.convert: layer %d (%s) has %g bits; the integer kernels "
+                           "are 8-bit", i + 1, k->type->name, k->args[qconv ? 6 : qlin ? 3 : 0]);
+        } else if (fake) {
+            const float *r = nl_tensor_f32(k->params[0].value);
+            if (r[2] == 0)
+                st = nl_seterr(NL_EINVAL, "quant.convert: FakeQuant (layer %d) has seen no data: "
+                               "train or run the network in training mode first", i + 1);
+            double scale, zp;
+            nl_quant_affine(r[0], r[1], &scale, &zp);
+            taps[n] = (tap){.scale = (float)scale, .zp = (float)zp};
+        } else {
+            if (is_type(k, &nl_flatten_type) && !k->input)
+                st = nl_seterr(NL_EINVAL, "quant.convert: run the network once first (the Flatten at "
+                               "layer %d has not seen the shape of its input)", i + 1);
+            if (k->input) { /* a flatten's input shape orders the next layer's weight columns */
+                taps[n].ndim = k->input->ndim;
+                memcpy(taps[n].shape, k->input->shape, sizeof taps[n].shape);
+            }
+            fl[n] = qconv ? retyped(k, &nl_conv2d_type, 6, NAN)
+                  : qlin  ? retyped(k, &nl_linear_type, 3, NAN)
+                          : nl_module_retain(k);
+            st = fl[n++] ? NL_OK : nl_errcode();
+        }
+    }
+    if (st == NL_OK) st = convert(fl, n, taps, out);
+    for (int i = 0; i < n; i++) nl_module_release(fl[i]);
+    free(fl);
     free(taps);
     if (st != NL_OK) {
         nl_module_release(out);

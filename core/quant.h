@@ -23,6 +23,18 @@ typedef struct {
 nl_module *nl_quant_int8(nl_module *net, nl_tensor *const *batches, int nbatches,
                          const nl_quant_opts *opts);
 
+/* Quantization-aware training: a new network (net unchanged) where each Conv2d / Linear (at the
+ * top of a Sequential, or a lone one) becomes a QATConv2d / QATLinear with bits-bit fake-quantized
+ * weights, and FakeQuant(bits) modules observe and round the activations where the integer model
+ * quantizes them: the input and each such layer's output (after a following ReLU) unless it is the
+ * last. It trains like any net (straight-through gradients). NULL with NL_EINVAL for bits outside
+ * 2..8 or nested containers. */
+nl_module *nl_quant_qat(nl_module *net, int bits);
+/* The integer model of a QAT network (nl_quant_qat's layout, 8 bits): the layers of nl_quant_int8
+ * with the FakeQuant ranges as activation quantizations and the weights quantized as in training.
+ * New network, or NULL with NL_EINVAL (a FakeQuant that never observed data, bits other than 8). */
+nl_module *nl_quant_convert(nl_module *net);
+
 /* Symmetric per-output-channel int8 weights: w f32 [O, ...] -> q i8 (same shape) and scales f32
  * [O] (max |w_o| / 127; 1 for an all-zero row), q = clamp(round(w / s), -127, 127). Returns the
  * SQNR in dB of the dequantized weights (INFINITY when exact) in *sqnr (may be NULL). */
@@ -30,6 +42,8 @@ nl_status nl_quant_weights_i8(const nl_tensor *w, nl_tensor *q, nl_tensor *scale
 /* The u8 affine quantization of the range [lo, hi] (widened to include 0): scale (rounded to f32)
  * = (hi - lo) / 255, zero point = round(-lo / scale) in 0..255. */
 void nl_quant_affine(double lo, double hi, double *scale, double *zero_point);
+/* The same on a grid of `bits` bits (0 .. 2^bits - 1); nl_quant_affine is the 8-bit case. */
+void nl_quant_affine_bits(double lo, double hi, int bits, double *scale, double *zero_point);
 
 /* Weight-only 4-bit quantization: net's Conv2d and Linear layers (at the top of a Sequential, or
  * a lone one) become Int4Conv2d / Int4Linear with a scale per group of `group` consecutive weights

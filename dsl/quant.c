@@ -122,6 +122,40 @@ static int l_int4(lua_State *L)
     return 1;
 }
 
+static int l_qat(lua_State *L)
+{
+    nl_module *net = nl_lua_checkmodule(L, 1);
+    lua_Integer bits = 8;
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        lua_pushnil(L);
+        while (lua_next(L, 2)) {
+            if (lua_type(L, -2) != LUA_TSTRING || strcmp(lua_tostring(L, -2), "bits") != 0)
+                return luaL_error(L, "quant.qat: unknown option '%s' (valid: bits)", luaL_tolstring(L, -2, NULL));
+            lua_pop(L, 1);
+        }
+        lua_getfield(L, 2, "bits");
+        if (!lua_isnil(L, -1) && (!lua_isinteger(L, -1) || (bits = lua_tointeger(L, -1)) < 2 || bits > 8))
+            return luaL_error(L, "quant.qat: bits must be a whole number in 2..8, got %s",
+                              luaL_tolstring(L, -1, NULL));
+        lua_pop(L, 1);
+    }
+    nl_module *q = nl_quant_qat(net, (int)bits);
+    if (!q) return nl_dsl_core_error(L);
+    nl_lua_pushmodule(L, q);
+    nl_module_release(q);
+    return 1;
+}
+
+static int l_convert(lua_State *L)
+{
+    nl_module *q = nl_quant_convert(nl_lua_checkmodule(L, 1));
+    if (!q) return nl_dsl_core_error(L);
+    nl_lua_pushmodule(L, q);
+    nl_module_release(q);
+    return 1;
+}
+
 static int l_isa(lua_State *L)
 {
     if (!lua_isnoneornil(L, 1) && nl_quant_set_isa(luaL_checkstring(L, 1)) != NL_OK)
@@ -131,6 +165,16 @@ static int l_isa(lua_State *L)
 }
 
 static const nl_dsl_fn quant_fns[] = {
+    {"qat", l_qat, "quant.qat(net, {bits=8}) -> net",
+     "Quantization-aware training: a NEW network whose Conv2d/Linear train with fake-quantized "
+     "weights and FakeQuant layers observing and rounding the activations (straight-through "
+     "gradients); train it with the usual Trainer, then quant.convert.",
+     "local q = quant.qat(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))); print(q)"},
+    {"convert", l_convert, "quant.convert(qat_net) -> net",
+     "The int8 model of a network from quant.qat (run at least once in training mode): QConv2d / "
+     "QLinear with the trained ranges; its outputs match the fake-quant network's (to ~1e-7).",
+     "local q = quant.qat(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))); "
+     "q(tensor.randn(16, 4)); print(quant.convert(q))"},
     {"int4", l_int4, "quant.int4(net, {group=32}) -> net",
      "Weight-only 4-bit: a NEW network whose Conv2d/Linear keep 4-bit weights (two to a byte) with a "
      "scale per group of `group` weights along each filter/row, dequantized at each forward; other "

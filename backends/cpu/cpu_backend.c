@@ -66,6 +66,7 @@ static nl_status (*const kernels[NL_OPCODE_COUNT])(const nl_op *op) = {
     [NL_OP_QUANTIZE] = nl_cpu_quantize,
     [NL_OP_QPOOL2D] = nl_cpu_qpool2d,
     [NL_OP_INT4_DEQUANT] = nl_cpu_int4_dequant,
+    [NL_OP_FAKEQUANT] = nl_cpu_fakequant,
 };
 
 static bool cpu_supports(nl_backend *be, const nl_op *op)

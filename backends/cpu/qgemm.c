@@ -370,3 +370,27 @@ nl_status nl_cpu_int4_dequant(const nl_op *op)
         }
     return NL_OK;
 }
+
+/* ---------------------------------------------------------------- fake quantization ----- */
+
+nl_status nl_cpu_fakequant(const nl_op *op)
+{
+    const nl_tensor *x = op->src[0], *scales = op->src[1], *gy = op->src[2];
+    const int64_t n = nl_tensor_numel(x), rows = scales ? x->shape[0] : 1, cols = rows ? n / rows : 0;
+    const float *xd = nl_tensor_f32(x), *gd = gy ? nl_tensor_f32(gy) : NULL;
+    const float zp = scales ? 0 : (float)op->f[1], qmin = (float)op->f[2], qmax = (float)op->f[3];
+    float *yd = nl_tensor_f32(op->dst);
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        /* As the integer layers round: weights x / s (nl_quant_weights_i8), activations
+         * x * (1 / s) (NL_OP_QUANTIZE and the requantization in the epilogue). */
+        const float s = scales ? nl_tensor_f32(scales)[r] : (float)op->f[0];
+        const float inv = scales ? 0 : (float)(1.0 / op->f[0]);
+        for (int64_t i = r * cols; i < (r + 1) * cols; i++) {
+            const float q = (scales ? nearbyintf(xd[i] / s) : nearbyintf(xd[i] * inv)) + zp;
+            if (gd) yd[i] = q >= qmin && q <= qmax ? gd[i] : 0;
+            else yd[i] = s * ((q < qmin ? qmin : q > qmax ? qmax : q) - zp);
+        }
+    }
+    return NL_OK;
+}

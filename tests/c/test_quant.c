@@ -366,6 +366,93 @@ static void test_int4(void)
     nl_module_release(net);
 }
 
+/* FakeQuant's straight-through gradient: gy inside the range, 0 outside; forward on the grid. */
+static void test_fakequant(void)
+{
+    nl_module *fq = net_make("FakeQuant", NULL);
+    if (!fq) return;
+    float *r = nl_tensor_f32(fq->params[0].value);
+    r[0] = -1, r[1] = 1, r[2] = 1; /* observed range [-1, 1] */
+    nl_module_train(fq, false);
+    nl_tensor *x = nl_tensor_from_data(NL_F32, 1, (int64_t[]){5}, (float[]){-2, -0.5f, 0.3f, 0.999f, 2});
+    nl_tensor *y = NULL, *gx = NULL, *gy = nl_tensor_from_data(NL_F32, 1, (int64_t[]){5}, (float[]){1, 2, 3, 4, 5});
+    CHECK(nl_module_forward(fq, x, &y) == NL_OK, "%s", nl_errmsg());
+    double s, zp;
+    nl_quant_affine(-1, 1, &s, &zp);
+    CHECK(y && fabs(nl_tensor_f32(y)[0] - s * (0 - zp)) < 1e-6 && fabs(nl_tensor_f32(y)[4] - s * (255 - zp)) < 1e-6,
+          "clamped ends");
+    CHECK(y && fabs(nl_tensor_f32(y)[2] - s * nearbyint(0.3 / s)) < 1e-6, "on the grid");
+    CHECK(nl_module_backward(fq, gy, &gx) == NL_OK, "%s", nl_errmsg());
+    const float want[] = {0, 2, 3, 4, 0};
+    for (int i = 0; gx && i < 5; i++) CHECK_CLOSE(nl_tensor_f32(gx)[i], want[i], 0, 0);
+    /* training mode widens the range to the batch */
+    nl_module_train(fq, true);
+    nl_tensor_release(y);
+    CHECK(nl_module_forward(fq, x, &y) == NL_OK && r[0] == -2 && r[1] == 2, "observed %g %g", r[0], r[1]);
+    nl_tensor_release(x), nl_tensor_release(y), nl_tensor_release(gx), nl_tensor_release(gy);
+    nl_module_release(fq);
+
+    /* QATLinear: the weight gradient passes straight through (that of a Linear on the same x) */
+    nl_module *lin = net_make("Linear", "in", 6.0, "out", 3.0, NULL);
+    nl_module *qat = lin ? nl_quant_qat(lin, 8) : NULL;
+    CHECK(qat && qat->nchildren == 2 && strcmp(qat->children[1]->type->name, "QATLinear") == 0, "qat");
+    if (qat) {
+        nl_module *ql = qat->children[1];
+        nl_tensor *xi = rand_tensor(2, (int64_t[]){4, 6}, -1, 1), *g = rand_tensor(2, (int64_t[]){4, 3}, -1, 1);
+        nl_tensor *y1 = NULL, *y2 = NULL, *gx1 = NULL, *gx2 = NULL;
+        nl_module_forward(lin, xi, &y1);
+        nl_module_forward(ql, xi, &y2);
+        nl_module_backward(lin, g, &gx1);
+        CHECK(nl_module_backward(ql, g, &gx2) == NL_OK, "%s", nl_errmsg());
+        double dw = 0, dy = 0;
+        for (int i = 0; i < 18; i++)
+            dw = fmax(dw, fabs(nl_tensor_f32(lin->params[0].grad)[i] - nl_tensor_f32(ql->params[0].grad)[i]));
+        for (int i = 0; y1 && y2 && i < 12; i++) dy = fmax(dy, fabs(nl_tensor_f32(y1)[i] - nl_tensor_f32(y2)[i]));
+        CHECK(dw < 1e-6, "weight gradient differs by %g", dw);
+        CHECK(dy > 0 && dy < 0.02, "fake-quantized weights change y by %g", dy);
+        nl_tensor_release(xi), nl_tensor_release(g), nl_tensor_release(y1), nl_tensor_release(y2);
+        nl_tensor_release(gx1), nl_tensor_release(gx2);
+    }
+    nl_module_release(qat);
+    nl_module_release(lin);
+}
+
+/* QAT of the seed CNN, then convert: the integer model matches the fake-quant model. */
+static void test_qat_convert(void)
+{
+    nl_rng_seed(11);
+    nl_module *net = seed_cnn(16);
+    nl_module *qat = net ? nl_quant_qat(net, 8) : NULL;
+    CHECK(qat != NULL, "%s", nl_errmsg());
+    if (!qat) return;
+    CHECK(nl_quant_convert(qat) == NULL && nl_errcode() == NL_EINVAL, "unobserved ranges refused");
+    nl_module_train(qat, true);
+    for (int b = 0; b < 2; b++) {
+        nl_tensor *xb = rand_tensor(4, (int64_t[]){8, 3, 16, 16}, -1, 1), *yb = NULL;
+        CHECK(nl_module_forward(qat, xb, &yb) == NL_OK, "%s", nl_errmsg());
+        nl_tensor_release(xb), nl_tensor_release(yb);
+    }
+    nl_module_train(qat, false);
+    nl_module *q = nl_quant_convert(qat);
+    CHECK(q && q->nchildren == 6 && strcmp(q->children[1]->type->name, "QConv2d") == 0, "%s", nl_errmsg());
+    nl_tensor *x = rand_tensor(4, (int64_t[]){8, 3, 16, 16}, -1, 1), *yf = NULL, *yq = NULL;
+    CHECK(nl_module_forward(qat, x, &yf) == NL_OK, "%s", nl_errmsg());
+    CHECK(q && nl_module_forward(q, x, &yq) == NL_OK, "%s", nl_errmsg());
+    if (yf && yq) {
+        double maxf = 0, maxd = 0;
+        for (int64_t i = 0; i < nl_tensor_numel(yf); i++) {
+            maxf = fmax(maxf, fabs(nl_tensor_f32(yf)[i]));
+            maxd = fmax(maxd, fabs(nl_tensor_f32(yf)[i] - nl_tensor_f32(yq)[i]));
+        }
+        /* the stated tolerance: 0.1% of the largest logit (measured: ~1e-7, float rounding) */
+        CHECK(maxd <= 0.001 * maxf, "integer model off the fake-quant model by %g (largest %g)", maxd, maxf);
+    }
+    nl_tensor_release(x), nl_tensor_release(yf), nl_tensor_release(yq);
+    nl_module_release(q);
+    nl_module_release(qat);
+    nl_module_release(net);
+}
+
 int main(void)
 {
     nl_init();
@@ -375,5 +462,7 @@ int main(void)
     test_report_known();
     test_corrupt();
     test_int4();
+    test_fakequant();
+    test_qat_convert();
     return TEST_REPORT();
 }
