@@ -34,11 +34,23 @@ local function check_count(v, def, name, fname)
   return math.tointeger(v)
 end
 
--- The calibration inputs: a Tensor (one batch), a list of Tensors, or the first batches*batch
--- samples of a data set (its :batch(indices), else :get(i) one at a time).
+-- The calibration inputs: a Tensor (one batch), a list of Tensors, the first batches of a
+-- data.loader (its normalisation applied; the loader's position is kept), or the first
+-- batches*batch samples of a data set (its :batch(indices), else :get(i) one at a time).
 local function calibration(data, nbatches, batch, fname)
   if tensor.is_tensor(data) then return {data} end
   if type(data) == "table" and tensor.is_tensor(data[1]) then return data end
+  if type(data) == "userdata" and data.next and data.state and data.set_state then
+    local saved, xs = data:state(), {}
+    data:reset()
+    for _ = 1, nbatches do
+      local x = data:next()
+      if not x then break end
+      xs[#xs + 1] = x
+    end
+    data:set_state(saved)
+    return xs
+  end
   local ok = (type(data) == "table" or type(data) == "userdata") and data.size
              and (data.batch or data.get)
   if not ok then
@@ -79,8 +91,9 @@ doc("int8", "quant.int8(net, {calibrate=data, batches=8, batch=64, method='minma
     .. "percentile=99.99}) -> net",
     "Post-training int8: a NEW network (net is unchanged) whose Conv2d/Linear (+ ReLU, fused) run "
     .. "on int8 kernels (per-channel i8 weights, u8 activations, AVX-512 VNNI) and MaxPool2d on "
-    .. "u8; activation ranges from the first batches*batch samples of data (a data set, a Tensor "
-    .. "or a list of Tensors), by min/max or percentiles. Other layers stay float.",
+    .. "u8; activation ranges from the first batches*batch samples of data (a data set, a "
+    .. "data.loader's first batches, a Tensor or a list of Tensors), by min/max or percentiles. "
+    .. "Other layers stay float.",
     "local net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)); "
     .. "print(quant.int8(net, {calibrate=tensor.randn(16, 4)}))")
 
