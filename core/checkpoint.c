@@ -1,6 +1,7 @@
 /* checkpoint.c: safetensors files (a writer that commits atomically, a reader that validates every
  * byte of the header before use) and, on them, module and optimizer checkpoints. */
 #include "checkpoint.h"
+#include "prune.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -755,6 +756,38 @@ nl_status nl_checkpoint_add_module(nl_st_writer *w, nl_module *net)
     return st;
 }
 
+/* The module among m and its children whose parameter p is. */
+static nl_module *owner_of(nl_module *m, const nl_param *p)
+{
+    if (p >= m->params && p < m->params + m->nparams) return m;
+    for (int i = 0; i < m->nchildren; i++) {
+        nl_module *o = owner_of(m->children[i], p);
+        if (o) return o;
+    }
+    return NULL;
+}
+
+/* Pruning masks (core/prune.h): a u8 "<weight's name>_mask" of the weight's shape in the file
+ * becomes its layer's mask again, so a loaded pruned network keeps its zeros through training. */
+static nl_status load_masks(nl_st_file *f, nl_module *m, const ckpt_list *ps)
+{
+    nl_status st = NL_OK;
+    for (int i = 0; i < ps->n && st == NL_OK; i++) {
+        nl_param *p = ps->v[i].p;
+        char name[CKPT_NAME_MAX + 8];
+        snprintf(name, sizeof name, "%s_mask", ps->v[i].name);
+        const nl_st_entry *e = NULL;
+        for (int k = 0; k < f->n && !e && strcmp(p->name, "weight") == 0; k++)
+            if (strcmp(f->entries[k].name, name) == 0) e = &f->entries[k];
+        if (!e) continue;
+        st = check_entry(f, name, NL_U8, p->value->ndim, p->value->shape, "a pruning mask needs");
+        nl_tensor *t = st == NL_OK ? nl_st_get(f, name) : NULL;
+        if (st == NL_OK) st = t ? nl_module_add_param(owner_of(m, p), NL_PRUNE_MASK, t, false) : nl_errcode();
+        nl_tensor_release(t);
+    }
+    return st;
+}
+
 nl_module *nl_checkpoint_module_from(nl_st_file *f)
 {
     const char *arch = nl_st_meta(f, NL_CKPT_ARCH);
@@ -772,6 +805,7 @@ nl_module *nl_checkpoint_module_from(nl_st_file *f)
     }
     for (int i = 0; i < ps.n && st == NL_OK; i++)
         st = nl_st_read(f, ps.v[i].name, ps.v[i].p->value);
+    if (st == NL_OK) st = load_masks(f, m, &ps);
     free(ps.v);
     if (st != NL_OK) {
         nl_module_release(m);

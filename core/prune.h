@@ -22,8 +22,8 @@ int nl_prune_layers(nl_module *net, nl_prune_layer *out, int max);
 /* ---------------------------------------------------------------- masks ----------------- */
 
 /* A pruned layer keeps a u8 buffer "weight_mask" of its weight's shape (1 = kept, 0 = pruned).
- * Checkpoints save it as a U8 tensor ("0.weight_mask"); nn.load ignores it, so a loaded network
- * has the zeros but no masks until nl_prune_masks_from_zeros (or a new pruning) makes them. */
+ * Checkpoints save it as a U8 tensor ("0.weight_mask") and loading a module brings it back
+ * (core/checkpoint.c); nl_prune_masks_from_zeros makes masks for weights pruned elsewhere. */
 #define NL_PRUNE_MASK "weight_mask"
 
 /* The mask of m (borrowed), or NULL when m has none. */

@@ -373,7 +373,7 @@ static const nl_dsl_fn prune_fns[] = {
      "gets smaller and faster: make a new optimizer afterwards (or prune before making it).",
      "net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3)); print(prune.channels(net, {amount = 0.5}))"},
     {"masks_from_zeros", l_masks_from_zeros, "prune.masks_from_zeros(net) -> count",
-     "Makes masks from the zero weights (after nn.load of a pruned network), so fine-tuning keeps them zero.",
+     "Makes masks from the zero weights (of a network pruned elsewhere), so fine-tuning keeps them zero.",
      "net = nn.Sequential(nn.Linear(4, 4)); net[1].weight:fill(0); print(prune.masks_from_zeros(net))"},
     {"remove", l_remove, "prune.remove(net) -> net",
      "Drops the masks (the zeros stay in the weights; training may move them again).",

@@ -101,7 +101,7 @@ static void test_magnitude_and_training(void)
         grads += !fm[i] && nl_tensor_f32(fc->params[0].grad)[i] != 0;
     CHECK(grads == 0, "masked gradients are zero (%lld)", (long long)grads);
 
-    /* Checkpoints carry the masks as u8 tensors; loading gives the zeros, masks come back. */
+    /* Checkpoints carry the masks as u8 tensors, and loading brings them back. */
     char path[] = "/tmp/nl_prune_XXXXXX";
     int fd = mkstemp(path);
     close(fd);
@@ -112,7 +112,10 @@ static void test_magnitude_and_training(void)
     nl_st_close(f);
     nl_module *back = nl_checkpoint_load_module(path);
     unlink(path);
-    CHECK(back && !nl_prune_mask(back->children[4]), "loaded without masks");
+    CHECK(back && nl_prune_mask(back->children[4]) &&
+          memcmp(nl_tensor_data(nl_prune_mask(back->children[4])), fm, 2048) == 0, "mask loaded");
+    nl_prune_remove_masks(back);
+    CHECK(back && !nl_prune_mask(back->children[4]), "masks removed");
     CHECK(back && nl_prune_masks_from_zeros(back) == 3, "masks from zeros");
     CHECK(back && memcmp(nl_tensor_data(nl_prune_mask(back->children[4])), fm, 2048) == 0, "same mask");
     nl_prune_remove_masks(net);
