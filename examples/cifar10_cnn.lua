@@ -41,6 +41,14 @@ net:summary{1, channels, side, side}
 local trainer = nn.Trainer{net = net, data = train_batches, loss = nn.CrossEntropyLoss(),
                            optim = optim.Adam(net, {lr = 1e-3})}
 
+-- ---- the dashboard: loss, accuracy, the first layer's feature maps of one training image and
+-- the weight histograms, redrawn every 50 steps. With a display a window follows training (space
+-- pauses, tab switches views, s saves a screenshot, q closes it; the run goes on); without one the
+-- same picture is saved at the end.
+local run_name = name == "CIFAR-10" and "cifar10_cnn" or "fashion_mnist_cnn"
+local shown = viz.show()
+viz.dashboard(trainer, {normalize = norm})
+
 -- ---- training: one line per epoch
 local best, result = 0, nil
 for epoch = 1, epochs do
@@ -52,6 +60,7 @@ for epoch = 1, epochs do
   local train_s = sys.clock() - t0
   local t1 = sys.clock()
   result = nn.evaluate(net, test_batches)
+  trainer.history.test_acc[epoch] = result.top1 -- the dashboard's test accuracy curve
   local eval_s = sys.clock() - t1
   best = math.max(best, result.top1)
   print(string.format("epoch %2d  loss %.4f  top-1 %.2f%%  top-5 %.2f%%  train %.0f img/s  eval %.0f img/s",
@@ -60,6 +69,8 @@ for epoch = 1, epochs do
 end
 if not result then return end
 print(string.format("best top-1 %.2f%%, final %.2f%%", 100 * best, 100 * result.top1))
+print("dashboard: " .. viz.save("runs/" .. run_name .. "/dashboard.png", "dashboard")
+      .. (shown and "  (the window closes with the program; nnlab -i keeps it and the REPL)" or ""))
 
 -- ---- where the mistakes are: rows are the true class, columns the prediction
 local classes = train:classes()
