@@ -57,6 +57,12 @@ nl_module *nl_quant_int4(nl_module *net, int group);
 nl_status nl_quant_weights_int4(const nl_tensor *w, int group, nl_tensor *packed, nl_tensor *codes,
                                 double *base, double *sqnr);
 
+/* The f32 weights a quantized layer computes with (QConv2d / QLinear: i8 * per-channel scale,
+ * Int4Conv2d / Int4Linear: dequantized nibbles), in the float layer's shape ([out, in, k, k] or
+ * [out, in]), for plots such as weight histograms. New reference, or NULL with NL_EINVAL for other
+ * layers. */
+nl_tensor *nl_quant_weights_f32(nl_module *m);
+
 /* One row of a report: a quantized layer of the network. */
 typedef struct {
     char path[32];      /* "3" (child index, 1-based as in Lua), "" for a lone layer */

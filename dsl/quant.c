@@ -156,6 +156,14 @@ static int l_convert(lua_State *L)
     return 1;
 }
 
+static int l_weights(lua_State *L)
+{
+    nl_module *m = nl_lua_checkmodule(L, 1);
+    nl_tensor **box = nl_lua_newbox(L);
+    if (!(*box = nl_quant_weights_f32(m))) return nl_dsl_core_error(L);
+    return 1;
+}
+
 static int l_isa(lua_State *L)
 {
     if (!lua_isnoneornil(L, 1) && nl_quant_set_isa(luaL_checkstring(L, 1)) != NL_OK)
@@ -180,6 +188,10 @@ static const nl_dsl_fn quant_fns[] = {
      "scale per group of `group` weights along each filter/row, dequantized at each forward; other "
      "layers are copied. Checkpoints store the packed weights (about 1/7 of f32).",
      "print(quant.int4(nn.Sequential(nn.Linear(64, 10)), {group=32}))"},
+    {"weights", l_weights, "quant.weights(layer) -> Tensor",
+     "The f32 weights a quantized layer computes with (int8 times its channel scale, or dequantized "
+     "int4), shaped as the float layer's: for histograms and comparisons.",
+     "local q = quant.int4(nn.Linear(64, 4)); print(quant.weights(q[1]):shape()[2])"},
     {"isa", l_isa, "quant.isa([name]) -> name",
      "The int8 kernels' instruction set: 'vnni' (AVX-512 VNNI) or 'generic' (portable C, identical "
      "results); set 'auto', 'generic' or 'vnni'.",
