@@ -561,9 +561,9 @@ static int l_wait(lua_State *L)
 static const nl_dsl_fn viz_fns[] = {
     {"show", l_show, "viz.show([canvas]) -> true | false, reason",
      "Opens the window (or raises it) showing canvas or the last panel drawn; it stays responsive "
-     "while the REPL waits and during training. Keys: space pauses training, tab shows the next view, "
-     "s saves a screenshot into runs/, q closes. Without a display returns false and why; panels "
-     "still draw and save.",
+     "while the REPL waits and while trainers given to viz.dashboard, viz.curves or viz.watch train. "
+     "Keys: space pauses training, tab shows the next view, s saves a screenshot into runs/, q "
+     "closes. Without a display returns false and why; panels still draw and save.",
      "print(viz.show())"},
     {"close", l_close, "viz.close()", "Closes the window (training goes on; viz.show() reopens it).",
      "viz.close()"},

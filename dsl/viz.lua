@@ -232,20 +232,35 @@ local function on_step(t)
   end
 end
 
+-- Hooks the trainer's steps (once): they pump the window, wait while paused, refresh live views.
+local function hook(t)
+  if not hooked[t] then
+    hooked[t] = true
+    t:on_step(on_step)
+  end
+end
+
 -- Makes view live for trainers (or static when there are none).
 local function watch(view, canvas, trainers, every, draw, fixed)
   local l = {canvas = canvas, every = every, draw = draw, fixed = fixed,
              trainers = setmetatable({}, {__mode = "k"})}
   for _, t in ipairs(trainers) do
     l.trainers[t] = true
-    if not hooked[t] then
-      hooked[t] = true
-      t:on_step(on_step)
-    end
+    hook(t)
   end
   l.mark = mark(l)
   live[view] = #trainers > 0 and l or nil
 end
+
+function viz.watch(t)
+  if not is_trainer(t) then error("viz.watch: expected a trainer (nn.Trainer{...})", 2) end
+  hook(t)
+  return t
+end
+doc("watch", "viz.watch(trainer) -> trainer",
+    "Keeps the window responsive during the trainer's fit (space pauses it) without a live panel: "
+    .. "viz.curves(t) and viz.dashboard(t) do this by themselves.",
+    "t = nn.Trainer{net = nn.Linear(2, 2), data = nn.TensorDataset(tensor.randn(8, 2), tensor.ones(8)), verbose = false}; viz.watch(t); t:step()")
 
 -- Draws a panel into a new canvas, makes it the current view and, with trainers, live.
 local function panel(view, opts, trainers, every, draw)

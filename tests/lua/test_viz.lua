@@ -179,3 +179,15 @@ test("loaders and normalization", function()
   check(count(c, function(r, g, b) return math.max(r, g, b) - math.min(r, g, b) > 40 end, 3) > 300,
         "with feature maps of the loader's first image")
 end)
+
+test("watch", function()
+  local t = nn.Trainer{net = nn.Linear(2, 2), data = nn.TensorDataset(tensor.randn(8, 2), tensor.ones(8)),
+                       verbose = false}
+  local hooks = #t.hooks
+  check(viz.watch(t) == t and #t.hooks == hooks + 1, "one step hook")
+  viz.watch(t)
+  viz.dashboard(t)
+  check(#t.hooks == hooks + 1, "never twice")
+  check(t:step() ~= nil, "steps run")
+  check_error(function() viz.watch(42) end, "expected a trainer", "not a trainer")
+end)
