@@ -118,7 +118,8 @@ static const char *run_label(const nl_viz_run *r, int i, char *buf, size_t n)
     return buf;
 }
 
-nl_status nl_plot_loss(nl_canvas *c, nl_rect r, const nl_viz_run *runs, int n, nl_axes *axes)
+/* The loss plot: raw values and smoothed lines of every run, with a legend. */
+static nl_status plot_loss(nl_canvas *c, nl_rect r, const nl_viz_run *runs, int n)
 {
     nl_rect saved;
     nl_status st = begin(c, r, &saved);
@@ -164,7 +165,6 @@ nl_status nl_plot_loss(nl_canvas *c, nl_rect r, const nl_viz_run *runs, int n, n
     }
     free(smooth);
     if (any) nl_plot_legend(c, &a, legend, nl, false);
-    if (axes) *axes = a;
     return end(c, saved);
 }
 
@@ -212,7 +212,7 @@ static nl_status plot_accuracy(nl_canvas *c, nl_rect r, const nl_viz_run *runs, 
 nl_status nl_viz_curves(nl_canvas *c, nl_rect r, const nl_viz_run *runs, int n)
 {
     int lw = r.w * 58 / 100;
-    nl_status s = nl_plot_loss(c, (nl_rect){r.x, r.y, lw, r.h}, runs, n, NULL);
+    nl_status s = plot_loss(c, (nl_rect){r.x, r.y, lw, r.h}, runs, n);
     return s != NL_OK ? s : plot_accuracy(c, (nl_rect){r.x + lw, r.y, r.w - lw, r.h}, runs, n);
 }
 

@@ -19,8 +19,6 @@ typedef struct {
  * accuracy per epoch (train: thin line with discs, test: thick line with squares) on the right.
  * Several runs are overlaid in palette colours with a legend. */
 nl_status nl_viz_curves(nl_canvas *c, nl_rect r, const nl_viz_run *runs, int n);
-/* The loss plot alone; the axes it used go to *axes when axes is not NULL. */
-nl_status nl_plot_loss(nl_canvas *c, nl_rect r, const nl_viz_run *runs, int n, nl_axes *axes);
 /* The smoothed loss of nl_viz_curves: out[i] from v[0..i] (NaN and Inf entries are skipped and
  * repeat the previous smoothed value; NaN before the first finite one). */
 void nl_smooth(const double *v, int64_t n, double *out);

@@ -104,11 +104,6 @@ static void present(void)
     if (draw()) SDL_RenderPresent(W.ren);
 }
 
-void nl_view_refresh(void)
-{
-    present();
-}
-
 void nl_view_set(const char *name, nl_canvas *c, bool make_current)
 {
     int i = 0;
@@ -220,7 +215,7 @@ bool nl_window_paused(void)
     return W.paused;
 }
 
-void nl_window_set_paused(bool paused)
+static void set_paused(bool paused)
 {
     W.paused = paused && W.win;
     if (W.win) set_title();
@@ -247,7 +242,7 @@ nl_status nl_window_key(const char *key, char *saved, size_t n)
 {
     nl_status s = NL_OK;
     if (strcmp(key, "space") == 0) {
-        nl_window_set_paused(!W.paused);
+        set_paused(!W.paused);
     } else if (strcmp(key, "tab") == 0) {
         if (W.nviews > 0) W.current = (W.current + 1) % W.nviews;
     } else if (strcmp(key, "s") == 0) {

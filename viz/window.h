@@ -32,8 +32,6 @@ void nl_view_set(const char *name, nl_canvas *c, bool make_current);
 nl_canvas *nl_view_current(const char **name);
 /* The view named name (borrowed), or NULL. */
 nl_canvas *nl_view_get(const char *name);
-/* Shows the current view again (after drawing into it in place). */
-void nl_view_refresh(void);
 /* Names of the views in the order tab visits them; returns the count (at most max). */
 int nl_view_names(const char **names, int max);
 
@@ -51,7 +49,6 @@ nl_status nl_window_key(const char *key, char *saved, size_t n);
 
 /* Whether training is paused (space in the window). */
 bool nl_window_paused(void);
-void nl_window_set_paused(bool paused);
 /* Blocks while paused, pumping the window every 30 ms; returns when resumed, the window closes,
  * or Ctrl-C raised the interrupt flag. */
 void nl_window_wait_paused(void);
