@@ -208,18 +208,21 @@ local function redraw(view)
   P.publish(l.canvas, false)
 end
 
+-- Redraws a live view; one whose redraw fails stops being live, with a message (a picture must
+-- never stop training).
+local function safe_redraw(view)
+  local ok, err = pcall(redraw, view)
+  if not ok then
+    live[view] = nil
+    print("viz: the " .. view .. " view stopped following training: " .. tostring(err))
+  end
+end
+
 -- Redraws the live views that are out of date (training moved on since, or the window was
--- resized); C calls it while the REPL waits and in viz.show and viz.wait. A view whose redraw
--- fails stops being live, with a message.
+-- resized); C calls it while the REPL waits and in viz.show and viz.wait.
 function P.refresh()
   for view, l in pairs(live) do
-    if l.mark ~= mark(l) then
-      local ok, err = pcall(redraw, view)
-      if not ok then
-        live[view] = nil
-        print("viz: the " .. view .. " view stopped following training: " .. tostring(err))
-      end
-    end
+    if l.mark ~= mark(l) then safe_redraw(view) end
   end
 end
 
@@ -228,7 +231,7 @@ end
 local function on_step(t)
   P.tick()
   for view, l in pairs(live) do
-    if l.trainers[t] and t.steps % l.every == 0 then redraw(view) end
+    if l.trainers[t] and t.steps % l.every == 0 then safe_redraw(view) end
   end
 end
 

@@ -191,3 +191,14 @@ test("watch", function()
   check(t:step() ~= nil, "steps run")
   check_error(function() viz.watch(42) end, "expected a trainer", "not a trainer")
 end)
+
+test("a failing redraw never stops training", function()
+  local t = nn.Trainer{net = tiny_cnn(2), data = tiny_data(8), batch = 4, verbose = false}
+  viz.dashboard(t, {every = 1, width = 300, height = 200})
+  t.history.test_acc = nil -- the next redraw fails
+  local text, loss = capture(function() return t:step() end)
+  check(type(loss) == "number", "the step finished")
+  check(text:find("stopped following training", 1, true), "says so: " .. text)
+  t.history.test_acc = {}
+  check(select(2, capture(function() return t:step() end)) ~= nil, "later steps are quiet")
+end)
