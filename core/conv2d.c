@@ -1,6 +1,7 @@
 /* conv2d.c: the 2-D convolution layer (NCHW, weight [out, in, k, k], bias [out], as PyTorch's
- * Conv2d with square kernels). The backend keeps its im2col columns in a buffer of the module's,
- * allocated once per input shape and reused by the filter gradient. */
+ * Conv2d with square kernels). While training, the backend keeps its im2col columns in a buffer of
+ * the module's, allocated once per input shape and reused by the filter gradient; in evaluation
+ * mode the buffer only holds one image's columns per thread. */
 #include "layer.h"
 
 #include <math.h>
@@ -9,7 +10,9 @@
 enum { ARG_IN, ARG_OUT, ARG_K, ARG_STRIDE, ARG_PADDING, ARG_BIAS };
 
 typedef struct {
-    nl_tensor *cols;  /* [N, in*k*k, OH*OW]: the last forward's columns (the filter gradient's x) */
+    nl_tensor *cols;  /* [N, in*k*k, OH*OW]: the last forward's columns (the filter gradient's x),
+                         or [threads, in*k*k, OH*OW]: a workspace, when not kept */
+    bool kept;        /* cols holds the last forward's columns */
     nl_tensor *gcols; /* [threads, in*k*k, OH*OW]: the data gradient's workspace */
 } conv_state;
 
@@ -70,23 +73,33 @@ static void conv_op_ints(const nl_module *m, nl_op *op)
     op->i[1] = (int)m->args[ARG_PADDING];
 }
 
-static nl_status conv_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
+/* Runs NL_OP_CONV2D on x into out. keep: the columns of every image stay in s->cols for the
+ * filter gradient; else s->cols is one slice per thread. */
+static nl_status conv_run(nl_module *m, const nl_tensor *x, nl_tensor *out, bool keep)
 {
     conv_state *s = m->state;
     const nl_param *w = &m->params[0], *b = nl_module_param(m, "bias");
-    const nl_device dev = nl_tensor_device(x);
+    const int64_t cols_shape[3] = {keep ? out->shape[0] : nl_get_threads(),
+                                   w->value->shape[1] * w->value->shape[2] * w->value->shape[3],
+                                   out->shape[2] * out->shape[3]};
+    nl_op op = {.code = NL_OP_CONV2D, .dst = out, .src = {x, w->value, b ? b->value : NULL}};
+    if (!(op.aux = nl_layer_buffer(&s->cols, NL_F32, 3, cols_shape, nl_tensor_device(x))))
+        return nl_errcode();
+    conv_op_ints(m, &op);
+    op.i[2] = keep;
+    nl_status st = nl_op_exec(&op);
+    s->kept = st == NL_OK && keep;
+    return st;
+}
+
+static nl_status conv_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
+{
     int nd;
     int64_t shape[4], macs;
     conv_infer(m, x->ndim, x->shape, &nd, shape, &macs); /* checked by nl_module_forward */
-    const int64_t cols_shape[3] = {shape[0], w->value->shape[1] * w->value->shape[2] * w->value->shape[3],
-                                   shape[2] * shape[3]};
-    nl_tensor *cols = nl_layer_buffer(&s->cols, NL_F32, 3, cols_shape, dev);
-    nl_tensor *out = cols ? nl_module_output_buffer(m, NL_F32, 4, shape, dev) : NULL;
+    nl_tensor *out = nl_module_output_buffer(m, NL_F32, 4, shape, nl_tensor_device(x));
     if (!out) return nl_errcode();
-    nl_op op = {.code = NL_OP_CONV2D, .dst = out, .aux = cols,
-                .src = {x, w->value, b ? b->value : NULL}};
-    conv_op_ints(m, &op);
-    nl_status st = nl_op_exec(&op);
+    nl_status st = conv_run(m, x, out, m->training);
     if (st != NL_OK) {
         nl_tensor_release(out);
         return st;
@@ -101,6 +114,12 @@ static nl_status conv_backward(nl_module *m, nl_tensor *gy, nl_tensor **gx)
     conv_state *s = m->state;
     nl_param *w = &m->params[0], *b = nl_module_param(m, "bias");
     nl_tensor *x = m->input;
+    if (!s->kept) { /* the last forward ran in evaluation mode: its columns again */
+        nl_tensor *scratch = nl_tensor_empty_like(m->output);
+        nl_status st = scratch ? conv_run(m, x, scratch, true) : nl_errcode();
+        nl_tensor_release(scratch);
+        if (st != NL_OK) return st;
+    }
     nl_op filter = {.code = NL_OP_CONV2D_BWD_FILTER, .dst = w->grad, .aux = b ? b->grad : NULL,
                     .src = {x, gy, s->cols}};
     conv_op_ints(m, &filter);

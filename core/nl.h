@@ -210,8 +210,9 @@ typedef enum {
     /* Layer kernels (f32, contiguous NCHW unless stated; core/<layer>.c validates, backends
      * implement). i[] holds integer hyper-parameters, f[] real ones. */
     NL_OP_CONV2D,           /* dst[N,O,OH,OW] = x src[0][N,C,H,W] * w src[1][O,C,KH,KW] + bias src[2][O]
-                               (src[2] may be NULL); i[0]=stride, i[1]=padding; aux f32
-                               [N, C*KH*KW, OH*OW] receives x's im2col columns (CPU) */
+                               (src[2] may be NULL); i[0]=stride, i[1]=padding; aux f32: i[2]=1:
+                               [N, C*KH*KW, OH*OW] receives x's im2col columns, i[2]=0: [T, C*KH*KW,
+                               OH*OW] is a workspace, a slice per thread (T >= 1) (CPU) */
     NL_OP_CONV2D_BWD_DATA,  /* dst gx[N,C,H,W] = d/dx given gy src[0], w src[1]; i as CONV2D; aux f32
                                [T, C*KH*KW, OH*OW] is a workspace, a slice per thread (T >= 1; CPU) */
     NL_OP_CONV2D_BWD_FILTER,/* dst gw[O,C,KH,KW] += d/dw given x src[0], gy src[1]; aux gbias[O] += sum gy

@@ -152,18 +152,20 @@ static int conv_threads(const conv_geom *g, int64_t tasks)
 static void conv_blas_serial(bool on) { openblas_set_num_threads(on ? 1 : nl_get_threads()); }
 
 /* y = w * x + bias, image by image. aux: the columns of every image, [N, C*KH*KW, OH*OW], kept for
- * the filter gradient. */
+ * the filter gradient (i[2] = 1), or a slice per thread [T, C*KH*KW, OH*OW]. */
 nl_status nl_cpu_conv2d_forward(const nl_op *op)
 {
     const conv_geom g = conv_geometry(op, op->src[0], op->src[1], op->dst);
     const float *x = nl_tensor_f32(op->src[0]), *w = nl_tensor_f32(op->src[1]);
     const float *bias = op->src[2] ? nl_tensor_f32(op->src[2]) : NULL;
     float *y = nl_tensor_f32(op->dst), *cols = nl_tensor_f32(op->aux);
-    const int nt = conv_threads(&g, g.N);
+    const bool keep = op->i[2];
+    int nt = conv_threads(&g, g.N);
+    nt = keep || nt < op->aux->shape[0] ? nt : (int)op->aux->shape[0];
     if (nt > 1) conv_blas_serial(true);
 #pragma omp parallel for schedule(dynamic) num_threads(nt) if (nt > 1)
     for (int64_t n = 0; n < g.N; n++) {
-        float *cn = cols + n * g.ckk * g.P, *yn = y + n * g.O * g.P;
+        float *cn = cols + (keep ? n : omp_get_thread_num()) * g.ckk * g.P, *yn = y + n * g.O * g.P;
         for (int64_t c = 0; c < g.C; c++)
             im2col_channel(&g, x + (n * g.C + c) * g.H * g.W, cn + c * g.KH * g.KW * g.P);
         for (int64_t o = 0; bias && o < g.O; o++)

@@ -1,5 +1,8 @@
 /* test_alloc.c: the seed CNN's training step (nl_train_step with Adam) and evaluation batch reuse
- * their buffers: after the first step, the CPU backend allocates nothing per step. */
+ * their buffers: after the first step, the CPU backend allocates nothing per step. Conv2d keeps
+ * its columns only while training; a backward after an evaluation-mode forward still works. */
+#include <string.h>
+
 #include "cpu/cpu.h"
 #include "nethelp.h"
 #include "optim.h"
@@ -60,9 +63,42 @@ static void test_train_step_allocates_nothing(void)
     nl_module_release(net);
 }
 
+/* The same filter and data gradients after a training-mode and an evaluation-mode forward. */
+static void test_conv_backward_after_eval(void)
+{
+    nl_rng_seed(5);
+    nl_module *conv = net_make("Conv2d", "in", 4.0, "out", 8.0, "k", 3.0, "padding", 1.0, NULL);
+    nl_tensor *x = nl_tensor_empty(NL_F32, 4, (int64_t[]){3, 4, 9, 9}, NL_CPU);
+    nl_tensor *gy = nl_tensor_empty(NL_F32, 4, (int64_t[]){3, 8, 9, 9}, NL_CPU);
+    CHECK(conv && x && gy && nl_rand_uniform(x, -1, 1) == NL_OK && nl_rand_uniform(gy, -1, 1) == NL_OK,
+          "setup: %s", nl_errmsg());
+    nl_tensor *gw[2] = {NULL, NULL}, *gx[2] = {NULL, NULL};
+    for (int mode = 0; mode < 2; mode++) {
+        nl_module_train(conv, mode == 0);
+        nl_module_zero_grad(conv);
+        nl_tensor *y = NULL;
+        CHECK(nl_module_forward(conv, x, &y) == NL_OK, "forward: %s", nl_errmsg());
+        CHECK(nl_module_backward(conv, gy, &gx[mode]) == NL_OK, "backward: %s", nl_errmsg());
+        gw[mode] = nl_tensor_clone(conv->params[0].grad);
+        nl_tensor_release(y);
+    }
+    CHECK(gw[0] && gw[1] && gx[0] && gx[1] &&
+              memcmp(nl_tensor_f32(gw[0]), nl_tensor_f32(gw[1]), 8 * 4 * 9 * sizeof(float)) == 0 &&
+              memcmp(nl_tensor_f32(gx[0]), nl_tensor_f32(gx[1]), 3 * 4 * 81 * sizeof(float)) == 0,
+          "backward after an evaluation-mode forward gives the training-mode gradients");
+    for (int i = 0; i < 2; i++) {
+        nl_tensor_release(gw[i]);
+        nl_tensor_release(gx[i]);
+    }
+    nl_tensor_release(x);
+    nl_tensor_release(gy);
+    nl_module_release(conv);
+}
+
 int main(void)
 {
     nl_init();
     test_train_step_allocates_nothing();
+    test_conv_backward_after_eval();
     return TEST_REPORT();
 }
