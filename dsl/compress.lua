@@ -203,7 +203,7 @@ end
 -- Seconds per forward of each of ms on a random batch of shape: the fastest forward seen in
 -- ROUNDS interleaved rounds of at least time / ROUNDS seconds per model, so that a burst of load
 -- from elsewhere hurts no model alone.
-local ROUNDS = 5
+local ROUNDS = 20
 local function latencies(ms, shape, time)
   local x = tensor.randn(table.unpack(shape))
   local best = {}
