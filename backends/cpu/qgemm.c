@@ -302,7 +302,7 @@ nl_status nl_cpu_qconv2d(const nl_op *op)
 #pragma omp atomic write
             oom = true;
         }
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 8)
         for (int64_t t = 0; t < ntiles; t++) {
             if (!a || !c) continue;
             const int64_t m0 = t * TILE_M;
