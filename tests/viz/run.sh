@@ -107,6 +107,22 @@ line '2 + 3'
 check "the REPL answers after closing" '^5$'
 line 'print("again", viz.show(), viz.status().view)'
 check "viz.show() reopens" '^again +true +dashboard$'
+
+# Closing the window as a window manager does (WM_DELETE_WINDOW), at the prompt and during a fit.
+if cc -o "$tmp/wm_close" tests/viz/wm_close.c -lX11 2> "$tmp/cc.log"; then
+    "$tmp/wm_close" || fail "wm_close" "found no window to close"
+    sleep 0.3
+    line 'print("wm", viz.status().open); print(3 + 4)'
+    check "the window manager's close at the prompt closes only the window" '^wm +false$'
+    check "the REPL answers after it" '^7$'
+    # (each step is made to last 10 ms more, so the fit takes about 4 s)
+    line 'print(viz.show()); t2 = nn.Trainer{net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 3)), data = ds, batch = 2, verbose = false}; viz.dashboard(t2, {every = 20}); t2:on_step(function() local c = sys.clock() while sys.clock() - c < 0.01 do end end); t2:fit{epochs = 25}; print("run", t2.steps, viz.status().open)'
+    sleep 1.5
+    "$tmp/wm_close" || fail "wm_close" "found no window during the fit"
+    check "closing the window during a fit does not stop it" '^run +400 +false$' 60
+else
+    echo "skipped: window manager close (no X11 headers: $(tail -n 1 "$tmp/cc.log"))"
+fi
 tm send-keys -t s C-d
 check "Ctrl-D ends the REPL with the window open" '^\[exit:0\]$'
 summary
