@@ -80,7 +80,7 @@ const nl_module_type nl_relu_type = {
     .name = "ReLU",
     .sig = "nn.ReLU()",
     .doc = "Rectified linear unit: y = max(x, 0), element-wise.",
-    .example = "net:add(nn.ReLU())",
+    .example = "nn.ReLU():forward(tensor.from{-1, 0.5, 2})",
     ACT_TYPE,
 };
 
@@ -88,7 +88,7 @@ const nl_module_type nl_leaky_relu_type = {
     .name = "LeakyReLU",
     .sig = "nn.LeakyReLU(slope=0.01)",
     .doc = "Leaky ReLU: y = x for x > 0, else slope * x, element-wise.",
-    .example = "net:add(nn.LeakyReLU(0.2))",
+    .example = "nn.LeakyReLU(0.2):forward(tensor.from{-1, 0.5, 2})",
     .npos = 1,
     .args = {{.name = "slope", .def = 0.01, .min = -INFINITY, .doc = "slope for negative inputs"}},
     ACT_TYPE,
@@ -98,7 +98,7 @@ const nl_module_type nl_gelu_type = {
     .name = "GELU",
     .sig = "nn.GELU()",
     .doc = "Gaussian error linear unit, exact form: y = x * Phi(x) = x/2 * (1 + erf(x/sqrt(2))).",
-    .example = "net:add(nn.GELU())",
+    .example = "nn.GELU():forward(tensor.from{-1, 0.5, 2})",
     ACT_TYPE,
 };
 
@@ -106,7 +106,7 @@ const nl_module_type nl_sigmoid_type = {
     .name = "Sigmoid",
     .sig = "nn.Sigmoid()",
     .doc = "Logistic sigmoid: y = 1 / (1 + exp(-x)), element-wise.",
-    .example = "net:add(nn.Sigmoid())",
+    .example = "nn.Sigmoid():forward(tensor.from{-1, 0.5, 2})",
     ACT_TYPE,
 };
 
@@ -114,7 +114,7 @@ const nl_module_type nl_tanh_type = {
     .name = "Tanh",
     .sig = "nn.Tanh()",
     .doc = "Hyperbolic tangent, element-wise.",
-    .example = "net:add(nn.Tanh())",
+    .example = "nn.Tanh():forward(tensor.from{-1, 0.5, 2})",
     ACT_TYPE,
 };
 
@@ -122,6 +122,6 @@ const nl_module_type nl_softmax_type = {
     .name = "Softmax",
     .sig = "nn.Softmax()",
     .doc = "Softmax over the last dimension: y = exp(x - max) / sum(exp(x - max)); rows sum to 1.",
-    .example = "net:add(nn.Softmax())",
+    .example = "nn.Softmax():forward(tensor.from{-1, 0.5, 2})",
     ACT_TYPE,
 };

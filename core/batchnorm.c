@@ -213,7 +213,7 @@ const nl_module_type nl_batchnorm1d_type = {
     .sig = "nn.BatchNorm1d(c, {eps=1e-5, momentum=0.1, affine=true})",
     .doc = "Batch normalisation of [N, C] or [N, C, L] per channel: batch statistics when training, "
            "running statistics when evaluating.",
-    .example = "net:add(nn.BatchNorm1d(128))",
+    .example = "nn.BatchNorm1d(3):forward(tensor.randn(4, 3))",
     BN_TYPE,
 };
 
@@ -222,6 +222,6 @@ const nl_module_type nl_batchnorm2d_type = {
     .sig = "nn.BatchNorm2d(c, {eps=1e-5, momentum=0.1, affine=true})",
     .doc = "Batch normalisation of [N, C, H, W] per channel: batch statistics when training, "
            "running statistics when evaluating.",
-    .example = "net:add(nn.BatchNorm2d(32))",
+    .example = "nn.BatchNorm2d(3):forward(tensor.randn(2, 3, 4, 4)):mean()",
     BN_TYPE,
 };

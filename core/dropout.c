@@ -84,7 +84,7 @@ const nl_module_type nl_dropout_type = {
     .sig = "nn.Dropout(p=0.5)",
     .doc = "Zeroes each element with probability p when training and scales the rest by 1/(1-p); "
            "the identity when evaluating.",
-    .example = "net:add(nn.Dropout(0.25))",
+    .example = "nn.Dropout(0.25):forward(tensor.ones(8))",
     .npos = 1,
     .args = {{.name = "p", .def = 0.5, .min = 0, .doc = "probability of zeroing an element (0 to 1)"}},
     .init = dropout_init,
