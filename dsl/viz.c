@@ -475,7 +475,9 @@ static int l_show(lua_State *L)
         lua_pushstring(L, nl_errmsg());
         return 2;
     }
-    idle_L = L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD); /* not a coroutine that may end */
+    idle_L = lua_tothread(L, -1);
+    lua_pop(L, 1);
     nl_repl_set_idle_hook(idle);
     refresh_live(L);
     lua_pushboolean(L, 1);
