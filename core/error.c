@@ -1,4 +1,5 @@
-/* error.c: status codes, the thread-local error message, and the interrupt flag. */
+/* error.c: status codes, the thread-local error message, the interrupt flag and the idle hook:
+ * what long computations and the REPL loop share with whoever drives them. */
 #include "nl.h"
 
 #include <signal.h>
@@ -69,3 +70,12 @@ void nl_interrupt_defer(bool on)
 }
 
 bool nl_interrupt_deferred(void) { return atomic_load(&defer_depth) > 0; }
+
+static void (*idle_hook)(void);
+
+void nl_set_idle_hook(void (*fn)(void)) { idle_hook = fn; }
+
+void nl_idle(void)
+{
+    if (idle_hook) idle_hook();
+}

@@ -52,6 +52,12 @@ nl_status nl_check_interrupt(void);
 void nl_interrupt_defer(bool on);
 bool nl_interrupt_deferred(void);
 
+/* The idle hook: a function the REPL calls between keystrokes and about every 30 ms while it
+ * waits for input (the visualization window pumps its events there). NULL, the default, removes
+ * it; nl_idle() runs it when set. Single-threaded: call both from the main thread. */
+void nl_set_idle_hook(void (*fn)(void));
+void nl_idle(void);
+
 /* ---------------------------------------------------------------- dtypes ---------------- */
 
 typedef enum { NL_F32 = 0, NL_I8, NL_I32, NL_U8, NL_DTYPE_COUNT } nl_dtype;

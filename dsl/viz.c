@@ -1,7 +1,6 @@
 /* viz.c: the Lua module `viz`: the Canvas userdata, the window (show, close, keys, screenshots,
  * waiting) and the C halves of the panels, which copy Lua tables and tensors into the host
  * arrays viz/panels.h draws. dsl/viz.lua gathers the data and keeps dashboards live. */
-#include "../repl/repl.h"
 #include "dsl.h"
 #include "ltensor.h"
 #include "panels.h"
@@ -478,7 +477,7 @@ static int l_show(lua_State *L)
     lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD); /* not a coroutine that may end */
     idle_L = lua_tothread(L, -1);
     lua_pop(L, 1);
-    nl_repl_set_idle_hook(idle);
+    nl_set_idle_hook(idle);
     refresh_live(L);
     lua_pushboolean(L, 1);
     return 1;

@@ -178,13 +178,6 @@ int nl_repl_report(lua_State *L, int status, const char *prefix)
 
 /* ---------------------------------------------------------------- the loop -------------- */
 
-static void (*idle_hook)(void);
-
-void nl_repl_set_idle_hook(void (*fn)(void))
-{
-    idle_hook = fn;
-}
-
 static struct {
     lua_State *L;
     char *pending;      /* the lines of an incomplete chunk, joined by newlines */
@@ -447,8 +440,7 @@ void nl_repl_run(lua_State *L)
             winch = 0;
             rl_resize_terminal();
         }
-        if (idle_hook)
-            idle_hook();
+        nl_idle();
     }
     if (!repl.done)
         rl_callback_handler_remove();

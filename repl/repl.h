@@ -36,8 +36,5 @@ int nl_repl_report(lua_State *L, int status, const char *prefix);
  * (Lua API errors outside chunks propagate as Lua errors). */
 void nl_repl_run(lua_State *L);
 
-/* Sets a function the loop calls between keystrokes and about every 30 ms while idle (the
- * window pumps its events there); NULL, the default, removes it. */
-void nl_repl_set_idle_hook(void (*fn)(void));
 
 #endif
