@@ -9,18 +9,7 @@ local function doc(group, name, sig, text, example)
   help_rows[#help_rows + 1] = {group = group, name = name, sig = sig, doc = text, example = example}
 end
 
-local function check_options(opts, valid, fname)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then error(fname .. ": options must be a table", 3) end
-  local ok = {}
-  for _, k in ipairs(valid) do ok[k] = true end
-  for k in pairs(opts) do
-    if not ok[k] then
-      error(string.format("%s: unknown option '%s' (valid: %s)", fname, tostring(k), table.concat(valid, ", ")), 3)
-    end
-  end
-  return opts
-end
+local check_options = require("nnlab.util").check_options
 
 local function commas(n)
   local sign, digits = string.format("%d", n):match("^(-?)(%d+)$")

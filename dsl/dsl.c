@@ -9,6 +9,8 @@
 /* dsl/prelude.lua, embedded by the Makefile. */
 extern const char nl_lua_prelude[];
 extern const size_t nl_lua_prelude_len;
+extern const char nl_lua_util[];
+extern const size_t nl_lua_util_len;
 
 /* The registry's key in LUA_REGISTRYINDEX. Its layout (read by prelude.lua):
  *   rows   = {["tensor.zeros"] = row, ["Tensor:reshape"] = row, ...}
@@ -187,6 +189,13 @@ void nl_dsl_register_methods(lua_State *L, const char *type, const nl_dsl_fn *fn
 int nl_dsl_open(lua_State *L)
 {
     nl_init();
+    /* The Lua modules' shared argument checks, as require "nnlab.util". */
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    if (luaL_loadbuffer(L, nl_lua_util, nl_lua_util_len, "=dsl/util.lua") != LUA_OK)
+        return lua_error(L);
+    lua_call(L, 0, 1);
+    lua_setfield(L, -2, "nnlab.util");
+    lua_pop(L, 1);
     nl_open_tensor(L);
     nl_open_sys(L);
     nl_open_optim(L);

@@ -14,30 +14,10 @@ end
 
 -- ---------------------------------------------------------------- small helpers
 
--- Raises "fname: unknown option 'k' (valid: a, b)" for a key of opts not in valid.
-local function check_options(opts, valid, fname)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then
-    error(string.format("%s: options must be a table, got %s", fname, type(opts)), 3)
-  end
-  local ok = {}
-  for _, k in ipairs(valid) do ok[k] = true end
-  for k in pairs(opts) do
-    if not ok[k] then
-      error(string.format("%s: unknown option '%s' (valid: %s)", fname, tostring(k),
-                          table.concat(valid, ", ")), 3)
-    end
-  end
-  return opts
-end
+local util = require "nnlab.util"
+local check_options, check_int = util.check_options, util.check_int
 
-local function check_int(v, name, min, fname)
-  if type(v) ~= "number" or v ~= floor(v) or v < min or v >= 2 ^ 53 then
-    error(string.format("%s: %s must be a whole number >= %d, got %s", fname, name, min,
-                        tostring(v)), 3)
-  end
-  return math.tointeger(v)
-end
+
 
 local function check_number(v, name, fname, min)
   if type(v) ~= "number" or v ~= v or (min and v < min) then

@@ -4,35 +4,15 @@
 local P = ...
 local quant, tensor, nn = quant, tensor, nn
 local floor = math.floor
+local util = require "nnlab.util"
+local check_options, check_int = util.check_options, util.check_int
 
 local help_rows = {}
 local function doc(name, sig, text, example)
   help_rows[#help_rows + 1] = {name = name, sig = sig, doc = text, example = example}
 end
 
-local function check_options(opts, valid, fname)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then
-    error(string.format("%s: options must be a table, got %s", fname, type(opts)), 3)
-  end
-  local ok = {}
-  for _, k in ipairs(valid) do ok[k] = true end
-  for k in pairs(opts) do
-    if not ok[k] then
-      error(string.format("%s: unknown option '%s' (valid: %s)", fname, tostring(k),
-                          table.concat(valid, ", ")), 3)
-    end
-  end
-  return opts
-end
 
-local function check_count(v, def, name, fname)
-  v = v == nil and def or v
-  if type(v) ~= "number" or v ~= floor(v) or v < 1 then
-    error(string.format("%s: %s must be a whole number >= 1, got %s", fname, name, tostring(v)), 3)
-  end
-  return math.tointeger(v)
-end
 
 -- The calibration inputs: a Tensor (one batch), a list of Tensors, the first batches of a
 -- data.loader (its normalisation applied; the loader's position is kept), or the first
@@ -83,8 +63,8 @@ function quant.int8(net, opts)
   if method ~= "minmax" and method ~= "percentile" then
     error(f .. ": method must be 'minmax' or 'percentile', got " .. tostring(method), 2)
   end
-  local xs = calibration(opts.calibrate, check_count(opts.batches, 8, "batches", f),
-                         check_count(opts.batch, 64, "batch", f), f)
+  local xs = calibration(opts.calibrate, check_int(opts.batches or 8, "batches", 1, f),
+                         check_int(opts.batch or 64, "batch", 1, f), f)
   return P.int8(net, xs, method, opts.percentile or 99.99)
 end
 doc("int8", "quant.int8(net, {calibrate=data, batches=8, batch=64, method='minmax', "

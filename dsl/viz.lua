@@ -12,35 +12,16 @@ end
 
 -- ---------------------------------------------------------------- small helpers
 
+local util = require "nnlab.util"
+local check_options, check_int = util.check_options, util.check_int
+
 local function is_canvas(x) return getmetatable(x) == CanvasMT end
 local function is_trainer(x)
   return type(x) == "table" and type(x.history) == "table" and type(x.on_step) == "function"
 end
 local function is_history(x) return type(x) == "table" and type(x.loss) == "table" end
 
--- Raises "fname: unknown option 'k' (valid: a, b)" for a key of opts not in valid.
-local function check_options(opts, valid, fname)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then
-    error(string.format("%s: options must be a table, got %s", fname, type(opts)), 3)
-  end
-  local ok = {}
-  for _, k in ipairs(valid) do ok[k] = true end
-  for k in pairs(opts) do
-    if not ok[k] then
-      error(string.format("%s: unknown option '%s' (valid: %s)", fname, tostring(k),
-                          table.concat(valid, ", ")), 3)
-    end
-  end
-  return opts
-end
 
-local function check_count(v, name, fname)
-  if type(v) ~= "number" or v ~= math.floor(v) or v < 1 then
-    error(string.format("%s: %s must be a whole number >= 1, got %s", fname, name, tostring(v)), 3)
-  end
-  return math.tointeger(v)
-end
 
 local size_options = {"width", "height"}
 local function with(list, ...)
@@ -280,7 +261,7 @@ function viz.curves(x, opts)
   local f = "viz.curves"
   local runs = runs_of(x, f)
   opts = check_options(opts, with(size_options, "every"), f)
-  local every = check_count(opts.every or 50, "every", f)
+  local every = check_int(opts.every or 50, "every", 1, f)
   local trainers = {}
   for _, r in ipairs(runs) do
     if is_trainer(r.source) then trainers[#trainers + 1] = r.source end
@@ -359,8 +340,8 @@ function viz.samples(net, data, n, opts)
   end
   opts = check_options(opts, with(size_options, "first", "normalize"), f)
   local normalize = normalizer(opts.normalize, f)
-  local first = check_count(opts.first or 1, "first", f)
-  n = math.min(check_count(n or 16, "n", f), data:size() - first + 1)
+  local first = check_int(opts.first or 1, "first", 1, f)
+  n = math.min(check_int(n or 16, "n", 1, f), data:size() - first + 1)
   if n < 1 then error(string.format("%s: the data set has %d samples", f, data:size()), 2) end
   local xs, labels = {}, {}
   for i = 1, n do
@@ -395,7 +376,7 @@ function viz.dashboard(t, opts)
   local f = "viz.dashboard"
   if not is_trainer(t) then error(f .. ": expected a trainer (nn.Trainer{...})", 2) end
   opts = check_options(opts, with(size_options, "every", "layer", "image", "normalize"), f)
-  local every = check_count(opts.every or 50, "every", f)
+  local every = check_int(opts.every or 50, "every", 1, f)
   local layer = opts.layer and resolve_layer(t.net, opts.layer, f) or first_conv(t.net)
   local image = opts.image or first_image(t.data)
   if image ~= nil and not tensor.is_tensor(image) then error(f .. ": image must be a Tensor [C, H, W]", 2) end
