@@ -16,6 +16,23 @@ nl_status nl_layer_uniform_param(nl_module *m, const char *name, int ndim, const
 nl_tensor *nl_layer_buffer(nl_tensor **slot, nl_dtype dtype, int ndim, const int64_t *shape,
                            nl_device dev);
 
+/* Argument specs shared by a layer's float, quantized and QAT types (rows of nl_argspec; NAN
+ * defaults mean required, or worked out by the layer). */
+#define NL_ARGS_FEATURES \
+    {.name = "in", .def = NAN, .integer = true, .min = 1, .doc = "input features"}, \
+    {.name = "out", .def = NAN, .integer = true, .min = 1, .doc = "output features"}
+#define NL_ARGS_CONV \
+    {.name = "in", .def = NAN, .integer = true, .min = 1, .doc = "input channels"}, \
+    {.name = "out", .def = NAN, .integer = true, .min = 1, .doc = "output channels (filters)"}, \
+    {.name = "k", .def = NAN, .integer = true, .min = 1, .doc = "kernel size (k x k)"}, \
+    {.name = "stride", .def = 1, .integer = true, .min = 1, .doc = "step between windows"}, \
+    {.name = "padding", .def = 0, .integer = true, .min = 0, .doc = "zeros added on each side"}
+#define NL_ARG_BIAS {.name = "bias", .def = 1, .integer = true, .boolean = true, .doc = "an added bias"}
+#define NL_ARGS_WINDOW \
+    {.name = "k", .def = NAN, .integer = true, .min = 1, .doc = "window size (k x k)"}, \
+    {.name = "stride", .def = NAN, .integer = true, .min = 1, .doc = "step between windows (default k)"}, \
+    {.name = "padding", .def = 0, .integer = true, .min = 0, .doc = "padding on each side (at most k/2)"}
+
 /* NL_ESHAPE with "<Type>: <message> (input [..])". */
 nl_status nl_layer_shape_error(const nl_module *m, int ndim, const int64_t *in, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

@@ -114,9 +114,8 @@ const nl_module_type nl_linear_type = {
     .example = "nn.Linear(4096, 10)",
     .npos = 2,
     .args = {
-        {.name = "in", .def = NAN, .integer = true, .min = 1, .doc = "input features"},
-        {.name = "out", .def = NAN, .integer = true, .min = 1, .doc = "output features"},
-        {.name = "bias", .def = 1, .integer = true, .boolean = true, .doc = "learn an added bias"},
+        NL_ARGS_FEATURES,
+        NL_ARG_BIAS,
     },
     .init = linear_init,
     .forward = linear_forward,

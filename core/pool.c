@@ -123,18 +123,13 @@ static nl_status pool_backward(nl_module *m, nl_tensor *gy, nl_tensor **gx)
     return NL_OK;
 }
 
-#define POOL_ARGS \
-    {.name = "k", .def = NAN, .integer = true, .min = 1, .doc = "window size (k x k)"}, \
-    {.name = "stride", .def = NAN, .integer = true, .min = 1, .doc = "step between windows (default k)"}, \
-    {.name = "padding", .def = 0, .integer = true, .min = 0, .doc = "padding on each side (at most k/2)"}
-
 const nl_module_type nl_maxpool2d_type = {
     .name = "MaxPool2d",
     .sig = "nn.MaxPool2d(k, {stride=k, padding=0})",
     .doc = "The maximum of each k x k window (padding never wins).",
     .example = "nn.MaxPool2d(2)",
     .npos = 1,
-    .args = {POOL_ARGS},
+    .args = {NL_ARGS_WINDOW},
     .init = pool_init,
     .forward = pool_forward,
     .backward = pool_backward,
@@ -148,7 +143,7 @@ const nl_module_type nl_avgpool2d_type = {
     .doc = "The mean of each k x k window; padded positions count as zeros (divisor k*k).",
     .example = "nn.AvgPool2d(3, {stride=1, padding=1})",
     .npos = 1,
-    .args = {POOL_ARGS},
+    .args = {NL_ARGS_WINDOW},
     .init = pool_init,
     .forward = pool_forward,
     .backward = pool_backward,
