@@ -141,7 +141,10 @@ run: deps $(BIN)
 	  echo "make run: CIFAR-10 could not be prepared; the lesson runs on Fashion-MNIST instead"
 	./$(BIN) examples/cifar10_cnn.lua $(EPOCHS)
 
+# With an archive at hand, CIFAR-10 is prepared first so the learning test runs on it.
 test: deps $(BIN) $(TEST_BIN)
+	@[ -z "$(CIFAR10_ARCHIVE)" ] || $(MAKE) --no-print-directory data || \
+	  echo "make test: CIFAR-10 could not be prepared; its learning test is skipped"
 	@NNLAB=./$(BIN) BUILD=$(BUILD) sh tests/run.sh
 
 bench: deps deps-bench $(BIN) $(BENCH_BIN)

@@ -237,4 +237,27 @@ test("learning through a loader (2,000 Fashion-MNIST images, 2 epochs)", functio
   check(r.count == 1000 and r.top1 > 0.6, string.format("test accuracy %.3f (chance 0.1)", r.top1))
 end)
 
+-- The seed CNN on real CIFAR-10 (when `make data` has put it in data/; make test does when an
+-- archive is at hand): 2 epochs on 2,000 images must beat chance (10%) by a wide margin.
+test("learning CIFAR-10 (2,000 images, 2 epochs, the seed CNN)", function()
+  local ok, train, test_set = pcall(data.cifar10)
+  if not ok then
+    print("# skipped: CIFAR-10 is not in data/ (make data)")
+    return
+  end
+  tensor.seed(1)
+  local net = nn.Sequential{
+    nn.Conv2d(3, 32, 3, {padding = 1}), nn.ReLU(), nn.MaxPool2d(2),
+    nn.Conv2d(32, 64, 3, {padding = 1}), nn.ReLU(), nn.MaxPool2d(2),
+    nn.Flatten(), nn.Linear(4096, 10),
+  }
+  local norm = {mean = 0.5, std = 0.5}
+  local ld <close> = data.loader(train:subset(1, 2000), {batch = 64, seed = 1, normalize = norm})
+  local t = nn.Trainer{net = net, data = ld, optim = optim.Adam(net, {lr = 1e-3}), verbose = false}
+  t:fit{epochs = 2}
+  local ev <close> = data.loader(test_set:subset(1, 1000), {batch = 250, shuffle = false, normalize = norm})
+  local r = nn.evaluate(net, ev)
+  check(r.count == 1000 and r.top1 > 0.35, string.format("CIFAR-10 test accuracy %.3f (chance 0.1)", r.top1))
+end)
+
 os.execute("rm -rf '" .. dir .. "' '" .. dir .. "2' '" .. dir .. "/cifar2'")
