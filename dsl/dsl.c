@@ -186,6 +186,28 @@ void nl_dsl_register_methods(lua_State *L, const char *type, const nl_dsl_fn *fn
     record(L, type, "type", 0, fns, ":");
 }
 
+void nl_dsl_register_rows(lua_State *L, int list, const char *group)
+{
+    static const char *const keys[] = {"name", "sig", "doc", "example"};
+    list = lua_absindex(L, list);
+    for (lua_Integer k = 1, n = luaL_len(L, list); k <= n; k++) {
+        lua_geti(L, list, k);
+        int row = lua_gettop(L);
+        const char *field[4];
+        for (int j = 0; j < 4; j++) {
+            lua_getfield(L, row, keys[j]);
+            field[j] = luaL_checkstring(L, -1);
+        }
+        lua_getfield(L, row, "group");
+        const char *g = luaL_optstring(L, -1, group);
+        lua_getfield(L, row, "method");
+        nl_dsl_fn fns[2] = {{field[0], NULL, field[1], field[2], field[3]}, {NULL, NULL, NULL, NULL, NULL}};
+        if (lua_toboolean(L, -1)) nl_dsl_register_methods(L, g, fns);
+        else nl_dsl_register(L, g, fns);
+        lua_settop(L, row - 1);
+    }
+}
+
 int nl_dsl_open(lua_State *L)
 {
     nl_init();

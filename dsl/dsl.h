@@ -28,6 +28,11 @@ void nl_dsl_register(lua_State *L, const char *module, const nl_dsl_fn *fns);
  * functions being the methods placed in the metatable's __index by the caller. */
 void nl_dsl_register_methods(lua_State *L, const char *type, const nl_dsl_fn *fns);
 
+/* Records the help rows a DSL Lua chunk returns, the list at index list:
+ * {{name=, sig=, doc=, example=, group= (default group), method= (true: a method of type group)}}.
+ * Raises a Lua error for a row missing a field. */
+void nl_dsl_register_rows(lua_State *L, int list, const char *group);
+
 /* Module openers called by nl_dsl_open, one per dsl/<module>.c. */
 int nl_open_sys(lua_State *L);
 int nl_open_tensor(lua_State *L);

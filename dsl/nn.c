@@ -1448,23 +1448,7 @@ int nl_open_nn(lua_State *L)
     luaL_newlib(L, private_fns);
     luaL_getmetatable(L, NL_MODULE_MT);
     lua_call(L, 2, 1);
-    int list = lua_gettop(L);
-    lua_Integer n = luaL_len(L, list);
-    for (lua_Integer k = 1; k <= n; k++) {
-        lua_geti(L, list, k);
-        const char *field[5];
-        static const char *const keys[] = {"group", "name", "sig", "doc", "example"};
-        for (int j = 0; j < 5; j++) {
-            lua_getfield(L, -1 - j, keys[j]);
-            field[j] = luaL_checkstring(L, -1);
-        }
-        lua_getfield(L, -6, "method");
-        bool method = lua_toboolean(L, -1);
-        nl_dsl_fn row[2] = {{field[1], NULL, field[2], field[3], field[4]}, {NULL, NULL, NULL, NULL, NULL}};
-        if (method) nl_dsl_register_methods(L, field[0], row);
-        else nl_dsl_register(L, field[0], row);
-        lua_pop(L, 7);
-    }
+    nl_dsl_register_rows(L, -1, "nn");
     lua_pop(L, 1);
     return 0;
 }

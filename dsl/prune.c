@@ -452,20 +452,7 @@ int nl_open_prune(lua_State *L)
         return lua_error(L);
     luaL_newlib(L, private_fns);
     lua_call(L, 1, 1);
-    int list = lua_gettop(L);
-    lua_Integer n = luaL_len(L, list);
-    for (lua_Integer k = 1; k <= n; k++) {
-        lua_geti(L, list, k);
-        const char *field[5];
-        static const char *const keys[] = {"group", "name", "sig", "doc", "example"};
-        for (int j = 0; j < 5; j++) {
-            lua_getfield(L, -1 - j, keys[j]);
-            field[j] = luaL_checkstring(L, -1);
-        }
-        nl_dsl_fn row[2] = {{field[1], NULL, field[2], field[3], field[4]}, {NULL, NULL, NULL, NULL, NULL}};
-        nl_dsl_register(L, field[0], row);
-        lua_pop(L, 6);
-    }
+    nl_dsl_register_rows(L, -1, "compress");
     lua_pop(L, 1);
     return 0;
 }

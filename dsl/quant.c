@@ -214,20 +214,7 @@ int nl_open_quant(lua_State *L)
         return lua_error(L);
     luaL_newlib(L, private_fns);
     lua_call(L, 1, 1);
-    const int list = lua_gettop(L);
-    const lua_Integer n = luaL_len(L, list);
-    for (lua_Integer k = 1; k <= n; k++) {
-        lua_geti(L, list, k);
-        const char *field[4];
-        static const char *const keys[] = {"name", "sig", "doc", "example"};
-        for (int j = 0; j < 4; j++) {
-            lua_getfield(L, -1 - j, keys[j]);
-            field[j] = luaL_checkstring(L, -1);
-        }
-        const nl_dsl_fn row[2] = {{field[0], NULL, field[1], field[2], field[3]}, {NULL, NULL, NULL, NULL, NULL}};
-        nl_dsl_register(L, "quant", row);
-        lua_pop(L, 5);
-    }
+    nl_dsl_register_rows(L, -1, "quant");
     lua_pop(L, 1);
     return 0;
 }

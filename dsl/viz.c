@@ -629,19 +629,7 @@ int nl_open_viz(lua_State *L)
     lua_call(L, 2, 1);
     lua_getfield(L, -2, "refresh");
     lua_setfield(L, LUA_REGISTRYINDEX, REFRESH_KEY);
-    int list = lua_gettop(L);
-    for (lua_Integer k = 1, n = luaL_len(L, list); k <= n; k++) {
-        lua_geti(L, list, k);
-        static const char *const keys[] = {"name", "sig", "doc", "example"};
-        const char *field[4];
-        for (int j = 0; j < 4; j++) {
-            lua_getfield(L, -1 - j, keys[j]);
-            field[j] = luaL_checkstring(L, -1);
-        }
-        nl_dsl_fn row[2] = {{field[0], NULL, field[1], field[2], field[3]}, {NULL, NULL, NULL, NULL, NULL}};
-        nl_dsl_register(L, "viz", row);
-        lua_pop(L, 5);
-    }
+    nl_dsl_register_rows(L, -1, "viz");
     lua_pop(L, 3);
     return 0;
 }
