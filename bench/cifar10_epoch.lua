@@ -45,7 +45,7 @@ local pipe = io.popen(cmd)
 local out = pipe:read("a")
 pipe:close()
 local peer = {}
-for k, v in out:gmatch("(%w+)=([%d.]+)") do peer[k] = tonumber(v) end
+for k, v in out:gmatch("([%w_]+)=([%d.]+)") do peer[k] = tonumber(v) end
 if not peer.train_img_s then
   print("PyTorch peer did not run (" .. cmd .. "):\n" .. out)
   peer = nil
