@@ -75,7 +75,10 @@ TEST_BIN := $(TEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all run test test-c test-lua test-repl bench data deps clean help
+# The generated C of the embedded Lua files is kept (make would otherwise delete it after the
+# build and print the rm as the last line of a test run).
+.SECONDARY:
+.PHONY: all run test bench data deps deps-bench clean help
 .DEFAULT_GOAL := all
 
 all: $(BIN)
