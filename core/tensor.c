@@ -2,7 +2,6 @@
  * constructors with memory-limit checks, element access and device/dtype copies. */
 #include "nl.h"
 
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -403,24 +402,6 @@ static double load_value(nl_dtype dtype, const void *p)
     }
 }
 
-/* Converts v to the dtype as nl_copy does: round to nearest even, saturate, NaN -> 0. */
-static void store_value(nl_dtype dtype, void *p, double v)
-{
-    if (dtype == NL_F32) {
-        *(float *)p = (float)v;
-        return;
-    }
-    const nl_dtype_traits *ti = nl_dtype_info(dtype);
-    v = isnan(v) ? 0 : nearbyint(v);
-    v = v < ti->min ? ti->min : v > ti->max ? ti->max : v;
-    switch (dtype) {
-    case NL_I8: *(int8_t *)p = (int8_t)v; break;
-    case NL_I32: *(int32_t *)p = (int32_t)v; break;
-    case NL_U8: *(uint8_t *)p = (uint8_t)v; break;
-    default: break;
-    }
-}
-
 nl_status nl_tensor_get(const nl_tensor *t, const int64_t *idx, double *out)
 {
     size_t off = 0;
@@ -443,13 +424,11 @@ nl_status nl_tensor_set(nl_tensor *t, const int64_t *idx, double v)
     size_t off = 0;
     nl_status st = element_offset("set", t, idx, &off);
     if (st != NL_OK) return st;
-    nl_backend *be = t->storage->backend;
-    void *p = (char *)t->storage->ptr + off;
-    if (be->device != NL_CPU) {
-        unsigned char buf[8];
-        store_value(t->dtype, buf, v);
-        return be->copy(be, p, be->device, buf, NL_CPU, nl_dtype_info(t->dtype)->size);
-    }
-    store_value(t->dtype, p, v);
-    return NL_OK;
+    /* A fill of the one-element view: the backend converts v exactly as nl_copy would (round to
+     * nearest even, saturate, NaN -> 0), on whatever device t lives. */
+    nl_tensor *e = header_new(t->storage, off / nl_dtype_info(t->dtype)->size, t->dtype, 0, NULL, NULL);
+    if (!e) return nl_errcode();
+    st = nl_fill(e, v);
+    nl_tensor_release(e);
+    return st;
 }
