@@ -49,6 +49,19 @@ tail_screen() { screen | grep -v '^ *$' | tail -n "${1:-4}" | tr '\n' '|'; }
 type_text() { tm send-keys -t "$S" -l "$1"; }
 key() { tm send-keys -t "$S" "$@"; }
 line() { type_text "$1"; key Enter; }
+# define TEXT: enters a line and waits until it has run (the line is on screen and a fresh, empty
+# prompt is the last line), so that keys typed next are not typed ahead of the prompt.
+define() {
+    line "$1"
+    j=0
+    while [ "$j" -lt 200 ]; do
+        if screen | grep -qxF -- "nnlab> $1" &&
+           [ -n "$(screen | grep -v '^ *$' | tail -n 1 | grep -xE 'nnlab> *')" ]; then return 0; fi
+        sleep 0.05
+        j=$((j + 1))
+    done
+    fail "define: $1" "no fresh prompt after it: $(tail_screen)"
+}
 
 # wait_for PATTERN [TIMEOUT [COUNT]]: polls the screen until COUNT (default 1) lines match the
 # extended regular expression PATTERN; fails after TIMEOUT seconds (default 5).
@@ -115,27 +128,27 @@ type_text 'string.fo'
 key Tab
 check "completion of string.fo" '^nnlab> string\.format$'
 key C-u
-line 'mytab = {alpha=1, beta=2}'
+define 'mytab = {alpha=1, beta=2}'
 type_text 'mytab.al'
 key Tab
 check "completion of a session table's field" '^nnlab> mytab\.alpha$'
 key C-u
-line 'a = {b = {cdef = 1}}'
+define 'a = {b = {cdef = 1}}'
 type_text 'a.b.cd'
 key Tab
 check "completion of a nested field" '^nnlab> a\.b\.cdef$'
 key C-u
-line 'obj = setmetatable({}, {__index={resize=function() end}})'
+define 'obj = setmetatable({}, {__index={resize=function() end}})'
 type_text 'obj:res'
 key Tab
 check "completion of a method through __index" '^nnlab> obj:resize$'
 key C-u
-line 'lin = nn.Linear(2, 3)'
+define 'lin = nn.Linear(2, 3)'
 type_text 'lin:zero_g'
 key Tab
 check "completion of a module method (function __index, plain methods table)" '^nnlab> lin:zero_grad$'
 key C-u
-line 'tz = tensor.zeros(2)'
+define 'tz = tensor.zeros(2)'
 type_text 'tz:resh'
 key Tab
 check "completion of a tensor method" '^nnlab> tz:reshape$'
@@ -148,7 +161,7 @@ type_text 'funct'
 key Tab
 type_text 'kw() return 7 end'
 key Enter
-line 'kw()'
+define 'kw()'
 check "keyword completes with a space" '^7$'
 type_text 'print("x" ..stri'
 key Tab
@@ -159,7 +172,7 @@ type_text 'dofile("dataf'
 key Tab
 check "file names complete inside strings" '^nnlab> dofile\("datafile\.txt"$'
 key C-u
-line 'trap = setmetatable({}, {__index = function() ran = true end})'
+define 'trap = setmetatable({}, {__index = function() ran = true end})'
 type_text 'trap.zz'
 key Tab
 key C-u
