@@ -66,13 +66,20 @@ static nl_status chain_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
     return NL_OK;
 }
 
-/* gx NULL: the first child only adds its parameter gradients. */
+/* gx NULL: the first child only adds its parameter gradients. A ReLU followed by a MaxPool2d runs
+ * its backward in the pool's pass (nl_maxpool_relu_backward). */
 static nl_status chain_backward(nl_module *m, nl_tensor *gy, nl_tensor **gx)
 {
     nl_tensor *g = nl_tensor_retain(gy);
     for (int i = m->nchildren - 1; i >= 0; i--) {
         nl_tensor *next = NULL;
-        nl_status st = nl_module_backward(m->children[i], g, i > 0 || gx ? &next : NULL);
+        nl_status st;
+        if (i > 0 && nl_maxpool_after_relu(m->children[i], m->children[i - 1])) {
+            st = nl_maxpool_relu_backward(m->children[i], g, i > 1 || gx ? &next : NULL);
+            if (st == NL_OK) i--;
+        } else {
+            st = nl_module_backward(m->children[i], g, i > 0 || gx ? &next : NULL);
+        }
         nl_tensor_release(g);
         if (st != NL_OK) return in_layer(m, i, st);
         g = next;

@@ -1,7 +1,6 @@
 /* conv2d.c: the 2-D convolution layer (NCHW, weight [out, in, k, k], bias [out], as PyTorch's
- * Conv2d with square kernels). While training, the backend keeps its im2col columns in a buffer of
- * the module's, allocated once per input shape and reused by the filter gradient; in evaluation
- * mode the buffer only holds one image's columns per thread. */
+ * Conv2d with square kernels). The backend's column workspaces (one slice per thread) are buffers
+ * of the module's, allocated once per shape and reused. */
 #include "layer.h"
 
 #include <math.h>
@@ -10,9 +9,7 @@
 enum { ARG_IN, ARG_OUT, ARG_K, ARG_STRIDE, ARG_PADDING, ARG_BIAS };
 
 typedef struct {
-    nl_tensor *cols;  /* [N, in*k*k, OH*OW]: the last forward's columns (the filter gradient's x),
-                         or [threads, in*k*k, OH*OW]: a workspace, when not kept */
-    bool kept;        /* cols holds the last forward's columns */
+    nl_tensor *cols;  /* [threads, in*k*k, OH*OW]: the forward pass's workspace */
     nl_tensor *gcols; /* [threads, in*k*k, OH*OW]: the data gradient's workspace */
 } conv_state;
 
@@ -73,23 +70,13 @@ static void conv_op_ints(const nl_module *m, nl_op *op)
     op->i[1] = (int)m->args[ARG_PADDING];
 }
 
-/* Runs NL_OP_CONV2D on x into out. keep: the columns of every image stay in s->cols for the
- * filter gradient; else s->cols is one slice per thread. */
-static nl_status conv_run(nl_module *m, const nl_tensor *x, nl_tensor *out, bool keep)
+/* The shape of a column workspace for input x and output y: a slice per thread. */
+static void cols_shape(const nl_module *m, const nl_tensor *y, int64_t shape[3])
 {
-    conv_state *s = m->state;
-    const nl_param *w = &m->params[0], *b = nl_module_param(m, "bias");
-    const int64_t cols_shape[3] = {keep ? out->shape[0] : nl_get_threads(),
-                                   w->value->shape[1] * w->value->shape[2] * w->value->shape[3],
-                                   out->shape[2] * out->shape[3]};
-    nl_op op = {.code = NL_OP_CONV2D, .dst = out, .src = {x, w->value, b ? b->value : NULL}};
-    if (!(op.aux = nl_layer_buffer(&s->cols, NL_F32, 3, cols_shape, nl_tensor_device(x))))
-        return nl_errcode();
-    conv_op_ints(m, &op);
-    op.i[2] = keep;
-    nl_status st = nl_op_exec(&op);
-    s->kept = st == NL_OK && keep;
-    return st;
+    const nl_tensor *w = m->params[0].value;
+    shape[0] = nl_get_threads();
+    shape[1] = w->shape[1] * w->shape[2] * w->shape[3];
+    shape[2] = y->shape[2] * y->shape[3];
 }
 
 static nl_status conv_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
@@ -99,7 +86,14 @@ static nl_status conv_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
     conv_infer(m, x->ndim, x->shape, &nd, shape, &macs); /* checked by nl_module_forward */
     nl_tensor *out = nl_module_output_buffer(m, NL_F32, 4, shape, nl_tensor_device(x));
     if (!out) return nl_errcode();
-    nl_status st = conv_run(m, x, out, m->training);
+    conv_state *s = m->state;
+    const nl_param *w = &m->params[0], *b = nl_module_param(m, "bias");
+    int64_t cshape[3];
+    cols_shape(m, out, cshape);
+    nl_op op = {.code = NL_OP_CONV2D, .dst = out, .src = {x, w->value, b ? b->value : NULL}};
+    conv_op_ints(m, &op);
+    op.aux = nl_layer_buffer(&s->cols, NL_F32, 3, cshape, nl_tensor_device(x));
+    nl_status st = op.aux ? nl_op_exec(&op) : nl_errcode();
     if (st != NL_OK) {
         nl_tensor_release(out);
         return st;
@@ -108,24 +102,19 @@ static nl_status conv_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
     return NL_OK;
 }
 
-/* The filter gradient from the forward's columns, then (when wanted) the data gradient. */
+/* The filter gradient, then (when wanted) the data gradient. */
 static nl_status conv_backward(nl_module *m, nl_tensor *gy, nl_tensor **gx)
 {
     conv_state *s = m->state;
     nl_param *w = &m->params[0], *b = nl_module_param(m, "bias");
     nl_tensor *x = m->input;
-    if (!s->kept) { /* the last forward ran in evaluation mode: its columns again */
-        nl_tensor *scratch = nl_tensor_empty_like(m->output);
-        nl_status st = scratch ? conv_run(m, x, scratch, true) : nl_errcode();
-        nl_tensor_release(scratch);
-        if (st != NL_OK) return st;
-    }
     nl_op filter = {.code = NL_OP_CONV2D_BWD_FILTER, .dst = w->grad, .aux = b ? b->grad : NULL,
-                    .src = {x, gy, s->cols}};
+                    .src = {x, gy}};
     conv_op_ints(m, &filter);
     nl_status st = nl_op_exec(&filter);
     if (st != NL_OK || !gx) return st;
-    const int64_t gcols_shape[3] = {nl_get_threads(), s->cols->shape[1], s->cols->shape[2]};
+    int64_t gcols_shape[3];
+    cols_shape(m, gy, gcols_shape);
     nl_tensor *gcols = nl_layer_buffer(&s->gcols, NL_F32, 3, gcols_shape, nl_tensor_device(x));
     nl_op data = {.code = NL_OP_CONV2D_BWD_DATA, .aux = gcols, .src = {gy, w->value}};
     conv_op_ints(m, &data);

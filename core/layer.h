@@ -37,4 +37,13 @@ nl_tensor *nl_layer_buffer(nl_tensor **slot, nl_dtype dtype, int ndim, const int
 nl_status nl_layer_shape_error(const nl_module *m, int ndim, const int64_t *in, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* Whether pool is a MaxPool2d whose input is the output of relu, a ReLU, so that one pass can do
+ * both backwards (nl_maxpool_relu_backward). */
+bool nl_maxpool_after_relu(const nl_module *pool, const nl_module *relu);
+
+/* The backward of such a pair: the pool's, with each window's gradient sent to its maximum only
+ * where that maximum is positive, which is the ReLU's backward as well; *gx is the gradient with
+ * respect to the ReLU's input. Saves the ReLU's pass over the whole gradient. */
+nl_status nl_maxpool_relu_backward(nl_module *pool, nl_tensor *gy, nl_tensor **gx);
+
 #endif

@@ -216,18 +216,17 @@ typedef enum {
     /* Layer kernels (f32, contiguous NCHW unless stated; core/<layer>.c validates, backends
      * implement). i[] holds integer hyper-parameters, f[] real ones. */
     NL_OP_CONV2D,           /* dst[N,O,OH,OW] = x src[0][N,C,H,W] * w src[1][O,C,KH,KW] + bias src[2][O]
-                               (src[2] may be NULL); i[0]=stride, i[1]=padding; aux f32: i[2]=1:
-                               [N, C*KH*KW, OH*OW] receives x's im2col columns, i[2]=0: [T, C*KH*KW,
+                               (src[2] may be NULL); i[0]=stride, i[1]=padding; aux f32 [T, C*KH*KW,
                                OH*OW] is a workspace, a slice per thread (T >= 1) (CPU) */
     NL_OP_CONV2D_BWD_DATA,  /* dst gx[N,C,H,W] = d/dx given gy src[0], w src[1]; i as CONV2D; aux f32
                                [T, C*KH*KW, OH*OW] is a workspace, a slice per thread (T >= 1; CPU) */
     NL_OP_CONV2D_BWD_FILTER,/* dst gw[O,C,KH,KW] += d/dw given x src[0], gy src[1]; aux gbias[O] += sum gy
-                               (aux may be NULL); i as CONV2D; src[2]: the columns CONV2D left in
-                               its aux for this x (CPU) */
+                               (aux may be NULL); i as CONV2D */
     NL_OP_POOL2D,           /* dst = pool src[0]; i[0]=0 max / 1 avg, i[1]=k, i[2]=stride, i[3]=padding;
                                max: aux (i32, dst's shape) receives the flat h*W+w argmax, may be NULL */
     NL_OP_POOL2D_BWD,       /* dst gx (zeroed by kernel) from gy src[0] and, for max, indices src[1];
-                               i as POOL2D */
+                               i as POOL2D; max: src[2] (x, may be NULL) keeps only the gradient
+                               of maxima that are > 0 (a ReLU's backward fused in) */
     NL_OP_BATCHNORM,        /* dst y = (x - mean) / sqrt(var + f[0]) * gamma + beta per channel; x src[0]
                                [N,C,...]; gamma src[1], beta src[2] [C] (NULL: 1, 0); stats [2,C] rows
                                mean, var: i[0]=0 read from src[3], i[0]=1 the batch's (biased var)

@@ -11,9 +11,10 @@ enum { ARG_K, ARG_STRIDE, ARG_PADDING };
 typedef struct {
     nl_tensor *indices; /* max: i32 argmax of each output (flat h*W+w in its plane) */
     bool fresh;         /* indices belong to the last forward (it ran in training mode) */
+    bool relu_mask;     /* the backward under way is nl_maxpool_relu_backward's */
 } pool_state;
 
-extern const nl_module_type nl_maxpool2d_type;
+extern const nl_module_type nl_maxpool2d_type, nl_relu_type;
 static bool is_max(const nl_module *m) { return m->type == &nl_maxpool2d_type; }
 
 static nl_status pool_init(nl_module *m)
@@ -113,6 +114,7 @@ static nl_status pool_backward(nl_module *m, nl_tensor *gy, nl_tensor **gx)
     op.src[0] = gy;
     op.src[1] = s ? s->indices : NULL;
     const nl_tensor *x = m->input;
+    if (s && s->relu_mask) op.src[2] = x;
     if (!(op.dst = nl_module_grad_buffer(m, NL_F32, x->ndim, x->shape, nl_tensor_device(x))))
         return nl_errcode();
     if ((st = nl_op_exec(&op)) != NL_OK) {
@@ -121,6 +123,21 @@ static nl_status pool_backward(nl_module *m, nl_tensor *gy, nl_tensor **gx)
     }
     *gx = op.dst;
     return NL_OK;
+}
+
+bool nl_maxpool_after_relu(const nl_module *pool, const nl_module *relu)
+{
+    return pool->type == &nl_maxpool2d_type && relu->type == &nl_relu_type && pool->input &&
+           pool->input == relu->output;
+}
+
+nl_status nl_maxpool_relu_backward(nl_module *pool, nl_tensor *gy, nl_tensor **gx)
+{
+    pool_state *s = pool->state;
+    s->relu_mask = true;
+    nl_status st = nl_module_backward(pool, gy, gx);
+    s->relu_mask = false;
+    return st;
 }
 
 const nl_module_type nl_maxpool2d_type = {

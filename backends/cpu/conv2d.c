@@ -1,7 +1,8 @@
 /* conv2d.c: the CPU's 2-D convolution (NL_OP_CONV2D and its data and filter gradients) as im2col +
  * sgemm, after Caffe/darknet: image n's columns are a [C*KH*KW, OH*OW] matrix, so the forward pass
  * is one sgemm per image writing NCHW directly and col2im scatters the data gradient back. Images
- * (or filter blocks) run OpenMP-parallel, each with a one-thread sgemm of its own. */
+ * (or groups of them) run OpenMP-parallel, each with a one-thread sgemm of its own. The columns
+ * live in a slice per thread and are made again where the filter gradient needs them. */
 #include "cpu/cpu.h"
 #include "cpu_kernels.h"
 #include "window.h"
@@ -151,21 +152,20 @@ static int conv_threads(const conv_geom *g, int64_t tasks)
 /* Holds OpenBLAS to one thread (on) or gives it back the library's thread count (off). */
 static void conv_blas_serial(bool on) { openblas_set_num_threads(on ? 1 : nl_get_threads()); }
 
-/* y = w * x + bias, image by image. aux: the columns of every image, [N, C*KH*KW, OH*OW], kept for
- * the filter gradient (i[2] = 1), or a slice per thread [T, C*KH*KW, OH*OW]. */
+/* y = w * x + bias, image by image through a column workspace aux [T, C*KH*KW, OH*OW] (one slice
+ * per thread, T of them at most). */
 nl_status nl_cpu_conv2d_forward(const nl_op *op)
 {
     const conv_geom g = conv_geometry(op, op->src[0], op->src[1], op->dst);
     const float *x = nl_tensor_f32(op->src[0]), *w = nl_tensor_f32(op->src[1]);
     const float *bias = op->src[2] ? nl_tensor_f32(op->src[2]) : NULL;
     float *y = nl_tensor_f32(op->dst), *cols = nl_tensor_f32(op->aux);
-    const bool keep = op->i[2];
     int nt = conv_threads(&g, g.N);
-    nt = keep || nt < op->aux->shape[0] ? nt : (int)op->aux->shape[0];
+    nt = nt < op->aux->shape[0] ? nt : (int)op->aux->shape[0];
     if (nt > 1) conv_blas_serial(true);
 #pragma omp parallel for schedule(dynamic) num_threads(nt) if (nt > 1)
     for (int64_t n = 0; n < g.N; n++) {
-        float *cn = cols + (keep ? n : omp_get_thread_num()) * g.ckk * g.P, *yn = y + n * g.O * g.P;
+        float *cn = cols + omp_get_thread_num() * g.ckk * g.P, *yn = y + n * g.O * g.P;
         for (int64_t c = 0; c < g.C; c++)
             im2col_channel(&g, x + (n * g.C + c) * g.H * g.W, cn + c * g.KH * g.KW * g.P);
         for (int64_t o = 0; bias && o < g.O; o++)
@@ -201,45 +201,55 @@ nl_status nl_cpu_conv2d_backward_data(const nl_op *op)
 
 enum { CONV_GW_GROUPS = 4 }; /* the filter gradient sums images in this many fixed groups */
 
-/* The partial filter gradients of the groups: a grow-only buffer of this file's, reused by every
- * call (NULL with the error set when it cannot grow). Kernels run from one host thread. */
-static float *gw_partials(size_t floats)
+/* A grow-only buffer of this file's, reused by every call (NULL with the error set when it cannot
+ * grow); what: its use, for the message. Kernels run from one host thread. */
+typedef struct {
+    float *p;
+    size_t cap;
+} grow_buf;
+
+static float *grow(grow_buf *b, size_t floats, const char *what)
 {
-    static float *buf;
-    static size_t cap;
-    if (floats <= cap) return buf;
-    float *p = realloc(buf, floats * sizeof *p);
+    if (floats <= b->cap) return b->p;
+    float *p = realloc(b->p, floats * sizeof *p);
     if (!p) {
-        nl_seterr(NL_ENOMEM, "conv2d: out of memory for the filter gradient's partial sums");
+        nl_seterr(NL_ENOMEM, "conv2d: out of memory for %s", what);
         return NULL;
     }
-    cap = floats;
-    return buf = p;
+    b->cap = floats;
+    return b->p = p;
 }
 
-/* gw += gy x^T over the columns src[2] that the forward pass left in its aux; gbias (aux, may be
- * NULL) += gy summed over images and positions. The images are split in CONV_GW_GROUPS fixed
- * groups, each summed in order into its own partial, then the partials are added in order, so no
- * sum depends on the thread count. */
+/* gw += gy x^T, with x's columns made again image by image in a slice per thread (they stay in
+ * cache, where keeping every image's columns from the forward pass would stream them through
+ * memory twice); gbias (aux, may be NULL) += gy summed over images and positions. The images are
+ * split in CONV_GW_GROUPS fixed groups, each summed in order into its own partial, then the
+ * partials are added in order, so no sum depends on the thread count. */
 nl_status nl_cpu_conv2d_backward_filter(const nl_op *op)
 {
+    static grow_buf partials, columns;
     const conv_geom g = conv_geometry(op, op->src[0], op->dst, op->src[1]);
-    const float *gy = nl_tensor_f32(op->src[1]), *cols = nl_tensor_f32(op->src[2]);
+    const float *x = nl_tensor_f32(op->src[0]), *gy = nl_tensor_f32(op->src[1]);
     float *gw = nl_tensor_f32(op->dst), *gb = op->aux ? nl_tensor_f32(op->aux) : NULL;
     const int64_t groups = g.N < CONV_GW_GROUPS ? g.N : CONV_GW_GROUPS, size = g.O * g.ckk;
     if (groups == 0) return NL_OK; /* an empty batch adds nothing */
-    float *part = gw_partials((size_t)(groups * size));
-    if (!part) return nl_errcode();
     const int nt = conv_threads(&g, groups);
+    float *part = grow(&partials, (size_t)(groups * size), "the filter gradient's partial sums");
+    float *cols = grow(&columns, (size_t)(nt * g.ckk * g.P), "the filter gradient's columns");
+    if (!part || !cols) return nl_errcode();
     if (nt > 1) conv_blas_serial(true);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
+        float *cn = cols + omp_get_thread_num() * g.ckk * g.P;
 #pragma omp for schedule(dynamic)
         for (int64_t k = 0; k < groups; k++)
-            for (int64_t n = g.N * k / groups; n < g.N * (k + 1) / groups; n++)
+            for (int64_t n = g.N * k / groups; n < g.N * (k + 1) / groups; n++) {
+                for (int64_t c = 0; c < g.C; c++)
+                    im2col_channel(&g, x + (n * g.C + c) * g.H * g.W, cn + c * g.KH * g.KW * g.P);
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)g.O, (int)g.ckk, (int)g.P,
-                            1.0f, gy + n * g.O * g.P, (int)g.P, cols + n * g.ckk * g.P, (int)g.P,
+                            1.0f, gy + n * g.O * g.P, (int)g.P, cn, (int)g.P,
                             n == g.N * k / groups ? 0.0f : 1.0f, part + k * size, (int)g.ckk);
+            }
 #pragma omp for schedule(static)
         for (int64_t i = 0; i < size; i++) {
             float s = part[i];

@@ -120,6 +120,29 @@ test("forward and backward", function()
   check_error(function() nn.Linear(2, 2):to("tpu") end, "unknown device 'tpu'")
 end)
 
+test("ReLU then MaxPool2d: one backward pass, the same gradients as two", function()
+  -- A Sequential runs the pair's backward in the pool's pass; wrapping the ReLU in its own
+  -- Sequential keeps them apart, so the two nets compute the same thing in two ways.
+  local fused = nn.Sequential{nn.Conv2d(2, 3, 3, {padding = 1}), nn.ReLU(), nn.MaxPool2d(2)}
+  local apart = nn.Sequential{nn.Conv2d(2, 3, 3, {padding = 1}), nn.Sequential{nn.ReLU()},
+                              nn.MaxPool2d(2)}
+  apart[1].weight:copy(fused[1].weight)
+  apart[1].bias:copy(fused[1].bias)
+  tensor.seed(7)
+  local x = tensor.randn(2, 2, 6, 6)
+  x:slice(4, 1, 2):slice(3, 1, 2):fill(-3) -- some windows whose maximum is 0 after the ReLU
+  local gy = tensor.randn(2, 3, 3, 3)
+  for _, net in ipairs{fused, apart} do net:forward(x); net:zero_grad() end
+  check_close(fused:backward(gy), apart:backward(gy), 0, "input gradient")
+  check_close(fused[1].weight.grad, apart[1].weight.grad, 0, "filter gradient")
+  local pair = nn.Sequential{nn.ReLU(), nn.MaxPool2d(2)}
+  local v = tensor.from{{{{-1, -2}, {-3, -4}}, {{0, 0}, {0, 0}}, {{-1, 5}, {2, 5}}}}
+  pair:forward(v)
+  check_close(pair:backward(tensor.from{{{{10}}, {{20}}, {{30}}}}),
+              tensor.from{{{{0, 0}, {0, 0}}, {{0, 0}, {0, 0}}, {{0, 30}, {0, 0}}}}, 0,
+              "only positive maxima pass the gradient (the first of equal ones)")
+end)
+
 test("printing and summary", function()
   local net = seed_cnn()
   local text = tostring(net)
