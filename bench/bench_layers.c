@@ -102,6 +102,7 @@ int main(void)
         nl_tensor_release(in);
         nl_tensor_release(g);
     }
+    printf("(each layer alone; in the net, a ReLU's backward runs inside the MaxPool2d after it)\n");
     /* The whole net, as a training step runs it. */
     double best = 1e30;
     for (int r = 0; r < REPS; r++) {
