@@ -366,6 +366,8 @@ void nl_atomic_abort(nl_atomic_file *af);
 /* Refuses single allocations above this many bytes (default: physical memory). */
 size_t nl_mem_limit(void);
 void nl_set_mem_limit(size_t bytes);
+/* Bytes of tensor storage allocated since start-up (a running total, never decreasing). */
+uint64_t nl_mem_allocated(void);
 /* Multiplies sizes with overflow checking; false on overflow. */
 bool nl_mul_overflow(size_t a, size_t b, size_t *out);
 

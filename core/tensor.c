@@ -22,6 +22,10 @@ size_t nl_mem_limit(void)
 
 void nl_set_mem_limit(size_t bytes) { mem_limit = bytes; }
 
+static _Atomic uint64_t allocated_total; /* bytes of storage allocated so far, on any thread */
+
+uint64_t nl_mem_allocated(void) { return allocated_total; }
+
 bool nl_mul_overflow(size_t a, size_t b, size_t *out)
 {
     return !__builtin_mul_overflow(a, b, out);
@@ -52,6 +56,7 @@ static nl_storage *storage_new(nl_backend *be, size_t bytes)
         free(s);
         return NULL;
     }
+    allocated_total += bytes;
     return s;
 }
 

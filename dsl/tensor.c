@@ -5,6 +5,7 @@
 
 #include <lauxlib.h>
 #include <math.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -13,8 +14,21 @@
 
 /* ---------------------------------------------------------------- boxes ----------------- */
 
+/* Lua's collector sees a box's few bytes, not the storage behind it, so dropped tensors would pile
+ * up between collections. Each new box first charges the collector with the storage allocated
+ * since the last charge (as if Lua had allocated it), so garbage is freed at the pace it is made. */
+static void charge_collector(lua_State *L)
+{
+    static uint64_t charged;
+    const uint64_t now = nl_mem_allocated(), kib = (now - charged) >> 10;
+    if (kib < 1024) return;
+    charged = now;
+    lua_gc(L, LUA_GCSTEP, (int)(kib < INT_MAX ? kib : INT_MAX));
+}
+
 nl_tensor **nl_lua_newbox(lua_State *L)
 {
+    charge_collector(L);
     nl_tensor **box = lua_newuserdatauv(L, sizeof *box, 0);
     *box = NULL;
     luaL_setmetatable(L, NL_TENSOR_MT);
