@@ -225,8 +225,9 @@ typedef enum {
     NL_OP_POOL2D,           /* dst = pool src[0]; i[0]=0 max / 1 avg, i[1]=k, i[2]=stride, i[3]=padding;
                                max: aux (i32, dst's shape) receives the flat h*W+w argmax, may be NULL */
     NL_OP_POOL2D_BWD,       /* dst gx (zeroed by kernel) from gy src[0] and, for max, indices src[1];
-                               i as POOL2D; max: src[2] (x, may be NULL) keeps only the gradient
-                               of maxima that are > 0 (a ReLU's backward fused in) */
+                               i as POOL2D; max: src[2] (the pool's output y, may be NULL) keeps
+                               only the gradient of maxima that are > 0 (a ReLU's backward fused
+                               in) */
     NL_OP_BATCHNORM,        /* dst y = (x - mean) / sqrt(var + f[0]) * gamma + beta per channel; x src[0]
                                [N,C,...]; gamma src[1], beta src[2] [C] (NULL: 1, 0); stats [2,C] rows
                                mean, var: i[0]=0 read from src[3], i[0]=1 the batch's (biased var)

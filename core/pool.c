@@ -114,7 +114,7 @@ static nl_status pool_backward(nl_module *m, nl_tensor *gy, nl_tensor **gx)
     op.src[0] = gy;
     op.src[1] = s ? s->indices : NULL;
     const nl_tensor *x = m->input;
-    if (s && s->relu_mask) op.src[2] = x;
+    if (s && s->relu_mask) op.src[2] = m->output;
     if (!(op.dst = nl_module_grad_buffer(m, NL_F32, x->ndim, x->shape, nl_tensor_device(x))))
         return nl_errcode();
     if ((st = nl_op_exec(&op)) != NL_OK) {

@@ -137,7 +137,7 @@ nl_status nl_cpu_pool2d_backward(const nl_op *op)
     if (pool_geometry(op, op->dst, op->src[0], &g) != NL_OK) return nl_errcode();
     const float *gy = nl_tensor_f32(op->src[0]);
     const int32_t *idx = op->src[1] ? (const int32_t *)nl_tensor_data(op->src[1]) : NULL;
-    const float *mask = op->src[2] ? nl_tensor_f32(op->src[2]) : NULL;
+    const float *ymax = op->src[2] ? nl_tensor_f32(op->src[2]) : NULL; /* ReLU fused in */
     float *gx = nl_tensor_f32(op->dst);
     const bool avg = op->i[0] == 1;
     const float area = (float)(g.k * g.k);
@@ -148,10 +148,10 @@ nl_status nl_cpu_pool2d_backward(const nl_op *op)
         memset(gp, 0, (size_t)(g.H * g.W) * sizeof *gp);
         if (!avg) {
             const int32_t *ip = idx + pl * g.OH * g.OW;
-            if (mask) {
-                const float *mp = mask + pl * g.H * g.W;
+            if (ymax) {
+                const float *yp = ymax + pl * g.OH * g.OW;
                 for (int64_t o = 0; o < g.OH * g.OW; o++)
-                    if (mp[ip[o]] > 0) gp[ip[o]] += gyp[o];
+                    if (yp[o] > 0) gp[ip[o]] += gyp[o];
             } else {
                 for (int64_t o = 0; o < g.OH * g.OW; o++) gp[ip[o]] += gyp[o];
             }
