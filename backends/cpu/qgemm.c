@@ -7,11 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The GEMM works on tiles of TILE_M output pixels: each thread gathers a tile's rows of the
- * im2col matrix A [M, Kp] (u8, K = (kh, kw, c) padded to Kp, a multiple of 4, with zero weights
- * under the padding), multiplies them by all output channels into an int32 tile, and writes the
- * requantized or dequantized outputs. Both paths compute the same exact int32 sums; the shared
- * epilogue turns them into outputs, so VNNI and the portable path give identical results. */
+/* The GEMM works on tiles of TILE_M output pixels, multiplied by all output channels into an int32
+ * tile, whose requantized or dequantized outputs are then written. The portable path gathers a
+ * tile's rows of the im2col matrix A [M, Kp] (u8, K = (kh, kw, c) padded to Kp, a multiple of 4,
+ * with zero weights under the padding). The VNNI path gathers nothing: in an NHWC image padded
+ * with the zero point, the kw x c values of window row kh are KC contiguous bytes, so it reads
+ * its 4-byte groups straight from the image (KC rounded up to KCp, a multiple of 4; the bytes
+ * read past KC meet zero weights). Both compute the same exact int32 sums and share the epilogue,
+ * so they give identical results. */
 enum { TILE_M = 12, OGROUP = 64 };
 
 /* ---------------------------------------------------------------- ISA choice ------------ */
@@ -44,6 +47,7 @@ const char *nl_cpu_qgemm_isa(void)
 
 typedef struct {
     int64_t N, H, W, C, O, K, S, P, OH, OW, M, Kdim, Kp, Opad;
+    int64_t Hp, Wp, KC, KCp; /* the padded image, a window row's bytes and those rounded up to 4 */
     uint8_t zp;
 } qgeom;
 
@@ -59,6 +63,10 @@ static qgeom geometry(const nl_op *op)
     g.Kdim = g.K * g.K * g.C;
     g.Kp = (g.Kdim + 3) & ~(int64_t)3;
     g.Opad = (g.O + 15) & ~(int64_t)15;
+    g.Hp = g.H + 2 * g.P;
+    g.Wp = g.W + 2 * g.P;
+    g.KC = g.K * g.C;
+    g.KCp = (g.KC + 3) & ~(int64_t)3;
     return g;
 }
 
@@ -137,17 +145,58 @@ static void reorder_weights(const qgeom *g, const int8_t *w, int8_t *wk, int32_t
     }
 }
 
-/* VNNI layout: per group of up to 64 channels, [Kp/4][group width][4] so that one 64-byte load
- * holds 16 channels' 4 consecutive weights. */
+/* VNNI layout: per group of up to 64 channels, [K][KCp/4][group width][4] so that one 64-byte
+ * load holds 16 channels' 4 consecutive weights of one window row; zero past KC in each row. */
 static void pack_vnni(const qgeom *g, const int8_t *wk, int8_t *wp)
 {
+    const int64_t nq = g->KCp / 4, size = g->K * g->KCp;
     for (int64_t o0 = 0; o0 < g->Opad; o0 += OGROUP) {
         const int64_t width = g->Opad - o0 < OGROUP ? g->Opad - o0 : OGROUP;
-        int8_t *dst = wp + o0 * g->Kp;
-        for (int64_t kq = 0; kq < g->Kp / 4; kq++)
-            for (int64_t j = 0; j < width; j++)
-                memcpy(dst + (kq * width + j) * 4, wk + (o0 + j) * g->Kp + kq * 4, 4);
+        int8_t *dst = wp + o0 * size;
+        for (int64_t j = 0; j < width; j++)
+            for (int64_t kh = 0; kh < g->K; kh++) {
+                const int8_t *src = wk + (o0 + j) * g->Kp + kh * g->KC;
+                int8_t *d = dst + (kh * nq * width + j) * 4;
+                int64_t q = 0;
+                for (; 4 * q + 4 <= g->KC; q++) memcpy(d + q * width * 4, src + 4 * q, 4);
+                for (; q < nq; q++)
+                    for (int64_t b = 0; b < 4; b++)
+                        d[q * width * 4 + b] = 4 * q + b < g->KC ? src[4 * q + b] : 0;
+            }
     }
+}
+
+/* The image the VNNI path reads: x itself when no window row reads past its end (no padding and
+ * KC a multiple of 4), else x in an NHWC image of Hp x Wp with the zero point around it and KCp
+ * bytes of slack at the end, in a grow-only buffer of this file's that every call reuses (kernels
+ * run from one host thread; a fresh buffer would cost its page faults on every call). NULL when
+ * out of memory. */
+static const uint8_t *padded_image(const qgeom *g, const uint8_t *x)
+{
+    static uint8_t *buf;
+    static size_t cap;
+    if (g->P == 0 && g->KC % 4 == 0) return x;
+    const size_t bytes = (size_t)(g->N * g->Hp * g->Wp * g->C + g->KCp);
+    if (bytes > cap) {
+        uint8_t *p = realloc(buf, bytes);
+        if (!p) return NULL;
+        buf = p, cap = bytes;
+    }
+    const size_t row = (size_t)(g->Wp * g->C), side = (size_t)(g->P * g->C);
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < g->N; n++) {
+        uint8_t *img = buf + (size_t)(n * g->Hp) * row;
+        memset(img, g->zp, (size_t)g->P * row);                          /* rows above */
+        memset(img + (size_t)(g->P + g->H) * row, g->zp, (size_t)g->P * row); /* rows below */
+        for (int64_t h = 0; h < g->H; h++) {
+            uint8_t *r = img + (size_t)(h + g->P) * row;
+            memset(r, g->zp, side);
+            memcpy(r + side, x + (n * g->H + h) * g->W * g->C, (size_t)(g->W * g->C));
+            memset(r + side + (size_t)(g->W * g->C), g->zp, side);
+        }
+    }
+    memset(buf + bytes - g->KCp, g->zp, (size_t)g->KCp);
+    return buf;
 }
 
 /* ---------------------------------------------------------------- micro-kernels --------- */
@@ -167,43 +216,57 @@ static void tile_generic(const qgeom *g, const uint8_t *a, int64_t lda, const in
 
 #define VNNI __attribute__((target("avx512f,avx512bw,avx512vnni")))
 
-/* MR rows x NV*16 channels of one channel group (width = NV*16 columns of wp per kq step). */
+/* MR rows x NV*16 channels of one channel group: row r's window row kh starts at
+ * rows[r] + kh * rstride; wp holds [K][nq][NV*16][4] weights. */
 static inline __attribute__((always_inline)) VNNI void
-vnni_block(const uint8_t *a, int64_t lda, const int8_t *wp, int64_t nkq, int32_t *c, int64_t ldc,
-           const int MR, const int NV)
+vnni_block(const uint8_t *const *rows, int64_t rstride, int64_t K, int64_t nq, const int8_t *wp,
+           int32_t *c, int64_t ldc, const int MR, const int NV)
 {
     __m512i acc[6][4];
     for (int r = 0; r < MR; r++)
         for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_si512();
-    for (int64_t kq = 0; kq < nkq; kq++) {
-        __m512i b[4];
-        for (int v = 0; v < NV; v++) b[v] = _mm512_loadu_si512(wp + (kq * NV + v) * 64);
-        for (int r = 0; r < MR; r++) {
-            int32_t word;
-            memcpy(&word, a + r * lda + kq * 4, 4);
-            const __m512i av = _mm512_set1_epi32(word);
-            for (int v = 0; v < NV; v++) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], av, b[v]);
+    for (int64_t kh = 0; kh < K; kh++) {
+        const int64_t off = kh * rstride;
+        for (int64_t q = 0; q < nq; q++, wp += NV * 64) {
+            __m512i b[4];
+            for (int v = 0; v < NV; v++) b[v] = _mm512_loadu_si512(wp + v * 64);
+            for (int r = 0; r < MR; r++) {
+                int32_t word;
+                memcpy(&word, rows[r] + off + 4 * q, 4);
+                const __m512i av = _mm512_set1_epi32(word);
+                for (int v = 0; v < NV; v++) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], av, b[v]);
+            }
         }
     }
     for (int r = 0; r < MR; r++)
         for (int v = 0; v < NV; v++) _mm512_storeu_si512(c + r * ldc + v * 16, acc[r][v]);
 }
 
-static VNNI void tile_vnni(const qgeom *g, const uint8_t *a, int64_t lda, const int8_t *wp, int32_t *c)
+/* The tile of rows m0.. from the padded image xp (rows past M repeat the last one). */
+static VNNI void tile_vnni(const qgeom *g, const uint8_t *xp, int64_t m0, const int8_t *wp, int32_t *c)
 {
-    const int64_t nkq = g->Kp / 4;
+    const uint8_t *rows[TILE_M];
+    int64_t ow = m0 % g->OW, oh = (m0 / g->OW) % g->OH, n = m0 / (g->OW * g->OH);
+    for (int64_t r = 0; r < TILE_M; r++) {
+        rows[r] = m0 + r < g->M ? xp + ((n * g->Hp + oh * g->S) * g->Wp + ow * g->S) * g->C : rows[r - 1];
+        if (++ow == g->OW) {
+            ow = 0;
+            if (++oh == g->OH) oh = 0, n++;
+        }
+    }
+    const int64_t nq = g->KCp / 4, rstride = g->Wp * g->C, size = g->K * g->KCp;
     for (int64_t o0 = 0; o0 < g->Opad; o0 += OGROUP) {
         const int nv = (int)((g->Opad - o0 < OGROUP ? g->Opad - o0 : OGROUP) / 16);
-        const int8_t *w = wp + o0 * g->Kp;
+        const int8_t *w = wp + o0 * size;
         int32_t *co = c + o0;
         for (int r0 = 0; r0 < TILE_M; r0 += 6) {
-            const uint8_t *ar = a + r0 * lda;
+            const uint8_t *const *rr = rows + r0;
             int32_t *cr = co + r0 * g->Opad;
             switch (nv) {
-            case 1: vnni_block(ar, lda, w, nkq, cr, g->Opad, 6, 1); break;
-            case 2: vnni_block(ar, lda, w, nkq, cr, g->Opad, 6, 2); break;
-            case 3: vnni_block(ar, lda, w, nkq, cr, g->Opad, 6, 3); break;
-            default: vnni_block(ar, lda, w, nkq, cr, g->Opad, 6, 4); break;
+            case 1: vnni_block(rr, rstride, g->K, nq, w, cr, g->Opad, 6, 1); break;
+            case 2: vnni_block(rr, rstride, g->K, nq, w, cr, g->Opad, 6, 2); break;
+            case 3: vnni_block(rr, rstride, g->K, nq, w, cr, g->Opad, 6, 3); break;
+            default: vnni_block(rr, rstride, g->K, nq, w, cr, g->Opad, 6, 4); break;
             }
         }
     }
@@ -276,10 +339,12 @@ nl_status nl_cpu_qconv2d(const nl_op *op)
     const bool vnni = strcmp(nl_cpu_qgemm_isa(), "vnni") == 0, to_u8 = op->dst->dtype == NL_U8;
     const uint8_t *x = nl_tensor_data(op->src[0]);
     const float *ws = nl_tensor_f32(op->src[2]);
-    int8_t *wk = malloc((size_t)(g.Opad * g.Kp)), *wp = vnni ? malloc((size_t)(g.Opad * g.Kp)) : NULL;
+    int8_t *wk = malloc((size_t)(g.Opad * g.Kp));
+    int8_t *wp = vnni ? malloc((size_t)(g.Opad * g.K * g.KCp)) : NULL;
+    const uint8_t *xp = vnni ? padded_image(&g, x) : NULL;
     qpost q = {calloc((size_t)g.Opad, sizeof *q.zrs), calloc((size_t)g.Opad, sizeof *q.mult),
                calloc((size_t)g.Opad, sizeof *q.bias)};
-    if (!wk || (vnni && !wp) || !q.zrs || !q.mult || !q.bias) {
+    if (!wk || (vnni && (!wp || !xp)) || !q.zrs || !q.mult || !q.bias) {
         free(wk), free(wp), free(q.zrs), free(q.mult), free(q.bias);
         return nl_seterr(NL_ENOMEM, "qconv2d: out of memory for the packed weights");
     }
@@ -296,21 +361,25 @@ nl_status nl_cpu_qconv2d(const nl_op *op)
     bool oom = false;
 #pragma omp parallel
     {
-        uint8_t *a = malloc((size_t)(TILE_M * g.Kp));
+        uint8_t *a = vnni ? NULL : malloc((size_t)(TILE_M * g.Kp));
         int32_t *c = malloc((size_t)(TILE_M * g.Opad) * sizeof *c);
-        if (!a || !c) {
+        const bool ok = c && (vnni || a);
+        if (!ok) {
 #pragma omp atomic write
             oom = true;
         }
 #pragma omp for schedule(dynamic, 8)
         for (int64_t t = 0; t < ntiles; t++) {
-            if (!a || !c) continue;
+            if (!ok) continue;
             const int64_t m0 = t * TILE_M;
-            const uint8_t *at = a;
-            if (direct && m0 + TILE_M <= g.M) at = x + m0 * g.C;
-            else gather_tile(&g, x, m0, a);
-            if (vnni) tile_vnni(&g, at, g.Kp, wp, c);
-            else tile_generic(&g, at, g.Kp, wk, c);
+            if (vnni) {
+                tile_vnni(&g, xp, m0, wp, c);
+            } else {
+                const uint8_t *at = a;
+                if (direct && m0 + TILE_M <= g.M) at = x + m0 * g.C;
+                else gather_tile(&g, x, m0, a);
+                tile_generic(&g, at, g.Kp, wk, c);
+            }
             if (vnni && to_u8) epilogue_u8_avx512(op, &g, c, m0, &q);
             else epilogue(op, &g, c, m0, &q);
         }

@@ -63,13 +63,17 @@ static void test_weights(void)
 }
 
 /* A QConv2d with random weights, scales and bias on a random u8 input, f32 output, against the
- * same sums in double; then the u8 output against requantizing the reference (within 1 level). */
-static void test_qconv_reference(void)
+ * same sums in double; then the u8 output against requantizing the reference (within 1 level).
+ * The geometries cover window rows of a multiple of 4 bytes or not, with and without padding,
+ * strides, and 1x1 windows (the VNNI path reads the image itself or a padded copy). */
+static void qconv_reference(int64_t C, int64_t K, int64_t S, int64_t P)
 {
-    const int64_t N = 2, H = 7, W = 6, C = 5, O = 19, K = 3;
+    const int64_t N = 2, H = 7, W = 6, O = 19;
+    const int64_t OH = (H + 2 * P - K) / S + 1, OW = (W + 2 * P - K) / S + 1;
     for (int f32 = 1; f32 >= 0; f32--) {
         nl_module *m = net_make("QConv2d", "in", (double)C, "out", (double)O, "k", (double)K,
-                                "stride", 2.0, "padding", 1.0, "relu", 1.0, "f32", (double)f32, NULL);
+                                "stride", (double)S, "padding", (double)P, "relu", 1.0, "f32",
+                                (double)f32, NULL);
         if (!m) return;
         int8_t *w = nl_tensor_data(m->params[0].value);
         float *ws = nl_tensor_f32(m->params[1].value), *b = nl_tensor_f32(m->params[2].value),
@@ -85,7 +89,6 @@ static void test_qconv_reference(void)
         for (int64_t i = 0; i < N * H * W * C; i++) xd[i] = (uint8_t)(nl_rng_u64() % 256);
         nl_tensor *y = NULL;
         CHECK(nl_module_forward(m, x, &y) == NL_OK, "%s", nl_errmsg());
-        const int64_t OH = 4, OW = 3;
         int bad = 0;
         for (int64_t n = 0; y && n < N; n++)
             for (int64_t o = 0; o < O; o++)
@@ -95,7 +98,7 @@ static void test_qconv_reference(void)
                         for (int64_t c = 0; c < C; c++)
                             for (int64_t kh = 0; kh < K; kh++)
                                 for (int64_t kw = 0; kw < K; kw++) {
-                                    const int64_t ih = oh * 2 - 1 + kh, iw = ow * 2 - 1 + kw;
+                                    const int64_t ih = oh * S - P + kh, iw = ow * S - P + kw;
                                     if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
                                     acc += (xd[((n * H + ih) * W + iw) * C + c] - 37.0) *
                                            w[((o * C + c) * K + kh) * K + kw];
@@ -111,11 +114,26 @@ static void test_qconv_reference(void)
                             bad += fabs(got - want) > 1;
                         }
                     }
-        CHECK(bad == 0, "%s output: %d values off the float reference", f32 ? "f32" : "u8", bad);
+        CHECK(bad == 0, "C=%lld k=%lld stride %lld padding %lld, %s output: %d values off the float "
+              "reference", (long long)C, (long long)K, (long long)S, (long long)P,
+              f32 ? "f32" : "u8", bad);
         nl_tensor_release(y);
         nl_tensor_release(x);
         nl_module_release(m);
     }
+}
+
+static void test_qconv_reference(void)
+{
+    static const int64_t geo[][4] = {{5, 3, 2, 1}, {3, 3, 1, 1}, {6, 1, 1, 0}, {8, 1, 1, 0},
+                                     {4, 5, 1, 2}, {7, 3, 1, 0}, {16, 3, 2, 0}};
+    for (size_t i = 0; i < sizeof geo / sizeof geo[0]; i++) {
+        for (int isa = 0; isa < 2; isa++) {
+            if (nl_quant_set_isa(isa ? "generic" : "vnni") != NL_OK) continue; /* no VNNI here */
+            qconv_reference(geo[i][0], geo[i][1], geo[i][2], geo[i][3]);
+        }
+    }
+    nl_quant_set_isa("auto");
 }
 
 /* Every child's output of the quantized net (u8 and f32) with the VNNI and the portable kernels. */
