@@ -136,6 +136,43 @@ static void test_qconv_reference(void)
     nl_quant_set_isa("auto");
 }
 
+/* QMaxPool2d against the naive max over each window's in-image pixels, for windows side by side
+ * (the vectorised path) and overlapping or padded ones. */
+static void test_qpool_reference(void)
+{
+    static const int64_t geo[][3] = {{2, 2, 0}, {3, 3, 0}, {3, 2, 1}, {2, 1, 0}};
+    const int64_t N = 2, H = 7, W = 9, C = 5;
+    nl_tensor *x = nl_tensor_empty(NL_U8, 4, (int64_t[]){N, H, W, C}, NL_CPU);
+    uint8_t *xd = nl_tensor_data(x);
+    for (int64_t i = 0; i < N * H * W * C; i++) xd[i] = (uint8_t)(nl_rng_u64() % 256);
+    for (size_t g = 0; g < sizeof geo / sizeof geo[0]; g++) {
+        const int64_t k = geo[g][0], s = geo[g][1], p = geo[g][2];
+        nl_module *m = net_make("QMaxPool2d", "k", (double)k, "stride", (double)s, "padding",
+                                (double)p, NULL);
+        nl_tensor *y = NULL;
+        CHECK(m && nl_module_forward(m, x, &y) == NL_OK, "k=%lld: %s", (long long)k, nl_errmsg());
+        const int64_t OH = (H + 2 * p - k) / s + 1, OW = (W + 2 * p - k) / s + 1;
+        int bad = 0;
+        for (int64_t n = 0; y && n < N; n++)
+            for (int64_t oh = 0; oh < OH; oh++)
+                for (int64_t ow = 0; ow < OW; ow++)
+                    for (int64_t c = 0; c < C; c++) {
+                        int want = 0;
+                        for (int64_t ih = oh * s - p; ih < oh * s - p + k; ih++)
+                            for (int64_t iw = ow * s - p; iw < ow * s - p + k; iw++)
+                                if (ih >= 0 && ih < H && iw >= 0 && iw < W &&
+                                    xd[((n * H + ih) * W + iw) * C + c] > want)
+                                    want = xd[((n * H + ih) * W + iw) * C + c];
+                        bad += ((uint8_t *)nl_tensor_data(y))[((n * OH + oh) * OW + ow) * C + c] != want;
+                    }
+        CHECK(bad == 0, "k=%lld stride %lld padding %lld: %d maxima wrong", (long long)k,
+              (long long)s, (long long)p, bad);
+        nl_tensor_release(y);
+        nl_module_release(m);
+    }
+    nl_tensor_release(x);
+}
+
 /* Every child's output of the quantized net (u8 and f32) with the VNNI and the portable kernels. */
 static void test_isa_identical(nl_module *q, nl_tensor *x)
 {
@@ -476,6 +513,7 @@ int main(void)
     nl_init();
     test_weights();
     test_qconv_reference();
+    test_qpool_reference();
     test_seed_cnn();
     test_report_known();
     test_corrupt();
