@@ -291,21 +291,26 @@ static void epilogue(const nl_op *op, const qgeom *g, const int32_t *c, int64_t 
     const bool to_u8 = op->dst->dtype == NL_U8;
     const float inv_ys = to_u8 ? (float)(1.0 / op->f[2]) : 0, yzp = (float)op->f[3];
     const int64_t P = g->OH * g->OW, rows = g->M - m0 < TILE_M ? g->M - m0 : TILE_M, O = g->O;
+    if (!to_u8) { /* NCHW: channel by channel, so that the tile's pixels are written side by side */
+        float *yf[TILE_M];
+        for (int64_t r = 0; r < rows; r++)
+            yf[r] = nl_tensor_f32(op->dst) + ((m0 + r) / P) * O * P + (m0 + r) % P;
+        for (int64_t o = 0; o < O; o++)
+            for (int64_t r = 0; r < rows; r++) {
+                const float v = (float)(c[r * g->Opad + o] - q->zrs[o]) * q->mult[o] + q->bias[o];
+                yf[r][o * P] = v > lo ? v : lo;
+            }
+        return;
+    }
     for (int64_t r = 0; r < rows; r++) {
-        const int64_t m = m0 + r;
         const int32_t *cr = c + r * g->Opad;
-        uint8_t *yu = to_u8 ? (uint8_t *)nl_tensor_data(op->dst) + m * O : NULL;
-        float *yf = to_u8 ? NULL : nl_tensor_f32(op->dst) + (m / P) * O * P + m % P;
+        uint8_t *yu = (uint8_t *)nl_tensor_data(op->dst) + (m0 + r) * O;
         for (int64_t o = 0; o < O; o++) {
             float v = (float)(cr[o] - q->zrs[o]) * q->mult[o] + q->bias[o];
             v = v > lo ? v : lo;
-            if (to_u8) {
-                float t = nearbyintf(v * inv_ys) + yzp;
-                t = t > 0 ? t : 0;
-                yu[o] = (uint8_t)(t < 255 ? t : 255);
-            } else {
-                yf[o * P] = v;
-            }
+            float t = nearbyintf(v * inv_ys) + yzp;
+            t = t > 0 ? t : 0;
+            yu[o] = (uint8_t)(t < 255 ? t : 255);
         }
     }
 }
