@@ -322,14 +322,17 @@ static VNNI void epilogue_u8_avx512(const nl_op *op, const qgeom *g, const int32
     const __m512 lo = _mm512_set1_ps(op->i[2] ? 0 : -INFINITY), inv = _mm512_set1_ps((float)(1.0 / op->f[2]));
     const __m512 yzp = _mm512_set1_ps((float)op->f[3]), zero = _mm512_setzero_ps(), top = _mm512_set1_ps(255);
     const int64_t rows = g->M - m0 < TILE_M ? g->M - m0 : TILE_M, O = g->O;
+    const int32_t *zrs = q->zrs;
+    const float *mult = q->mult, *bias = q->bias;
+    uint8_t *y0 = (uint8_t *)nl_tensor_data(op->dst) + m0 * O;
     for (int64_t r = 0; r < rows; r++) {
         const int32_t *cr = c + r * g->Opad;
-        uint8_t *y = (uint8_t *)nl_tensor_data(op->dst) + (m0 + r) * O;
+        uint8_t *y = y0 + r * O;
         for (int64_t o = 0; o < O; o += 16) {
             const __mmask16 keep = O - o >= 16 ? 0xFFFF : (__mmask16)((1u << (O - o)) - 1);
-            const __m512i acc = _mm512_sub_epi32(_mm512_loadu_si512(cr + o), _mm512_loadu_si512(q->zrs + o));
-            __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_loadu_ps(q->mult + o)),
-                                     _mm512_loadu_ps(q->bias + o));
+            const __m512i acc = _mm512_sub_epi32(_mm512_loadu_si512(cr + o), _mm512_loadu_si512(zrs + o));
+            __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_loadu_ps(mult + o)),
+                                     _mm512_loadu_ps(bias + o));
             v = _mm512_max_ps(v, lo);
             __m512 t = _mm512_roundscale_ps(_mm512_mul_ps(v, inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
             t = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(t, yzp), zero), top);
