@@ -124,7 +124,7 @@ const nl_module_type nl_dequantize_type = {
 extern const nl_module_type nl_qconv2d_type;
 static bool is_conv(const nl_module *m) { return m->type == &nl_qconv2d_type; }
 
-enum { CA_IN, CA_OUT, CA_K, CA_STRIDE, CA_PADDING, CA_RELU, CA_F32 }; /* QConv2d */
+enum { CA_IN, CA_OUT, CA_K, CA_STRIDE, CA_PADDING, CA_RELU, CA_F32, CA_POOL }; /* QConv2d */
 enum { LA_IN, LA_OUT, LA_RELU, LA_F32 };                              /* QLinear */
 
 static bool arg_relu(const nl_module *m) { return m->args[is_conv(m) ? CA_RELU : LA_RELU] != 0; }
@@ -137,6 +137,8 @@ static nl_status qlayer_init(nl_module *m)
     const bool conv = is_conv(m);
     const int64_t in = (int64_t)m->args[conv ? CA_IN : LA_IN], out = (int64_t)m->args[conv ? CA_OUT : LA_OUT];
     const int64_t k = conv ? (int64_t)m->args[CA_K] : 1;
+    if (conv && m->args[CA_POOL] > 3)
+        return nl_seterr(NL_EINVAL, "QConv2d: a fused pool is at most 3x3, got pool=%g", m->args[CA_POOL]);
     nl_status st = add_buffer(m, "weight", NL_I8, conv ? 4 : 2, (int64_t[]){out, in, k, k}, 0);
     if (st == NL_OK) st = add_buffer(m, "weight_scale", NL_F32, 1, (int64_t[]){out}, 1);
     if (st == NL_OK) st = add_buffer(m, "bias", NL_F32, 1, (int64_t[]){out}, 0);
@@ -163,14 +165,19 @@ static nl_status qconv_infer(const nl_module *m, int ndim, const int64_t *in, in
     if (in[1] + 2 * p < k || in[2] + 2 * p < k)
         return nl_layer_shape_error(m, ndim, in, "input is smaller than the %lldx%lld kernel",
                                     (long long)k, (long long)k);
-    const int64_t oh = (in[1] + 2 * p - k) / s + 1, ow = (in[2] + 2 * p - k) / s + 1;
+    const int64_t pool = m->args[CA_POOL] > 1 ? (int64_t)m->args[CA_POOL] : 1;
+    const int64_t ch = (in[1] + 2 * p - k) / s + 1, cw = (in[2] + 2 * p - k) / s + 1;
+    if (ch < pool || cw < pool)
+        return nl_layer_shape_error(m, ndim, in, "output %lldx%lld is smaller than the %lldx%lld pool",
+                                    (long long)ch, (long long)cw, (long long)pool, (long long)pool);
+    const int64_t oh = ch / pool, ow = cw / pool;
     const bool f32 = arg_f32(m);
     out[0] = in[0];
     out[f32 ? 1 : 3] = o;
     out[f32 ? 2 : 1] = oh;
     out[f32 ? 3 : 2] = ow;
     *out_ndim = 4;
-    *macs = in[0] * oh * ow * o * c * k * k;
+    *macs = in[0] * ch * cw * o * c * k * k;
     return NL_OK;
 }
 
@@ -214,7 +221,7 @@ static nl_status qlayer_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
         nl_op op = {.code = NL_OP_QCONV2D, .dst = out,
                     .src = {xv, wv, m->params[1].value, m->params[2].value},
                     .i = {conv ? (int)m->args[CA_STRIDE] : 1, conv ? (int)m->args[CA_PADDING] : 0,
-                          arg_relu(m)},
+                          arg_relu(m), conv ? (int)m->args[CA_POOL] : 0},
                     .f = {qp[QP_IN_SCALE], qp[QP_IN_ZP], qp[QP_OUT_SCALE], qp[QP_OUT_ZP]}};
         st = nl_op_exec(&op);
     }
@@ -230,9 +237,10 @@ static nl_status qlayer_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
 
 const nl_module_type nl_qconv2d_type = {
     .name = "QConv2d",
-    .sig = "nn.QConv2d(in, out, k, {stride=1, padding=0, relu=false, f32=false})",
+    .sig = "nn.QConv2d(in, out, k, {stride=1, padding=0, relu=false, f32=false, pool=0})",
     .doc = "An int8 convolution on u8 NHWC activations (i8 weights per output channel, int32 sums, "
-           "AVX-512 VNNI); output u8 NHWC, or f32 NCHW with f32=true. Made by quant.int8.",
+           "AVX-512 VNNI); output u8 NHWC, or f32 NCHW with f32=true; pool=k fuses a k x k max "
+           "pool of stride k after it (k up to 3). Made by quant.int8.",
     .example = "nn.QConv2d(3, 32, 3, {padding=1, relu=true})",
     .npos = 3,
     .args = {
@@ -240,6 +248,8 @@ const nl_module_type nl_qconv2d_type = {
         {.name = "relu", .def = 0, .integer = true, .boolean = true, .doc = "fused ReLU"},
         {.name = "f32", .def = 0, .integer = true, .boolean = true,
          .doc = "dequantized f32 NCHW output (the network's last quantized layer)"},
+        {.name = "pool", .def = 0, .integer = true, .min = 0,
+         .doc = "a fused k x k max pool of stride k (0: none)"},
     },
     .init = qlayer_init,
     .forward = qlayer_forward,

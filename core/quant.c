@@ -199,8 +199,10 @@ static nl_module *affine_module(const nl_module_type *t, const tap *tp)
 }
 
 /* QConv2d / QLinear from the float layer f: in = the input's tap, out = the output's (NULL: f32
- * output). chw: for a linear layer after a flattened NHWC map, its C, H, W (else NULL). */
-static nl_module *qlayer(nl_module *f, bool relu, const tap *in, const tap *out, const int64_t *chw)
+ * output); pool: a fused k x k max pool of stride k (0: none). chw: for a linear layer after a
+ * flattened NHWC map, its C, H, W (else NULL). */
+static nl_module *qlayer(nl_module *f, bool relu, int pool, const tap *in, const tap *out,
+                         const int64_t *chw)
 {
     const bool conv = f->type == &nl_conv2d_type;
     double args[NL_MAX_ARGS];
@@ -210,6 +212,7 @@ static nl_module *qlayer(nl_module *f, bool relu, const tap *in, const tap *out,
         for (int a = 0; a < 5; a++) args[a] = f->args[a]; /* in, out, k, stride, padding */
         args[5] = relu;
         args[6] = out == NULL;
+        args[7] = pool;
     } else {
         args[0] = f->args[0];
         args[1] = f->args[1];
@@ -289,19 +292,25 @@ static nl_status convert(nl_module **kids, int nk, tap *taps, nl_module *out)
         const bool conv = is_type(k, &nl_conv2d_type), lin = is_type(k, &nl_linear_type);
         if (conv || lin) {
             const bool relu = i + 1 < nk && is_type(kids[i + 1], &nl_relu_type);
-            const int last = relu ? i + 1 : i; /* the child whose output this layer makes */
+            int last = relu ? i + 1 : i; /* the child whose output this layer makes */
+            /* Conv2d, ReLU, MaxPool2d(k <= 3, stride k, no padding): one QConv2d (the pool keeps
+             * the ReLU's quantization, and max commutes with requantizing). */
+            const nl_module *pl = conv && relu && last + 1 < nk ? kids[last + 1] : NULL;
+            const int pool = is_type(pl, &nl_maxpool2d_type) && pl->args[0] <= 3 &&
+                                     pl->args[1] == pl->args[0] && pl->args[2] == 0
+                                 ? (int)pl->args[0] : 0;
             if (!q) {
                 st = append(out, affine_module(&nl_quantize_type, &taps[i]));
                 q = true;
                 qtap = i;
             }
-            const bool u8_out = takes_u8(kids, nk, last + 1);
+            const bool u8_out = takes_u8(kids, nk, last + 1 + (pool > 0));
             if (st == NL_OK)
-                st = append(out, qlayer(k, relu, &taps[qtap], u8_out ? &taps[last + 1] : NULL, chw));
+                st = append(out, qlayer(k, relu, pool, &taps[qtap], u8_out ? &taps[last + 1] : NULL, chw));
             chw = NULL;
             q = u8_out;
             qtap = last + 1;
-            i = last;
+            i = last + (pool > 0);
         } else if (q && is_type(k, &nl_maxpool2d_type)) {
             double args[NL_MAX_ARGS] = {k->args[0], k->args[1], k->args[2]};
             st = append(out, nl_module_new(&nl_qmaxpool2d_type, args)); /* keeps the quantization */

@@ -109,23 +109,6 @@ static void gather_row(const qgeom *g, const uint8_t *x, int64_t n, int64_t oh, 
     for (int64_t k = g->Kdim; k < g->Kp; k++) row[k] = 0;
 }
 
-/* Rows m0 .. m0+TILE_M of A into a (rows past M zero). */
-static void gather_tile(const qgeom *g, const uint8_t *x, int64_t m0, uint8_t *a)
-{
-    int64_t ow = m0 % g->OW, oh = (m0 / g->OW) % g->OH, n = m0 / (g->OW * g->OH);
-    for (int64_t r = 0; r < TILE_M; r++) {
-        if (m0 + r >= g->M) {
-            memset(a + r * g->Kp, 0, (size_t)g->Kp);
-            continue;
-        }
-        gather_row(g, x, n, oh, ow, a + r * g->Kp);
-        if (++ow == g->OW) {
-            ow = 0;
-            if (++oh == g->OH) oh = 0, n++;
-        }
-    }
-}
-
 /* ---------------------------------------------------------------- weights --------------- */
 
 /* Weights reordered to (kh, kw, c) rows of Kp bytes: wk[o][Kp], rows past O zero up to Opad;
@@ -242,18 +225,9 @@ vnni_block(const uint8_t *const *rows, int64_t rstride, int64_t K, int64_t nq, c
         for (int v = 0; v < NV; v++) _mm512_storeu_si512(c + r * ldc + v * 16, acc[r][v]);
 }
 
-/* The tile of rows m0.. from the padded image xp (rows past M repeat the last one). */
-static VNNI void tile_vnni(const qgeom *g, const uint8_t *xp, int64_t m0, const int8_t *wp, int32_t *c)
+/* The tile whose rows (output pixels) start at rows[0..TILE_M) in the padded image. */
+static VNNI void tile_vnni(const qgeom *g, const uint8_t *const *rows, const int8_t *wp, int32_t *c)
 {
-    const uint8_t *rows[TILE_M];
-    int64_t ow = m0 % g->OW, oh = (m0 / g->OW) % g->OH, n = m0 / (g->OW * g->OH);
-    for (int64_t r = 0; r < TILE_M; r++) {
-        rows[r] = m0 + r < g->M ? xp + ((n * g->Hp + oh * g->S) * g->Wp + ow * g->S) * g->C : rows[r - 1];
-        if (++ow == g->OW) {
-            ow = 0;
-            if (++oh == g->OH) oh = 0, n++;
-        }
-    }
     const int64_t nq = g->KCp / 4, rstride = g->Wp * g->C, size = g->K * g->KCp;
     for (int64_t o0 = 0; o0 < g->Opad; o0 += OGROUP) {
         const int nv = (int)((g->Opad - o0 < OGROUP ? g->Opad - o0 : OGROUP) / 16);
@@ -281,53 +255,40 @@ typedef struct {
     float *mult, *bias;
 } qpost;
 
-/* The outputs of rows m0.. from their int32 tile: real values, ReLU, then u8 NHWC at scale ys /
- * zero point yzp (round half to even, saturate), or f32 NCHW. The portable form; the AVX-512 one
- * below does the same operations in the same order (no contraction: -std=c11 keeps a*b+c as two
- * roundings), so both give the same bytes. */
-static void epilogue(const nl_op *op, const qgeom *g, const int32_t *c, int64_t m0, const qpost *q)
+/* The outputs of a tile's rows from their int32 sums: real values, ReLU, then u8 at scale ys /
+ * zero point yzp (round half to even, saturate), or f32. The portable forms; the AVX-512 one does
+ * the same operations in the same order (no contraction: -std=c11 keeps a*b+c as two roundings),
+ * so both give the same bytes. */
+typedef struct {
+    float lo, inv_ys, yzp; /* ReLU floor (0 or -inf), 1 / output scale, output zero point */
+} qout;
+
+static void rows_u8(const int32_t *c, int64_t ldc, int64_t rows, const qpost *q, const qout *e,
+                    int64_t O, uint8_t *const *yr)
 {
-    const float lo = op->i[2] ? 0 : -INFINITY;
-    const bool to_u8 = op->dst->dtype == NL_U8;
-    const float inv_ys = to_u8 ? (float)(1.0 / op->f[2]) : 0, yzp = (float)op->f[3];
-    const int64_t P = g->OH * g->OW, rows = g->M - m0 < TILE_M ? g->M - m0 : TILE_M, O = g->O;
-    if (!to_u8) { /* NCHW: channel by channel, so that the tile's pixels are written side by side */
-        float *yf[TILE_M];
-        for (int64_t r = 0; r < rows; r++)
-            yf[r] = nl_tensor_f32(op->dst) + ((m0 + r) / P) * O * P + (m0 + r) % P;
-        for (int64_t o = 0; o < O; o++)
-            for (int64_t r = 0; r < rows; r++) {
-                const float v = (float)(c[r * g->Opad + o] - q->zrs[o]) * q->mult[o] + q->bias[o];
-                yf[r][o * P] = v > lo ? v : lo;
-            }
-        return;
-    }
     for (int64_t r = 0; r < rows; r++) {
-        const int32_t *cr = c + r * g->Opad;
-        uint8_t *yu = (uint8_t *)nl_tensor_data(op->dst) + (m0 + r) * O;
+        const int32_t *cr = c + r * ldc;
+        uint8_t *y = yr[r];
         for (int64_t o = 0; o < O; o++) {
             float v = (float)(cr[o] - q->zrs[o]) * q->mult[o] + q->bias[o];
-            v = v > lo ? v : lo;
-            float t = nearbyintf(v * inv_ys) + yzp;
+            v = v > e->lo ? v : e->lo;
+            float t = nearbyintf(v * e->inv_ys) + e->yzp;
             t = t > 0 ? t : 0;
-            yu[o] = (uint8_t)(t < 255 ? t : 255);
+            y[o] = (uint8_t)(t < 255 ? t : 255);
         }
     }
 }
 
-/* The u8 epilogue 16 channels at a time (zrs, mult, bias hold Opad entries). */
-static VNNI void epilogue_u8_avx512(const nl_op *op, const qgeom *g, const int32_t *c, int64_t m0,
-                                    const qpost *q)
+static VNNI void rows_u8_avx512(const int32_t *c, int64_t ldc, int64_t rows, const qpost *q,
+                                const qout *e, int64_t O, uint8_t *const *yr)
 {
-    const __m512 lo = _mm512_set1_ps(op->i[2] ? 0 : -INFINITY), inv = _mm512_set1_ps((float)(1.0 / op->f[2]));
-    const __m512 yzp = _mm512_set1_ps((float)op->f[3]), zero = _mm512_setzero_ps(), top = _mm512_set1_ps(255);
-    const int64_t rows = g->M - m0 < TILE_M ? g->M - m0 : TILE_M, O = g->O;
+    const __m512 lo = _mm512_set1_ps(e->lo), inv = _mm512_set1_ps(e->inv_ys);
+    const __m512 yzp = _mm512_set1_ps(e->yzp), zero = _mm512_setzero_ps(), top = _mm512_set1_ps(255);
     const int32_t *zrs = q->zrs;
     const float *mult = q->mult, *bias = q->bias;
-    uint8_t *y0 = (uint8_t *)nl_tensor_data(op->dst) + m0 * O;
     for (int64_t r = 0; r < rows; r++) {
-        const int32_t *cr = c + r * g->Opad;
-        uint8_t *y = y0 + r * O;
+        const int32_t *cr = c + r * ldc;
+        uint8_t *y = yr[r];
         for (int64_t o = 0; o < O; o += 16) {
             const __mmask16 keep = O - o >= 16 ? 0xFFFF : (__mmask16)((1u << (O - o)) - 1);
             const __m512i acc = _mm512_sub_epi32(_mm512_loadu_si512(cr + o), _mm512_loadu_si512(zrs + o));
@@ -341,10 +302,110 @@ static VNNI void epilogue_u8_avx512(const nl_op *op, const qgeom *g, const int32
     }
 }
 
+/* f32 outputs of rows [0, rows): row r's channel o goes to y[r][o * cs]. Channel by channel, so
+ * that NCHW outputs (cs = OH*OW) of neighbouring pixels are written side by side. */
+static void rows_f32(const int32_t *c, int64_t ldc, int64_t rows, const qpost *q, const qout *e,
+                     int64_t O, float *const *y, int64_t cs)
+{
+    for (int64_t o = 0; o < O; o++)
+        for (int64_t r = 0; r < rows; r++) {
+            const float v = (float)(c[r * ldc + o] - q->zrs[o]) * q->mult[o] + q->bias[o];
+            y[r][o * cs] = v > e->lo ? v : e->lo;
+        }
+}
+
+/* A tile: up to TILE_M output pixels (n, oh, ow) of the convolution, rows of the GEMM. With a
+ * fused pool of k x k windows side by side, it holds whole windows, k*k rows each, in order. */
+typedef struct {
+    int64_t rows, units;          /* pixels, and outputs they make (pooled windows or pixels) */
+    int64_t n[TILE_M], oh[TILE_M], ow[TILE_M];
+    int64_t unit[TILE_M];         /* the outputs' flat indices (pooled: (n, ph, pw)) */
+} qtile;
+
+static void tile_pixels(const qgeom *g, int64_t pool, int64_t per_tile, int64_t nunits, int64_t t,
+                        qtile *tl)
+{
+    const int64_t PH = g->OH / pool, PW = g->OW / pool, u0 = t * per_tile;
+    const int64_t H = pool == 1 ? g->OH : PH, W = pool == 1 ? g->OW : PW; /* the units' grid */
+    int64_t n = u0 / (H * W), h = u0 / W % H, w = u0 % W; /* then counted up, no divisions */
+    tl->rows = tl->units = 0;
+    for (int64_t u = u0; u < nunits && u < u0 + per_tile; u++) {
+        tl->unit[tl->units++] = u;
+        for (int64_t dy = 0; dy < pool; dy++)
+            for (int64_t dx = 0; dx < pool; dx++) {
+                tl->n[tl->rows] = n;
+                tl->oh[tl->rows] = h * pool + dy;
+                tl->ow[tl->rows++] = w * pool + dx;
+            }
+        if (++w == W) {
+            w = 0;
+            if (++h == H) h = 0, n++;
+        }
+    }
+}
+
+/* The tile of the TILE_M pixels from m0 on (no pool), counted up from m0. */
+static void tile_run(const qgeom *g, int64_t m0, qtile *tl)
+{
+    int64_t ow = m0 % g->OW, oh = (m0 / g->OW) % g->OH, n = m0 / (g->OW * g->OH);
+    tl->rows = tl->units = g->M - m0 < TILE_M ? g->M - m0 : TILE_M;
+    for (int64_t r = 0; r < tl->rows; r++) {
+        tl->n[r] = n, tl->oh[r] = oh, tl->ow[r] = ow, tl->unit[r] = m0 + r;
+        if (++ow == g->OW) {
+            ow = 0;
+            if (++oh == g->OH) oh = 0, n++;
+        }
+    }
+}
+
+/* The tile's outputs from its int32 sums c: rows straight to dst, or (pool) each window's rows to
+ * a scratch row block, then their channel-wise maximum to dst. Requantizing is monotonic, so the
+ * maximum of the outputs is the output of the maximum, as a separate max pool would give. */
+static void tile_outputs(const nl_op *op, const qgeom *g, int64_t pool, const qtile *tl,
+                         const int32_t *c, const qpost *q, bool avx512, void *scratch)
+{
+    const bool to_u8 = op->dst->dtype == NL_U8;
+    const qout e = {op->i[2] ? 0 : -INFINITY, to_u8 ? (float)(1.0 / op->f[2]) : 0, (float)op->f[3]};
+    const int64_t O = g->O, ldc = g->Opad, pp = pool * pool;
+    const int64_t PH = g->OH / pool, PW = g->OW / pool, P = PH * PW; /* outputs per image plane */
+    if (to_u8) {
+        uint8_t *y = nl_tensor_data(op->dst), *tmp = scratch, *rowp[TILE_M];
+        for (int64_t r = 0; r < tl->rows; r++) rowp[r] = pool == 1 ? y + tl->unit[r] * O : tmp + r * O;
+        if (avx512) rows_u8_avx512(c, ldc, tl->rows, q, &e, O, rowp);
+        else rows_u8(c, ldc, tl->rows, q, &e, O, rowp);
+        for (int64_t j = 0; pool > 1 && j < tl->units; j++) {
+            uint8_t *dst = y + tl->unit[j] * O;
+            const uint8_t *win = tmp + j * pp * O;
+            memcpy(dst, win, (size_t)O);
+            for (int64_t r = 1; r < pp; r++)
+                for (int64_t o = 0; o < O; o++) dst[o] = win[r * O + o] > dst[o] ? win[r * O + o] : dst[o];
+        }
+        return;
+    }
+    float *y = nl_tensor_f32(op->dst), *tmp = scratch, *rowp[TILE_M];
+    for (int64_t r = 0; r < tl->rows; r++)
+        rowp[r] = pool == 1 ? y + tl->n[r] * O * P + tl->oh[r] * g->OW + tl->ow[r] : tmp + r * O;
+    rows_f32(c, ldc, tl->rows, q, &e, O, rowp, pool == 1 ? P : 1);
+    for (int64_t j = 0; pool > 1 && j < tl->units; j++) {
+        const int64_t u = tl->unit[j], n = u / P;
+        const float *win = tmp + j * pp * O;
+        for (int64_t o = 0; o < O; o++) {
+            float m = win[o];
+            for (int64_t r = 1; r < pp; r++) m = win[r * O + o] > m ? win[r * O + o] : m;
+            y[(n * O + o) * P + u % P] = m;
+        }
+    }
+}
+
 nl_status nl_cpu_qconv2d(const nl_op *op)
 {
     const qgeom g = geometry(op);
-    const bool vnni = strcmp(nl_cpu_qgemm_isa(), "vnni") == 0, to_u8 = op->dst->dtype == NL_U8;
+    const bool vnni = strcmp(nl_cpu_qgemm_isa(), "vnni") == 0;
+    const int64_t pool = op->i[3] > 1 ? op->i[3] : 1, pp = pool * pool;
+    const int64_t per_tile = TILE_M / pp; /* outputs per tile (pool: windows, at most 3 x 3) */
+    const int64_t nunits = pool == 1 ? g.M : g.N * (g.OH / pool) * (g.OW / pool);
+    if (per_tile < 1) return nl_seterr(NL_EINVAL, "qconv2d: a fused pool of %lldx%lld is too large",
+                                       (long long)pool, (long long)pool);
     const uint8_t *x = nl_tensor_data(op->src[0]);
     const float *ws = nl_tensor_f32(op->src[2]);
     int8_t *wk = malloc((size_t)(g.Opad * g.Kp));
@@ -363,36 +424,42 @@ nl_status nl_cpu_qconv2d(const nl_op *op)
         q.mult[o] = (float)op->f[0] * ws[o];
         if (op->src[3]) q.bias[o] = nl_tensor_f32(op->src[3])[o];
     }
-    /* A 1x1 stride-1 unpadded window with whole 4-byte groups reads A straight from x. */
-    const bool direct = g.K == 1 && g.S == 1 && g.P == 0 && g.C % 4 == 0;
-    const int64_t ntiles = (g.M + TILE_M - 1) / TILE_M;
+    const int64_t ntiles = (nunits + per_tile - 1) / per_tile;
     bool oom = false;
 #pragma omp parallel
     {
         uint8_t *a = vnni ? NULL : malloc((size_t)(TILE_M * g.Kp));
         int32_t *c = malloc((size_t)(TILE_M * g.Opad) * sizeof *c);
-        const bool ok = c && (vnni || a);
+        float *scratch = pool > 1 ? malloc((size_t)(TILE_M * g.O) * sizeof *scratch) : NULL;
+        const bool ok = c && (vnni || a) && (pool == 1 || scratch);
         if (!ok) {
 #pragma omp atomic write
             oom = true;
         }
+        qtile tl;
 #pragma omp for schedule(dynamic, 8)
         for (int64_t t = 0; t < ntiles; t++) {
             if (!ok) continue;
-            const int64_t m0 = t * TILE_M;
+            if (pool == 1) tile_run(&g, t * TILE_M, &tl);
+            else tile_pixels(&g, pool, per_tile, nunits, t, &tl);
             if (vnni) {
-                tile_vnni(&g, xp, m0, wp, c);
+                const uint8_t *rows[TILE_M];
+                for (int64_t r = 0; r < TILE_M; r++)
+                    rows[r] = xp + ((tl.n[r < tl.rows ? r : 0] * g.Hp + tl.oh[r < tl.rows ? r : 0] * g.S) * g.Wp +
+                                    tl.ow[r < tl.rows ? r : 0] * g.S) * g.C;
+                tile_vnni(&g, rows, wp, c);
             } else {
-                const uint8_t *at = a;
-                if (direct && m0 + TILE_M <= g.M) at = x + m0 * g.C;
-                else gather_tile(&g, x, m0, a);
-                tile_generic(&g, at, g.Kp, wk, c);
+                for (int64_t r = 0; r < TILE_M; r++) {
+                    if (r < tl.rows) gather_row(&g, x, tl.n[r], tl.oh[r], tl.ow[r], a + r * g.Kp);
+                    else memset(a + r * g.Kp, 0, (size_t)g.Kp);
+                }
+                tile_generic(&g, a, g.Kp, wk, c);
             }
-            if (vnni && to_u8) epilogue_u8_avx512(op, &g, c, m0, &q);
-            else epilogue(op, &g, c, m0, &q);
+            tile_outputs(op, &g, pool, &tl, c, &q, vnni, scratch);
         }
         free(a);
         free(c);
+        free(scratch);
     }
     free(wk), free(wp), free(q.zrs), free(q.mult), free(q.bias);
     return oom ? nl_seterr(NL_ENOMEM, "qconv2d: out of memory for the work tiles") : NL_OK;

@@ -136,6 +136,79 @@ static void test_qconv_reference(void)
     nl_quant_set_isa("auto");
 }
 
+/* A QConv2d with a fused pool gives the bytes (u8) or floats (f32) of the same QConv2d followed by
+ * QMaxPool2d, on both kernels, with conv outputs of odd sizes (the pool drops the last row and
+ * column) and pools of 2 and 3. */
+static void test_qconv_pool(void)
+{
+    static const int64_t geo[][4] = {{5, 3, 1, 1}, {3, 3, 1, 0}, {8, 1, 1, 0}};
+    for (size_t gi = 0; gi < sizeof geo / sizeof geo[0]; gi++)
+        for (int pool = 2; pool <= 3; pool++)
+            for (int f32 = 0; f32 < 2; f32++)
+                for (int isa = 0; isa < 2; isa++) {
+                    if (nl_quant_set_isa(isa ? "generic" : "vnni") != NL_OK) continue;
+                    const int64_t C = geo[gi][0], K = geo[gi][1], S = geo[gi][2], P = geo[gi][3];
+                    nl_module *fused = net_make("QConv2d", "in", (double)C, "out", 21.0, "k", (double)K,
+                                                "stride", (double)S, "padding", (double)P, "relu", 1.0,
+                                                "f32", (double)f32, "pool", (double)pool, NULL);
+                    nl_module *conv = net_make("QConv2d", "in", (double)C, "out", 21.0, "k", (double)K,
+                                               "stride", (double)S, "padding", (double)P, "relu", 1.0,
+                                               "f32", (double)f32, NULL);
+                    nl_module *mp = net_make("QMaxPool2d", "k", (double)pool, NULL);
+                    if (!fused || !conv || !mp) return;
+                    for (int i = 0; i < 4; i++) {
+                        nl_tensor *d = fused->params[i].value;
+                        const size_t bytes = (size_t)nl_tensor_numel(d) * nl_dtype_info(d->dtype)->size;
+                        if (i == 0)
+                            for (size_t b = 0; b < bytes; b++)
+                                ((int8_t *)nl_tensor_data(d))[b] = (int8_t)((int)(nl_rng_u64() % 255) - 127);
+                        if (i == 1)
+                            for (int64_t o = 0; o < 21; o++) nl_tensor_f32(d)[o] = 0.002f * (float)(1 + o % 7);
+                        if (i == 2)
+                            for (int64_t o = 0; o < 21; o++) nl_tensor_f32(d)[o] = 0.1f * (float)(o % 5) - 0.2f;
+                        if (i == 3) {
+                            float *qp = nl_tensor_f32(d);
+                            qp[0] = 0.02f, qp[1] = 37, qp[2] = 0.05f, qp[3] = 3;
+                        }
+                        nl_copy(conv->params[i].value, d);
+                    }
+                    nl_tensor *x = nl_tensor_empty(NL_U8, 4, (int64_t[]){2, 9, 7, C}, NL_CPU);
+                    for (int64_t i = 0; i < nl_tensor_numel(x); i++)
+                        ((uint8_t *)nl_tensor_data(x))[i] = (uint8_t)(nl_rng_u64() % 256);
+                    nl_tensor *yf = NULL, *yc = NULL, *yp = NULL;
+                    CHECK(nl_module_forward(fused, x, &yf) == NL_OK, "fused: %s", nl_errmsg());
+                    CHECK(nl_module_forward(conv, x, &yc) == NL_OK, "conv: %s", nl_errmsg());
+                    if (yc && !f32)
+                        CHECK(nl_module_forward(mp, yc, &yp) == NL_OK, "pool: %s", nl_errmsg());
+                    if (yc && f32) { /* the float max pool of the NCHW conv output */
+                        const int64_t N = yc->shape[0], O = yc->shape[1], H = yc->shape[2], W = yc->shape[3];
+                        const int64_t PH = H / pool, PW = W / pool;
+                        yp = nl_tensor_empty(NL_F32, 4, (int64_t[]){N, O, PH, PW}, NL_CPU);
+                        for (int64_t no = 0; no < N * O; no++)
+                            for (int64_t ph = 0; ph < PH; ph++)
+                                for (int64_t pw = 0; pw < PW; pw++) {
+                                    float m = -INFINITY;
+                                    for (int64_t dy = 0; dy < pool; dy++)
+                                        for (int64_t dx = 0; dx < pool; dx++)
+                                            m = fmaxf(m, nl_tensor_f32(yc)[(no * H + ph * pool + dy) * W +
+                                                                           pw * pool + dx]);
+                                    nl_tensor_f32(yp)[(no * PH + ph) * PW + pw] = m;
+                                }
+                    }
+                    if (yf && yp) {
+                        const size_t bytes = (size_t)nl_tensor_numel(yp) * (f32 ? 4 : 1);
+                        CHECK(nl_same_shape(yf, yp) && memcmp(nl_tensor_data(yf), nl_tensor_data(yp), bytes) == 0,
+                              "C=%lld k=%lld padding %lld pool %d, %s output (%s): the fused pool differs "
+                              "from QConv2d then max pooling", (long long)C, (long long)K, (long long)P,
+                              pool, f32 ? "f32" : "u8", isa ? "generic" : "vnni");
+                    }
+                    nl_tensor_release(yf), nl_tensor_release(yc), nl_tensor_release(yp);
+                    nl_tensor_release(x);
+                    nl_module_release(fused), nl_module_release(conv), nl_module_release(mp);
+                }
+    nl_quant_set_isa("auto");
+}
+
 /* QMaxPool2d against the naive max over each window's in-image pixels, for windows side by side
  * (the vectorised path) and overlapping or padded ones. */
 static void test_qpool_reference(void)
@@ -212,13 +285,14 @@ static void test_seed_cnn(void)
         nl_module *q = nl_quant_int8(net, cal, 2, &o);
         CHECK(q != NULL, "int8: %s", nl_errmsg());
         if (!q) continue;
-        /* Quantize, QConv2d(relu), QMaxPool2d, QConv2d(relu), QMaxPool2d, QLinear(f32) */
-        static const char *const want[] = {"Quantize", "QConv2d", "QMaxPool2d", "QConv2d",
-                                           "QMaxPool2d", "QLinear"};
-        CHECK(q->nchildren == 6, "6 layers, got %d", q->nchildren);
-        for (int i = 0; i < q->nchildren && i < 6; i++)
+        /* Quantize, QConv2d(relu, pool 2), QConv2d(relu, pool 2), QLinear(f32) */
+        static const char *const want[] = {"Quantize", "QConv2d", "QConv2d", "QLinear"};
+        CHECK(q->nchildren == 4, "4 layers, got %d", q->nchildren);
+        for (int i = 0; i < q->nchildren && i < 4; i++)
             CHECK(strcmp(q->children[i]->type->name, want[i]) == 0, "layer %d is %s", i + 1,
                   q->children[i]->type->name);
+        CHECK(q->nchildren == 4 && q->children[1]->args[7] == 2 && q->children[2]->args[7] == 2,
+              "Conv2d, ReLU, MaxPool2d(2) become one QConv2d with pool=2");
         nl_tensor *yf = NULL, *yq = NULL;
         CHECK(nl_module_forward(net, x, &yf) == NL_OK, "%s", nl_errmsg());
         CHECK(nl_module_forward(q, x, &yq) == NL_OK, "%s", nl_errmsg());
@@ -489,7 +563,7 @@ static void test_qat_convert(void)
     }
     nl_module_train(qat, false);
     nl_module *q = nl_quant_convert(qat);
-    CHECK(q && q->nchildren == 6 && strcmp(q->children[1]->type->name, "QConv2d") == 0, "%s", nl_errmsg());
+    CHECK(q && q->nchildren == 4 && strcmp(q->children[1]->type->name, "QConv2d") == 0, "%s", nl_errmsg());
     nl_tensor *x = rand_tensor(4, (int64_t[]){8, 3, 16, 16}, -1, 1), *yf = NULL, *yq = NULL;
     CHECK(nl_module_forward(qat, x, &yf) == NL_OK, "%s", nl_errmsg());
     CHECK(q && nl_module_forward(q, x, &yq) == NL_OK, "%s", nl_errmsg());
@@ -514,6 +588,7 @@ int main(void)
     test_weights();
     test_qconv_reference();
     test_qpool_reference();
+    test_qconv_pool();
     test_seed_cnn();
     test_report_known();
     test_corrupt();

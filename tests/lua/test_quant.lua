@@ -18,9 +18,10 @@ test("int8 from a data set", function()
   local x = tensor.randn(48, 3, 16, 16)
   local ds = nn.TensorDataset(x, tensor.ones(48):to("i32"))
   local q = quant.int8(net, {calibrate = ds, batches = 3, batch = 16})
-  check(q:type() == "Sequential" and #q == 6, "six layers, got " .. #q)
-  check(q[1]:type() == "Quantize" and q[2]:type() == "QConv2d" and q[3]:type() == "QMaxPool2d"
-        and q[6]:type() == "QLinear", "the integer layers")
+  check(q:type() == "Sequential" and #q == 4, "four layers, got " .. #q)
+  check(q[1]:type() == "Quantize" and q[2]:type() == "QConv2d" and q[3]:type() == "QConv2d"
+        and q[4]:type() == "QLinear", "the integer layers")
+  check(q[2].pool == 2 and q[3].pool == 2, "each Conv2d, ReLU, MaxPool2d(2) is one QConv2d with pool=2")
   check(net[1]:type() == "Conv2d" and #net == 8, "the float net is unchanged")
   local yf, yq = net(x), q(x)
   -- stated tolerance: every logit within 5% of the largest float logit
