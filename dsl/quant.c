@@ -185,7 +185,8 @@ static const nl_dsl_fn quant_fns[] = {
      "q(tensor.randn(16, 4)); print(quant.convert(q))"},
     {"int4", l_int4, "quant.int4(net, {group=32}) -> net",
      "Weight-only 4-bit: a NEW network whose Conv2d/Linear keep 4-bit weights (two to a byte) with a "
-     "scale per group of `group` weights along each filter/row, dequantized at each forward; other "
+     "scale per group of `group` weights along each filter/row, dequantized a few rows at a time inside "
+     "the kernels (no f32 copy of the weights); other "
      "layers are copied. Checkpoints store the packed weights (about 1/7 of f32).",
      "print(quant.int4(nn.Sequential(nn.Linear(64, 10)), {group=32}))"},
     {"weights", l_weights, "quant.weights(layer) -> Tensor",
