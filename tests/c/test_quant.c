@@ -531,7 +531,7 @@ static void test_int4_kernels(void)
     nl_rng_seed(11);
     struct { const char *what; nl_module *m; int group; int ndim; int64_t shape[4]; } cases[] = {
         {"linear K 75 group 32 bias", net_make("Linear", "in", 75.0, "out", 19.0, NULL), 32, 2, {5, 75}},
-        {"linear K 1100 group 7 no bias", net_make("Linear", "in", 1100.0, "out", 37.0, "bias", 0.0, NULL),
+        {"linear K 1100 group 7 no bias", net_make("Linear", "in", 1100.0, "out", 70.0, "bias", 0.0, NULL),
          7, 2, {4, 1100}},
         {"linear 300 rows of [.., 33] group 5",
          net_make("Linear", "in", 33.0, "out", 3.0, NULL), 5, 3, {3, 100, 33}},
@@ -540,7 +540,7 @@ static void test_int4_kernels(void)
                   NULL), 5, 4, {2, 3, 9, 7}},
         {"conv k 2 group 32 bias", net_make("Conv2d", "in", 5.0, "out", 4.0, "k", 2.0, NULL), 32, 4,
          {3, 5, 6, 5}},
-        {"conv K 576 group 33 padding 2", net_make("Conv2d", "in", 64.0, "out", 17.0, "k", 3.0, "padding", 2.0,
+        {"conv K 576 group 33 padding 2", net_make("Conv2d", "in", 64.0, "out", 67.0, "k", 3.0, "padding", 2.0,
                                                    NULL), 33, 4, {3, 64, 6, 6}},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
