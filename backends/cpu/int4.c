@@ -124,9 +124,12 @@ nl_status nl_cpu_int4_linear(const nl_op *op)
     return oom ? nl_seterr(NL_ENOMEM, "int4_linear: out of memory for the weight blocks") : NL_OK;
 }
 
-/* The convolution as im2col + the same blocked product, image by image (images in parallel): image
- * n's columns [C*k*k, OH*OW] in a per-thread buffer, then y_n [O, OH*OW] = w cols + bias with w
- * dequantized INT4_OB rows by INT4_KB inputs at a time. */
+/* The convolution as im2col + the same blocked product, a few images at a time (chunks in
+ * parallel): the chunk's columns [C*k*k, OH*OW] per image in a per-thread buffer of at most
+ * INT4_COLS_BYTES (at least one image), then for each block of INT4_OB rows by INT4_KB inputs,
+ * dequantized once for the chunk, y_n [O, OH*OW] += block cols_n for each image n. */
+enum { INT4_COLS_BYTES = 1 << 20, INT4_CHUNK_MAX = 8 };
+
 nl_status nl_cpu_int4_conv2d(const nl_op *op)
 {
     const nl_tensor *x = op->src[0], *dst = op->dst;
@@ -136,32 +139,40 @@ nl_status nl_cpu_int4_conv2d(const nl_op *op)
     const int4_w w = int4_weights(op, op->src[1], op->src[2], K);
     const float *xd = nl_tensor_f32(x), *bias = op->src[3] ? nl_tensor_f32(op->src[3]) : NULL;
     float *y = nl_tensor_f32(op->dst);
+    const int64_t per = K * P * (int64_t)sizeof(float);
+    int64_t B = per > 0 ? INT4_COLS_BYTES / per : 1;
+    B = B < 1 ? 1 : B > INT4_CHUNK_MAX ? INT4_CHUNK_MAX : B;
+    const int64_t nchunk = (N + B - 1) / B;
     int64_t nt = cpu_threads_for(N * w.O * P * K);
-    nt = nt < N ? nt : N;
+    nt = nt < nchunk ? nt : nchunk;
     bool oom = false;
     blas_serial((int)nt, true);
 #pragma omp parallel num_threads((int)nt) if (nt > 1)
     {
-        float *blk = block_buffer(), *cols = malloc((size_t)(K * P) * sizeof(float));
+        float *blk = block_buffer(), *cols = malloc((size_t)(B * K * P) * sizeof(float));
         if (!blk || !cols) {
 #pragma omp atomic write
             oom = true;
         }
 #pragma omp for schedule(dynamic)
-        for (int64_t n = 0; n < N; n++) {
+        for (int64_t t = 0; t < nchunk; t++) {
             if (!blk || !cols) continue;
-            nl_cpu_im2col_image(xd + n * C * H * W, C, H, W, k, k, s, p, OH, OW, cols);
-            float *yn = y + n * w.O * P;
-            for (int64_t o = 0; o < w.O; o++)
-                for (int64_t i = 0; i < P; i++) yn[o * P + i] = bias ? bias[o] : 0;
+            const int64_t n0 = t * B, n1 = n0 + B < N ? n0 + B : N;
+            for (int64_t n = n0; n < n1; n++) {
+                nl_cpu_im2col_image(xd + n * C * H * W, C, H, W, k, k, s, p, OH, OW, cols + (n - n0) * K * P);
+                float *yn = y + n * w.O * P;
+                for (int64_t o = 0; o < w.O; o++)
+                    for (int64_t i = 0; i < P; i++) yn[o * P + i] = bias ? bias[o] : 0;
+            }
             for (int64_t o0 = 0; o0 < w.O; o0 += INT4_OB) {
                 const int64_t o1 = o0 + INT4_OB < w.O ? o0 + INT4_OB : w.O;
                 for (int64_t k0 = 0; k0 < K; k0 += INT4_KB) {
                     const int64_t k1 = k0 + INT4_KB < K ? k0 + INT4_KB : K;
                     dequant_block(&w, o0, o1, k0, k1, blk);
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(o1 - o0), (int)P,
-                                (int)(k1 - k0), 1.0f, blk, (int)(k1 - k0), cols + k0 * P, (int)P, 1.0f,
-                                yn + o0 * P, (int)P);
+                    for (int64_t n = n0; n < n1; n++)
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(o1 - o0), (int)P,
+                                    (int)(k1 - k0), 1.0f, blk, (int)(k1 - k0), cols + ((n - n0) * K + k0) * P,
+                                    (int)P, 1.0f, y + (n * w.O + o0) * P, (int)P);
                 }
             }
         }

@@ -524,7 +524,7 @@ static double int4_vs_float(const char *what, nl_module *layer, int group, nl_te
 
 /* The int4 kernels (NL_OP_INT4_LINEAR / NL_OP_INT4_CONV2D) against dequantize-then-float-layer:
  * odd K, groups that do not divide K (odd groups start on a high nibble), more outputs than a
- * block and more inputs than a block, more rows than a chunk, stride / padding, bias or not,
+ * block and more inputs than a block, more rows or images than a chunk, stride / padding, bias or not,
  * a batch of 3-D inputs to a linear layer; then bad inputs. */
 static void test_int4_kernels(void)
 {
@@ -540,6 +540,8 @@ static void test_int4_kernels(void)
                   NULL), 5, 4, {2, 3, 9, 7}},
         {"conv k 2 group 32 bias", net_make("Conv2d", "in", 5.0, "out", 4.0, "k", 2.0, NULL), 32, 4,
          {3, 5, 6, 5}},
+        {"conv 5 images of 72 x 1600 columns (chunks of 2) group 32",
+         net_make("Conv2d", "in", 8.0, "out", 4.0, "k", 3.0, "padding", 1.0, NULL), 32, 4, {5, 8, 40, 40}},
         {"conv K 576 group 33 padding 2", net_make("Conv2d", "in", 64.0, "out", 67.0, "k", 3.0, "padding", 2.0,
                                                    NULL), 33, 4, {3, 64, 6, 6}},
     };
