@@ -1,7 +1,9 @@
 /* bench_quant.c: inference images/s of the seed CNN at batch 64 in fp32 and as our int8 model
- * (VNNI and portable kernels), per-layer times of both, and PyTorch's int8 peer run in the same
- * process tree (../shared/bench/torch_seed_cnn_int8.py, medians of its rounds). Our figures are
- * medians of ROUNDS rounds of ITERS forwards, as the peer measures. Random weights and inputs. */
+ * (VNNI and portable kernels) and int4 model (weights group 32), per-layer times, the weight bytes
+ * of each, and PyTorch's int8 peer run in the same process tree
+ * (../shared/bench/torch_seed_cnn_int8.py, medians of its rounds). Our figures are medians of
+ * ROUNDS rounds of ITERS forwards, as the peer measures; fp32 and int4 are also timed in
+ * alternating rounds (best of each) for their ratio. Random weights and inputs. */
 #include "nn.h"
 #include "quant.h"
 
@@ -80,6 +82,28 @@ static double speed(nl_module *net, nl_tensor *x, double *layer, double *best)
     return rounds[ROUNDS / 2];
 }
 
+/* Bytes of every parameter and buffer of net (weights, scales, biases). */
+static int64_t weight_bytes(const nl_module *m)
+{
+    int64_t b = 0;
+    for (int i = 0; i < m->nparams; i++)
+        b += nl_tensor_numel(m->params[i].value) * (int64_t)nl_dtype_info(m->params[i].value->dtype)->size;
+    for (int i = 0; i < m->nchildren; i++) b += weight_bytes(m->children[i]);
+    return b;
+}
+
+/* Seconds of ITERS forwards of net on x. */
+static double run_iters(nl_module *net, nl_tensor *x)
+{
+    const double t0 = now();
+    for (int it = 0; it < ITERS; it++) {
+        nl_tensor *y;
+        if (nl_module_forward(net, x, &y) != NL_OK) die("forward");
+        nl_tensor_release(y);
+    }
+    return now() - t0;
+}
+
 static void print_layers(const char *title, nl_module *net, const double *layer)
 {
     printf("%s per layer (ms, batch %d):", title, BATCH);
@@ -112,16 +136,34 @@ int main(void)
     nl_module *q = nl_quant_int8(net, cal, CAL_BATCHES, NULL);
     if (!q) die("quant.int8");
 
-    double lf[16], lq[16], lg[16], bf, bq, bg;
+    nl_module *q4 = nl_quant_int4(net, 32);
+    if (!q4) die("quant.int4");
+
+    double lf[16], lq[16], lg[16], l4[16], bf, bq, bg, b4;
     const double fp32 = speed(net, x, lf, &bf);
     const double int8 = speed(q, x, lq, &bq);
     if (nl_quant_set_isa("generic") != NL_OK) die("generic");
     const double generic = speed(q, x, lg, &bg);
     nl_quant_set_isa("auto");
+    const double int4 = speed(q4, x, l4, &b4);
+    /* fp32 and int4 in alternating rounds: the best of each */
+    double tf = 1e9, t4 = 1e9;
+    for (int r = 0; r < ROUNDS; r++) {
+        const double a = run_iters(net, x), b = run_iters(q4, x);
+        tf = a < tf ? a : tf;
+        t4 = b < t4 ? b : t4;
+    }
     printf("threads %d, batch %d, kernels %s\n", nl_get_threads(), BATCH, nl_quant_isa());
     print_layers("fp32", net, lf);
     print_layers("int8", q, lq);
     print_layers("int8 generic", q, lg);
+    print_layers("int4", q4, l4);
+    printf("weight bytes: fp32 %lld, int8 %lld, int4 (group 32) %lld (%.2fx fewer than fp32)\n",
+           (long long)weight_bytes(net), (long long)weight_bytes(q), (long long)weight_bytes(q4),
+           (double)weight_bytes(net) / (double)weight_bytes(q4));
+    printf("int4 (median of %d rounds): %.0f img/s (%.2fx fp32); alternating rounds, best of %d: fp32 %.0f "
+           "img/s, int4 %.0f img/s (%.2fx)\n", ROUNDS, int4, int4 / fp32, ROUNDS, BATCH * ITERS / tf,
+           BATCH * ITERS / t4, tf / t4);
     printf("ours (median of %d rounds): fp32 %.0f img/s, int8 %.0f img/s (%.2fx fp32; target >= 4x), "
            "int8 portable C %.0f img/s\n", ROUNDS, fp32, int8, int8 / fp32, generic);
     printf("ours (best round): fp32 %.0f img/s, int8 %.0f img/s (%.2fx), int8 portable C %.0f img/s\n",
@@ -145,6 +187,7 @@ int main(void)
     for (int i = 0; i < CAL_BATCHES; i++) nl_tensor_release(cal[i]);
     nl_tensor_release(x);
     nl_module_release(q);
+    nl_module_release(q4);
     nl_module_release(net);
     return 0;
 }

@@ -267,7 +267,15 @@ typedef enum {
     NL_OP_QPOOL2D,          /* dst u8 [N,OH,OW,C] = max pool of src[0] u8 [N,H,W,C]; i as POOL2D */
     NL_OP_INT4_DEQUANT,     /* dst f32 [O,K] = f[0] * code[o][k / i[0]] * (nibble[o][k] - 8): nibbles
                                src[0] u8 [O, ceil(K/2)] (element 2j low, 2j+1 high), codes src[1]
-                               u8 [O, ceil(K/i[0])] (i[0]: the group size) */
+                               u8 [O, ceil(K/i[0])] (i[0]: the group size). Kernels in
+                               backends/cpu/int4.c, as the two below */
+    NL_OP_INT4_LINEAR,      /* dst f32 [N,O] = src[0] f32 [N,K] (contiguous) x w^T + bias, with w the
+                               weights of INT4_DEQUANT (base f[0], group i[0]) from nibbles src[1] and
+                               codes src[2], bias src[3] f32 [O] (may be NULL); w is dequantized a few
+                               rows at a time inside the kernel, never as a whole */
+    NL_OP_INT4_CONV2D,      /* dst f32 [N,O,OH,OW] = conv(src[0] f32 [N,C,H,W] (contiguous), w) + bias
+                               with w [O, C*k*k] as for INT4_LINEAR (src[1..3], f[0], i[0]); i[1]=k,
+                               i[2]=stride, i[3]=padding */
     NL_OP_FAKEQUANT,        /* dst = s * (clamp(round(x / s) + zp, f[2], f[3]) - zp) for x src[0] (f32,
                                contiguous): per tensor s = f[0], zp = f[1], or per row of dim 0 with
                                scales src[1] f32 [rows] and zp 0. With a gradient src[2] (x's shape)

@@ -51,6 +51,8 @@ static const char *const opcode_names[] = {
     [NL_OP_QUANTIZE] = "quantize",
     [NL_OP_QPOOL2D] = "qpool2d",
     [NL_OP_INT4_DEQUANT] = "int4_dequant",
+    [NL_OP_INT4_LINEAR] = "int4_linear",
+    [NL_OP_INT4_CONV2D] = "int4_conv2d",
     [NL_OP_FAKEQUANT] = "fakequant",
 };
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))

@@ -348,8 +348,9 @@ const nl_module_type nl_qmaxpool2d_type = {
 /* Weight-only 4-bit layers: the weight rows (K = in*k*k values each) as nibbles q + 8 with q in
  * -8..7, two to a byte ("weight" u8 [out, ceil(K/2)]), one scale per group of `group` values along
  * the row, itself stored as a u8 code times a per-layer base ("scale" u8 [out, ceil(K/group)],
- * "qparams" f32 [2] = {base, weight SQNR in dB}), the bias in f32. Each forward dequantizes the
- * weights (NL_OP_INT4_DEQUANT) into the f32 layer kept in the state and runs it. */
+ * "qparams" f32 [2] = {base, weight SQNR in dB}), the bias in f32. The forward is one op
+ * (NL_OP_INT4_LINEAR / NL_OP_INT4_CONV2D) that dequantizes a small block of rows at a time inside
+ * the kernel: no f32 copy of the weights is kept or made. */
 extern const nl_module_type nl_int4conv2d_type, nl_linear_type, nl_conv2d_type;
 
 static bool is_int4conv(const nl_module *m) { return m->type == &nl_int4conv2d_type; }
@@ -366,12 +367,6 @@ static nl_status int4_init(nl_module *m)
                   k = conv ? (int64_t)m->args[2] : 1, K = in * k * k,
                   group = (int64_t)m->args[int4_group_arg(m)];
     const bool bias = m->args[conv ? 5 : 2] != 0;
-    /* the f32 twin (its random initialisation must not move the caller's RNG stream) */
-    const nl_rng_state rng = nl_rng_get_state();
-    m->state = nl_module_new(int4_float_type(m), m->args);
-    nl_rng_set_state(rng);
-    if (!m->state) return nl_errcode();
-    nl_module_train(m->state, false);
     nl_status st = add_buffer(m, "weight", NL_U8, 2, (int64_t[]){out, (K + 1) / 2}, 0x88);
     if (st == NL_OK) st = add_buffer(m, "scale", NL_U8, 2, (int64_t[]){out, (K + group - 1) / group}, 1);
     if (st == NL_OK) st = add_buffer(m, "qparams", NL_F32, 1, (int64_t[]){2}, 1);
@@ -379,8 +374,6 @@ static nl_status int4_init(nl_module *m)
     if (st == NL_OK) nl_tensor_f32(m->params[2].value)[1] = NAN;
     return st;
 }
-
-static void int4_destroy(nl_module *m) { nl_module_release(m->state); }
 
 static nl_status int4_infer(const nl_module *m, int ndim, const int64_t *in, int *out_ndim,
                             int64_t *out, int64_t *macs)
@@ -390,26 +383,47 @@ static nl_status int4_infer(const nl_module *m, int ndim, const int64_t *in, int
 
 static nl_status int4_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
 {
-    nl_module *f = m->state;
-    nl_tensor *w = f->params[0].value;
+    const bool conv = is_int4conv(m);
     const float base = nl_tensor_f32(m->params[2].value)[0];
     if (!(base > 0 && isfinite(base)))
         return nl_seterr(NL_EINVAL, "%s: bad scale base %g (must be > 0)", m->type->name, base);
-    nl_tensor *w2 = nl_tensor_reshape(w, 2, (int64_t[]){w->shape[0], -1});
-    nl_op op = {.code = NL_OP_INT4_DEQUANT, .dst = w2, .src = {m->params[0].value, m->params[1].value},
-                .i = {(int)m->args[int4_group_arg(m)]}, .f = {base}};
-    nl_status st = w2 ? nl_op_exec(&op) : nl_errcode();
-    nl_tensor_release(w2);
+    int nd;
+    int64_t shape[NL_MAX_DIMS], macs;
+    nl_status st = int4_infer(m, x->ndim, x->shape, &nd, shape, &macs);
+    if (st != NL_OK) return st;
+    const int64_t fin = (int64_t)m->args[0], fout = (int64_t)m->args[1];
+    nl_tensor *out = nl_module_output_buffer(m, NL_F32, nd, shape, nl_tensor_device(x));
+    nl_tensor *xc = out ? nl_tensor_contiguous(x) : NULL;
+    /* a Linear's input [..., in] is the matrix [rows, in], its output [rows, out] */
+    nl_tensor *x2 = !xc ? NULL : conv ? nl_tensor_retain(xc) : nl_tensor_reshape(xc, 2, (int64_t[]){-1, fin});
+    nl_tensor *y2 = !x2 ? NULL : conv ? nl_tensor_retain(out) : nl_tensor_reshape(out, 2, (int64_t[]){-1, fout});
     const nl_param *b = nl_module_param(m, "bias");
-    if (st == NL_OK && b) st = nl_copy(nl_module_param(f, "bias")->value, b->value);
-    return st == NL_OK ? nl_module_forward(f, x, y) : st;
+    if (y2) {
+        nl_op op = {.code = conv ? NL_OP_INT4_CONV2D : NL_OP_INT4_LINEAR, .dst = y2,
+                    .src = {x2, m->params[0].value, m->params[1].value, b ? b->value : NULL},
+                    .i = {(int)m->args[int4_group_arg(m)], conv ? (int)m->args[2] : 1,
+                          conv ? (int)m->args[3] : 1, conv ? (int)m->args[4] : 0},
+                    .f = {base}};
+        st = nl_op_exec(&op);
+    } else {
+        st = nl_errcode();
+    }
+    nl_tensor_release(xc);
+    nl_tensor_release(x2);
+    nl_tensor_release(y2);
+    if (st != NL_OK) {
+        nl_tensor_release(out);
+        return st;
+    }
+    *y = out;
+    return NL_OK;
 }
 
 const nl_module_type nl_int4linear_type = {
     .name = "Int4Linear",
     .sig = "nn.Int4Linear(in, out, {bias=true, group=32})",
-    .doc = "A fully connected layer with 4-bit weights (a scale per group of inputs), dequantized to "
-           "f32 at each forward. Made by quant.int4.",
+    .doc = "A fully connected layer with 4-bit weights (a scale per group of inputs), dequantized in "
+           "the kernel a few rows at a time (no f32 copy of the weights). Made by quant.int4.",
     .example = "nn.Int4Linear(4096, 10)",
     .npos = 2,
     .args = {
@@ -421,14 +435,14 @@ const nl_module_type nl_int4linear_type = {
     .forward = int4_forward,
     .backward = inference_only,
     .infer = int4_infer,
-    .destroy = int4_destroy,
 };
 
 const nl_module_type nl_int4conv2d_type = {
     .name = "Int4Conv2d",
     .sig = "nn.Int4Conv2d(in, out, k, {stride=1, padding=0, bias=true, group=32})",
     .doc = "A convolution with 4-bit weights (a scale per group of a filter's in*k*k values), "
-           "dequantized to f32 at each forward. Made by quant.int4.",
+           "dequantized in the kernel a few rows at a time (no f32 copy of the weights). Made by "
+           "quant.int4.",
     .example = "nn.Int4Conv2d(3, 32, 3, {padding=1})",
     .npos = 3,
     .args = {
@@ -440,7 +454,6 @@ const nl_module_type nl_int4conv2d_type = {
     .forward = int4_forward,
     .backward = inference_only,
     .infer = int4_infer,
-    .destroy = int4_destroy,
 };
 
 /* ---------------------------------------------------------------- quantization-aware training */

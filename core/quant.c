@@ -621,6 +621,35 @@ nl_tensor *nl_quant_weights_f32(nl_module *m)
     return w;
 }
 
+nl_tensor *nl_quant_levels(nl_module *m, int *qmin, int *qmax)
+{
+    const bool q8 = m && (is_type(m, &nl_qconv2d_type) || is_type(m, &nl_qlinear_type));
+    const bool q4 = m && (is_type(m, &nl_int4conv2d_type) || is_type(m, &nl_int4linear_type));
+    if (!q8 && !q4) {
+        nl_seterr(NL_EINVAL, "quant: %s has no quantized weights", m ? m->type->name : "nothing");
+        return NULL;
+    }
+    const bool conv = is_type(m, &nl_qconv2d_type) || is_type(m, &nl_int4conv2d_type);
+    const int64_t O = (int64_t)m->args[1], in = (int64_t)m->args[0], k = conv ? (int64_t)m->args[2] : 1,
+                  K = in * k * k;
+    nl_tensor *w = nl_tensor_empty(NL_F32, conv ? 4 : 2, (int64_t[]){O, in, k, k}, NL_CPU);
+    if (!w) return NULL;
+    float *wd = nl_tensor_f32(w);
+    const uint8_t *pd = nl_tensor_data(m->params[0].value);
+    for (int64_t o = 0; o < O; o++)
+        for (int64_t i = 0; i < K; i++) {
+            if (q8) {
+                wd[o * K + i] = (float)((const int8_t *)pd)[o * K + i];
+            } else {
+                const uint8_t byte = pd[o * ((K + 1) / 2) + i / 2];
+                wd[o * K + i] = (float)((i % 2 ? byte >> 4 : byte & 15) - 8);
+            }
+        }
+    if (qmin) *qmin = q8 ? -128 : -8;
+    if (qmax) *qmax = q8 ? 127 : 7;
+    return w;
+}
+
 /* ---------------------------------------------------------------- reports --------------- */
 
 static void report_into(nl_module *m, const char *path, nl_quant_row *rows, int max, int *n)

@@ -63,6 +63,14 @@ nl_status nl_quant_weights_int4(const nl_tensor *w, int group, nl_tensor *packed
  * layers. */
 nl_tensor *nl_quant_weights_f32(nl_module *m);
 
+/* The integer levels of a quantized layer's weights, as f32 in the float layer's shape: QConv2d /
+ * QLinear their i8 values (weight = level * channel scale), Int4Conv2d / Int4Linear nibble - 8
+ * (weight = level * group scale); the range of the levels (-128..127 or -8..7) in *qmin, *qmax
+ * (either may be NULL). For histograms where the levels show apart: each channel or group has its
+ * own scale, so the weights themselves mix the grids. New reference, or NULL with NL_EINVAL for
+ * other layers. */
+nl_tensor *nl_quant_levels(nl_module *m, int *qmin, int *qmax);
+
 /* One row of a report: a quantized layer of the network. */
 typedef struct {
     char path[32];      /* "3" (child index, 1-based as in Lua), "" for a lone layer */

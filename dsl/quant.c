@@ -164,6 +164,17 @@ static int l_weights(lua_State *L)
     return 1;
 }
 
+static int l_levels(lua_State *L)
+{
+    nl_module *m = nl_lua_checkmodule(L, 1);
+    int qmin = 0, qmax = 0;
+    nl_tensor **box = nl_lua_newbox(L);
+    if (!(*box = nl_quant_levels(m, &qmin, &qmax))) return nl_dsl_core_error(L);
+    lua_pushinteger(L, qmin);
+    lua_pushinteger(L, qmax);
+    return 3;
+}
+
 static int l_isa(lua_State *L)
 {
     if (!lua_isnoneornil(L, 1) && nl_quant_set_isa(luaL_checkstring(L, 1)) != NL_OK)
@@ -185,13 +196,19 @@ static const nl_dsl_fn quant_fns[] = {
      "q(tensor.randn(16, 4)); print(quant.convert(q))"},
     {"int4", l_int4, "quant.int4(net, {group=32}) -> net",
      "Weight-only 4-bit: a NEW network whose Conv2d/Linear keep 4-bit weights (two to a byte) with a "
-     "scale per group of `group` weights along each filter/row, dequantized at each forward; other "
+     "scale per group of `group` weights along each filter/row, dequantized a few rows at a time inside "
+     "the kernels (no f32 copy of the weights); other "
      "layers are copied. Checkpoints store the packed weights (about 1/7 of f32).",
      "print(quant.int4(nn.Sequential(nn.Linear(64, 10)), {group=32}))"},
     {"weights", l_weights, "quant.weights(layer) -> Tensor",
      "The f32 weights a quantized layer computes with (int8 times its channel scale, or dequantized "
      "int4), shaped as the float layer's: for histograms and comparisons.",
      "local q = quant.int4(nn.Linear(64, 4)); print(quant.weights(q[1]):shape()[2])"},
+    {"levels", l_levels, "quant.levels(layer) -> Tensor, lo, hi",
+     "The integer levels of a quantized layer's weights in the float layer's shape (int8: the i8 "
+     "values, -128..127; int4: nibble - 8, -8..7), and their range: weight = level * its channel's "
+     "or group's scale.",
+     "local l = quant.levels(quant.int4(nn.Linear(64, 4))[1]); print(l:min(), l:max())"},
     {"isa", l_isa, "quant.isa([name]) -> name",
      "The int8 kernels' instruction set: 'vnni' (AVX-512 VNNI) or 'generic' (portable C, identical "
      "results); set 'auto', 'generic' or 'vnni'.",

@@ -212,7 +212,8 @@ static nl_image read_maps(lua_State *L, int idx)
     return (nl_image){(int)c, (int)h, (int)w, nl_tensor_f32(t)};
 }
 
-/* Reads the list at idx of {name=, value=Tensor} into layers; returns the count. */
+/* Reads the list at idx of {name=, value=Tensor [, qmin=, qmax=]} into layers (qmin..qmax: the
+ * values are integer levels, one bar each); returns the count. */
 static int read_layers(lua_State *L, int idx, nl_viz_values *layers)
 {
     luaL_checktype(L, idx, LUA_TTABLE);
@@ -229,6 +230,11 @@ static int read_layers(lua_State *L, int idx, nl_viz_values *layers)
         nl_tensor *t = host_f32(L, lua_gettop(L));
         layers[i].v = nl_tensor_f32(t);
         layers[i].n = nl_tensor_numel(t);
+        lua_getfield(L, e, "qmin");
+        lua_getfield(L, e, "qmax");
+        layers[i].qmin = (int)luaL_optinteger(L, -2, 0);
+        layers[i].qmax = (int)luaL_optinteger(L, -1, 0);
+        lua_pop(L, 2);
     }
     return n;
 }
@@ -292,7 +298,7 @@ static int p_filters(lua_State *L)
                                         luaL_optstring(L, 3, NULL)));
 }
 
-/* P.histogram(canvas, {{name=, value=}, ...}) */
+/* P.histogram(canvas, {{name=, value= [, qmin=, qmax=]}, ...}) */
 static int p_histogram(lua_State *L)
 {
     canvas_box *b = check_canvas(L, 1);

@@ -73,16 +73,38 @@ local function feature_output(net, layer, image, fname)
   return out
 end
 
--- Every weight of net for the histograms: {name = "Conv2d 1.weight", value = Tensor}.
-local function weights(net)
+-- The quantized layers and the kind of their weights.
+local quantized = {QConv2d = "int8", QLinear = "int8", Int4Conv2d = "int4", Int4Linear = "int4"}
+
+-- Every weight of net for the histograms, depth first: {name = "Conv2d 1.weight", value = Tensor}.
+-- A quantized layer gives its integer levels (quant.levels: one bar per level, qmin..qmax; each
+-- channel or group has its own scale, so the weights themselves mix the grids and hide the
+-- levels), or with levels == false its weights in real units (quant.weights).
+local function weights(net, levels)
   local list = {}
-  for _, p in ipairs(net:parameters()) do
-    if p.name == "weight" or p.name:match("%.weight$") then
-      local m = net
-      for k in p.name:gmatch("(%d+)%.") do m = m[tonumber(k)] end
-      list[#list + 1] = {name = m:type() .. " " .. p.name, value = p.value}
+  local function visit(m, path)
+    local kind = quantized[m:type()]
+    if kind then
+      local name = m:type() .. (path ~= "" and " " .. path or "")
+      if levels == false then
+        list[#list + 1] = {name = name .. " weights (" .. kind .. ", real units)", value = quant.weights(m)}
+      else
+        local v, lo, hi = quant.levels(m)
+        local per = kind == "int8" and "channel" or "group"
+        list[#list + 1] = {name = name .. " " .. kind .. " levels (weight / " .. per .. " scale)",
+                           value = v, qmin = lo, qmax = hi}
+      end
+    else
+      for _, p in ipairs(m:parameters()) do
+        if p.name == "weight" then
+          list[#list + 1] = {name = m:type() .. " " .. (path ~= "" and path .. "." or "") .. "weight",
+                             value = p.value}
+        end
+      end
     end
+    for i = 1, #m do visit(m[i], path == "" and tostring(i) or path .. "." .. i) end
   end
+  visit(net, "")
   return list
 end
 
@@ -309,12 +331,17 @@ doc("filters", "viz.filters(conv [, {width=, height=}]) -> Canvas",
 function viz.histogram(net, opts)
   local f = "viz.histogram"
   if not nn.is_module(net) then error(f .. ": expected a network or a layer", 2) end
-  opts = check_options(opts, size_options, f)
-  return panel("histogram", opts, {}, 1, function(c) P.histogram(c, weights(net)) end)
+  opts = check_options(opts, with(size_options, "levels"), f)
+  if opts.levels ~= nil and type(opts.levels) ~= "boolean" then
+    error(f .. ": levels must be true or false, got " .. type(opts.levels), 2)
+  end
+  return panel("histogram", opts, {}, 1, function(c) P.histogram(c, weights(net, opts.levels)) end)
 end
-doc("histogram", "viz.histogram(net [, {width=, height=}]) -> Canvas",
+doc("histogram", "viz.histogram(net [, {width=, height=, levels=true}]) -> Canvas",
     "One histogram per layer's weights. Exact zeros are counted apart and drawn as a red bar at 0 "
-    .. "with their share, so pruned weights and quantization levels stay visible.",
+    .. "with their share, so pruned weights stay visible. Quantized layers (quant.int8, quant.int4) "
+    .. "show their integer levels, one bar per level (the title says int8 or int4 levels); "
+    .. "levels=false shows their weights in real units instead.",
     "print(viz.histogram(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))))")
 
 function viz.confusion(result, names, opts)

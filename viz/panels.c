@@ -305,21 +305,29 @@ nl_status nl_plot_histogram(nl_canvas *c, nl_rect r, const nl_viz_values *v, nl_
     nl_rect saved;
     nl_status st = begin(c, r, &saved);
     if (st != NL_OK) return st;
+    const bool levels = v->qmax > v->qmin && v->qmax - v->qmin < 256;
     float flo, fhi;
     nl_minmax(v->v, v->n, &flo, &fhi);
     double lo = fmin(flo, 0), hi = fmax(fhi, 0);
-    if (lo == hi) {
+    if (levels) {
+        lo = v->qmin - 0.5;
+        hi = v->qmax + 0.5;
+    } else if (lo == hi) {
         lo = -1;
         hi = 1;
     }
     nl_axes a = nl_axes_layout(r, lo, hi, 0, 1);
-    int bins = a.plot.w / 2 < 8 ? 8 : a.plot.w / 2 > 256 ? 256 : a.plot.w / 2;
-    int64_t counts[256] = {0}, zeros = 0, bad = 0, top = 0;
+    int bins = levels ? v->qmax - v->qmin + 1 : a.plot.w / 2 < 8 ? 8 : a.plot.w / 2 > 256 ? 256 : a.plot.w / 2;
+    int64_t counts[256] = {0}, zeros = 0, bad = 0, off = 0, top = 0;
     for (int64_t i = 0; i < v->n; i++) {
         float x = v->v[i];
         if (!isfinite(x)) bad++;
         else if (x == 0) zeros++;
-        else {
+        else if (levels) {
+            const double q = nearbyint(x);
+            if (q < v->qmin || q > v->qmax) off++;
+            else counts[(int)q - v->qmin]++;
+        } else {
             int b = (int)floor((x - lo) / (hi - lo) * bins);
             counts[b < 0 ? 0 : b >= bins ? bins - 1 : b]++;
         }
@@ -330,6 +338,7 @@ nl_status nl_plot_histogram(nl_canvas *c, nl_rect r, const nl_viz_values *v, nl_
     char text[160];
     int len = snprintf(text, sizeof text, "%s  (%lld values", v->name ? v->name : "values", (long long)v->n);
     if (bad) len += snprintf(text + len, sizeof text - (size_t)len, ", %lld not finite", (long long)bad);
+    if (off) len += snprintf(text + len, sizeof text - (size_t)len, ", %lld off the levels", (long long)off);
     snprintf(text + len, sizeof text - (size_t)len, ")");
     int tw, th;
     nl_text_size(NL_TEXT_TITLE, text, &tw, &th);
@@ -341,12 +350,19 @@ nl_status nl_plot_histogram(nl_canvas *c, nl_rect r, const nl_viz_values *v, nl_
         int x0 = a.plot.x + (int)((int64_t)b * a.plot.w / bins);
         int x1 = a.plot.x + (int)((int64_t)(b + 1) * a.plot.w / bins);
         int h = (int)lround((double)counts[b] / a.y1 * a.plot.h);
-        nl_canvas_fill_rect(c, (nl_rect){x0, bottom - h, x1 - x0, h}, nl_palette(0));
+        const int gap = levels && x1 - x0 >= 3;
+        nl_canvas_fill_rect(c, (nl_rect){x0, bottom - h, x1 - x0 - gap, h}, nl_palette(0));
     }
-    int zx = (int)lround(nl_axes_px(&a, 0));
+    int zx = (int)lround(nl_axes_px(&a, 0)), zw = 2;
+    if (levels) { /* the slot of level 0 */
+        const int b = -v->qmin, x0 = a.plot.x + (int)((int64_t)b * a.plot.w / bins),
+                  x1 = a.plot.x + (int)((int64_t)(b + 1) * a.plot.w / bins);
+        zx = x0;
+        zw = x1 - x0 - (x1 - x0 >= 3) > 2 ? x1 - x0 - (x1 - x0 >= 3) : 2;
+    }
     if (zeros) {
         int zh = (int)lround(fmin((double)zeros / a.y1, 1) * a.plot.h);
-        nl_canvas_fill_rect(c, (nl_rect){zx, bottom - zh, 2, zh}, NL_WRONG);
+        nl_canvas_fill_rect(c, (nl_rect){zx, bottom - zh, zw, zh}, NL_WRONG);
         char z[48];
         snprintf(z, sizeof z, "zeros %.1f%%", 100.0 * (double)zeros / (double)v->n);
         int w, h;
@@ -355,7 +371,7 @@ nl_status nl_plot_histogram(nl_canvas *c, nl_rect r, const nl_viz_values *v, nl_
         nl_canvas_text(c, a.plot.x + 4, a.plot.y + 2, NL_TEXT_TICK, NL_WRONG, NL_ALIGN_LEFT, z);
     }
     c->clip = pc;
-    nl_canvas_fill_rect(c, (nl_rect){zx, bottom + 1, 2, 5}, NL_WRONG);
+    nl_canvas_fill_rect(c, (nl_rect){zx, bottom + 1, zw, 5}, NL_WRONG);
     if (axes) *axes = a;
     return end(c, saved);
 }

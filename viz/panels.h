@@ -36,11 +36,13 @@ nl_status nl_viz_features(nl_canvas *c, nl_rect r, const nl_image *input, nl_ima
 nl_status nl_viz_filters(nl_canvas *c, nl_rect r, const float *w, int out, int in, int kh, int kw,
                          const char *title);
 
-/* A layer's values for the weight histograms. */
+/* A layer's values for the weight histograms. With qmax > qmin the values are the integer levels
+ * qmin..qmax of a quantized layer (nl_quant_levels), drawn one bar per level. */
 typedef struct {
     const char *name;
     const float *v;
     int64_t n;
+    int qmin, qmax;
 } nl_viz_values;
 
 /* One histogram: the range is [min(v, 0), max(v, 0)] (so 0 is always inside), with plot.w / 2
@@ -50,7 +52,11 @@ typedef struct {
  * round(count / largest * plot.h), the largest count taken over the bins (over the zeros when
  * every value is zero), the zero bar capped at plot.h; bar b covers columns
  * plot.x + floor(b * plot.w / bins) up to the next bar. Non-finite values are
- * counted in the title and not drawn. */
+ * counted in the title and not drawn.
+ * Levels (v->qmax > v->qmin, at most 256 of them): the range is [qmin - 1/2, qmax + 1/2] with one
+ * bin per level (value x, rounded, in bin x - qmin; values outside are counted as "off the levels"
+ * in the title), each bar one pixel narrower than its slot when the slot is 3 pixels or wider so
+ * neighbouring levels stand apart; the zeros (level 0) are the red bar, as wide as its slot. */
 nl_status nl_plot_histogram(nl_canvas *c, nl_rect r, const nl_viz_values *v, nl_axes *axes);
 /* One histogram per layer, in a grid. */
 nl_status nl_viz_histogram(nl_canvas *c, nl_rect r, const nl_viz_values *layers, int n);

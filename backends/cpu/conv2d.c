@@ -97,6 +97,15 @@ static void im2col_channel(const conv_geom *g, const float *x, float *cols)
     }
 }
 
+/* One image's columns [C*KH*KW, OH*OW] (see cpu_kernels.h). */
+void nl_cpu_im2col_image(const float *x, int64_t C, int64_t H, int64_t W, int64_t KH, int64_t KW,
+                         int64_t stride, int64_t pad, int64_t OH, int64_t OW, float *cols)
+{
+    const conv_geom g = {.C = C, .H = H, .W = W, .KH = KH, .KW = KW, .OH = OH, .OW = OW,
+                         .s = stride, .p = pad, .ckk = C * KH * KW, .P = OH * OW};
+    for (int64_t c = 0; c < C; c++) im2col_channel(&g, x + c * H * W, cols + c * KH * KW * g.P);
+}
+
 /* The adjoint of im2col_channel: x = 0, then each column entry is added to its input position.
  * The block path zeroes the wrapped entries of cols (a workspace) first. */
 static void col2im_channel(const conv_geom *g, float *cols, float *x)

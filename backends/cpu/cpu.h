@@ -31,7 +31,9 @@ nl_status nl_cpu_cross_entropy_backward(const nl_op *op);
 nl_status nl_cpu_qconv2d(const nl_op *op);                /* qgemm.c */
 nl_status nl_cpu_quantize(const nl_op *op);
 nl_status nl_cpu_qpool2d(const nl_op *op);
-nl_status nl_cpu_int4_dequant(const nl_op *op);
+nl_status nl_cpu_int4_dequant(const nl_op *op);            /* int4.c */
+nl_status nl_cpu_int4_linear(const nl_op *op);
+nl_status nl_cpu_int4_conv2d(const nl_op *op);
 nl_status nl_cpu_fakequant(const nl_op *op);
 /* The int8 GEMM's instruction set: "auto" (or NULL), "generic" (portable C) or "vnni" (AVX-512
  * VNNI; NL_EUNSUPPORTED where the CPU lacks it). The environment NNLAB_QUANT_ISA=generic also

@@ -66,6 +66,8 @@ static nl_status (*const kernels[NL_OPCODE_COUNT])(const nl_op *op) = {
     [NL_OP_QUANTIZE] = nl_cpu_quantize,
     [NL_OP_QPOOL2D] = nl_cpu_qpool2d,
     [NL_OP_INT4_DEQUANT] = nl_cpu_int4_dequant,
+    [NL_OP_INT4_LINEAR] = nl_cpu_int4_linear,
+    [NL_OP_INT4_CONV2D] = nl_cpu_int4_conv2d,
     [NL_OP_FAKEQUANT] = nl_cpu_fakequant,
 };
 

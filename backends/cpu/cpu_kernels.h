@@ -112,4 +112,10 @@ nl_status cpu_rand(const nl_op *op);
 nl_status cpu_reduce(const nl_op *op);
 nl_status cpu_matmul(const nl_op *op);
 
+/* One image's im2col columns (conv2d.c): x f32 [C, H, W] -> cols [C*KH*KW, OH*OW], row
+ * (c, kh, kw), column (oh, ow) = x[c][oh*stride - pad + kh][ow*stride - pad + kw], 0 outside the
+ * image. cols must not overlap x. */
+void nl_cpu_im2col_image(const float *x, int64_t C, int64_t H, int64_t W, int64_t KH, int64_t KW,
+                         int64_t stride, int64_t pad, int64_t OH, int64_t OW, float *cols);
+
 #endif

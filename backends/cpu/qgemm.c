@@ -535,26 +535,6 @@ nl_status nl_cpu_qpool2d(const nl_op *op)
     return NL_OK;
 }
 
-/* ---------------------------------------------------------------- int4 weights ---------- */
-
-nl_status nl_cpu_int4_dequant(const nl_op *op)
-{
-    const nl_tensor *packed = op->src[0], *codes = op->src[1];
-    const int64_t O = op->dst->shape[0], K = op->dst->shape[1], group = op->i[0];
-    const int64_t pk = packed->shape[1], ng = codes->shape[1];
-    const uint8_t *p = nl_tensor_data(packed), *c = nl_tensor_data(codes);
-    const float base = (float)op->f[0];
-    float *w = nl_tensor_f32(op->dst);
-#pragma omp parallel for schedule(static)
-    for (int64_t o = 0; o < O; o++)
-        for (int64_t k = 0; k < K; k++) {
-            const uint8_t byte = p[o * pk + k / 2];
-            const int nib = k % 2 ? byte >> 4 : byte & 15;
-            w[o * K + k] = base * (float)c[o * ng + k / group] * (float)(nib - 8);
-        }
-    return NL_OK;
-}
-
 /* ---------------------------------------------------------------- fake quantization ----- */
 
 nl_status nl_cpu_fakequant(const nl_op *op)

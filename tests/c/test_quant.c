@@ -1,4 +1,4 @@
-/* test_quant.c: int8 quantization: weight and activation quantization arithmetic, the int8
+/* test_quant.c: int8 and int4 quantization: weight and activation quantization arithmetic, the int8
  * convolution against a float reference, VNNI and portable kernels bit for bit, post-training
  * conversion of the seed CNN, reports, and checkpoints of quantized networks (and corrupt ones). */
 #include "checkpoint.h"
@@ -582,6 +582,149 @@ static void test_qat_convert(void)
     nl_module_release(net);
 }
 
+/* The float layer of an Int4 layer's arguments with its weights dequantized here from the nibbles
+ * (base * code * (nibble - 8), written out apart from the kernels) and its bias: the old forward
+ * (dequantize, then the f32 layer). Checks that nl_quant_weights_f32 gives the same floats.
+ * abs_w: |w| and |b| instead. New reference. */
+static nl_module *int4_float_twin(nl_module *q, bool abs_w)
+{
+    const bool conv = strcmp(q->type->name, "Int4Conv2d") == 0;
+    nl_module *f = conv ? net_make("Conv2d", "in", q->args[0], "out", q->args[1], "k", q->args[2],
+                                   "stride", q->args[3], "padding", q->args[4], "bias", q->args[5], NULL)
+                        : net_make("Linear", "in", q->args[0], "out", q->args[1], "bias", q->args[2], NULL);
+    if (!f) return NULL;
+    const int64_t group = (int64_t)q->args[conv ? 6 : 3], O = f->params[0].value->shape[0],
+                  K = nl_tensor_numel(f->params[0].value) / O;
+    const uint8_t *nib = nl_tensor_data(q->params[0].value), *code = nl_tensor_data(q->params[1].value);
+    const float base = nl_tensor_f32(q->params[2].value)[0];
+    float *fw = nl_tensor_f32(f->params[0].value);
+    for (int64_t o = 0; o < O; o++)
+        for (int64_t k = 0; k < K; k++) {
+            const uint8_t byte = nib[o * ((K + 1) / 2) + k / 2];
+            fw[o * K + k] = base * (float)code[o * ((K + group - 1) / group) + k / group] *
+                            (float)((k % 2 ? byte >> 4 : byte & 15) - 8);
+        }
+    nl_tensor *w = nl_quant_weights_f32(q);
+    CHECK(w && nl_tensor_numel(w) == O * K && memcmp(nl_tensor_data(w), fw, (size_t)(O * K) * sizeof *fw) == 0,
+          "%s: quant.weights gives other floats than the nibbles", q->type->name);
+    nl_tensor_release(w);
+    const nl_param *b = nl_module_param(q, "bias");
+    if (b && nl_copy(nl_module_param(f, "bias")->value, b->value) != NL_OK) {
+        nl_module_release(f);
+        return NULL;
+    }
+    for (int i = 0; abs_w && i < f->nparams; i++) nl_unary(NL_UN_ABS, f->params[i].value, f->params[i].value);
+    nl_module_train(f, false);
+    return f;
+}
+
+/* One Int4 layer against its float twin: |y - y_ref| <= 1e-5 * S elementwise, S = the layer
+ * applied to |x| with |w| and |b| (the sum of the magnitudes of the terms). The only difference
+ * is the order sgemm sums the terms in (the weights are the same floats), so the error is a few
+ * float roundings of S; 1e-5 * S is well above that and far below a wrong weight (>= 1/16 of a
+ * group scale). Returns the largest |y - y_ref| / S. */
+static double int4_vs_float(const char *what, nl_module *layer, int group, nl_tensor *x)
+{
+    nl_module *q = nl_quant_int4(layer, group);
+    nl_module *l4 = q ? q->children[0] : NULL;
+    nl_module *f = l4 ? int4_float_twin(l4, false) : NULL, *fa = l4 ? int4_float_twin(l4, true) : NULL;
+    nl_tensor *xa = nl_tensor_empty_like(x), *y = NULL, *yr = NULL, *ya = NULL;
+    double worst = INFINITY;
+    CHECK(q && f && fa && xa && nl_unary(NL_UN_ABS, xa, x) == NL_OK, "%s: %s", what, nl_errmsg());
+    if (q && f && fa && xa && nl_module_forward(q, x, &y) == NL_OK && nl_module_forward(f, x, &yr) == NL_OK &&
+        nl_module_forward(fa, xa, &ya) == NL_OK) {
+        CHECK(nl_same_shape(y, yr), "%s: shapes", what);
+        int bad = 0;
+        worst = 0;
+        for (int64_t i = 0; i < nl_tensor_numel(yr); i++) {
+            const double d = fabs(nl_tensor_f32(y)[i] - nl_tensor_f32(yr)[i]), sum = nl_tensor_f32(ya)[i];
+            bad += !(d <= 1e-5 * sum);
+            worst = fmax(worst, sum > 0 ? d / sum : d);
+        }
+        CHECK(bad == 0, "%s: %d of %lld outputs off the dequantized float layer (worst %g of S)", what, bad,
+              (long long)nl_tensor_numel(yr), worst);
+    } else {
+        CHECK(0, "%s: forward: %s", what, nl_errmsg());
+    }
+    nl_tensor_release(y), nl_tensor_release(yr), nl_tensor_release(ya), nl_tensor_release(xa);
+    nl_module_release(f), nl_module_release(fa), nl_module_release(q);
+    return worst;
+}
+
+/* The int4 kernels (NL_OP_INT4_LINEAR / NL_OP_INT4_CONV2D) against dequantize-then-float-layer:
+ * odd K, groups that do not divide K (odd groups start on a high nibble), more outputs than a
+ * block and more inputs than a block, more rows or images than a chunk, stride / padding, bias or not,
+ * a batch of 3-D inputs to a linear layer; then bad inputs. */
+static void test_int4_kernels(void)
+{
+    nl_rng_seed(11);
+    struct { const char *what; nl_module *m; int group; int ndim; int64_t shape[4]; } cases[] = {
+        {"linear K 75 group 32 bias", net_make("Linear", "in", 75.0, "out", 19.0, NULL), 32, 2, {5, 75}},
+        {"linear K 1100 group 7 no bias", net_make("Linear", "in", 1100.0, "out", 70.0, "bias", 0.0, NULL),
+         7, 2, {4, 1100}},
+        {"linear 300 rows of [.., 33] group 5",
+         net_make("Linear", "in", 33.0, "out", 3.0, NULL), 5, 3, {3, 100, 33}},
+        {"conv stride 2 padding 1 group 5 no bias",
+         net_make("Conv2d", "in", 3.0, "out", 20.0, "k", 3.0, "stride", 2.0, "padding", 1.0, "bias", 0.0,
+                  NULL), 5, 4, {2, 3, 9, 7}},
+        {"conv k 2 group 32 bias", net_make("Conv2d", "in", 5.0, "out", 4.0, "k", 2.0, NULL), 32, 4,
+         {3, 5, 6, 5}},
+        {"conv 5 images of 72 x 1600 columns (chunks of 2) group 32",
+         net_make("Conv2d", "in", 8.0, "out", 4.0, "k", 3.0, "padding", 1.0, NULL), 32, 4, {5, 8, 40, 40}},
+        {"conv K 576 group 33 padding 2", net_make("Conv2d", "in", 64.0, "out", 67.0, "k", 3.0, "padding", 2.0,
+                                                   NULL), 33, 4, {3, 64, 6, 6}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        nl_tensor *x = rand_tensor(cases[i].ndim, cases[i].shape, -1, 1);
+        CHECK(cases[i].m && x, "%s: setup", cases[i].what);
+        if (cases[i].m && x) int4_vs_float(cases[i].what, cases[i].m, cases[i].group, x);
+        nl_tensor_release(x);
+        nl_module_release(cases[i].m);
+    }
+
+    /* bad inputs: a bad scale base, a wrong input shape and dtype, all as errors */
+    nl_module *lin = net_make("Linear", "in", 8.0, "out", 2.0, NULL), *q = lin ? nl_quant_int4(lin, 4) : NULL;
+    nl_tensor *x = rand_tensor(2, (int64_t[]){3, 8}, -1, 1), *x7 = rand_tensor(2, (int64_t[]){3, 7}, -1, 1);
+    nl_tensor *xi = nl_tensor_zeros(NL_I32, 2, (int64_t[]){3, 8}, NL_CPU), *y = NULL;
+    CHECK(q && nl_module_forward(q, x7, &y) == NL_ESHAPE && strstr(nl_errmsg(), "features"), "%s", nl_errmsg());
+    CHECK(q && nl_module_forward(q, xi, &y) != NL_OK, "an i32 input is refused");
+    float *qp = q ? nl_tensor_f32(q->children[0]->params[2].value) : NULL;
+    const float bases[] = {0, -1, NAN, INFINITY};
+    for (int i = 0; qp && i < 4; i++) {
+        qp[0] = bases[i];
+        CHECK(nl_module_forward(q, x, &y) == NL_EINVAL && strstr(nl_errmsg(), "bad scale base"),
+              "base %g: %s", bases[i], nl_errmsg());
+    }
+    CHECK(y == NULL, "no output on errors");
+    nl_tensor_release(x), nl_tensor_release(x7), nl_tensor_release(xi);
+    nl_module_release(q), nl_module_release(lin);
+
+    /* the seed CNN: the int4 model against the same net with the dequantized weights in f32 layers */
+    nl_module *net = seed_cnn(16), *q4 = net ? nl_quant_int4(net, 32) : NULL;
+    nl_module *ref = q4 ? nl_module_new(nl_module_type_find("Sequential"), NULL) : NULL;
+    for (int i = 0; ref && i < q4->nchildren; i++) {
+        nl_module *k = q4->children[i];
+        const bool w4 = strncmp(k->type->name, "Int4", 4) == 0;
+        nl_module *r = w4 ? int4_float_twin(k, false) : nl_module_retain(k);
+        CHECK(r && nl_module_add(ref, r) == NL_OK, "%s", nl_errmsg());
+        nl_module_release(r);
+    }
+    nl_tensor *xs = rand_tensor(4, (int64_t[]){4, 3, 16, 16}, -1, 1), *y4 = NULL, *yr = NULL;
+    CHECK(ref && nl_module_forward(q4, xs, &y4) == NL_OK && nl_module_forward(ref, xs, &yr) == NL_OK,
+          "%s", nl_errmsg());
+    if (y4 && yr) {
+        double big = 0, d = 0;
+        for (int64_t i = 0; i < nl_tensor_numel(yr); i++) {
+            big = fmax(big, fabs(nl_tensor_f32(yr)[i]));
+            d = fmax(d, fabs(nl_tensor_f32(y4)[i] - nl_tensor_f32(yr)[i]));
+        }
+        /* stated tolerance: 1e-5 of the largest logit (float rounding through three layers) */
+        CHECK(d <= 1e-5 * big, "int4 seed CNN off the dequantized float net by %g (largest %g)", d, big);
+    }
+    nl_tensor_release(xs), nl_tensor_release(y4), nl_tensor_release(yr);
+    nl_module_release(ref), nl_module_release(q4), nl_module_release(net);
+}
+
 int main(void)
 {
     nl_init();
@@ -593,6 +736,7 @@ int main(void)
     test_report_known();
     test_corrupt();
     test_int4();
+    test_int4_kernels();
     test_fakequant();
     test_qat_convert();
     return TEST_REPORT();

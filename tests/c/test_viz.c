@@ -150,7 +150,7 @@ static void test_histogram(void)
     for (int i = 0; i < 2; i++) v[k++] = 1;
     for (int i = 0; i < 20; i++) v[k++] = 0;
     nl_axes a;
-    CHECK(nl_plot_histogram(c, (nl_rect){0, 0, 400, 300}, &(nl_viz_values){"w", v, 37}, &a) == NL_OK,
+    CHECK(nl_plot_histogram(c, (nl_rect){0, 0, 400, 300}, &(nl_viz_values){"w", v, 37, 0, 0}, &a) == NL_OK,
           "histogram draws");
     nl_rect p = a.plot;
     uint32_t bar = nl_palette(0);
@@ -179,11 +179,59 @@ static void test_histogram(void)
           "the zeros are a red bar at 0, capped at the top (%d)", zeros);
 
     float all_zero[5] = {0}, bad[3] = {NAN, INFINITY, -INFINITY};
-    CHECK(nl_plot_histogram(c, (nl_rect){0, 0, 400, 300}, &(nl_viz_values){"z", all_zero, 5}, &a) == NL_OK &&
+    CHECK(nl_plot_histogram(c, (nl_rect){0, 0, 400, 300}, &(nl_viz_values){"z", all_zero, 5, 0, 0}, &a) == NL_OK &&
           a.x0 == -1 && a.x1 == 1, "all zeros: range [-1, 1]");
-    CHECK(nl_plot_histogram(c, (nl_rect){0, 0, 400, 300}, &(nl_viz_values){"bad", bad, 3}, NULL) == NL_OK &&
-          nl_plot_histogram(c, (nl_rect){0, 0, 400, 300}, &(nl_viz_values){"none", NULL, 0}, NULL) == NL_OK,
+    CHECK(nl_plot_histogram(c, (nl_rect){0, 0, 400, 300}, &(nl_viz_values){"bad", bad, 3, 0, 0}, NULL) == NL_OK &&
+          nl_plot_histogram(c, (nl_rect){0, 0, 400, 300}, &(nl_viz_values){"none", NULL, 0, 0, 0}, NULL) == NL_OK,
           "non-finite and empty values draw");
+    nl_canvas_release(c);
+}
+
+/* Integer levels (a quantized layer's weights): one bar per level -8..7 in its own slot, a gap
+ * column between neighbouring slots, the zeros as the red bar filling the slot of level 0, and
+ * values off the levels left out. */
+static void test_histogram_levels(void)
+{
+    nl_canvas *c = nl_canvas_new(400, 300, NL_WHITE);
+    float v[24];
+    int k = 0;
+    for (int i = 0; i < 3; i++) v[k++] = -7;
+    for (int i = 0; i < 6; i++) v[k++] = -3;
+    for (int i = 0; i < 6; i++) v[k++] = 2;
+    for (int i = 0; i < 2; i++) v[k++] = 7;
+    for (int i = 0; i < 4; i++) v[k++] = 0;
+    v[k++] = 9;                                   /* off the levels */
+    v[k++] = 3;
+    v[k++] = 3;                                   /* level 3 next to level 2 */
+    nl_axes a;
+    CHECK(nl_plot_histogram(c, (nl_rect){0, 0, 400, 300},
+                            &(nl_viz_values){"int4 levels", v, 24, -8, 7}, &a) == NL_OK, "levels draw");
+    CHECK(a.x0 == -8.5 && a.x1 == 7.5 && a.y1 == 6, "range [-8.5, 7.5], largest level 6 (zeros apart)");
+    const nl_rect p = a.plot;
+    const uint32_t bar = nl_palette(0);
+    const int bottom = p.y + p.h - 1, bins = 16;
+    int want[16] = {0};
+    want[-7 + 8] = 3, want[-3 + 8] = 6, want[2 + 8] = 6, want[3 + 8] = 2, want[7 + 8] = 2;
+    int bars = 0, wrong = 0, gaps = 0;
+    for (int b = 0; b < bins; b++) {
+        const int x0 = p.x + b * p.w / bins, x1 = p.x + (b + 1) * p.w / bins;
+        for (int x = x0; x < x1 - 1; x++) { /* every column of the slot but its last: the bar */
+            int h = 0;
+            while (h < p.h && nl_canvas_get(c, x, bottom - h) == bar) h++;
+            wrong += h != (int)lround(want[b] / 6.0 * p.h);
+        }
+        bars += want[b] > 0 && nl_canvas_get(c, x0, bottom) == bar;
+        gaps += want[b] > 0 && nl_canvas_get(c, x1 - 1, bottom) != bar;
+    }
+    CHECK(bars == 5 && wrong == 0, "five bars (levels -7, -3, 2, 3, 7) of the expected heights, nothing "
+          "else (%d bars, %d wrong columns)", bars, wrong);
+    CHECK(gaps == 5 && p.w / bins >= 3, "each bar leaves its slot's last column free (%d)", gaps);
+    const int z0 = p.x + 8 * p.w / bins, z1 = p.x + 9 * p.w / bins;
+    int zh = 0;
+    while (zh < p.h && nl_canvas_get(c, z0, bottom - zh) == NL_WRONG) zh++;
+    CHECK(zh == (int)lround(4 / 6.0 * p.h) && nl_canvas_get(c, z1 - 2, bottom) == NL_WRONG &&
+          nl_canvas_get(c, z0 - 1, bottom) != NL_WRONG && nl_canvas_get(c, z1 - 1, bottom) != NL_WRONG,
+          "the zeros fill level 0's slot in red to 4/6 of the height (%d of %d)", zh, p.h);
     nl_canvas_release(c);
 }
 
@@ -220,7 +268,7 @@ static void test_degenerate(void)
     nl_viz_run runs[3] = {{"empty", NULL, 0, NULL, 0, NULL, 0},
                           {NULL, nan3, 3, nan3, 3, nan3, 3},
                           {"one", one, 1, one, 1, one, 1}};
-    nl_viz_values layers[2] = {{"one", w1, 1}, {"none", NULL, 0}};
+    nl_viz_values layers[2] = {{"one", w1, 1, 0, 0}, {"none", NULL, 0, 0, 0}};
     nl_image in = {3, 4, 4, img};
     nl_viz_sample s = {in, 0, 1, 1, {1, 0, 0}, {0.9, 0, 0}};
     const int sizes[][2] = {{1, 1}, {64, 48}, {300, 200}, {1200, 720}, {2500, 1600}};
@@ -357,6 +405,7 @@ int main(void)
     test_text();
     test_series();
     test_histogram();
+    test_histogram_levels();
     test_confusion();
     test_degenerate();
     test_png();

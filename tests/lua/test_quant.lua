@@ -105,6 +105,34 @@ test("int4", function()
   check_error(function() quant.int4(net, {grp = 2}) end, "unknown option 'grp'")
 end)
 
+test("int4 kernels against dequantize-then-float", function()
+  -- the float net with each Int4 layer's weights (quant.weights) and bias in f32 layers: what the
+  -- int4 forward computed before its kernels dequantized in place; only sgemm's summation order
+  -- differs, so the stated tolerance is 1e-5 of the largest logit
+  local net = nn.Sequential{
+    nn.Conv2d(3, 8, 3, {stride = 2, padding = 1}), nn.ReLU(),
+    nn.Conv2d(8, 6, 2, {bias = false}), nn.ReLU(),
+    nn.Flatten(), nn.Linear(6 * 7 * 7, 5),
+  }
+  local q = quant.int4(net, {group = 7})
+  local ref = nn.Sequential{
+    nn.Conv2d(3, 8, 3, {stride = 2, padding = 1}), nn.ReLU(),
+    nn.Conv2d(8, 6, 2, {bias = false}), nn.ReLU(),
+    nn.Flatten(), nn.Linear(6 * 7 * 7, 5),
+  }
+  for _, i in ipairs{1, 3, 6} do
+    ref[i].weight:copy(quant.weights(q[i]))
+    if q[i].bias then ref[i].bias:copy(q[i].bias) end
+  end
+  ref:eval()
+  local x = tensor.randn(3, 3, 16, 16)
+  local y4, yr = q(x), ref(x)
+  check(max_abs(y4 - yr) <= 1e-5 * max_abs(yr), "int4 net off its dequantized float net by "
+        .. max_abs(y4 - yr))
+  q[1].qparams:set(0, 1)
+  check_error(function() q(x) end, "bad scale base")
+end)
+
 test("qat and convert", function()
   local net = seed_cnn()
   local qat = quant.qat(net, {bits = 8})

@@ -105,6 +105,58 @@ test("histogram shows zeros", function()
   check(after > before + 20, "pruned zeros appear as a red bar (" .. before .. " -> " .. after .. ")")
 end)
 
+test("histogram of quantized layers: one bar per level", function()
+  local l = nn.Linear(64, 3)
+  local q = quant.int4(l, {group = 64})
+  local lv = quant.levels(q[1])
+  local want, seen = {}, {}
+  for _, row in ipairs(lv:totable()) do
+    for _, v in ipairs(row) do
+      if v ~= 0 and not seen[v] then seen[v], want[#want + 1] = true, v end
+    end
+  end
+  table.sort(want)
+  local c = viz.histogram(q, {width = 640, height = 360})
+  local w, h = c:size()
+  local function blue(x, y) local r, g, b = c:pixel(x, y); return r == 31 and g == 119 and b == 180 end
+  -- the bottom row of the bars, then the runs of bar pixels along it
+  local bottom
+  for y = h, 1, -1 do
+    for x = 1, w do if blue(x, y) then bottom = y break end end
+    if bottom then break end
+  end
+  local runs, x = {}, 1
+  while bottom and x <= w do
+    if blue(x, bottom) then
+      local x0 = x
+      while x <= w and blue(x, bottom) do x = x + 1 end
+      runs[#runs + 1] = (x0 + x - 1) / 2
+    else
+      x = x + 1
+    end
+  end
+  check(#runs == #want, #want .. " non-zero levels used, " .. #runs .. " bars")
+  -- the bars sit at the levels: equal steps per level from the first bar
+  local step = (runs[#runs] - runs[1]) / (want[#want] - want[1])
+  local off = 0
+  for i = 1, math.min(#runs, #want) do
+    off = math.max(off, math.abs(runs[i] - runs[1] - step * (want[i] - want[1])))
+  end
+  check(off <= 1 and step >= 3, "bars at the levels' positions (off by " .. off .. " px, " .. step
+        .. " px per level)")
+  -- pruned weights: level 0, the red bar, grows
+  local before = count(c, red, 2)
+  local pl = nn.Linear(64, 3)
+  pl.weight:copy(pl.weight:mul(pl.weight:abs():gt(0.06):to("f32")))
+  local after = count(viz.histogram(quant.int4(pl, {group = 64}), {width = 640, height = 360}), red, 2)
+  check(after > before + 20, "pruned zeros stay a red bar (" .. before .. " -> " .. after .. ")")
+  local q8 = quant.int8(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2)),
+                        {calibrate = tensor.randn(4, 8)})
+  check(count(viz.histogram(q8), inked) > 500, "int8 layers drawn")
+  check(count(viz.histogram(q, {levels = false}), inked) > 200, "real units")
+  check_error(function() viz.histogram(q, {levels = 1}) end, "levels must be true or false")
+end)
+
 test("confusion and samples", function()
   local net, ds = tiny_cnn(2), tiny_data(9)
   local r = nn.evaluate(net, ds)
