@@ -116,3 +116,62 @@ check(loaded[1].weight_mask ~= nil and loaded[1].weight_mask:sum() == pn[1].weig
 prune.remove(loaded)
 check(loaded[1].weight_mask == nil, "remove drops masks")
 check(prune.masks_from_zeros(loaded) == 3 and loaded[1].weight_mask ~= nil, "masks from zeros")
+
+-- ---- sparse execution: same outputs as dense, weight edits honoured, thresholds
+local conv0, lin0 = prune.sparse_threshold()
+check(type(conv0) == "number" and type(lin0) == "number" and conv0 > 0 and conv0 <= 1, "default thresholds")
+local function cnn()
+  return nn.Sequential(nn.Conv2d(3, 8, 3, {padding = 1}), nn.ReLU(), nn.MaxPool2d(2),
+                       nn.Conv2d(8, 12, 3, {stride = 2, padding = 1}), nn.ReLU(), nn.Flatten(),
+                       nn.Linear(12 * 4 * 4, 10))
+end
+local function close(a, b) -- float rounding of sums taken in another order
+  return (a - b):abs():max() <= 1e-5 * (1 + b:abs():max())
+end
+local sn = cnn()
+prune.magnitude(sn, {amount = 0.9})
+sn:eval()
+local sx = tensor.randn(20, 3, 16, 16)
+prune.sparse_threshold(false)
+local dense = sn(sx):clone()
+check(not prune.report(sn).layers[1].sparse, "off: the report says dense")
+prune.sparse_threshold(true)
+local rep = prune.report(sn)
+check(rep.layers[1].sparse and rep.layers[2].sparse and rep.layers[3].sparse, "90% pruned: every layer sparse")
+check(tostring(rep):find("sparse", 1, true) ~= nil, "the report prints the kernel")
+local sparse = sn(sx):clone()
+check(close(sparse, dense), "sparse eval output = dense within rounding")
+check(close(sn(sx:slice(1, 1, 1)), dense:slice(1, 1, 1)), "one image")
+-- training mode stays dense: bit-identical to the dense run
+sn:train()
+check((sn(sx) - dense):abs():max() == 0, "training forward is the dense one")
+sn:eval()
+-- weights edited from Lua after the sparse copy was made
+sn[1].weight:fill(0)
+prune.sparse_threshold(false)
+local dense0 = sn(sx):clone()
+prune.sparse_threshold(true)
+check(close(sn(sx), dense0) and (dense0 - dense):abs():max() > 0, "weight:fill(0) honoured")
+sn[4].weight:fill(0.01) -- no zeros left: back to dense for that layer
+check(not prune.report(sn).layers[2].sparse, "a dense weight runs dense")
+prune.sparse_threshold(false)
+local dense1 = sn(sx):clone()
+prune.sparse_threshold(true)
+check(close(sn(sx), dense1) and (dense1 - dense0):abs():max() > 0, "refilled weight honoured")
+-- thresholds: get, set, per kind, off, defaults, errors
+local c1, l1 = prune.sparse_threshold(0.95)
+check(c1 == 0.95 and l1 == 0.95, "one number sets both")
+check(not prune.report(sn).layers[3].sparse, "90% under a threshold of 95%: dense")
+local c2, l2 = prune.sparse_threshold({linear = 0.25})
+check(c2 == 0.95 and l2 == 0.25, "a table sets one kind")
+local c3, l3 = prune.sparse_threshold(false)
+check(c3 == false and l3 == false, "false turns it off")
+local c4, l4 = prune.sparse_threshold(true)
+check(c4 == conv0 and l4 == lin0, "true brings the defaults back")
+check_error(function() prune.sparse_threshold(1.5) end, "[0, 1]", "threshold above 1")
+check_error(function() prune.sparse_threshold(-0.1) end, "[0, 1]", "negative threshold")
+check_error(function() prune.sparse_threshold(0 / 0) end, "[0, 1]", "NaN threshold")
+check_error(function() prune.sparse_threshold("high") end, "must be a sparsity", "a string")
+check_error(function() prune.sparse_threshold({conv = "x"}) end, "conv must be a sparsity", "a bad kind value")
+check_error(function() prune.sparse_threshold({dense = 0.5}) end, "unknown option", "an unknown kind")
+check(select(1, prune.sparse_threshold()) == conv0, "a refused call changes nothing")
