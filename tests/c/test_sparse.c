@@ -131,6 +131,7 @@ static void test_linear_against_dense(void)
         {16, 7, 3, 1},    /* one block */
         {37, 100, 10, 1}, /* two blocks and five rows left over */
         {64, 300, 9, 0},  /* no bias */
+        {48, 1024, 128, 1}, /* blocks on two threads (up to 50%) */
     };
     static const double sparsities[] = {0, 0.5, 0.9, 1};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
@@ -196,19 +197,23 @@ static void test_linear_op_few_rows(void)
     nl_module_release(m);
 }
 
-/* The sparse outputs do not depend on the thread count. */
+/* The sparse outputs do not depend on the thread count (the sizes are above the kernels' threshold
+ * for going parallel: images in parallel, then one image's output rows in parallel). */
 static void test_threads(void)
 {
     nl_rng_seed(400);
-    nl_module *m = net_make("Conv2d", "in", 8.0, "out", 16.0, "k", 3.0, "padding", 1.0, NULL);
-    sparsify(m->params[0].value, 0.8, NULL, 0);
+    nl_module *m = net_make("Conv2d", "in", 16.0, "out", 32.0, "k", 3.0, "padding", 1.0, NULL);
+    nl_module *m1 = net_make("Conv2d", "in", 32.0, "out", 64.0, "k", 3.0, "padding", 1.0, NULL);
+    sparsify(m->params[0].value, 0.7, NULL, 0);
+    sparsify(m1->params[0].value, 0.7, NULL, 0);
     nl_module_train(m, false);
+    nl_module_train(m1, false);
     const int threads = nl_get_threads();
-    nl_tensor *x = randn(4, (int64_t[]){6, 8, 20, 20}), *x1 = randn(4, (int64_t[]){1, 8, 20, 20});
+    nl_tensor *x = randn(4, (int64_t[]){8, 16, 24, 24}), *x1 = randn(4, (int64_t[]){1, 32, 32, 32});
     nl_set_threads(1);
-    nl_tensor *a = run(m, x, 0, NL_SPARSE_CONV), *a1 = run(m, x1, 0, NL_SPARSE_CONV);
+    nl_tensor *a = run(m, x, 0, NL_SPARSE_CONV), *a1 = run(m1, x1, 0, NL_SPARSE_CONV);
     nl_set_threads(2);
-    nl_tensor *b = run(m, x, 0, NL_SPARSE_CONV), *b1 = run(m, x1, 0, NL_SPARSE_CONV);
+    nl_tensor *b = run(m, x, 0, NL_SPARSE_CONV), *b1 = run(m1, x1, 0, NL_SPARSE_CONV);
     nl_set_threads(threads);
     CHECK(a && b && memcmp(nl_tensor_data(a), nl_tensor_data(b), (size_t)nl_tensor_numel(a) * 4) == 0,
           "images in parallel: same bits on 1 and 2 threads");
@@ -217,6 +222,7 @@ static void test_threads(void)
     nl_tensor *t[] = {a, b, a1, b1, x, x1};
     for (int i = 0; i < 6; i++) nl_tensor_release(t[i]);
     nl_module_release(m);
+    nl_module_release(m1);
 }
 
 /* Thresholds decide; training mode and disabled thresholds run dense; weight edits are seen. */
