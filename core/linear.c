@@ -16,8 +16,9 @@ typedef struct {
 } linear_state;
 
 /* Inputs of fewer rows than this run dense whatever the sparsity: bench/bench_sparse.c found the
- * dense product faster at batch 1 up to 98% zeros (the sparse path's check of the weight alone
- * costs about as much as a dense product of one row). 16 rows make one block of the kernel. */
+ * dense product of one row of 4096 faster up to 98% zeros (0.0025 ms against 0.0069 ms at 90%,
+ * 0.0033 ms at 98%: the sparse path's check of the weight alone costs about as much as the dense
+ * product of one row). 16 rows make one block of the kernel. */
 enum { SPARSE_MIN_ROWS = 16 };
 
 static nl_status linear_init(nl_module *m)

@@ -169,17 +169,16 @@ void nl_prune_remove_masks(nl_module *net) { walk(net, NULL, 0, "", unmask, NULL
  * build/release/bench/bench_sparse` (built by `make bench`) on the 2-core AMD EPYC machine nnlab is
  * tuned on, forward in evaluation mode through the layer (the check of the weight included), best
  * of 15 interleaved samples, dense / sparse time:
- *   conv 3->32 k3 p1 32x32, batch 64: 0.86x at 40%, 1.03x at 50%, 1.31x at 60%, 3.86x at 90%
- *                           batch 1:  0.86x at 60%, 0.97x at 70%, 1.04x at 75%, 1.27x at 90%
- *   conv 32->64 k3 p1 16x16, batch 64: 0.92x at 40%, 0.98x at 50%, 1.33x at 60%, 4.19x at 90%
- *                           batch 1:  wins from 10% (1.28x; dense runs one sgemm there)
- *   linear 4096->10, batch 64: wins at every sparsity measured, 1.64x at 10%, 2.45x at 50%, 4.87x
- *                           at 90% (sgemm with 10 outputs is slow); below 16 input rows the layer
- *                           stays dense (core/linear.c): at batch 1, 0.34x at 90%, 0.76x at 98%.
- * Convolutions go sparse from 60%, where they win at batch 64 (at batch 1 the small first layer
- * loses up to 0.003 ms until 75%, the second wins). Linear layers go sparse from 50%: lower, every
- * unpruned layer would hold a CSR copy of its weight for a kernel that is a faster dense product,
- * which is not what this switch is for. */
+ *   conv 3->32 k3 p1 32x32,  batch 64: 0.84x at 30%, 1.06x at 40%, 1.26x at 50%, 3.50x at 90%
+ *                            batch 1:  0.86x at 50%, 1.08x at 60%, 1.48x at 70%, 3.17x at 90%
+ *   conv 32->64 k3 p1 16x16, batch 64: 0.99x at 40%, 1.15x at 50%, 1.43x at 60%, 4.27x at 90%
+ *                            batch 1:  0.60x at 20%, 1.63x at 30%, 2.33x at 50%, 6.87x at 90%
+ *   linear 4096->10,         batch 64: wins at every sparsity measured: 2.08x at 10%, 3.16x at 50%,
+ *                            6.58x at 90% (sgemm with 10 outputs is slow); below 16 input rows the
+ *                            layer stays dense (core/linear.c): at batch 1, 0.37x at 90%, 0.77x at 98%.
+ * Convolutions go sparse from 60%, where both win at both batch sizes. Linear layers go sparse
+ * from 50%: lower, every unpruned layer would hold a CSR copy of its weight for a kernel that is
+ * just a faster dense product for this shape, which is not what the switch is for. */
 const double nl_sparse_default_threshold[NL_SPARSE_KINDS] = {
     [NL_SPARSE_CONV] = 0.6,
     [NL_SPARSE_LINEAR] = 0.5,
