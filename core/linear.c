@@ -88,6 +88,7 @@ static nl_status linear_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
                         : NULL;
     if (sparse && !ws) st = nl_errcode();
     nl_tensor *xc = st == NL_OK && sparse ? nl_tensor_contiguous(x) : NULL;
+    if (sparse && !xc && st == NL_OK) st = nl_errcode();
     nl_tensor *x2 = st != NL_OK ? NULL : as_matrix(sparse ? xc : x, fin);
     nl_tensor *y2 = x2 ? as_matrix(out, fout) : NULL;
     nl_tensor *wt = y2 && !sparse ? nl_tensor_transpose(w, 0, 1) : NULL;
