@@ -1,7 +1,9 @@
 /* conv2d.c: the 2-D convolution layer (NCHW, weight [out, in, k, k], bias [out], as PyTorch's
  * Conv2d with square kernels). The backend's column workspaces (one slice per thread) are buffers
- * of the module's, allocated once per shape and reused. */
+ * of the module's, allocated once per shape and reused. A pruned layer in evaluation mode runs the
+ * sparse op on a CSR copy of its weight instead (core/prune.h). */
 #include "layer.h"
+#include "prune.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -11,6 +13,7 @@ enum { ARG_IN, ARG_OUT, ARG_K, ARG_STRIDE, ARG_PADDING, ARG_BIAS };
 typedef struct {
     nl_tensor *cols;  /* [threads, in*k*k, OH*OW]: the forward pass's workspace */
     nl_tensor *gcols; /* [threads, in*k*k, OH*OW]: the data gradient's workspace */
+    nl_sparse_csr csr; /* the weight in CSR, for sparse execution */
 } conv_state;
 
 static nl_status conv_init(nl_module *m)
@@ -32,6 +35,7 @@ static void conv_destroy(nl_module *m)
     if (!s) return;
     nl_tensor_release(s->cols);
     nl_tensor_release(s->gcols);
+    nl_sparse_clear(&s->csr);
     free(s);
 }
 
@@ -90,10 +94,16 @@ static nl_status conv_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
     const nl_param *w = &m->params[0], *b = nl_module_param(m, "bias");
     int64_t cshape[3];
     cols_shape(m, out, cshape);
+    bool sparse = false;
+    nl_status st = nl_sparse_prepare(&s->csr, m, NL_SPARSE_CONV, &sparse);
     nl_op op = {.code = NL_OP_CONV2D, .dst = out, .src = {x, w->value, b ? b->value : NULL}};
+    if (sparse)
+        op = (nl_op){.code = NL_OP_SPCONV2D, .dst = out,
+                     .src = {x, s->csr.rowptr, s->csr.col, s->csr.val, b ? b->value : NULL},
+                     .i = {[2] = (int)w->value->shape[2], [3] = (int)w->value->shape[3]}};
     conv_op_ints(m, &op);
-    op.aux = nl_layer_buffer(&s->cols, NL_F32, 3, cshape, nl_tensor_device(x));
-    nl_status st = op.aux ? nl_op_exec(&op) : nl_errcode();
+    op.aux = st == NL_OK ? nl_layer_buffer(&s->cols, NL_F32, 3, cshape, nl_tensor_device(x)) : NULL;
+    if (st == NL_OK) st = op.aux ? nl_op_exec(&op) : nl_errcode();
     if (st != NL_OK) {
         nl_tensor_release(out);
         return st;

@@ -281,10 +281,21 @@ typedef enum {
                                scales src[1] f32 [rows] and zp 0. With a gradient src[2] (x's shape)
                                it is the straight-through backward: dst = src[2] where f[2] <=
                                round(x / s) + zp <= f[3], else 0 */
+    /* Sparse execution of pruned layers (core/prune.c decides, layers call; kernels in
+     * backends/cpu/sparse.c). The weight is in CSR as a matrix [O, K]: row pointers rp src[1] i32
+     * [O+1] (rp[0] = 0, rp[O] = nnz), column indices src[2] i32 [>= nnz] (increasing in a row)
+     * and values src[3] f32 [>= nnz]; bias src[4] f32 [O] (may be NULL). */
+    NL_OP_SPCONV2D,         /* dst[N,O,OH,OW] = the convolution of x src[0][N,C,H,W] by that weight
+                               with K = C*KH*KW in the order (c, kh, kw) of a dense [O,C,KH,KW];
+                               i[0]=stride, i[1]=padding, i[2]=KH, i[3]=KW; aux f32 [T, K, OH*OW]
+                               is the im2col workspace, a slice per thread (T >= 1) (CPU) */
+    NL_OP_SPLINEAR,         /* dst[M,O] = x src[0][M,K] W^T + bias, x and dst contiguous; aux f32
+                               [T, 16*K] is a workspace, a slice per thread (T >= 1; may be NULL
+                               when M < 16) (CPU) */
     NL_OPCODE_COUNT
 } nl_opcode;
 
-#define NL_OP_MAX_SRC 4
+#define NL_OP_MAX_SRC 5
 struct nl_op {
     nl_opcode code;
     nl_tensor *dst;

@@ -54,6 +54,8 @@ static const char *const opcode_names[] = {
     [NL_OP_INT4_LINEAR] = "int4_linear",
     [NL_OP_INT4_CONV2D] = "int4_conv2d",
     [NL_OP_FAKEQUANT] = "fakequant",
+    [NL_OP_SPCONV2D] = "spconv2d",
+    [NL_OP_SPLINEAR] = "splinear",
 };
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 _Static_assert(COUNT(binop_names) == NL_BINOP_COUNT, "one name per binop");

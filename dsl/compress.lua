@@ -41,10 +41,16 @@ local Report = {__tostring = function(r)
   local rows = {}
   for _, l in ipairs(r.layers) do
     rows[#rows + 1] = {l.path, l.type, commas(l.params), commas(l.zeros),
-                       string.format("%.1f%%", 100 * l.sparsity), l.masked and "yes" or "no"}
+                       string.format("%.1f%%", 100 * l.sparsity), l.masked and "yes" or "no",
+                       l.sparse and "sparse" or "dense"}
   end
-  rows[#rows + 1] = {"total", "", commas(r.params), commas(r.zeros), string.format("%.1f%%", 100 * r.sparsity), ""}
-  return table_text({"layer", "type", "weights", "zeros", "sparsity", "mask"}, rows)
+  rows[#rows + 1] = {"total", "", commas(r.params), commas(r.zeros), string.format("%.1f%%", 100 * r.sparsity), "", ""}
+  local conv, linear = prune.sparse_threshold()
+  local function th(t) return t and string.format("%.0f%%", 100 * t) or "off" end
+  return table_text({"layer", "type", "weights", "zeros", "sparsity", "mask", "eval"}, rows) ..
+         string.format("\neval: the kernel the forward runs in evaluation mode (sparse from conv %s, linear %s zeros;"
+                       .. " a Linear given fewer than 16 rows runs dense)",
+                       th(conv), th(linear))
 end}
 
 function prune.report(net)
@@ -52,14 +58,16 @@ function prune.report(net)
   local out = {layers = {}, params = 0, zeros = 0}
   for i, l in ipairs(P.layers(net)) do
     out.layers[i] = {path = l.path, type = l.layer:type(), params = l.params, zeros = l.zeros,
-                     sparsity = l.params > 0 and l.zeros / l.params or 0, masked = l.masked}
+                     sparsity = l.params > 0 and l.zeros / l.params or 0, masked = l.masked,
+                     sparse = l.sparse}
     out.params, out.zeros = out.params + l.params, out.zeros + l.zeros
   end
   out.sparsity = out.params > 0 and out.zeros / out.params or 0
   return setmetatable(out, Report)
 end
-doc("prune", "report", "prune.report(net) -> {layers = {{path=, type=, params=, zeros=, sparsity=, masked=}}, params=, zeros=, sparsity=}",
-    "Sparsity of every Linear/Conv2d weight and overall; prints as a table.",
+doc("prune", "report", "prune.report(net) -> {layers = {{path=, type=, params=, zeros=, sparsity=, masked=, sparse=}}, params=, zeros=, sparsity=}",
+    "Sparsity of every Linear/Conv2d weight and overall, and whether each layer's forward runs the sparse "
+    .. "kernel in evaluation mode (see prune.sparse_threshold); prints as a table.",
     "print(prune.report(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))))")
 
 -- ---------------------------------------------------------------- prune.schedule

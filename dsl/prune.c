@@ -269,6 +269,8 @@ static int p_layers(lua_State *L)
         lua_setfield(L, -2, "zeros");
         lua_pushboolean(L, nl_prune_mask(ls[i].m) != NULL);
         lua_setfield(L, -2, "masked");
+        lua_pushboolean(L, ls[i].sparse);
+        lua_setfield(L, -2, "sparse");
         lua_rawseti(L, -2, i + 1);
     }
     return 1;
@@ -287,6 +289,49 @@ static int l_remove(lua_State *L)
     nl_prune_remove_masks(nl_lua_checkmodule(L, 1));
     lua_settop(L, 1);
     return 1;
+}
+
+/* Pushes a kind's threshold: a number, or false when sparse execution is off. */
+static void push_threshold(lua_State *L, nl_sparse_kind k)
+{
+    double t = nl_sparse_threshold(k);
+    if (t < 0) lua_pushboolean(L, 0);
+    else lua_pushnumber(L, t);
+}
+
+/* Reads a threshold at idx for f: a number in [0, 1], false (off, -1) or true (the default). */
+static double check_threshold(lua_State *L, int idx, const char *f, const char *what, nl_sparse_kind k)
+{
+    if (lua_isboolean(L, idx)) return lua_toboolean(L, idx) ? nl_sparse_default_threshold[k] : -1;
+    if (lua_type(L, idx) != LUA_TNUMBER)
+        luaL_error(L, "%s: %s must be a sparsity in [0, 1], false (dense) or true (the default), got %s", f,
+                   what, luaL_typename(L, idx));
+    double t = lua_tonumber(L, idx);
+    if (!(t >= 0 && t <= 1)) luaL_error(L, "%s: %s must be in [0, 1], got %g", f, what, t);
+    return t;
+}
+
+/* prune.sparse_threshold([x | false | true | {conv=, linear=}]) -> conv, linear */
+static int l_sparse_threshold(lua_State *L)
+{
+    const char *f = "prune.sparse_threshold";
+    static const char *const names[NL_SPARSE_KINDS] = {[NL_SPARSE_CONV] = "conv", [NL_SPARSE_LINEAR] = "linear"};
+    double t[NL_SPARSE_KINDS];
+    for (int k = 0; k < NL_SPARSE_KINDS; k++) t[k] = nl_sparse_threshold((nl_sparse_kind)k);
+    if (lua_istable(L, 1)) {
+        static const char *const keys[] = {"conv", "linear", NULL};
+        check_keys(L, 1, f, keys);
+        for (int k = 0; k < NL_SPARSE_KINDS; k++) {
+            if (lua_getfield(L, 1, names[k]) != LUA_TNIL)
+                t[k] = check_threshold(L, -1, f, names[k], (nl_sparse_kind)k);
+            lua_pop(L, 1);
+        }
+    } else if (!lua_isnoneornil(L, 1)) {
+        for (int k = 0; k < NL_SPARSE_KINDS; k++) t[k] = check_threshold(L, 1, f, "the threshold", (nl_sparse_kind)k);
+    }
+    for (int k = 0; k < NL_SPARSE_KINDS; k++) check_status(L, nl_sparse_set_threshold((nl_sparse_kind)k, t[k]));
+    for (int k = 0; k < NL_SPARSE_KINDS; k++) push_threshold(L, (nl_sparse_kind)k);
+    return NL_SPARSE_KINDS;
 }
 
 /* ---------------------------------------------------------------- lowrank --------------- */
@@ -378,6 +423,13 @@ static const nl_dsl_fn prune_fns[] = {
     {"remove", l_remove, "prune.remove(net) -> net",
      "Drops the masks (the zeros stay in the weights; training may move them again).",
      "prune.remove(nn.Sequential(nn.Linear(4, 4)))"},
+    {"sparse_threshold", l_sparse_threshold,
+     "prune.sparse_threshold([x | false | true | {conv=, linear=}]) -> conv, linear",
+     "Sparse execution: in evaluation mode a Conv2d/Linear whose weight sparsity is at least its "
+     "kind's threshold runs a CSR kernel whose work falls with the zeros (the defaults are where it "
+     "beat dense when measured). x sets both kinds; false runs everything dense; true restores the "
+     "defaults; no argument only reads them. Returns the thresholds in force (false: off).",
+     "print(prune.sparse_threshold()); prune.sparse_threshold(0.9); prune.sparse_threshold(true)"},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -2,7 +2,8 @@
  * sgemm, after Caffe/darknet: image n's columns are a [C*KH*KW, OH*OW] matrix, so the forward pass
  * is one sgemm per image writing NCHW directly and col2im scatters the data gradient back. Images
  * (or groups of them) run OpenMP-parallel, each with a one-thread sgemm of its own. The columns
- * live in a slice per thread and are made again where the filter gradient needs them. */
+ * live in a slice per thread and are made again where the filter gradient needs them. The sparse
+ * convolution (sparse.c) shares im2col (cpu_im2col). */
 #include "cpu/cpu.h"
 #include "cpu_kernels.h"
 #include "window.h"
@@ -12,18 +13,21 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    int64_t N, C, H, W, O, KH, KW, OH, OW, s, p;
-    int64_t ckk, P; /* rows and columns of one image's column matrix */
-} conv_geom;
+typedef cpu_conv_geom conv_geom;
 
 /* x: [N, C, H, W], w: [O, C, KH, KW], y: [N, O, OH, OW] (any of them may be the gradient of one). */
 static conv_geom conv_geometry(const nl_op *op, const nl_tensor *x, const nl_tensor *w,
                                const nl_tensor *y)
 {
-    conv_geom g = {.N = x->shape[0], .C = x->shape[1], .H = x->shape[2], .W = x->shape[3],
-                   .O = w->shape[0], .KH = w->shape[2], .KW = w->shape[3], .OH = y->shape[2],
-                   .OW = y->shape[3], .s = op->i[0], .p = op->i[1]};
+    return cpu_conv_geometry(x, w->shape[0], w->shape[2], w->shape[3], y, op->i[0], op->i[1]);
+}
+
+cpu_conv_geom cpu_conv_geometry(const nl_tensor *x, int64_t O, int64_t KH, int64_t KW,
+                                const nl_tensor *y, int64_t stride, int64_t padding)
+{
+    cpu_conv_geom g = {.N = x->shape[0], .C = x->shape[1], .H = x->shape[2], .W = x->shape[3],
+                       .O = O, .KH = KH, .KW = KW, .OH = y->shape[2], .OW = y->shape[3],
+                       .s = stride, .p = padding};
     g.ckk = g.C * g.KH * g.KW;
     g.P = g.OH * g.OW;
     return g;
@@ -97,13 +101,10 @@ static void im2col_channel(const conv_geom *g, const float *x, float *cols)
     }
 }
 
-/* One image's columns [C*KH*KW, OH*OW] (see cpu_kernels.h). */
-void nl_cpu_im2col_image(const float *x, int64_t C, int64_t H, int64_t W, int64_t KH, int64_t KW,
-                         int64_t stride, int64_t pad, int64_t OH, int64_t OW, float *cols)
+void cpu_im2col(const cpu_conv_geom *g, const float *x, float *cols)
 {
-    const conv_geom g = {.C = C, .H = H, .W = W, .KH = KH, .KW = KW, .OH = OH, .OW = OW,
-                         .s = stride, .p = pad, .ckk = C * KH * KW, .P = OH * OW};
-    for (int64_t c = 0; c < C; c++) im2col_channel(&g, x + c * H * W, cols + c * KH * KW * g.P);
+    for (int64_t c = 0; c < g->C; c++)
+        im2col_channel(g, x + c * g->H * g->W, cols + c * g->KH * g->KW * g->P);
 }
 
 /* The adjoint of im2col_channel: x = 0, then each column entry is added to its input position.
@@ -175,8 +176,7 @@ nl_status nl_cpu_conv2d_forward(const nl_op *op)
 #pragma omp parallel for schedule(dynamic) num_threads(nt) if (nt > 1)
     for (int64_t n = 0; n < g.N; n++) {
         float *cn = cols + omp_get_thread_num() * g.ckk * g.P, *yn = y + n * g.O * g.P;
-        for (int64_t c = 0; c < g.C; c++)
-            im2col_channel(&g, x + (n * g.C + c) * g.H * g.W, cn + c * g.KH * g.KW * g.P);
+        cpu_im2col(&g, x + n * g.C * g.H * g.W, cn);
         for (int64_t o = 0; bias && o < g.O; o++)
             for (int64_t i = 0; i < g.P; i++) yn[o * g.P + i] = bias[o];
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g.O, (int)g.P, (int)g.ckk, 1.0f,

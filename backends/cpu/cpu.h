@@ -28,6 +28,8 @@ nl_status nl_cpu_batchnorm_backward(const nl_op *op);
 nl_status nl_cpu_dropout(const nl_op *op);                /* dropout.c */
 nl_status nl_cpu_cross_entropy_forward(const nl_op *op);  /* loss.c */
 nl_status nl_cpu_cross_entropy_backward(const nl_op *op);
+nl_status nl_cpu_spconv2d(const nl_op *op);               /* sparse.c */
+nl_status nl_cpu_splinear(const nl_op *op);
 nl_status nl_cpu_qconv2d(const nl_op *op);                /* qgemm.c */
 nl_status nl_cpu_quantize(const nl_op *op);
 nl_status nl_cpu_qpool2d(const nl_op *op);

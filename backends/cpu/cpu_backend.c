@@ -1,5 +1,6 @@
 /* cpu_backend.c: the CPU backend's vtable: 64-byte aligned host memory, host copies, and
- * dispatch of each opcode to its kernel (cpu_elementwise.c, cpu_reduce.c, cpu_matmul.c). */
+ * dispatch of each opcode to its kernel (cpu_elementwise.c, cpu_reduce.c, cpu_matmul.c, the layer
+ * kernels in <layer>.c, sparse.c). */
 #include "cpu/cpu.h"
 #include "cpu_kernels.h"
 
@@ -69,6 +70,8 @@ static nl_status (*const kernels[NL_OPCODE_COUNT])(const nl_op *op) = {
     [NL_OP_INT4_LINEAR] = nl_cpu_int4_linear,
     [NL_OP_INT4_CONV2D] = nl_cpu_int4_conv2d,
     [NL_OP_FAKEQUANT] = nl_cpu_fakequant,
+    [NL_OP_SPCONV2D] = nl_cpu_spconv2d,
+    [NL_OP_SPLINEAR] = nl_cpu_splinear,
 };
 
 static bool cpu_supports(nl_backend *be, const nl_op *op)

@@ -100,6 +100,19 @@ extern const cpu_conv_fn cpu_conv[NL_DTYPE_COUNT][CPU_CTYPE_COUNT];
 void cpu_store(cpu_ctype t, void *p, double v);
 double cpu_load(cpu_ctype t, const void *p);
 
+/* ---------------------------------------------------------------- convolution ----------- */
+
+/* The geometry of a convolution of x [N, C, H, W] by O filters of KH x KW into y [N, O, OH, OW]. */
+typedef struct {
+    int64_t N, C, H, W, O, KH, KW, OH, OW, s, p;
+    int64_t ckk, P; /* rows and columns of one image's column matrix */
+} cpu_conv_geom;
+cpu_conv_geom cpu_conv_geometry(const nl_tensor *x, int64_t O, int64_t KH, int64_t KW,
+                                const nl_tensor *y, int64_t stride, int64_t padding);
+/* im2col of one image x [C, H, W] (conv2d.c): cols [C*KH*KW, OH*OW], row (c, kh, kw), column
+ * (oh, ow) = x[c][oh*s - p + kh][ow*s - p + kw], 0 outside the image. Single-threaded. */
+void cpu_im2col(const cpu_conv_geom *g, const float *x, float *cols);
+
 /* ---------------------------------------------------------------- kernels --------------- */
 
 /* Each takes a well-formed op (core validated it) and returns NL_OK or an error it has set. */
@@ -111,11 +124,5 @@ nl_status cpu_unary(const nl_op *op);
 nl_status cpu_rand(const nl_op *op);
 nl_status cpu_reduce(const nl_op *op);
 nl_status cpu_matmul(const nl_op *op);
-
-/* One image's im2col columns (conv2d.c): x f32 [C, H, W] -> cols [C*KH*KW, OH*OW], row
- * (c, kh, kw), column (oh, ow) = x[c][oh*stride - pad + kh][ow*stride - pad + kw], 0 outside the
- * image. cols must not overlap x. */
-void nl_cpu_im2col_image(const float *x, int64_t C, int64_t H, int64_t W, int64_t KH, int64_t KW,
-                         int64_t stride, int64_t pad, int64_t OH, int64_t OW, float *cols);
 
 #endif

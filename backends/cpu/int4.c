@@ -136,6 +136,7 @@ nl_status nl_cpu_int4_conv2d(const nl_op *op)
     const int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
     const int64_t k = op->i[1], s = op->i[2], p = op->i[3], OH = dst->shape[2], OW = dst->shape[3];
     const int64_t K = C * k * k, P = OH * OW;
+    const cpu_conv_geom g = cpu_conv_geometry(x, dst->shape[1], k, k, dst, s, p);
     const int4_w w = int4_weights(op, op->src[1], op->src[2], K);
     const float *xd = nl_tensor_f32(x), *bias = op->src[3] ? nl_tensor_f32(op->src[3]) : NULL;
     float *y = nl_tensor_f32(op->dst);
@@ -159,7 +160,7 @@ nl_status nl_cpu_int4_conv2d(const nl_op *op)
             if (!blk || !cols) continue;
             const int64_t n0 = t * B, n1 = n0 + B < N ? n0 + B : N;
             for (int64_t n = n0; n < n1; n++) {
-                nl_cpu_im2col_image(xd + n * C * H * W, C, H, W, k, k, s, p, OH, OW, cols + (n - n0) * K * P);
+                cpu_im2col(&g, xd + n * C * H * W, cols + (n - n0) * K * P);
                 float *yn = y + n * w.O * P;
                 for (int64_t o = 0; o < w.O; o++)
                     for (int64_t i = 0; i < P; i++) yn[o * P + i] = bias ? bias[o] : 0;
