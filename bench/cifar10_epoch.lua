@@ -7,7 +7,7 @@
 --   build/nnlab bench/cifar10_epoch.lua [PEER_PY PEERS [EPOCHS [ROUNDS]]]      (run by make bench)
 
 local peer_py, peers = arg[1] or "/usr/bin/python3", arg[2] or "../shared/bench"
-local epochs, rounds = tonumber(arg[3]) or 1, tonumber(arg[4]) or 2
+local epochs, rounds = tonumber(arg[3]) or 1, tonumber(arg[4]) or 3
 local ok, train, test = pcall(data.cifar10)
 if not ok then
   print("skipped: " .. tostring(train))
