@@ -344,20 +344,6 @@ static void tile_pixels(const qgeom *g, int64_t pool, int64_t per_tile, int64_t 
     }
 }
 
-/* The tile of the TILE_M pixels from m0 on (no pool), counted up from m0. */
-static void tile_run(const qgeom *g, int64_t m0, qtile *tl)
-{
-    int64_t ow = m0 % g->OW, oh = (m0 / g->OW) % g->OH, n = m0 / (g->OW * g->OH);
-    tl->rows = tl->units = g->M - m0 < TILE_M ? g->M - m0 : TILE_M;
-    for (int64_t r = 0; r < tl->rows; r++) {
-        tl->n[r] = n, tl->oh[r] = oh, tl->ow[r] = ow, tl->unit[r] = m0 + r;
-        if (++ow == g->OW) {
-            ow = 0;
-            if (++oh == g->OH) oh = 0, n++;
-        }
-    }
-}
-
 /* The tile's outputs from its int32 sums c: rows straight to dst, or (pool) each window's rows to
  * a scratch row block, then their channel-wise maximum to dst. Requantizing is monotonic, so the
  * maximum of the outputs is the output of the maximum, as a separate max pool would give. */
@@ -440,13 +426,13 @@ nl_status nl_cpu_qconv2d(const nl_op *op)
 #pragma omp for schedule(dynamic, 8)
         for (int64_t t = 0; t < ntiles; t++) {
             if (!ok) continue;
-            if (pool == 1) tile_run(&g, t * TILE_M, &tl);
-            else tile_pixels(&g, pool, per_tile, nunits, t, &tl);
+            tile_pixels(&g, pool, per_tile, nunits, t, &tl);
             if (vnni) {
                 const uint8_t *rows[TILE_M];
-                for (int64_t r = 0; r < TILE_M; r++)
-                    rows[r] = xp + ((tl.n[r < tl.rows ? r : 0] * g.Hp + tl.oh[r < tl.rows ? r : 0] * g.S) * g.Wp +
-                                    tl.ow[r < tl.rows ? r : 0] * g.S) * g.C;
+                for (int64_t r = 0; r < TILE_M; r++) {
+                    const int64_t i = r < tl.rows ? r : 0; /* rows past the tile: any valid one */
+                    rows[r] = xp + ((tl.n[i] * g.Hp + tl.oh[i] * g.S) * g.Wp + tl.ow[i] * g.S) * g.C;
+                }
                 tile_vnni(&g, rows, wp, c);
             } else {
                 for (int64_t r = 0; r < TILE_M; r++) {
