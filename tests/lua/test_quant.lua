@@ -69,6 +69,7 @@ test("checkpoints", function()
   back:eval()
   check(back[2]:type() == "QConv2d" and back[2].weight:dtype() == "i8", "int8 weights come back")
   check(max_abs(back(x) - q(x)) == 0, "same outputs after loading")
+  check(back[2].pool == 2, "the fused pool comes back")
   os.remove(path)
 end)
 
@@ -82,6 +83,9 @@ test("errors", function()
   check_error(function() quant.int8(net, {calibrate = tensor.randn(2, 5, 16, 16)}) end, "channels")
   local q = quant.int8(net, {calibrate = tensor.randn(2, 3, 16, 16)})
   check_error(function() q:backward(tensor.randn(2, 10)) end, "")
+  check_error(function() nn.QConv2d(3, 8, 3, {pool = 4}) end, "a fused pool is at most 3x3, got pool=4")
+  check_error(function() nn.QConv2d(3, 8, 3, {pool = 3}):forward(tensor.zeros(1, 4, 4, 3):to("u8")) end,
+              "output 2x2 is smaller than the 3x3 pool")
 end)
 
 test("int4", function()
