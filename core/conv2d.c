@@ -74,7 +74,7 @@ static void conv_op_ints(const nl_module *m, nl_op *op)
     op->i[1] = (int)m->args[ARG_PADDING];
 }
 
-/* The shape of a column workspace for input x and output y: a slice per thread. */
+/* The shape of a column workspace for an output (or its gradient) y: a slice per thread. */
 static void cols_shape(const nl_module *m, const nl_tensor *y, int64_t shape[3])
 {
     const nl_tensor *w = m->params[0].value;

@@ -94,7 +94,7 @@ static inline void copy_run(uint8_t *d, const uint8_t *s, int64_t n)
 static void gather_row(const qgeom *g, const uint8_t *x, int64_t n, int64_t oh, int64_t ow, uint8_t *row)
 {
     const int64_t iw0 = ow * g->S - g->P, kw0 = iw0 < 0 ? -iw0 : 0,
-                  kw1 = iw0 + g->K > g->W ? g->W - iw0 : g->K, KC = g->K * g->C;
+                  kw1 = iw0 + g->K > g->W ? g->W - iw0 : g->K, KC = g->KC;
     uint8_t *d = row;
     for (int64_t kh = 0; kh < g->K; kh++, d += KC) {
         const int64_t ih = oh * g->S - g->P + kh;
@@ -325,8 +325,7 @@ typedef struct {
 static void tile_pixels(const qgeom *g, int64_t pool, int64_t per_tile, int64_t nunits, int64_t t,
                         qtile *tl)
 {
-    const int64_t PH = g->OH / pool, PW = g->OW / pool, u0 = t * per_tile;
-    const int64_t H = pool == 1 ? g->OH : PH, W = pool == 1 ? g->OW : PW; /* the units' grid */
+    const int64_t H = g->OH / pool, W = g->OW / pool, u0 = t * per_tile; /* the units' grid */
     int64_t n = u0 / (H * W), h = u0 / W % H, w = u0 % W; /* then counted up, no divisions */
     tl->rows = tl->units = 0;
     for (int64_t u = u0; u < nunits && u < u0 + per_tile; u++) {
