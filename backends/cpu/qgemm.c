@@ -7,15 +7,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The GEMM works on tiles of TILE_M output pixels, multiplied by all output channels into an int32
- * tile, whose requantized or dequantized outputs are then written. The portable path gathers a
- * tile's rows of the im2col matrix A [M, Kp] (u8, K = (kh, kw, c) padded to Kp, a multiple of 4,
- * with zero weights under the padding). The VNNI path gathers nothing: in an NHWC image padded
- * with the zero point, the kw x c values of window row kh are KC contiguous bytes, so it reads
- * its 4-byte groups straight from the image (KC rounded up to KCp, a multiple of 4; the bytes
- * read past KC meet zero weights). Both compute the same exact int32 sums and share the epilogue,
- * so they give identical results. */
-enum { TILE_M = 12, OGROUP = 64 };
+/* The GEMM works on tiles of up to TILE_M output pixels (whole pooling windows when a pool is
+ * fused), multiplied by all output channels. The portable path gathers a tile's rows of the im2col
+ * matrix A [M, Kp] (u8, K = (kh, kw, c) padded to Kp, a multiple of 4, with zero weights under the
+ * padding) into an int32 tile, then writes its outputs. The VNNI path gathers nothing: in an NHWC
+ * image padded with the zero point, the kw x c values of window row kh are KC contiguous bytes, so
+ * it reads its 4-byte groups straight from the image (KC rounded up to KCp, a multiple of 4; the
+ * bytes read past KC meet zero weights), and requantizes u8 outputs (and takes their pooled
+ * maximum) from its registers. Both compute the same exact int32 sums and requantize them with
+ * the same operations, so they give identical results. */
+enum { TILE_M = 24, OGROUP = 64 };
 
 /* ---------------------------------------------------------------- ISA choice ------------ */
 
@@ -182,36 +183,100 @@ static const uint8_t *padded_image(const qgeom *g, const uint8_t *x)
     return buf;
 }
 
+/* ---------------------------------------------------------------- requantization -------- */
+
+/* What turns a channel's int32 sum acc = sum (x - zp) * w into its output, per (padded) channel:
+ * f32 outputs are fmaf(acc, mult[o], shift[o]) (then ReLU) with mult = xs * ws[o] and shift the
+ * bias; u8 outputs are round(fmaf(acc, mult[o], shift[o])) with the output scale and zero point
+ * folded into mult and shift, floored at qlo (the zero point under ReLU, else 0) and saturated at
+ * 255. One rounding each, as fmaf is; the AVX-512 epilogue does the same operations, so all paths
+ * give the same bytes. */
+typedef struct {
+    int32_t *zacc; /* where a channel's sum starts: -zp * rowsum[o], so it ends as sum (x - zp) w */
+    float *mult, *shift;
+    float lo;    /* f32: the ReLU floor (0 or -inf) */
+    int32_t qlo; /* u8: the floor (zero point under ReLU, else 0) */
+} qpost;
+
+/* The channels' constants from the weights' row sums, the input scale xs and zero point, the
+ * weights' scales ws, the bias and (u8) the output scale ys and zero point yzp: in double, rounded
+ * once to float. Channels past O stay 0. */
+static void post_make(const nl_op *op, const qgeom *g, const int32_t *rowsum, qpost *q)
+{
+    const bool to_u8 = op->dst->dtype == NL_U8, relu = op->i[2] != 0;
+    const double xs = op->f[0], inv_ys = to_u8 ? 1.0 / op->f[2] : 1.0, yzp = to_u8 ? op->f[3] : 0;
+    const float *ws = nl_tensor_f32(op->src[2]), *bias = op->src[3] ? nl_tensor_f32(op->src[3]) : NULL;
+    for (int64_t o = 0; o < g->O; o++) {
+        q->zacc[o] = -(int32_t)g->zp * rowsum[o];
+        q->mult[o] = (float)(xs * ws[o] * inv_ys);
+        q->shift[o] = (float)((bias ? bias[o] : 0) * inv_ys + yzp);
+    }
+    q->lo = relu ? 0 : -INFINITY;
+    q->qlo = relu ? (int32_t)op->f[3] : 0;
+}
+
+static inline uint8_t requant_u8(int32_t acc, float mult, float shift, int32_t lo)
+{
+    float t = nearbyintf(fmaf((float)acc, mult, shift));
+    t = t < 512 ? t : 512; /* NaN too, as vminps gives its second operand */
+    t = t > -512 ? t : -512;
+    const int32_t v = (int32_t)t > lo ? (int32_t)t : lo;
+    return (uint8_t)(v < 255 ? v : 255);
+}
+
+#define VNNI __attribute__((target("avx512f,avx512bw,avx512vnni")))
+
+/* requant_u8 of 16 channels, before the floor and the saturation */
+static inline __attribute__((always_inline)) VNNI __m512i requant16(__m512i acc, __m512 mult, __m512 shift)
+{
+    const __m512 t = _mm512_min_ps(_mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), mult, shift),
+                                   _mm512_set1_ps(512));
+    return _mm512_cvt_roundps_epi32(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+
 /* ---------------------------------------------------------------- micro-kernels --------- */
 
-/* c[r][o] = sum_k a[r][k] * wk[o][k] for TILE_M rows and every (padded) channel. */
-static void tile_generic(const qgeom *g, const uint8_t *a, int64_t lda, const int8_t *wk, int32_t *c)
+/* c[r][o] = zacc[o] + sum_k a[r][k] * wk[o][k] for TILE_M rows and every (padded) channel. */
+static void tile_generic(const qgeom *g, const uint8_t *a, int64_t lda, const int8_t *wk,
+                         const int32_t *zacc, int32_t *c)
 {
     for (int64_t r = 0; r < TILE_M; r++)
         for (int64_t o = 0; o < g->Opad; o++) {
             const uint8_t *ar = a + r * lda;
             const int8_t *wr = wk + o * g->Kp;
-            int32_t s = 0;
+            int32_t s = zacc[o];
             for (int64_t k = 0; k < g->Kp; k++) s += (int32_t)ar[k] * wr[k];
             c[r * g->Opad + o] = s;
         }
 }
 
-#define VNNI __attribute__((target("avx512f,avx512bw,avx512vnni")))
+/* Where a VNNI block's results go: u8 outputs requantized in registers, the maximum of each PP
+ * consecutive rows (a pooling window) to out[unit] + channel (only the first nvalid channels of the
+ * block), or (PP 0) the int32 sums to c[r * ldc + channel]. */
+typedef struct {
+    const int32_t *zacc;
+    uint8_t *const *out;
+    const float *mult, *shift;
+    int32_t qlo;
+    int64_t nvalid;
+    int32_t *c;
+    int64_t ldc;
+} vnni_dest;
 
-/* MR rows x NV*16 channels of one channel group: row r's window row kh starts at
- * rows[r] + kh * rstride; wp holds [K][nq][NV*16][4] weights. */
+/* MR rows x NV*16 channels, sums starting at zacc: row r's window row kh starts at rows[r] + kh * rstride; the weights of
+ * quad q of window row kh for the block's channels are the NV*64 bytes at wp + (kh*nq + q) * wstep. */
 static inline __attribute__((always_inline)) VNNI void
 vnni_block(const uint8_t *const *rows, int64_t rstride, int64_t K, int64_t nq, const int8_t *wp,
-           int32_t *c, int64_t ldc, const int MR, const int NV)
+           int64_t wstep, const vnni_dest *d, const int MR, const int NV, const int PP)
 {
-    __m512i acc[6][4];
-    for (int r = 0; r < MR; r++)
-        for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_si512();
+    __m512i acc[9][2];
+    for (int v = 0; v < NV; v++) acc[0][v] = _mm512_loadu_si512(d->zacc + v * 16);
+    for (int r = 1; r < MR; r++)
+        for (int v = 0; v < NV; v++) acc[r][v] = acc[0][v];
     for (int64_t kh = 0; kh < K; kh++) {
         const int64_t off = kh * rstride;
-        for (int64_t q = 0; q < nq; q++, wp += NV * 64) {
-            __m512i b[4];
+        for (int64_t q = 0; q < nq; q++, wp += wstep) {
+            __m512i b[2];
             for (int v = 0; v < NV; v++) b[v] = _mm512_loadu_si512(wp + v * 64);
             for (int r = 0; r < MR; r++) {
                 int32_t word;
@@ -221,26 +286,62 @@ vnni_block(const uint8_t *const *rows, int64_t rstride, int64_t K, int64_t nq, c
             }
         }
     }
-    for (int r = 0; r < MR; r++)
-        for (int v = 0; v < NV; v++) _mm512_storeu_si512(c + r * ldc + v * 16, acc[r][v]);
+    if (PP == 0) {
+        for (int r = 0; r < MR; r++)
+            for (int v = 0; v < NV; v++) _mm512_storeu_si512(d->c + r * d->ldc + v * 16, acc[r][v]);
+        return;
+    }
+    const __m512i lo = _mm512_set1_epi32(d->qlo);
+    for (int v = 0; v < NV; v++) {
+        const __m512 mult = _mm512_loadu_ps(d->mult + v * 16), shift = _mm512_loadu_ps(d->shift + v * 16);
+        const int64_t left = d->nvalid - v * 16;
+        const __mmask16 keep = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);
+        for (int u = 0; u < MR / PP; u++) {
+            __m512i best = lo;
+            for (int r = u * PP; r < (u + 1) * PP; r++)
+                best = _mm512_max_epi32(best, requant16(acc[r][v], mult, shift));
+            _mm_mask_storeu_epi8(d->out[u] + v * 16, keep, _mm512_cvtusepi32_epi8(best));
+        }
+    }
 }
 
-/* The tile whose rows (output pixels) start at rows[0..TILE_M) in the padded image. */
-static VNNI void tile_vnni(const qgeom *g, const uint8_t *const *rows, const int8_t *wp, int32_t *c)
+/* Rows [0, nrows) of a tile (nrows a multiple of 8, or of 9 with a 3x3 pool; rows[r] where output
+ * pixel r's window starts in the padded image) through every channel group, in blocks of 8 rows
+ * (9 with a 3x3 pool: whole windows) by 2 vectors of 16 channels: 16 accumulators and 2 weight
+ * vectors stay in registers (measured on Zen 4: wider blocks spill, or read their weights as
+ * memory operands and wait on loads). u8 outputs (out: one pointer per pooled unit) leave
+ * requantized; f32 ones (out NULL) leave as int32 sums in c. */
+static VNNI void tile_vnni(const qgeom *g, int64_t pool, const uint8_t *const *rows, int64_t nrows,
+                           const int8_t *wp, const qpost *q, uint8_t *const *out, int32_t *c)
 {
-    const int64_t nq = g->KCp / 4, rstride = g->Wp * g->C, size = g->K * g->KCp;
+    const int64_t nq = g->KCp / 4, rstride = g->Wp * g->C, size = g->K * g->KCp, pp = pool * pool;
+    const int mr = pp == 9 ? 9 : 8, mode = out ? (int)pp : 0; /* mode 0: int32 sums */
     for (int64_t o0 = 0; o0 < g->Opad; o0 += OGROUP) {
-        const int nv = (int)((g->Opad - o0 < OGROUP ? g->Opad - o0 : OGROUP) / 16);
-        const int8_t *w = wp + o0 * size;
-        int32_t *co = c + o0;
-        for (int r0 = 0; r0 < TILE_M; r0 += 6) {
-            const uint8_t *const *rr = rows + r0;
-            int32_t *cr = co + r0 * g->Opad;
-            switch (nv) {
-            case 1: vnni_block(rr, rstride, g->K, nq, w, cr, g->Opad, 6, 1); break;
-            case 2: vnni_block(rr, rstride, g->K, nq, w, cr, g->Opad, 6, 2); break;
-            case 3: vnni_block(rr, rstride, g->K, nq, w, cr, g->Opad, 6, 3); break;
-            default: vnni_block(rr, rstride, g->K, nq, w, cr, g->Opad, 6, 4); break;
+        const int64_t width = g->Opad - o0 < OGROUP ? g->Opad - o0 : OGROUP, nvec = width / 16;
+        for (int64_t v0 = 0; v0 < nvec; v0 += 2) {
+            const int nv = nvec - v0 < 2 ? 1 : 2;
+            const int64_t ch = o0 + v0 * 16;
+            const int8_t *w = wp + o0 * size + v0 * 64;
+            for (int64_t r0 = 0; r0 < nrows; r0 += mr) {
+                uint8_t *outs[8];
+                for (int64_t u = 0; out && u < mr / pp; u++) outs[u] = out[r0 / pp + u] + ch;
+                const vnni_dest d = {q->zacc + ch, out ? outs : NULL, q->mult + ch, q->shift + ch,
+                                     q->qlo, g->O - ch, c ? c + r0 * g->Opad + ch : NULL, g->Opad};
+                const uint8_t *const *rr = rows + r0;
+#define BLOCK(MR, NV, PP) vnni_block(rr, rstride, g->K, nq, w, width * 4, &d, MR, NV, PP)
+                switch (mr * 100 + nv * 10 + mode) {
+                case 810: BLOCK(8, 1, 0); break;
+                case 820: BLOCK(8, 2, 0); break;
+                case 811: BLOCK(8, 1, 1); break;
+                case 821: BLOCK(8, 2, 1); break;
+                case 814: BLOCK(8, 1, 4); break;
+                case 824: BLOCK(8, 2, 4); break;
+                case 910: BLOCK(9, 1, 0); break;
+                case 920: BLOCK(9, 2, 0); break;
+                case 919: BLOCK(9, 1, 9); break;
+                default: BLOCK(9, 2, 9); break;
+                }
+#undef BLOCK
             }
         }
     }
@@ -248,74 +349,8 @@ static VNNI void tile_vnni(const qgeom *g, const uint8_t *const *rows, const int
 
 /* ---------------------------------------------------------------- the convolution ------- */
 
-/* What turns a channel's int32 sum into its real value, per (padded) channel:
- * real = (acc - zrs[o]) * mult[o] + bias[o] with zrs = zp * rowsum, mult = xs * ws[o]. */
-typedef struct {
-    int32_t *zrs;
-    float *mult, *bias;
-} qpost;
-
-/* The outputs of a tile's rows from their int32 sums: real values, ReLU, then u8 at scale ys /
- * zero point yzp (round half to even, saturate), or f32. The portable forms; the AVX-512 one does
- * the same operations in the same order (no contraction: -std=c11 keeps a*b+c as two roundings),
- * so both give the same bytes. */
-typedef struct {
-    float lo, inv_ys, yzp; /* ReLU floor (0 or -inf), 1 / output scale, output zero point */
-} qout;
-
-static void rows_u8(const int32_t *c, int64_t ldc, int64_t rows, const qpost *q, const qout *e,
-                    int64_t O, uint8_t *const *yr)
-{
-    for (int64_t r = 0; r < rows; r++) {
-        const int32_t *cr = c + r * ldc;
-        uint8_t *y = yr[r];
-        for (int64_t o = 0; o < O; o++) {
-            float v = (float)(cr[o] - q->zrs[o]) * q->mult[o] + q->bias[o];
-            v = v > e->lo ? v : e->lo;
-            float t = nearbyintf(v * e->inv_ys) + e->yzp;
-            t = t > 0 ? t : 0;
-            y[o] = (uint8_t)(t < 255 ? t : 255);
-        }
-    }
-}
-
-static VNNI void rows_u8_avx512(const int32_t *c, int64_t ldc, int64_t rows, const qpost *q,
-                                const qout *e, int64_t O, uint8_t *const *yr)
-{
-    const __m512 lo = _mm512_set1_ps(e->lo), inv = _mm512_set1_ps(e->inv_ys);
-    const __m512 yzp = _mm512_set1_ps(e->yzp), zero = _mm512_setzero_ps(), top = _mm512_set1_ps(255);
-    const int32_t *zrs = q->zrs;
-    const float *mult = q->mult, *bias = q->bias;
-    for (int64_t r = 0; r < rows; r++) {
-        const int32_t *cr = c + r * ldc;
-        uint8_t *y = yr[r];
-        for (int64_t o = 0; o < O; o += 16) {
-            const __mmask16 keep = O - o >= 16 ? 0xFFFF : (__mmask16)((1u << (O - o)) - 1);
-            const __m512i acc = _mm512_sub_epi32(_mm512_loadu_si512(cr + o), _mm512_loadu_si512(zrs + o));
-            __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_loadu_ps(mult + o)),
-                                     _mm512_loadu_ps(bias + o));
-            v = _mm512_max_ps(v, lo);
-            __m512 t = _mm512_roundscale_ps(_mm512_mul_ps(v, inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            t = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(t, yzp), zero), top);
-            _mm_mask_storeu_epi8(y + o, keep, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(t)));
-        }
-    }
-}
-
-/* f32 outputs of rows [0, rows): row r's channel o goes to y[r][o * cs]. Channel by channel, so
- * that NCHW outputs (cs = OH*OW) of neighbouring pixels are written side by side. */
-static void rows_f32(const int32_t *c, int64_t ldc, int64_t rows, const qpost *q, const qout *e,
-                     int64_t O, float *const *y, int64_t cs)
-{
-    for (int64_t o = 0; o < O; o++)
-        for (int64_t r = 0; r < rows; r++) {
-            const float v = (float)(c[r * ldc + o] - q->zrs[o]) * q->mult[o] + q->bias[o];
-            y[r][o * cs] = v > e->lo ? v : e->lo;
-        }
-}
-
-/* A tile: up to TILE_M output pixels (n, oh, ow) of the convolution, rows of the GEMM. With a
- * fused pool of k x k windows side by side, it holds whole windows, k*k rows each, in order. */
+/* A tile: output pixels (n, oh, ow) of the convolution, rows of the GEMM. With a fused pool of
+ * k x k windows side by side, it holds whole windows, k*k rows each, in order. */
 typedef struct {
     int64_t rows, units;          /* pixels, and outputs they make (pooled windows or pixels) */
     int64_t n[TILE_M], oh[TILE_M], ow[TILE_M];
@@ -343,21 +378,21 @@ static void tile_pixels(const qgeom *g, int64_t pool, int64_t per_tile, int64_t 
     }
 }
 
-/* The tile's outputs from its int32 sums c: rows straight to dst, or (pool) each window's rows to
- * a scratch row block, then their channel-wise maximum to dst. Requantizing is monotonic, so the
- * maximum of the outputs is the output of the maximum, as a separate max pool would give. */
+/* The tile's outputs from its int32 sums c: u8 (the portable path) or f32. Each row to dst, or
+ * (pool) each window's rows to a scratch row block, then their channel-wise maximum to dst.
+ * Requantizing is monotonic, so the maximum of the outputs is the output of the maximum, as a
+ * separate max pool would give. */
 static void tile_outputs(const nl_op *op, const qgeom *g, int64_t pool, const qtile *tl,
-                         const int32_t *c, const qpost *q, bool avx512, void *scratch)
+                         const int32_t *c, const qpost *q, void *scratch)
 {
-    const bool to_u8 = op->dst->dtype == NL_U8;
-    const qout e = {op->i[2] ? 0 : -INFINITY, to_u8 ? (float)(1.0 / op->f[2]) : 0, (float)op->f[3]};
     const int64_t O = g->O, ldc = g->Opad, pp = pool * pool;
     const int64_t PH = g->OH / pool, PW = g->OW / pool, P = PH * PW; /* outputs per image plane */
-    if (to_u8) {
-        uint8_t *y = nl_tensor_data(op->dst), *tmp = scratch, *rowp[TILE_M];
-        for (int64_t r = 0; r < tl->rows; r++) rowp[r] = pool == 1 ? y + tl->unit[r] * O : tmp + r * O;
-        if (avx512) rows_u8_avx512(c, ldc, tl->rows, q, &e, O, rowp);
-        else rows_u8(c, ldc, tl->rows, q, &e, O, rowp);
+    if (op->dst->dtype == NL_U8) {
+        uint8_t *y = nl_tensor_data(op->dst), *tmp = scratch;
+        for (int64_t r = 0; r < tl->rows; r++) {
+            uint8_t *yr = pool == 1 ? y + tl->unit[r] * O : tmp + r * O;
+            for (int64_t o = 0; o < O; o++) yr[o] = requant_u8(c[r * ldc + o], q->mult[o], q->shift[o], q->qlo);
+        }
         for (int64_t j = 0; pool > 1 && j < tl->units; j++) {
             uint8_t *dst = y + tl->unit[j] * O;
             const uint8_t *win = tmp + j * pp * O;
@@ -367,10 +402,15 @@ static void tile_outputs(const nl_op *op, const qgeom *g, int64_t pool, const qt
         }
         return;
     }
-    float *y = nl_tensor_f32(op->dst), *tmp = scratch, *rowp[TILE_M];
-    for (int64_t r = 0; r < tl->rows; r++)
-        rowp[r] = pool == 1 ? y + tl->n[r] * O * P + tl->oh[r] * g->OW + tl->ow[r] : tmp + r * O;
-    rows_f32(c, ldc, tl->rows, q, &e, O, rowp, pool == 1 ? P : 1);
+    /* f32, NCHW: channel by channel, so that neighbouring pixels are written side by side */
+    float *y = nl_tensor_f32(op->dst), *tmp = scratch;
+    for (int64_t o = 0; o < O; o++)
+        for (int64_t r = 0; r < tl->rows; r++) {
+            float v = fmaf((float)c[r * ldc + o], q->mult[o], q->shift[o]);
+            v = v > q->lo ? v : q->lo;
+            if (pool == 1) y[tl->n[r] * O * P + o * P + tl->oh[r] * g->OW + tl->ow[r]] = v;
+            else tmp[r * O + o] = v;
+        }
     for (int64_t j = 0; pool > 1 && j < tl->units; j++) {
         const int64_t u = tl->unit[j], n = u / P;
         const float *win = tmp + j * pp * O;
@@ -385,38 +425,41 @@ static void tile_outputs(const nl_op *op, const qgeom *g, int64_t pool, const qt
 nl_status nl_cpu_qconv2d(const nl_op *op)
 {
     const qgeom g = geometry(op);
-    const bool vnni = strcmp(nl_cpu_qgemm_isa(), "vnni") == 0;
+    const bool vnni = strcmp(nl_cpu_qgemm_isa(), "vnni") == 0, to_u8 = op->dst->dtype == NL_U8;
     const int64_t pool = op->i[3] > 1 ? op->i[3] : 1, pp = pool * pool;
     const int64_t per_tile = TILE_M / pp; /* outputs per tile (pool: windows, at most 3 x 3) */
     const int64_t nunits = pool == 1 ? g.M : g.N * (g.OH / pool) * (g.OW / pool);
-    if (per_tile < 1) return nl_seterr(NL_EINVAL, "qconv2d: a fused pool of %lldx%lld is too large",
-                                       (long long)pool, (long long)pool);
+    if (per_tile < 1 || pool > 3)
+        return nl_seterr(NL_EINVAL, "qconv2d: a fused pool of %lldx%lld is too large (at most 3x3)",
+                         (long long)pool, (long long)pool);
     const uint8_t *x = nl_tensor_data(op->src[0]);
-    const float *ws = nl_tensor_f32(op->src[2]);
     int8_t *wk = malloc((size_t)(g.Opad * g.Kp));
     int8_t *wp = vnni ? malloc((size_t)(g.Opad * g.K * g.KCp)) : NULL;
     const uint8_t *xp = vnni ? padded_image(&g, x) : NULL;
-    qpost q = {calloc((size_t)g.Opad, sizeof *q.zrs), calloc((size_t)g.Opad, sizeof *q.mult),
-               calloc((size_t)g.Opad, sizeof *q.bias)};
-    if (!wk || (vnni && (!wp || !xp)) || !q.zrs || !q.mult || !q.bias) {
-        free(wk), free(wp), free(q.zrs), free(q.mult), free(q.bias);
+    int32_t *rowsum = calloc((size_t)g.Opad, sizeof *rowsum);
+    qpost q = {.zacc = calloc((size_t)g.Opad, sizeof *q.zacc),
+               .mult = calloc((size_t)g.Opad, sizeof *q.mult),
+               .shift = calloc((size_t)g.Opad, sizeof *q.shift)};
+    if (!wk || (vnni && (!wp || !xp)) || !rowsum || !q.zacc || !q.mult || !q.shift) {
+        free(wk), free(wp), free(rowsum), free(q.zacc), free(q.mult), free(q.shift);
         return nl_seterr(NL_ENOMEM, "qconv2d: out of memory for the packed weights");
     }
-    reorder_weights(&g, nl_tensor_data(op->src[1]), wk, q.zrs);
+    reorder_weights(&g, nl_tensor_data(op->src[1]), wk, rowsum);
     if (vnni) pack_vnni(&g, wk, wp);
-    for (int64_t o = 0; o < g.O; o++) {
-        q.zrs[o] *= g.zp;
-        q.mult[o] = (float)op->f[0] * ws[o];
-        if (op->src[3]) q.bias[o] = nl_tensor_f32(op->src[3])[o];
-    }
+    post_make(op, &g, rowsum, &q);
+    free(rowsum);
     const int64_t ntiles = (nunits + per_tile - 1) / per_tile;
     bool oom = false;
 #pragma omp parallel
     {
+        /* the portable path's gathered rows; int32 sums unless VNNI requantizes in registers;
+         * pooled rows before their maximum; the place for the outputs of units past the end */
+        const bool fused = vnni && to_u8;
         uint8_t *a = vnni ? NULL : malloc((size_t)(TILE_M * g.Kp));
-        int32_t *c = malloc((size_t)(TILE_M * g.Opad) * sizeof *c);
-        float *scratch = pool > 1 ? malloc((size_t)(TILE_M * g.O) * sizeof *scratch) : NULL;
-        const bool ok = c && (vnni || a) && (pool == 1 || scratch);
+        int32_t *c = fused ? NULL : malloc((size_t)(TILE_M * g.Opad) * sizeof *c);
+        void *scratch = pool > 1 && !fused ? malloc((size_t)(TILE_M * g.O) * sizeof(float)) : NULL;
+        uint8_t *sink = fused ? malloc((size_t)g.Opad) : NULL;
+        const bool ok = (vnni || a) && (fused ? sink != NULL : c && (pool == 1 || scratch));
         if (!ok) {
 #pragma omp atomic write
             oom = true;
@@ -428,25 +471,30 @@ nl_status nl_cpu_qconv2d(const nl_op *op)
             tile_pixels(&g, pool, per_tile, nunits, t, &tl);
             if (vnni) {
                 const uint8_t *rows[TILE_M];
-                for (int64_t r = 0; r < TILE_M; r++) {
+                uint8_t *outs[TILE_M];
+                for (int64_t r = 0; r < per_tile * pp; r++) {
                     const int64_t i = r < tl.rows ? r : 0; /* rows past the tile: any valid one */
                     rows[r] = xp + ((tl.n[i] * g.Hp + tl.oh[i] * g.S) * g.Wp + tl.ow[i] * g.S) * g.C;
                 }
-                tile_vnni(&g, rows, wp, c);
+                for (int64_t u = 0; fused && u < per_tile; u++)
+                    outs[u] = u < tl.units ? (uint8_t *)nl_tensor_data(op->dst) + tl.unit[u] * g.O : sink;
+                tile_vnni(&g, pool, rows, per_tile * pp, wp, &q, fused ? outs : NULL, c);
+                if (fused) continue;
             } else {
                 for (int64_t r = 0; r < TILE_M; r++) {
                     if (r < tl.rows) gather_row(&g, x, tl.n[r], tl.oh[r], tl.ow[r], a + r * g.Kp);
                     else memset(a + r * g.Kp, 0, (size_t)g.Kp);
                 }
-                tile_generic(&g, a, g.Kp, wk, c);
+                tile_generic(&g, a, g.Kp, wk, q.zacc, c);
             }
-            tile_outputs(op, &g, pool, &tl, c, &q, vnni, scratch);
+            tile_outputs(op, &g, pool, &tl, c, &q, scratch);
         }
         free(a);
         free(c);
         free(scratch);
+        free(sink);
     }
-    free(wk), free(wp), free(q.zrs), free(q.mult), free(q.bias);
+    free(wk), free(wp), free(q.zacc), free(q.mult), free(q.shift);
     return oom ? nl_seterr(NL_ENOMEM, "qconv2d: out of memory for the work tiles") : NL_OK;
 }
 
