@@ -4,6 +4,7 @@
 
 #include <immintrin.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -148,6 +149,74 @@ static void pack_vnni(const qgeom *g, const int8_t *wk, int8_t *wp)
                         d[q * width * 4 + b] = 4 * q + b < g->KC ? src[4 * q + b] : 0;
             }
     }
+}
+
+/* Packed weights are kept from call to call (packing the seed CNN's three layers took 150 us of
+ * its 1.4 ms int8 forward): an entry holds a copy of the i8 weights it was packed from and serves
+ * a call only when they are equal byte for byte, so weights edited in place are packed again. The
+ * least recently used entry goes first; at most PACK_SLOTS entries and PACK_BYTES bytes. */
+typedef struct {
+    int8_t *src;     /* the weights [O, C, K, K] packed, a copy */
+    int64_t O, C, K; /* their shape */
+    int8_t *wk, *wp; /* the portable rows and the VNNI layout (made when first asked for) */
+    int32_t *rowsum; /* per padded channel */
+    size_t bytes;
+    uint64_t used;   /* last use, for eviction */
+} qpacked;
+
+enum { PACK_SLOTS = 32 };
+#define PACK_BYTES ((size_t)256 << 20)
+static qpacked pack_cache[PACK_SLOTS];
+static uint64_t pack_clock;
+
+static void pack_drop(qpacked *e)
+{
+    free(e->src), free(e->wk), free(e->wp), free(e->rowsum);
+    *e = (qpacked){0};
+}
+
+/* The packed form of w for geometry g (with the VNNI layout when vnni), from the cache or made
+ * now; NULL when out of memory. Kernels run from one host thread, as padded_image assumes. */
+static const qpacked *packed_weights(const qgeom *g, const int8_t *w, bool vnni)
+{
+    const size_t n = (size_t)(g->O * g->C * g->K * g->K);
+    qpacked *e = NULL, *victim = &pack_cache[0];
+    size_t total = 0;
+    for (int i = 0; i < PACK_SLOTS; i++) {
+        qpacked *c = &pack_cache[i];
+        total += c->bytes;
+        if (!e && c->src && c->O == g->O && c->C == g->C && c->K == g->K && memcmp(c->src, w, n) == 0)
+            e = c;
+        if (c->used < victim->used) victim = c;
+    }
+    if (!e) {
+        const size_t bytes = n + (size_t)(g->Opad * g->Kp) * 2 + (size_t)g->Opad * sizeof(int32_t);
+        for (total -= victim->bytes, pack_drop(victim); total + bytes > PACK_BYTES;) {
+            qpacked *old = NULL; /* make room: drop the least recently used until it fits */
+            for (int i = 0; i < PACK_SLOTS; i++)
+                if (pack_cache[i].src && (!old || pack_cache[i].used < old->used)) old = &pack_cache[i];
+            if (!old) break;
+            total -= old->bytes;
+            pack_drop(old);
+        }
+        e = victim;
+        e->src = malloc(n ? n : 1);
+        e->wk = malloc((size_t)(g->Opad * g->Kp));
+        e->rowsum = calloc((size_t)g->Opad, sizeof *e->rowsum);
+        if (!e->src || !e->wk || !e->rowsum) {
+            pack_drop(e);
+            return NULL;
+        }
+        memcpy(e->src, w, n);
+        e->O = g->O, e->C = g->C, e->K = g->K, e->bytes = bytes;
+        reorder_weights(g, w, e->wk, e->rowsum);
+    }
+    if (vnni && !e->wp) {
+        if (!(e->wp = malloc((size_t)(g->Opad * g->K * g->KCp)))) return NULL;
+        pack_vnni(g, e->wk, e->wp);
+    }
+    e->used = ++pack_clock;
+    return e;
 }
 
 /* The image the VNNI path reads: x itself when no window row reads past its end (no padding and
@@ -427,28 +496,29 @@ nl_status nl_cpu_qconv2d(const nl_op *op)
     const qgeom g = geometry(op);
     const bool vnni = strcmp(nl_cpu_qgemm_isa(), "vnni") == 0, to_u8 = op->dst->dtype == NL_U8;
     const int64_t pool = op->i[3] > 1 ? op->i[3] : 1, pp = pool * pool;
-    const int64_t per_tile = TILE_M / pp; /* outputs per tile (pool: windows, at most 3 x 3) */
-    const int64_t nunits = pool == 1 ? g.M : g.N * (g.OH / pool) * (g.OW / pool);
-    if (per_tile < 1 || pool > 3)
+    if (pool > 3)
         return nl_seterr(NL_EINVAL, "qconv2d: a fused pool of %lldx%lld is too large (at most 3x3)",
                          (long long)pool, (long long)pool);
+    /* outputs (pooled windows or pixels) per tile: up to TILE_M rows, fewer when there are few
+     * (a linear layer's batch) so that every thread gets tiles; a multiple of the VNNI blocks */
+    const int64_t nunits = pool == 1 ? g.M : g.N * (g.OH / pool) * (g.OW / pool);
+    const int64_t quantum = pp == 1 ? 8 : pp == 4 ? 2 : 1, threads = omp_get_max_threads();
+    int64_t per_tile = (nunits + 4 * threads - 1) / (4 * threads);
+    per_tile = (per_tile + quantum - 1) / quantum * quantum;
+    per_tile = per_tile < TILE_M / pp ? per_tile : TILE_M / pp;
+    const int64_t ntiles = (nunits + per_tile - 1) / per_tile;
+    const int chunk = (int)(ntiles / (threads * 64) > 1 ? ntiles / (threads * 64) : 1);
     const uint8_t *x = nl_tensor_data(op->src[0]);
-    int8_t *wk = malloc((size_t)(g.Opad * g.Kp));
-    int8_t *wp = vnni ? malloc((size_t)(g.Opad * g.K * g.KCp)) : NULL;
-    const uint8_t *xp = vnni ? padded_image(&g, x) : NULL;
-    int32_t *rowsum = calloc((size_t)g.Opad, sizeof *rowsum);
+    const qpacked *pk = packed_weights(&g, nl_tensor_data(op->src[1]), vnni);
+    const uint8_t *xp = vnni && pk ? padded_image(&g, x) : NULL;
     qpost q = {.zacc = calloc((size_t)g.Opad, sizeof *q.zacc),
                .mult = calloc((size_t)g.Opad, sizeof *q.mult),
                .shift = calloc((size_t)g.Opad, sizeof *q.shift)};
-    if (!wk || (vnni && (!wp || !xp)) || !rowsum || !q.zacc || !q.mult || !q.shift) {
-        free(wk), free(wp), free(rowsum), free(q.zacc), free(q.mult), free(q.shift);
+    if (!pk || (vnni && !xp) || !q.zacc || !q.mult || !q.shift) {
+        free(q.zacc), free(q.mult), free(q.shift);
         return nl_seterr(NL_ENOMEM, "qconv2d: out of memory for the packed weights");
     }
-    reorder_weights(&g, nl_tensor_data(op->src[1]), wk, rowsum);
-    if (vnni) pack_vnni(&g, wk, wp);
-    post_make(op, &g, rowsum, &q);
-    free(rowsum);
-    const int64_t ntiles = (nunits + per_tile - 1) / per_tile;
+    post_make(op, &g, pk->rowsum, &q);
     bool oom = false;
 #pragma omp parallel
     {
@@ -465,7 +535,7 @@ nl_status nl_cpu_qconv2d(const nl_op *op)
             oom = true;
         }
         qtile tl;
-#pragma omp for schedule(dynamic, 8)
+#pragma omp for schedule(dynamic, chunk)
         for (int64_t t = 0; t < ntiles; t++) {
             if (!ok) continue;
             tile_pixels(&g, pool, per_tile, nunits, t, &tl);
@@ -478,14 +548,14 @@ nl_status nl_cpu_qconv2d(const nl_op *op)
                 }
                 for (int64_t u = 0; fused && u < per_tile; u++)
                     outs[u] = u < tl.units ? (uint8_t *)nl_tensor_data(op->dst) + tl.unit[u] * g.O : sink;
-                tile_vnni(&g, pool, rows, per_tile * pp, wp, &q, fused ? outs : NULL, c);
+                tile_vnni(&g, pool, rows, per_tile * pp, pk->wp, &q, fused ? outs : NULL, c);
                 if (fused) continue;
             } else {
                 for (int64_t r = 0; r < TILE_M; r++) {
                     if (r < tl.rows) gather_row(&g, x, tl.n[r], tl.oh[r], tl.ow[r], a + r * g.Kp);
                     else memset(a + r * g.Kp, 0, (size_t)g.Kp);
                 }
-                tile_generic(&g, a, g.Kp, wk, q.zacc, c);
+                tile_generic(&g, a, g.Kp, pk->wk, q.zacc, c);
             }
             tile_outputs(op, &g, pool, &tl, c, &q, scratch);
         }
@@ -494,7 +564,7 @@ nl_status nl_cpu_qconv2d(const nl_op *op)
         free(scratch);
         free(sink);
     }
-    free(wk), free(wp), free(q.zacc), free(q.mult), free(q.shift);
+    free(q.zacc), free(q.mult), free(q.shift);
     return oom ? nl_seterr(NL_ENOMEM, "qconv2d: out of memory for the work tiles") : NL_OK;
 }
 

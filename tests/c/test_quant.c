@@ -87,37 +87,43 @@ static void qconv_reference(int64_t C, int64_t K, int64_t S, int64_t P)
         nl_tensor *x = nl_tensor_empty(NL_U8, 4, (int64_t[]){N, H, W, C}, NL_CPU);
         uint8_t *xd = nl_tensor_data(x);
         for (int64_t i = 0; i < N * H * W * C; i++) xd[i] = (uint8_t)(nl_rng_u64() % 256);
-        nl_tensor *y = NULL;
-        CHECK(nl_module_forward(m, x, &y) == NL_OK, "%s", nl_errmsg());
-        int bad = 0;
-        for (int64_t n = 0; y && n < N; n++)
-            for (int64_t o = 0; o < O; o++)
-                for (int64_t oh = 0; oh < OH; oh++)
-                    for (int64_t ow = 0; ow < OW; ow++) {
-                        double acc = 0;
-                        for (int64_t c = 0; c < C; c++)
-                            for (int64_t kh = 0; kh < K; kh++)
-                                for (int64_t kw = 0; kw < K; kw++) {
-                                    const int64_t ih = oh * S - P + kh, iw = ow * S - P + kw;
-                                    if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
-                                    acc += (xd[((n * H + ih) * W + iw) * C + c] - 37.0) *
-                                           w[((o * C + c) * K + kh) * K + kw];
-                                }
-                        double r = 0.02 * ws[o] * acc + b[o];
-                        r = r > 0 ? r : 0;
-                        if (f32) {
-                            const double got = nl_tensor_f32(y)[((n * O + o) * OH + oh) * OW + ow];
-                            bad += fabs(got - r) > 1e-5 + 1e-5 * fabs(r);
-                        } else {
-                            const double want = fmin(255, nearbyint(r / 0.05) + 3);
-                            const double got = ((uint8_t *)nl_tensor_data(y))[((n * OH + oh) * OW + ow) * O + o];
-                            bad += fabs(got - want) > 1;
+        /* twice: the second time with the weights negated in place after the first forward
+         * (the kernel keeps packed weights from call to call: it must see the edit) */
+        for (int edit = 0; edit < 2; edit++) {
+            if (edit)
+                for (int64_t i = 0; i < O * C * K * K; i++) w[i] = (int8_t)-w[i];
+            nl_tensor *y = NULL;
+            CHECK(nl_module_forward(m, x, &y) == NL_OK, "%s", nl_errmsg());
+            int bad = 0;
+            for (int64_t n = 0; y && n < N; n++)
+                for (int64_t o = 0; o < O; o++)
+                    for (int64_t oh = 0; oh < OH; oh++)
+                        for (int64_t ow = 0; ow < OW; ow++) {
+                            double acc = 0;
+                            for (int64_t c = 0; c < C; c++)
+                                for (int64_t kh = 0; kh < K; kh++)
+                                    for (int64_t kw = 0; kw < K; kw++) {
+                                        const int64_t ih = oh * S - P + kh, iw = ow * S - P + kw;
+                                        if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                                        acc += (xd[((n * H + ih) * W + iw) * C + c] - 37.0) *
+                                               w[((o * C + c) * K + kh) * K + kw];
+                                    }
+                            double r = 0.02 * ws[o] * acc + b[o];
+                            r = r > 0 ? r : 0;
+                            if (f32) {
+                                const double got = nl_tensor_f32(y)[((n * O + o) * OH + oh) * OW + ow];
+                                bad += fabs(got - r) > 1e-5 + 1e-5 * fabs(r);
+                            } else {
+                                const double want = fmin(255, nearbyint(r / 0.05) + 3);
+                                const double got = ((uint8_t *)nl_tensor_data(y))[((n * OH + oh) * OW + ow) * O + o];
+                                bad += fabs(got - want) > 1;
+                            }
                         }
-                    }
-        CHECK(bad == 0, "C=%lld k=%lld stride %lld padding %lld, %s output: %d values off the float "
-              "reference", (long long)C, (long long)K, (long long)S, (long long)P,
-              f32 ? "f32" : "u8", bad);
-        nl_tensor_release(y);
+            CHECK(bad == 0, "C=%lld k=%lld stride %lld padding %lld, %s output%s: %d values off the "
+                  "float reference", (long long)C, (long long)K, (long long)S, (long long)P,
+                  f32 ? "f32" : "u8", edit ? " after an in-place edit of the weights" : "", bad);
+            nl_tensor_release(y);
+        }
         nl_tensor_release(x);
         nl_module_release(m);
     }
