@@ -360,16 +360,24 @@ vnni_block(const uint8_t *const *rows, int64_t rstride, int64_t K, int64_t nq, c
             for (int v = 0; v < NV; v++) _mm512_storeu_si512(d->c + r * d->ldc + v * 16, acc[r][v]);
         return;
     }
+    /* A window's maximum output is the output of its largest sum where the channel's mult is
+     * >= 0, of its smallest where it is < 0: requantizing is monotonic, fmaf's one rounding
+     * included. So one requantization per window. */
     const __m512i lo = _mm512_set1_epi32(d->qlo);
     for (int v = 0; v < NV; v++) {
         const __m512 mult = _mm512_loadu_ps(d->mult + v * 16), shift = _mm512_loadu_ps(d->shift + v * 16);
+        const __mmask16 neg = _mm512_cmplt_epi32_mask(_mm512_castps_si512(mult), _mm512_setzero_si512());
         const int64_t left = d->nvalid - v * 16;
         const __mmask16 keep = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);
         for (int u = 0; u < MR / PP; u++) {
-            __m512i best = lo;
-            for (int r = u * PP; r < (u + 1) * PP; r++)
-                best = _mm512_max_epi32(best, requant16(acc[r][v], mult, shift));
-            _mm_mask_storeu_epi8(d->out[u] + v * 16, keep, _mm512_cvtusepi32_epi8(best));
+            __m512i big = acc[u * PP][v], small = big;
+            for (int r = u * PP + 1; r < (u + 1) * PP; r++) {
+                big = _mm512_max_epi32(big, acc[r][v]);
+                small = _mm512_min_epi32(small, acc[r][v]);
+            }
+            const __m512i sum = PP == 1 ? big : _mm512_mask_blend_epi32(neg, big, small);
+            const __m512i out = _mm512_max_epi32(requant16(sum, mult, shift), lo);
+            _mm_mask_storeu_epi8(d->out[u] + v * 16, keep, _mm512_cvtusepi32_epi8(out));
         }
     }
 }
