@@ -578,6 +578,18 @@ nl_status nl_cpu_qconv2d(const nl_op *op)
 
 /* ---------------------------------------------------------------- (de)quantize, pooling - */
 
+/* round(x / scale) + zero point (x * inv, inv = 1 / scale), saturated to 0..255; NaN gives 0. */
+static inline uint8_t quantize_u8(float x, float inv, float zp)
+{
+    float v = nearbyintf(x * inv) + zp;
+    v = v > 0 ? v : 0;
+    return (uint8_t)(v < 255 ? v : 255);
+}
+
+/* Pixels per block of NL_OP_QUANTIZE: each channel's run of a block is converted as one
+ * contiguous (vectorizing) loop, then the block is transposed between NCHW and NHWC. */
+enum { QUANT_BLOCK = 64 };
+
 nl_status nl_cpu_quantize(const nl_op *op)
 {
     const nl_tensor *src = op->src[0], *dst = op->dst;
@@ -585,23 +597,56 @@ nl_status nl_cpu_quantize(const nl_op *op)
     const nl_tensor *f = quant ? src : dst; /* the f32 side gives the NCHW geometry */
     const int64_t N = f->shape[0], C = f->shape[1],
                   HW = nl_tensor_numel(f) / (N ? N : 1) / (C ? C : 1);
+    const int64_t nblocks = (HW + QUANT_BLOCK - 1) / QUANT_BLOCK;
     const float scale = (float)op->f[0], inv = (float)(1.0 / op->f[0]), zp = (float)op->f[1];
     float *fd = nl_tensor_f32(f);
     uint8_t *qd = nl_tensor_data(quant ? dst : src);
+    if (HW == 1 || C == 1) { /* the two layouts are one */
+        const int64_t n = N * C * HW;
 #pragma omp parallel for schedule(static)
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t c = 0; c < C; c++) {
-            float *fp = fd + (n * C + c) * HW;
-            uint8_t *qp = qd + n * HW * C + c;
-            if (quant)
-                for (int64_t p = 0; p < HW; p++) {
-                    const float q = nearbyintf(fp[p] * inv) + zp;
-                    qp[p * C] = (uint8_t)(q < 0 ? 0 : q > 255 ? 255 : q);
-                }
-            else
-                for (int64_t p = 0; p < HW; p++) fp[p] = scale * ((float)qp[p * C] - zp);
+        for (int64_t i = 0; i < n; i++) {
+            if (quant) qd[i] = quantize_u8(fd[i], inv, zp);
+            else fd[i] = scale * ((float)qd[i] - zp);
         }
-    return NL_OK;
+        return NL_OK;
+    }
+    bool oom = false;
+#pragma omp parallel
+    {
+        uint8_t *tmp = malloc((size_t)(C * QUANT_BLOCK)); /* [C][block]: a block's channels */
+        if (!tmp) {
+#pragma omp atomic write
+            oom = true;
+        }
+#pragma omp for schedule(static)
+        for (int64_t nb = 0; nb < N * nblocks; nb++) {
+            if (!tmp) continue;
+            const int64_t n = nb / nblocks, p0 = nb % nblocks * QUANT_BLOCK;
+            const int64_t len = HW - p0 < QUANT_BLOCK ? HW - p0 : QUANT_BLOCK;
+            uint8_t *q = qd + (n * HW + p0) * C;
+            if (quant) {
+                for (int64_t c = 0; c < C; c++) {
+                    const float *x = fd + (n * C + c) * HW + p0;
+                    uint8_t *t = tmp + c * QUANT_BLOCK;
+                    for (int64_t p = 0; p < len; p++) t[p] = quantize_u8(x[p], inv, zp);
+                }
+                for (int64_t p = 0; p < len; p++)
+                    for (int64_t c = 0; c < C; c++) q[p * C + c] = tmp[c * QUANT_BLOCK + p];
+            } else {
+                for (int64_t p = 0; p < len; p++)
+                    for (int64_t c = 0; c < C; c++) tmp[c * QUANT_BLOCK + p] = q[p * C + c];
+                for (int64_t c = 0; c < C; c++) {
+                    float *x = fd + (n * C + c) * HW + p0;
+                    const uint8_t *t = tmp + c * QUANT_BLOCK;
+                    for (int64_t p = 0; p < len; p++) x[p] = scale * ((float)t[p] - zp);
+                }
+            }
+        }
+        free(tmp);
+    }
+    return oom ? nl_seterr(NL_ENOMEM, "quantize: out of memory for a block of %lld channels",
+                           (long long)C)
+               : NL_OK;
 }
 
 nl_status nl_cpu_qpool2d(const nl_op *op)
