@@ -533,6 +533,7 @@ nl_status nl_cpu_qconv2d(const nl_op *op)
         /* the portable path's gathered rows; int32 sums unless VNNI requantizes in registers;
          * pooled rows before their maximum; the place for the outputs of units past the end */
         const bool fused = vnni && to_u8;
+        uint8_t *const y = to_u8 ? nl_tensor_data(op->dst) : NULL;
         uint8_t *a = vnni ? NULL : malloc((size_t)(TILE_M * g.Kp));
         int32_t *c = fused ? NULL : malloc((size_t)(TILE_M * g.Opad) * sizeof *c);
         void *scratch = pool > 1 && !fused ? malloc((size_t)(TILE_M * g.O) * sizeof(float)) : NULL;
@@ -555,7 +556,7 @@ nl_status nl_cpu_qconv2d(const nl_op *op)
                     rows[r] = xp + ((tl.n[i] * g.Hp + tl.oh[i] * g.S) * g.Wp + tl.ow[i] * g.S) * g.C;
                 }
                 for (int64_t u = 0; fused && u < per_tile; u++)
-                    outs[u] = u < tl.units ? (uint8_t *)nl_tensor_data(op->dst) + tl.unit[u] * g.O : sink;
+                    outs[u] = u < tl.units ? y + tl.unit[u] * g.O : sink;
                 tile_vnni(&g, pool, rows, per_tile * pp, pk->wp, &q, fused ? outs : NULL, c);
                 if (fused) continue;
             } else {
