@@ -370,12 +370,13 @@ vnni_block(const uint8_t *const *rows, int64_t rstride, int64_t K, int64_t nq, c
         const int64_t left = d->nvalid - v * 16;
         const __mmask16 keep = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);
         for (int u = 0; u < MR / PP; u++) {
-            __m512i big = acc[u * PP][v], small = big;
-            for (int r = u * PP + 1; r < (u + 1) * PP; r++) {
-                big = _mm512_max_epi32(big, acc[r][v]);
-                small = _mm512_min_epi32(small, acc[r][v]);
+            __m512i sum = acc[u * PP][v];
+            for (int r = u * PP + 1; r < (u + 1) * PP; r++) sum = _mm512_max_epi32(sum, acc[r][v]);
+            if (PP > 1 && neg) { /* (weight scales are positive but for a user's edits) */
+                __m512i small = acc[u * PP][v];
+                for (int r = u * PP + 1; r < (u + 1) * PP; r++) small = _mm512_min_epi32(small, acc[r][v]);
+                sum = _mm512_mask_blend_epi32(neg, sum, small);
             }
-            const __m512i sum = PP == 1 ? big : _mm512_mask_blend_epi32(neg, big, small);
             const __m512i out = _mm512_max_epi32(requant16(sum, mult, shift), lo);
             _mm_mask_storeu_epi8(d->out[u] + v * 16, keep, _mm512_cvtusepi32_epi8(out));
         }
