@@ -26,22 +26,10 @@ end
 -- Fastest forward of net on x with sparse execution off and on, taking turns for `rounds` rounds of
 -- about 0.05 s each side.
 local function race(net, x)
-  local best = {off = math.huge, on = math.huge}
-  for _ = 1, rounds do
-    for _, side in ipairs{"off", "on"} do
-      prune.sparse_threshold(side == "on")
-      net:forward(x)
-      local t_end, runs = sys.clock() + 0.05, 0
-      while runs < 3 or sys.clock() < t_end do
-        local t0 = sys.clock()
-        net:forward(x)
-        best[side] = math.min(best[side], sys.clock() - t0)
-        runs = runs + 1
-      end
-    end
-  end
+  local function side(on) return function(v) prune.sparse_threshold(on); return net:forward(v) end end
+  local t = compress.fastest({side(false), side(true)}, x, {rounds = rounds, time = 0.05 * rounds})
   prune.sparse_threshold(true)
-  return best
+  return {off = t[1], on = t[2]}
 end
 
 local function rows(label, net)

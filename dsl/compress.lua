@@ -197,30 +197,49 @@ local function file_bytes(m)
   return size
 end
 
--- Seconds per forward of each of ms on a random batch of shape: the fastest forward seen in
--- ROUNDS interleaved rounds of at least time / ROUNDS seconds per model, so that a burst of load
--- from elsewhere hurts no model alone.
-local ROUNDS = 20
-local function latencies(ms, shape, time)
-  local x = tensor.randn(table.unpack(shape))
-  local best = {}
-  for i, m in ipairs(ms) do
-    m:forward(x)
-    best[i] = math.huge
+-- Seconds per run of each of runs (networks, forwarded on x, or functions, called with x): the
+-- fastest run seen in `rounds` interleaved rounds of at least time / rounds seconds each, so that
+-- a burst of load from elsewhere, or a slow spell of the machine, hurts no side alone.
+function compress.fastest(runs, x, opts)
+  local f = "compress.fastest"
+  if type(runs) ~= "table" or #runs == 0 then error(f .. ": expected a list of networks or functions", 2) end
+  for i, r in ipairs(runs) do
+    if type(r) ~= "function" and not nn.is_module(r) then
+      error(f .. ": entry " .. i .. " is neither a network nor a function", 2)
+    end
   end
-  for _ = 1, ROUNDS do
-    for i, m in ipairs(ms) do
-      local t_end, runs = sys.clock() + time / ROUNDS, 0
-      while runs < 3 or sys.clock() < t_end do
+  if not tensor.is_tensor(x) then error(f .. ": x must be a tensor", 2) end
+  opts = check_options(opts, {"rounds", "time"}, f)
+  local rounds, time = opts.rounds or 20, opts.time or 1
+  if type(rounds) ~= "number" or rounds < 1 or rounds % 1 ~= 0 then error(f .. ": rounds must be a whole number >= 1", 2) end
+  if type(time) ~= "number" or time < 0 then error(f .. ": time must be a number of seconds >= 0", 2) end
+  local call = {}
+  for i, r in ipairs(runs) do
+    call[i] = type(r) == "function" and r or function(v) return r:forward(v) end
+    call[i](x) -- warm-up: buffers allocated, weights packed
+  end
+  local best = {}
+  for i = 1, #runs do best[i] = math.huge end
+  for _ = 1, rounds do
+    for i, run in ipairs(call) do
+      local t_end, n = sys.clock() + time / rounds, 0
+      while n < 3 or sys.clock() < t_end do
         local t0 = sys.clock()
-        m:forward(x)
+        run(x)
         best[i] = math.min(best[i], sys.clock() - t0)
-        runs = runs + 1
+        n = n + 1
       end
     end
   end
   return best
 end
+doc("compress", "fastest", "compress.fastest({net_or_fn, ...}, x, {rounds=20, time=1}) -> {seconds, ...}",
+    "Times each entry on x (a network's forward, or a function called with x) and returns, in "
+    .. "order, the fastest run of each in seconds, from `rounds` interleaved rounds of about "
+    .. "time / rounds seconds per entry (at least 3 runs each): a load burst or a slow spell of the "
+    .. "machine hurts every entry alike. compress.compare uses it.",
+    "local t = compress.fastest({nn.Linear(64, 64), nn.Linear(64, 8)}, tensor.randn(32, 64), {time = 0.05})\n"
+    .. "print(t[1], t[2])")
 
 local Compare = {__tostring = function(r)
   local rows = {}
@@ -274,7 +293,8 @@ function compress.compare(models, data, opts)
   end
   local s1, s64 = {table.unpack(input)}, {table.unpack(input)}
   s1[1], s64[1] = 1, 64
-  local l1, l64 = latencies(ms, s1, time), latencies(ms, s64, time)
+  local l1 = compress.fastest(ms, tensor.randn(table.unpack(s1)), {time = time})
+  local l64 = compress.fastest(ms, tensor.randn(table.unpack(s64)), {time = time})
   for i, e in ipairs(r) do
     e.latency_1, e.latency_64 = l1[i], l64[i]
     e.images_per_s_1, e.images_per_s_64 = 1 / l1[i], 64 / l64[i]

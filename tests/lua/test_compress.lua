@@ -1,5 +1,5 @@
 -- test_compress.lua: nn.DistillLoss (by hand and as a Trainer's loss), compress.compare's truth
--- table, the undo history, help for the new modules.
+-- table, compress.fastest, the undo history, help for the new modules.
 
 tensor.seed(3)
 local labels = {}
@@ -40,6 +40,19 @@ check(c[1].speedup_64 == 1 and c[1].latency_1 > 0 and c[1].images_per_s_64 > 0, 
 check(tostring(c):find("speed-up@64", 1, true) ~= nil, "prints as a table")
 check_error(function() compress.compare({baseline = 3}) end, "not a network", "bad model")
 
+-- ---- compress.fastest: every entry run on x, interleaved, at least 3 runs per round
+local seen, xs = {}, tensor.randn(2, 6)
+local t = compress.fastest({base, function(v) seen[#seen + 1] = v; return v end}, xs, {rounds = 2, time = 0})
+check(#t == 2 and t[1] > 0 and t[2] >= 0, "a time per entry")
+check(#seen == 1 + 2 * 3 and seen[1] == xs and seen[#seen] == xs, "warm-up, then 3 runs in each of 2 rounds: "
+      .. #seen)
+check_error(function() compress.fastest({}, xs) end, "expected a list", "empty list")
+check_error(function() compress.fastest({base, 7}, xs) end, "entry 2 is neither", "bad entry")
+check_error(function() compress.fastest({base}, {1, 2}) end, "x must be a tensor", "bad input")
+check_error(function() compress.fastest({base}, xs, {rounds = 1.5}) end, "rounds must be", "bad rounds")
+check_error(function() compress.fastest({base}, xs, {time = -1}) end, "time must be", "bad time")
+check_error(function() compress.fastest({base}, xs, {tme = 1}) end, "tme", "unknown option")
+
 -- ---- undo history
 while compress.undo() do end
 check(select(2, compress.undo()) == "nothing to undo", "empty")
@@ -56,7 +69,7 @@ check(prune.report(n).zeros == 0, "two steps back")
 -- ---- help
 for _, name in ipairs{"prune.magnitude", "prune.channels", "prune.schedule", "prune.sensitivity",
                       "prune.report", "lowrank.factorize", "lowrank.spectrum", "compress.undo",
-                      "compress.compare", "nn.DistillLoss"} do
+                      "compress.compare", "compress.fastest", "nn.DistillLoss"} do
   local mod, fn = name:match("^(%w+)%.(%w+)$")
   check(type(_G[mod][fn]) == "function", name .. " exists")
 end
