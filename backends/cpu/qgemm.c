@@ -5,6 +5,7 @@
 #include <immintrin.h>
 #include <math.h>
 #include <omp.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -456,6 +457,82 @@ static void tile_pixels(const qgeom *g, int64_t pool, int64_t per_tile, int64_t 
     }
 }
 
+/* The VNNI path's view of tile t (units [t * per_tile, +per_tile)): rows[r], where output pixel r's
+ * window starts in the padded image xp, k*k pixels per pooled unit, and (y given) outs[u], where
+ * unit u's channels go in y. Units past the end repeat a valid pixel and write to sink. Counted up
+ * from one unit to the next, no divisions after the first (4% of the seed CNN's first QConv2d
+ * against tile_pixels then the rows from its indices). */
+static void vnni_rows(const qgeom *g, int64_t pool, int64_t per_tile, int64_t nunits, int64_t t,
+                      const uint8_t *xp, uint8_t *y, uint8_t *sink, const uint8_t **rows, uint8_t **outs)
+{
+    const int64_t H = g->OH / pool, W = g->OW / pool, u0 = t * per_tile; /* the units' grid */
+    const int64_t right = g->S * g->C, down = g->S * g->Wp * g->C;    /* one output pixel over */
+    int64_t n = u0 / (H * W), h = u0 / W % H, w = u0 % W, r = 0;
+    const uint8_t *base = xp + ((n * g->Hp + h * pool * g->S) * g->Wp + w * pool * g->S) * g->C;
+    for (int64_t u = u0; u < u0 + per_tile; u++) {
+        if (u >= nunits) {
+            for (int64_t i = 0; i < pool * pool; i++) rows[r++] = rows[0];
+            if (y) outs[u - u0] = sink;
+            continue;
+        }
+        for (int64_t dy = 0; dy < pool; dy++)
+            for (int64_t dx = 0; dx < pool; dx++) rows[r++] = base + dy * down + dx * right;
+        if (y) outs[u - u0] = y + u * g->O;
+        if (++w < W) {
+            base += pool * right;
+        } else {
+            w = 0;
+            if (++h == H) h = 0, n++;
+            base = xp + (n * g->Hp + h * pool * g->S) * g->Wp * g->C;
+        }
+    }
+}
+
+/* Tiles shared out for locality and balance: thread i owns the i-th of nthreads equal ranges (the
+ * images it padded and, in the layer before, wrote: static splits over the batch) and takes chunks
+ * from the front of its own range, then from the back of the others' (a thread slowed by load
+ * elsewhere is helped). Each range is one atomic word, front << 32 | back. */
+typedef struct {
+    _Atomic uint64_t *range;
+    int n;
+    int64_t chunk;
+} tile_split;
+
+static bool split_init(tile_split *s, int64_t ntiles, int nthreads, int64_t chunk)
+{
+    s->range = malloc((size_t)nthreads * sizeof *s->range);
+    s->n = nthreads;
+    s->chunk = chunk;
+    if (!s->range) return false;
+    for (int i = 0; i < nthreads; i++) {
+        const uint64_t lo = (uint64_t)(ntiles * i / nthreads), hi = (uint64_t)(ntiles * (i + 1) / nthreads);
+        atomic_init(&s->range[i], lo << 32 | hi);
+    }
+    return true;
+}
+
+/* The next tiles [*lo, *hi) for thread i; false when none are left. */
+static bool split_next(tile_split *s, int i, int64_t *lo, int64_t *hi)
+{
+    for (int k = 0; k < s->n; k++) {
+        const int j = (i + k) % s->n;
+        uint64_t v = atomic_load(&s->range[j]);
+        for (;;) {
+            const int64_t front = (int64_t)(v >> 32), back = (int64_t)(v & 0xFFFFFFFFu);
+            if (front >= back) break;
+            const int64_t take = back - front < s->chunk ? back - front : s->chunk;
+            const uint64_t nv = k == 0 ? (uint64_t)(front + take) << 32 | (uint64_t)back
+                                       : (uint64_t)front << 32 | (uint64_t)(back - take);
+            if (atomic_compare_exchange_weak(&s->range[j], &v, nv)) {
+                *lo = k == 0 ? front : back - take;
+                *hi = k == 0 ? front + take : back;
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
 /* The tile's outputs from its int32 sums c: u8 (the portable path) or f32. Each row to dst, or
  * (pool) each window's rows to a scratch row block, then their channel-wise maximum to dst.
  * Requantizing is monotonic, so the maximum of the outputs is the output of the maximum, as a
@@ -516,7 +593,8 @@ nl_status nl_cpu_qconv2d(const nl_op *op)
     per_tile = (per_tile + quantum - 1) / quantum * quantum;
     per_tile = per_tile < TILE_M / pp ? per_tile : TILE_M / pp;
     const int64_t ntiles = (nunits + per_tile - 1) / per_tile;
-    const int chunk = (int)(ntiles / (threads * 64) > 1 ? ntiles / (threads * 64) : 1);
+    if (ntiles >= (int64_t)1 << 32)
+        return nl_seterr(NL_EINVAL, "qconv2d: %lld tiles of output are too many", (long long)ntiles);
     const uint8_t *x = nl_tensor_data(op->src[0]);
     const qpacked *pk = packed_weights(&g, nl_tensor_data(op->src[1]), vnni);
     const uint8_t *xp = vnni && pk ? padded_image(&g, x) : NULL;
@@ -528,8 +606,13 @@ nl_status nl_cpu_qconv2d(const nl_op *op)
         return nl_seterr(NL_ENOMEM, "qconv2d: out of memory for the packed weights");
     }
     post_make(op, &g, pk->rowsum, &q);
+    tile_split split;
+    if (!split_init(&split, ntiles, (int)threads, ntiles / (threads * 64) > 1 ? ntiles / (threads * 64) : 1)) {
+        free(q.zacc), free(q.mult), free(q.shift);
+        return nl_seterr(NL_ENOMEM, "qconv2d: out of memory");
+    }
     bool oom = false;
-#pragma omp parallel
+#pragma omp parallel num_threads((int)threads)
     {
         /* the portable path's gathered rows; int32 sums unless VNNI requantizes in registers;
          * pooled rows before their maximum; the place for the outputs of units past the end */
@@ -545,36 +628,32 @@ nl_status nl_cpu_qconv2d(const nl_op *op)
             oom = true;
         }
         qtile tl;
-#pragma omp for schedule(dynamic, chunk)
-        for (int64_t t = 0; t < ntiles; t++) {
-            if (!ok) continue;
-            tile_pixels(&g, pool, per_tile, nunits, t, &tl);
-            if (vnni) {
-                const uint8_t *rows[TILE_M];
-                uint8_t *outs[TILE_M];
-                for (int64_t r = 0; r < per_tile * pp; r++) {
-                    const int64_t i = r < tl.rows ? r : 0; /* rows past the tile: any valid one */
-                    rows[r] = xp + ((tl.n[i] * g.Hp + tl.oh[i] * g.S) * g.Wp + tl.ow[i] * g.S) * g.C;
+        int64_t t0, t1;
+        while (ok && split_next(&split, omp_get_thread_num(), &t0, &t1))
+            for (int64_t t = t0; t < t1; t++) {
+                if (vnni) {
+                    const uint8_t *rows[TILE_M];
+                    uint8_t *outs[TILE_M];
+                    vnni_rows(&g, pool, per_tile, nunits, t, xp, fused ? y : NULL, sink, rows, outs);
+                    tile_vnni(&g, pool, rows, per_tile * pp, pk->wp, &q, fused ? outs : NULL, c);
+                    if (fused) continue;
+                    tile_pixels(&g, pool, per_tile, nunits, t, &tl);
+                } else {
+                    tile_pixels(&g, pool, per_tile, nunits, t, &tl);
+                    for (int64_t r = 0; r < TILE_M; r++) {
+                        if (r < tl.rows) gather_row(&g, x, tl.n[r], tl.oh[r], tl.ow[r], a + r * g.Kp);
+                        else memset(a + r * g.Kp, 0, (size_t)g.Kp);
+                    }
+                    tile_generic(&g, a, g.Kp, pk->wk, q.zacc, c);
                 }
-                for (int64_t u = 0; fused && u < per_tile; u++)
-                    outs[u] = u < tl.units ? y + tl.unit[u] * g.O : sink;
-                tile_vnni(&g, pool, rows, per_tile * pp, pk->wp, &q, fused ? outs : NULL, c);
-                if (fused) continue;
-            } else {
-                for (int64_t r = 0; r < TILE_M; r++) {
-                    if (r < tl.rows) gather_row(&g, x, tl.n[r], tl.oh[r], tl.ow[r], a + r * g.Kp);
-                    else memset(a + r * g.Kp, 0, (size_t)g.Kp);
-                }
-                tile_generic(&g, a, g.Kp, pk->wk, q.zacc, c);
+                tile_outputs(op, &g, pool, &tl, c, &q, scratch);
             }
-            tile_outputs(op, &g, pool, &tl, c, &q, scratch);
-        }
         free(a);
         free(c);
         free(scratch);
         free(sink);
     }
-    free(q.zacc), free(q.mult), free(q.shift);
+    free(q.zacc), free(q.mult), free(q.shift), free(split.range);
     return oom ? nl_seterr(NL_ENOMEM, "qconv2d: out of memory for the work tiles") : NL_OK;
 }
 
