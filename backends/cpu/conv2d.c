@@ -1,7 +1,10 @@
 /* conv2d.c: the CPU's 2-D convolution (NL_OP_CONV2D and its data and filter gradients) as im2col +
  * sgemm, after Caffe/darknet: image n's columns are a [C*KH*KW, OH*OW] matrix, so the forward pass
  * is one sgemm per image writing NCHW directly and col2im scatters the data gradient back. Images
- * (or groups of them) run OpenMP-parallel, each with a one-thread sgemm of its own. The columns
+ * (or groups of them) run OpenMP-parallel, each with a one-thread sgemm of its own, split statically:
+ * thread i takes the i-th block of images, as the elementwise and pooling kernels around it do, so
+ * that it reads what it wrote (in slow spells of this 2-core machine, dynamic scheduling took up to
+ * 1.3x longer: seed CNN evaluation 6.6 against 5.1 ms at batch 64). The columns
  * live in a slice per thread and are made again where the filter gradient needs them. The sparse
  * convolution (sparse.c) shares im2col (cpu_im2col). */
 #include "cpu/cpu.h"
@@ -173,7 +176,7 @@ nl_status nl_cpu_conv2d_forward(const nl_op *op)
     int nt = conv_threads(&g, g.N);
     nt = nt < op->aux->shape[0] ? nt : (int)op->aux->shape[0];
     if (nt > 1) conv_blas_serial(true);
-#pragma omp parallel for schedule(dynamic) num_threads(nt) if (nt > 1)
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (int64_t n = 0; n < g.N; n++) {
         float *cn = cols + omp_get_thread_num() * g.ckk * g.P, *yn = y + n * g.O * g.P;
         cpu_im2col(&g, x + n * g.C * g.H * g.W, cn);
@@ -196,7 +199,7 @@ nl_status nl_cpu_conv2d_backward_data(const nl_op *op)
     int nt = conv_threads(&g, g.N);
     nt = nt < op->aux->shape[0] ? nt : (int)op->aux->shape[0];
     if (nt > 1) conv_blas_serial(true);
-#pragma omp parallel for schedule(dynamic) num_threads(nt) if (nt > 1)
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (int64_t n = 0; n < g.N; n++) {
         float *gc = gcols + omp_get_thread_num() * g.ckk * g.P;
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)g.ckk, (int)g.P, (int)g.O, 1.0f, w,
@@ -250,7 +253,7 @@ nl_status nl_cpu_conv2d_backward_filter(const nl_op *op)
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         float *cn = cols + omp_get_thread_num() * g.ckk * g.P;
-#pragma omp for schedule(dynamic)
+#pragma omp for schedule(static)
         for (int64_t k = 0; k < groups; k++)
             for (int64_t n = g.N * k / groups; n < g.N * (k + 1) / groups; n++) {
                 for (int64_t c = 0; c < g.C; c++)
