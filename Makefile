@@ -28,7 +28,7 @@ RL_LIBS    := $(shell pkg-config --libs readline 2>/dev/null || echo -lreadline)
 
 CC      := gcc
 CSTD    := -std=c11 -D_GNU_SOURCE
-WARN    := -Wall -Wextra -Wno-unused-parameter -Wshadow -Wstrict-prototypes
+WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes
 OPT     := -O3 -march=native -fno-math-errno
 ifeq ($(DEBUG),1)
 OPT     := -O0 -g3

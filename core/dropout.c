@@ -70,7 +70,8 @@ static nl_status dropout_backward(nl_module *m, nl_tensor *gy, nl_tensor **gx)
     return NL_OK;
 }
 
-static nl_status dropout_infer(const nl_module *m, int ndim, const int64_t *in, int *out_ndim,
+static nl_status dropout_infer(const nl_module *m NL_UNUSED, int ndim, const int64_t *in,
+                               int *out_ndim,
                                int64_t *out, int64_t *macs)
 {
     *out_ndim = ndim;

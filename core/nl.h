@@ -115,6 +115,9 @@ int nl_get_threads(void);
 
 /* ---------------------------------------------------------------- storage and tensors --- */
 
+/* Marks a parameter a callback's signature requires but its body does not use. */
+#define NL_UNUSED __attribute__((unused))
+
 #define NL_MAX_DIMS 8
 
 /* A refcounted block of memory on one backend. */

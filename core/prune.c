@@ -42,7 +42,8 @@ typedef struct {
     int max, n;
 } layer_list;
 
-static void list_layer(nl_module *m, nl_module *parent, int index, const char *path, void *ctx)
+static void list_layer(nl_module *m, nl_module *parent NL_UNUSED, int index NL_UNUSED,
+                       const char *path, void *ctx)
 {
     layer_list *l = ctx;
     if (!prunable(m)) return;
@@ -80,7 +81,8 @@ typedef struct {
     nl_status st;
 } mask_pass;
 
-static void apply_mask(nl_module *m, nl_module *parent, int index, const char *path, void *ctx)
+static void apply_mask(nl_module *m, nl_module *parent NL_UNUSED, int index NL_UNUSED,
+                       const char *path NL_UNUSED, void *ctx)
 {
     mask_pass *mp = ctx;
     nl_tensor *mask = nl_prune_mask(m);
@@ -121,7 +123,8 @@ typedef struct {
     nl_status st;
 } zeros_pass;
 
-static void mask_zeros(nl_module *m, nl_module *parent, int index, const char *path, void *ctx)
+static void mask_zeros(nl_module *m, nl_module *parent NL_UNUSED, int index NL_UNUSED,
+                       const char *path NL_UNUSED, void *ctx)
 {
     zeros_pass *zp = ctx;
     if (zp->st != NL_OK || !prunable(m) || nl_tensor_device(m->params[0].value) != NL_CPU) return;
@@ -155,7 +158,8 @@ static void drop_param(nl_module *m, int i)
     m->nparams--;
 }
 
-static void unmask(nl_module *m, nl_module *parent, int index, const char *path, void *ctx)
+static void unmask(nl_module *m, nl_module *parent NL_UNUSED, int index NL_UNUSED,
+                   const char *path NL_UNUSED, void *ctx NL_UNUSED)
 {
     nl_param *p = nl_module_param(m, NL_PRUNE_MASK);
     if (p) drop_param(m, (int)(p - m->params));
@@ -701,14 +705,16 @@ typedef struct {
     nl_status st;
 } snap_pass;
 
-static void count_module(nl_module *m, nl_module *parent, int index, const char *path, void *ctx)
+static void count_module(nl_module *m, nl_module *parent NL_UNUSED, int index NL_UNUSED,
+                         const char *path NL_UNUSED, void *ctx)
 {
     nl_snapshot *s = ctx;
     s->nmodules++;
     s->nparams += m->nparams;
 }
 
-static void copy_module(nl_module *m, nl_module *parent, int index, const char *path, void *ctx)
+static void copy_module(nl_module *m, nl_module *parent NL_UNUSED, int index NL_UNUSED,
+                        const char *path NL_UNUSED, void *ctx)
 {
     snap_pass *sp = ctx;
     nl_snapshot *s = sp->s;
@@ -769,7 +775,8 @@ typedef struct {
     nl_status st;
 } restore_pass;
 
-static void restore_module(nl_module *m, nl_module *parent, int index, const char *path, void *ctx)
+static void restore_module(nl_module *m, nl_module *parent NL_UNUSED, int index NL_UNUSED,
+                           const char *path NL_UNUSED, void *ctx)
 {
     restore_pass *rp = ctx;
     const snap_param *saved = rp->s->p + rp->param;

@@ -40,7 +40,7 @@ static nl_status need_u8(const nl_module *m, const nl_tensor *x)
     return NL_OK;
 }
 
-static nl_status inference_only(nl_module *m, nl_tensor *gy, nl_tensor **gx)
+static nl_status inference_only(nl_module *m, nl_tensor *gy NL_UNUSED, nl_tensor **gx NL_UNUSED)
 {
     return nl_seterr(NL_EUNSUPPORTED, "%s: quantized layers are for inference only (train with "
                      "quant.qat, then quant.convert)", m->type->name);
@@ -466,7 +466,7 @@ enum { FQ_BITS };
 
 static nl_status fq_init(nl_module *m) { return add_buffer(m, "range", NL_F32, 1, (int64_t[]){3}, 0); }
 
-static nl_status fq_infer(const nl_module *m, int ndim, const int64_t *in, int *out_ndim,
+static nl_status fq_infer(const nl_module *m NL_UNUSED, int ndim, const int64_t *in, int *out_ndim,
                           int64_t *out, int64_t *macs)
 {
     memcpy(out, in, (size_t)ndim * sizeof *in);

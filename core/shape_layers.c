@@ -41,7 +41,8 @@ const nl_module_type nl_flatten_type = {
     .infer = flatten_infer,
 };
 
-static nl_status identity_infer(const nl_module *m, int ndim, const int64_t *in, int *out_ndim,
+static nl_status identity_infer(const nl_module *m NL_UNUSED, int ndim, const int64_t *in,
+                                int *out_ndim,
                                 int64_t *out, int64_t *macs)
 {
     for (int d = 0; d < ndim; d++) out[d] = in[d];
@@ -50,13 +51,13 @@ static nl_status identity_infer(const nl_module *m, int ndim, const int64_t *in,
     return NL_OK;
 }
 
-static nl_status identity_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
+static nl_status identity_forward(nl_module *m NL_UNUSED, nl_tensor *x, nl_tensor **y)
 {
     *y = nl_tensor_retain(x);
     return NL_OK;
 }
 
-static nl_status identity_backward(nl_module *m, nl_tensor *gy, nl_tensor **gx)
+static nl_status identity_backward(nl_module *m NL_UNUSED, nl_tensor *gy, nl_tensor **gx)
 {
     *gx = nl_tensor_retain(gy);
     return NL_OK;

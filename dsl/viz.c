@@ -441,7 +441,7 @@ static int p_save_view(lua_State *L)
 }
 
 /* P.tick(): pumps the window when 30 ms have passed; waits while paused. */
-static int p_tick(lua_State *L)
+static int p_tick(lua_State *L NL_UNUSED)
 {
     nl_window_tick();
     if (nl_window_paused()) nl_window_wait_paused();
@@ -489,7 +489,7 @@ static int l_show(lua_State *L)
     return 1;
 }
 
-static int l_close(lua_State *L)
+static int l_close(lua_State *L NL_UNUSED)
 {
     nl_window_close();
     return 0;

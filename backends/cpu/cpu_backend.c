@@ -12,7 +12,7 @@ static _Atomic int64_t alloc_count; /* allocations so far (nl_cpu_alloc_count) *
 
 int64_t nl_cpu_alloc_count(void) { return alloc_count; }
 
-static void *cpu_alloc(nl_backend *be, size_t bytes)
+static void *cpu_alloc(nl_backend *be NL_UNUSED, size_t bytes)
 {
     void *p = NULL;
     alloc_count++;
@@ -23,9 +23,10 @@ static void *cpu_alloc(nl_backend *be, size_t bytes)
     return p;
 }
 
-static void cpu_free(nl_backend *be, void *ptr) { free(ptr); }
+static void cpu_free(nl_backend *be NL_UNUSED, void *ptr) { free(ptr); }
 
-static nl_status cpu_copy_bytes(nl_backend *be, void *dst, nl_device dst_dev, const void *src,
+static nl_status cpu_copy_bytes(nl_backend *be NL_UNUSED, void *dst, nl_device dst_dev,
+                                const void *src,
                                 nl_device src_dev, size_t bytes)
 {
     if (dst_dev != NL_CPU || src_dev != NL_CPU)
@@ -35,7 +36,7 @@ static nl_status cpu_copy_bytes(nl_backend *be, void *dst, nl_device dst_dev, co
     return NL_OK;
 }
 
-static void cpu_sync(nl_backend *be) {}
+static void cpu_sync(nl_backend *be NL_UNUSED) {}
 
 /* One kernel per opcode; NULL where the CPU backend has none (yet). */
 static nl_status (*const kernels[NL_OPCODE_COUNT])(const nl_op *op) = {
@@ -74,7 +75,7 @@ static nl_status (*const kernels[NL_OPCODE_COUNT])(const nl_op *op) = {
     [NL_OP_SPLINEAR] = nl_cpu_splinear,
 };
 
-static bool cpu_supports(nl_backend *be, const nl_op *op)
+static bool cpu_supports(nl_backend *be NL_UNUSED, const nl_op *op)
 {
     if ((unsigned)op->code >= NL_OPCODE_COUNT || !kernels[op->code]) return false;
     if (op->code == NL_OP_MATMUL)

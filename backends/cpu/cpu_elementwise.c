@@ -136,7 +136,7 @@ typedef struct {
     cpu_conv_fn conv[2]; /* per input: to the compute type, or NULL */
 } bin_ctx;
 
-static void bin_run(void *ctx, char *const *p, const int64_t *s, int64_t n, int64_t index)
+static void bin_run(void *ctx, char *const *p, const int64_t *s, int64_t n, int64_t index NL_UNUSED)
 {
     const bin_ctx *c = ctx;
     run_buf ba, bb;
@@ -151,7 +151,7 @@ typedef struct {
     cpu_conv_fn conv;
 } un_ctx;
 
-static void un_run(void *ctx, char *const *p, const int64_t *s, int64_t n, int64_t index)
+static void un_run(void *ctx, char *const *p, const int64_t *s, int64_t n, int64_t index NL_UNUSED)
 {
     const un_ctx *c = ctx;
     run_buf ba;
@@ -160,7 +160,7 @@ static void un_run(void *ctx, char *const *p, const int64_t *s, int64_t n, int64
     c->loop(p[0], s[0], a, sa, n);
 }
 
-static void conv_run(void *ctx, char *const *p, const int64_t *s, int64_t n, int64_t index)
+static void conv_run(void *ctx, char *const *p, const int64_t *s, int64_t n, int64_t index NL_UNUSED)
 {
     const cpu_conv_fn *conv = ctx;
     (*conv)(p[0], s[0], p[1], s[1], n);

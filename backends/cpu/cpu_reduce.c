@@ -42,7 +42,8 @@ typedef struct {
         for (int64_t i = 0; i < n; i++) \
             for (int64_t j = 0; j < w; j++) v[j] += (double)x[i * st + j * sv]; \
     } \
-    static void red_sum_##s(void *ctx, char *const *p, const int64_t *st, int64_t n, int64_t index) \
+    static void red_sum_##s(void *ctx, char *const *p, const int64_t *st, int64_t n, \
+                            int64_t index NL_UNUSED)                                 \
     { \
         red_acc *a = ctx; \
         const T *x = (const T *)p[0]; \

@@ -1081,16 +1081,20 @@ static void test_matmul(void)
 
 /* A stand-in second device when CUDA is absent: host memory under the "cuda" device id, which
  * runs copies and fills through the CPU kernels and supports nothing else. */
-static void *fake_alloc(nl_backend *be, size_t n) { return malloc(n); }
-static void fake_free(nl_backend *be, void *p) { free(p); }
-static nl_status fake_copy(nl_backend *be, void *d, nl_device dd, const void *s, nl_device sd, size_t n)
+static void *fake_alloc(nl_backend *be NL_UNUSED, size_t n) { return malloc(n); }
+static void fake_free(nl_backend *be NL_UNUSED, void *p) { free(p); }
+static nl_status fake_copy(nl_backend *be NL_UNUSED, void *d, nl_device dd NL_UNUSED,
+                           const void *s, nl_device sd NL_UNUSED, size_t n)
 {
     memcpy(d, s, n);
     return NL_OK;
 }
-static void fake_sync(nl_backend *be) {}
-static bool fake_supports(nl_backend *be, const nl_op *op) { return op->code == NL_OP_COPY || op->code == NL_OP_FILL; }
-static nl_status fake_exec(nl_backend *be, const nl_op *op)
+static void fake_sync(nl_backend *be NL_UNUSED) {}
+static bool fake_supports(nl_backend *be NL_UNUSED, const nl_op *op)
+{
+    return op->code == NL_OP_COPY || op->code == NL_OP_FILL;
+}
+static nl_status fake_exec(nl_backend *be NL_UNUSED, const nl_op *op)
 {
     nl_backend *cpu = nl_backend_get(NL_CPU);
     return cpu->exec(cpu, op);
