@@ -46,8 +46,12 @@ local trainer = nn.Trainer{
 
 local t0 = sys.clock()
 for epoch = 1, epochs do
-  local h = trainer:fit{epochs = 1}
-  if h == "paused" then print("paused: trainer:fit() continues") return end
+  local _, paused = trainer:fit{epochs = 1}
+  if paused then -- Ctrl-C: stop here; under nnlab -i the REPL gets the trainer and the network
+    _G.trainer, _G.net = trainer, net
+    print(string.format("paused in epoch %d of %d; with nnlab -i, trainer:resume() finishes it", epoch, epochs))
+    return
+  end
   local r = nn.evaluate(net, test_batches)
   print(string.format("epoch %2d  train loss %.4f  test top-1 %.2f%%  top-5 %.2f%%  elapsed %.1f min",
                       epoch, trainer.history.train_loss[#trainer.history.train_loss], 100 * r.top1,

@@ -5,8 +5,10 @@
 --   build/nnlab examples/cifar10_cnn.lua [epochs]      (default 10; `make run EPOCHS=1`)
 --
 -- Each epoch prints the training loss, test top-1 / top-5 accuracy and the speed in images/s;
--- the end prints the confusion matrix. Without CIFAR-10 (see `make data`) the same lesson runs
--- on Fashion-MNIST (Debian's dataset-fashion-mnist), with an input layer of 1 channel, 28x28.
+-- the end prints the confusion matrix; the dashboard goes to runs/<name>/dashboard.png, also when
+-- Ctrl-C pauses the run (which then stops there). Without CIFAR-10 (see `make data`) the same
+-- lesson runs on Fashion-MNIST (Debian's dataset-fashion-mnist), with an input layer of 1
+-- channel, 28x28.
 
 local epochs = tonumber(arg and arg[1]) or 10
 tensor.seed(1)
@@ -48,14 +50,25 @@ local trainer = nn.Trainer{net = net, data = train_batches, loss = nn.CrossEntro
 local run_name = name == "CIFAR-10" and "cifar10_cnn" or "fashion_mnist_cnn"
 local shown = viz.show()
 viz.dashboard(trainer, {normalize = norm})
+-- The dashboard as a PNG in runs/<run_name>/, at the end or when the run is paused.
+local function save_dashboard()
+  print("dashboard: " .. viz.save("runs/" .. run_name .. "/dashboard.png", "dashboard")
+        .. (shown and "  (the window closes with the program; nnlab -i keeps it and the REPL)" or ""))
+end
 
 -- ---- training: one line per epoch
 local best, result = 0, nil
 for epoch = 1, epochs do
   local t0 = sys.clock()
-  local history = trainer:fit{epochs = 1}
-  if history == "paused" or trainer.epochs < epoch then
-    print("paused: trainer:fit() continues") return
+  local _, paused = trainer:fit{epochs = 1}
+  if paused then
+    -- Ctrl-C: the run stops here with what it learned so far, its dashboard saved. Under nnlab -i
+    -- the REPL gets the trainer and the network as globals: trainer:resume() finishes the epoch,
+    -- trainer:fit{epochs = n} trains n more.
+    _G.trainer, _G.net = trainer, net
+    save_dashboard()
+    print(string.format("paused in epoch %d of %d; with nnlab -i, trainer:resume() finishes it", epoch, epochs))
+    return
   end
   local train_s = sys.clock() - t0
   local t1 = sys.clock()
@@ -67,10 +80,9 @@ for epoch = 1, epochs do
                       epoch, trainer.history.train_loss[#trainer.history.train_loss],
                       100 * result.top1, 100 * result.top5, train:size() / train_s, test:size() / eval_s))
 end
+if result then print(string.format("best top-1 %.2f%%, final %.2f%%", 100 * best, 100 * result.top1)) end
+save_dashboard()
 if not result then return end
-print(string.format("best top-1 %.2f%%, final %.2f%%", 100 * best, 100 * result.top1))
-print("dashboard: " .. viz.save("runs/" .. run_name .. "/dashboard.png", "dashboard")
-      .. (shown and "  (the window closes with the program; nnlab -i keeps it and the REPL)" or ""))
 
 -- ---- where the mistakes are: rows are the true class, columns the prediction
 local classes = train:classes()

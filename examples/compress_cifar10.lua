@@ -50,7 +50,9 @@ local function fit(net, n, loss, lr, setup)
   if setup then setup(t) end
   for e = 1, n do
     local t0 = sys.clock()
-    t:fit{epochs = 1}
+    local _, paused = t:fit{epochs = 1}
+    -- Ctrl-C stops the script: a half-trained network must not be measured or saved.
+    if paused then error(string.format("interrupted in epoch %d: nothing more is trained or saved", e), 0) end
     local acc = nn.evaluate(net, test_set, {loss = false}).top1
     print(string.format("  epoch %d: train loss %.4f, test top-1 %.2f%% (%.0f s)", e,
                         t.history.train_loss[#t.history.train_loss], 100 * acc, sys.clock() - t0))

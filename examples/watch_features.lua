@@ -81,8 +81,9 @@ local trainer = nn.Trainer{net = net, data = train, batch = 64, optim = optim.Ad
 viz.dashboard(trainer, {every = 20, image = picture})
 -- In the window: the loss falls quickly at first, then slowly; the feature maps at the bottom
 -- left change while you watch. Press space to pause and look, space again to go on.
-trainer:fit{epochs = epochs, eval = test}
+local _, paused = trainer:fit{epochs = epochs, eval = test}
 viz.save(out .. "dashboard.png", "dashboard")
+if paused then print("paused (Ctrl-C): the pictures after training show the network part-trained, as it is now") end
 
 -- ---- 5. the same picture, after training ------------------------------------------------------
 viz.save(out .. "after_conv1.png", viz.features(net, 1, picture))

@@ -393,11 +393,12 @@ nl_status nl_viz_histogram(nl_canvas *c, nl_rect r, const nl_viz_values *layers,
 
 /* ---------------------------------------------------------------- confusion ------------- */
 
-/* The class name of i into buf (names[i] when there are names). */
+/* The name of 0-based class i: names[i] when there is one, else the class number as the Lua side
+ * knows it (1-based: i + 1) in buf. */
 static const char *class_name(const char *const *names, int nnames, int i, char *buf, size_t n)
 {
     if (names && i >= 0 && i < nnames && names[i]) return names[i];
-    snprintf(buf, n, "%d", i);
+    snprintf(buf, n, "%d", i + 1);
     return buf;
 }
 

@@ -63,7 +63,8 @@ nl_status nl_viz_histogram(nl_canvas *c, nl_rect r, const nl_viz_values *layers,
 
 /* A k x k confusion matrix (counts, row = true class, column = predicted) as a heat map: each
  * cell is nl_colormap(count / row total) (0 for an empty row), with the count printed when the
- * cell is large enough and class names (NULL: numbers) along both sides. The cells' square
+ * cell is large enough and class names (NULL: the class numbers 1..k, as Lua counts) along both
+ * sides. The cells' square
  * goes to *grid when grid is not NULL: cell (i, j) covers grid->w / k pixels from
  * (grid->x + j * grid->w / k, grid->y + i * grid->w / k). */
 nl_status nl_viz_confusion(nl_canvas *c, nl_rect r, const int64_t *counts, int k,
@@ -72,13 +73,14 @@ nl_status nl_viz_confusion(nl_canvas *c, nl_rect r, const int64_t *counts, int k
 /* One classified image for the samples panel. */
 typedef struct {
     nl_image image;       /* 1 or 3 planes, scaled to its own range */
-    int truth, pred;      /* 0-based classes; truth < 0: unknown */
+    int truth, pred;      /* 0-based classes (shown 1-based); truth < 0: unknown */
     int ntop;             /* up to 3 */
-    int top[3];
+    int top[3];           /* 0-based classes, most probable first */
     double prob[3];
 } nl_viz_sample;
 /* Images in a grid with their true and predicted labels and top probabilities; a wrong
- * prediction gets a red frame and a red label. names[0..nnames) name the classes (else numbers). */
+ * prediction gets a red frame and a red label. names[0..nnames) name the classes; a class without a name (or with a NULL one) shows its
+ * number, 1-based as Lua counts: 0-based class i is "i + 1". */
 nl_status nl_viz_samples(nl_canvas *c, nl_rect r, const nl_viz_sample *s, int n,
                          const char *const *names, int nnames);
 

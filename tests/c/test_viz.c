@@ -1,6 +1,6 @@
 /* test_viz.c: pixel tests of the visualization canvas and panels (exact lines, histogram bar
- * heights, confusion colours, text boxes, PNG round trips, degenerate inputs) and of the window
- * logic on SDL's offscreen video driver. */
+ * heights, confusion colours, text boxes, class labels found pixel for pixel, PNG round trips,
+ * degenerate inputs) and of the window logic on SDL's offscreen video driver. */
 #include "panels.h"
 #include "testhelp.h"
 #include "window.h"
@@ -22,6 +22,40 @@ static int count_color(const nl_canvas *c, nl_rect r, uint32_t color)
 static int count_not(const nl_canvas *c, nl_rect r, uint32_t color)
 {
     return r.w * r.h - count_color(c, r, color);
+}
+
+/* How many places in r show text exactly as nl_canvas_text (or, vertical, nl_canvas_text_vertical)
+ * draws it in size and color on white: the rendered text's ink box, white pixels included, is
+ * compared pixel for pixel at every position in r. */
+static int text_at(const nl_canvas *c, nl_rect r, int size, uint32_t color, bool vertical, const char *text)
+{
+    int w, h, found = 0;
+    if (nl_text_size(size, text, &w, &h) != NL_OK) return -1;
+    int side = w + h + 8;
+    nl_canvas *t = nl_canvas_new(side, side, NL_WHITE);
+    if (!t) return -1;
+    if (vertical) nl_canvas_text_vertical(t, side / 2, side / 2, size, color, text);
+    else nl_canvas_text(t, 4, 4, size, color, NL_ALIGN_LEFT, text);
+    int x0 = side, y0 = side, x1 = -1, y1 = -1; /* the ink box */
+    for (int y = 0; y < side; y++)
+        for (int x = 0; x < side; x++)
+            if (nl_canvas_get(t, x, y) != NL_WHITE) {
+                x0 = x < x0 ? x : x0, x1 = x > x1 ? x : x1;
+                y0 = y < y0 ? y : y0, y1 = y > y1 ? y : y1;
+            }
+    int bw = x1 - x0 + 1, bh = y1 - y0 + 1;
+    int rx0 = r.x < 0 ? 0 : r.x, ry0 = r.y < 0 ? 0 : r.y;
+    int rx1 = r.x + r.w > c->w ? c->w : r.x + r.w, ry1 = r.y + r.h > c->h ? c->h : r.y + r.h;
+    for (int y = ry0; x1 >= 0 && y + bh <= ry1; y++)
+        for (int x = rx0; x + bw <= rx1; x++) {
+            bool same = true;
+            for (int j = 0; same && j < bh; j++)
+                for (int i = 0; same && i < bw; i++)
+                    same = nl_canvas_get(c, x + i, y + j) == nl_canvas_get(t, x0 + i, y0 + j);
+            found += same;
+        }
+    nl_canvas_release(t);
+    return found;
 }
 
 static void test_primitives(void)
@@ -252,11 +286,66 @@ static void test_confusion(void)
     CHECK(count_not(c, (nl_rect){g.x + 1, g.y + 1, cell - 2, cell - 2}, nl_colormap(0.75)) > 5,
           "the count is printed in the cell");
     CHECK(count_not(c, (nl_rect){0, g.y, g.x - 1, cell}, NL_WHITE) > 20, "class names on the left");
+
+    /* Without names the classes are numbered as Lua numbers them: 1..k, not 0..k-1. */
+    CHECK(nl_viz_confusion(c, (nl_rect){0, 0, 500, 400}, m, 2, NULL, &g) == NL_OK, "confusion without names");
+    cell = g.w / 2;
+    nl_rect left = {0, g.y, g.x, g.h}, under = {g.x, g.y + g.h, g.w, 400 - g.y - g.h};
+    int row1 = text_at(c, (nl_rect){0, g.y, g.x, cell}, NL_TEXT_TICK, NL_INK, false, "1"),
+        row2 = text_at(c, (nl_rect){0, g.y + cell, g.x, cell}, NL_TEXT_TICK, NL_INK, false, "2"),
+        row0 = text_at(c, left, NL_TEXT_TICK, NL_INK, false, "0");
+    CHECK(row1 == 1 && row2 == 1 && row0 == 0, "rows are labelled 1 and 2, no 0 (%d %d %d)", row1, row2, row0);
+    CHECK(text_at(c, (nl_rect){g.x, under.y, cell, under.h}, NL_TEXT_TICK, NL_INK, true, "1") == 1 &&
+          text_at(c, (nl_rect){g.x + cell, under.y, cell, under.h}, NL_TEXT_TICK, NL_INK, true, "2") == 1 &&
+          text_at(c, under, NL_TEXT_TICK, NL_INK, true, "0") == 0, "columns are labelled 1 and 2, no 0");
+    int64_t three[9] = {1, 0, 0, 0, 1, 0, 0, 0, 1};
+    const char *partial[3] = {"cat", NULL, "bird"};
+    CHECK(nl_viz_confusion(c, (nl_rect){0, 0, 500, 400}, three, 3, partial, &g) == NL_OK &&
+          text_at(c, (nl_rect){0, g.y, g.x, g.h}, NL_TEXT_TICK, NL_INK, false, "cat") == 1 &&
+          text_at(c, (nl_rect){0, g.y, g.x, g.h}, NL_TEXT_TICK, NL_INK, false, "2") == 1 &&
+          text_at(c, (nl_rect){0, g.y, g.x, g.h}, NL_TEXT_TICK, NL_INK, false, "1") == 0,
+          "a class without a name shows its 1-based number");
     int64_t one = 0;
     CHECK(nl_viz_confusion(c, (nl_rect){0, 0, 500, 400}, &one, 1, NULL, NULL) == NL_OK &&
           nl_viz_confusion(c, (nl_rect){0, 0, 500, 400}, NULL, 0, NULL, NULL) == NL_OK &&
           nl_viz_confusion(c, (nl_rect){0, 0, 30, 20}, m, 2, names, NULL) == NL_OK,
           "empty, 0 x 0 and tiny confusion matrices draw");
+    nl_canvas_release(c);
+}
+
+/* The samples panel's labels: 1-based class numbers without names (0-based class 1 is "2"),
+ * names where given, numbers past the names; wrong predictions in red, right ones in green. */
+static void test_samples_labels(void)
+{
+    nl_canvas *c = nl_canvas_new(400, 300, NL_WHITE);
+    nl_rect all = {0, 0, 400, 300};
+    float img[3 * 4 * 4];
+    for (int i = 0; i < 48; i++) img[i] = (float)i;
+    const uint32_t grey = NL_RGB(90, 90, 90), green = NL_RGB(44, 140, 44);
+    nl_viz_sample s = {{3, 4, 4, img}, 1, 0, 3, {0, 1, 2}, {0.6, 0.3, 0.1}};
+    CHECK(nl_viz_samples(c, all, &s, 1, NULL, 0) == NL_OK, "one sample draws");
+    int truth = text_at(c, all, NL_TEXT_TICK, NL_INK, false, "true: 2"),
+        pred = text_at(c, all, NL_TEXT_TICK, NL_WRONG, false, "pred: 1");
+    CHECK(truth == 1 && pred == 1, "true class 1 and predicted 0 (0-based) read \"true: 2\" and \"pred: 1\" "
+          "(%d %d)", truth, pred);
+    CHECK(text_at(c, all, NL_TEXT_TICK, NL_INK, false, "true: 1") == 0 &&
+          text_at(c, all, NL_TEXT_TICK, NL_WRONG, false, "pred: 0") == 0, "no 0-based labels");
+    CHECK(text_at(c, all, 11, grey, false, "60%  1") == 1 && text_at(c, all, 11, grey, false, "30%  2") == 1 &&
+          text_at(c, all, 11, grey, false, "10%  3") == 1, "the top 3 are numbered 1..3");
+
+    const char *names[2] = {"cat", "dog"};
+    s.pred = s.top[0] = 1, s.top[1] = 0;
+    s.prob[0] = 0.6, s.prob[1] = 0.3;
+    CHECK(nl_viz_samples(c, all, &s, 1, names, 2) == NL_OK &&
+          text_at(c, all, NL_TEXT_TICK, NL_INK, false, "true: dog") == 1 &&
+          text_at(c, all, NL_TEXT_TICK, green, false, "pred: dog") == 1 &&
+          text_at(c, all, 11, grey, false, "60%  dog") == 1 && text_at(c, all, 11, grey, false, "30%  cat") == 1 &&
+          text_at(c, all, 11, grey, false, "10%  3") == 1,
+          "names where given (a right prediction in green), the 1-based number past them");
+    s.truth = -1;
+    CHECK(nl_viz_samples(c, all, &s, 1, NULL, 0) == NL_OK &&
+          text_at(c, all, NL_TEXT_TICK, green, false, "pred: 2") == 1 &&
+          text_at(c, all, NL_TEXT_TICK, NL_INK, false, "true:") == 0, "an unknown truth: only the prediction");
     nl_canvas_release(c);
 }
 
@@ -407,6 +496,7 @@ int main(void)
     test_histogram();
     test_histogram_levels();
     test_confusion();
+    test_samples_labels();
     test_degenerate();
     test_png();
     test_window();

@@ -169,6 +169,38 @@ test("confusion and samples", function()
   check(count(viz.samples(net, ds, 100, {first = 8}), inked) > 100, "n is capped by the data")
 end)
 
+-- Whether canvases a and b have the same pixels.
+local function same_pixels(a, b)
+  local w, h = a:size()
+  local w2, h2 = b:size()
+  if w ~= w2 or h ~= h2 then return false end
+  for y = 1, h do
+    for x = 1, w do
+      local r1, g1, b1 = a:pixel(x, y)
+      local r2, g2, b2 = b:pixel(x, y)
+      if r1 ~= r2 or g1 ~= g2 or b1 ~= b2 then return false end
+    end
+  end
+  return true
+end
+
+test("classes without names are numbered 1..K", function()
+  local net, ds = tiny_cnn(2), tiny_data(9)
+  local size = {width = 480, height = 320}
+  local r = nn.evaluate(net, ds)
+  local plain = viz.confusion(r, nil, size)
+  check(same_pixels(plain, viz.confusion(r, {"1", "2", "3"}, size)), "confusion: numbers as the names 1, 2, 3")
+  check(not same_pixels(plain, viz.confusion(r, {"0", "1", "2"}, size)), "confusion: not as 0, 1, 2")
+  -- The same data set, once with the class names "1", "2", "3" (a data set only needs size, get, classes).
+  local function named(list)
+    return {size = function() return ds:size() end, get = function(_, i) return ds:get(i) end,
+            classes = function() return list end}
+  end
+  local s = viz.samples(net, ds, 6, size)
+  check(same_pixels(s, viz.samples(net, named{"1", "2", "3"}, 6, size)), "samples: numbers as the names 1, 2, 3")
+  check(not same_pixels(s, viz.samples(net, named{"0", "1", "2"}, 6, size)), "samples: not as 0, 1, 2")
+end)
+
 test("dashboard follows training", function()
   local t = nn.Trainer{net = tiny_cnn(3), data = tiny_data(16), batch = 4, verbose = false}
   local c = viz.dashboard(t, {every = 2, width = 640, height = 400})

@@ -2,9 +2,10 @@
 # run.sh: the viz window on a real X server (Xvfb): tests/viz/window.lua (open, the dashboard
 # during training, read-back layout, tab, resize, close, reopen, pause), then the REPL driven
 # through tmux in the same display: the window stays up while the prompt waits, follows a resize
-# there, and the REPL answers with the window open and after closing it. When Xvfb cannot start
-# the checks are skipped (said so, counted neither passed nor failed). Last line "N passed, N failed".
-# VIZ_SHOTS=dir keeps the window's screenshots.
+# there, and the REPL answers with the window open and after closing it. Xvfb, tmux, xwininfo and
+# the X11 headers come with `make deps` (xvfb, tmux, x11-utils, libx11-dev): one missing, or an Xvfb
+# that cannot start, is a failure with the reason, not a skip, so a broken window cannot pass
+# unnoticed. Last line "N passed, N failed". VIZ_SHOTS=dir keeps the window's screenshots.
 NNLAB=${NNLAB:-./build/nnlab}
 case $NNLAB in /*) ;; *) NNLAB=$(pwd)/$NNLAB ;; esac
 passed=0
@@ -12,9 +13,10 @@ failed=0
 ok() { echo "ok - $1"; passed=$((passed + 1)); }
 fail() { echo "FAIL - $1: $2"; failed=$((failed + 1)); }
 summary() { echo "$passed passed, $failed failed"; }
-skip() { echo "skipped: $1 (no window checks ran)"; summary; exit 0; }
+# give_up WHAT WHY: a failure that stops the suite (nothing after it could run).
+give_up() { fail "$1" "$2 (no further window checks ran)"; summary; exit 1; }
 
-command -v Xvfb > /dev/null 2>&1 || skip "Xvfb is not installed (make deps installs xvfb)"
+command -v Xvfb > /dev/null 2>&1 || give_up "Xvfb" "not installed (make deps installs xvfb)"
 tmp=$(mktemp -d)
 SOCK=nnlab-viz-$$
 sock_file=${TMUX_TMPDIR:-/tmp}/tmux-$(id -u)/$SOCK
@@ -26,11 +28,14 @@ trap 'exit 1' INT TERM
 Xvfb -displayfd 3 -screen 0 1280x800x24 -nolisten tcp 3> "$tmp/display" > "$tmp/xvfb.log" 2>&1 &
 xpid=$!
 i=0
-while [ ! -s "$tmp/display" ] && [ "$i" -lt 100 ] && kill -0 "$xpid" 2> /dev/null; do
+while [ ! -s "$tmp/display" ] && [ "$i" -lt 200 ] && kill -0 "$xpid" 2> /dev/null; do
     sleep 0.05
     i=$((i + 1))
 done
-[ -s "$tmp/display" ] || skip "Xvfb cannot start: $(tail -n 1 "$tmp/xvfb.log")"
+if [ ! -s "$tmp/display" ]; then
+    if kill -0 "$xpid" 2> /dev/null; then why="no display after 10 s"; else why="it exited"; fi
+    give_up "Xvfb" "cannot start ($why): $(tail -n 1 "$tmp/xvfb.log")"
+fi
 DISPLAY=:$(head -n 1 "$tmp/display")
 export DISPLAY
 # Under SAN=1: libdbus (opened by SDL's video) leaks one buffer; nothing of ours is suppressed.
@@ -54,11 +59,9 @@ else
 fi
 
 # ---- 2. the REPL with the window open (tmux in the same display)
-if ! command -v tmux > /dev/null 2>&1; then
-    fail "repl" "tmux is not installed (make deps installs it)"
-    summary
-    exit 1
-fi
+command -v tmux > /dev/null 2>&1 || give_up "repl" "tmux is not installed (make deps installs it)"
+command -v xwininfo > /dev/null 2>&1 ||
+    fail "xwininfo" "not installed (make deps installs x11-utils): the window's presence is not checked"
 tm() { tmux -L "$SOCK" -f /dev/null "$@"; }
 screen() { tm capture-pane -p -J -t s -S -200; }
 line() { tm send-keys -t s -l "$1"; tm send-keys -t s Enter; }
@@ -121,7 +124,7 @@ if cc -o "$tmp/wm_close" tests/viz/wm_close.c -lX11 2> "$tmp/cc.log"; then
     "$tmp/wm_close" || fail "wm_close" "found no window during the fit"
     check "closing the window during a fit does not stop it" '^run +400 +false$' 60
 else
-    echo "skipped: window manager close (no X11 headers: $(tail -n 1 "$tmp/cc.log"))"
+    fail "wm_close" "cannot build tests/viz/wm_close.c (make deps installs libx11-dev): $(tail -n 1 "$tmp/cc.log")"
 fi
 tm send-keys -t s C-d
 check "Ctrl-D ends the REPL with the window open" '^\[exit:0\]$'
