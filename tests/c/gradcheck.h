@@ -230,6 +230,7 @@ typedef struct {
     double eps;       /* step h (GC_EPS) */
     double atol, rtol;/* |numeric - analytic| <= atol + rtol |numeric| (GC_ATOL, GC_RTOL) */
     uint64_t seed;    /* as in gc_module_ctx */
+    bool input_only;  /* dL/dx only: the parameter gradients are straight-through estimates */
     const char *views;/* also check at these non-contiguous views of x: 't'ransposed, 's'liced,
                        * 'c'hannels-last, 'b'roadcast, 'e'very other element (gc_layout) */
 } gc_opts;
@@ -294,7 +295,7 @@ static int gradcheck_at(nl_module *m, nl_tensor *x, const gc_opts *o)
     nl_tensor *gxc = bad ? NULL : nl_tensor_clone(gx);
     nl_param *ps[64];
     nl_tensor *gp[64] = {0};
-    int np = nl_module_params(m, ps, 64, false);
+    int np = o->input_only ? 0 : nl_module_params(m, ps, 64, false);
     np = np < 64 ? np : 64;
     for (int i = 0; i < np; i++) gp[i] = nl_tensor_clone(ps[i]->grad);
     nl_tensor_release(gx);

@@ -1,7 +1,7 @@
 /* test_layers.c: the module framework and the structural layers: gradients of Linear, Conv2d, the
- * pools, Flatten, Identity, Sequential and Residual against finite differences (batch 1, odd shapes,
- * strides and padding, and inputs given as non-contiguous views); convolution values against a
- * direct loop; argument and shape errors; containers; parameter counts and initialisation;
+ * pools, Flatten, Identity, Sequential and Residual (and the input gradients of QATLinear and
+ * QATConv2d) against finite differences (batch 1, odd shapes, strides and padding, and inputs given
+ * as non-contiguous views); convolution values against a direct loop; argument and shape errors; containers; parameter counts and initialisation;
  * reference counts and output buffer reuse. */
 #include "gradcheck.h"
 #include "layer.h"
@@ -464,6 +464,24 @@ static void test_containers_gradients(void)
     nl_module_release(res);
 }
 
+/* The quantization-aware layers run the float layer on fake-quantized weights: dL/dx is that
+ * layer's (the weight gradient is a straight-through estimate, not a derivative). */
+static void test_qat_input_gradients(void)
+{
+    nl_module *lin = make("QATLinear", P(5, 3)), *conv = make("QATConv2d", P(2, 3, 3), "stride", 2.0,
+                                                               "padding", 1.0, "bits", 4.0);
+    nl_tensor *x2 = uniform(2, (int64_t[]){3, 5}, -1, 1), *x1 = uniform(2, (int64_t[]){1, 5}, -1, 1);
+    nl_tensor *x4 = uniform(4, (int64_t[]){2, 2, 5, 4}, -1, 1);
+    gradcheck(lin, x2, .input_only = true, .views = "tsbe");
+    gradcheck(lin, x1, .input_only = true, .views = "e");
+    gradcheck(conv, x4, .input_only = true, .views = "tscbe");
+    nl_tensor_release(x1);
+    nl_tensor_release(x2);
+    nl_tensor_release(x4);
+    nl_module_release(lin);
+    nl_module_release(conv);
+}
+
 /* Parameter gradients add up over backward calls until zero_grad. */
 static void test_gradient_accumulation(void)
 {
@@ -823,6 +841,7 @@ int main(void)
     test_pools();
     test_shape_layers();
     test_containers_gradients();
+    test_qat_input_gradients();
     test_gradient_accumulation();
     test_parameter_only_backward();
     test_empty_batch();
