@@ -1,6 +1,7 @@
 /* test_golden.c: nnlab against PyTorch 1.13 on the golden files of tests/golden/make_golden.py:
- * forward, input gradient and parameter gradients of every layer type, the losses, 5 steps of
- * each optimizer on a tiny CNN, clip_grad_norm, and a checkpoint written by Python.
+ * forward, input gradient and parameter gradients of every layer type that trains (the integer
+ * inference layers aside: test_every_type_has_a_case), the losses, 5 steps of each optimizer on a
+ * tiny CNN, clip_grad_norm, and a checkpoint written by Python.
  * An element agrees when |nnlab - torch| <= ATOL + RTOL * |torch|; each compared tensor prints
  * its worst ratio |nnlab - torch| / (ATOL + RTOL * |torch|) (1 is the limit). */
 #include "checkpoint.h"
@@ -64,12 +65,58 @@ static void fill(const char *dir, const char *name, nl_tensor *dst)
     nl_tensor_release(t);
 }
 
-/* Forward and backward of m (a lone layer) against DATA/<dir>. */
+/* The module types some case ran (test_every_type_has_a_case). */
+static const nl_module_type *covered[64];
+static int ncovered;
+
+static void cover(const nl_module *m)
+{
+    bool seen = false;
+    for (int i = 0; i < ncovered; i++) seen = seen || covered[i] == m->type;
+    if (!seen && ncovered < 64) covered[ncovered++] = m->type;
+    for (int c = 0; c < m->nchildren; c++) cover(m->children[c]);
+}
+
+enum { MAX_PARAMS = 16 };
+
+/* A parameter or buffer of a case's module, and the index of the container's module that holds
+ * it (-1 for a lone layer). */
+typedef struct {
+    nl_param *p;
+    int child;
+} case_param;
+
+/* The parameters and buffers of m. Returns their number. */
+static int case_params(nl_module *m, case_param *ps)
+{
+    int n = 0;
+    nl_module *const self[1] = {m};
+    nl_module *const *mods = m->nchildren ? m->children : self;
+    for (int c = 0; c < (m->nchildren ? m->nchildren : 1); c++)
+        for (int i = 0; i < mods[c]->nparams && n < MAX_PARAMS; i++, n++)
+            ps[n] = (case_param){&mods[c]->params[i], m->nchildren ? c : -1};
+    return n;
+}
+
+/* PyTorch's name of p followed by suffix: "weight" for a layer's, "<i>.weight" for the i-th
+ * (0-based) module's in a container. */
+static const char *torch_name(char *buf, size_t n, const case_param *p, const char *suffix)
+{
+    if (p->child >= 0) snprintf(buf, n, "%d.%s%s", p->child, p->p->name, suffix);
+    else snprintf(buf, n, "%s%s", p->p->name, suffix);
+    return buf;
+}
+
+/* Forward and backward of m (a layer, or a container of layers) against DATA/<dir>. */
 static void layer_case(const char *dir, nl_module *m, bool training)
 {
     if (!m) return;
+    cover(m);
     nl_module_train(m, training);
-    for (int i = 0; i < m->nparams; i++) fill(dir, m->params[i].name, m->params[i].value);
+    case_param ps[MAX_PARAMS];
+    char name[64];
+    const int np = case_params(m, ps);
+    for (int i = 0; i < np; i++) fill(dir, torch_name(name, sizeof name, &ps[i], ""), ps[i].p->value);
     nl_tensor *x = golden(dir, "x"), *gy = golden(dir, "gy"), *y = NULL, *gx = NULL;
     nl_tensor *want_y = golden(dir, "y"), *want_gx = golden(dir, "gx");
     nl_module_zero_grad(m);
@@ -77,10 +124,9 @@ static void layer_case(const char *dir, nl_module *m, bool training)
     compare(dir, "output", y, want_y);
     CHECK(nl_module_backward(m, gy, &gx) == NL_OK, "%s backward: %s", dir, nl_errmsg());
     compare(dir, "grad input", gx, want_gx);
-    for (int i = 0; i < m->nparams; i++) {
-        char name[64];
-        nl_param *p = &m->params[i];
-        snprintf(name, sizeof name, "%s.%s", p->name, p->grad ? "grad" : "after");
+    for (int i = 0; i < np; i++) {
+        nl_param *p = ps[i].p;
+        torch_name(name, sizeof name, &ps[i], p->grad ? ".grad" : ".after");
         nl_tensor *want = golden(dir, name);
         if (p->grad || training) compare(dir, name, p->grad ? p->grad : p->value, want);
         nl_tensor_release(want);
@@ -94,11 +140,28 @@ static void layer_case(const char *dir, nl_module *m, bool training)
     nl_module_release(m);
 }
 
+/* The value of DATA/<dir>/<name>.npy, a scalar. */
+static double golden_scalar(const char *dir, const char *name)
+{
+    nl_tensor *t = golden(dir, name);
+    double v = NAN;
+    CHECK(t && nl_tensor_numel(t) == 1 && nl_tensor_get(t, (int64_t[NL_MAX_DIMS]){0}, &v) == NL_OK,
+          "%s: %s is a scalar", dir, name);
+    nl_tensor_release(t);
+    return v;
+}
+
 static void loss_case(const char *dir, nl_loss_kind kind, double smoothing)
 {
     nl_loss l = {.kind = kind, .label_smoothing = smoothing};
     nl_tensor *x = golden(dir, "x"), *target = golden(dir, "target"), *gx = NULL;
-    nl_tensor *want = golden(dir, "loss"), *want_gx = golden(dir, "gx");
+    nl_tensor *want = golden(dir, "loss"), *want_gx = golden(dir, "gx"), *batch = NULL;
+    if (kind == NL_LOSS_DISTILL) { /* the teacher passes its input, the teacher's logits, through */
+        l.teacher = net_make("Identity", NULL);
+        l.temperature = golden_scalar(dir, "temperature");
+        l.alpha = golden_scalar(dir, "alpha");
+        l.batch = batch = golden(dir, "batch");
+    }
     double value = NAN;
     CHECK(nl_loss_forward(&l, x, target, &value) == NL_OK, "%s forward: %s", dir, nl_errmsg());
     nl_tensor *got = nl_tensor_from_data(NL_F32, 0, NULL, &(float){(float)value});
@@ -112,6 +175,7 @@ static void loss_case(const char *dir, nl_loss_kind kind, double smoothing)
     nl_tensor_release(gx);
     nl_tensor_release(want);
     nl_tensor_release(want_gx);
+    nl_tensor_release(batch);
 }
 
 static void test_layers(void)
@@ -140,6 +204,62 @@ static void test_layers(void)
     loss_case("ce_ls", NL_LOSS_CROSS_ENTROPY, 0.1);
     loss_case("ce_prob", NL_LOSS_CROSS_ENTROPY, 0);
     loss_case("mse", NL_LOSS_MSE, 0);
+}
+
+/* make_golden.py's more_layers(): the containers, Identity, Dropout, FakeQuant and the QAT
+ * layers; batch 1, odd shapes and more options of the layers; more losses. */
+static void test_more_layers(void)
+{
+    layer_case("identity", net_make("Identity", NULL), true);
+    layer_case("dropout_eval", net_make("Dropout", "p", 0.5, NULL), false);
+    layer_case("dropout_p0", net_make("Dropout", "p", 0.0, NULL), true);
+    nl_module *res[3] = { /* no bias before batch norm: its gradient would be 0 up to rounding */
+        net_make("Conv2d", "in", 3.0, "out", 3.0, "k", 3.0, "padding", 1.0, "bias", 0.0, NULL),
+        net_make("BatchNorm2d", "c", 3.0, NULL), net_make("ReLU", NULL),
+    };
+    layer_case("residual", net_container("Residual", res, 3), true);
+    nl_module *seq[5] = {
+        net_make("Conv2d", "in", 2.0, "out", 3.0, "k", 3.0, "padding", 1.0, NULL), net_make("ReLU", NULL),
+        net_make("MaxPool2d", "k", 2.0, NULL), net_make("Flatten", NULL),
+        net_make("Linear", "in", 12.0, "out", 4.0, NULL),
+    };
+    layer_case("sequential", net_container("Sequential", seq, 5), true);
+    layer_case("linear_b1", net_make("Linear", "in", 7.0, "out", 1.0, NULL), true);
+    layer_case("linear_3d_nobias", net_make("Linear", "in", 4.0, "out", 2.0, "bias", 0.0, NULL), true);
+    layer_case("conv_b1_s3_nobias", net_make("Conv2d", "in", 2.0, "out", 3.0, "k", 2.0, "stride", 3.0,
+                                             "bias", 0.0, NULL), true);
+    layer_case("maxpool_b1_k3", net_make("MaxPool2d", "k", 3.0, NULL), true);
+    layer_case("avgpool_k2s1", net_make("AvgPool2d", "k", 2.0, "stride", 1.0, NULL), true);
+    layer_case("bn2d_b1", net_make("BatchNorm2d", "c", 2.0, NULL), true);
+    layer_case("bn1d_3d", net_make("BatchNorm1d", "c", 4.0, NULL), true);
+    layer_case("bn1d_eval_b1", net_make("BatchNorm1d", "c", 5.0, NULL), false);
+    layer_case("leakyrelu_default", net_make("LeakyReLU", NULL), true);
+    layer_case("softmax_3d", net_make("Softmax", NULL), true);
+    layer_case("fakequant_train", net_make("FakeQuant", NULL), true);
+    layer_case("fakequant_eval4", net_make("FakeQuant", "bits", 4.0, NULL), false);
+    layer_case("qatlinear", net_make("QATLinear", "in", 6.0, "out", 3.0, NULL), true);
+    layer_case("qatconv2d", net_make("QATConv2d", "in", 2.0, "out", 3.0, "k", 3.0, "stride", 2.0,
+                                     "padding", 1.0, "bits", 4.0, NULL), true);
+    loss_case("ce_b1", NL_LOSS_CROSS_ENTROPY, 0);
+    loss_case("ce_prob_ls", NL_LOSS_CROSS_ENTROPY, 0.1);
+    loss_case("mse_3d", NL_LOSS_MSE, 0);
+    loss_case("distill", NL_LOSS_DISTILL, 0);
+}
+
+/* Every module type has a golden case but the integer inference layers, which have no backward
+ * and which test_quant.c checks against float references and the fake-quantized network they are
+ * converted from (PyTorch's int8 kernels round their own way, not to within 1e-5). */
+static void test_every_type_has_a_case(void)
+{
+    static const char *const integer[] = {"Quantize", "Dequantize", "QConv2d", "QLinear",
+                                          "QMaxPool2d", "Int4Linear", "Int4Conv2d"};
+    for (int i = 0; nl_module_types[i]; i++) {
+        bool found = false;
+        for (int k = 0; k < ncovered; k++) found = found || covered[k] == nl_module_types[i];
+        for (size_t k = 0; k < sizeof integer / sizeof integer[0]; k++)
+            found = found || strcmp(integer[k], nl_module_types[i]->name) == 0;
+        CHECK(found, "%s has a golden case", nl_module_types[i]->name);
+    }
 }
 
 /* ---------------------------------------------------------------- optimizers ------------ */
@@ -277,6 +397,8 @@ int main(void)
     printf("nnlab vs PyTorch: worst |diff| / (%g + %g |torch|) per tensor (at most 1 passes)\n",
            ATOL, RTOL);
     test_layers();
+    test_more_layers();
+    test_every_type_has_a_case();
     test_optimizers();
     test_torch_checkpoint();
     return TEST_REPORT();

@@ -1,8 +1,10 @@
 /* test_layers.c: the module framework and the structural layers: gradients of Linear, Conv2d, the
- * pools, Flatten, Sequential and Residual against finite differences; convolution values against a
- * direct loop; argument and shape errors; containers; parameter counts and initialisation;
+ * pools, Flatten, Identity, Sequential and Residual (and the input gradients of QATLinear and
+ * QATConv2d) against finite differences (batch 1, odd shapes, strides and padding, and inputs given
+ * as non-contiguous views); convolution values against a direct loop; argument and shape errors; containers; parameter counts and initialisation;
  * reference counts and output buffer reuse. */
 #include "gradcheck.h"
+#include "layer.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
@@ -174,11 +176,23 @@ static void test_linear_gradients(void)
 {
     nl_module *a = make("Linear", P(5, 3));
     nl_tensor *x2 = uniform(2, (int64_t[]){4, 5}, -1, 1), *x3 = uniform(3, (int64_t[]){2, 3, 5}, -1, 1);
-    gradcheck(a, x2, 1e-2, 2e-3, 1e-2);
-    gradcheck(a, x3, 1e-2, 2e-3, 1e-2);
+    gradcheck(a, x2, .views = "tsbe");
+    gradcheck(a, x3, .views = "tscbe");
     nl_module *b = make("Linear", P(5, 3), "bias", 0.0);
     CHECK(b && b->nparams == 1 && !nl_module_param(b, "bias"), "Linear without bias has one parameter");
-    gradcheck(b, x2, 1e-2, 2e-3, 1e-2);
+    gradcheck(b, x2, .views = "t");
+    /* Batch 1, and odd sizes: one output, 7 features, 3 samples. */
+    nl_tensor *x1 = uniform(2, (int64_t[]){1, 5}, -1, 1), *x7 = uniform(2, (int64_t[]){3, 7}, -1, 1),
+              *x13 = uniform(3, (int64_t[]){1, 1, 5}, -1, 1);
+    gradcheck(a, x1, .views = "e");
+    gradcheck(b, x1, .views = "e");
+    gradcheck(a, x13, .views = "e");
+    nl_module *c = make("Linear", P(7, 1));
+    gradcheck(c, x7, .views = "tsbe");
+    nl_module_release(c);
+    nl_tensor_release(x1);
+    nl_tensor_release(x7);
+    nl_tensor_release(x13);
 
     /* y = x W^T + b by hand. */
     nl_tensor *y = forward_ok(a, x2);
@@ -224,13 +238,18 @@ static void naive_conv(const nl_tensor *x, const nl_tensor *w, const nl_tensor *
                 }
 }
 
+/* Each case is checked at a contiguous input and at the non-contiguous views in `views`
+ * (gradcheck.h's letters); batch 1, strides 2 and 3, padding beyond the kernel's half, 1x1
+ * kernels, single rows and single channels among them. */
 static void test_conv(void)
 {
-    struct { int64_t n, c, o, h, w, k, s, p; bool bias; } cases[] = {
-        {1, 3, 4, 7, 5, 3, 1, 0, true},  {3, 3, 4, 7, 5, 3, 1, 1, true},  {3, 3, 4, 7, 5, 3, 2, 2, false},
-        {1, 3, 4, 7, 5, 3, 2, 0, false}, {3, 3, 4, 8, 8, 3, 2, 1, true},  {2, 2, 3, 6, 9, 1, 1, 0, true},
-        {2, 3, 2, 5, 7, 5, 3, 2, true},  {1, 1, 1, 3, 3, 3, 1, 2, true},  {2, 3, 2, 6, 7, 5, 1, 2, true},
-        {1, 2, 3, 1, 4, 3, 1, 1, false},
+    struct { int64_t n, c, o, h, w, k, s, p; bool bias; const char *views; } cases[] = {
+        {1, 3, 4, 7, 5, 3, 1, 0, true, "tsce"},  {3, 3, 4, 7, 5, 3, 1, 1, true, "tscbe"},
+        {3, 3, 4, 7, 5, 3, 2, 2, false, "tscbe"}, {1, 3, 4, 7, 5, 3, 2, 0, false, "tce"},
+        {3, 3, 4, 8, 8, 3, 2, 1, true, "tscbe"},  {2, 2, 3, 6, 9, 1, 1, 0, true, "tcbe"},
+        {2, 3, 2, 5, 7, 5, 3, 2, true, "tsce"},   {1, 1, 1, 3, 3, 3, 1, 2, true, "tce"},
+        {2, 3, 2, 6, 7, 5, 1, 2, true, "cb"},     {1, 2, 3, 1, 4, 3, 1, 1, false, "ce"},
+        {1, 1, 2, 1, 5, 3, 2, 1, true, "e"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         nl_module *m = make("Conv2d", P((double)cases[i].c, (double)cases[i].o, (double)cases[i].k),
@@ -253,7 +272,7 @@ static void test_conv(void)
             nl_tensor_release(ref);
         }
         nl_tensor_release(y);
-        gradcheck(m, x, 1e-2, 3e-3, 1e-2);
+        gradcheck(m, x, .views = cases[i].views);
         nl_tensor_release(x);
         nl_module_release(m);
     }
@@ -261,15 +280,20 @@ static void test_conv(void)
 
 static void test_pools(void)
 {
-    const int64_t s1[4] = {2, 3, 6, 5}, s2[4] = {1, 2, 7, 7};
-    struct { const char *type; double k, s, p; const int64_t *shape; } cases[] = {
-        {"MaxPool2d", 2, 2, 0, s1}, {"MaxPool2d", 3, 2, 1, s1}, {"MaxPool2d", 3, 1, 1, s2},
-        {"AvgPool2d", 2, 2, 0, s1}, {"AvgPool2d", 3, 2, 1, s1}, {"AvgPool2d", 3, 1, 1, s2},
+    /* Strided windows (stride 2 and 3, overlapping or not, windows that leave rows over), stride
+     * 1, padding; batch 1 and odd sizes; contiguous inputs and views. */
+    const int64_t s1[4] = {2, 3, 6, 5}, s2[4] = {1, 2, 7, 7}, s3[4] = {3, 1, 5, 7}, s4[4] = {1, 3, 9, 4};
+    struct { const char *type; double k, s, p; const int64_t *shape; const char *views; } cases[] = {
+        {"MaxPool2d", 2, 2, 0, s1, "tscbe"}, {"MaxPool2d", 3, 2, 1, s1, "tscbe"},
+        {"MaxPool2d", 3, 1, 1, s2, "tce"},   {"MaxPool2d", 3, 2, 0, s3, "tsbe"},
+        {"MaxPool2d", 2, 3, 1, s4, "tsce"},  {"AvgPool2d", 2, 2, 0, s1, "tscbe"},
+        {"AvgPool2d", 3, 2, 1, s1, "tscbe"}, {"AvgPool2d", 3, 1, 1, s2, "tce"},
+        {"AvgPool2d", 3, 2, 0, s3, "tsbe"},  {"AvgPool2d", 2, 3, 1, s4, "tsce"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         nl_module *m = make(cases[i].type, P(cases[i].k), "stride", cases[i].s, "padding", cases[i].p);
         nl_tensor *x = distinct(4, cases[i].shape);
-        if (m) gradcheck(m, x, 1e-2, 2e-3, 1e-2);
+        gradcheck(m, x, .views = cases[i].views);
         nl_tensor_release(x);
         nl_module_release(m);
     }
@@ -312,8 +336,10 @@ static void test_pools(void)
     nl_tensor_release(y);
 
     nl_module *gap = make("GlobalAvgPool", NULL);
-    nl_tensor *x = uniform(4, (int64_t[]){2, 3, 4, 5}, -1, 1);
-    gradcheck(gap, x, 1e-2, 1e-3, 1e-2);
+    nl_tensor *x = uniform(4, (int64_t[]){2, 3, 4, 5}, -1, 1), *x1 = uniform(4, (int64_t[]){1, 5, 3, 1}, -1, 1);
+    gradcheck(gap, x, .views = "tscbe");
+    gradcheck(gap, x1, .views = "sc");
+    nl_tensor_release(x1);
     y = forward_ok(gap, x);
     if (y) {
         double s = 0;
@@ -337,8 +363,12 @@ static void test_shape_layers(void)
     CHECK(y && y->ndim == 2 && y->shape[0] == 2 && y->shape[1] == 60, "Flatten gives [2, 60]");
     CHECK(y && y->storage == x->storage, "Flatten is a view (no copy)");
     nl_tensor_release(y);
-    gradcheck(f, x, 1e-2, 1e-3, 1e-2);
-    gradcheck(id, x, 1e-2, 1e-3, 1e-2);
+    gradcheck(f, x, .views = "tscbe");
+    gradcheck(id, x, .views = "tscbe");
+    nl_tensor *x1 = uniform(3, (int64_t[]){1, 7, 3}, -1, 1);
+    gradcheck(f, x1, .views = "tse");
+    gradcheck(id, x1, .views = "tse");
+    nl_tensor_release(x1);
     y = forward_ok(id, x);
     CHECK(y == x, "Identity returns its input");
     nl_tensor_release(y);
@@ -367,16 +397,47 @@ static void test_containers_gradients(void)
         CHECK(nl_module_add(seq, parts[i]) == NL_OK, "add: %s", nl_errmsg());
         nl_module_release(parts[i]);
     }
-    nl_tensor *x = uniform(4, (int64_t[]){2, 3, 6, 6}, -1, 1);
-    gradcheck(seq, x, 1e-2, 3e-3, 1e-2);
+    nl_tensor *x = uniform(4, (int64_t[]){2, 3, 6, 6}, -1, 1), *x1 = uniform(4, (int64_t[]){1, 3, 6, 7}, -1, 1);
+    gradcheck(seq, x, .views = "tcb");
+    gradcheck(seq, x1, .views = "s");
     CHECK(nl_module_params(seq, NULL, 0, false) == 6, "Sequential lists 6 parameters");
+    nl_tensor_release(x);
+    nl_tensor_release(x1);
+    nl_module_release(seq);
+
+    /* A MaxPool2d after a ReLU runs the ReLU's backward in its own pass. The values are 0.05
+     * apart and at least 0.0125 from 0, the steps at most 2^-7: no nudge crosses a kink. */
+    seq = make("Sequential", NULL);
+    nl_module *rp[] = {make("ReLU", NULL), make("MaxPool2d", P(3), "stride", 2.0, "padding", 1.0)};
+    for (int i = 0; i < 2; i++) {
+        nl_module_add(seq, rp[i]);
+        nl_module_release(rp[i]);
+    }
+    x = distinct(4, (int64_t[]){3, 2, 5, 6});
+    for (int64_t i = 0; i < nl_tensor_numel(x); i++) nl_tensor_f32(x)[i] += 0.0125f;
+    gradcheck(seq, x, .eps = 0.0078125, .views = "tscbe");
+    CHECK(nl_maxpool_after_relu(seq->children[1], seq->children[0]), "the fused backward ran");
     nl_tensor_release(x);
     nl_module_release(seq);
 
     nl_module *res = make("Residual", NULL), *conv = make("Conv2d", P(3, 3, 3), "padding", 1.0);
     nl_module_add(res, conv);
     x = uniform(4, (int64_t[]){2, 3, 5, 4}, -1, 1);
-    gradcheck(res, x, 1e-2, 3e-3, 1e-2);
+    gradcheck(res, x, .views = "tscbe");
+    /* A block of conv, batch norm (training) and a smooth activation, at batch 1 and at 3. */
+    nl_module *block = make("Residual", NULL);
+    nl_module *bparts[] = {make("Conv2d", P(3, 3, 3), "padding", 1.0), make("BatchNorm2d", P(3)),
+                           make("Tanh", NULL), make("Conv2d", P(3, 3, 1), "bias", 0.0)};
+    for (int i = 0; i < 4; i++) {
+        nl_module_add(block, bparts[i]);
+        nl_module_release(bparts[i]);
+    }
+    nl_tensor *xb1 = uniform(4, (int64_t[]){1, 3, 5, 3}, -1, 1), *xb3 = uniform(4, (int64_t[]){3, 3, 3, 5}, -1, 1);
+    gradcheck(block, xb1, .views = "tce");
+    gradcheck(block, xb3, .views = "s");
+    nl_tensor_release(xb1);
+    nl_tensor_release(xb3);
+    nl_module_release(block);
     /* y = conv(x) + x */
     nl_tensor *y = forward_ok(res, x), *cy = forward_ok(conv, x);
     double worst = 0;
@@ -401,6 +462,24 @@ static void test_containers_gradients(void)
     nl_module_release(res2);
     nl_module_release(conv);
     nl_module_release(res);
+}
+
+/* The quantization-aware layers run the float layer on fake-quantized weights: dL/dx is that
+ * layer's (the weight gradient is a straight-through estimate, not a derivative). */
+static void test_qat_input_gradients(void)
+{
+    nl_module *lin = make("QATLinear", P(5, 3)), *conv = make("QATConv2d", P(2, 3, 3), "stride", 2.0,
+                                                               "padding", 1.0, "bits", 4.0);
+    nl_tensor *x2 = uniform(2, (int64_t[]){3, 5}, -1, 1), *x1 = uniform(2, (int64_t[]){1, 5}, -1, 1);
+    nl_tensor *x4 = uniform(4, (int64_t[]){2, 2, 5, 4}, -1, 1);
+    gradcheck(lin, x2, .input_only = true, .views = "tsbe");
+    gradcheck(lin, x1, .input_only = true, .views = "e");
+    gradcheck(conv, x4, .input_only = true, .views = "tscbe");
+    nl_tensor_release(x1);
+    nl_tensor_release(x2);
+    nl_tensor_release(x4);
+    nl_module_release(lin);
+    nl_module_release(conv);
 }
 
 /* Parameter gradients add up over backward calls until zero_grad. */
@@ -762,6 +841,7 @@ int main(void)
     test_pools();
     test_shape_layers();
     test_containers_gradients();
+    test_qat_input_gradients();
     test_gradient_accumulation();
     test_parameter_only_backward();
     test_empty_batch();

@@ -1,5 +1,6 @@
 /* test_layers2.c: element layers, normalisation and losses: gradients of every activation,
- * Softmax, BatchNorm1d/2d (training and evaluation) and the losses against finite differences;
+ * Softmax, Dropout, BatchNorm1d/2d (training and evaluation) and every loss against finite
+ * differences (batch 1, odd shapes, inputs and targets given as non-contiguous views);
  * values against hand-computed numbers; Dropout's statistics and determinism; error messages. */
 #include "gradcheck.h"
 
@@ -53,16 +54,22 @@ static nl_tensor *fwd(nl_module *m, nl_tensor *x)
 
 static void test_activation_gradients(void)
 {
-    const int64_t shape[3] = {3, 4, 5};
+    /* A batch of 3, batch 1 (2-D and 3-D), odd sizes; contiguous and as views. */
+    const int64_t s3[3] = {3, 4, 5}, s1[2] = {1, 7}, s13[3] = {1, 3, 5}, s4[4] = {3, 5, 1, 7};
+    struct { int ndim; const int64_t *shape; const char *views; } shapes[] = {
+        {3, s3, "tscbe"}, {2, s1, "e"}, {3, s13, "tsce"}, {4, s4, "sce"},
+    };
     struct { const char *type; int n; double arg; } cases[] = {
         {"ReLU", 0, 0}, {"LeakyReLU", 0, 0}, {"LeakyReLU", 1, 0.2}, {"LeakyReLU", 1, -0.3},
         {"GELU", 0, 0}, {"Sigmoid", 0, 0}, {"Tanh", 0, 0}, {"Softmax", 0, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         nl_module *m = make(cases[i].type, cases[i].n, &cases[i].arg);
-        nl_tensor *x = random_away(3, shape, -3, 3);
-        gradcheck(m, x, 1e-2, 2e-3, 1e-2);
-        nl_tensor_release(x);
+        for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+            nl_tensor *x = random_away(shapes[k].ndim, shapes[k].shape, -3, 3);
+            gradcheck(m, x, .views = shapes[k].views);
+            nl_tensor_release(x);
+        }
         nl_module_release(m);
     }
 }
@@ -134,9 +141,9 @@ static void randomise_affine(nl_module *m)
     if (b) nl_rand_uniform(b->value, -0.5, 0.5);
 }
 
-/* data: the input's values, or NULL for N(0.3, 1.5^2) draws. */
+/* data: the input's values, or NULL for N(0.3, 1.5^2) draws; views as in gradcheck. */
 static void bn_gradcheck(const char *type, int ndim, const int64_t *shape, bool affine, bool train,
-                         const float *data)
+                         const float *data, const char *views)
 {
     const double args[4] = {(double)shape[1], 1e-5, 0.1, affine};
     nl_module *m = make(type, 4, args);
@@ -144,12 +151,17 @@ static void bn_gradcheck(const char *type, int ndim, const int64_t *shape, bool 
     randomise_affine(m);
     nl_tensor *x = data ? from(ndim, shape, data) : nl_tensor_empty(NL_F32, ndim, shape, NL_CPU);
     if (!data) nl_rand_normal(x, 0.3, 1.5);
-    if (!train) { /* non-trivial running statistics from one training step, then evaluate */
-        nl_tensor_release(fwd(m, x));
+    if (!train) { /* non-trivial running statistics from a training step on 4 samples, then evaluate */
+        int64_t s4[NL_MAX_DIMS];
+        memcpy(s4, shape, (size_t)ndim * sizeof *shape);
+        s4[0] = 4;
+        nl_tensor *x4 = nl_tensor_empty(NL_F32, ndim, s4, NL_CPU);
+        nl_rand_normal(x4, 0.3, 1.5);
+        nl_tensor_release(fwd(m, x4));
+        nl_tensor_release(x4);
         nl_module_train(m, false);
-        nl_rand_normal(x, 0.3, 1.5);
     }
-    gradcheck(m, x, 1e-2, 3e-3, 2e-2);
+    gradcheck(m, x, .eps = GC_EPS_WIDE, .views = views);
     nl_tensor_release(x);
     nl_module_release(m);
 }
@@ -158,19 +170,28 @@ static void test_batchnorm_gradients(void)
 {
     const int64_t s2a[4] = {4, 3, 5, 3}, s2b[4] = {2, 2, 3, 5}, s1a[2] = {4, 5}, s1b[2] = {2, 3},
                   s1c[3] = {2, 3, 7}, s1d[3] = {4, 2, 3};
+    /* Batch 1 (training works when a channel has more than one value) and odd sizes. */
+    const int64_t b2a[4] = {1, 3, 5, 3}, b2b[4] = {3, 5, 1, 7}, b1a[3] = {1, 2, 7}, b1b[2] = {1, 5},
+                  b1c[2] = {7, 3};
     /* Two values per channel normalise to about +-1 whatever they are: the input gradient is
      * ~0 except when they nearly coincide, where finite differences fail; keep them apart. */
     const float pairs[6] = {-1, 0.5f, 2, 1, -0.7f, 0.4f};
-    bn_gradcheck("BatchNorm2d", 4, s2a, true, true, NULL);
-    bn_gradcheck("BatchNorm2d", 4, s2b, true, true, NULL);
-    bn_gradcheck("BatchNorm2d", 4, s2a, false, true, NULL);
-    bn_gradcheck("BatchNorm2d", 4, s2a, true, false, NULL);
-    bn_gradcheck("BatchNorm2d", 4, s2b, true, false, NULL);
-    bn_gradcheck("BatchNorm1d", 2, s1a, true, true, NULL);
-    bn_gradcheck("BatchNorm1d", 2, s1b, true, true, pairs);
-    bn_gradcheck("BatchNorm1d", 3, s1c, true, true, NULL);
-    bn_gradcheck("BatchNorm1d", 3, s1d, true, false, NULL);
-    bn_gradcheck("BatchNorm1d", 2, s1a, false, false, NULL);
+    bn_gradcheck("BatchNorm2d", 4, s2a, true, true, NULL, "tscbe");
+    bn_gradcheck("BatchNorm2d", 4, s2b, true, true, NULL, "tc");
+    bn_gradcheck("BatchNorm2d", 4, s2a, false, true, NULL, "s");
+    bn_gradcheck("BatchNorm2d", 4, s2a, true, false, NULL, "tscbe");
+    bn_gradcheck("BatchNorm2d", 4, s2b, true, false, NULL, "");
+    bn_gradcheck("BatchNorm2d", 4, b2a, true, true, NULL, "tce");
+    bn_gradcheck("BatchNorm2d", 4, b2a, true, false, NULL, "c");
+    bn_gradcheck("BatchNorm2d", 4, b2b, true, true, NULL, "sce");
+    bn_gradcheck("BatchNorm1d", 2, s1a, true, true, NULL, "tse");
+    bn_gradcheck("BatchNorm1d", 2, s1b, true, true, pairs, "t");
+    bn_gradcheck("BatchNorm1d", 3, s1c, true, true, NULL, "tscbe");
+    bn_gradcheck("BatchNorm1d", 3, s1d, true, false, NULL, "tscbe");
+    bn_gradcheck("BatchNorm1d", 2, s1a, false, false, NULL, "tsbe");
+    bn_gradcheck("BatchNorm1d", 3, b1a, true, true, NULL, "tse");
+    bn_gradcheck("BatchNorm1d", 2, b1b, true, false, NULL, "e");
+    bn_gradcheck("BatchNorm1d", 2, b1c, true, true, NULL, "ts");
 }
 
 /* Two training steps of BatchNorm1d(2) on [4, 2] batches: outputs and running statistics
@@ -336,60 +357,111 @@ static void test_dropout(void)
     nl_tensor_release(x);
 }
 
-/* ---------------------------------------------------------------- losses ---------------- */
-
-/* Compares nl_loss_backward (scaled by grad) with central differences of nl_loss_forward. */
-static void loss_gradcheck(const char *what, nl_loss *l, nl_tensor *x, nl_tensor *target)
+/* In training, with the generator reseeded before each forward (the same mask every time), y is
+ * linear in x; in evaluation and with p = 0 Dropout is the identity. */
+static void test_dropout_gradients(void)
 {
-    const double grad = 1.7, eps = 1e-2;
-    double v;
-    nl_tensor *g = NULL;
-    CHECK(nl_loss_forward(l, x, target, &v) == NL_OK, "%s forward: %s", what, nl_errmsg());
-    CHECK(nl_loss_backward(l, grad, &g) == NL_OK, "%s backward: %s", what, nl_errmsg());
-    if (!g) return;
-    CHECK(nl_same_shape(g, x), "%s: gradient has the input's shape", what);
-    float *px = nl_tensor_f32(x);
-    int bad = 0;
-    for (int64_t i = 0; i < nl_tensor_numel(x); i++) {
-        double lp, lm;
-        float orig = px[i];
-        px[i] = orig + (float)eps;
-        nl_loss_forward(l, x, target, &lp);
-        px[i] = orig - (float)eps;
-        nl_loss_forward(l, x, target, &lm);
-        px[i] = orig;
-        double num = grad * (lp - lm) / (2 * eps), ana = at(g, i);
-        if (!(fabs(num - ana) <= 1e-4 + 1e-2 * fabs(num))) {
-            if (bad++ < 3) printf("  %s [%lld]: analytic %.6g, numeric %.6g\n", what, (long long)i, ana, num);
+    const int64_t s2[2] = {4, 6}, s1[2] = {1, 5}, s4[4] = {3, 2, 5, 3};
+    struct { int ndim; const int64_t *shape; const char *views; } shapes[] = {
+        {2, s2, "tsbe"}, {2, s1, "e"}, {4, s4, "tscbe"},
+    };
+    const double ps[3] = {0.3, 0.5, 0};
+    for (int train = 1; train >= 0; train--)
+        for (int k = 0; k < 3; k++) {
+            nl_module *m = make("Dropout", 1, &ps[k]);
+            if (!m) continue;
+            nl_module_train(m, train);
+            for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+                nl_tensor *x = nl_tensor_empty(NL_F32, shapes[i].ndim, shapes[i].shape, NL_CPU);
+                nl_rand_uniform(x, -1, 1);
+                gradcheck(m, x, .seed = 99, .views = shapes[i].views);
+                nl_tensor_release(x);
+            }
+            nl_module_release(m);
         }
-    }
-    CHECK(bad == 0, "%s: gradient matches finite differences (%d mismatches)", what, bad);
-    nl_tensor_release(g);
 }
 
+/* ---------------------------------------------------------------- losses ---------------- */
+
+/* i32 class indices in a non-contiguous view: every other element of a longer tensor. */
+static nl_tensor *strided_classes(int64_t n, const int32_t *cls)
+{
+    const int64_t n2 = 2 * n;
+    nl_tensor *base = nl_tensor_zeros(NL_I32, 1, &n2, NL_CPU), *v = nl_tensor_slice(base, 0, 0, n);
+    nl_tensor_release(base);
+    v->strides[0] = 2; /* a header of our own */
+    for (int64_t i = 0; i < n; i++) ((int32_t *)nl_tensor_data(v))[2 * i] = cls[i];
+    return v;
+}
+
+/* Every loss at logits [N, C] (N = 5, 1, 3; C = 4, 3, 7, 1), contiguous and as views, against
+ * targets contiguous and as views. */
 static void test_loss_gradients(void)
 {
-    const int64_t shape[2] = {5, 4}, n = 5;
-    nl_tensor *x = nl_tensor_empty(NL_F32, 2, shape, NL_CPU);
-    nl_rand_normal(x, 0, 2);
-    const int32_t cls[5] = {0, 3, 1, 1, 2};
-    nl_tensor *tc = nl_tensor_from_data(NL_I32, 1, &n, cls);
-    nl_tensor *tp = nl_tensor_empty(NL_F32, 2, shape, NL_CPU);
-    nl_rand_uniform(tp, 0, 1); /* unnormalised rows exercise sum(q) != 1 */
-    const double smoothing[2] = {0, 0.1};
-    for (int k = 0; k < 2; k++) {
-        nl_loss l = {.kind = NL_LOSS_CROSS_ENTROPY, .label_smoothing = smoothing[k]};
-        loss_gradcheck(k ? "cross-entropy, classes, smoothing 0.1" : "cross-entropy, classes", &l, x, tc);
-        loss_gradcheck(k ? "cross-entropy, probabilities, smoothing 0.1" : "cross-entropy, probabilities",
-                       &l, x, tp);
-        nl_loss_clear(&l);
+    const int64_t shapes[4][2] = {{5, 4}, {1, 3}, {3, 7}, {2, 1}};
+    const int32_t cls[4][5] = {{0, 3, 1, 1, 2}, {2}, {6, 0, 3}, {0, 0}};
+    for (int k = 0; k < 4; k++) {
+        const int64_t *shape = shapes[k], n = shape[0];
+        char what[160];
+        nl_tensor *x = nl_tensor_empty(NL_F32, 2, shape, NL_CPU);
+        nl_rand_normal(x, 0, 2);
+        nl_tensor *tc = nl_tensor_from_data(NL_I32, 1, &n, cls[k]), *tcv = strided_classes(n, cls[k]);
+        nl_tensor *tp = nl_tensor_empty(NL_F32, 2, shape, NL_CPU), *tq = nl_tensor_empty(NL_F32, 2, shape, NL_CPU);
+        nl_rand_uniform(tp, 0, 1); /* unnormalised rows exercise sum(q) != 1 */
+        nl_rand_normal(tq, 0, 1);
+        nl_tensor *views[3] = {x, gc_view(x, GC_STEPPED), gc_view(x, GC_TRANSPOSED)};
+        nl_tensor *tpv = gc_view(tp, GC_TRANSPOSED), *tqv = gc_view(tq, GC_SLICED);
+        nl_tensor *teacher_in = nl_tensor_empty(NL_F32, 2, shape, NL_CPU);
+        nl_rand_normal(teacher_in, 0.5, 2);
+        nl_tensor *teacher_view = gc_view(teacher_in, GC_STEPPED);
+        for (int v = 0; v < 3; v++) {
+            const char *how = v == 0 ? "" : v == 1 ? ", every other logit" : ", transposed logits";
+            for (int sm = 0; sm < 2; sm++) {
+                nl_loss l = {.kind = NL_LOSS_CROSS_ENTROPY, .label_smoothing = sm ? 0.1 : 0};
+                snprintf(what, sizeof what, "cross-entropy [%lld, %lld], classes%s%s", (long long)n,
+                         (long long)shape[1], sm ? ", smoothing 0.1" : "", how);
+                loss_gradcheck(what, &l, views[v], v == 1 ? tcv : tc, NULL);
+                snprintf(what, sizeof what, "cross-entropy [%lld, %lld], probabilities%s%s", (long long)n,
+                         (long long)shape[1], sm ? ", smoothing 0.1" : "", how);
+                loss_gradcheck(what, &l, views[v], v == 2 ? tpv : tp, NULL);
+                nl_loss_clear(&l);
+            }
+            nl_loss mse = {.kind = NL_LOSS_MSE};
+            snprintf(what, sizeof what, "mse [%lld, %lld]%s", (long long)n, (long long)shape[1], how);
+            loss_gradcheck(what, &mse, views[v], v ? tqv : tq, NULL);
+            nl_loss_clear(&mse);
+            /* Distillation from a teacher that passes its input through (the teacher's logits). */
+            nl_loss d = {.kind = NL_LOSS_DISTILL, .teacher = make("Identity", 0, NULL), .temperature = 3,
+                         .alpha = 0.7};
+            snprintf(what, sizeof what, "distill [%lld, %lld]%s", (long long)n, (long long)shape[1], how);
+            loss_gradcheck(what, &d, views[v], v == 1 ? tcv : tc, v ? teacher_view : teacher_in);
+            nl_loss_clear(&d);
+        }
+        /* MSE of any shape. */
+        const int64_t odd[3] = {3, 1, 5};
+        nl_tensor *xo = nl_tensor_empty(NL_F32, 3, odd, NL_CPU), *to = nl_tensor_empty(NL_F32, 3, odd, NL_CPU);
+        nl_rand_normal(xo, 0, 1);
+        nl_rand_normal(to, 0, 1);
+        nl_tensor *xov = gc_view(xo, GC_CHANNELS_LAST), *tov = gc_view(to, GC_STEPPED);
+        nl_loss mse = {.kind = NL_LOSS_MSE};
+        loss_gradcheck("mse [3, 1, 5]", &mse, xo, to, NULL);
+        loss_gradcheck("mse [3, 1, 5], views", &mse, xov, tov, NULL);
+        nl_loss_clear(&mse);
+        for (int v = 1; v < 3; v++) nl_tensor_release(views[v]);
+        nl_tensor_release(xo);
+        nl_tensor_release(to);
+        nl_tensor_release(xov);
+        nl_tensor_release(tov);
+        nl_tensor_release(teacher_in);
+        nl_tensor_release(teacher_view);
+        nl_tensor_release(tpv);
+        nl_tensor_release(tqv);
+        nl_tensor_release(tp);
+        nl_tensor_release(tq);
+        nl_tensor_release(tc);
+        nl_tensor_release(tcv);
+        nl_tensor_release(x);
     }
-    nl_loss l = {.kind = NL_LOSS_MSE};
-    loss_gradcheck("mse", &l, x, tp);
-    nl_loss_clear(&l);
-    nl_tensor_release(tp);
-    nl_tensor_release(tc);
-    nl_tensor_release(x);
 }
 
 static void test_loss_values(void)
@@ -575,6 +647,7 @@ int main(void)
     test_batchnorm_values();
     test_batchnorm_errors();
     test_dropout();
+    test_dropout_gradients();
     test_loss_gradients();
     test_loss_values();
     test_loss_errors();
