@@ -147,7 +147,7 @@ static int push_pair(lua_State *L, nl_status s, nl_dataset *train, nl_dataset *t
 
 static int l_cifar10(lua_State *L)
 {
-    const char *dir = luaL_optstring(L, 1, NULL);
+    const char *dir = lua_isnoneornil(L, 1) ? NULL : nl_dsl_checkpath(L, 1);
     nl_dataset *train, *test;
     nl_status s = nl_cifar10_load(dir, &train, &test);
     return push_pair(L, s, train, test);
@@ -155,7 +155,7 @@ static int l_cifar10(lua_State *L)
 
 static int l_fashion_mnist(lua_State *L)
 {
-    const char *dir = luaL_optstring(L, 1, NULL);
+    const char *dir = lua_isnoneornil(L, 1) ? NULL : nl_dsl_checkpath(L, 1);
     nl_dataset *train, *test;
     nl_status s = nl_mnist_load(dir, true, &train, &test);
     return push_pair(L, s, train, test);
@@ -163,7 +163,7 @@ static int l_fashion_mnist(lua_State *L)
 
 static int l_mnist(lua_State *L)
 {
-    const char *dir = luaL_checkstring(L, 1);
+    const char *dir = nl_dsl_checkpath(L, 1);
     nl_dataset *train, *test;
     nl_status s = nl_mnist_load(dir, false, &train, &test);
     return push_pair(L, s, train, test);
@@ -172,7 +172,7 @@ static int l_mnist(lua_State *L)
 static int l_image_folder(lua_State *L)
 {
     static const char *const valid[] = {"size", NULL};
-    const char *dir = luaL_checkstring(L, 1);
+    const char *dir = nl_dsl_checkpath(L, 1);
     int opts = options(L, 2, valid, "image_folder");
     lua_Integer h = 0, w = 0;
     if (lua_getfield(L, opts, "size") == LUA_TNUMBER) {
@@ -265,7 +265,7 @@ static int l_from_tensors(lua_State *L)
 static int l_save_cifar(lua_State *L)
 {
     static const char *const valid[] = {"seed", "shuffle", NULL};
-    const char *dir = luaL_checkstring(L, 1);
+    const char *dir = nl_dsl_checkpath(L, 1);
     nl_dataset *train = check_dataset(L, 2), *test = check_dataset(L, 3);
     int opts = options(L, 4, valid, "save_cifar");
     lua_Integer seed = opt_int(L, opts, "seed", 1, LUA_MININTEGER, LUA_MAXINTEGER, "save_cifar");

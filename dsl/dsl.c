@@ -51,14 +51,22 @@ static bool own_frame(const lua_Debug *ar)
     return ar->what[0] == 'C' || strncmp(ar->source, "=dsl/", 5) == 0;
 }
 
-/* Pushes the help row of the function on top (popped), or returns false and pushes nothing. */
-static bool pop_fn_row(lua_State *L, int by_fn)
+/* Pushes the help row of the function on top (popped), or returns false and pushes nothing. Of a
+ * function documented twice (tensor.matmul and Tensor:matmul), the method's row when method. */
+static bool pop_fn_row(lua_State *L, int by_fn, bool method)
 {
     if (lua_rawget(L, by_fn) != LUA_TTABLE) {
         lua_pop(L, 1);
         return false;
     }
-    lua_rawgeti(L, -1, 1);
+    lua_Integer pick = 1;
+    for (lua_Integer i = 1, n = (lua_Integer)lua_rawlen(L, -1); i <= n && method; i++) {
+        lua_rawgeti(L, -1, i);
+        lua_getfield(L, -1, "name");
+        if (strchr(lua_tostring(L, -1), ':')) pick = i, method = false;
+        lua_pop(L, 2);
+    }
+    lua_rawgeti(L, -1, pick);
     lua_remove(L, -2);
     return true;
 }
@@ -69,8 +77,10 @@ static bool same_word(const char *s, size_t n, const char *word, size_t wlen)
     return n == wlen && strncasecmp(s, word, n) == 0;
 }
 
-/* Pushes msg as nl_dsl_error raises it (see dsl.h): where, name, problem. */
-static void push_message(lua_State *L, const char *msg)
+/* Pushes msg as nl_dsl_error raises it (see dsl.h): where, name, problem. A core message (core)
+ * that starts with a public function's name has it replaced too: the core names the operation it
+ * was asked for as it knows it ("viz.save: cannot write ..." under Canvas:save). */
+static void push_message(lua_State *L, const char *msg, bool core)
 {
     int top = lua_gettop(L);
     push_registry(L);
@@ -81,13 +91,14 @@ static void push_message(lua_State *L, const char *msg)
     int level = 0;
     bool caller = false;
     for (; lua_getstack(L, level, &ar); level++) {
-        lua_getinfo(L, "Sf", &ar);
+        lua_getinfo(L, "Snf", &ar);
         if (!own_frame(&ar)) {
             lua_pop(L, 1);
             caller = true;
             break;
         }
-        if (pop_fn_row(L, top + 2)) lua_replace(L, top + 3);
+        if (pop_fn_row(L, top + 2, ar.namewhat && strcmp(ar.namewhat, "method") == 0))
+            lua_replace(L, top + 3);
     }
     if (caller && lua_getinfo(L, "l", &ar) && ar.currentline > 0)
         lua_pushfstring(L, "%s:%d: ", ar.short_src, ar.currentline);
@@ -109,9 +120,11 @@ static void push_message(lua_State *L, const char *msg)
             lua_pushlstring(L, msg, plen);
             named = lua_rawget(L, -2) != LUA_TNIL;
             lua_pop(L, 2);
-            if (same_word(msg, plen, name, nlen) || same_word(msg, plen, shortname, slen) ||
-                same_word(msg, plen, name, glen))
+            if ((named && core) || same_word(msg, plen, name, nlen) ||
+                same_word(msg, plen, shortname, slen) || same_word(msg, plen, name, glen)) {
+                named = false;
                 problem = colon + 2;
+            }
         }
         if (named) lua_pushstring(L, msg);
         else lua_pushfstring(L, "%s: %s", name, problem);
@@ -131,15 +144,16 @@ int nl_dsl_error(lua_State *L, const char *fmt, ...)
     va_start(ap, fmt);
     const char *msg = lua_pushvfstring(L, fmt, ap);
     va_end(ap);
-    push_message(L, msg);
+    push_message(L, msg, false);
     return lua_error(L);
 }
 
 int nl_dsl_core_error(lua_State *L)
 {
-    if (nl_errcode() == NL_EINTR) return nl_dsl_error(L, "interrupted");
     const char *msg = nl_errmsg();
-    return nl_dsl_error(L, "%s", msg[0] ? msg : nl_status_name(nl_errcode()));
+    if (nl_errcode() == NL_EINTR || !msg[0]) msg = nl_status_name(nl_errcode());
+    push_message(L, msg, true);
+    return lua_error(L);
 }
 
 /* util.error(msg): nl_dsl_error for the DSL's Lua chunks. */
@@ -164,7 +178,7 @@ bool nl_dsl_raised(lua_State *L, int idx, int level)
     push_registry(L);
     lua_getfield(L, -1, "by_fn");
     lua_pushvalue(L, -3);
-    ours = pop_fn_row(L, lua_gettop(L) - 1);
+    ours = pop_fn_row(L, lua_gettop(L) - 1, false);
     lua_pop(L, ours ? 4 : 3);
     return ours;
 }
@@ -173,10 +187,26 @@ const char *nl_dsl_checkpath(lua_State *L, int arg)
 {
     size_t len;
     const char *path = luaL_checklstring(L, arg, &len);
-    if (strlen(path) != len)
-        nl_dsl_error(L, "the path '%s' is followed by a NUL byte and more (a file name cannot hold "
-                     "a NUL byte)", path);
+    if (memchr(path, '\0', len)) {
+        luaL_Buffer b; /* the path as Lua would write it, "\0" for each NUL */
+        luaL_buffinit(L, &b);
+        for (size_t i = 0; i < len && i < 200; i++) {
+            if (path[i]) luaL_addchar(&b, path[i]);
+            else luaL_addstring(&b, "\\0");
+        }
+        luaL_pushresult(&b);
+        nl_dsl_error(L, "the path \"%s%s\" holds a NUL byte, which no file name can contain",
+                     lua_tostring(L, -1), len > 200 ? "..." : "");
+    }
     return path;
+}
+
+/* util.check_path(path) -> path: nl_dsl_checkpath for the DSL's Lua chunks. */
+static int util_check_path(lua_State *L)
+{
+    nl_dsl_checkpath(L, 1);
+    lua_settop(L, 1);
+    return 1;
 }
 
 /* Appends the value on top (popped) to the array at index list. */
@@ -372,7 +402,8 @@ int nl_dsl_open(lua_State *L)
     if (luaL_loadbuffer(L, nl_lua_util, nl_lua_util_len, "=dsl/util.lua") != LUA_OK)
         return lua_error(L);
     lua_pushcfunction(L, util_error);
-    lua_call(L, 1, 1);
+    lua_pushcfunction(L, util_check_path);
+    lua_call(L, 2, 1);
     lua_setfield(L, -2, "nnlab.util");
     lua_pop(L, 1);
     nl_open_tensor(L);

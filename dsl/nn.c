@@ -366,7 +366,7 @@ static int m_to(lua_State *L)
 static int m_save(lua_State *L)
 {
     nl_module *m = nl_lua_checkmodule(L, 1);
-    check_status(L, nl_checkpoint_save_module(luaL_checkstring(L, 2), m, NULL));
+    check_status(L, nl_checkpoint_save_module(nl_dsl_checkpath(L, 2), m, NULL));
     lua_settop(L, 1);
     return 1;
 }
@@ -1180,7 +1180,7 @@ static int p_set_rng_state(lua_State *L)
  * table literal) under the metadata key "nnlab.trainer". */
 static int p_save_trainer(lua_State *L)
 {
-    const char *path = luaL_checkstring(L, 1);
+    const char *path = nl_dsl_checkpath(L, 1);
     nl_module *net = nl_lua_checkmodule(L, 2);
     nl_lua_optim *opt = nl_lua_checkoptim(L, 3);
     const char *meta[] = {"nnlab.trainer", luaL_checkstring(L, 4), NULL};
@@ -1210,7 +1210,7 @@ static int file_gc(lua_State *L)
  * holds no trainer. */
 static int p_trainer_meta(lua_State *L)
 {
-    nl_st_file *f = push_file(L, luaL_checkstring(L, 1));
+    nl_st_file *f = push_file(L, nl_dsl_checkpath(L, 1));
     const char *meta = nl_st_meta(f, "nnlab.trainer");
     if (meta) lua_pushstring(L, meta);
     else lua_pushnil(L);
@@ -1221,7 +1221,7 @@ static int p_trainer_meta(lua_State *L)
  * the file's hyper-parameters, step count and state. */
 static int p_load_trainer(lua_State *L)
 {
-    const char *path = luaL_checkstring(L, 1);
+    const char *path = nl_dsl_checkpath(L, 1);
     const char *kind_name = luaL_checkstring(L, 2);
     nl_optim_kind kind = nl_optim_kind_parse(kind_name);
     if (kind == NL_OPTIM_KIND_COUNT) nl_dsl_error(L, "%s: unknown optimizer '%s'", path, kind_name);
@@ -1239,7 +1239,7 @@ static int p_load_trainer(lua_State *L)
 
 static int l_load(lua_State *L)
 {
-    const char *path = luaL_checkstring(L, 1);
+    const char *path = nl_dsl_checkpath(L, 1);
     nl_module **box = push_empty_box(L);
     *box = nl_checkpoint_load_module(path);
     adopt_box(L);

@@ -630,6 +630,7 @@ end
 
 function Trainer:save(path)
   if type(path) ~= "string" then raise("Trainer:save: expected a file path") end
+  util.check_path(path)
   local cfg = self.optim:config()
   local seed, counter = P.rng_state()
   local state = {
@@ -647,6 +648,7 @@ end
 function Trainer.load(path, opts)
   local f = "nn.Trainer.load"
   if type(path) ~= "string" then raise(f .. ": expected a file path") end
+  util.check_path(path)
   opts = check_options(opts, {"data", "loss", "schedule", "verbose"}, f)
   local text = P.trainer_meta(path)
   if not text then raise(path .. ": not a trainer checkpoint (nn.load reads a network)") end

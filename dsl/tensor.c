@@ -287,7 +287,7 @@ static int t_seed(lua_State *L)
 
 static int t_load(lua_State *L)
 {
-    const char *path = luaL_checkstring(L, 1);
+    const char *path = nl_dsl_checkpath(L, 1);
     nl_tensor **box = nl_lua_newbox(L);
     if (!(*box = nl_npy_load(path))) return nl_dsl_core_error(L);
     return 1;
@@ -506,7 +506,7 @@ static int t_totable(lua_State *L)
 static int t_save(lua_State *L)
 {
     nl_tensor *t = nl_lua_checktensor(L, 1);
-    check_status(L, nl_npy_save(luaL_checkstring(L, 2), t));
+    check_status(L, nl_npy_save(nl_dsl_checkpath(L, 2), t));
     return 0;
 }
 

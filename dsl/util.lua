@@ -1,13 +1,17 @@
 -- util.lua: what the DSL's Lua modules (nn, viz, quant, compress) share: the one way they raise
 -- errors and the argument checks built on it. Loaded first by nl_dsl_open as require "nnlab.util",
--- with nl_dsl_error's Lua form as its argument.
-local raise = ...
+-- with the Lua forms of nl_dsl_error and nl_dsl_checkpath as its arguments.
+local raise, check_path = ...
 local util = {}
 
 -- util.error(msg): raises msg as every nnlab error reads: "where: name: problem", name being the
 -- public function the user called (msg may start with it, or with its short name) and where the
 -- line of the user's code that called it, never a line inside dsl/*.lua; so no level to give.
 util.error = raise
+
+-- util.check_path(path) -> path: the check every function taking a file path makes (the one
+-- nl_dsl_checkpath makes in C): a path holding a NUL byte is refused, not silently cut short.
+util.check_path = check_path
 
 -- The problem an nnlab error message states: msg without the position and the "fname: " before
 -- it (for a message that wraps another one raised under the same function).

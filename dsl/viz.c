@@ -70,7 +70,7 @@ static int p_canvas(lua_State *L)
 static int c_save(lua_State *L)
 {
     canvas_box *b = check_canvas(L, 1);
-    if (nl_canvas_save_png(b->c, luaL_checkstring(L, 2)) != NL_OK) return nl_dsl_core_error(L);
+    if (nl_canvas_save_png(b->c, nl_dsl_checkpath(L, 2)) != NL_OK) return nl_dsl_core_error(L);
     lua_settop(L, 1);
     return 1;
 }
@@ -433,7 +433,7 @@ static int p_current(lua_State *L)
 /* P.save_view(path, name) */
 static int p_save_view(lua_State *L)
 {
-    const char *path = luaL_checkstring(L, 1), *name = luaL_checkstring(L, 2);
+    const char *path = nl_dsl_checkpath(L, 1), *name = luaL_checkstring(L, 2);
     nl_canvas *c = nl_view_get(name);
     if (!c) return nl_dsl_error(L, "viz.save: no view named '%s' (drawn so far: see viz.status().views)", name);
     if (nl_canvas_save_png(c, path) != NL_OK) return nl_dsl_core_error(L);

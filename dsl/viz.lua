@@ -425,6 +425,7 @@ doc("dashboard", "viz.dashboard(trainer [, {every=50, layer=, image=, normalize=
 function viz.save(path, what)
   local f = "viz.save"
   if type(path) ~= "string" then raise(f .. ": expected a file name, e.g. viz.save(\"runs/curves.png\")") end
+  util.check_path(path)
   if is_canvas(what) then
     for view, l in pairs(live) do
       if l.canvas == what then redraw(view) end
