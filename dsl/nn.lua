@@ -193,6 +193,7 @@ function nn.evaluate(net, data, opts)
   local fname = "nn.evaluate"
   if not nn.is_module(net) then raise(fname .. ": the first argument must be a network") end
   check_data(data, fname)
+  if data:size() == 0 then raise(fname .. ": the data set is empty (0 samples): there is nothing to evaluate") end
   opts = check_options(opts, {"batch", "loss"}, fname)
   local batch = check_int(opts.batch or 256, "batch", 1, fname)
   local loss = opts.loss
@@ -449,6 +450,14 @@ function Trainer:steps_per_epoch()
   return ceil(self.data:size() / self.batch)
 end
 
+-- Raises when an epoch holds no batch (an empty data set), where training would only make NaN
+-- losses; the message is named after whichever method the user called (step, epoch, fit, ...).
+local function check_not_empty(t)
+  if t:steps_per_epoch() == 0 then
+    raise(string.format("the data set is empty (%d samples): there is nothing to train on", t.data:size()))
+  end
+end
+
 -- The batch at position pos (0-based) of epoch epoch (0-based) from a loader: it is moved there
 -- when it is elsewhere (a redone batch, a loaded checkpoint; its epochs count from 1).
 local function loader_batch(ld, epoch, pos, spe)
@@ -486,6 +495,7 @@ function Trainer:_close_epoch()
 end
 
 function Trainer:step()
+  check_not_empty(self)
   if self.pos >= self:steps_per_epoch() then self:_close_epoch() end
   local x, y = self:_batch(self.epochs, self.pos)
   if self.schedule then self.optim:set_lr(self.schedule(self.steps, self.base_lr)) end
@@ -552,12 +562,14 @@ function Trainer:fit(opts)
   opts = check_options(opts, {"epochs", "eval", "eval_batch", "verbose"}, f)
   if opts.verbose ~= nil then self.verbose = opts.verbose end
   if opts.eval ~= nil then self.eval_set = opts.eval and check_data(opts.eval, f) or nil end
+  if self.eval_set and self.eval_set:size() == 0 then raise(f .. ": the eval data set is empty (0 samples)") end
   if opts.eval_batch then self.eval_batch = check_int(opts.eval_batch, "eval_batch", 1, f) end
   if opts.epochs then
     self.target = self.epochs + check_int(opts.epochs, "epochs", 1, f)
   elseif not self.target or self.epochs >= self.target then
     self.target = self.epochs + 1
   end
+  check_not_empty(self)
   self.paused = false
   -- Ctrl-C only raises the flag while we train; we look at it between batches (and the C step
   -- stops at its next layer). The deferral is undone however this function ends.
