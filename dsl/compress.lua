@@ -311,4 +311,4 @@ doc("compress", "compare", "compress.compare({baseline=net0, pruned=net1, ...}, 
     .. "baseline (or the first by name). Prints as a table.",
     "print(compress.compare({baseline = nn.Sequential(nn.Linear(8, 4))}, nil, {input = {1, 8}, time = 0.01}))")
 
-return help_rows
+return util.publish(help_rows, {prune = prune, compress = compress})

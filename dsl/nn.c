@@ -420,12 +420,14 @@ static int m_infer(lua_State *L)
     luaL_checktype(L, 2, LUA_TTABLE);
     int64_t in[NL_MAX_DIMS], out[NL_MAX_DIMS], macs = 0;
     lua_Integer n = luaL_len(L, 2);
-    if (n > NL_MAX_DIMS) nl_dsl_error(L, "infer: %I dims, at most %d", n, NL_MAX_DIMS);
+    if (n > NL_MAX_DIMS) nl_dsl_error(L, "the input shape has %I dims, at most %d", n, NL_MAX_DIMS);
     for (int d = 0; d < n; d++) {
         lua_geti(L, 2, d + 1);
         int ok;
         lua_Integer v = lua_tointegerx(L, -1, &ok);
-        if (!ok || v < 0) nl_dsl_error(L, "infer: size %d must be a whole number >= 0", d + 1);
+        if (!ok || v < 0)
+            nl_dsl_error(L, "size %d of the input shape must be a whole number >= 0, got %s", d + 1,
+                         luaL_tolstring(L, -1, NULL));
         in[d] = v;
         lua_pop(L, 1);
     }
@@ -972,9 +974,10 @@ static void push_stack(lua_State *L, int list, int64_t n, nl_dtype dtype, const 
 {
     lua_geti(L, list, 1);
     nl_tensor *first = nl_lua_totensor(L, -1);
-    if (!first) nl_dsl_error(L, "dataset: %s 1 is a %s, expected a Tensor", what, luaL_typename(L, -1));
+    if (!first)
+        nl_dsl_error(L, "the data set's %s 1 is a %s, expected a Tensor", what, luaL_typename(L, -1));
     int64_t shape[NL_MAX_DIMS + 1];
-    if (first->ndim >= NL_MAX_DIMS) nl_dsl_error(L, "dataset: %s has too many dims", what);
+    if (first->ndim >= NL_MAX_DIMS) nl_dsl_error(L, "the data set's %ss have too many dims", what);
     shape[0] = n;
     memcpy(shape + 1, first->shape, (size_t)first->ndim * sizeof *shape);
     int nd = first->ndim;
@@ -988,8 +991,8 @@ static void push_stack(lua_State *L, int list, int64_t n, nl_dtype dtype, const 
         lua_geti(L, list, i + 1);
         nl_tensor *s = nl_lua_totensor(L, -1);
         if (!s || s->ndim != nd || memcmp(s->shape, shape + 1, (size_t)nd * sizeof *shape) != 0)
-            nl_dsl_error(L, "dataset: %s %I is not a Tensor of the first one's shape", what,
-                       (lua_Integer)i + 1);
+            nl_dsl_error(L, "the data set's %s %I is not a Tensor of the first one's shape", what,
+                         (lua_Integer)i + 1);
         nl_tensor *row = nl_tensor_slice(*box, 0, i, i + 1);
         nl_tensor *src = row ? nl_tensor_reshape(s, nd + 1, one) : NULL;
         nl_status st = src ? nl_copy(row, src) : nl_errcode();
@@ -1005,7 +1008,7 @@ static int p_collate(lua_State *L)
     luaL_checktype(L, 1, LUA_TTABLE);
     luaL_checktype(L, 2, LUA_TTABLE);
     int64_t n = (int64_t)luaL_len(L, 1);
-    if (n < 1 || (int64_t)luaL_len(L, 2) != n) nl_dsl_error(L, "dataset: an empty or ragged batch");
+    if (n < 1 || (int64_t)luaL_len(L, 2) != n) nl_dsl_error(L, "the data set gave an empty or ragged batch");
     push_stack(L, 1, n, NL_F32, "sample");
     lua_geti(L, 2, 1);
     bool numbers = lua_type(L, -1) == LUA_TNUMBER;
@@ -1019,8 +1022,9 @@ static int p_collate(lua_State *L)
     int32_t *py = nl_tensor_data(*box);
     for (int64_t i = 0; i < n; i++) {
         lua_geti(L, 2, i + 1);
-        if (lua_type(L, -1) != LUA_TNUMBER) nl_dsl_error(L, "dataset: label %I is not a number", (lua_Integer)i + 1);
-        py[i] = label_index(L, lua_tonumber(L, -1), i, 0, "dataset") + 1;
+        if (lua_type(L, -1) != LUA_TNUMBER)
+            nl_dsl_error(L, "the data set's label %I is not a number", (lua_Integer)i + 1);
+        py[i] = label_index(L, lua_tonumber(L, -1), i, 0, "data set") + 1;
         lua_pop(L, 1);
     }
     return 2;
@@ -1152,6 +1156,19 @@ static int p_poll_interrupt(lua_State *L)
     bool hit = nl_interrupted();
     if (hit) nl_interrupt_clear();
     lua_pushboolean(L, hit);
+    return 1;
+}
+
+/* P.is_loss(x), P.is_optim(x): whether x is a Loss, an Optimizer (for the Trainer's checks). */
+static int p_is_loss(lua_State *L)
+{
+    lua_pushboolean(L, luaL_testudata(L, 1, LOSS_MT) != NULL);
+    return 1;
+}
+
+static int p_is_optim(lua_State *L)
+{
+    lua_pushboolean(L, luaL_testudata(L, 1, NL_OPTIM_MT) != NULL);
     return 1;
 }
 
@@ -1374,6 +1391,8 @@ static const luaL_Reg private_fns[] = {
     {"defer", p_defer},
     {"poll_interrupt", p_poll_interrupt},
     {"isatty", p_isatty},
+    {"is_loss", p_is_loss},
+    {"is_optim", p_is_optim},
     {"rng_state", p_rng_state},
     {"set_rng_state", p_set_rng_state},
     {"save_trainer", p_save_trainer},

@@ -100,6 +100,7 @@ function methods.summary(m, input_shape)
   if not input_shape then
     raise("Module:summary: give the input shape, e.g. net:summary{1, 3, 32, 32} (batch first)")
   end
+  local out, total_macs = m:infer(input_shape) -- checks the shape before anything prints it
   local rows = {{"input", shape_str(input_shape), "", "", ""}}
   local leaf_memory = 0
   -- A row for mod, then rows for its children, under 1-based paths ("3", "3.1", ...).
@@ -113,7 +114,6 @@ function methods.summary(m, input_shape)
     for i = 1, #mod do s = walk(mod[i], s, path .. "." .. i, depth + 1) end
     return out
   end
-  local out, total_macs = m:infer(input_shape)
   if #m == 0 then walk(m, input_shape, "", 0) else
     local s = input_shape
     for i = 1, #m do s = walk(m[i], s, tostring(i), 0) end
@@ -408,6 +408,13 @@ local function new_trainer(opts)
   local t = setmetatable({}, Trainer)
   t.net = opts.net
   t.data = check_data(opts.data, f)
+  if opts.loss ~= nil and not P.is_loss(opts.loss) then
+    raise(f .. ": loss must be a loss (nn.CrossEntropyLoss(), nn.MSELoss(), ...), got " .. type(opts.loss))
+  end
+  if opts.optim ~= nil and not P.is_optim(opts.optim) then
+    raise(f .. ": optim must be an optimizer (optim.Adam(net), optim.SGD(net, {lr = 0.1}), ...), got "
+          .. type(opts.optim))
+  end
   t.loss = opts.loss or nn.CrossEntropyLoss()
   t.optim = opts.optim or optim.Adam(t.net)
   t.batch = check_int(opts.batch or 64, "batch", 1, f)
@@ -735,10 +742,4 @@ doc("nn", "Trainer.load", "nn.Trainer.load(path, {data=, loss=, schedule=, verbo
     .. "random generator; data must be given again (the same samples).",
     "ds = nn.TensorDataset(tensor.randn(8, 2), tensor.ones(8)); local p = os.tmpname(); nn.Trainer{net = nn.Linear(2, 2), data = ds, verbose = false}:save(p); print(nn.Trainer.load(p, {data = ds})); os.remove(p)")
 
--- Methods are found by value too: help(t.fit), help(net.summary).
-local method_tables = {Trainer = Trainer, Module = methods}
-for _, row in ipairs(help_rows) do
-  if row.method then row.fn = method_tables[row.group][row.name] end
-end
-
-return help_rows
+return util.publish(help_rows, {nn = nn, optim = optim, Trainer = Trainer, Module = methods})

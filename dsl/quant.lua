@@ -9,7 +9,7 @@ local raise, check_options, check_int = util.error, util.check_options, util.che
 
 local help_rows = {}
 local function doc(name, sig, text, example)
-  help_rows[#help_rows + 1] = {name = name, sig = sig, doc = text, example = example}
+  help_rows[#help_rows + 1] = {group = "quant", name = name, sig = sig, doc = text, example = example}
 end
 
 
@@ -103,4 +103,4 @@ doc("report", "quant.report(net) -> rows",
     .. "quantization. Prints a table and returns it as a list of tables.",
     "local q = quant.int8(nn.Linear(4, 2), {calibrate=tensor.randn(8, 4)}); quant.report(q)")
 
-return help_rows
+return util.publish(help_rows, {quant = quant})

@@ -13,6 +13,28 @@ util.error = raise
 -- nl_dsl_checkpath makes in C): a path holding a NUL byte is refused, not silently cut short.
 util.check_path = check_path
 
+-- util.publish(rows, owners): the last step of a Lua chunk defining public functions. Each function
+-- a help row documents (owners[row.group] holds it under row.name, dots walking into tables) is
+-- replaced by a thin wrapper, set as row.fn. The wrapper's frame stays on the stack while the
+-- function runs, even when it ends in a tail call (return panel(...)), so errors are named after it;
+-- and help(fn) finds methods by value through row.fn.
+function util.publish(rows, owners)
+  for _, row in ipairs(rows) do
+    local t, key = owners[row.group], row.name
+    while key:find(".", 1, true) do
+      local part, rest = key:match("^([^.]+)%.(.+)$")
+      t, key = t[part], rest
+    end
+    local fn = t[key]
+    if type(fn) == "function" then -- not a callable table (nn.Trainer)
+      local public = function(...) return select(1, fn(...)) end
+      rawset(t, key, public)
+      row.fn = public
+    end
+  end
+  return rows
+end
+
 -- The problem an nnlab error message states: msg without the position and the "fname: " before
 -- it (for a message that wraps another one raised under the same function).
 function util.reason(msg, fname)

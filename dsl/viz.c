@@ -47,11 +47,15 @@ static canvas_box *push_canvas(lua_State *L, const char *view, nl_canvas *c)
     return b;
 }
 
-/* A size argument (1..16384), or def when absent. */
-static int opt_size(lua_State *L, int arg, int def)
+/* A size argument (1..16384) named what in messages, or def when absent (0: required). */
+static int opt_size(lua_State *L, int arg, int def, const char *what)
 {
-    lua_Integer v = luaL_optinteger(L, arg, def);
-    luaL_argcheck(L, v >= 1 && v <= 16384, arg, "size outside 1..16384");
+    if (lua_isnoneornil(L, arg) && def > 0) return def;
+    int ok;
+    lua_Integer v = lua_tointegerx(L, arg, &ok);
+    if (!ok || lua_type(L, arg) != LUA_TNUMBER || v < 1 || v > 16384)
+        nl_dsl_error(L, "%s must be a whole number of pixels from 1 to 16384, got %s", what,
+                     luaL_tolstring(L, arg, NULL));
     return (int)v;
 }
 
@@ -61,8 +65,8 @@ static int p_canvas(lua_State *L)
     const char *view = luaL_checkstring(L, 1);
     int w, h;
     nl_window_size(&w, &h);
-    w = opt_size(L, 2, w);
-    h = opt_size(L, 3, h);
+    w = opt_size(L, 2, w, "width");
+    h = opt_size(L, 3, h, "height");
     push_canvas(L, view, nl_canvas_new(w, h, NL_WHITE));
     return 1;
 }
@@ -543,7 +547,7 @@ static int l_screenshot(lua_State *L)
 
 static int l_resize(lua_State *L)
 {
-    nl_window_resize(opt_size(L, 1, 0), opt_size(L, 2, 0));
+    nl_window_resize(opt_size(L, 1, 0, "w"), opt_size(L, 2, 0, "h"));
     return 0;
 }
 

@@ -7,7 +7,7 @@ local viz = viz
 
 local help_rows = {}
 local function doc(name, sig, text, example)
-  help_rows[#help_rows + 1] = {name = name, sig = sig, doc = text, example = example}
+  help_rows[#help_rows + 1] = {group = "viz", name = name, sig = sig, doc = text, example = example}
 end
 
 -- ---------------------------------------------------------------- small helpers
@@ -445,4 +445,4 @@ doc("save", "viz.save(path [, canvas | view name]) -> path",
     .. "\"curves\", ...) as a PNG file, atomically, creating folders; live views are redrawn first.",
     "local p = os.tmpname(); viz.save(p, viz.curves{loss = {2, 1.5, 1}}); os.remove(p)")
 
-return help_rows
+return util.publish(help_rows, {viz = viz})

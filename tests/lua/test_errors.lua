@@ -97,6 +97,25 @@ test("errors inside the DSL's Lua code name the call and the caller's line", fun
   named(function() return viz.features(net, 1, tensor.rand(4, 8, 8)) end, "viz.features",
         "the network could not run the image: Conv2d: input has 4 channels")
   check(err and not err:find(":%d+: ", #here + 4), "a wrapped message holds one position: " .. tostring(err))
+  -- Functions that end in a tail call of a helper are named all the same.
+  named(function() return viz.curves({loss = {1, 2}}, {width = -5}) end, "viz.curves",
+        "width must be a whole number of pixels from 1 to 16384, got -5")
+  named(function() return viz.histogram(nn.Linear(2, 2), {height = 2.5}) end, "viz.histogram", "height must be")
+  named(function() return quant.int8(nn.Linear(2, 2), {calibrate = tensor.ones(3, 3)}) end, "quant.int8",
+        "Linear: input has 3 features, expected 2")
+  local broken = nn.Trainer{net = nn.Linear(2, 3), data = ds, verbose = false}
+  broken.target = 5
+  named(function() return broken:resume() end, "Trainer:resume", "label 11.0")
+  -- Arguments the DSL hands on to its C helpers are checked with the public name.
+  named(function() return nn.Sequential(nn.Linear(2, 2)):summary({1, "x"}) end, "Module:summary",
+        "size 2 of the input shape must be a whole number >= 0, got x")
+  named(function() return nn.Trainer{net = nn.Linear(2, 3), data = ds, loss = 3} end, "nn.Trainer",
+        "loss must be a loss")
+  named(function() return nn.Trainer{net = nn.Linear(2, 3), data = ds, optim = {}} end, "nn.Trainer",
+        "optim must be an optimizer")
+  local lua_set = {size = function() return 2 end, get = function() return 7, 1 end}
+  named(function() nn.Trainer{net = nn.Linear(2, 3), data = lua_set, verbose = false}:step() end,
+        "Trainer:step", "the data set's sample 1 is a number, expected a Tensor")
   -- An error the user's own code raises is left alone, even when nnlab called that code.
   local good = nn.Trainer{net = nn.Linear(2, 3), data = tiny_set(8), verbose = false}
   good:on_step(function() error("mine", 0) end)
