@@ -82,6 +82,7 @@ static bool same_word(const char *s, size_t n, const char *word, size_t wlen)
  * was asked for as it knows it ("viz.save: cannot write ..." under Canvas:save). */
 static void push_message(lua_State *L, const char *msg, bool core)
 {
+    luaL_checkstack(L, 12, "raising an error");
     int top = lua_gettop(L);
     push_registry(L);
     int reg = top + 1;
