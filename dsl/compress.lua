@@ -9,7 +9,8 @@ local function doc(group, name, sig, text, example)
   help_rows[#help_rows + 1] = {group = group, name = name, sig = sig, doc = text, example = example}
 end
 
-local check_options = require("nnlab.util").check_options
+local util = require "nnlab.util"
+local raise, check_options = util.error, util.check_options
 
 local function commas(n)
   local sign, digits = string.format("%d", n):match("^(-?)(%d+)$")
@@ -54,7 +55,7 @@ local Report = {__tostring = function(r)
 end}
 
 function prune.report(net)
-  if not nn.is_module(net) then error("prune.report: expected a network", 2) end
+  if not nn.is_module(net) then raise("prune.report: expected a network") end
   local out = {layers = {}, params = 0, zeros = 0}
   for i, l in ipairs(P.layers(net)) do
     out.layers[i] = {path = l.path, type = l.layer:type(), params = l.params, zeros = l.zeros,
@@ -103,15 +104,15 @@ function prune.schedule(opts)
   local f = "prune.schedule"
   opts = check_options(opts, {"trainer", "net", "target", "initial", "start", "finish", "every", "scope", "layers"}, f)
   local net = opts.net or (opts.trainer and opts.trainer.net)
-  if not nn.is_module(net) then error(f .. ": give net= or trainer=", 2) end
+  if not nn.is_module(net) then raise(f .. ": give net= or trainer=") end
   local s = setmetatable({net = net, target = opts.target or 0.8, initial = opts.initial or 0,
                           start = opts.start or 0, every = opts.every or 100,
                           scope = opts.scope or "global", layers = opts.layers}, Schedule)
-  s.finish = opts.finish or (opts.trainer and s.start + 10 * s.every) or error(f .. ": give finish= (a step)", 2)
+  s.finish = opts.finish or (opts.trainer and s.start + 10 * s.every) or raise(f .. ": give finish= (a step)")
   if not (s.target >= 0 and s.target <= 1 and s.initial >= 0 and s.initial <= s.target) then
-    error(f .. ": need 0 <= initial <= target <= 1", 2)
+    raise(f .. ": need 0 <= initial <= target <= 1")
   end
-  if not (s.every >= 1 and s.finish > s.start) then error(f .. ": need every >= 1 and finish > start", 2) end
+  if not (s.every >= 1 and s.finish > s.start) then raise(f .. ": need every >= 1 and finish > start") end
   if opts.trainer then opts.trainer:on_step(function(t) s:update(t.steps) end) end
   return s
 end
@@ -138,7 +139,7 @@ end}
 
 function prune.sensitivity(net, data, opts)
   local f = "prune.sensitivity"
-  if not nn.is_module(net) then error(f .. ": expected a network", 2) end
+  if not nn.is_module(net) then raise(f .. ": expected a network") end
   opts = check_options(opts, {"amounts", "batch"}, f)
   local amounts = opts.amounts or {0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9}
   local eval = {batch = opts.batch or 256, loss = false}
@@ -202,17 +203,17 @@ end
 -- a burst of load from elsewhere, or a slow spell of the machine, hurts no side alone.
 function compress.fastest(runs, x, opts)
   local f = "compress.fastest"
-  if type(runs) ~= "table" or #runs == 0 then error(f .. ": expected a list of networks or functions", 2) end
+  if type(runs) ~= "table" or #runs == 0 then raise(f .. ": expected a list of networks or functions") end
   for i, r in ipairs(runs) do
     if type(r) ~= "function" and not nn.is_module(r) then
-      error(f .. ": entry " .. i .. " is neither a network nor a function", 2)
+      raise(f .. ": entry " .. i .. " is neither a network nor a function")
     end
   end
-  if not tensor.is_tensor(x) then error(f .. ": x must be a tensor", 2) end
+  if not tensor.is_tensor(x) then raise(f .. ": x must be a tensor") end
   opts = check_options(opts, {"rounds", "time"}, f)
   local rounds, time = opts.rounds or 20, opts.time or 1
-  if type(rounds) ~= "number" or rounds < 1 or rounds % 1 ~= 0 then error(f .. ": rounds must be a whole number >= 1", 2) end
-  if type(time) ~= "number" or time < 0 then error(f .. ": time must be a number of seconds >= 0", 2) end
+  if type(rounds) ~= "number" or rounds < 1 or rounds % 1 ~= 0 then raise(f .. ": rounds must be a whole number >= 1") end
+  if type(time) ~= "number" or time < 0 then raise(f .. ": time must be a number of seconds >= 0") end
   local call = {}
   for i, r in ipairs(runs) do
     call[i] = type(r) == "function" and r or function(v) return r:forward(v) end
@@ -256,11 +257,11 @@ end}
 
 function compress.compare(models, data, opts)
   local f = "compress.compare"
-  if type(models) ~= "table" then error(f .. ": expected {name = net, ...}", 2) end
+  if type(models) ~= "table" then raise(f .. ": expected {name = net, ...}") end
   opts = check_options(opts, {"input", "time", "batch"}, f)
   local names = {}
   for k, m in pairs(models) do
-    if not nn.is_module(m) then error(f .. ": " .. tostring(k) .. " is not a network", 2) end
+    if not nn.is_module(m) then raise(f .. ": " .. tostring(k) .. " is not a network") end
     if k ~= "baseline" then names[#names + 1] = k end
   end
   table.sort(names)
@@ -277,7 +278,7 @@ function compress.compare(models, data, opts)
       data:reset()
     end
   end
-  if not input then error(f .. ": give {input = {1, C, H, W}} without a data set", 2) end
+  if not input then raise(f .. ": give {input = {1, C, H, W}} without a data set") end
   local time = opts.time or 0.5
   local r, ms, was = setmetatable({}, Compare), {}, {}
   for i, name in ipairs(names) do
@@ -310,4 +311,4 @@ doc("compress", "compare", "compress.compare({baseline=net0, pruned=net1, ...}, 
     .. "baseline (or the first by name). Prints as a table.",
     "print(compress.compare({baseline = nn.Sequential(nn.Linear(8, 4))}, nil, {input = {1, 8}, time = 0.01}))")
 
-return help_rows
+return util.publish(help_rows, {prune = prune, compress = compress})

@@ -48,7 +48,7 @@ static void check_keys(lua_State *L, int idx, const char *const *valid, const ch
                 luaL_addstring(&b, valid[i]);
             }
             luaL_pushresult(&b);
-            luaL_error(L, "%s: unknown option '%s' (valid: %s)", fname, key, lua_tostring(L, -1));
+            nl_dsl_error(L, "%s: unknown option '%s' (valid: %s)", fname, key, lua_tostring(L, -1));
         }
         lua_pop(L, 1);
     }
@@ -77,9 +77,9 @@ static lua_Integer opt_int(lua_State *L, int idx, const char *key, lua_Integer d
     if (!lua_isnil(L, -1)) {
         int isint;
         v = lua_tointegerx(L, -1, &isint);
-        if (!isint) luaL_error(L, "%s: %s must be an integer, got %s", fname, key, luaL_tolstring(L, -1, NULL));
+        if (!isint) nl_dsl_error(L, "%s: %s must be an integer, got %s", fname, key, luaL_tolstring(L, -1, NULL));
         if (v < lo || v > hi)
-            luaL_error(L, "%s: %s = %I is out of range (%I to %I)", fname, key, v, lo, hi);
+            nl_dsl_error(L, "%s: %s = %I is out of range (%I to %I)", fname, key, v, lo, hi);
     }
     lua_pop(L, 1);
     return v;
@@ -90,7 +90,7 @@ static bool opt_bool(lua_State *L, int idx, const char *key, bool def, const cha
     lua_getfield(L, idx, key);
     bool v = def;
     if (!lua_isnil(L, -1)) {
-        if (!lua_isboolean(L, -1)) luaL_error(L, "%s: %s must be true or false", fname, key);
+        if (!lua_isboolean(L, -1)) nl_dsl_error(L, "%s: %s must be true or false", fname, key);
         v = lua_toboolean(L, -1);
     }
     lua_pop(L, 1);
@@ -106,14 +106,14 @@ static int opt_numbers(lua_State *L, int idx, const char *key, double *out, cons
         out[n++] = lua_tonumber(L, -1);
     } else if (lua_type(L, -1) == LUA_TTABLE) {
         lua_Integer len = luaL_len(L, -1);
-        if (len < 1 || len > MAX_NORM) luaL_error(L, "%s: %s needs 1 to %d numbers", fname, key, MAX_NORM);
+        if (len < 1 || len > MAX_NORM) nl_dsl_error(L, "%s: %s needs 1 to %d numbers", fname, key, MAX_NORM);
         for (lua_Integer i = 1; i <= len; i++) {
-            if (lua_geti(L, -1, i) != LUA_TNUMBER) luaL_error(L, "%s: %s[%I] is not a number", fname, key, i);
+            if (lua_geti(L, -1, i) != LUA_TNUMBER) nl_dsl_error(L, "%s: %s[%I] is not a number", fname, key, i);
             out[n++] = lua_tonumber(L, -1);
             lua_pop(L, 1);
         }
     } else {
-        luaL_error(L, "%s: %s must be a number or a list of numbers per channel", fname, key);
+        nl_dsl_error(L, "%s: %s must be a number or a list of numbers per channel", fname, key);
     }
     lua_pop(L, 1);
     return n;
@@ -147,7 +147,7 @@ static int push_pair(lua_State *L, nl_status s, nl_dataset *train, nl_dataset *t
 
 static int l_cifar10(lua_State *L)
 {
-    const char *dir = luaL_optstring(L, 1, NULL);
+    const char *dir = lua_isnoneornil(L, 1) ? NULL : nl_dsl_checkpath(L, 1);
     nl_dataset *train, *test;
     nl_status s = nl_cifar10_load(dir, &train, &test);
     return push_pair(L, s, train, test);
@@ -155,7 +155,7 @@ static int l_cifar10(lua_State *L)
 
 static int l_fashion_mnist(lua_State *L)
 {
-    const char *dir = luaL_optstring(L, 1, NULL);
+    const char *dir = lua_isnoneornil(L, 1) ? NULL : nl_dsl_checkpath(L, 1);
     nl_dataset *train, *test;
     nl_status s = nl_mnist_load(dir, true, &train, &test);
     return push_pair(L, s, train, test);
@@ -163,7 +163,7 @@ static int l_fashion_mnist(lua_State *L)
 
 static int l_mnist(lua_State *L)
 {
-    const char *dir = luaL_checkstring(L, 1);
+    const char *dir = nl_dsl_checkpath(L, 1);
     nl_dataset *train, *test;
     nl_status s = nl_mnist_load(dir, false, &train, &test);
     return push_pair(L, s, train, test);
@@ -172,7 +172,7 @@ static int l_mnist(lua_State *L)
 static int l_image_folder(lua_State *L)
 {
     static const char *const valid[] = {"size", NULL};
-    const char *dir = luaL_checkstring(L, 1);
+    const char *dir = nl_dsl_checkpath(L, 1);
     int opts = options(L, 2, valid, "image_folder");
     lua_Integer h = 0, w = 0;
     if (lua_getfield(L, opts, "size") == LUA_TNUMBER) {
@@ -185,9 +185,9 @@ static int l_image_folder(lua_State *L)
         h = lua_tointegerx(L, -2, &ok1);
         w = lua_tointegerx(L, -1, &ok2);
         if (!ok1 || !ok2 || h < 1 || w < 1 || h > 16384 || w > 16384)
-            luaL_error(L, "image_folder: size must hold two whole numbers from 1 to 16384 ({height, width})");
+            nl_dsl_error(L, "image_folder: size must hold two whole numbers from 1 to 16384 ({height, width})");
     } else if (!lua_isnil(L, -1)) {
-        luaL_error(L, "image_folder: size must be {height, width} or one number for a square");
+        nl_dsl_error(L, "image_folder: size must be {height, width} or one number for a square");
     }
     nl_dataset **box = new_dataset_box(L);
     if (!(*box = nl_image_folder_load(dir, (int)w, (int)h, nl_image_load_rgb))) return nl_dsl_core_error(L);
@@ -201,7 +201,7 @@ static int l_from_tensors(lua_State *L)
     nl_tensor *x = nl_lua_checktensor(L, 1);
     int opts = options(L, 3, valid, "from_tensors");
     lua_getfield(L, opts, "name");
-    if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "from_tensors: name must be a string");
+    if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING) nl_dsl_error(L, "from_tensors: name must be a string");
     const char *name = lua_isnil(L, -1) ? "tensors" : lua_tostring(L, -1);
     /* Images as bytes: u8 as they are, floats in [0, 1] scaled (rounded, saturated). */
     nl_tensor **images = nl_lua_newbox(L);
@@ -214,7 +214,7 @@ static int l_from_tensors(lua_State *L)
     }
     if (!*images) return nl_dsl_core_error(L);
     if ((*images)->ndim != 4)
-        luaL_error(L, "from_tensors: images must be [N, C, H, W], got %d dims", (*images)->ndim);
+        nl_dsl_error(L, "from_tensors: images must be [N, C, H, W], got %d dims", (*images)->ndim);
     int64_t n = (*images)->shape[0];
     nl_tensor **labels = nl_lua_newbox(L);
     if (!(*labels = nl_tensor_empty(NL_I32, 1, &n, NL_CPU))) return nl_dsl_core_error(L);
@@ -222,7 +222,7 @@ static int l_from_tensors(lua_State *L)
     nl_tensor *ly = nl_lua_totensor(L, 2);
     if (!ly) luaL_checktype(L, 2, LUA_TTABLE);
     int64_t given = ly ? (ly->ndim == 1 ? ly->shape[0] : -1) : (int64_t)luaL_len(L, 2);
-    if (given != n) luaL_error(L, "from_tensors: %I images but %I labels", (lua_Integer)n, (lua_Integer)given);
+    if (given != n) nl_dsl_error(L, "from_tensors: %I images but %I labels", (lua_Integer)n, (lua_Integer)given);
     int32_t top = 0;
     for (int64_t i = 0; i < n; i++) {
         double v;
@@ -234,7 +234,7 @@ static int l_from_tensors(lua_State *L)
             lua_pop(L, 1);
         }
         if (!(v >= 1 && v <= 65536 && v == floor(v)))
-            luaL_error(L, "from_tensors: label %I is %f, expected a class number from 1", (lua_Integer)i + 1, v);
+            nl_dsl_error(L, "from_tensors: label %I is %f, expected a class number from 1", (lua_Integer)i + 1, v);
         py[i] = (int32_t)v - 1;
         top = py[i] + 1 > top ? py[i] + 1 : top;
     }
@@ -250,10 +250,10 @@ static int l_from_tensors(lua_State *L)
     luaL_argexpected(L, lua_istable(L, -1), 3, "classes = {names}");
     int list = lua_gettop(L);
     lua_Integer nclasses = luaL_len(L, list);
-    if (nclasses < 1 || nclasses > 65536) luaL_error(L, "from_tensors: %I classes (1 to 65536)", nclasses);
+    if (nclasses < 1 || nclasses > 65536) nl_dsl_error(L, "from_tensors: %I classes (1 to 65536)", nclasses);
     const char **names = lua_newuserdatauv(L, (size_t)nclasses * sizeof *names, 0);
     for (int c = 0; c < nclasses; c++) {
-        if (lua_geti(L, list, c + 1) != LUA_TSTRING) luaL_error(L, "from_tensors: classes[%d] is not a string", c + 1);
+        if (lua_geti(L, list, c + 1) != LUA_TSTRING) nl_dsl_error(L, "from_tensors: classes[%d] is not a string", c + 1);
         names[c] = lua_tostring(L, -1); /* the list keeps the string alive */
         lua_pop(L, 1);
     }
@@ -265,7 +265,7 @@ static int l_from_tensors(lua_State *L)
 static int l_save_cifar(lua_State *L)
 {
     static const char *const valid[] = {"seed", "shuffle", NULL};
-    const char *dir = luaL_checkstring(L, 1);
+    const char *dir = nl_dsl_checkpath(L, 1);
     nl_dataset *train = check_dataset(L, 2), *test = check_dataset(L, 3);
     int opts = options(L, 4, valid, "save_cifar");
     lua_Integer seed = opt_int(L, opts, "seed", 1, LUA_MININTEGER, LUA_MAXINTEGER, "save_cifar");
@@ -285,7 +285,7 @@ static int64_t check_sample(lua_State *L, int arg, const nl_dataset *ds, const c
 {
     lua_Integer i = luaL_checkinteger(L, arg);
     if (i < 1 || i > ds->n)
-        luaL_error(L, "%s: index %I out of range (1 to %I)", fname, i, (lua_Integer)ds->n);
+        nl_dsl_error(L, "%s: index %I out of range (1 to %I)", fname, i, (lua_Integer)ds->n);
     return i - 1;
 }
 
@@ -332,7 +332,7 @@ static int ds_subset(lua_State *L)
     nl_dataset *ds = check_dataset(L, 1);
     lua_Integer from = luaL_checkinteger(L, 2), to = luaL_optinteger(L, 3, ds->n);
     if (from < 1 || to > ds->n || to < from - 1)
-        luaL_error(L, "Dataset:subset: range %I..%I is outside 1..%I", from, to, (lua_Integer)ds->n);
+        nl_dsl_error(L, "Dataset:subset: range %I..%I is outside 1..%I", from, to, (lua_Integer)ds->n);
     nl_dataset **box = new_dataset_box(L);
     if (!(*box = nl_dataset_subset(ds, from - 1, to))) return nl_dsl_core_error(L);
     return 1;
@@ -354,7 +354,7 @@ static int ds_batch(lua_State *L)
     nl_dataset *ds = check_dataset(L, 1);
     nl_tensor *t = nl_lua_totensor(L, 2);
     if (!t) luaL_checktype(L, 2, LUA_TTABLE);
-    if (t && t->ndim != 1) luaL_error(L, "Dataset:batch: indices must be 1-D, got %d-D", t->ndim);
+    if (t && t->ndim != 1) nl_dsl_error(L, "Dataset:batch: indices must be 1-D, got %d-D", t->ndim);
     int64_t n = t ? t->shape[0] : (int64_t)luaL_len(L, 2);
     int64_t *idx = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *idx, 0);
     for (int64_t k = 0; k < n; k++) {
@@ -367,7 +367,7 @@ static int ds_batch(lua_State *L)
             lua_pop(L, 1);
         }
         if (!(v >= 1 && v <= (double)ds->n && v == floor(v)))
-            luaL_error(L, "Dataset:batch: index %f (item %I) out of range (1 to %I)", v,
+            nl_dsl_error(L, "Dataset:batch: index %f (item %I) out of range (1 to %I)", v,
                        (lua_Integer)k + 1, (lua_Integer)ds->n);
         idx[k] = (int64_t)v - 1;
     }

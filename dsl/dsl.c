@@ -4,7 +4,9 @@
 #include "nl.h"
 
 #include <lauxlib.h>
+#include <stdarg.h>
 #include <string.h>
+#include <strings.h>
 
 /* dsl/prelude.lua, embedded by the Makefile. */
 extern const char nl_lua_prelude[];
@@ -22,12 +24,8 @@ extern const size_t nl_lua_util_len;
  * group = {name, kind = "module" | "type", value = the module table (modules only), rows = {row...}}. */
 #define HELP_KEY "nnlab.help"
 
-int nl_dsl_core_error(lua_State *L)
-{
-    if (nl_errcode() == NL_EINTR) return luaL_error(L, "interrupted");
-    const char *msg = nl_errmsg();
-    return luaL_error(L, "%s", msg[0] ? msg : nl_status_name(nl_errcode()));
-}
+/* The registry's key for the last message nl_dsl_error raised (read by nl_dsl_raised). */
+#define ERROR_KEY "nnlab.error"
 
 /* Pushes the help registry, creating it on first use. */
 static void push_registry(lua_State *L)
@@ -42,6 +40,174 @@ static void push_registry(lua_State *L)
     }
     lua_pushvalue(L, -1);
     lua_setfield(L, LUA_REGISTRYINDEX, HELP_KEY);
+}
+
+/* ---------------------------------------------------------------- errors ---------------- */
+
+/* Whether frame ar (filled with "S") runs nnlab's own code: a C function, or a Lua function of
+ * an embedded DSL chunk (loaded as "=dsl/<name>.lua"). */
+static bool own_frame(const lua_Debug *ar)
+{
+    return ar->what[0] == 'C' || strncmp(ar->source, "=dsl/", 5) == 0;
+}
+
+/* Pushes the help row of the function on top (popped), or returns false and pushes nothing. Of a
+ * function documented twice (tensor.matmul and Tensor:matmul), the method's row when method. */
+static bool pop_fn_row(lua_State *L, int by_fn, bool method)
+{
+    if (lua_rawget(L, by_fn) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        return false;
+    }
+    lua_Integer pick = 1;
+    for (lua_Integer i = 1, n = (lua_Integer)lua_rawlen(L, -1); i <= n && method; i++) {
+        lua_rawgeti(L, -1, i);
+        lua_getfield(L, -1, "name");
+        if (strchr(lua_tostring(L, -1), ':')) pick = i, method = false;
+        lua_pop(L, 2);
+    }
+    lua_rawgeti(L, -1, pick);
+    lua_remove(L, -2);
+    return true;
+}
+
+/* Whether the n bytes at s spell word, ignoring case. */
+static bool same_word(const char *s, size_t n, const char *word, size_t wlen)
+{
+    return n == wlen && strncasecmp(s, word, n) == 0;
+}
+
+/* Pushes msg as nl_dsl_error raises it (see dsl.h): where, name, problem. A core message (core)
+ * that starts with a public function's name has it replaced too: the core names the operation it
+ * was asked for as it knows it ("viz.save: cannot write ..." under Canvas:save). */
+static void push_message(lua_State *L, const char *msg, bool core)
+{
+    luaL_checkstack(L, 12, "raising an error");
+    int top = lua_gettop(L);
+    push_registry(L);
+    int reg = top + 1;
+    lua_getfield(L, reg, "by_fn");
+    lua_pushnil(L); /* top + 3: the help row of the outermost public function so far */
+    lua_Debug ar;
+    int level = 0;
+    bool caller = false;
+    for (; lua_getstack(L, level, &ar); level++) {
+        lua_getinfo(L, "Snf", &ar);
+        if (!own_frame(&ar)) {
+            lua_pop(L, 1);
+            caller = true;
+            break;
+        }
+        if (pop_fn_row(L, top + 2, ar.namewhat && strcmp(ar.namewhat, "method") == 0))
+            lua_replace(L, top + 3);
+    }
+    if (caller && lua_getinfo(L, "l", &ar) && ar.currentline > 0)
+        lua_pushfstring(L, "%s:%d: ", ar.short_src, ar.currentline);
+    else
+        lua_pushliteral(L, "");
+    if (lua_isnil(L, top + 3)) {
+        lua_pushstring(L, msg);
+    } else {
+        lua_getfield(L, top + 3, "name");
+        lua_getfield(L, top + 3, "short");
+        size_t nlen, slen;
+        const char *name = lua_tolstring(L, -2, &nlen), *shortname = lua_tolstring(L, -1, &slen);
+        size_t glen = nlen > slen ? nlen - slen - 1 : 0; /* "tensor" of "tensor.zeros" */
+        const char *colon = strstr(msg, ": "), *problem = msg;
+        size_t plen = colon ? (size_t)(colon - msg) : 0;
+        bool named = false;
+        if (plen > 0 && !memchr(msg, ' ', plen)) {
+            lua_getfield(L, reg, "rows");
+            lua_pushlstring(L, msg, plen);
+            named = lua_rawget(L, -2) != LUA_TNIL;
+            lua_pop(L, 2);
+            if ((named && core) || same_word(msg, plen, name, nlen) ||
+                same_word(msg, plen, shortname, slen) || same_word(msg, plen, name, glen)) {
+                named = false;
+                problem = colon + 2;
+            }
+        }
+        if (named) lua_pushstring(L, msg);
+        else lua_pushfstring(L, "%s: %s", name, problem);
+        lua_replace(L, -3);
+        lua_pop(L, 1);
+    }
+    lua_concat(L, 2);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, ERROR_KEY);
+    lua_replace(L, top + 1);
+    lua_settop(L, top + 1);
+}
+
+int nl_dsl_error(lua_State *L, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    const char *msg = lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    push_message(L, msg, false);
+    return lua_error(L);
+}
+
+int nl_dsl_core_error(lua_State *L)
+{
+    const char *msg = nl_errmsg();
+    if (nl_errcode() == NL_EINTR || !msg[0]) msg = nl_status_name(nl_errcode());
+    push_message(L, msg, true);
+    return lua_error(L);
+}
+
+/* util.error(msg): nl_dsl_error for the DSL's Lua chunks. */
+static int util_error(lua_State *L)
+{
+    return nl_dsl_error(L, "%s", luaL_checkstring(L, 1));
+}
+
+bool nl_dsl_raised(lua_State *L, int idx, int level)
+{
+    idx = lua_absindex(L, idx);
+    lua_getfield(L, LUA_REGISTRYINDEX, ERROR_KEY);
+    bool ours = lua_type(L, idx) == LUA_TSTRING && lua_rawequal(L, idx, -1);
+    lua_pop(L, 1);
+    lua_Debug ar;
+    if (ours || !lua_getstack(L, level, &ar)) return ours;
+    lua_getinfo(L, "Sf", &ar);
+    if (ar.what[0] != 'C') {
+        lua_pop(L, 1);
+        return false;
+    }
+    push_registry(L);
+    lua_getfield(L, -1, "by_fn");
+    lua_pushvalue(L, -3);
+    ours = pop_fn_row(L, lua_gettop(L) - 1, false);
+    lua_pop(L, ours ? 4 : 3);
+    return ours;
+}
+
+const char *nl_dsl_checkpath(lua_State *L, int arg)
+{
+    size_t len;
+    const char *path = luaL_checklstring(L, arg, &len);
+    if (memchr(path, '\0', len)) {
+        luaL_Buffer b; /* the path as Lua would write it, "\0" for each NUL */
+        luaL_buffinit(L, &b);
+        for (size_t i = 0; i < len && i < 200; i++) {
+            if (path[i]) luaL_addchar(&b, path[i]);
+            else luaL_addstring(&b, "\\0");
+        }
+        luaL_pushresult(&b);
+        nl_dsl_error(L, "the path \"%s%s\" holds a NUL byte, which no file name can contain",
+                     lua_tostring(L, -1), len > 200 ? "..." : "");
+    }
+    return path;
+}
+
+/* util.check_path(path) -> path: nl_dsl_checkpath for the DSL's Lua chunks. */
+static int util_check_path(lua_State *L)
+{
+    nl_dsl_checkpath(L, 1);
+    lua_settop(L, 1);
+    return 1;
 }
 
 /* Appends the value on top (popped) to the array at index list. */
@@ -186,6 +352,24 @@ void nl_dsl_register_methods(lua_State *L, const char *type, const nl_dsl_fn *fn
     record(L, type, "type", 0, fns, ":");
 }
 
+/* Makes the function at index fn the documented value of the registered row named
+ * "<group><sep><name>", so that help(fn) finds it (and errors raised under it name it). */
+static void record_fn(lua_State *L, const char *group, const char *sep, const char *name, int fn)
+{
+    fn = lua_absindex(L, fn);
+    push_registry(L);
+    int reg = lua_gettop(L);
+    lua_getfield(L, reg, "rows");
+    lua_pushfstring(L, "%s%s%s", group, sep, name);
+    lua_rawget(L, -2);
+    int row = lua_gettop(L);
+    lua_pushvalue(L, fn);
+    lua_setfield(L, row, "fn");
+    lua_pushvalue(L, fn);
+    add_to_list(L, reg, "by_fn", row);
+    lua_settop(L, reg - 1);
+}
+
 void nl_dsl_register_rows(lua_State *L, int list, const char *group)
 {
     static const char *const keys[] = {"name", "sig", "doc", "example"};
@@ -201,9 +385,12 @@ void nl_dsl_register_rows(lua_State *L, int list, const char *group)
         lua_getfield(L, row, "group");
         const char *g = luaL_optstring(L, -1, group);
         lua_getfield(L, row, "method");
+        bool method = lua_toboolean(L, -1);
         nl_dsl_fn fns[2] = {{field[0], NULL, field[1], field[2], field[3]}, {NULL, NULL, NULL, NULL, NULL}};
-        if (lua_toboolean(L, -1)) nl_dsl_register_methods(L, g, fns);
+        if (method) nl_dsl_register_methods(L, g, fns);
         else nl_dsl_register(L, g, fns);
+        if (method && lua_getfield(L, row, "fn") == LUA_TFUNCTION)
+            record_fn(L, g, ":", field[0], -1);
         lua_settop(L, row - 1);
     }
 }
@@ -215,7 +402,9 @@ int nl_dsl_open(lua_State *L)
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     if (luaL_loadbuffer(L, nl_lua_util, nl_lua_util_len, "=dsl/util.lua") != LUA_OK)
         return lua_error(L);
-    lua_call(L, 0, 1);
+    lua_pushcfunction(L, util_error);
+    lua_pushcfunction(L, util_check_path);
+    lua_call(L, 2, 1);
     lua_setfield(L, -2, "nnlab.util");
     lua_pop(L, 1);
     nl_open_tensor(L);

@@ -3,6 +3,7 @@
 #define NL_DSL_H
 
 #include <lua.h>
+#include <stdbool.h>
 
 /* One public Lua function with its help text: the single table that both registers the
  * function and answers help(). sig is the call form, doc one line (or a few), example a line of
@@ -29,7 +30,8 @@ void nl_dsl_register(lua_State *L, const char *module, const nl_dsl_fn *fns);
 void nl_dsl_register_methods(lua_State *L, const char *type, const nl_dsl_fn *fns);
 
 /* Records the help rows a DSL Lua chunk returns, the list at index list:
- * {{name=, sig=, doc=, example=, group= (default group), method= (true: a method of type group)}}.
+ * {{name=, sig=, doc=, example=, group= (default group), method= (true: a method of type group),
+ *   fn= (a method's function, for help(fn))}}.
  * Raises a Lua error for a row missing a field. */
 void nl_dsl_register_rows(lua_State *L, int list, const char *group);
 
@@ -43,8 +45,31 @@ int nl_open_viz(lua_State *L);
 int nl_open_prune(lua_State *L); /* prune, lowrank, compress; after nl_open_nn (Module methods) */
 int nl_open_quant(lua_State *L);
 
-/* Raises a Lua error with the core's last message (nl_errmsg()), prefixed with nothing: core
- * messages already name the function. Never returns. */
+/* Raises the Lua error "where: name: problem": the one way nnlab raises errors (C functions
+ * through these, the DSL's Lua chunks through require("nnlab.util").error). The problem is fmt
+ * formatted as lua_pushfstring does; name is the Lua name, as help knows it ("tensor.zeros",
+ * "Tensor:save", "Trainer:fit"), of the function the user called: the outermost function with
+ * help among the frames of nnlab's own code on top of the stack (C functions, and the Lua
+ * functions of the embedded chunks dsl/nn.lua, dsl/viz.lua, ...). A problem that starts with a
+ * public function's name keeps it; one that starts with the function's short name or the name
+ * of its module or type ("zeros: ...", "tensor: ...") has that replaced by the full name. where
+ * is the position of the user's code that made the call ("stdin:1:", "train.lua:12:"), never a
+ * place inside a DSL chunk. Never returns. */
+int nl_dsl_error(lua_State *L, const char *fmt, ...);
+
+/* Raises the core's last error (nl_errmsg(), or "interrupted" after Ctrl-C) as nl_dsl_error
+ * does. Never returns. */
 int nl_dsl_core_error(lua_State *L);
+
+/* Whether the error value at idx was raised by nnlab's own code rather than the user's: a
+ * message of nl_dsl_error, or an argument check (luaL_check*) of a public C function that is
+ * running at stack level `level` (1 in a message handler). The REPL shows those without a
+ * traceback: they already say where, what and why. */
+bool nl_dsl_raised(lua_State *L, int idx, int level);
+
+/* The string argument arg as a file path: raises a clear error for a path that holds a NUL byte
+ * (the C library would silently cut it there). Every DSL function that takes a path reads it
+ * with this. */
+const char *nl_dsl_checkpath(lua_State *L, int arg);
 
 #endif

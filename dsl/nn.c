@@ -162,12 +162,12 @@ static void read_arg(lua_State *L, int idx, const nl_module_type *t, int i, doub
     int ty = lua_type(L, idx);
     if (ty == LUA_TBOOLEAN) {
         if (!a->boolean)
-            luaL_error(L, "nn.%s: %s (%s) must be a number, got a boolean", t->name, what, a->name);
+            nl_dsl_error(L, "nn.%s: %s (%s) must be a number, got a boolean", t->name, what, a->name);
         *v = lua_toboolean(L, idx);
     } else if (ty == LUA_TNUMBER) {
         *v = lua_tonumber(L, idx);
     } else {
-        luaL_error(L, "nn.%s: %s (%s) must be %s, got %s", t->name, what, a->name,
+        nl_dsl_error(L, "nn.%s: %s (%s) must be %s, got %s", t->name, what, a->name,
                    a->boolean ? "true or false" : "a number", luaL_typename(L, idx));
     }
 }
@@ -183,16 +183,16 @@ static void read_options(lua_State *L, int idx, const nl_module_type *t, double 
                 lua_pop(L, 1);
                 continue;
             }
-            luaL_error(L, "nn.%s: options are given by name ({stride = 2}), got a %s key", t->name,
+            nl_dsl_error(L, "nn.%s: options are given by name ({stride = 2}), got a %s key", t->name,
                        luaL_typename(L, -2));
         }
         const char *key = lua_tostring(L, -2);
         int i = nl_module_arg_index(t, key);
         if (i < 0) {
             push_arg_names(L, t, 0);
-            luaL_error(L, "nn.%s: unknown option '%s' (valid: %s)", t->name, key, lua_tostring(L, -1));
+            nl_dsl_error(L, "nn.%s: unknown option '%s' (valid: %s)", t->name, key, lua_tostring(L, -1));
         }
-        if (given[i]) luaL_error(L, "nn.%s: %s is given twice", t->name, key);
+        if (given[i]) nl_dsl_error(L, "nn.%s: %s is given twice", t->name, key);
         read_arg(L, -1, t, i, &args[i], "option");
         lua_pop(L, 1);
     }
@@ -213,7 +213,7 @@ static void add_children(lua_State *L, int box_idx, nl_module *c, int idx, int n
         }
         nl_module *child = nl_lua_tomodule(L, at);
         if (!child)
-            luaL_error(L, "nn.%s: item %d is a %s, expected a module (nn.Linear(...), ...)",
+            nl_dsl_error(L, "nn.%s: item %d is a %s, expected a module (nn.Linear(...), ...)",
                        c->type->name, k, luaL_typename(L, at));
         check_status(L, nl_module_add(c, child));
         keep_kid(L, box_idx, at, true);
@@ -236,7 +236,7 @@ static int module_new(lua_State *L)
         int npos = top;
         if (npos > 0 && lua_type(L, npos) == LUA_TTABLE) npos--;
         if (npos > t->npos)
-            luaL_error(L, "nn.%s: %d positional arguments given, expected at most %d: %s", t->name,
+            nl_dsl_error(L, "nn.%s: %d positional arguments given, expected at most %d: %s", t->name,
                        npos, t->npos, t->sig);
         for (int i = 0; i < npos; i++) {
             char what[32];
@@ -366,7 +366,7 @@ static int m_to(lua_State *L)
 static int m_save(lua_State *L)
 {
     nl_module *m = nl_lua_checkmodule(L, 1);
-    check_status(L, nl_checkpoint_save_module(luaL_checkstring(L, 2), m, NULL));
+    check_status(L, nl_checkpoint_save_module(nl_dsl_checkpath(L, 2), m, NULL));
     lua_settop(L, 1);
     return 1;
 }
@@ -376,7 +376,7 @@ static int check_position(lua_State *L, int arg, const nl_module *c, bool past_e
 {
     lua_Integer i = luaL_checkinteger(L, arg);
     if (i < 1 || i > c->nchildren + past_end)
-        luaL_error(L, "%s: position %I is out of range (1 to %d)", c->type->name, i,
+        nl_dsl_error(L, "%s: position %I is out of range (1 to %d)", c->type->name, i,
                    c->nchildren + past_end);
     return (int)i - 1;
 }
@@ -403,7 +403,7 @@ static int m_remove(lua_State *L)
 {
     nl_module *c = nl_lua_checkmodule(L, 1);
     if (c->nchildren == 0)
-        luaL_error(L, "%s: nothing to remove (it holds no modules)", c->type->name);
+        nl_dsl_error(L, "%s: nothing to remove (it holds no modules)", c->type->name);
     int i = lua_isnoneornil(L, 2) ? c->nchildren - 1 : check_position(L, 2, c, false);
     nl_module *child = c->children[i];
     nl_lua_pushmodule(L, child); /* keeps child alive past the removal */
@@ -420,12 +420,14 @@ static int m_infer(lua_State *L)
     luaL_checktype(L, 2, LUA_TTABLE);
     int64_t in[NL_MAX_DIMS], out[NL_MAX_DIMS], macs = 0;
     lua_Integer n = luaL_len(L, 2);
-    if (n > NL_MAX_DIMS) luaL_error(L, "infer: %I dims, at most %d", n, NL_MAX_DIMS);
+    if (n > NL_MAX_DIMS) nl_dsl_error(L, "the input shape has %I dims, at most %d", n, NL_MAX_DIMS);
     for (int d = 0; d < n; d++) {
         lua_geti(L, 2, d + 1);
         int ok;
         lua_Integer v = lua_tointegerx(L, -1, &ok);
-        if (!ok || v < 0) luaL_error(L, "infer: size %d must be a whole number >= 0", d + 1);
+        if (!ok || v < 0)
+            nl_dsl_error(L, "size %d of the input shape must be a whole number >= 0, got %s", d + 1,
+                         luaL_tolstring(L, -1, NULL));
         in[d] = v;
         lua_pop(L, 1);
     }
@@ -522,14 +524,21 @@ static int m_newindex(lua_State *L)
 {
     nl_module *m = nl_lua_checkmodule(L, 1);
     if (lua_type(L, 2) == LUA_TNUMBER)
-        luaL_error(L, "%s: children are changed with add, insert and remove", m->type->name);
+        nl_dsl_error(L, "%s: children are changed with add, insert and remove", m->type->name);
     if (lua_type(L, 2) == LUA_TSTRING) {
         const char *key = lua_tostring(L, 2);
         nl_param *p = nl_module_param(m, key);
         if (p) {
             nl_tensor *v = nl_lua_totensor(L, 3);
-            if (!v) luaL_error(L, "%s: %s must be set from a Tensor, got %s", m->type->name, key,
+            if (!v) nl_dsl_error(L, "%s: %s must be set from a Tensor, got %s", m->type->name, key,
                                luaL_typename(L, 3));
+            const nl_tensor *t = p->value;
+            if (v->ndim != t->ndim || memcmp(v->shape, t->shape, (size_t)t->ndim * sizeof *t->shape)) {
+                char want[NL_MAX_DIMS * 24], got[NL_MAX_DIMS * 24];
+                nl_dsl_error(L, "%s: %s is %s; it cannot be set from a %s tensor", m->type->name, key,
+                             nl_shape_str(want, sizeof want, t->ndim, t->shape),
+                             nl_shape_str(got, sizeof got, v->ndim, v->shape));
+            }
             check_status(L, nl_copy(p->value, v));
             return 0;
         }
@@ -537,7 +546,7 @@ static int m_newindex(lua_State *L)
         lua_getfield(L, -1, "methods");
         if (nl_module_arg_index(m->type, key) >= 0 || strcmp(key, "training") == 0 ||
             lua_getfield(L, -1, key) != LUA_TNIL)
-            luaL_error(L, "%s: '%s' is read-only (build a new layer to change it)", m->type->name, key);
+            nl_dsl_error(L, "%s: '%s' is read-only (build a new layer to change it)", m->type->name, key);
         lua_pop(L, 3);
     }
     push_uservalue(L, 1, UV_FIELDS);
@@ -568,7 +577,7 @@ static void read_number_options(lua_State *L, int idx, const char *fname, const 
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         if (lua_type(L, -2) != LUA_TSTRING)
-            luaL_error(L, "%s: options are given by name, got a %s key", fname, luaL_typename(L, -2));
+            nl_dsl_error(L, "%s: options are given by name, got a %s key", fname, luaL_typename(L, -2));
         const char *key = lua_tostring(L, -2);
         int i = 0;
         while (names[i] && strcmp(names[i], key) != 0) i++;
@@ -581,10 +590,10 @@ static void read_number_options(lua_State *L, int idx, const char *fname, const 
             }
             if (!names[0]) luaL_addstring(&b, "none");
             luaL_pushresult(&b);
-            luaL_error(L, "%s: unknown option '%s' (valid: %s)", fname, key, lua_tostring(L, -1));
+            nl_dsl_error(L, "%s: unknown option '%s' (valid: %s)", fname, key, lua_tostring(L, -1));
         }
         if (lua_type(L, -1) != LUA_TNUMBER)
-            luaL_error(L, "%s: %s must be a number, got %s", fname, key, luaL_typename(L, -1));
+            nl_dsl_error(L, "%s: %s must be a number, got %s", fname, key, luaL_typename(L, -1));
         values[i] = lua_tonumber(L, -1);
         lua_pop(L, 1);
     }
@@ -598,7 +607,7 @@ static int loss_new(lua_State *L, nl_loss_kind kind)
     read_number_options(L, 1, kind == NL_LOSS_CROSS_ENTROPY ? "nn.CrossEntropyLoss" : "nn.MSELoss",
                         kind == NL_LOSS_CROSS_ENTROPY ? ce_opts : no_opts, &smoothing);
     if (!(smoothing >= 0 && smoothing <= 1))
-        luaL_error(L, "nn.CrossEntropyLoss: label_smoothing must be between 0 and 1, got %f", smoothing);
+        nl_dsl_error(L, "nn.CrossEntropyLoss: label_smoothing must be between 0 and 1, got %f", smoothing);
     lua_loss *b = lua_newuserdatauv(L, sizeof *b, 0);
     memset(b, 0, sizeof *b);
     b->l.kind = kind;
@@ -618,14 +627,14 @@ static int l_distill(lua_State *L)
     static const char *const names[] = {"temperature", "alpha", NULL};
     lua_getfield(L, 1, "teacher");
     nl_module *teacher = nl_lua_tomodule(L, -1);
-    if (!teacher) luaL_error(L, "%s: teacher must be a network", f);
+    if (!teacher) nl_dsl_error(L, "%s: teacher must be a network", f);
     lua_pushnil(L);
     lua_setfield(L, 1, "teacher"); /* read_number_options sees the numbers only... */
     read_number_options(L, 1, f, names, v);
     lua_pushvalue(L, -1);
     lua_setfield(L, 1, "teacher"); /* ...and the caller's table is as it was */
-    if (!(v[0] > 0)) luaL_error(L, "%s: temperature must be > 0, got %f", f, v[0]);
-    if (!(v[1] >= 0 && v[1] <= 1)) luaL_error(L, "%s: alpha must be between 0 and 1, got %f", f, v[1]);
+    if (!(v[0] > 0)) nl_dsl_error(L, "%s: temperature must be > 0, got %f", f, v[0]);
+    if (!(v[1] >= 0 && v[1] <= 1)) nl_dsl_error(L, "%s: alpha must be between 0 and 1, got %f", f, v[1]);
     lua_loss *b = lua_newuserdatauv(L, sizeof *b, 0);
     memset(b, 0, sizeof *b);
     b->l.kind = NL_LOSS_DISTILL;
@@ -642,12 +651,12 @@ static int32_t label_index(lua_State *L, double v, int64_t pos, int64_t classes,
 {
     if (!(v == floor(v)) || v < 1 || v > MAX_EXACT || (classes > 0 && v > (double)classes)) {
         if (classes > 0)
-            luaL_error(L, "%s: label %f of sample %I is not a class number from 1 to %I", fname, v,
+            nl_dsl_error(L, "%s: label %f of sample %I is not a class number from 1 to %I", fname, v,
                        (lua_Integer)pos + 1, (lua_Integer)classes);
-        luaL_error(L, "%s: label %f of sample %I is not a class number (1, 2, ...)", fname, v,
+        nl_dsl_error(L, "%s: label %f of sample %I is not a class number (1, 2, ...)", fname, v,
                    (lua_Integer)pos + 1);
     }
-    if (v > INT32_MAX) luaL_error(L, "%s: label %f is too large", fname, v);
+    if (v > INT32_MAX) nl_dsl_error(L, "%s: label %f is too large", fname, v);
     return (int32_t)v - 1;
 }
 
@@ -658,7 +667,7 @@ static nl_tensor *push_labels(lua_State *L, int idx, int64_t classes, nl_device 
     nl_tensor *y = nl_lua_totensor(L, idx);
     int64_t n;
     if (y) {
-        if (y->ndim != 1) luaL_error(L, "%s: labels must be 1-D, got %d-D", fname, y->ndim);
+        if (y->ndim != 1) nl_dsl_error(L, "%s: labels must be 1-D, got %d-D", fname, y->ndim);
         n = y->shape[0];
     } else {
         luaL_checktype(L, idx, LUA_TTABLE);
@@ -673,7 +682,7 @@ static nl_tensor *push_labels(lua_State *L, int idx, int64_t classes, nl_device 
             check_status(L, nl_tensor_get(y, &i, &v));
         } else {
             if (lua_geti(L, idx, i + 1) != LUA_TNUMBER)
-                luaL_error(L, "%s: label %I is a %s, expected a number", fname, (lua_Integer)i + 1,
+                nl_dsl_error(L, "%s: label %I is a %s, expected a number", fname, (lua_Integer)i + 1,
                            luaL_typename(L, -1));
             v = lua_tonumber(L, -1);
             lua_pop(L, 1);
@@ -699,7 +708,7 @@ static nl_tensor *push_target(lua_State *L, int idx, nl_loss_kind kind, int ndim
     bool same = y && y->ndim == ndim && memcmp(y->shape, shape, (size_t)ndim * sizeof *shape) == 0;
     if (kind != NL_LOSS_MSE && !(same && y->dtype == NL_F32))
         return push_labels(L, idx, ndim > 0 ? shape[ndim - 1] : 0, dev, fname);
-    if (!y) luaL_error(L, "%s: the target must be a Tensor, got %s", fname, luaL_typename(L, idx));
+    if (!y) nl_dsl_error(L, "%s: the target must be a Tensor, got %s", fname, luaL_typename(L, idx));
     push_shared(L, y);
     return y;
 }
@@ -798,7 +807,7 @@ typedef struct {
 static lua_dataset *check_dataset(lua_State *L, int idx)
 {
     lua_dataset *d = luaL_checkudata(L, idx, DATASET_MT);
-    if (!d->x) luaL_error(L, "TensorDataset: closed");
+    if (!d->x) nl_dsl_error(L, "TensorDataset: closed");
     return d;
 }
 
@@ -818,9 +827,9 @@ static int ds_new(lua_State *L)
         y = nl_lua_checktensor(L, 2);
     }
     if (!y) luaL_typeerror(L, 2, "Tensor of labels or targets");
-    if (x->ndim < 1) luaL_error(L, "nn.TensorDataset: x must have a sample dim, got a 0-d tensor");
+    if (x->ndim < 1) nl_dsl_error(L, "nn.TensorDataset: x must have a sample dim, got a 0-d tensor");
     if (y->ndim < 1 || y->shape[0] != x->shape[0])
-        luaL_error(L, "nn.TensorDataset: x has %I samples but y has %I", (lua_Integer)x->shape[0],
+        nl_dsl_error(L, "nn.TensorDataset: x has %I samples but y has %I", (lua_Integer)x->shape[0],
                    (lua_Integer)(y->ndim ? y->shape[0] : 0));
     /* 1-D y of whole numbers: class labels, checked and kept as i32. */
     bool labels = y->ndim == 1 && !nl_dtype_info(y->dtype)->is_float;
@@ -845,7 +854,7 @@ static int ds_new(lua_State *L)
     const int32_t *py = nl_tensor_data(d->y);
     for (int64_t i = 0; i < y->shape[0]; i++)
         if (py[i] < 1)
-            luaL_error(L, "nn.TensorDataset: label %d of sample %I is not a class number (1, 2, ...)",
+            nl_dsl_error(L, "nn.TensorDataset: label %d of sample %I is not a class number (1, 2, ...)",
                        py[i], (lua_Integer)i + 1);
     return 1;
 }
@@ -872,7 +881,7 @@ static int ds_get(lua_State *L)
     lua_dataset *d = check_dataset(L, 1);
     lua_Integer i = luaL_checkinteger(L, 2);
     if (i < 1 || i > d->x->shape[0])
-        luaL_error(L, "TensorDataset: index %I out of range (1 to %I)", i, (lua_Integer)d->x->shape[0]);
+        nl_dsl_error(L, "TensorDataset: index %I out of range (1 to %I)", i, (lua_Integer)d->x->shape[0]);
     push_row(L, d->x, i - 1);
     if (d->labels) lua_pushinteger(L, ((const int32_t *)nl_tensor_data(d->y))[i - 1]);
     else push_row(L, d->y, i - 1);
@@ -884,7 +893,7 @@ static int ds_get(lua_State *L)
 static int64_t *check_rows(lua_State *L, int idx, int64_t size, int64_t *n, const char *fname)
 {
     nl_tensor *t = nl_lua_totensor(L, idx);
-    if (t && t->ndim != 1) luaL_error(L, "%s: indices must be 1-D, got %d-D", fname, t->ndim);
+    if (t && t->ndim != 1) nl_dsl_error(L, "%s: indices must be 1-D, got %d-D", fname, t->ndim);
     if (!t) luaL_checktype(L, idx, LUA_TTABLE);
     *n = t ? t->shape[0] : (int64_t)luaL_len(L, idx);
     int64_t *rows = lua_newuserdatauv(L, (size_t)(*n ? *n : 1) * sizeof *rows, 0);
@@ -898,7 +907,7 @@ static int64_t *check_rows(lua_State *L, int idx, int64_t size, int64_t *n, cons
             lua_pop(L, 1);
         }
         if (!(v == floor(v) && v >= 1 && v <= (double)size))
-            luaL_error(L, "%s: index %f (item %I) out of range (1 to %I)", fname, v,
+            nl_dsl_error(L, "%s: index %f (item %I) out of range (1 to %I)", fname, v,
                        (lua_Integer)k + 1, (lua_Integer)size);
         rows[k] = (int64_t)v - 1;
     }
@@ -965,9 +974,10 @@ static void push_stack(lua_State *L, int list, int64_t n, nl_dtype dtype, const 
 {
     lua_geti(L, list, 1);
     nl_tensor *first = nl_lua_totensor(L, -1);
-    if (!first) luaL_error(L, "dataset: %s 1 is a %s, expected a Tensor", what, luaL_typename(L, -1));
+    if (!first)
+        nl_dsl_error(L, "the data set's %s 1 is a %s, expected a Tensor", what, luaL_typename(L, -1));
     int64_t shape[NL_MAX_DIMS + 1];
-    if (first->ndim >= NL_MAX_DIMS) luaL_error(L, "dataset: %s has too many dims", what);
+    if (first->ndim >= NL_MAX_DIMS) nl_dsl_error(L, "the data set's %ss have too many dims", what);
     shape[0] = n;
     memcpy(shape + 1, first->shape, (size_t)first->ndim * sizeof *shape);
     int nd = first->ndim;
@@ -981,8 +991,8 @@ static void push_stack(lua_State *L, int list, int64_t n, nl_dtype dtype, const 
         lua_geti(L, list, i + 1);
         nl_tensor *s = nl_lua_totensor(L, -1);
         if (!s || s->ndim != nd || memcmp(s->shape, shape + 1, (size_t)nd * sizeof *shape) != 0)
-            luaL_error(L, "dataset: %s %I is not a Tensor of the first one's shape", what,
-                       (lua_Integer)i + 1);
+            nl_dsl_error(L, "the data set's %s %I is not a Tensor of the first one's shape", what,
+                         (lua_Integer)i + 1);
         nl_tensor *row = nl_tensor_slice(*box, 0, i, i + 1);
         nl_tensor *src = row ? nl_tensor_reshape(s, nd + 1, one) : NULL;
         nl_status st = src ? nl_copy(row, src) : nl_errcode();
@@ -998,7 +1008,7 @@ static int p_collate(lua_State *L)
     luaL_checktype(L, 1, LUA_TTABLE);
     luaL_checktype(L, 2, LUA_TTABLE);
     int64_t n = (int64_t)luaL_len(L, 1);
-    if (n < 1 || (int64_t)luaL_len(L, 2) != n) luaL_error(L, "dataset: an empty or ragged batch");
+    if (n < 1 || (int64_t)luaL_len(L, 2) != n) nl_dsl_error(L, "the data set gave an empty or ragged batch");
     push_stack(L, 1, n, NL_F32, "sample");
     lua_geti(L, 2, 1);
     bool numbers = lua_type(L, -1) == LUA_TNUMBER;
@@ -1012,8 +1022,9 @@ static int p_collate(lua_State *L)
     int32_t *py = nl_tensor_data(*box);
     for (int64_t i = 0; i < n; i++) {
         lua_geti(L, 2, i + 1);
-        if (lua_type(L, -1) != LUA_TNUMBER) luaL_error(L, "dataset: label %I is not a number", (lua_Integer)i + 1);
-        py[i] = label_index(L, lua_tonumber(L, -1), i, 0, "dataset") + 1;
+        if (lua_type(L, -1) != LUA_TNUMBER)
+            nl_dsl_error(L, "the data set's label %I is not a number", (lua_Integer)i + 1);
+        py[i] = label_index(L, lua_tonumber(L, -1), i, 0, "data set") + 1;
         lua_pop(L, 1);
     }
     return 2;
@@ -1037,7 +1048,7 @@ static int p_train_step(lua_State *L)
     lua_loss *loss = check_loss(L, 2);
     nl_lua_optim *opt = nl_lua_checkoptim(L, 3);
     nl_tensor *x = nl_lua_checktensor(L, 4);
-    nl_tensor *y = push_step_target(L, 5, net, x, loss->l.kind, "train");
+    nl_tensor *y = push_step_target(L, 5, net, x, loss->l.kind, loss_name(loss->l.kind));
     nl_step_result r;
     nl_status s = nl_train_step(net, &loss->l, opt->o, x, y, opt->clip, &r);
     if (s == NL_EINTR) {
@@ -1148,6 +1159,19 @@ static int p_poll_interrupt(lua_State *L)
     return 1;
 }
 
+/* P.is_loss(x), P.is_optim(x): whether x is a Loss, an Optimizer (for the Trainer's checks). */
+static int p_is_loss(lua_State *L)
+{
+    lua_pushboolean(L, luaL_testudata(L, 1, LOSS_MT) != NULL);
+    return 1;
+}
+
+static int p_is_optim(lua_State *L)
+{
+    lua_pushboolean(L, luaL_testudata(L, 1, NL_OPTIM_MT) != NULL);
+    return 1;
+}
+
 static int p_isatty(lua_State *L)
 {
     lua_pushboolean(L, isatty(STDOUT_FILENO));
@@ -1173,7 +1197,7 @@ static int p_set_rng_state(lua_State *L)
  * table literal) under the metadata key "nnlab.trainer". */
 static int p_save_trainer(lua_State *L)
 {
-    const char *path = luaL_checkstring(L, 1);
+    const char *path = nl_dsl_checkpath(L, 1);
     nl_module *net = nl_lua_checkmodule(L, 2);
     nl_lua_optim *opt = nl_lua_checkoptim(L, 3);
     const char *meta[] = {"nnlab.trainer", luaL_checkstring(L, 4), NULL};
@@ -1203,7 +1227,7 @@ static int file_gc(lua_State *L)
  * holds no trainer. */
 static int p_trainer_meta(lua_State *L)
 {
-    nl_st_file *f = push_file(L, luaL_checkstring(L, 1));
+    nl_st_file *f = push_file(L, nl_dsl_checkpath(L, 1));
     const char *meta = nl_st_meta(f, "nnlab.trainer");
     if (meta) lua_pushstring(L, meta);
     else lua_pushnil(L);
@@ -1214,10 +1238,10 @@ static int p_trainer_meta(lua_State *L)
  * the file's hyper-parameters, step count and state. */
 static int p_load_trainer(lua_State *L)
 {
-    const char *path = luaL_checkstring(L, 1);
+    const char *path = nl_dsl_checkpath(L, 1);
     const char *kind_name = luaL_checkstring(L, 2);
     nl_optim_kind kind = nl_optim_kind_parse(kind_name);
-    if (kind == NL_OPTIM_KIND_COUNT) luaL_error(L, "%s: unknown optimizer '%s'", path, kind_name);
+    if (kind == NL_OPTIM_KIND_COUNT) nl_dsl_error(L, "%s: unknown optimizer '%s'", path, kind_name);
     nl_st_file *f = push_file(L, path);
     nl_module **box = push_empty_box(L);
     *box = nl_checkpoint_module_from(f);
@@ -1232,7 +1256,7 @@ static int p_load_trainer(lua_State *L)
 
 static int l_load(lua_State *L)
 {
-    const char *path = luaL_checkstring(L, 1);
+    const char *path = nl_dsl_checkpath(L, 1);
     nl_module **box = push_empty_box(L);
     *box = nl_checkpoint_load_module(path);
     adopt_box(L);
@@ -1367,6 +1391,8 @@ static const luaL_Reg private_fns[] = {
     {"defer", p_defer},
     {"poll_interrupt", p_poll_interrupt},
     {"isatty", p_isatty},
+    {"is_loss", p_is_loss},
+    {"is_optim", p_is_optim},
     {"rng_state", p_rng_state},
     {"set_rng_state", p_set_rng_state},
     {"save_trainer", p_save_trainer},

@@ -15,14 +15,14 @@ end
 -- ---------------------------------------------------------------- small helpers
 
 local util = require "nnlab.util"
-local check_options, check_int = util.check_options, util.check_int
+local raise, check_options, check_int = util.error, util.check_options, util.check_int
 
 
 
 local function check_number(v, name, fname, min)
   if type(v) ~= "number" or v ~= v or (min and v < min) then
-    error(string.format("%s: %s must be a number%s, got %s", fname, name,
-                        min and (" >= " .. min) or "", tostring(v)), 3)
+    raise(string.format("%s: %s must be a number%s, got %s", fname, name,
+                        min and (" >= " .. min) or "", tostring(v)))
   end
   return v
 end
@@ -98,8 +98,9 @@ end
 function methods.summary(m, input_shape)
   input_shape = input_shape or default_input(m)
   if not input_shape then
-    error("summary: give the input shape, e.g. net:summary{1, 3, 32, 32} (batch first)", 2)
+    raise("Module:summary: give the input shape, e.g. net:summary{1, 3, 32, 32} (batch first)")
   end
+  local out, total_macs = m:infer(input_shape) -- checks the shape before anything prints it
   local rows = {{"input", shape_str(input_shape), "", "", ""}}
   local leaf_memory = 0
   -- A row for mod, then rows for its children, under 1-based paths ("3", "3.1", ...).
@@ -113,7 +114,6 @@ function methods.summary(m, input_shape)
     for i = 1, #mod do s = walk(mod[i], s, path .. "." .. i, depth + 1) end
     return out
   end
-  local out, total_macs = m:infer(input_shape)
   if #m == 0 then walk(m, input_shape, "", 0) else
     local s = input_shape
     for i = 1, #m do s = walk(m[i], s, tostring(i), 0) end
@@ -167,9 +167,9 @@ end
 
 local function check_data(data, fname)
   if not (is_loader(data) or has_methods(data, {"size", "get"})) then
-    error(string.format("%s: data must be a data set with :size() and :get(i) "
+    raise(string.format("%s: data must be a data set with :size() and :get(i) "
                         .. "(nn.TensorDataset(x, y), data.cifar10(), ...) or a data.loader, got %s",
-                        fname, type(data)), 3)
+                        fname, type(data)))
   end
   return data
 end
@@ -191,8 +191,9 @@ end
 
 function nn.evaluate(net, data, opts)
   local fname = "nn.evaluate"
-  if not nn.is_module(net) then error(fname .. ": the first argument must be a network", 2) end
+  if not nn.is_module(net) then raise(fname .. ": the first argument must be a network") end
   check_data(data, fname)
+  if data:size() == 0 then raise(fname .. ": the data set is empty (0 samples): there is nothing to evaluate") end
   opts = check_options(opts, {"batch", "loss"}, fname)
   local batch = check_int(opts.batch or 256, "batch", 1, fname)
   local loss = opts.loss
@@ -250,7 +251,7 @@ end
 
 local function check_schedule(v, fname)
   if v ~= nil and type(v) ~= "function" and getmetatable(v) ~= Schedule then
-    error(fname .. ": a schedule must be a function (step, base_lr) -> lr or an optim.schedule", 3)
+    raise(fname .. ": a schedule must be a function (step, base_lr) -> lr or an optim.schedule")
   end
   return v
 end
@@ -377,14 +378,14 @@ local function serialize(v, out)
     end
     out[#out + 1] = "}"
   else
-    error("cannot save a " .. t)
+    raise("cannot save a " .. t)
   end
   return out
 end
 
 -- ---------------------------------------------------------------- the Trainer
 
-local Trainer = {}
+local Trainer = {__name = "Trainer"} -- __name: help(t) lists the methods
 Trainer.__index = Trainer
 
 -- A trainer's history prints as a one-line summary (the REPL shows what fit returns).
@@ -403,17 +404,24 @@ local trainer_options = {"net", "data", "loss", "optim", "batch", "seed", "sched
 local function new_trainer(opts)
   local f = "nn.Trainer"
   opts = check_options(opts, trainer_options, f)
-  if not nn.is_module(opts.net) then error(f .. ": net must be a network (a Module)", 3) end
+  if not nn.is_module(opts.net) then raise(f .. ": net must be a network (a Module)") end
   local t = setmetatable({}, Trainer)
   t.net = opts.net
   t.data = check_data(opts.data, f)
+  if opts.loss ~= nil and not P.is_loss(opts.loss) then
+    raise(f .. ": loss must be a loss (nn.CrossEntropyLoss(), nn.MSELoss(), ...), got " .. type(opts.loss))
+  end
+  if opts.optim ~= nil and not P.is_optim(opts.optim) then
+    raise(f .. ": optim must be an optimizer (optim.Adam(net), optim.SGD(net, {lr = 0.1}), ...), got "
+          .. type(opts.optim))
+  end
   t.loss = opts.loss or nn.CrossEntropyLoss()
   t.optim = opts.optim or optim.Adam(t.net)
   t.batch = check_int(opts.batch or 64, "batch", 1, f)
   if is_loader(t.data) then -- the loader batches, orders and augments; batch is its own
     if opts.batch and opts.batch ~= t.data:batch_size() then
-      error(string.format("%s: batch = %d but the loader makes batches of %d", f, opts.batch,
-                          t.data:batch_size()), 3)
+      raise(string.format("%s: batch = %d but the loader makes batches of %d", f, opts.batch,
+                          t.data:batch_size()))
     end
     t.batch = t.data:batch_size()
   end
@@ -449,6 +457,14 @@ function Trainer:steps_per_epoch()
   return ceil(self.data:size() / self.batch)
 end
 
+-- Raises when an epoch holds no batch (an empty data set), where training would only make NaN
+-- losses; the message is named after whichever method the user called (step, epoch, fit, ...).
+local function check_not_empty(t)
+  if t:steps_per_epoch() == 0 then
+    raise(string.format("the data set is empty (%d samples): there is nothing to train on", t.data:size()))
+  end
+end
+
 -- The batch at position pos (0-based) of epoch epoch (0-based) from a loader: it is moved there
 -- when it is elsewhere (a redone batch, a loaded checkpoint; its epochs count from 1).
 local function loader_batch(ld, epoch, pos, spe)
@@ -459,7 +475,7 @@ local function loader_batch(ld, epoch, pos, spe)
   end
   if st.epoch ~= epoch + 1 or st.position ~= pos then ld:set_state{epoch = epoch + 1, position = pos} end
   local x, y = ld:next()
-  if not x then error(string.format("the loader ran out at batch %d of %d", pos + 1, spe), 0) end
+  if not x then raise(string.format("the loader ran out at batch %d of %d", pos + 1, spe)) end
   return x, y
 end
 
@@ -486,6 +502,7 @@ function Trainer:_close_epoch()
 end
 
 function Trainer:step()
+  check_not_empty(self)
   if self.pos >= self:steps_per_epoch() then self:_close_epoch() end
   local x, y = self:_batch(self.epochs, self.pos)
   if self.schedule then self.optim:set_lr(self.schedule(self.steps, self.base_lr)) end
@@ -498,8 +515,8 @@ function Trainer:step()
       and ("the loss is " .. tostring(loss)) or ("the gradient norm is " .. tostring(norm))
     local last = #h.loss > 0 and string.format("the last finite loss was %.6g at step %d",
                                                h.loss[#h.loss], self.steps) or "no step had a finite loss"
-    error(string.format("training stopped at step %d (epoch %d): %s; %s", self.steps + 1,
-                        self.epochs + 1, what, last), 0)
+    raise(string.format("training stopped at step %d (epoch %d): %s; %s", self.steps + 1,
+                        self.epochs + 1, what, last))
   end
   local n = x:size(1)
   self.pos, self.steps = self.pos + 1, self.steps + 1
@@ -512,7 +529,7 @@ function Trainer:step()
 end
 
 function Trainer:on_step(fn)
-  if type(fn) ~= "function" then error("on_step: expected a function (trainer) -> nothing", 2) end
+  if type(fn) ~= "function" then raise("Trainer:on_step: expected a function (trainer) -> nothing") end
   self.hooks[#self.hooks + 1] = fn
   return self
 end
@@ -548,16 +565,18 @@ end
 -- ---- fit, pause, resume
 
 function Trainer:fit(opts)
-  local f = "fit"
+  local f = "Trainer:fit"
   opts = check_options(opts, {"epochs", "eval", "eval_batch", "verbose"}, f)
   if opts.verbose ~= nil then self.verbose = opts.verbose end
   if opts.eval ~= nil then self.eval_set = opts.eval and check_data(opts.eval, f) or nil end
+  if self.eval_set and self.eval_set:size() == 0 then raise(f .. ": the eval data set is empty (0 samples)") end
   if opts.eval_batch then self.eval_batch = check_int(opts.eval_batch, "eval_batch", 1, f) end
   if opts.epochs then
     self.target = self.epochs + check_int(opts.epochs, "epochs", 1, f)
   elseif not self.target or self.epochs >= self.target then
     self.target = self.epochs + 1
   end
+  check_not_empty(self)
   self.paused = false
   -- Ctrl-C only raises the flag while we train; we look at it between batches (and the C step
   -- stops at its next layer). The deferral is undone however this function ends.
@@ -629,7 +648,8 @@ end
 -- ---- checkpoints
 
 function Trainer:save(path)
-  if type(path) ~= "string" then error("save: expected a file path", 2) end
+  if type(path) ~= "string" then raise("Trainer:save: expected a file path") end
+  util.check_path(path)
   local cfg = self.optim:config()
   local seed, counter = P.rng_state()
   local state = {
@@ -646,14 +666,15 @@ end
 
 function Trainer.load(path, opts)
   local f = "nn.Trainer.load"
-  if type(path) ~= "string" then error(f .. ": expected a file path", 2) end
+  if type(path) ~= "string" then raise(f .. ": expected a file path") end
+  util.check_path(path)
   opts = check_options(opts, {"data", "loss", "schedule", "verbose"}, f)
   local text = P.trainer_meta(path)
-  if not text then error(path .. ": not a trainer checkpoint (nn.load reads a network)", 2) end
+  if not text then raise(path .. ": not a trainer checkpoint (nn.load reads a network)") end
   local chunk = load("return " .. text, "=" .. path, "t", {})
   local ok, st = pcall(chunk or error, "bad trainer metadata")
   if not ok or type(st) ~= "table" or st.version ~= 1 then
-    error(path .. ": corrupt trainer metadata", 2)
+    raise(path .. ": corrupt trainer metadata")
   end
   local net, opt = P.load_trainer(path, st.optim_kind)
   if st.clip and st.clip > 0 then opt:set_clip(st.clip) end
@@ -672,8 +693,8 @@ function Trainer.load(path, opts)
                         batch = st.batch, seed = st.seed, shuffle = st.shuffle, schedule = schedule,
                         verbose = opts.verbose}
   if t.data:size() ~= st.samples then
-    error(string.format("%s: the data set has %d samples but the run was on %d", f, t.data:size(),
-                        st.samples), 2)
+    raise(string.format("%s: the data set has %d samples but the run was on %d", f, t.data:size(),
+                        st.samples))
   end
   t.epochs, t.pos, t.steps, t.base_lr, t.target = st.epochs, st.pos, st.steps, st.base_lr, st.target
   t.sums, t.history = st.sums, setmetatable(st.history, History)
@@ -721,4 +742,4 @@ doc("nn", "Trainer.load", "nn.Trainer.load(path, {data=, loss=, schedule=, verbo
     .. "random generator; data must be given again (the same samples).",
     "ds = nn.TensorDataset(tensor.randn(8, 2), tensor.ones(8)); local p = os.tmpname(); nn.Trainer{net = nn.Linear(2, 2), data = ds, verbose = false}:save(p); print(nn.Trainer.load(p, {data = ds})); os.remove(p)")
 
-return help_rows
+return util.publish(help_rows, {nn = nn, optim = optim, Trainer = Trainer, Module = methods})

@@ -60,7 +60,7 @@ static const char *const ctor_names[NL_OPTIM_KIND_COUNT] = {
 
 static double check_clip(lua_State *L, double v, const char *fname)
 {
-    if (!(v >= 0) || !isfinite(v)) luaL_error(L, "%s: clip must be a finite number >= 0, got %f", fname, v);
+    if (!(v >= 0) || !isfinite(v)) nl_dsl_error(L, "%s: clip must be a finite number >= 0, got %f", fname, v);
     return v;
 }
 
@@ -73,7 +73,7 @@ static void read_options(lua_State *L, int idx, nl_optim_kind kind, nl_optim_con
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         if (lua_type(L, -2) != LUA_TSTRING)
-            luaL_error(L, "%s: options are given by name ({lr = 0.1}), got a %s key", fname,
+            nl_dsl_error(L, "%s: options are given by name ({lr = 0.1}), got a %s key", fname,
                        luaL_typename(L, -2));
         const char *key = lua_tostring(L, -2);
         const opt_spec *o = specs;
@@ -86,26 +86,26 @@ static void read_options(lua_State *L, int idx, nl_optim_kind kind, nl_optim_con
                 luaL_addstring(&b, v->name);
             }
             luaL_pushresult(&b);
-            luaL_error(L, "%s: unknown option '%s' (valid: %s)", fname, key, lua_tostring(L, -1));
+            nl_dsl_error(L, "%s: unknown option '%s' (valid: %s)", fname, key, lua_tostring(L, -1));
         }
         char *field = (char *)cfg + o->offset;
         if (o->kind == OPT_BOOL) {
             if (!lua_isboolean(L, -1))
-                luaL_error(L, "%s: %s must be true or false, got %s", fname, key, luaL_typename(L, -1));
+                nl_dsl_error(L, "%s: %s must be true or false, got %s", fname, key, luaL_typename(L, -1));
             *(bool *)field = lua_toboolean(L, -1);
         } else if (o->kind == OPT_BETAS) {
             if (!lua_istable(L, -1) || luaL_len(L, -1) != 2)
-                luaL_error(L, "%s: betas must be a pair {beta1, beta2}", fname);
+                nl_dsl_error(L, "%s: betas must be a pair {beta1, beta2}", fname);
             for (int k = 0; k < 2; k++) {
                 lua_geti(L, -1 - k, k + 1);
-                if (!lua_isnumber(L, -1)) luaL_error(L, "%s: betas must be numbers", fname);
+                if (!lua_isnumber(L, -1)) nl_dsl_error(L, "%s: betas must be numbers", fname);
             }
             cfg->beta1 = lua_tonumber(L, -2);
             cfg->beta2 = lua_tonumber(L, -1);
             lua_pop(L, 2);
         } else {
             if (lua_type(L, -1) != LUA_TNUMBER)
-                luaL_error(L, "%s: %s must be a number, got %s", fname, key, luaL_typename(L, -1));
+                nl_dsl_error(L, "%s: %s must be a number, got %s", fname, key, luaL_typename(L, -1));
             double v = lua_tonumber(L, -1);
             if (o->kind == OPT_CLIP) *clip = check_clip(L, v, fname);
             else *(double *)field = v;
@@ -119,7 +119,7 @@ static int optim_new(lua_State *L, nl_optim_kind kind)
 {
     const char *fname = ctor_names[kind];
     nl_module *net = nl_lua_tomodule(L, 1);
-    if (!net) luaL_error(L, "%s: the first argument must be a network (a Module), got %s", fname,
+    if (!net) nl_dsl_error(L, "%s: the first argument must be a network (a Module), got %s", fname,
                          luaL_typename(L, 1));
     if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
     nl_optim_config cfg = nl_optim_default_config(kind);
@@ -127,7 +127,7 @@ static int optim_new(lua_State *L, nl_optim_kind kind)
     bool has_lr = false;
     if (!lua_isnoneornil(L, 2)) read_options(L, 2, kind, &cfg, &clip, &has_lr);
     if (kind == NL_OPTIM_SGD && !has_lr)
-        luaL_error(L, "optim.SGD: lr is required, e.g. optim.SGD(net, {lr = 0.1, momentum = 0.9})");
+        nl_dsl_error(L, "optim.SGD: lr is required, e.g. optim.SGD(net, {lr = 0.1, momentum = 0.9})");
     if (nl_optim_check_config(kind, &cfg) != NL_OK) return nl_dsl_core_error(L);
     nl_lua_optim *b = nl_lua_newoptim(L);
     if (!(b->o = nl_optim_new(kind, net, &cfg))) return nl_dsl_core_error(L);
@@ -168,7 +168,7 @@ static int o_set_lr(lua_State *L)
 {
     nl_lua_optim *b = nl_lua_checkoptim(L, 1);
     double lr = luaL_checknumber(L, 2);
-    if (!(lr >= 0) || !isfinite(lr)) luaL_error(L, "set_lr: lr must be a finite number >= 0, got %f", lr);
+    if (!(lr >= 0) || !isfinite(lr)) nl_dsl_error(L, "set_lr: lr must be a finite number >= 0, got %f", lr);
     nl_optim_set_lr(b->o, lr);
     lua_settop(L, 1);
     return 1;

@@ -67,9 +67,12 @@ local function help_text(x)
       if g.value == x then group = g end
     end
     rows = H.by_fn[x]               -- a callable table documented as a function (nn.Trainer)
-  elseif type(x) == "userdata" then
+  end
+  if not group and not rows and (type(x) == "table" or type(x) == "userdata") then
+    -- an object (a Tensor, a Trainer): its type's methods, the type named by the metatable
     local mt = getmetatable(x)
-    group = type(mt) == "table" and H.groups[mt.__name] or nil
+    local name = type(mt) == "table" and rawget(mt, "__name") or nil
+    group = type(name) == "string" and H.groups[name] or nil
   end
   if group then return listing(group) end
   if rows then

@@ -29,7 +29,7 @@ static void check_status(lua_State *L, nl_status s)
 static nl_snapshot **check_snapshot(lua_State *L, int idx)
 {
     nl_snapshot **s = luaL_checkudata(L, idx, SNAPSHOT_MT);
-    if (!*s) luaL_error(L, "snapshot: empty");
+    if (!*s) nl_dsl_error(L, "snapshot: empty");
     return s;
 }
 
@@ -157,7 +157,7 @@ static void check_keys(lua_State *L, int idx, const char *fname, const char *con
         const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
         int i = 0;
         while (k && valid[i] && strcmp(valid[i], k) != 0) i++;
-        if (!k || !valid[i]) luaL_error(L, "%s: unknown option '%s'", fname, k ? k : "(not a name)");
+        if (!k || !valid[i]) nl_dsl_error(L, "%s: unknown option '%s'", fname, k ? k : "(not a name)");
         lua_pop(L, 1);
     }
 }
@@ -168,7 +168,7 @@ static double opt_number(lua_State *L, int idx, const char *key, double def, con
     int t = lua_getfield(L, idx, key);
     double v = def;
     if (t == LUA_TNUMBER) v = lua_tonumber(L, -1);
-    else if (t != LUA_TNIL) luaL_error(L, "%s: %s must be a number", fname, key);
+    else if (t != LUA_TNIL) nl_dsl_error(L, "%s: %s must be a number", fname, key);
     lua_pop(L, 1);
     return v;
 }
@@ -179,7 +179,7 @@ static const char *opt_string(lua_State *L, int idx, const char *key, const char
     int t = lua_getfield(L, idx, key);
     const char *v = def;
     if (t == LUA_TSTRING) v = lua_tostring(L, -1);
-    else if (t != LUA_TNIL) luaL_error(L, "%s: %s must be a string", fname, key);
+    else if (t != LUA_TNIL) nl_dsl_error(L, "%s: %s must be a string", fname, key);
     lua_pop(L, 1); /* the string stays alive in the options table */
     return v;
 }
@@ -196,7 +196,7 @@ static int l_magnitude(lua_State *L)
     double amount = opt_number(L, 2, "amount", 0.5, f);
     const char *scope = opt_string(L, 2, "scope", "layer", f);
     if (strcmp(scope, "layer") != 0 && strcmp(scope, "global") != 0)
-        luaL_error(L, "%s: scope must be \"layer\" or \"global\", got \"%s\"", f, scope);
+        nl_dsl_error(L, "%s: scope must be \"layer\" or \"global\", got \"%s\"", f, scope);
     nl_module **layers = NULL;
     int n = 0;
     if (!lua_isnoneornil(L, 2) && lua_getfield(L, 2, "layers") != LUA_TNIL) {
@@ -211,7 +211,7 @@ static int l_magnitude(lua_State *L)
             layers = lua_newuserdatauv(L, (size_t)(n + 1) * sizeof *layers, 0);
             for (int i = 0; i < n; i++) {
                 lua_geti(L, list, i + 1);
-                if (!(layers[i] = nl_lua_tomodule(L, -1))) luaL_error(L, "%s: layers[%d] is not a Module", f, i + 1);
+                if (!(layers[i] = nl_lua_tomodule(L, -1))) nl_dsl_error(L, "%s: layers[%d] is not a Module", f, i + 1);
                 lua_pop(L, 1);
             }
         }
@@ -240,7 +240,7 @@ static int l_channels(lua_State *L)
     double amount = opt_number(L, 2, "amount", 0.3, f);
     const char *crit = opt_string(L, 2, "criterion", "l1", f);
     int norm = strcmp(crit, "l1") == 0 ? 1 : strcmp(crit, "l2") == 0 ? 2 : 0;
-    if (!norm) luaL_error(L, "%s: criterion must be \"l1\" or \"l2\", got \"%s\"", f, crit);
+    if (!norm) nl_dsl_error(L, "%s: criterion must be \"l1\" or \"l2\", got \"%s\"", f, crit);
     push_undo(L, 1, f);
     int64_t removed;
     check_status(L, nl_prune_channels(net, amount, norm, &removed));
@@ -304,10 +304,10 @@ static double check_threshold(lua_State *L, int idx, const char *f, const char *
 {
     if (lua_isboolean(L, idx)) return lua_toboolean(L, idx) ? nl_sparse_default_threshold[k] : -1;
     if (lua_type(L, idx) != LUA_TNUMBER)
-        luaL_error(L, "%s: %s must be a sparsity in [0, 1], false (dense) or true (the default), got %s", f,
+        nl_dsl_error(L, "%s: %s must be a sparsity in [0, 1], false (dense) or true (the default), got %s", f,
                    what, luaL_typename(L, idx));
     double t = lua_tonumber(L, idx);
-    if (!(t >= 0 && t <= 1)) luaL_error(L, "%s: %s must be in [0, 1], got %g", f, what, t);
+    if (!(t >= 0 && t <= 1)) nl_dsl_error(L, "%s: %s must be in [0, 1], got %f", f, what, t);
     return t;
 }
 
@@ -342,7 +342,7 @@ static void read_rank(lua_State *L, int idx, const char *f, int *rank, double *e
     check_keys(L, idx, f, keys);
     double r = opt_number(L, idx, "rank", 0, f);
     *energy = opt_number(L, idx, "energy", r > 0 ? 0 : 0.95, f);
-    if (r < 0 || r != (int)r) luaL_error(L, "%s: rank must be a whole number >= 1", f);
+    if (r < 0 || r != (int)r) nl_dsl_error(L, "%s: rank must be a whole number >= 1", f);
     *rank = (int)r;
 }
 
@@ -382,8 +382,8 @@ static int l_rank_for_energy(lua_State *L)
     nl_tensor *s = nl_lua_checktensor(L, 1);
     double e = luaL_checknumber(L, 2);
     if (s->dtype != NL_F32 || s->ndim != 1 || !nl_tensor_is_contiguous(s) || nl_tensor_device(s) != NL_CPU)
-        luaL_error(L, "lowrank.rank_for_energy: expected the f32 spectrum from lowrank.spectrum");
-    if (!(e > 0 && e <= 1)) luaL_error(L, "lowrank.rank_for_energy: energy must be in (0, 1]");
+        nl_dsl_error(L, "lowrank.rank_for_energy: expected the f32 spectrum from lowrank.spectrum");
+    if (!(e > 0 && e <= 1)) nl_dsl_error(L, "lowrank.rank_for_energy: energy must be in (0, 1]");
     lua_pushinteger(L, nl_lowrank_rank_for_energy(s, e));
     return 1;
 }

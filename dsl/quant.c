@@ -29,7 +29,7 @@ static int p_int8(lua_State *L)
     for (int i = 0; i < n; i++) {
         lua_geti(L, 2, i + 1);
         xs[i] = nl_lua_totensor(L, -1);
-        if (!xs[i]) return luaL_error(L, "quant.int8: calibration batch %d is not a Tensor", i + 1);
+        if (!xs[i]) return nl_dsl_error(L, "quant.int8: calibration batch %d is not a Tensor", i + 1);
         lua_pop(L, 1); /* the table keeps the tensor alive */
     }
     nl_module *q = nl_quant_int8(net, xs, n, &o);
@@ -47,7 +47,7 @@ static int p_stack(lua_State *L)
     lua_geti(L, 1, 1);
     nl_tensor *first = nl_lua_checktensor(L, -1);
     int64_t shape[NL_MAX_DIMS] = {n};
-    if (first->ndim + 1 > NL_MAX_DIMS) return luaL_error(L, "quant: samples have too many dimensions");
+    if (first->ndim + 1 > NL_MAX_DIMS) return nl_dsl_error(L, "quant: samples have too many dimensions");
     memcpy(shape + 1, first->shape, (size_t)first->ndim * sizeof *shape);
     nl_tensor **box = nl_lua_newbox(L);
     if (!(*box = nl_tensor_empty(NL_F32, first->ndim + 1, shape, NL_CPU))) return nl_dsl_core_error(L);
@@ -103,14 +103,14 @@ static int l_int4(lua_State *L)
         lua_pushnil(L);
         while (lua_next(L, 2)) {
             if (lua_type(L, -2) != LUA_TSTRING || strcmp(lua_tostring(L, -2), "group") != 0)
-                return luaL_error(L, "quant.int4: unknown option '%s' (valid: group)",
+                return nl_dsl_error(L, "quant.int4: unknown option '%s' (valid: group)",
                                   luaL_tolstring(L, -2, NULL));
             lua_pop(L, 1);
         }
         lua_getfield(L, 2, "group");
         if (!lua_isnil(L, -1)) {
             if (!lua_isinteger(L, -1) || (group = lua_tointeger(L, -1)) < 1 || group > INT32_MAX)
-                return luaL_error(L, "quant.int4: group must be a whole number >= 1, got %s",
+                return nl_dsl_error(L, "quant.int4: group must be a whole number >= 1, got %s",
                                   luaL_tolstring(L, -1, NULL));
         }
         lua_pop(L, 1);
@@ -131,12 +131,12 @@ static int l_qat(lua_State *L)
         lua_pushnil(L);
         while (lua_next(L, 2)) {
             if (lua_type(L, -2) != LUA_TSTRING || strcmp(lua_tostring(L, -2), "bits") != 0)
-                return luaL_error(L, "quant.qat: unknown option '%s' (valid: bits)", luaL_tolstring(L, -2, NULL));
+                return nl_dsl_error(L, "quant.qat: unknown option '%s' (valid: bits)", luaL_tolstring(L, -2, NULL));
             lua_pop(L, 1);
         }
         lua_getfield(L, 2, "bits");
         if (!lua_isnil(L, -1) && (!lua_isinteger(L, -1) || (bits = lua_tointeger(L, -1)) < 2 || bits > 8))
-            return luaL_error(L, "quant.qat: bits must be a whole number in 2..8, got %s",
+            return nl_dsl_error(L, "quant.qat: bits must be a whole number in 2..8, got %s",
                               luaL_tolstring(L, -1, NULL));
         lua_pop(L, 1);
     }

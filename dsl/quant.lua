@@ -5,11 +5,11 @@ local P = ...
 local quant, tensor, nn = quant, tensor, nn
 local floor = math.floor
 local util = require "nnlab.util"
-local check_options, check_int = util.check_options, util.check_int
+local raise, check_options, check_int = util.error, util.check_options, util.check_int
 
 local help_rows = {}
 local function doc(name, sig, text, example)
-  help_rows[#help_rows + 1] = {name = name, sig = sig, doc = text, example = example}
+  help_rows[#help_rows + 1] = {group = "quant", name = name, sig = sig, doc = text, example = example}
 end
 
 
@@ -34,8 +34,8 @@ local function calibration(data, nbatches, batch, fname)
   local ok = (type(data) == "table" or type(data) == "userdata") and data.size
              and (data.batch or data.get)
   if not ok then
-    error(fname .. ": calibrate must be a data set (:size() and :batch(indices) or :get(i)), a "
-          .. "Tensor or a list of Tensors, got " .. type(data), 3)
+    raise(fname .. ": calibrate must be a data set (:size() and :batch(indices) or :get(i)), a "
+          .. "Tensor or a list of Tensors, got " .. type(data))
   end
   local n, xs = data:size(), {}
   for first = 1, math.min(n, nbatches * batch), batch do
@@ -48,20 +48,20 @@ local function calibration(data, nbatches, batch, fname)
       xs[#xs + 1] = P.stack(samples)
     end
   end
-  if #xs == 0 then error(fname .. ": the calibration data set is empty", 3) end
+  if #xs == 0 then raise(fname .. ": the calibration data set is empty") end
   return xs
 end
 
 function quant.int8(net, opts)
   local f = "quant.int8"
-  if not nn.is_module(net) then error(f .. ": the first argument must be a network", 2) end
+  if not nn.is_module(net) then raise(f .. ": the first argument must be a network") end
   opts = check_options(opts, {"calibrate", "batches", "batch", "method", "percentile"}, f)
   if opts.calibrate == nil then
-    error(f .. ": give calibration data, e.g. quant.int8(net, {calibrate=train_set})", 2)
+    raise(f .. ": give calibration data, e.g. quant.int8(net, {calibrate=train_set})")
   end
   local method = opts.method or "minmax"
   if method ~= "minmax" and method ~= "percentile" then
-    error(f .. ": method must be 'minmax' or 'percentile', got " .. tostring(method), 2)
+    raise(f .. ": method must be 'minmax' or 'percentile', got " .. tostring(method))
   end
   local xs = calibration(opts.calibrate, check_int(opts.batches or 8, "batches", 1, f),
                          check_int(opts.batch or 64, "batch", 1, f), f)
@@ -84,7 +84,7 @@ local function num(v, fmt)
 end
 
 function quant.report(net)
-  if not nn.is_module(net) then error("quant.report: the argument must be a network", 2) end
+  if not nn.is_module(net) then raise("quant.report: the argument must be a network") end
   local rows = P.report(net)
   print(string.format("%-6s %-11s %4s  %-21s %-10s %-10s %8s %8s", "layer", "type", "bits",
                       "weight scales", "in scale", "out scale", "SQNR w", "SQNR a"))
@@ -103,4 +103,4 @@ doc("report", "quant.report(net) -> rows",
     .. "quantization. Prints a table and returns it as a list of tables.",
     "local q = quant.int8(nn.Linear(4, 2), {calibrate=tensor.randn(8, 4)}); quant.report(q)")
 
-return help_rows
+return util.publish(help_rows, {quant = quant})

@@ -87,11 +87,11 @@ static nl_dtype check_dtype(lua_State *L, int arg)
 /* One size of a shape (pos is its 1-based position); -1 is allowed when infer is set. */
 static int64_t check_size(lua_State *L, double v, int pos, bool infer, const char *fname)
 {
-    if (isnan(v)) luaL_error(L, "%s: size %d is NaN", fname, pos);
-    if (v != floor(v)) luaL_error(L, "%s: size %d (%f) is not an integer", fname, pos, v);
+    if (isnan(v)) nl_dsl_error(L, "%s: size %d is NaN", fname, pos);
+    if (v != floor(v)) nl_dsl_error(L, "%s: size %d (%f) is not an integer", fname, pos, v);
     if (v < 0 && !(infer && v == -1))
-        luaL_error(L, "%s: size %d (%f) is negative", fname, pos, v);
-    if (v > MAX_EXACT) luaL_error(L, "%s: size %d (%f) is too large", fname, pos, v);
+        nl_dsl_error(L, "%s: size %d (%f) is negative", fname, pos, v);
+    if (v > MAX_EXACT) nl_dsl_error(L, "%s: size %d (%f) is too large", fname, pos, v);
     return (int64_t)v;
 }
 
@@ -105,14 +105,14 @@ static int check_shape(lua_State *L, int first, int last, int64_t *shape, bool i
     if (table && last > first) luaL_argerror(L, first + 1, "no sizes expected after a shape table");
     lua_Unsigned n = table ? lua_rawlen(L, first) : (lua_Unsigned)(last >= first ? last - first + 1 : 0);
     if (n > NL_MAX_DIMS)
-        luaL_error(L, "%s: %I dims requested, at most %d are supported", fname, (lua_Integer)n,
+        nl_dsl_error(L, "%s: %I dims requested, at most %d are supported", fname, (lua_Integer)n,
                    NL_MAX_DIMS);
     for (int i = 0; i < (int)n; i++) {
         double v;
         if (table) {
             lua_rawgeti(L, first, i + 1);
             if (lua_type(L, -1) != LUA_TNUMBER)
-                luaL_error(L, "%s: size %d is a %s, expected a number", fname, i + 1,
+                nl_dsl_error(L, "%s: size %d is a %s, expected a number", fname, i + 1,
                            luaL_typename(L, -1));
             v = lua_tonumber(L, -1);
             lua_pop(L, 1);
@@ -130,7 +130,7 @@ static int check_dim(lua_State *L, int arg, const nl_tensor *t, const char *fnam
     lua_Integer d = luaL_checkinteger(L, arg);
     lua_Integer j = d < 0 ? d + t->ndim + 1 : d;
     if (j < 1 || j > t->ndim)
-        luaL_error(L, "%s: dim %I out of range for a %d-D tensor", fname, d, t->ndim);
+        nl_dsl_error(L, "%s: dim %I out of range for a %d-D tensor", fname, d, t->ndim);
     return (int)j - 1;
 }
 
@@ -142,7 +142,7 @@ static int64_t check_index(lua_State *L, int arg, int64_t n, int dim, const char
     lua_Integer i = luaL_checkinteger(L, arg);
     lua_Integer j = i < 0 ? i + n + 1 : i;
     if (j < 1 || j > n + past_end)
-        luaL_error(L, "%s: index %I out of range for dim %d of size %I", fname, i, dim + 1,
+        nl_dsl_error(L, "%s: index %I out of range for dim %d of size %I", fname, i, dim + 1,
                    (lua_Integer)n);
     return j - 1;
 }
@@ -153,7 +153,7 @@ static void check_indices(lua_State *L, int first, const nl_tensor *t, int64_t *
 {
     int given = lua_gettop(L) - first + 1;
     if (given != t->ndim)
-        luaL_error(L, "%s: %d indices given for a %d-D tensor", fname, given < 0 ? 0 : given,
+        nl_dsl_error(L, "%s: %d indices given for a %d-D tensor", fname, given < 0 ? 0 : given,
                    t->ndim);
     for (int d = 0; d < t->ndim; d++) idx[d] = check_index(L, first + d, t->shape[d], d, fname, false);
 }
@@ -203,11 +203,11 @@ static int t_arange(lua_State *L)
         stop = luaL_checknumber(L, 2);
         step = luaL_optnumber(L, 3, 1);
     }
-    if (isnan(start) || isnan(stop) || isnan(step)) luaL_error(L, "arange: NaN argument");
+    if (isnan(start) || isnan(stop) || isnan(step)) nl_dsl_error(L, "arange: NaN argument");
     luaL_argcheck(L, step != 0, 3, "step must not be zero");
     double count = ceil((stop - start) / step);
     if (count < 0) count = 0;
-    if (!(count <= MAX_EXACT)) luaL_error(L, "arange: %f elements are too many", count);
+    if (!(count <= MAX_EXACT)) nl_dsl_error(L, "arange: %f elements are too many", count);
     int64_t n = (int64_t)count;
     nl_tensor **box = nl_lua_newbox(L);
     if (!(*box = nl_tensor_empty(NL_F32, 1, &n, NL_CPU))) return nl_dsl_core_error(L);
@@ -232,17 +232,17 @@ static void fill_from_table(lua_State *L, int at, nl_tensor *t, int d, int64_t *
     char pos[128];
     if (d == t->ndim) {
         if (lua_type(L, at) != LUA_TNUMBER)
-            luaL_error(L, "from: %s is a %s, expected a number", table_pos(pos, sizeof pos, idx, d),
+            nl_dsl_error(L, "from: %s is a %s, expected a number", table_pos(pos, sizeof pos, idx, d),
                        luaL_typename(L, at));
         check_status(L, nl_tensor_set(t, idx, lua_tonumber(L, at)));
         return;
     }
     if (lua_type(L, at) != LUA_TTABLE)
-        luaL_error(L, "from: %s is a %s, expected a table of %I", table_pos(pos, sizeof pos, idx, d),
+        nl_dsl_error(L, "from: %s is a %s, expected a table of %I", table_pos(pos, sizeof pos, idx, d),
                    luaL_typename(L, at), (lua_Integer)t->shape[d]);
     lua_Unsigned len = lua_rawlen(L, at);
     if (len != (lua_Unsigned)t->shape[d])
-        luaL_error(L, "from: ragged nested table: %s has %I elements, expected %I",
+        nl_dsl_error(L, "from: ragged nested table: %s has %I elements, expected %I",
                    table_pos(pos, sizeof pos, idx, d), (lua_Integer)len, (lua_Integer)t->shape[d]);
     luaL_checkstack(L, 2, "nested tables too deep");
     for (int64_t i = 0; i < t->shape[d]; i++) {
@@ -264,7 +264,7 @@ static int t_from(lua_State *L)
     int nd = 0;
     lua_pushvalue(L, 1);
     while (lua_type(L, -1) == LUA_TTABLE) {
-        if (nd == NL_MAX_DIMS) luaL_error(L, "from: nested deeper than %d levels", NL_MAX_DIMS);
+        if (nd == NL_MAX_DIMS) nl_dsl_error(L, "from: nested deeper than %d levels", NL_MAX_DIMS);
         lua_Unsigned len = lua_rawlen(L, -1);
         shape[nd++] = (int64_t)len;
         if (len == 0) break;
@@ -287,7 +287,7 @@ static int t_seed(lua_State *L)
 
 static int t_load(lua_State *L)
 {
-    const char *path = luaL_checkstring(L, 1);
+    const char *path = nl_dsl_checkpath(L, 1);
     nl_tensor **box = nl_lua_newbox(L);
     if (!(*box = nl_npy_load(path))) return nl_dsl_core_error(L);
     return 1;
@@ -346,7 +346,7 @@ static int t_device(lua_State *L)
 static int t_len(lua_State *L)
 {
     nl_tensor *t = nl_lua_checktensor(L, 1);
-    if (t->ndim == 0) luaL_error(L, "#: a 0-d tensor has no length");
+    if (t->ndim == 0) nl_dsl_error(L, "#: a 0-d tensor has no length");
     lua_pushinteger(L, t->shape[0]);
     return 1;
 }
@@ -373,7 +373,7 @@ static int t_transpose(lua_State *L)
 static int t_t(lua_State *L)
 {
     nl_tensor *t = nl_lua_checktensor(L, 1);
-    if (t->ndim != 2) luaL_error(L, "t: expected a 2-D tensor, got %d-D (use transpose)", t->ndim);
+    if (t->ndim != 2) nl_dsl_error(L, "t: expected a 2-D tensor, got %d-D (use transpose)", t->ndim);
     nl_tensor **box = nl_lua_newbox(L);
     if (!(*box = nl_tensor_transpose(t, 0, 1))) return nl_dsl_core_error(L);
     return 1;
@@ -388,9 +388,9 @@ static int t_slice(lua_State *L)
     lua_Integer to = luaL_optinteger(L, 4, -1);
     lua_Integer stop = to < 0 ? to + n + 1 : to; /* inclusive 1-based end = exclusive 0-based */
     if (stop < 0 || stop > n)
-        luaL_error(L, "slice: index %I out of range for dim %d of size %I", to, d + 1, (lua_Integer)n);
+        nl_dsl_error(L, "slice: index %I out of range for dim %d of size %I", to, d + 1, (lua_Integer)n);
     if (stop < start)
-        luaL_error(L, "slice: range %I..%I is reversed", (lua_Integer)start + 1, to);
+        nl_dsl_error(L, "slice: range %I..%I is reversed", (lua_Integer)start + 1, to);
     nl_tensor **box = nl_lua_newbox(L);
     if (!(*box = nl_tensor_slice(t, d, start, stop))) return nl_dsl_core_error(L);
     return 1;
@@ -455,7 +455,7 @@ static int t_item(lua_State *L)
     nl_tensor *t = nl_lua_checktensor(L, 1);
     int64_t n = nl_tensor_numel(t), idx[NL_MAX_DIMS] = {0};
     double v;
-    if (n != 1) luaL_error(L, "item: the tensor has %I elements, expected 1", (lua_Integer)n);
+    if (n != 1) nl_dsl_error(L, "item: the tensor has %I elements, expected 1", (lua_Integer)n);
     check_status(L, nl_tensor_get(t, idx, &v));
     push_value(L, t->dtype, v);
     return 1;
@@ -506,7 +506,7 @@ static int t_totable(lua_State *L)
 static int t_save(lua_State *L)
 {
     nl_tensor *t = nl_lua_checktensor(L, 1);
-    check_status(L, nl_npy_save(luaL_checkstring(L, 2), t));
+    check_status(L, nl_npy_save(nl_dsl_checkpath(L, 2), t));
     return 0;
 }
 

@@ -47,11 +47,15 @@ static canvas_box *push_canvas(lua_State *L, const char *view, nl_canvas *c)
     return b;
 }
 
-/* A size argument (1..16384), or def when absent. */
-static int opt_size(lua_State *L, int arg, int def)
+/* A size argument (1..16384) named what in messages, or def when absent (0: required). */
+static int opt_size(lua_State *L, int arg, int def, const char *what)
 {
-    lua_Integer v = luaL_optinteger(L, arg, def);
-    luaL_argcheck(L, v >= 1 && v <= 16384, arg, "size outside 1..16384");
+    if (lua_isnoneornil(L, arg) && def > 0) return def;
+    int ok;
+    lua_Integer v = lua_tointegerx(L, arg, &ok);
+    if (!ok || lua_type(L, arg) != LUA_TNUMBER || v < 1 || v > 16384)
+        nl_dsl_error(L, "%s must be a whole number of pixels from 1 to 16384, got %s", what,
+                     luaL_tolstring(L, arg, NULL));
     return (int)v;
 }
 
@@ -61,8 +65,8 @@ static int p_canvas(lua_State *L)
     const char *view = luaL_checkstring(L, 1);
     int w, h;
     nl_window_size(&w, &h);
-    w = opt_size(L, 2, w);
-    h = opt_size(L, 3, h);
+    w = opt_size(L, 2, w, "width");
+    h = opt_size(L, 3, h, "height");
     push_canvas(L, view, nl_canvas_new(w, h, NL_WHITE));
     return 1;
 }
@@ -70,7 +74,7 @@ static int p_canvas(lua_State *L)
 static int c_save(lua_State *L)
 {
     canvas_box *b = check_canvas(L, 1);
-    if (nl_canvas_save_png(b->c, luaL_checkstring(L, 2)) != NL_OK) return nl_dsl_core_error(L);
+    if (nl_canvas_save_png(b->c, nl_dsl_checkpath(L, 2)) != NL_OK) return nl_dsl_core_error(L);
     lua_settop(L, 1);
     return 1;
 }
@@ -88,7 +92,7 @@ static int c_pixel(lua_State *L)
     canvas_box *b = check_canvas(L, 1);
     lua_Integer x = luaL_checkinteger(L, 2), y = luaL_checkinteger(L, 3);
     if (x < 1 || y < 1 || x > b->c->w || y > b->c->h)
-        return luaL_error(L, "pixel: (%d, %d) is outside the %d x %d canvas (1-based)", (int)x, (int)y,
+        return nl_dsl_error(L, "pixel: (%d, %d) is outside the %d x %d canvas (1-based)", (int)x, (int)y,
                           b->c->w, b->c->h);
     uint32_t p = nl_canvas_get(b->c, (int)x - 1, (int)y - 1);
     lua_pushinteger(L, NL_RED(p));
@@ -168,7 +172,7 @@ static int read_runs(lua_State *L, int idx, nl_viz_run *runs)
 {
     luaL_checktype(L, idx, LUA_TTABLE);
     int n = (int)lua_rawlen(L, idx);
-    if (n > MAX_RUNS) luaL_error(L, "viz.curves: at most %d runs at once, got %d", MAX_RUNS, n);
+    if (n > MAX_RUNS) nl_dsl_error(L, "viz.curves: at most %d runs at once, got %d", MAX_RUNS, n);
     for (int i = 0; i < n; i++) {
         lua_rawgeti(L, idx, i + 1);
         int r = lua_gettop(L);
@@ -190,7 +194,7 @@ static nl_image read_image(lua_State *L, int idx)
     int d = t->ndim;
     if (d < 2 || d > 4 || (d == 4 && t->shape[0] != 1)) {
         char s[96];
-        luaL_error(L, "viz: an image must be [C, H, W] or [H, W], got %s",
+        nl_dsl_error(L, "viz: an image must be [C, H, W] or [H, W], got %s",
                    nl_shape_str(s, sizeof s, t->ndim, t->shape));
     }
     int c = d == 2 ? 1 : (int)t->shape[d - 3];
@@ -204,7 +208,7 @@ static nl_image read_maps(lua_State *L, int idx)
     nl_tensor *t = host_f32(L, idx);
     if (t->ndim < 2 || t->ndim > 4 || t->shape[0] < 1) {
         char s[96];
-        luaL_error(L, "viz.features: a layer output must be [N, C, H, W], [N, C, L] or [N, F], got %s",
+        nl_dsl_error(L, "viz.features: a layer output must be [N, C, H, W], [N, C, L] or [N, F], got %s",
                    nl_shape_str(s, sizeof s, t->ndim, t->shape));
     }
     int64_t c = t->ndim == 2 ? 1 : t->shape[1];
@@ -290,7 +294,7 @@ static int p_filters(lua_State *L)
     nl_tensor *w = host_f32(L, 2);
     if (w->ndim != 4) {
         char s[96];
-        return luaL_error(L, "viz.filters: expected convolution weights [out, in, kh, kw], got %s",
+        return nl_dsl_error(L, "viz.filters: expected convolution weights [out, in, kh, kw], got %s",
                           nl_shape_str(s, sizeof s, w->ndim, w->shape));
     }
     return check_draw(L, nl_viz_filters(b->c, whole(b->c), nl_tensor_f32(w), (int)w->shape[0],
@@ -314,7 +318,7 @@ static int p_confusion(lua_State *L)
     nl_tensor *t = host_f32(L, 2);
     if (t->ndim != 2 || t->shape[0] != t->shape[1]) {
         char s[96];
-        return luaL_error(L, "viz.confusion: expected a square matrix of counts, got %s",
+        return nl_dsl_error(L, "viz.confusion: expected a square matrix of counts, got %s",
                           nl_shape_str(s, sizeof s, t->ndim, t->shape));
     }
     int k = (int)t->shape[0], nn;
@@ -354,7 +358,7 @@ static int p_samples(lua_State *L)
     luaL_checktype(L, 3, LUA_TTABLE);
     if (x->ndim != 4 || z->ndim != 2 || z->shape[0] != x->shape[0]) {
         char s1[96], s2[96];
-        return luaL_error(L, "viz.samples: images %s and outputs %s: expected [N, C, H, W] and [N, classes]",
+        return nl_dsl_error(L, "viz.samples: images %s and outputs %s: expected [N, C, H, W] and [N, classes]",
                           nl_shape_str(s1, sizeof s1, x->ndim, x->shape),
                           nl_shape_str(s2, sizeof s2, z->ndim, z->shape));
     }
@@ -398,7 +402,7 @@ static int p_stack(lua_State *L)
     lua_rawgeti(L, 1, 1);
     nl_tensor *first = nl_lua_checktensor(L, -1);
     int64_t shape[NL_MAX_DIMS] = {n};
-    if (first->ndim + 1 > NL_MAX_DIMS) return luaL_error(L, "viz: too many dimensions to stack");
+    if (first->ndim + 1 > NL_MAX_DIMS) return nl_dsl_error(L, "viz: too many dimensions to stack");
     memcpy(shape + 1, first->shape, (size_t)first->ndim * sizeof *shape);
     int ndim = first->ndim + 1;
     nl_tensor **box = nl_lua_newbox(L);
@@ -407,7 +411,7 @@ static int p_stack(lua_State *L)
         lua_rawgeti(L, 1, i + 1);
         nl_tensor *t = nl_lua_checktensor(L, -1);
         if (t->ndim != first->ndim || memcmp(t->shape, first->shape, (size_t)t->ndim * sizeof *shape))
-            return luaL_error(L, "viz: sample %d has another shape than sample 1", i + 1);
+            return nl_dsl_error(L, "viz: sample %d has another shape than sample 1", i + 1);
         nl_tensor *row = nl_tensor_slice(*box, 0, i, i + 1);
         nl_tensor *view = row ? nl_tensor_reshape(row, t->ndim, t->shape) : NULL;
         nl_status s = view ? nl_copy(view, t) : nl_errcode();
@@ -433,9 +437,9 @@ static int p_current(lua_State *L)
 /* P.save_view(path, name) */
 static int p_save_view(lua_State *L)
 {
-    const char *path = luaL_checkstring(L, 1), *name = luaL_checkstring(L, 2);
+    const char *path = nl_dsl_checkpath(L, 1), *name = luaL_checkstring(L, 2);
     nl_canvas *c = nl_view_get(name);
-    if (!c) return luaL_error(L, "viz.save: no view named '%s' (drawn so far: see viz.status().views)", name);
+    if (!c) return nl_dsl_error(L, "viz.save: no view named '%s' (drawn so far: see viz.status().views)", name);
     if (nl_canvas_save_png(c, path) != NL_OK) return nl_dsl_core_error(L);
     return 0;
 }
@@ -543,7 +547,7 @@ static int l_screenshot(lua_State *L)
 
 static int l_resize(lua_State *L)
 {
-    nl_window_resize(opt_size(L, 1, 0), opt_size(L, 2, 0));
+    nl_window_resize(opt_size(L, 1, 0, "w"), opt_size(L, 2, 0, "h"));
     return 0;
 }
 

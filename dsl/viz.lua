@@ -7,13 +7,13 @@ local viz = viz
 
 local help_rows = {}
 local function doc(name, sig, text, example)
-  help_rows[#help_rows + 1] = {name = name, sig = sig, doc = text, example = example}
+  help_rows[#help_rows + 1] = {group = "viz", name = name, sig = sig, doc = text, example = example}
 end
 
 -- ---------------------------------------------------------------- small helpers
 
 local util = require "nnlab.util"
-local check_options, check_int = util.check_options, util.check_int
+local raise, check_options, check_int = util.error, util.check_options, util.check_int
 
 local function is_canvas(x) return getmetatable(x) == CanvasMT end
 local function is_trainer(x)
@@ -52,10 +52,10 @@ local function resolve_layer(net, layer, fname)
   if nn.is_module(layer) then return layer end
   if math.type(layer) == "integer" then
     local m = net[layer]
-    if not m then error(string.format("%s: the network has no layer %d (it has %d)", fname, layer, #net), 3) end
+    if not m then raise(string.format("%s: the network has no layer %d (it has %d)", fname, layer, #net)) end
     return m
   end
-  error(fname .. ": layer must be a Module or a position in the network (1-based)", 3)
+  raise(fname .. ": layer must be a Module or a position in the network (1-based)")
 end
 
 -- The output of layer when net runs on one image ([C, H, W], or already a batch of one), in
@@ -67,9 +67,9 @@ local function feature_output(net, layer, image, fname)
   net:eval()
   local ok, err = pcall(net.forward, net, x)
   net:train(was)
-  if not ok then error(fname .. ": the network could not run the image: " .. tostring(err), 3) end
+  if not ok then raise(fname .. ": the network could not run the image: " .. util.reason(err, fname)) end
   local out = layer:output()
-  if not out then error(fname .. ": the layer did not run: is it part of the network?", 3) end
+  if not out then raise(fname .. ": the layer did not run: is it part of the network?") end
   return out
 end
 
@@ -134,7 +134,7 @@ end
 local function normalizer(spec, fname)
   if spec == nil then return function(x) return x end end
   if type(spec) ~= "table" or spec.mean == nil or spec.std == nil then
-    error(fname .. ": normalize must be {mean = m, std = s} (numbers or lists per channel)", 3)
+    raise(fname .. ": normalize must be {mean = m, std = s} (numbers or lists per channel)")
   end
   local function per_channel(v)
     if type(v) == "number" then return v end
@@ -151,12 +151,12 @@ end
 local function runs_of(x, fname)
   if is_trainer(x) or is_history(x) then return {{source = x}} end
   if type(x) ~= "table" then
-    error(fname .. ": expected a trainer, a history {loss = {...}} or a list of them", 3)
+    raise(fname .. ": expected a trainer, a history {loss = {...}} or a list of them")
   end
   local runs = {}
   for i, r in ipairs(x) do
     if not (is_trainer(r) or is_history(r)) then
-      error(string.format("%s: run %d is not a trainer or a history", fname, i), 3)
+      raise(string.format("%s: run %d is not a trainer or a history", fname, i))
     end
     runs[i] = {source = r, label = "run " .. i}
   end
@@ -168,7 +168,7 @@ local function runs_of(x, fname)
     table.sort(names)
     for i, k in ipairs(names) do runs[i] = {source = x[k], label = k} end
   end
-  if #runs == 0 then error(fname .. ": no runs given", 3) end
+  if #runs == 0 then raise(fname .. ": no runs given") end
   return runs
 end
 
@@ -259,7 +259,7 @@ local function watch(view, canvas, trainers, every, draw, fixed)
 end
 
 function viz.watch(t)
-  if not is_trainer(t) then error("viz.watch: expected a trainer (nn.Trainer{...})", 2) end
+  if not is_trainer(t) then raise("viz.watch: expected a trainer (nn.Trainer{...})") end
   hook(t)
   return t
 end
@@ -299,8 +299,8 @@ doc("curves", "viz.curves(runs [, {every=50, width=, height=}]) -> Canvas",
 
 function viz.features(net, layer, image, opts)
   local f = "viz.features"
-  if not nn.is_module(net) then error(f .. ": the first argument must be a network", 2) end
-  if not tensor.is_tensor(image) then error(f .. ": image must be a Tensor [C, H, W]", 2) end
+  if not nn.is_module(net) then raise(f .. ": the first argument must be a network") end
+  if not tensor.is_tensor(image) then raise(f .. ": image must be a Tensor [C, H, W]") end
   opts = check_options(opts, size_options, f)
   local m = resolve_layer(net, layer, f)
   local out = feature_output(net, m, image, f)
@@ -317,10 +317,10 @@ doc("features", "viz.features(net, layer, image [, {width=, height=}]) -> Canvas
 
 function viz.filters(layer, opts)
   local f = "viz.filters"
-  if not nn.is_module(layer) then error(f .. ": expected a Conv2d layer or a network", 2) end
+  if not nn.is_module(layer) then raise(f .. ": expected a Conv2d layer or a network") end
   opts = check_options(opts, size_options, f)
   local m = first_conv(layer)
-  if not m then error(f .. ": " .. layer:type() .. " has no Conv2d layer", 2) end
+  if not m then raise(f .. ": " .. layer:type() .. " has no Conv2d layer") end
   return panel("filters", opts, {}, 1, function(c) P.filters(c, m.weight, tostring(m) .. " filters") end)
 end
 doc("filters", "viz.filters(conv [, {width=, height=}]) -> Canvas",
@@ -330,10 +330,10 @@ doc("filters", "viz.filters(conv [, {width=, height=}]) -> Canvas",
 
 function viz.histogram(net, opts)
   local f = "viz.histogram"
-  if not nn.is_module(net) then error(f .. ": expected a network or a layer", 2) end
+  if not nn.is_module(net) then raise(f .. ": expected a network or a layer") end
   opts = check_options(opts, with(size_options, "levels"), f)
   if opts.levels ~= nil and type(opts.levels) ~= "boolean" then
-    error(f .. ": levels must be true or false, got " .. type(opts.levels), 2)
+    raise(f .. ": levels must be true or false, got " .. type(opts.levels))
   end
   return panel("histogram", opts, {}, 1, function(c) P.histogram(c, weights(net, opts.levels)) end)
 end
@@ -347,7 +347,7 @@ doc("histogram", "viz.histogram(net [, {width=, height=, levels=true}]) -> Canva
 function viz.confusion(result, names, opts)
   local f = "viz.confusion"
   if type(result) ~= "table" or not tensor.is_tensor(result.confusion) then
-    error(f .. ": expected the result of nn.evaluate (a table with a confusion matrix)", 2)
+    raise(f .. ": expected the result of nn.evaluate (a table with a confusion matrix)")
   end
   opts = check_options(opts, size_options, f)
   local list = names and class_names(names)
@@ -360,28 +360,28 @@ doc("confusion", "viz.confusion(result [, names | dataset] [, {width=, height=}]
 
 function viz.samples(net, data, n, opts)
   local f = "viz.samples"
-  if not nn.is_module(net) then error(f .. ": the first argument must be a network", 2) end
+  if not nn.is_module(net) then raise(f .. ": the first argument must be a network") end
   data = samples_of(data)
   if type(data) ~= "table" and type(data) ~= "userdata" or not pcall(function() return data:size() end) then
-    error(f .. ": the second argument must be a data set or a data.loader", 2)
+    raise(f .. ": the second argument must be a data set or a data.loader")
   end
   opts = check_options(opts, with(size_options, "first", "normalize"), f)
   local normalize = normalizer(opts.normalize, f)
   local first = check_int(opts.first or 1, "first", 1, f)
   n = math.min(check_int(n or 16, "n", 1, f), data:size() - first + 1)
-  if n < 1 then error(string.format("%s: the data set has %d samples", f, data:size()), 2) end
+  if n < 1 then raise(string.format("%s: the data set has %d samples", f, data:size())) end
   local xs, labels = {}, {}
   for i = 1, n do
     local x, y = data:get(first + i - 1)
     xs[i], labels[i] = x, type(y) == "number" and y or false
   end
   local x = P.stack(xs)
-  if x:dim() ~= 4 then error(f .. ": samples must be images [C, H, W]", 2) end
+  if x:dim() ~= 4 then raise(f .. ": samples must be images [C, H, W]") end
   local was = net.training
   net:eval()
   local ok, out = pcall(net.forward, net, normalize(x))
   net:train(was)
-  if not ok then error(f .. ": the network could not run the samples: " .. tostring(out), 2) end
+  if not ok then raise(f .. ": the network could not run the samples: " .. util.reason(out, f)) end
   local names = class_names(data)
   return panel("samples", opts, {}, 1, function(c) P.samples(c, x, labels, out, names) end)
 end
@@ -401,12 +401,12 @@ end
 
 function viz.dashboard(t, opts)
   local f = "viz.dashboard"
-  if not is_trainer(t) then error(f .. ": expected a trainer (nn.Trainer{...})", 2) end
+  if not is_trainer(t) then raise(f .. ": expected a trainer (nn.Trainer{...})") end
   opts = check_options(opts, with(size_options, "every", "layer", "image", "normalize"), f)
   local every = check_int(opts.every or 50, "every", 1, f)
   local layer = opts.layer and resolve_layer(t.net, opts.layer, f) or first_conv(t.net)
   local image = opts.image or first_image(t.data)
-  if image ~= nil and not tensor.is_tensor(image) then error(f .. ": image must be a Tensor [C, H, W]", 2) end
+  if image ~= nil and not tensor.is_tensor(image) then raise(f .. ": image must be a Tensor [C, H, W]") end
   local input = image and normalizer(opts.normalize, f)(image)
   local runs = {{source = t}}
   return panel("dashboard", opts, {t}, every, function(c)
@@ -424,7 +424,8 @@ doc("dashboard", "viz.dashboard(trainer [, {every=50, layer=, image=, normalize=
 
 function viz.save(path, what)
   local f = "viz.save"
-  if type(path) ~= "string" then error(f .. ": expected a file name, e.g. viz.save(\"runs/curves.png\")", 2) end
+  if type(path) ~= "string" then raise(f .. ": expected a file name, e.g. viz.save(\"runs/curves.png\")") end
+  util.check_path(path)
   if is_canvas(what) then
     for view, l in pairs(live) do
       if l.canvas == what then redraw(view) end
@@ -432,9 +433,9 @@ function viz.save(path, what)
     what:save(path)
     return path
   end
-  if what ~= nil and type(what) ~= "string" then error(f .. ": the second argument must be a Canvas or a view name", 2) end
+  if what ~= nil and type(what) ~= "string" then raise(f .. ": the second argument must be a Canvas or a view name") end
   local view = what or P.current()
-  if not view then error(f .. ": nothing drawn yet: draw a panel first (viz.curves(t), viz.dashboard(t), ...)", 2) end
+  if not view then raise(f .. ": nothing drawn yet: draw a panel first (viz.curves(t), viz.dashboard(t), ...)") end
   if live[view] then redraw(view) end
   P.save_view(path, view)
   return path
@@ -444,4 +445,4 @@ doc("save", "viz.save(path [, canvas | view name]) -> path",
     .. "\"curves\", ...) as a PNG file, atomically, creating folders; live views are redrawn first.",
     "local p = os.tmpname(); viz.save(p, viz.curves{loss = {2, 1.5, 1}}); os.remove(p)")
 
-return help_rows
+return util.publish(help_rows, {viz = viz})

@@ -2,6 +2,7 @@
  * in callback mode polled with a short timeout, multi-line input, history, printed results. */
 #include "repl.h"
 #include "complete.h"
+#include "dsl.h"
 #include "nl.h"
 
 #include <errno.h>
@@ -109,7 +110,10 @@ static bool trivial_traceback(const char *tb, size_t n)
 }
 
 /* lua.c's msghandler: adds a traceback to string messages; other error objects show through
- * their __tostring, or by their type. */
+ * their __tostring, or by their type. An error that nnlab raised (a DSL function refusing its
+ * arguments or failing: "stdin:3: tensor.load: cannot open ...") shows as the message alone: it
+ * names the line of the user's code, the function and the problem, and the frames inside nnlab
+ * would only bury it. Errors of the user's own code keep their traceback. */
 static int msghandler(lua_State *L)
 {
     const char *msg = lua_tostring(L, 1);
@@ -117,6 +121,8 @@ static int msghandler(lua_State *L)
         if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
             return 1;
         msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    } else if (nl_dsl_raised(L, 1, 1)) {
+        return 1;
     }
     luaL_traceback(L, L, msg, 1);
     /* Drop the frames of the C code that runs the chunk (lua.c shows one as "[C]: in ?"). */

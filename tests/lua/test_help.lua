@@ -112,6 +112,41 @@ test("every example runs", function()
   check(ran >= 55, "ran the examples: " .. ran)
 end)
 
+test("objects and their methods, by value", function()
+  local ds = nn.TensorDataset(tensor.randn(8, 2), tensor.ones(8))
+  local t = nn.Trainer{net = nn.Linear(2, 2), data = ds, verbose = false}
+  local listing = help_of("Trainer")
+  check(listing:find("^Trainer: type") and listing:find("\n  fit ", 1, true), "help \"Trainer\"")
+  check(help_of(t) == listing, "help(a trainer) lists its methods: " .. help_of(t))
+  local count = 0
+  for _, name in ipairs{"step", "epoch", "fit", "resume", "on_step", "save"} do
+    local text = help_of(t[name])
+    check(text == help_of("Trainer:" .. name) and text:find("t:" .. name, 1, true),
+          "help(t." .. name .. ") shows Trainer:" .. name .. ": " .. text)
+    count = count + 1
+  end
+  check(help_of(nn.Trainer.load):find("nn.Trainer.load(path", 1, true), "help(nn.Trainer.load)")
+  local net = nn.Sequential(nn.Linear(2, 2))
+  check(help_of(net.summary) == help_of("Module:summary"), "a Lua method of Module by value")
+  check(help_of(net):find("^Module: type"), "help(a network)")
+  -- Every other kind of object: the listing of its type, and each method by value.
+  local d = data.from_tensors(tensor.zeros(2, 1, 2, 2), {1, 2})
+  local objects = {Optimizer = optim.SGD(net, {lr = 0.1}), Dataset = d, Loader = data.loader(d),
+                   TensorDataset = ds, Loss = nn.CrossEntropyLoss(), Tensor = tensor.zeros(1),
+                   Canvas = viz.curves({loss = {1}}, {width = 32, height = 24}), Module = net}
+  for type_name, obj in pairs(objects) do
+    check(help_of(obj):find("^" .. type_name .. ": type"), "help(a " .. type_name .. ")")
+    local methods = getmetatable(obj).methods or getmetatable(obj).__index
+    for name, fn in pairs(type(methods) == "table" and methods or {}) do
+      if type(fn) == "function" then
+        check(help_of(fn):find("example:", 1, true), type_name .. ":" .. name .. " by value")
+        count = count + 1
+      end
+    end
+  end
+  check(count >= 80, "saw the methods: " .. count)
+end)
+
 -- A callable table documented as a function answers help(value) as well as help "name".
 do
   local text = capture(function() help(nn.Trainer) end)

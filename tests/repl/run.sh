@@ -218,6 +218,29 @@ check "the session goes on after errors" '^2$'
 line 'keep'
 check "variables survive errors" '^99$'
 
+# ---- 5b. nnlab's own errors print as one message; errors in the user's code keep a traceback
+start
+wait_for "$PROMPT"
+define 'ds = nn.TensorDataset(tensor.randn(8, 2), tensor.from{1, 2, 3, 11, 1, 2, 1, 2})'
+define 'tr = nn.Trainer{net = nn.Linear(2, 3), data = ds, verbose = false}'
+line 'tr:fit{epochs = 1}'
+check "an error inside fit names the call and the problem" '^Trainer:fit: CrossEntropyLoss: label 11\.0 of sample [0-9]+ is not a class number from 1 to 3$'
+line 'viz.save("x.png", 42)'
+check "an error of viz.save names it" 'viz\.save: the second argument must be a Canvas or a view name$'
+define 'function load_it() local t = tensor.load("nope.npy"); return t end'
+line 'load_it()'
+check "an nnlab error in a user function shows the user's line" "^stdin:1: tensor\.load: cannot open 'nope\.npy'"
+define 'after_errors = 1'
+if screen | grep -q 'stack traceback'; then fail "nnlab's errors print without a traceback" "$(tail_screen 8)"
+else ok "nnlab's errors print without a traceback"; fi
+if screen | grep -q 'dsl/'; then fail "nnlab's errors name no place inside dsl/" "$(screen | grep 'dsl/' | head -n 3 | tr '\n' '|')"
+else ok "nnlab's errors name no place inside dsl/"; fi
+define 'function mine() error("my own error") end'
+line 'mine()'
+check "an error in the user's own function keeps its traceback" "^[[:space:]]+stdin:1: in function 'mine'" 5
+line 'tensor.ones(1):sum()'
+check "the session goes on after them" '^1\.0$'
+
 # ---- 6. Ctrl-C at the prompt
 start
 wait_for "$PROMPT"
@@ -251,6 +274,47 @@ key C-c
 check "a second Ctrl-C stops a loop that catches errors" 'interrupted' 3 2
 line 'x + 1'
 check "the session goes on after it" '^42$'
+
+# ---- 7b. Ctrl-C during tensor work: a loop of matmuls stops, what was made before stays
+start
+wait_for "$PROMPT"
+define 'kept = tensor.arange(5)'
+define 'a = tensor.randn(512, 512)'
+line "print('matmuls') for i = 1, 1e9 do b = a:matmul(a) end"
+wait_for '^matmuls$' 20
+key C-c
+check "Ctrl-C stops a loop of matmuls" 'interrupted$' 20
+line 'kept:sum(), a:shape()[1]'
+check "tensors made before the interrupt survive it" '^10\.0[[:space:]]+512$' 20
+line 'a:matmul(a):shape()[2]'
+check "matmul works after the interrupt" '^512$' 20
+
+# ---- 7c. Ctrl-C during t:fit pauses at a batch boundary; resume and fit continue
+start
+wait_for "$PROMPT"
+define 'tensor.seed(1); x = tensor.randn(50000, 64); y = (tensor.rand(50000) * 10 - 0.5):to("i32") + 1'
+define 'net = nn.Sequential(nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))'
+define 't = nn.Trainer{net = net, data = nn.TensorDataset(x, y), batch = 64}'
+progress='^epoch [0-9]+/[0-9]+ +step [0-9]+/782 +loss'
+paused='^paused at epoch [0-9]+ step [0-9]+/782'
+line 't:fit{epochs = 1000}'
+if wait_for "$progress" 60; then key C-c; fi
+check "Ctrl-C pauses t:fit at a batch boundary" "$paused" 30
+check "fit returns the history and \"paused\"" '^history: [0-9]+ steps.*paused$' 30
+define 's0 = t.steps'
+line 't.paused, t.steps > 0, #t.history.loss == t.steps, t.pos > 0'
+check "the trainer keeps its place" '^true[[:space:]]+true[[:space:]]+true[[:space:]]+true$' 20
+line 't:resume()'
+if wait_for "$progress" 60; then key C-c; fi
+check "t:resume() continues and pauses again" "$paused" 30 2
+define 's1 = t.steps'
+line 's1 > s0'
+check "resume trained more steps" '^true$' 20
+line 't:fit()'
+if wait_for "$progress" 60; then key C-c; fi
+check "t:fit() continues too" "$paused" 30 3
+line 't.steps > s1, 6 * 7'
+check "the REPL still answers after training" '^true[[:space:]]+42$' 20
 
 # ---- 8. non-interactive modes
 out=$("$NNLAB" -e 'print(1+2)' 2>&1); rc=$?
