@@ -230,6 +230,7 @@ optim.schedule = {}
 local Schedule = {}
 Schedule.__index = Schedule
 Schedule.__call = function(s, step, base_lr) return s:lr(step, base_lr) end
+Schedule.__help = function(s) return "optim.schedule." .. s.kind end -- help(s): its constructor's
 Schedule.__tostring = function(s)
   local parts = {}
   for _, k in ipairs(s.keys) do

@@ -73,6 +73,12 @@ local function help_text(x)
     local mt = getmetatable(x)
     local name = type(mt) == "table" and rawget(mt, "__name") or nil
     group = type(name) == "string" and H.groups[name] or nil
+    -- or the function that made it, named by the metatable's __help (an optim.schedule)
+    local made_by = type(mt) == "table" and rawget(mt, "__help") or nil
+    if not group and type(made_by) == "function" then
+      local n = made_by(x)
+      rows = H.rows[n] and {H.rows[n]} or nil
+    end
   end
   if group then return listing(group) end
   if rows then

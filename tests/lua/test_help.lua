@@ -126,6 +126,13 @@ test("objects and their methods, by value", function()
     count = count + 1
   end
   check(help_of(nn.Trainer.load):find("nn.Trainer.load(path", 1, true), "help(nn.Trainer.load)")
+  -- a schedule object: the help of the function that made it
+  for _, kind in ipairs{"step", "cosine", "warmup", "onecycle"} do
+    local opts = {step = {every = 2}, cosine = {total = 9}, warmup = {steps = 3},
+                  onecycle = {total = 9, max_lr = 0.1}}
+    local s = optim.schedule[kind](opts[kind])
+    check(help_of(s) == help_of("optim.schedule." .. kind), "help(a " .. kind .. " schedule): " .. help_of(s))
+  end
   local net = nn.Sequential(nn.Linear(2, 2))
   check(help_of(net.summary) == help_of("Module:summary"), "a Lua method of Module by value")
   check(help_of(net):find("^Module: type"), "help(a network)")
