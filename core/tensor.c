@@ -245,7 +245,7 @@ nl_tensor *nl_tensor_reshape(nl_tensor *t, int ndim, const int64_t *shape_in)
     }
     int64_t shape[NL_MAX_DIMS];
     int infer = -1;
-    int64_t known = 1;
+    size_t known = 1; /* the product of the sizes given, checked for overflow */
     for (int d = 0; d < ndim; d++) {
         shape[d] = shape_in[d];
         if (shape[d] == -1) {
@@ -258,20 +258,24 @@ nl_tensor *nl_tensor_reshape(nl_tensor *t, int ndim, const int64_t *shape_in)
         } else if (shape[d] < 0) {
             nl_seterr(NL_EINVAL, "reshape: negative size in %s", nl_shape_str(a, sizeof a, ndim, shape_in));
             return NULL;
-        } else {
-            known *= shape[d];
+        } else if (!nl_mul_overflow(known, (size_t)shape[d], &known) || known > (size_t)INT64_MAX) {
+            nl_seterr(NL_ESHAPE, "reshape: cannot reshape %s (%lld elements) into %s (more elements "
+                      "than a tensor can hold)", nl_shape_str(a, sizeof a, t->ndim, t->shape),
+                      (long long)nl_tensor_numel(t),
+                      nl_shape_str(b, sizeof b, ndim, shape_in));
+            return NULL;
         }
     }
     int64_t numel = nl_tensor_numel(t);
     if (infer >= 0) {
-        if (known == 0 || numel % known != 0) {
+        if (known == 0 || numel % (int64_t)known != 0) {
             nl_seterr(NL_ESHAPE, "reshape: cannot reshape %s (%lld elements) into %s",
                       nl_shape_str(a, sizeof a, t->ndim, t->shape), (long long)numel,
                       nl_shape_str(b, sizeof b, ndim, shape_in));
             return NULL;
         }
-        shape[infer] = numel / known;
-    } else if (known != numel) {
+        shape[infer] = numel / (int64_t)known;
+    } else if ((int64_t)known != numel) {
         nl_seterr(NL_ESHAPE, "reshape: cannot reshape %s (%lld elements) into %s (%lld elements)",
                   nl_shape_str(a, sizeof a, t->ndim, t->shape), (long long)numel,
                   nl_shape_str(b, sizeof b, ndim, shape_in), (long long)known);

@@ -84,9 +84,10 @@ nl_module *nl_lua_tomodule(lua_State *L, int idx)
 
 nl_module *nl_lua_checkmodule(lua_State *L, int idx)
 {
-    nl_module *m = nl_lua_tomodule(L, idx);
-    if (!m) luaL_typeerror(L, idx, NL_MODULE_MT);
-    return m;
+    nl_module **box = luaL_testudata(L, idx, NL_MODULE_MT);
+    if (!box) luaL_typeerror(L, idx, NL_MODULE_MT);
+    if (!*box) luaL_argerror(L, idx, "module was released (its __gc was called)");
+    return *box;
 }
 
 /* Pushes user value n of the box at idx, creating an empty table there first if needed. */
@@ -471,6 +472,14 @@ static int m_tostring(lua_State *L)
 static int m_gc(lua_State *L)
 {
     nl_module **box = luaL_checkudata(L, 1, NL_MODULE_MT);
+    /* Forget this box as its module's (the collector has done so already; a __gc called by
+     * hand has not): a module later made at the same address must get a box of its own. */
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, BOXES_KEY);
+    if (*box && lua_rawgetp(L, -1, *box) == LUA_TUSERDATA && lua_rawequal(L, -1, 1)) {
+        lua_pushnil(L);
+        lua_rawsetp(L, -3, *box);
+    }
+    lua_settop(L, 1);
     nl_module_release(*box);
     *box = NULL;
     return 0;

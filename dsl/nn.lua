@@ -384,6 +384,26 @@ local function serialize(v, out)
   return out
 end
 
+-- Whether text (from a checkpoint) holds only what serialize writes: outside string literals,
+-- nothing but names, numbers, braces, brackets, = , . + - and /. Without parentheses or colons
+-- nothing can be called, so loading it as Lua cannot run code or loop.
+local function data_only(text)
+  local i, n = 1, #text
+  while i <= n do
+    local c = text:sub(i, i)
+    if c == '"' then
+      i = i + 1
+      while i <= n and text:sub(i, i) ~= '"' do i = i + (text:sub(i, i) == "\\" and 2 or 1) end
+      i = i + 1
+    elseif c:find("^[%w%s_{}%[%]=,%.%+%-/]") then
+      i = i + 1
+    else
+      return false
+    end
+  end
+  return true
+end
+
 -- ---------------------------------------------------------------- the Trainer
 
 local Trainer = {__name = "Trainer"} -- __name: help(t) lists the methods
@@ -672,6 +692,7 @@ function Trainer.load(path, opts)
   opts = check_options(opts, {"data", "loss", "schedule", "verbose"}, f)
   local text = P.trainer_meta(path)
   if not text then raise(path .. ": not a trainer checkpoint (nn.load reads a network)") end
+  if not data_only(text) then raise(path .. ": corrupt trainer metadata") end
   local chunk = load("return " .. text, "=" .. path, "t", {})
   local ok, st = pcall(chunk or error, "bad trainer metadata")
   if not ok or type(st) ~= "table" or st.version ~= 1 then

@@ -563,14 +563,14 @@ UNARY(sqrt, NL_UN_SQRT)
 UNARY(tanh, NL_UN_TANH)
 UNARY(sigmoid, NL_UN_SIGMOID)
 
-/* t:op() over everything returns a Lua number (argmax: the 1-based flat index);
- * t:op(dim [, keepdim]) returns a tensor (argmax: 1-based i32 indices). */
+/* t:op() over everything returns a Lua number (argmax: the 1-based flat index), whatever
+ * keepdim says; t:op(dim [, keepdim]) returns a tensor (argmax: 1-based i32 indices). */
 static int reduce(lua_State *L, nl_redop op, const char *fname)
 {
     nl_tensor *t = nl_lua_checktensor(L, 1);
     bool all = lua_isnoneornil(L, 2);
     int dim = all ? -1 : check_dim(L, 2, t, fname);
-    bool keepdim = lua_toboolean(L, 3);
+    bool keepdim = !all && lua_toboolean(L, 3); /* a number has no dimensions to keep */
     nl_tensor **box = nl_lua_newbox(L);
     if (!(*box = nl_reduce_new(op, t, dim, keepdim))) return nl_dsl_core_error(L);
     if (all) {

@@ -588,6 +588,7 @@ nl_status nl_cpu_qconv2d(const nl_op *op)
     /* outputs (pooled windows or pixels) per tile: up to TILE_M rows, fewer when there are few
      * (a linear layer's batch) so that every thread gets tiles; a multiple of the VNNI blocks */
     const int64_t nunits = pool == 1 ? g.M : g.N * (g.OH / pool) * (g.OW / pool);
+    if (nunits == 0) return NL_OK; /* an empty batch or image: no output to write */
     const int64_t quantum = pp == 1 ? 8 : pp == 4 ? 2 : 1, threads = omp_get_max_threads();
     int64_t per_tile = (nunits + 4 * threads - 1) / (4 * threads);
     per_tile = (per_tile + quantum - 1) / quantum * quantum;
