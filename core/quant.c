@@ -591,26 +591,38 @@ nl_module *nl_quant_int4(nl_module *net, int group)
     return out;
 }
 
-nl_tensor *nl_quant_weights_f32(nl_module *m)
+/* An empty f32 tensor the shape of m's weight ([O, in, k, k], or [O, in] for a linear layer), with
+ * *q8 (8 bits, else 4) and *K = in * k * k; NULL with an error when m has no quantized weights. */
+static nl_tensor *quant_weight_like(nl_module *m, bool *q8, int64_t *K)
 {
-    const bool q8 = m && (is_type(m, &nl_qconv2d_type) || is_type(m, &nl_qlinear_type));
+    *q8 = m && (is_type(m, &nl_qconv2d_type) || is_type(m, &nl_qlinear_type));
     const bool q4 = m && (is_type(m, &nl_int4conv2d_type) || is_type(m, &nl_int4linear_type));
-    if (!q8 && !q4) {
+    if (!*q8 && !q4) {
         nl_seterr(NL_EINVAL, "quant: %s has no quantized weights", m ? m->type->name : "nothing");
         return NULL;
     }
     const bool conv = is_type(m, &nl_qconv2d_type) || is_type(m, &nl_int4conv2d_type);
     const int64_t O = (int64_t)m->args[1], in = (int64_t)m->args[0], k = conv ? (int64_t)m->args[2] : 1;
-    nl_tensor *w = nl_tensor_empty(NL_F32, conv ? 4 : 2, (int64_t[]){O, in, k, k}, NL_CPU);
-    nl_tensor *w2 = w ? nl_tensor_reshape(w, 2, (int64_t[]){O, in * k * k}) : NULL;
+    *K = in * k * k;
+    return nl_tensor_empty(NL_F32, conv ? 4 : 2, (int64_t[]){O, in, k, k}, NL_CPU);
+}
+
+nl_tensor *nl_quant_weights_f32(nl_module *m)
+{
+    bool q8;
+    int64_t K;
+    nl_tensor *w = quant_weight_like(m, &q8, &K);
+    if (!w) return NULL;
+    const int64_t O = w->shape[0];
+    nl_tensor *w2 = nl_tensor_reshape(w, 2, (int64_t[]){O, K});
     nl_status st = w2 ? NL_OK : nl_errcode();
     if (st == NL_OK && q8) {
         const int8_t *qd = nl_tensor_data(m->params[0].value);
         const float *sd = nl_tensor_f32(m->params[1].value);
-        for (int64_t i = 0; i < O * in * k * k; i++) nl_tensor_f32(w)[i] = sd[i / (in * k * k)] * qd[i];
+        for (int64_t i = 0; i < O * K; i++) nl_tensor_f32(w)[i] = sd[i / K] * qd[i];
     } else if (st == NL_OK) {
         nl_op op = {.code = NL_OP_INT4_DEQUANT, .dst = w2, .src = {m->params[0].value, m->params[1].value},
-                    .i = {(int)m->args[conv ? 6 : 3]}, .f = {nl_tensor_f32(m->params[2].value)[0]}};
+                    .i = {(int)m->args[w->ndim == 4 ? 6 : 3]}, .f = {nl_tensor_f32(m->params[2].value)[0]}};
         st = nl_op_exec(&op);
     }
     nl_tensor_release(w2);
@@ -623,17 +635,11 @@ nl_tensor *nl_quant_weights_f32(nl_module *m)
 
 nl_tensor *nl_quant_levels(nl_module *m, int *qmin, int *qmax)
 {
-    const bool q8 = m && (is_type(m, &nl_qconv2d_type) || is_type(m, &nl_qlinear_type));
-    const bool q4 = m && (is_type(m, &nl_int4conv2d_type) || is_type(m, &nl_int4linear_type));
-    if (!q8 && !q4) {
-        nl_seterr(NL_EINVAL, "quant: %s has no quantized weights", m ? m->type->name : "nothing");
-        return NULL;
-    }
-    const bool conv = is_type(m, &nl_qconv2d_type) || is_type(m, &nl_int4conv2d_type);
-    const int64_t O = (int64_t)m->args[1], in = (int64_t)m->args[0], k = conv ? (int64_t)m->args[2] : 1,
-                  K = in * k * k;
-    nl_tensor *w = nl_tensor_empty(NL_F32, conv ? 4 : 2, (int64_t[]){O, in, k, k}, NL_CPU);
+    bool q8;
+    int64_t K;
+    nl_tensor *w = quant_weight_like(m, &q8, &K);
     if (!w) return NULL;
+    const int64_t O = w->shape[0];
     float *wd = nl_tensor_f32(w);
     const uint8_t *pd = nl_tensor_data(m->params[0].value);
     for (int64_t o = 0; o < O; o++)
