@@ -54,6 +54,13 @@ def randn(*shape):
     return f32(torch.randn(*shape))
 
 
+def backward_saved(case, x, y, gy):
+    """Backward of y from grad_output gy; saves x, y, gy and the input gradient gx."""
+    y.backward(gy)
+    for name, t in (("x", x), ("y", y), ("gy", gy), ("gx", x.grad)):
+        save(case, name, t)
+
+
 def rounded(module):
     """module with every parameter and buffer rounded to float32 values."""
     with torch.no_grad():
@@ -72,12 +79,7 @@ def layer(case, module, x, train=True):
             save(case, name, t)
     x = f32(x).requires_grad_(True)
     y = module(x)
-    gy = randn(*y.shape)
-    y.backward(gy)
-    save(case, "x", x)
-    save(case, "y", y)
-    save(case, "gy", gy)
-    save(case, "gx", x.grad)
+    backward_saved(case, x, y, randn(*y.shape))
     for name, p in module.named_parameters():
         save(case, name + ".grad", p.grad)
     if train:
@@ -156,12 +158,7 @@ def fakequant(case, x, bits, calibration=None):
         save(case, "range.after", observed)
     x = x.float().requires_grad_(True)  # PyTorch fake-quantizes float32 only
     y = fq(x)
-    gy = randn(*y.shape).float()
-    y.backward(gy)
-    save(case, "x", x)
-    save(case, "y", y)
-    save(case, "gy", gy)
-    save(case, "gx", x.grad)
+    backward_saved(case, x, y, randn(*y.shape).float())
 
 
 def qat(case, module, x, bits=8):
@@ -180,12 +177,7 @@ def qat(case, module, x, bits=8):
         y = F.conv2d(x, wq, module.bias, module.stride, module.padding)
     else:
         y = F.linear(x, wq, module.bias)
-    gy = randn(*y.shape)
-    y.backward(gy)
-    save(case, "x", x)
-    save(case, "y", y)
-    save(case, "gy", gy)
-    save(case, "gx", x.grad)
+    backward_saved(case, x, y, randn(*y.shape))
     save(case, "weight.grad", module.weight.grad)
     save(case, "bias.grad", module.bias.grad)
 
