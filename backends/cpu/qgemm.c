@@ -152,8 +152,8 @@ static void pack_vnni(const qgeom *g, const int8_t *wk, int8_t *wp)
     }
 }
 
-/* Packed weights are kept from call to call (packing the seed CNN's three layers took 150 us of
- * its 1.4 ms int8 forward): an entry holds a copy of the i8 weights it was packed from and serves
+/* Packed weights are kept from call to call (the seed CNN's QLinear spent 66 us packing its
+ * weights against 13 us multiplying): an entry holds a copy of the i8 weights it was packed from and serves
  * a call only when they are equal byte for byte, so weights edited in place are packed again. The
  * least recently used entry goes first; at most PACK_SLOTS entries and PACK_BYTES bytes. */
 typedef struct {
