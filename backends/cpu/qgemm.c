@@ -153,9 +153,10 @@ static void pack_vnni(const qgeom *g, const int8_t *wk, int8_t *wp)
 }
 
 /* Packed weights are kept from call to call (the seed CNN's QLinear spent 66 us packing its
- * weights against 13 us multiplying): an entry holds a copy of the i8 weights it was packed from and serves
- * a call only when they are equal byte for byte, so weights edited in place are packed again. The
- * least recently used entry goes first; at most PACK_SLOTS entries and PACK_BYTES bytes. */
+ * weights against 13 us multiplying): an entry holds a copy of the i8 weights it was packed from
+ * and serves a call only when they are equal byte for byte, so weights edited in place are packed
+ * again. The least recently used entry goes first; at most PACK_SLOTS entries and PACK_BYTES
+ * bytes. */
 typedef struct {
     int8_t *src;     /* the weights [O, C, K, K] packed, a copy */
     int64_t O, C, K; /* their shape */
@@ -333,8 +334,9 @@ typedef struct {
     int64_t ldc;
 } vnni_dest;
 
-/* MR rows x NV*16 channels, sums starting at zacc: row r's window row kh starts at rows[r] + kh * rstride; the weights of
- * quad q of window row kh for the block's channels are the NV*64 bytes at wp + (kh*nq + q) * wstep. */
+/* MR rows x NV*16 channels, sums starting at zacc: row r's window row kh starts at
+ * rows[r] + kh * rstride; the weights of quad q of window row kh for the block's channels are the
+ * NV*64 bytes at wp + (kh*nq + q) * wstep. */
 static inline __attribute__((always_inline)) VNNI void
 vnni_block(const uint8_t *const *rows, int64_t rstride, int64_t K, int64_t nq, const int8_t *wp,
            int64_t wstep, const vnni_dest *d, const int MR, const int NV, const int PP)
@@ -436,24 +438,41 @@ typedef struct {
     int64_t unit[TILE_M];         /* the outputs' flat indices (pooled: (n, ph, pw)) */
 } qtile;
 
+/* The units of a tile (pooled windows, or pixels without a pool) in the H x W grid of each image:
+ * unit (n, h, w), counted up from the tile's first with no divisions after the start. */
+typedef struct {
+    int64_t H, W, n, h, w;
+} unit_walk;
+
+static inline unit_walk walk_from(const qgeom *g, int64_t pool, int64_t u0)
+{
+    const int64_t H = g->OH / pool, W = g->OW / pool;
+    return (unit_walk){H, W, u0 / (H * W), u0 / W % H, u0 % W};
+}
+
+/* Steps to the next unit; true when that starts a new row of the grid. */
+static inline bool walk_next(unit_walk *k)
+{
+    if (++k->w < k->W) return false;
+    k->w = 0;
+    if (++k->h == k->H) k->h = 0, k->n++;
+    return true;
+}
+
 static void tile_pixels(const qgeom *g, int64_t pool, int64_t per_tile, int64_t nunits, int64_t t,
                         qtile *tl)
 {
-    const int64_t H = g->OH / pool, W = g->OW / pool, u0 = t * per_tile; /* the units' grid */
-    int64_t n = u0 / (H * W), h = u0 / W % H, w = u0 % W; /* then counted up, no divisions */
+    const int64_t u0 = t * per_tile;
+    unit_walk k = walk_from(g, pool, u0);
     tl->rows = tl->units = 0;
-    for (int64_t u = u0; u < nunits && u < u0 + per_tile; u++) {
+    for (int64_t u = u0; u < nunits && u < u0 + per_tile; u++, walk_next(&k)) {
         tl->unit[tl->units++] = u;
         for (int64_t dy = 0; dy < pool; dy++)
             for (int64_t dx = 0; dx < pool; dx++) {
-                tl->n[tl->rows] = n;
-                tl->oh[tl->rows] = h * pool + dy;
-                tl->ow[tl->rows++] = w * pool + dx;
+                tl->n[tl->rows] = k.n;
+                tl->oh[tl->rows] = k.h * pool + dy;
+                tl->ow[tl->rows++] = k.w * pool + dx;
             }
-        if (++w == W) {
-            w = 0;
-            if (++h == H) h = 0, n++;
-        }
     }
 }
 
@@ -465,10 +484,11 @@ static void tile_pixels(const qgeom *g, int64_t pool, int64_t per_tile, int64_t 
 static void vnni_rows(const qgeom *g, int64_t pool, int64_t per_tile, int64_t nunits, int64_t t,
                       const uint8_t *xp, uint8_t *y, uint8_t *sink, const uint8_t **rows, uint8_t **outs)
 {
-    const int64_t H = g->OH / pool, W = g->OW / pool, u0 = t * per_tile; /* the units' grid */
+    const int64_t u0 = t * per_tile, step = pool * g->S;              /* between units' corners */
     const int64_t right = g->S * g->C, down = g->S * g->Wp * g->C;    /* one output pixel over */
-    int64_t n = u0 / (H * W), h = u0 / W % H, w = u0 % W, r = 0;
-    const uint8_t *base = xp + ((n * g->Hp + h * pool * g->S) * g->Wp + w * pool * g->S) * g->C;
+    unit_walk k = walk_from(g, pool, u0);
+    const uint8_t *base = xp + ((k.n * g->Hp + k.h * step) * g->Wp + k.w * step) * g->C;
+    int64_t r = 0;
     for (int64_t u = u0; u < u0 + per_tile; u++) {
         if (u >= nunits) {
             for (int64_t i = 0; i < pool * pool; i++) rows[r++] = rows[0];
@@ -478,13 +498,8 @@ static void vnni_rows(const qgeom *g, int64_t pool, int64_t per_tile, int64_t nu
         for (int64_t dy = 0; dy < pool; dy++)
             for (int64_t dx = 0; dx < pool; dx++) rows[r++] = base + dy * down + dx * right;
         if (y) outs[u - u0] = y + u * g->O;
-        if (++w < W) {
-            base += pool * right;
-        } else {
-            w = 0;
-            if (++h == H) h = 0, n++;
-            base = xp + (n * g->Hp + h * pool * g->S) * g->Wp * g->C;
-        }
+        if (walk_next(&k)) base = xp + (k.n * g->Hp + k.h * step) * g->Wp * g->C;
+        else base += pool * right;
     }
 }
 
