@@ -47,20 +47,26 @@ static int cmp(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Median images/s of net on x; per-layer seconds of one forward (best of the
- * rounds) in layer[]. */
+/* Seconds of ITERS forwards of net on x. */
+static double run_iters(nl_module *net, nl_tensor *x)
+{
+    const double t0 = now();
+    for (int it = 0; it < ITERS; it++) {
+        nl_tensor *y;
+        if (nl_module_forward(net, x, &y) != NL_OK) die("forward");
+        nl_tensor_release(y);
+    }
+    return now() - t0;
+}
+
+/* Median images/s of net on x; per-layer seconds of one forward (best of the rounds) in
+ * layer[]. */
 static double speed(nl_module *net, nl_tensor *x, double *layer)
 {
     double rounds[ROUNDS];
     for (int i = 0; i < net->nchildren; i++) layer[i] = 1e9;
     for (int r = 0; r < ROUNDS; r++) {
-        const double t0 = now();
-        for (int it = 0; it < ITERS; it++) {
-            nl_tensor *y;
-            if (nl_module_forward(net, x, &y) != NL_OK) die("forward");
-            nl_tensor_release(y);
-        }
-        rounds[r] = BATCH * ITERS / (now() - t0);
+        rounds[r] = BATCH * ITERS / run_iters(net, x);
         /* layer by layer as the Sequential runs them: each child's previous input let go first,
          * so every layer reuses its output buffer (no page faults in the figures) */
         nl_tensor *h = nl_tensor_retain(x);
@@ -91,17 +97,6 @@ static int64_t weight_bytes(const nl_module *m)
     return b;
 }
 
-/* Seconds of ITERS forwards of net on x. */
-static double run_iters(nl_module *net, nl_tensor *x)
-{
-    const double t0 = now();
-    for (int it = 0; it < ITERS; it++) {
-        nl_tensor *y;
-        if (nl_module_forward(net, x, &y) != NL_OK) die("forward");
-        nl_tensor_release(y);
-    }
-    return now() - t0;
-}
 
 static void print_layers(const char *title, nl_module *net, const double *layer)
 {
