@@ -295,7 +295,7 @@ static inline uint8_t requant_u8(int32_t acc, float mult, float shift, int32_t l
     return (uint8_t)(v < 255 ? v : 255);
 }
 
-#define VNNI __attribute__((target("avx512f,avx512bw,avx512vnni")))
+#define VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 
 /* requant_u8 of 16 channels, before the floor and the saturation */
 static inline __attribute__((always_inline)) VNNI __m512i requant16(__m512i acc, __m512 mult, __m512 shift)

@@ -195,7 +195,8 @@ static void test_channels(void)
           net->children[8]->args[1] == 5, "shapes shrunk");
     CHECK(nl_module_forward(net, x, &y1) == NL_OK, "%s", nl_errmsg());
     CHECK(y1 && max_diff(y0, y1) < 1e-5, "same output: %g", y1 ? max_diff(y0, y1) : -1.0);
-    /* The first conv's remaining channels, exactly. */
+    /* The first conv's remaining channels: the same sums, though a BLAS kernel may block a GEMM
+     * with fewer rows differently (OpenBLAS's Haswell sgemm does), so allow rounding. */
     const int keep[] = {0, 2, 3, 4, 6, 7};
     nl_tensor *now = net->children[0]->output;
     double d = 0;
@@ -204,7 +205,7 @@ static void test_channels(void)
             for (int i = 0; i < 64; i++)
                 d = fmax(d, fabs(nl_tensor_f32(now)[(n * 6 + k) * 64 + i] -
                                  nl_tensor_f32(old_out)[(n * 8 + keep[k]) * 64 + i]));
-    CHECK(d == 0, "remaining channels identical: %g", d);
+    CHECK(d < 1e-6, "remaining channels the same: %g", d);
     nl_module_infer(net, 4, xs, &nd, out, &macs1);
     CHECK(macs1 < macs0, "fewer multiply-adds %lld < %lld", (long long)macs1, (long long)macs0);
     CHECK(nl_prune_channels(net, 1.0, 1, NULL) == NL_EINVAL, "bad amount");
