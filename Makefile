@@ -37,7 +37,9 @@ ifeq ($(SAN),1)
 OPT     := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined -march=native
 LDSAN   := -fsanitize=address,undefined
 endif
-CFLAGS  := $(CSTD) $(WARN) $(OPT) -fopenmp -MMD -MP -Icore -Ibackends -Idsl -Iviz $(PKG_CFLAGS)
+# core/ is in folders by concern; each is on the include path, so headers are named alone.
+CORE_INC := $(patsubst %,-I%,$(wildcard core/*/))
+CFLAGS  := $(CSTD) $(WARN) $(OPT) -fopenmp -MMD -MP $(CORE_INC) -Ibackends -Idsl -Iviz $(PKG_CFLAGS)
 LDFLAGS := -fopenmp $(LDSAN)
 LDLIBS  := $(PKG_LIBS) -lm -lpthread
 
@@ -59,12 +61,12 @@ endif
 CUDA_HOME := $(patsubst %/bin/nvcc,%,$(NVCC))
 CFLAGS  += -DNL_HAVE_CUDA
 LDLIBS  += -L$(CUDA_HOME)/lib64 -lcudart_static -lcublas -lcudnn -ldl -lrt -lstdc++
-NVFLAGS := -O3 -std=c++17 -Icore -Ibackends -gencode arch=compute_90,code=sm_90 \
+NVFLAGS := -O3 -std=c++17 $(CORE_INC) -Ibackends -gencode arch=compute_90,code=sm_90 \
            -gencode arch=compute_90,code=compute_90 -Xcompiler -Wall,-Wextra,-fPIC
 endif
 
 # ---- sources: every .c in these folders belongs to the library; repl/main.c is the program.
-LIB_SRC  := $(wildcard core/*.c backends/cpu/*.c dsl/*.c viz/*.c) $(filter-out repl/main.c,$(wildcard repl/*.c))
+LIB_SRC  := $(wildcard core/*/*.c backends/cpu/*.c dsl/*.c viz/*.c) $(filter-out repl/main.c,$(wildcard repl/*.c))
 LUA_SRC  := $(wildcard dsl/*.lua)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(LUA_SRC:%.lua=$(BUILD)/%.lua.o)
 ifeq ($(USE_CUDA),1)

@@ -4,7 +4,7 @@
  * module, with the sparse path forced on (threshold 0, so the per-forward check of the weight is
  * counted) and off, interleaved; each figure is the best of REPS samples. The crossover printed for
  * a layer is the lowest sparsity from which sparse wins at every higher one measured; the defaults
- * in core/prune.c come from these lines. Information only. */
+ * in core/compress/prune.c come from these lines. Information only. */
 #include "prune.h"
 
 #include <stdio.h>
@@ -55,7 +55,7 @@ static nl_module *make_layer(const layer_case *c)
     return m;
 }
 
-/* A Linear given fewer rows than a block of the sparse kernel runs dense (core/linear.c); for the
+/* A Linear given fewer rows than a block of the sparse kernel runs dense (core/nn/linear.c); for the
  * figures at batch 1 its sparse path is timed here as the layer would run it: the check of the
  * weight (nl_sparse_prepare), then the op. */
 static nl_sparse_csr direct_csr;

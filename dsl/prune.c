@@ -1,4 +1,4 @@
-/* prune.c: the Lua modules `prune`, `lowrank` and `compress` over core/prune.h, the Module
+/* prune.c: the Lua modules `prune`, `lowrank` and `compress` over core/compress/prune.h, the Module
  * methods snapshot/restore, and the undo stack every compression step pushes onto. The Lua half
  * (schedules, sensitivity, compare, report printing) is dsl/compress.lua. */
 #include "dsl.h"

@@ -1,4 +1,4 @@
-/* quant.c: the Lua module `quant` over core/quant.h: post-training int8 quantization, reports and
+/* quant.c: the Lua module `quant` over core/compress/quant.h: post-training int8 quantization, reports and
  * the int8 kernels' instruction set. The Lua half (calibration batches from a data set, the printed
  * report) is dsl/quant.lua. */
 #include "dsl.h"

@@ -11,7 +11,7 @@
  * for the caller to free; alpha is dropped, grey becomes RGB. NL_OK, or NL_EIO (unreadable) /
  * NL_EFORMAT (not an image SDL2_image knows) with a message naming the file and SDL's reason,
  * or NL_ENOMEM; *pixels is NULL then. Safe to call from several threads at once. Has the type of
- * core/dataset.h's nl_image_decoder. */
+ * core/data/dataset.h's nl_image_decoder. */
 nl_status nl_image_load_rgb(const char *path, int *w, int *h, uint8_t **pixels);
 
 #endif

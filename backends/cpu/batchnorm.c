@@ -1,6 +1,6 @@
 /* batchnorm.c (cpu): batch-norm kernels over contiguous [N, C, S...] tensors: per-channel batch
  * statistics, the normalisation, and the full (training) or affine (evaluation) backward.
- * Operands are defined in core/batchnorm.c; sums run in double, one channel per task. */
+ * Operands are defined in core/nn/batchnorm.c; sums run in double, one channel per task. */
 #include "cpu/cpu.h"
 #include "cpu_kernels.h"
 

@@ -1,5 +1,5 @@
 /* cpu.h: the CPU backend (OpenMP kernels + OpenBLAS), the reference implementation of every op.
- * core/backend.c registers it in nl_init. */
+ * core/tensor/backend.c registers it in nl_init. */
 #ifndef NL_CPU_H
 #define NL_CPU_H
 

@@ -1,5 +1,5 @@
 /* loss.c (cpu): cross-entropy kernels on log-probabilities [N, C] (from the log-softmax op):
- * the per-sample loss and the gradient with respect to the logits. Operands: core/loss.c. */
+ * the per-sample loss and the gradient with respect to the logits. Operands: core/nn/loss.c. */
 #include "cpu/cpu.h"
 #include "cpu_kernels.h"
 

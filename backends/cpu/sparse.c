@@ -20,7 +20,9 @@ enum {
 static int sp_threads(int64_t work) { return work < SP_PAR_MIN ? 1 : nl_get_threads(); }
 
 /* 16 floats, one AVX-512 register (two AVX2 ones); loads and stores go through memcpy, so no
- * alignment is assumed. */
+ * alignment is assumed. Without AVX-512 gcc warns that returning such a vector changes the ABI:
+ * these helpers are static and inlined, so no call crosses an ABI boundary. */
+#pragma GCC diagnostic ignored "-Wpsabi"
 typedef float sp_vec __attribute__((vector_size(SP_LANES * sizeof(float))));
 static inline sp_vec sp_load(const float *p)
 {

@@ -1,4 +1,4 @@
-/* test_ops.c: core/ops.c and the CPU backend against naive loops written here: elementwise ops on
+/* test_ops.c: core/tensor/ops.c and the CPU backend against naive loops written here: elementwise ops on
  * contiguous, transposed, sliced and expanded views; every dtype conversion; promotion and
  * broadcasting rules and their errors; reductions; matmul; random fills; devices; and results that
  * do not depend on the thread count. Prints the elementwise add bandwidth as information. */

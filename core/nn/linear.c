@@ -1,6 +1,6 @@
 /* linear.c: the fully connected layer, y = x W^T + b over the last dimension of x, with weight
  * [out, in] and bias [out] as in PyTorch. Products go to the matmul op on views (no copies); a
- * pruned layer in evaluation mode goes to the sparse op instead (core/prune.h). */
+ * pruned layer in evaluation mode goes to the sparse op instead (core/compress/prune.h). */
 #include "layer.h"
 #include "prune.h"
 

@@ -179,7 +179,7 @@ void nl_prune_remove_masks(nl_module *net) { walk(net, NULL, 0, "", unmask, NULL
  *                            batch 1:  0.60x at 20%, 1.63x at 30%, 2.33x at 50%, 6.87x at 90%
  *   linear 4096->10,         batch 64: wins at every sparsity measured: 2.08x at 10%, 3.16x at 50%,
  *                            6.58x at 90% (sgemm with 10 outputs is slow); below 16 input rows the
- *                            layer stays dense (core/linear.c): at batch 1, 0.37x at 90%, 0.77x at 98%.
+ *                            layer stays dense (core/nn/linear.c): at batch 1, 0.37x at 90%, 0.77x at 98%.
  * Convolutions go sparse from 60%, where both win at both batch sizes. Linear layers go sparse
  * from 50%: lower, every unpruned layer would hold a CSR copy of its weight for a kernel that is
  * just a faster dense product for this shape, which is not what the switch is for. */

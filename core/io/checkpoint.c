@@ -767,7 +767,7 @@ static nl_module *owner_of(nl_module *m, const nl_param *p)
     return NULL;
 }
 
-/* Pruning masks (core/prune.h): a u8 "<weight's name>_mask" of the weight's shape in the file
+/* Pruning masks (core/compress/prune.h): a u8 "<weight's name>_mask" of the weight's shape in the file
  * becomes its layer's mask again, so a loaded pruned network keeps its zeros through training. */
 static nl_status load_masks(nl_st_file *f, nl_module *m, const ckpt_list *ps)
 {

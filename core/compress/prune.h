@@ -24,12 +24,12 @@ int nl_prune_layers(nl_module *net, nl_prune_layer *out, int max);
 
 /* A pruned layer keeps a u8 buffer "weight_mask" of its weight's shape (1 = kept, 0 = pruned).
  * Checkpoints save it as a U8 tensor ("0.weight_mask") and loading a module brings it back
- * (core/checkpoint.c); nl_prune_masks_from_zeros makes masks for weights pruned elsewhere. */
+ * (core/io/checkpoint.c); nl_prune_masks_from_zeros makes masks for weights pruned elsewhere. */
 #define NL_PRUNE_MASK "weight_mask"
 
 /* The mask of m (borrowed), or NULL when m has none. */
 nl_tensor *nl_prune_mask(nl_module *m);
-/* What the optimizer does around every update (core/optim.c): gradients of masked weights are
+/* What the optimizer does around every update (core/train/optim.c): gradients of masked weights are
  * multiplied by the mask before the update, weights by the mask after it, so pruned weights stay
  * exactly zero through training. NL_OK when net has no masks. */
 nl_status nl_prune_mask_grads(nl_module *net);
@@ -66,7 +66,7 @@ nl_status nl_prune_magnitude(nl_module *net, double amount, nl_prune_scope scope
 typedef enum { NL_SPARSE_CONV, NL_SPARSE_LINEAR, NL_SPARSE_KINDS } nl_sparse_kind;
 
 /* The thresholds measured on the machine nnlab was tuned on (bench/bench_sparse.c; the figures are
- * in core/prune.c). */
+ * in core/compress/prune.c). */
 extern const double nl_sparse_default_threshold[NL_SPARSE_KINDS];
 /* A kind's threshold in [0, 1], or -1 when sparse execution is off for it. */
 double nl_sparse_threshold(nl_sparse_kind kind);

@@ -234,7 +234,7 @@ typedef enum {
     NL_OP_BATCHNORM,        /* dst y = (x - mean) / sqrt(var + f[0]) * gamma + beta per channel; x src[0]
                                [N,C,...]; gamma src[1], beta src[2] [C] (NULL: 1, 0); stats [2,C] rows
                                mean, var: i[0]=0 read from src[3], i[0]=1 the batch's (biased var)
-                               written to aux. Details in core/batchnorm.c */
+                               written to aux. Details in core/nn/batchnorm.c */
     NL_OP_BATCHNORM_BWD,    /* dst gx from gy src[0], x src[1], gamma src[2] (NULL: 1), stats src[3]
                                as forward; i[0]=1 full batch gradient, 0 affine; f[0]=eps; aux [2,C]
                                (may be NULL) receives rows dgamma, dbeta */
@@ -256,7 +256,7 @@ typedef enum {
                                moments m src[1] and v src[2] (updated in place); f[0]=lr f[1]=beta1
                                f[2]=beta2 f[3]=eps f[4]=weight_decay; i[0]=step (1 on the first),
                                i[1]=1: AdamW (decoupled decay), 0: Adam (L2 added to the gradient) */
-    /* Quantized inference (core/qlayers.c; kernels in backends/cpu/qgemm.c). u8 activations are
+    /* Quantized inference (core/compress/qlayers.c; kernels in backends/cpu/qgemm.c). u8 activations are
      * NHWC and affine (real = scale * (q - zero_point)), i8 weights symmetric per output channel. */
     NL_OP_QCONV2D,          /* y = conv(x, w) + bias, then ReLU when i[2]=1, with int32 accumulation:
                                x src[0] u8 [N,H,W,C] (scale f[0], zero point f[1]), w src[1] i8
@@ -284,7 +284,7 @@ typedef enum {
                                scales src[1] f32 [rows] and zp 0. With a gradient src[2] (x's shape)
                                it is the straight-through backward: dst = src[2] where f[2] <=
                                round(x / s) + zp <= f[3], else 0 */
-    /* Sparse execution of pruned layers (core/prune.c decides, layers call; kernels in
+    /* Sparse execution of pruned layers (core/compress/prune.c decides, layers call; kernels in
      * backends/cpu/sparse.c). The weight is in CSR as a matrix [O, K]: row pointers rp src[1] i32
      * [O+1] (rp[0] = 0, rp[O] = nnz), column indices src[2] i32 [>= nnz] (increasing in a row)
      * and values src[3] f32 [>= nnz]; bias src[4] f32 [O] (may be NULL). */

@@ -25,7 +25,7 @@ typedef struct {
 typedef struct nl_module nl_module;
 
 /* A module type: the single table that drives construction (from Lua or from a checkpoint),
- * printing, help and dispatch. A layer's file defines one and core/module.c lists it. */
+ * printing, help and dispatch. A layer's file defines one and core/nn/module.c lists it. */
 typedef struct nl_module_type {
     const char *name;     /* "Conv2d" */
     const char *sig;      /* "nn.Conv2d(in, out, k, {stride=1, padding=0, bias=true})" */

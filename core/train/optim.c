@@ -19,7 +19,7 @@ struct nl_optim {
     nl_tensor **state;      /* views on block: [i * nstate + k] for parameter i, state k */
     bool have_state;        /* the state tensors hold values (not just allocated) */
     int64_t steps;
-    /* Pruning masks live in the pruned layers (core/prune.h): each step masks their gradients
+    /* Pruning masks live in the pruned layers (core/compress/prune.h): each step masks their gradients
      * before the update and their weights after it, so pruned weights stay zero. */
 };
 

@@ -1,7 +1,7 @@
 /* conv2d.c: the 2-D convolution layer (NCHW, weight [out, in, k, k], bias [out], as PyTorch's
  * Conv2d with square kernels). The backend's column workspaces (one slice per thread) are buffers
  * of the module's, allocated once per shape and reused. A pruned layer in evaluation mode runs the
- * sparse op on a CSR copy of its weight instead (core/prune.h). */
+ * sparse op on a CSR copy of its weight instead (core/compress/prune.h). */
 #include "layer.h"
 #include "prune.h"
 
