@@ -331,6 +331,16 @@ nl_tensor *nl_tensor_slice(nl_tensor *t, int dim, int64_t start, int64_t stop)
     return v;
 }
 
+nl_tensor *nl_tensor_strided_view(nl_tensor *t, size_t offset, int ndim, const int64_t *shape,
+                                  const int64_t *strides)
+{
+    if (ndim < 0 || ndim > NL_MAX_DIMS) {
+        nl_seterr(NL_EINVAL, "view: %d dimensions requested, at most %d are supported", ndim, NL_MAX_DIMS);
+        return NULL;
+    }
+    return header_new(t->storage, offset, t->dtype, ndim, shape, strides);
+}
+
 nl_tensor *nl_tensor_contiguous(nl_tensor *t)
 {
     return nl_tensor_is_contiguous(t) ? nl_tensor_retain(t) : nl_tensor_clone(t);

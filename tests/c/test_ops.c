@@ -269,7 +269,7 @@ static void check_reduce(nl_redop op, const nl_tensor *a, int dim, bool keepdim,
             shape[nd++] = a->shape[d];
         }
     }
-    nl_dtype rt = op == NL_RED_ARGMAX ? NL_I32 : op == NL_RED_SUM || op == NL_RED_MEAN ? NL_F32 : a->dtype;
+    nl_dtype rt = op == NL_RED_ARGMAX || op == NL_RED_ARGMIN ? NL_I32 : op == NL_RED_SUM || op == NL_RED_MEAN ? NL_F32 : a->dtype;
     CHECK(shape_is(r, nd, shape), "%s %s dim %d keepdim %d: result shape", name, label, dim, keepdim);
     CHECK(r->dtype == rt, "%s %s: dtype %s, expected %s", name, label, dn(r->dtype), dn(rt));
     int64_t len = dim < 0 ? nl_tensor_numel(a) : a->shape[dim], bad = 0;
@@ -293,11 +293,11 @@ static void check_reduce(nl_redop op, const nl_tensor *a, int dim, bool keepdim,
             }
             double v = at(a, idx);
             sum += v;
-            bool better = op == NL_RED_MIN ? v < best : v > best;
+            bool better = op == NL_RED_MIN || op == NL_RED_ARGMIN ? v < best : v > best;
             if (besti < 0 || (!isnan(best) && (isnan(v) || better))) best = v, besti = i;
         }
         double want = op == NL_RED_SUM ? (float)sum : op == NL_RED_MEAN ? (float)(sum / (double)len)
-                    : op == NL_RED_ARGMAX ? (double)besti : best;
+                    : op == NL_RED_ARGMAX || op == NL_RED_ARGMIN ? (double)besti : best;
         double got = flat(r, o);
         if (!same(got, want) && bad++ == 0)
             printf("  %s %s dim %d: output %lld: %.9g, expected %.9g\n", name, label, dim, (long long)o, got, want);
