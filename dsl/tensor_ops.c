@@ -164,6 +164,7 @@ static const nl_tensor **check_list(lua_State *L, int arg, int *n, const char *f
 static int join(lua_State *L, bool stack)
 {
     const char *fname = stack ? "stack" : "cat";
+    lua_settop(L, 2); /* check_list pushes its array above the arguments */
     int n;
     const nl_tensor **ts = check_list(L, 1, &n, fname);
     int d = stack ? (lua_isnoneornil(L, 2) ? 0 : check_new_dim(L, 2, ts[0]->ndim, fname))
