@@ -128,7 +128,7 @@ static int t_repeat(lua_State *L)
 {
     nl_tensor *t = nl_lua_checktensor(L, 1);
     int64_t reps[NL_MAX_DIMS];
-    int n = nl_lua_checkshape(L, 2, lua_gettop(L), reps, false, "repeat");
+    int n = nl_lua_checkshape(L, 2, lua_gettop(L), reps, false, "tile");
     if (n < t->ndim) { /* fewer counts than dims: leading 1s, as torch.tile */
         memmove(reps + t->ndim - n, reps, (size_t)n * sizeof *reps);
         for (int d = 0; d < t->ndim - n; d++) reps[d] = 1;
@@ -412,6 +412,7 @@ static int push_reduced(lua_State *L, nl_tensor **box, nl_tensor *r, int dim)
 /* norm([p [, dim [, keepdim]]]): p a number (2 by default; math.huge for the max norm). */
 static int t_norm(lua_State *L)
 {
+    lua_settop(L, 4); /* keepdim stays in slot 4, below the boxes */
     nl_tensor *t = nl_lua_checktensor(L, 1);
     double p = luaL_optnumber(L, 2, 2);
     int d = opt_dim(L, 3, t, -1, "norm");
@@ -422,6 +423,7 @@ static int t_norm(lua_State *L)
 /* var / std([dim [, unbiased [, keepdim]]]): unbiased (n - 1) unless false. */
 static int variance(lua_State *L, bool std)
 {
+    lua_settop(L, 4);
     nl_tensor *t = nl_lua_checktensor(L, 1);
     int d = opt_dim(L, 2, t, -1, std ? "std" : "var");
     bool unbiased = lua_isnoneornil(L, 3) || lua_toboolean(L, 3);

@@ -105,9 +105,9 @@ nl_tensor *nl_tensor_flatten(nl_tensor *t, int start, int end)
 
 nl_tensor *nl_tensor_repeat(const nl_tensor *t, int nreps, const int64_t *reps)
 {
-    char s1[SHAPE_STR], s2[SHAPE_STR];
+    char s1[SHAPE_STR];
     if (nreps < t->ndim || nreps > NL_MAX_DIMS) {
-        nl_seterr(NL_EINVAL, "repeat: %d repeat counts for a %d-D tensor (one per dim at least, "
+        nl_seterr(NL_EINVAL, "tile: %d repeat counts for a %d-D tensor (one per dim at least, "
                   "at most %d)", nreps, t->ndim, NL_MAX_DIMS);
         return NULL;
     }
@@ -116,7 +116,7 @@ nl_tensor *nl_tensor_repeat(const nl_tensor *t, int nreps, const int64_t *reps)
         int s = d - (nreps - t->ndim);
         shape[d] = s >= 0 ? t->shape[s] : 1;
         if (reps[d] < 0) {
-            nl_seterr(NL_EINVAL, "repeat: negative count %lld in %s", (long long)reps[d],
+            nl_seterr(NL_EINVAL, "tile: negative count %lld in %s", (long long)reps[d],
                       nl_shape_str(s1, sizeof s1, nreps, reps));
             return NULL;
         }
@@ -138,20 +138,23 @@ nl_tensor *nl_tensor_repeat(const nl_tensor *t, int nreps, const int64_t *reps)
             if (e == d && cur->shape[e] != 1) big[nb++] = reps[d];
             big[nb++] = e == d && cur->shape[e] == 1 ? reps[d] : cur->shape[e];
         }
-        if (nb > NL_MAX_DIMS) {
-            nl_seterr(NL_EINVAL, "repeat: tiling %s along dim %d needs a %d-D step, more than %d",
-                      nl_shape_str(s2, sizeof s2, nreps, cur->shape), d + 1, nb, NL_MAX_DIMS);
-            nl_tensor_release(cur);
-            return NULL;
+        nl_tensor *next = nl_tensor_empty(t->dtype, nreps, out, nl_tensor_device(t));
+        nl_status st = next ? NL_OK : nl_errcode();
+        if (st == NL_OK && nb <= NL_MAX_DIMS) { /* one copy from the expanded view */
+            nl_tensor *src = nb > nreps ? nl_tensor_unsqueeze(cur, d) : nl_tensor_retain(cur);
+            nl_tensor *wide = src ? nl_tensor_expand(src, nb, big) : NULL;
+            nl_tensor *dst = wide ? nl_tensor_reshape(next, nb, big) : NULL;
+            st = dst ? nl_copy(dst, wide) : nl_errcode();
+            nl_tensor_release(dst);
+            nl_tensor_release(wide);
+            nl_tensor_release(src);
         }
-        nl_tensor *src = nb > nreps ? nl_tensor_unsqueeze(cur, d) : nl_tensor_retain(cur);
-        nl_tensor *wide = src ? nl_tensor_expand(src, nb, big) : NULL;
-        nl_tensor *next = wide ? nl_tensor_empty(t->dtype, nreps, out, nl_tensor_device(t)) : NULL;
-        nl_tensor *dst = next ? nl_tensor_reshape(next, nb, big) : NULL;
-        nl_status st = dst ? nl_copy(dst, wide) : nl_errcode();
-        nl_tensor_release(dst);
-        nl_tensor_release(wide);
-        nl_tensor_release(src);
+        for (int64_t r = 0; st == NL_OK && nb > NL_MAX_DIMS && r < reps[d]; r++) { /* no dim to spare */
+            const int64_t s = cur->shape[d];
+            nl_tensor *part = nl_tensor_slice(next, d, r * s, (r + 1) * s);
+            st = part ? nl_copy(part, cur) : nl_errcode();
+            nl_tensor_release(part);
+        }
         nl_tensor_release(cur);
         cur = st == NL_OK ? next : NULL;
         if (!cur) nl_tensor_release(next);
