@@ -8,12 +8,6 @@
 
 enum { SHAPE_STR = 192 };
 
-static bool dim_ok(const char *fn, int dim, int ndim)
-{
-    if (dim >= 0 && dim < ndim) return true;
-    nl_seterr(NL_EINVAL, "%s: dim %d out of range for a %d-D tensor", fn, dim + 1, ndim);
-    return false;
-}
 
 /* A tensor header with only a shape, for nl_broadcast_shape. */
 static nl_tensor shape_only(int ndim, const int64_t *shape)
@@ -106,7 +100,7 @@ static nl_tensor *gather(const char *name, const nl_tensor *t, int dim, const nl
 nl_tensor *nl_gather_new(const nl_tensor *t, int dim, const nl_tensor *index, int base)
 {
     char s1[SHAPE_STR], s2[SHAPE_STR];
-    if (!dim_ok("gather", dim, t->ndim)) return NULL;
+    if (nl_check_dim("gather", dim, t->ndim) != NL_OK) return NULL;
     bool fits = index->ndim == t->ndim;
     for (int d = 0; fits && d < t->ndim; d++) fits = d == dim || index->shape[d] <= t->shape[d];
     if (!fits) {
@@ -121,7 +115,7 @@ nl_tensor *nl_gather_new(const nl_tensor *t, int dim, const nl_tensor *index, in
 nl_tensor *nl_index_select_new(const nl_tensor *t, int dim, const nl_tensor *index, int base)
 {
     char s1[SHAPE_STR];
-    if (!dim_ok("index_select", dim, t->ndim)) return NULL;
+    if (nl_check_dim("index_select", dim, t->ndim) != NL_OK) return NULL;
     if (index->ndim > 1) {
         nl_seterr(NL_ESHAPE, "index_select: the index must be 1-D, got shape %s",
                   nl_shape_str(s1, sizeof s1, index->ndim, index->shape));
@@ -146,7 +140,7 @@ nl_status nl_sort_new(const nl_tensor *t, int dim, int64_t k, bool largest, int 
 {
     const char *name = k < 0 ? "sort" : "topk";
     *values = *indices = NULL;
-    if (!dim_ok(name, dim, t->ndim)) return nl_errcode();
+    if (nl_check_dim(name, dim, t->ndim) != NL_OK) return nl_errcode();
     const int64_t n = t->shape[dim];
     if (n > INT32_MAX)
         return nl_seterr(NL_EINVAL, "%s: %lld entries are more than i32 indices can address", name, (long long)n);

@@ -4,12 +4,6 @@
 
 #include <math.h>
 
-static bool dim_ok(const char *fn, int dim, int ndim)
-{
-    if (dim >= 0 && dim < ndim) return true;
-    nl_seterr(NL_EINVAL, "%s: dim %d out of range for a %d-D tensor", fn, dim + 1, ndim);
-    return false;
-}
 
 /* Releases a and returns b: for chains of allocating ops, x = step(x, f(x)). */
 static nl_tensor *step(nl_tensor *a, nl_tensor *b)
@@ -20,7 +14,7 @@ static nl_tensor *step(nl_tensor *a, nl_tensor *b)
 
 nl_tensor *nl_cumsum_new(const nl_tensor *t, int dim)
 {
-    if (!dim_ok("cumsum", dim, t->ndim)) return NULL;
+    if (nl_check_dim("cumsum", dim, t->ndim) != NL_OK) return NULL;
     nl_tensor *out = nl_tensor_empty(t->dtype == NL_F32 ? NL_F32 : NL_I32, t->ndim, t->shape,
                                      nl_tensor_device(t));
     if (!out) return NULL;
@@ -32,7 +26,7 @@ nl_tensor *nl_cumsum_new(const nl_tensor *t, int dim)
 
 nl_tensor *nl_softmax_new(const nl_tensor *t, int dim, bool log)
 {
-    if (!dim_ok(log ? "log_softmax" : "softmax", dim, t->ndim)) return NULL;
+    if (nl_check_dim(log ? "log_softmax" : "softmax", dim, t->ndim) != NL_OK) return NULL;
     /* NL_OP_SOFTMAX works on the last dim of a contiguous f32 tensor: move dim there and back. */
     const int last = t->ndim - 1;
     nl_tensor *x = t->dtype == NL_F32 ? nl_tensor_retain((nl_tensor *)t) : nl_tensor_to_dtype(t, NL_F32);
@@ -60,7 +54,7 @@ nl_tensor *nl_clamp_new(const nl_tensor *t, double lo, double hi)
 
 nl_tensor *nl_norm_new(const nl_tensor *t, double p, int dim, bool keepdim)
 {
-    if (dim != -1 && !dim_ok("norm", dim, t->ndim)) return NULL;
+    if (dim != -1 && nl_check_dim("norm", dim, t->ndim) != NL_OK) return NULL;
     if (isnan(p)) {
         nl_seterr(NL_EINVAL, "norm: p is NaN");
         return NULL;
@@ -83,7 +77,7 @@ nl_tensor *nl_norm_new(const nl_tensor *t, double p, int dim, bool keepdim)
 nl_tensor *nl_var_new(const nl_tensor *t, int dim, bool keepdim, int correction, bool std)
 {
     const char *name = std ? "std" : "var";
-    if (dim != -1 && !dim_ok(name, dim, t->ndim)) return NULL;
+    if (dim != -1 && nl_check_dim(name, dim, t->ndim) != NL_OK) return NULL;
     const int64_t n = dim < 0 ? nl_tensor_numel(t) : t->shape[dim];
     nl_tensor *mean = nl_reduce_new(NL_RED_MEAN, t, dim, true);
     nl_tensor *d = mean ? nl_binary_new(NL_BIN_SUB, t, mean) : NULL;

@@ -163,6 +163,8 @@ static inline float *nl_tensor_f32(const nl_tensor *t) { return (float *)nl_tens
 char *nl_shape_str(char *buf, size_t n, int ndim, const int64_t *shape);
 bool nl_same_shape(const nl_tensor *a, const nl_tensor *b);
 
+/* NL_OK when 0 <= dim < ndim, else NL_EINVAL with "fn: dimension <dim+1> out of range ...". */
+nl_status nl_check_dim(const char *fn, int dim, int ndim);
 /* Views share storage (new reference to a new tensor header). shape may contain one -1. */
 nl_tensor *nl_tensor_reshape(nl_tensor *t, int ndim, const int64_t *shape);
 nl_tensor *nl_tensor_transpose(nl_tensor *t, int d0, int d1);        /* 0-based dims */

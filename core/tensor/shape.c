@@ -8,16 +8,10 @@
 
 enum { SHAPE_STR = 192 };
 
-static bool dim_ok(const char *fn, int dim, int ndim)
-{
-    if (dim >= 0 && dim < ndim) return true;
-    nl_seterr(NL_EINVAL, "%s: dim %d out of range for a %d-D tensor", fn, dim + 1, ndim);
-    return false;
-}
 
 nl_tensor *nl_tensor_select(nl_tensor *t, int dim, int64_t i)
 {
-    if (!dim_ok("select", dim, t->ndim)) return NULL;
+    if (nl_check_dim("select", dim, t->ndim) != NL_OK) return NULL;
     if (i < 0 || i >= t->shape[dim]) {
         nl_seterr(NL_EINVAL, "select: index %lld out of range for dim %d of size %lld", (long long)i + 1,
                   dim + 1, (long long)t->shape[dim]);
@@ -38,7 +32,7 @@ nl_tensor *nl_tensor_unsqueeze(nl_tensor *t, int dim)
         nl_seterr(NL_EINVAL, "unsqueeze: the tensor has %d dims already, the most supported", NL_MAX_DIMS);
         return NULL;
     }
-    if (!dim_ok("unsqueeze", dim, t->ndim + 1)) return NULL;
+    if (nl_check_dim("unsqueeze", dim, t->ndim + 1) != NL_OK) return NULL;
     int64_t shape[NL_MAX_DIMS], strides[NL_MAX_DIMS];
     for (int d = 0, s = 0; d <= t->ndim; d++) {
         if (d == dim) {
@@ -55,7 +49,7 @@ nl_tensor *nl_tensor_unsqueeze(nl_tensor *t, int dim)
 
 nl_tensor *nl_tensor_squeeze(nl_tensor *t, int dim)
 {
-    if (dim >= 0 && !dim_ok("squeeze", dim, t->ndim)) return NULL;
+    if (dim >= 0 && nl_check_dim("squeeze", dim, t->ndim) != NL_OK) return NULL;
     int64_t shape[NL_MAX_DIMS], strides[NL_MAX_DIMS];
     int nd = 0;
     for (int d = 0; d < t->ndim; d++) {
@@ -88,7 +82,7 @@ nl_tensor *nl_tensor_view(nl_tensor *t, int ndim, const int64_t *shape)
 nl_tensor *nl_tensor_flatten(nl_tensor *t, int start, int end)
 {
     if (t->ndim == 0) start = end = 0; /* a 0-d tensor flattens to one element, as in PyTorch */
-    else if (!dim_ok("flatten", start, t->ndim) || !dim_ok("flatten", end, t->ndim)) return NULL;
+    else if (nl_check_dim("flatten", start, t->ndim) != NL_OK || nl_check_dim("flatten", end, t->ndim) != NL_OK) return NULL;
     if (start > end) {
         nl_seterr(NL_EINVAL, "flatten: start dim %d comes after end dim %d", start + 1, end + 1);
         return NULL;
@@ -187,7 +181,7 @@ nl_tensor *nl_tensor_cat(int n, const nl_tensor *const *ts, int dim)
         nl_seterr(NL_ESHAPE, "cat: tensor 1 is 0-d and has no dim to join along (stack joins along a new one)");
         return NULL;
     }
-    if (!dim_ok("cat", dim, a->ndim)) return NULL;
+    if (nl_check_dim("cat", dim, a->ndim) != NL_OK) return NULL;
     int64_t shape[NL_MAX_DIMS];
     for (int d = 0; d < a->ndim; d++) shape[d] = a->shape[d];
     shape[dim] = 0;
@@ -242,7 +236,7 @@ nl_tensor *nl_tensor_stack(int n, const nl_tensor *const *ts, int dim)
         nl_seterr(NL_EINVAL, "stack: the tensors have %d dims already, the most supported", NL_MAX_DIMS);
         return NULL;
     }
-    if (!dim_ok("stack", dim, ts[0]->ndim + 1)) return NULL;
+    if (nl_check_dim("stack", dim, ts[0]->ndim + 1) != NL_OK) return NULL;
     nl_tensor *parts[64], **views = n <= 64 ? parts : malloc((size_t)n * sizeof *views);
     if (!views) {
         nl_seterr(NL_ENOMEM, "stack: out of memory for %d tensors", n);
