@@ -315,6 +315,7 @@ static int t_shape(lua_State *L)
 static int t_size(lua_State *L)
 {
     nl_tensor *t = nl_lua_checktensor(L, 1);
+    if (lua_isnoneornil(L, 2)) return t_shape(L); /* PyTorch's and Torch7's size() */
     lua_pushinteger(L, t->shape[nl_lua_checkdim(L, 2, t, "size")]);
     return 1;
 }
@@ -820,7 +821,8 @@ static const nl_dsl_fn tensor_fns[] = {
 static const nl_dsl_fn tensor_methods[] = {
     {"shape", t_shape, "t:shape() -> {sizes}", "The sizes of t's dims as a table.",
      "tensor.zeros(2, 3):shape()"},
-    {"size", t_size, "t:size(dim) -> n", "The size of one dim (1-based; negative counts from the end).",
+    {"size", t_size, "t:size([dim]) -> n | {sizes}",
+     "The size of one dim (1-based; negative counts from the end); without dim, all of them (as shape).",
      "tensor.zeros(2, 3):size(2)"},
     {"dim", t_dim, "t:dim() -> n", "The number of dims.", "tensor.zeros(2, 3):dim()"},
     {"numel", t_numel, "t:numel() -> n", "The number of elements.", "tensor.zeros(2, 3):numel()"},

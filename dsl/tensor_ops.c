@@ -443,6 +443,40 @@ static int t_outer(lua_State *L)
 
 /* ---------------------------------------------------------------- indexing -------------- */
 
+/* What PyTorch and Torch7 names that nnlab spells otherwise are called here. */
+static const char *const other_names[][2] = {
+    {"nElement", "numel"}, {"repeatTensor", "tile"}, {"narrow", "slice"}, {"select", "t[i]"},
+    {"index", "index_select"}, {"mm", "matmul"}, {"bmm", "matmul"}, {"float", "to(\"f32\")"},
+    {"int", "to(\"i32\")"}, {"long", "to(\"i32\")"}, {"byte", "to(\"u8\")"}, {"cuda", "to(\"cuda\")"},
+    {"cpu", "to(\"cpu\")"}, {"tolist", "totable"}, {"numpy", "totable or save"}, {"type", "dtype"},
+    {"amax", "max"}, {"amin", "min"}, {"cmax", "maximum"}, {"cmin", "minimum"}, {"clip", "clamp"},
+    {"resize", "reshape"}, {"resizeAs", "reshape"}, {"zero", "fill(0)"}, {"zero_", "fill(0)"},
+    {"fill_", "fill"}, {"copy_", "copy"}, {"add_", "add (nnlab's math returns new tensors)"},
+    {"storage", "clone"}, {"isContiguous", "contiguous"}, {"is_contiguous", "contiguous"},
+};
+
+/* Pushes " (did you mean X?)" for a missing method name: the nnlab spelling of a PyTorch or
+ * Torch7 name, or a method whose name starts with name or that name starts with; "" if none. */
+static void push_hint(lua_State *L, const char *name, int methods)
+{
+    for (size_t k = 0; k < sizeof other_names / sizeof other_names[0]; k++) {
+        if (strcmp(name, other_names[k][0]) == 0) {
+            lua_pushfstring(L, " (nnlab calls it %s)", other_names[k][1]);
+            return;
+        }
+    }
+    const size_t n = strlen(name);
+    const char *best = NULL;
+    for (lua_pushnil(L); n >= 3 && lua_next(L, methods); lua_pop(L, 1)) {
+        const char *m = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+        const size_t len = strlen(m);
+        bool near = len >= 3 && (strncmp(m, name, len < n ? len : n) == 0);
+        if (near && (!best || strcmp(m, best) < 0)) best = m; /* the same pick on every run */
+    }
+    if (best) lua_pushfstring(L, " (did you mean %s?)", best);
+    else lua_pushliteral(L, "");
+}
+
 /* t[i]: entry i of dim 1 (a view; 1-based, negative from the end). t.name: the method. Any
  * other key raises an error naming it (a missing method would otherwise fail later as
  * "attempt to call a nil value"). Upvalue 1: the methods table. */
@@ -451,8 +485,9 @@ static int t_index(lua_State *L)
     if (lua_type(L, 2) == LUA_TSTRING) {
         lua_pushvalue(L, 2);
         if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
-        return nl_dsl_error(L, "Tensor has no method or field '%s'; help \"Tensor\" lists the methods",
-                            lua_tostring(L, 2));
+        push_hint(L, lua_tostring(L, 2), lua_upvalueindex(1));
+        return nl_dsl_error(L, "Tensor has no method or field '%s'%s; help \"Tensor\" lists the methods",
+                            lua_tostring(L, 2), lua_tostring(L, -1));
     }
     nl_tensor *t = nl_lua_checktensor(L, 1);
     if (lua_type(L, 2) != LUA_TNUMBER)

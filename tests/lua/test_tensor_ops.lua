@@ -246,6 +246,12 @@ test("a missing method names itself and help \"Tensor\"", function()
   local ok, err = pcall(function() return t:nosuch() end)
   check(not ok and not tostring(err):find("attempt to call", 1, true), "not 'attempt to call a nil value'")
   check(tostring(err):find("^[^:]*test_tensor_ops.lua:%d+:"), "says where: " .. tostring(err))
+  check_error(function() return t:softmaxx(1) end, "(did you mean softmax?)", "suggests a near name")
+  check_error(function() return t:nElement() end, "(nnlab calls it numel)", "Torch7's name")
+  check_error(function() return t:long() end, 'nnlab calls it to("i32")', "PyTorch's name")
+  check_error(function() return t:xyz() end, "'xyz'; help", "no suggestion when nothing is near")
+  check(table.concat(tensor.zeros(2, 3):size(), ",") == "2,3" and tensor.zeros(2, 3):size(-1) == 3,
+        "size() without a dim is the shape, as in PyTorch and Torch7")
 end)
 
 test("bad arguments name the function", function()
