@@ -353,8 +353,8 @@ nl_dtype nl_promote(nl_dtype a, nl_dtype b);
 nl_tensor *nl_binary_scalar_new(nl_binop op, const nl_tensor *a, double s, bool scalar_first);
 nl_tensor *nl_unary_new(nl_unop op, const nl_tensor *a);
 /* dim: 0-based, or -1 for all elements (result is a 0-d tensor, ndim 0). keepdim keeps the
- * reduced dimension with size 1. argmax returns i32 indices (0-based). sum/mean of integer
- * tensors return f32. */
+ * reduced dimension with size 1. argmax and argmin return i32 indices (0-based; of equal values
+ * the first). sum/mean of integer tensors return f32. */
 nl_tensor *nl_reduce_new(nl_redop op, const nl_tensor *a, int dim, bool keepdim);
 /* 1-D and 2-D, and batched 3-D (B,M,K)x(B,K,N) or broadcast (M,K)x(B,K,N); f32 only.
  * Shape errors name both shapes. */
