@@ -111,6 +111,16 @@ nl_status cpu_cumsum(const nl_op *op)
         int64_t off[2];
         line_start(y->ndim, y->shape, dim, l, 2, ts, off);
         double acc = 0;
+        if (x->dtype == NL_F32) { /* the common case, without the per-element type switch */
+            const float *xp = (const float *)xb + off[1];
+            float *yp = (float *)yb + off[0];
+            const int64_t sx = x->strides[dim], sy = y->strides[dim];
+            for (int64_t j = 0; j < len; j++) {
+                acc += xp[j * sx];
+                yp[j * sy] = (float)acc;
+            }
+            continue;
+        }
         for (int64_t j = 0; j < len; j++) {
             acc += cpu_load((cpu_ctype)x->dtype, xb + (off[1] + j * x->strides[dim]) * (int64_t)xs);
             cpu_store((cpu_ctype)y->dtype, yb + (off[0] + j * y->strides[dim]) * (int64_t)ys, acc);
@@ -145,6 +155,33 @@ static int cmp_down(const void *pa, const void *pb)
     return a->i < b->i ? -1 : a->i > b->i;
 }
 
+/* Reorders items[0..n) so that its first k (0 < k < n) are the k first in cmp's order, in any
+ * order (quickselect; cmp is a total order, so the result is the same on every run). */
+static void select_first(sort_item *items, int64_t n, int64_t k, int (*cmp)(const void *, const void *))
+{
+    int64_t lo = 0, hi = n - 1;
+    while (lo < hi) {
+        const int64_t mid = lo + (hi - lo) / 2; /* median of three as the pivot, moved to hi */
+        if (cmp(&items[mid], &items[lo]) < 0) { sort_item t = items[mid]; items[mid] = items[lo]; items[lo] = t; }
+        if (cmp(&items[hi], &items[lo]) < 0) { sort_item t = items[hi]; items[hi] = items[lo]; items[lo] = t; }
+        if (cmp(&items[mid], &items[hi]) < 0) { sort_item t = items[mid]; items[mid] = items[hi]; items[hi] = t; }
+        int64_t store = lo;
+        for (int64_t j = lo; j < hi; j++) {
+            if (cmp(&items[j], &items[hi]) < 0) {
+                sort_item t = items[j];
+                items[j] = items[store];
+                items[store++] = t;
+            }
+        }
+        sort_item t = items[hi];
+        items[hi] = items[store];
+        items[store] = t;
+        if (store == k - 1 || store == k) return; /* the first k are those left of a split at k */
+        if (store < k) lo = store + 1;
+        else hi = store - 1;
+    }
+}
+
 nl_status cpu_sort(const nl_op *op)
 {
     const nl_tensor *y = op->dst, *ix = op->aux, *x = op->src[0];
@@ -172,7 +209,8 @@ nl_status cpu_sort(const nl_op *op)
                 items[j].v = cpu_load((cpu_ctype)x->dtype, xb + (off[2] + j * x->strides[dim]) * (int64_t)xs);
                 items[j].i = j;
             }
-            qsort(items, (size_t)n, sizeof *items, cmp);
+            if (k < n) select_first(items, n, k, cmp); /* topk: sort only the k kept */
+            qsort(items, (size_t)k, sizeof *items, cmp);
             for (int64_t j = 0; j < k; j++) {
                 cpu_store((cpu_ctype)y->dtype, yb + (off[0] + j * y->strides[dim]) * (int64_t)ys, items[j].v);
                 int32_t *slot = (int32_t *)ibase + off[1] + j * ix->strides[dim];
