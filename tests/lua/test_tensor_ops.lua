@@ -321,6 +321,14 @@ test("empty and odd shapes", function()
   local s = big:sort()
   check(s[1]:item() == big:min() and s[-1]:item() == big:max(), "a long sort (threaded) ends in the extremes")
   same(big:cumsum(1)[-1]:reshape(1), tensor.from{big:sum()}, 1e-3, "a long cumsum ends in the sum")
+  for _, m in ipairs{tensor.randn(50, 300), (tensor.rand(50, 300) * 9):to("i32")} do -- ties in the second
+    for _, largest in ipairs{true, false} do
+      local v, i = m:topk(17, 2, largest)
+      local sv, si = m:sort(2, largest)
+      same(v, sv:slice(2, 1, 17), 0, "topk agrees with sort, largest " .. tostring(largest))
+      same(i, si:slice(2, 1, 17), 0, "and so do its indices (ties in order)")
+    end
+  end
   local d = tensor.randn(4, 3, 2, 2, 2, 2, 2, 2)
   check(d:permute(8, 7, 6, 5, 4, 3, 2, 1):shape()[1] == 2, "permute of 8 dims")
   check_error(function() return d:unsqueeze(1) end, "has 8 dims already")
