@@ -239,7 +239,7 @@ define 'function load_it() local t = tensor.load("nope.npy"); return t end'
 line 'load_it()'
 check "an nnlab error in a user function shows the user's line" "^stdin:1: tensor\.load: cannot open 'nope\.npy'"
 line 'tensor.zeros(2):softmaxx(1)'
-check "a missing tensor method names itself and help" '^stdin:1: Tensor has no method or field .softmaxx.; help "Tensor" lists the methods$'
+check "a missing tensor method names itself, a near one and help" '^stdin:1: Tensor has no method or field .softmaxx. \(did you mean softmax\?\); help "Tensor" lists the methods$'
 line 'tensor.arange(6):reshape(2, 3)[3]'
 check "t[i] out of range says so" '^stdin:1: Tensor: index 3 out of range for dim 1 of size 2$'
 define 'after_errors = 1'
