@@ -99,7 +99,7 @@ static int64_t check_size(lua_State *L, double v, int pos, bool infer, const cha
  * infer allows one -1 (reshape). Returns the number of dims; raises on a non-integer,
  * negative, NaN or too large size and on more than NL_MAX_DIMS dims. */
 int nl_lua_checkshape(lua_State *L, int first, int last, int64_t *shape, bool infer,
-                       const char *fname)
+                      const char *fname)
 {
     bool table = first <= last && lua_type(L, first) == LUA_TTABLE;
     if (table && last > first) luaL_argerror(L, first + 1, "no sizes expected after a shape table");
@@ -137,7 +137,7 @@ int nl_lua_checkdim(lua_State *L, int arg, const nl_tensor *t, const char *fname
 /* A 1-based index argument along dim (of size n; negative counts from the end) as 0-based.
  * past_end also allows n + 1, the empty position after the last element (slice starts). */
 int64_t nl_lua_checkindex(lua_State *L, int arg, int64_t n, int dim, const char *fname,
-                           bool past_end)
+                          bool past_end)
 {
     lua_Integer i = luaL_checkinteger(L, arg);
     lua_Integer j = i < 0 ? i + n + 1 : i;
@@ -155,7 +155,8 @@ static void check_indices(lua_State *L, int first, const nl_tensor *t, int64_t *
     if (given != t->ndim)
         nl_dsl_error(L, "%s: %d indices given for a %d-D tensor", fname, given < 0 ? 0 : given,
                    t->ndim);
-    for (int d = 0; d < t->ndim; d++) idx[d] = nl_lua_checkindex(L, first + d, t->shape[d], d, fname, false);
+    for (int d = 0; d < t->ndim; d++)
+        idx[d] = nl_lua_checkindex(L, first + d, t->shape[d], d, fname, false);
 }
 
 /* ---------------------------------------------------------------- constructors ---------- */

@@ -70,7 +70,8 @@ nl_tensor *nl_norm_new(const nl_tensor *t, double p, int dim, bool keepdim)
     if (p == 2) a = step(a, nl_binary_new(NL_BIN_MUL, a, a));
     else if (p != 1) a = step(a, nl_binary_scalar_new(NL_BIN_POW, a, p, false));
     if (a) a = step(a, nl_reduce_new(NL_RED_SUM, a, dim, keepdim));
-    if (a && p != 1) a = step(a, p == 2 ? nl_unary_new(NL_UN_SQRT, a) : nl_binary_scalar_new(NL_BIN_POW, a, 1 / p, false));
+    if (a && p != 1)
+        a = step(a, p == 2 ? nl_unary_new(NL_UN_SQRT, a) : nl_binary_scalar_new(NL_BIN_POW, a, 1 / p, false));
     return a;
 }
 

@@ -82,7 +82,8 @@ nl_tensor *nl_tensor_view(nl_tensor *t, int ndim, const int64_t *shape)
 nl_tensor *nl_tensor_flatten(nl_tensor *t, int start, int end)
 {
     if (t->ndim == 0) start = end = 0; /* a 0-d tensor flattens to one element, as in PyTorch */
-    else if (nl_check_dim("flatten", start, t->ndim) != NL_OK || nl_check_dim("flatten", end, t->ndim) != NL_OK) return NULL;
+    else if (nl_check_dim("flatten", start, t->ndim) != NL_OK || nl_check_dim("flatten", end, t->ndim) != NL_OK)
+        return NULL;
     if (start > end) {
         nl_seterr(NL_EINVAL, "flatten: start dim %d comes after end dim %d", start + 1, end + 1);
         return NULL;
