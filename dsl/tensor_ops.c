@@ -207,7 +207,9 @@ static int t_split(lua_State *L)
         sizes = lua_newuserdatauv(L, (size_t)n * sizeof *sizes, 0);
         int64_t sum = 0;
         for (int64_t k = 0; k < n; k++) {
-            lua_rawgeti(L, 2, k + 1);
+            if (lua_rawgeti(L, 2, k + 1) != LUA_TNUMBER)
+                nl_dsl_error(L, "split: size %I is a %s, expected a number", (lua_Integer)k + 1,
+                             luaL_typename(L, -1));
             sizes[k] = check_count(L, lua_gettop(L), 0, "split", "a size");
             lua_pop(L, 1);
             sum += sizes[k];
@@ -389,13 +391,7 @@ static int t_clamp(lua_State *L)
         nl_tensor_release(*box);
         if (!(*box = next)) return nl_dsl_core_error(L);
     }
-    if (*box == t) { /* never the input itself */
-        nl_tensor *c = nl_tensor_clone(t);
-        nl_tensor_release(*box);
-        *box = NULL;
-        return push_new(L, box, c);
-    }
-    return 1;
+    return 1; /* a new tensor: at least one bound was applied */
 }
 
 /* Pushes a reduction's result: a number over everything (dim -1), else the tensor. */

@@ -270,6 +270,8 @@ test("bad arguments name the function", function()
     {function() return t:split(0) end, "Tensor:split: the size must be a whole number >= 1"},
     {function() return t:split({1, 2}) end, "Tensor:split: the sizes add up to 3, but dim 1 has size 2"},
     {function() return t:split({1, 1}, 2) end, "the sizes add up to 2, but dim 2 has size 3"},
+    {function() return t:split({1, "a"}) end, "Tensor:split: size 2 is a string, expected a number"},
+    {function() return t:split({1, -1}) end, "Tensor:split: a size must be a whole number >= 0"},
     {function() return t:chunk(0) end, "Tensor:chunk: the number of chunks must be a whole number >= 1"},
     {function() return tensor.cat({t, tensor.zeros(2, 2)}) end,
      "tensor.cat: tensor 2 has shape [2, 2], tensor 1 [2, 3]: they must agree except in dim 1"},
