@@ -356,10 +356,7 @@ static int m_input(lua_State *L)
 static int m_to(lua_State *L)
 {
     nl_module *m = nl_lua_checkmodule(L, 1);
-    const char *name = luaL_checkstring(L, 2);
-    nl_device dev = nl_device_parse(name);
-    if (dev == NL_DEVICE_COUNT) luaL_argerror(L, 2, lua_pushfstring(L, "unknown device '%s' (cpu, cuda)", name));
-    check_status(L, nl_module_to(m, dev));
+    check_status(L, nl_module_to(m, nl_dsl_checkdevice(L, 2)));
     lua_settop(L, 1);
     return 1;
 }
