@@ -3,6 +3,7 @@
 #include "nl.h"
 #include "cpu/cpu.h"
 #include "sim/sim.h"
+#include "quant.h"
 #ifdef NL_HAVE_CUDA
 #include "cuda/cuda.h"
 #endif
@@ -22,6 +23,11 @@ void nl_set_threads(int n)
 }
 
 int nl_get_threads(void) { return n_threads; }
+
+/* The int8 kernels' instruction set (quant.h declares these for the DSL; the kernels are the CPU
+ * backend's). */
+nl_status nl_quant_set_isa(const char *name) { return nl_cpu_qgemm_set_isa(name); }
+const char *nl_quant_isa(void) { return nl_cpu_qgemm_isa(); }
 
 /* The host has one CPU device. */
 static nl_backend *cpu_instance(int index)

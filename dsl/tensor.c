@@ -62,7 +62,7 @@ static nl_tensor *host(lua_State *L, nl_tensor *t)
 {
     if (nl_tensor_device(t) == NL_CPU) return t;
     nl_tensor **box = nl_lua_newbox(L);
-    if (!(*box = nl_tensor_to_device(t, NL_CPU))) nl_dsl_core_error(L);
+    if (!(*box = nl_tensor_host(t))) nl_dsl_core_error(L);
     return *box;
 }
 

@@ -37,6 +37,42 @@ static void replace_child(nl_module *parent, int index, nl_module *m)
 
 /* ---------------------------------------------------------------- layers ---------------- */
 
+/* The zeros of an f32 tensor on any device (a host copy of a device tensor), -1 when the copy
+ * fails (error set). */
+static int64_t count_zeros(const nl_tensor *w)
+{
+    nl_tensor *h = nl_tensor_host(w);
+    if (!h) return -1;
+    const float *p = nl_tensor_f32(h);
+    int64_t zeros = 0;
+    for (int64_t i = 0, n = nl_tensor_numel(h); i < n; i++) zeros += p[i] == 0;
+    nl_tensor_release(h);
+    return zeros;
+}
+
+/* Pruning edits weights and masks on the host: layers on a device go to the CPU for the pass
+ * (was[i] keeps where each was) and back after it (layers_back, which keeps the first error).
+ * Two copies of those layers per pruning pass, none per training step. */
+static nl_status layers_to_host(nl_module **ls, int n, nl_device *was)
+{
+    nl_status st = NL_OK;
+    for (int i = 0; i < n; i++) {
+        was[i] = nl_module_device(ls[i]);
+        if (st == NL_OK && was[i] != NL_CPU) st = nl_module_to(ls[i], NL_CPU);
+    }
+    return st;
+}
+
+static nl_status layers_back(nl_module **ls, int n, const nl_device *was, nl_status st)
+{
+    for (int i = 0; i < n; i++)
+        if (was[i] != NL_CPU && nl_module_device(ls[i]) != was[i]) {
+            nl_status s = nl_module_to(ls[i], was[i]);
+            if (st == NL_OK) st = s;
+        }
+    return st;
+}
+
 typedef struct {
     nl_prune_layer *out;
     int max, n;
@@ -53,9 +89,7 @@ static void list_layer(nl_module *m, nl_module *parent NL_UNUSED, int index NL_U
         e->m = m;
         const nl_tensor *w = m->params[0].value;
         e->params = nl_tensor_numel(w);
-        e->zeros = 0;
-        const float *p = nl_tensor_f32(w);
-        for (int64_t i = 0; nl_tensor_device(w) == NL_CPU && i < e->params; i++) e->zeros += p[i] == 0;
+        e->zeros = count_zeros(w);
         e->sparse = nl_sparse_eligible(m, e->zeros);
     }
     l->n++;
@@ -127,19 +161,24 @@ static void mask_zeros(nl_module *m, nl_module *parent NL_UNUSED, int index NL_U
                        const char *path NL_UNUSED, void *ctx)
 {
     zeros_pass *zp = ctx;
-    if (zp->st != NL_OK || !prunable(m) || nl_tensor_device(m->params[0].value) != NL_CPU) return;
-    const float *w = nl_tensor_f32(m->params[0].value);
-    int64_t n = nl_tensor_numel(m->params[0].value), zeros = 0;
-    for (int64_t i = 0; i < n; i++) zeros += w[i] == 0;
-    if (!zeros) return;
-    nl_tensor *mask = ensure_mask(m);
-    if (!mask) {
-        zp->st = nl_errcode();
+    if (zp->st != NL_OK || !prunable(m)) return;
+    int64_t zeros = count_zeros(m->params[0].value);
+    if (zeros <= 0) {
+        if (zeros < 0) zp->st = nl_errcode();
         return;
     }
-    uint8_t *k = nl_tensor_data(mask);
-    for (int64_t i = 0; i < n; i++) k[i] = w[i] != 0;
-    zp->made++;
+    nl_device was;
+    nl_status st = layers_to_host(&m, 1, &was);
+    nl_tensor *mask = st == NL_OK ? ensure_mask(m) : NULL;
+    if (mask) {
+        const float *w = nl_tensor_f32(m->params[0].value);
+        uint8_t *k = nl_tensor_data(mask);
+        for (int64_t i = 0, n = nl_tensor_numel(mask); i < n; i++) k[i] = w[i] != 0;
+        zp->made++;
+    } else if (st == NL_OK) {
+        st = nl_errcode();
+    }
+    zp->st = layers_back(&m, 1, &was, st);
 }
 
 int nl_prune_masks_from_zeros(nl_module *net)
@@ -353,13 +392,15 @@ nl_status nl_prune_magnitude(nl_module *net, double amount, nl_prune_scope scope
     }
     nl_status st = NL_OK;
     int64_t total = 0, most = 0;
-    for (int i = 0; i < n && st == NL_OK; i++) {
+    nl_device *was = calloc((size_t)n + 1, sizeof *was);
+    if (!was) st = nl_seterr(NL_ENOMEM, "prune.magnitude: out of memory");
+    for (int i = 0; i < n && st == NL_OK; i++)
         if (!prunable(ls[i]))
             st = nl_seterr(NL_EINVAL, "prune.magnitude: %s is not a Linear or Conv2d layer",
                            ls[i]->type->name);
-        else if (nl_tensor_device(ls[i]->params[0].value) != NL_CPU)
-            st = nl_seterr(NL_EUNSUPPORTED, "prune.magnitude: move the network to the CPU first");
-        else if (!ensure_mask(ls[i]))
+    if (st == NL_OK) st = layers_to_host(ls, n, was);
+    for (int i = 0; i < n && st == NL_OK; i++) {
+        if (!ensure_mask(ls[i]))
             st = nl_errcode();
         if (st != NL_OK) break;
         int64_t k = nl_tensor_numel(ls[i]->params[0].value);
@@ -379,6 +420,8 @@ nl_status nl_prune_magnitude(nl_module *net, double amount, nl_prune_scope scope
         }
     }
     free(r);
+    if (was) st = layers_back(ls, n, was, st);
+    free(was);
     if (ls != layers) free(ls);
     return st;
 }
@@ -650,9 +693,8 @@ static void chan_free(chan_ctx *c, keep_list *keeps)
     free(c->channels);
 }
 
-nl_status nl_prune_channels(nl_module *net, double amount, int norm, int64_t *removed)
+static nl_status channels_on_host(nl_module *net, double amount, int norm, int64_t *removed)
 {
-    if (removed) *removed = 0;
     if (!(amount >= 0 && amount < 1))
         return nl_seterr(NL_EINVAL, "prune.channels: amount must be in [0, 1), got %g", amount);
     if (norm != 1 && norm != 2)
@@ -662,9 +704,6 @@ nl_status nl_prune_channels(nl_module *net, double amount, int norm, int64_t *re
     freeze(&c, end.g);
     keep_list *keeps = c.oom ? NULL : calloc((size_t)c.ng + 1, sizeof *keeps);
     nl_status st = keeps ? NL_OK : nl_seterr(NL_ENOMEM, "prune.channels: out of memory");
-    for (int i = 0; i < c.nt && st == NL_OK; i++)
-        if (nl_tensor_device(c.t[i].m->params[0].value) != NL_CPU)
-            st = nl_seterr(NL_EUNSUPPORTED, "prune.channels: move the network to the CPU first");
     int64_t gone = 0;
     for (int g = 0; g < c.ng && st == NL_OK; g++)
         if (find(&c, g) == g && !c.frozen[g] && (st = choose(&c, g, amount, norm, &keeps[g])) == NL_OK)
@@ -683,6 +722,16 @@ nl_status nl_prune_channels(nl_module *net, double amount, int norm, int64_t *re
     if (st == NL_OK && removed) *removed = gone;
     chan_free(&c, keeps);
     return st;
+}
+
+/* A network on a device is pruned on the CPU and goes back (layers_to_host). */
+nl_status nl_prune_channels(nl_module *net, double amount, int norm, int64_t *removed)
+{
+    if (removed) *removed = 0;
+    nl_device was;
+    nl_status st = layers_to_host(&net, 1, &was);
+    if (st == NL_OK) st = channels_on_host(net, amount, norm, removed);
+    return layers_back(&net, 1, &was, st);
 }
 
 /* ---------------------------------------------------------------- snapshots ------------- */

@@ -221,6 +221,11 @@ nl_tensor *nl_tensor_host(const nl_tensor *t);
 /* The value of a one-element tensor as a double (one small copy from a device); NL_ESHAPE when t
  * has more than one element. */
 nl_status nl_tensor_item(const nl_tensor *t, double *out);
+/* ggml's get_tensor / set_tensor: copy n elements starting at element `first` of a contiguous
+ * tensor t to / from host memory (one transfer on a device; a memmove on the host). NL_EINVAL
+ * for a non-contiguous t or a range past its end. */
+nl_status nl_tensor_get_data(const nl_tensor *t, void *dst, size_t first, size_t n);
+nl_status nl_tensor_set_data(nl_tensor *t, const void *src, size_t first, size_t n);
 
 /* Element access by 0-based multi-index (host tensors); value as double. */
 nl_status nl_tensor_get(const nl_tensor *t, const int64_t *idx, double *out);
@@ -292,7 +297,7 @@ typedef enum {
                                written to aux (u8), or read from src[1] (u8) when given (backward) */
     NL_OP_CROSS_ENTROPY,    /* dst [N] = -sum_c q * src[0] with src[0] log-probabilities [N,C], q the
                                target src[1] (i32 classes [N] or f32 probabilities [N,C]) smoothed:
-                               (1 - f[0]) * q + f[0] / C */
+                               (1 - f[0]) * q + f[0] / C; NaN for a class outside [0, C) */
     NL_OP_CROSS_ENTROPY_BWD,/* dst [N,C] = f[1] * (exp(src[0]) * sum_c q - q); src, f[0] as forward */
     NL_OP_SGD_STEP,         /* torch.optim.SGD on param dst (f32, contiguous) with grad src[0] and
                                momentum buffer src[1] (updated in place; NULL when f[1]=0);

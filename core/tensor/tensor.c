@@ -406,6 +406,36 @@ nl_tensor *nl_tensor_host(const nl_tensor *t)
     return copy_as(t, t->dtype, NL_CPU);
 }
 
+/* Copies between host memory and elements [first, first + n) of t (to_host: from t). */
+static nl_status host_transfer(const nl_tensor *t, void *host, size_t first, size_t n, bool to_host)
+{
+    const char *fn = to_host ? "get_data" : "set_data";
+    if (!nl_tensor_is_contiguous(t))
+        return nl_seterr(NL_EINVAL, "%s: the tensor is not contiguous", fn);
+    if (first > (size_t)nl_tensor_numel(t) || n > (size_t)nl_tensor_numel(t) - first)
+        return nl_seterr(NL_EINVAL, "%s: elements %zu..%zu out of range for %lld elements", fn,
+                         first + 1, first + n, (long long)nl_tensor_numel(t));
+    size_t es = nl_dtype_info(t->dtype)->size, bytes = n * es;
+    nl_backend *be = t->storage->backend;
+    char *dev = (char *)t->storage->ptr + (t->offset + first) * es;
+    if (!bytes) return NL_OK;
+    nl_backend_enter();
+    nl_status s = to_host ? be->copy(be, host, NL_CPU, dev, be->device, bytes)
+                          : be->copy(be, dev, be->device, host, NL_CPU, bytes);
+    nl_backend_leave();
+    return s;
+}
+
+nl_status nl_tensor_get_data(const nl_tensor *t, void *dst, size_t first, size_t n)
+{
+    return host_transfer(t, dst, first, n, true);
+}
+
+nl_status nl_tensor_set_data(nl_tensor *t, const void *src, size_t first, size_t n)
+{
+    return host_transfer(t, (void *)src, first, n, false);
+}
+
 nl_status nl_tensor_item(const nl_tensor *t, double *out)
 {
     char sbuf[256];

@@ -5,18 +5,6 @@
 #include <math.h>
 #include <string.h>
 
-/* A host, contiguous version of t: t itself (retained) when it already is one, else a copy.
- * New reference, or NULL with the error set. */
-static nl_tensor *host_contiguous(nl_tensor *t)
-{
-    if (nl_tensor_device(t) == NL_CPU) return nl_tensor_contiguous(t);
-    nl_tensor *h = nl_tensor_to_device(t, NL_CPU);
-    if (!h) return NULL;
-    nl_tensor *c = nl_tensor_contiguous(h);
-    nl_tensor_release(h);
-    return c;
-}
-
 /* The index of the largest of v[0..n) (the first one on ties). */
 static int64_t argmax_row(const float *v, int64_t n)
 {
@@ -40,7 +28,7 @@ static nl_status score(nl_tensor *out, nl_tensor *y, int64_t *top1, int64_t *top
     if (out->dtype != NL_F32 || out->ndim != 2 || out->shape[0] != y->shape[0] || !(labels || probs))
         return NL_OK;
     int64_t n = out->shape[0], c = out->shape[1];
-    nl_tensor *ho = host_contiguous(out), *hy = ho ? host_contiguous(y) : NULL;
+    nl_tensor *ho = nl_tensor_host(out), *hy = ho ? nl_tensor_host(y) : NULL;
     if (!hy) {
         nl_tensor_release(ho);
         return nl_errcode();
@@ -69,6 +57,18 @@ static nl_status score(nl_tensor *out, nl_tensor *y, int64_t *top1, int64_t *top
     return s;
 }
 
+/* The top-1 hits of logits out [N, C] against i32 labels y [N], counted where out lives (the
+ * first maximum wins, as in score): a 0-d f32 tensor (new reference), or NULL (error set). */
+static nl_tensor *hits_where(nl_tensor *out, nl_tensor *y)
+{
+    nl_tensor *pred = nl_reduce_new(NL_RED_ARGMAX, out, 1, false);
+    nl_tensor *eq = pred ? nl_binary_new(NL_BIN_EQ, pred, y) : NULL;
+    nl_tensor *hits = eq ? nl_reduce_new(NL_RED_SUM, eq, -1, false) : NULL;
+    nl_tensor_release(pred);
+    nl_tensor_release(eq);
+    return hits;
+}
+
 nl_status nl_train_step(nl_module *net, nl_loss *loss, nl_optim *opt, nl_tensor *x,
                         nl_tensor *y, double clip, nl_step_result *r)
 {
@@ -80,11 +80,20 @@ nl_status nl_train_step(nl_module *net, nl_loss *loss, nl_optim *opt, nl_tensor 
     bool scored;
     nl_status s = nl_optim_zero_grad(opt);
     if (s == NL_OK) s = nl_module_forward(net, x, &out);
+    /* On a device, the hits are counted there and come back with the loss: one transfer. */
+    nl_tensor *hits = NULL;
+    if (s == NL_OK && nl_tensor_device(out) != NL_CPU && loss->kind != NL_LOSS_DISTILL &&
+        out->ndim == 2 && y->dtype == NL_I32 && y->ndim == 1 && y->shape[0] == out->shape[0] &&
+        nl_tensor_device(y) == nl_tensor_device(out) && !(loss->also = hits = hits_where(out, y)))
+        s = nl_errcode();
     loss->batch = x; /* a distillation loss runs its teacher on it */
     if (s == NL_OK) s = nl_loss_forward(loss, out, y, &r->loss);
     loss->batch = NULL;
+    loss->also = NULL;
+    nl_tensor_release(hits);
     if (s == NL_OK && isfinite(r->loss)) {
-        s = score(out, y, &r->correct, NULL, NULL, &scored);
+        if (hits) r->correct = (int64_t)loss->also_value;
+        else s = score(out, y, &r->correct, NULL, NULL, &scored);
         if (s == NL_OK) s = nl_loss_backward(loss, 1.0, &gout);
         if (s == NL_OK) s = nl_module_backward(net, gout, NULL); /* no dL/dx of the batch */
         if (s == NL_OK && clip > 0) s = nl_clip_grad_norm(net, clip, &r->grad_norm);
