@@ -418,6 +418,10 @@ uint64_t nl_rng_u64(void);
 uint64_t nl_rng_hash(uint64_t key, uint64_t counter);
 float nl_rng_u01_at(uint64_t key, uint64_t counter);
 float nl_rng_normal_at(uint64_t key, uint64_t counter);
+/* Fills the i32 tensor dst [n] (CPU, contiguous) with a permutation of 0..n-1 drawn from the
+ * pure hash stream of key (Fisher-Yates; touches no global RNG state): the same key always gives
+ * the same order. NL_EINVAL for another tensor. */
+nl_status nl_permutation(nl_tensor *dst, uint64_t key);
 
 /* ---------------------------------------------------------------- files ----------------- */
 

@@ -1,5 +1,6 @@
 /* train.c: one training step and one evaluation batch in C (forward, loss, backward, update,
- * scoring), and the row gathers and seeded permutations that feed them mini-batches. */
+ * scoring), and the row gathers that feed them mini-batches (the seeded permutations that order
+ * them are beside the RNG, core/tensor/rng.c). */
 #include "train.h"
 
 #include <math.h>
@@ -183,21 +184,4 @@ nl_status nl_gather_rows(nl_tensor *dst, const nl_tensor *src, const int64_t *ro
         nl_tensor_release(to);
     }
     return s;
-}
-
-nl_status nl_permutation(nl_tensor *dst, uint64_t key)
-{
-    if (dst->dtype != NL_I32 || dst->ndim != 1 || nl_tensor_device(dst) != NL_CPU ||
-        !nl_tensor_is_contiguous(dst) || dst->shape[0] > INT32_MAX)
-        return nl_seterr(NL_EINVAL, "permutation: expected a contiguous 1-D i32 CPU tensor");
-    int32_t *p = nl_tensor_data(dst);
-    int64_t n = dst->shape[0];
-    for (int64_t i = 0; i < n; i++) p[i] = (int32_t)i;
-    for (int64_t i = n - 1; i > 0; i--) {
-        int64_t j = (int64_t)(nl_rng_hash(key, (uint64_t)i) % (uint64_t)(i + 1));
-        int32_t t = p[i];
-        p[i] = p[j];
-        p[j] = t;
-    }
-    return NL_OK;
 }
