@@ -183,6 +183,10 @@ test("checkpoints: save from sim, load onto sim", function()
   check(back:device() == "sim", "nn.load(path, {device = 'sim'})")
   check(same_tree(weights(back), weights(net)), "the same weights")
   check(nn.load(path):device() == "cpu", "or onto the cpu")
+  local w = back[1].weight
+  w:save(path .. ".npy")
+  check(same_tree(tensor.load(path .. ".npy"):totable(), w:totable()), "a sim tensor saved as .npy")
+  os.remove(path .. ".npy")
   check_error(function() nn.load(path, {device = "nowhere"}) end, "unknown device", "bad device")
   local t = nn.Trainer{net = mlp(17):to("sim"), data = random_set(18), batch = 8, verbose = false}
   t:step()
