@@ -337,3 +337,33 @@ test("empty and odd shapes", function()
   same(d:tile(1, 1, 1, 1, 1, 1, 1, 3), tensor.cat({d, d, d}, 8), 0, "tile of an 8-D tensor along a size-2 dim")
   same(d:tile(2, 1, 1, 1, 1, 1, 1, 1), tensor.cat({d, d}, 1), 0, "tile of an 8-D tensor along dim 1")
 end)
+
+test("on the sim device: the same results, and indexing writes there", function()
+  local s = x:to("sim")
+  check(s:device() == "sim", "on sim")
+  local ops = {
+    function(t) return t[2] end, function(t) return t:permute(3, 1, 2) end,
+    function(t) return t:softmax(1) end, function(t) return t:cumsum(2) end,
+    function(t) return (t:sort(3)) end, function(t) return select(2, t:topk(2, 2)) end,
+    function(t) return t:gather(2, t:argmax(2, true)) end, function(t) return t:index_select(3, {5, 1}) end,
+    function(t) return t:masked_fill(t:gt(0), 0) end, function(t) return tensor.where(t:lt(0), t, 1) end,
+    function(t) return t:clamp(-0.5, 0.5) end, function(t) return t:norm(1, 3) end,
+    function(t) return t:var(1) end, function(t) return tensor.cat({t, t}, 3) end,
+    function(t) return tensor.stack({t, t}) end, function(t) return t:tile(1, 2, 1) end,
+    function(t) return t:max(t:transpose(1, 3):contiguous():transpose(1, 3)) end, function(t) return select(2, t:min(2)) end,
+    function(t) return t:flatten():view(5, 12) end, function(t) return t:unsqueeze(2):squeeze() end,
+    function(t) return t:expand(2, 3, 4, 5) end, function(t) return t:split(2, 2)[2] end,
+  }
+  for k, f in ipairs(ops) do
+    local c, d = f(x), f(s)
+    check(d:device() == "sim", "op " .. k .. " stays on sim")
+    same(d:to("cpu"), c, 0, "op " .. k .. " on sim")
+  end
+  check(math.abs(s:std() - x:std()) < 1e-6 and s:norm() == x:norm(), "reductions to numbers on sim")
+  s[1] = 0
+  s[2] = tensor.ones(5):to("sim")
+  check(s[1]:to("cpu"):abs():max() == 0 and s[2]:to("cpu"):min() == 1, "t[i] = v writes on sim")
+  check_error(function() return s:gather(2, tensor.full({3, 1, 5}, 9, "i32"):to("sim")) end,
+              "index 9 out of range for dim 2 of size 4")
+  check_error(function() return s:where(s:gt(0), x) end, "sim")
+end)
