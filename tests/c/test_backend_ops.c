@@ -470,13 +470,15 @@ static void check_selection(void)
             for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) nl_tensor_release(rows[r]);
         }
     /* an index out of range is found by the device's kernel and named */
-    nl_tensor *x = on_dev(pattern(NL_F32, 2, SHAPE(2, 3), 23)), *ix = nl_tensor_zeros(NL_I32, 2, SHAPE(2, 1), dev);
+    nl_tensor *xc = pattern(NL_F32, 2, SHAPE(2, 3), 23), *x = on_dev(xc);
+    nl_tensor *ix = nl_tensor_zeros(NL_I32, 2, SHAPE(2, 1), dev);
     nl_fill(ix, 5);
     nl_clearerr();
     CHECK(!nl_gather_new(x, 1, ix, 1) && nl_errcode() == NL_EINVAL && strstr(nl_errmsg(), "index 5 out of range"),
           "gather on %s: a bad index is named: %s", nl_device_name(dev), nl_errmsg());
     nl_tensor_release(ix);
     nl_tensor_release(x);
+    nl_tensor_release(xc);
 }
 
 /* Which check covers each opcode (a new opcode without a check fails the test). */
