@@ -15,6 +15,7 @@ end
 -- ---------------------------------------------------------------- small helpers
 
 local util = require "nnlab.util"
+local ddp = require "nnlab.dist" -- the data-parallel pieces (dsl/dist.lua)
 local raise, check_options, check_int = util.error, util.check_options, util.check_int
 
 
@@ -420,7 +421,7 @@ local History = {__tostring = function(h)
 end}
 
 local trainer_options = {"net", "data", "loss", "optim", "batch", "seed", "schedule", "shuffle",
-                         "verbose"}
+                         "verbose", "distributed"}
 
 local function new_trainer(opts)
   local f = "nn.Trainer"
@@ -456,6 +457,15 @@ local function new_trainer(opts)
   t.history = setmetatable({loss = {}, lr = {}, train_loss = {}, train_acc = {}, test_loss = {},
                             test_acc = {}}, History)
   t.hooks = {}
+  -- Under several ranks: data-parallel unless distributed = false (rank 1's weights to all).
+  t.ddp = ddp.setup(t, opts.distributed, f)
+  if t.ddp then
+    if is_loader(t.data) then
+      raise(f .. ": a data.loader is not split over ranks yet: give the data set itself "
+            .. "(or distributed = false for independent replicas)")
+    end
+    t.verbose = t.verbose and dist.is_main()
+  end
   return t
 end
 
@@ -475,6 +485,7 @@ doc("nn", "Trainer", "nn.Trainer{net=, data=, loss=nn.CrossEntropyLoss(), optim=
 
 function Trainer:steps_per_epoch()
   if is_loader(self.data) then return self.data:batches() end
+  if self.ddp then return ceil(ddp.shard_size(self.ddp, self.data:size()) / self.batch) end
   return ceil(self.data:size() / self.batch)
 end
 
@@ -504,6 +515,14 @@ end
 function Trainer:_batch(epoch, pos)
   if is_loader(self.data) then return loader_batch(self.data, epoch, pos, self:steps_per_epoch()) end
   local n = self.data:size()
+  if self.ddp then -- this rank's strided shard of the epoch's order
+    if self._order_epoch ~= epoch then
+      local order = self.shuffle and P.permutation(n, self.seed, epoch) or range(1, n)
+      self._order, self._order_epoch = ddp.shard(self.ddp, order), epoch
+    end
+    n = self._order:numel()
+    return fetch(self.data, self._order:slice(1, pos * self.batch + 1, math.min((pos + 1) * self.batch, n)))
+  end
   local first, last = pos * self.batch + 1, math.min((pos + 1) * self.batch, n)
   if not self.shuffle then return fetch(self.data, range(first, last)) end
   if self._order_epoch ~= epoch then
@@ -528,8 +547,18 @@ function Trainer:step()
   local x, y = self:_batch(self.epochs, self.pos)
   if self.schedule then self.optim:set_lr(self.schedule(self.steps, self.base_lr)) end
   self.net:train()
-  local loss, correct, updated, norm = P.train_step(self.net, self.loss, self.optim, x, y)
+  if self.ddp then ddp.catch(true) end -- a signal now only raises the flag the ranks agree on
+  local ok, loss, correct, updated, norm = pcall(P.train_step, self.net, self.loss, self.optim, x, y,
+                                                 self.ddp and self.ddp.exchange)
+  if self.ddp then ddp.catch(false) end
+  if not ok then error(loss, 0) end
   if loss == nil then return nil, correct end -- interrupted: nothing moved
+  local n = x:size(1)
+  if self.ddp then -- the global batch's loss and hits, and the stop flag, in one all-reduce
+    local stop, ls, cs, ns = ddp.agree(loss * n, correct, n)
+    self._stop = stop > 0
+    loss, correct, n = ls / ns, cs, ns
+  end
   local h = self.history
   if not updated then
     local what = (loss ~= loss or loss == huge or loss == -huge)
@@ -539,7 +568,6 @@ function Trainer:step()
     raise(string.format("training stopped at step %d (epoch %d): %s; %s", self.steps + 1,
                         self.epochs + 1, what, last))
   end
-  local n = x:size(1)
   self.pos, self.steps = self.pos + 1, self.steps + 1
   h.loss[#h.loss + 1] = loss
   h.lr[#h.lr + 1] = self.optim:lr()
@@ -602,16 +630,24 @@ function Trainer:fit(opts)
   -- Ctrl-C only raises the flag while we train; we look at it between batches (and the C step
   -- stops at its next layer). The deferral is undone however this function ends.
   P.defer(true)
-  local guard <close> = setmetatable({}, {__close = function() P.defer(false) end})
+  if self.ddp then ddp.catch(true) end
+  local guard <close> = setmetatable({}, {__close = function()
+    P.defer(false)
+    if self.ddp then ddp.catch(false) end
+  end})
   local spe = self:steps_per_epoch()
   while self.epochs < self.target do
     local clock0, n0 = sys.clock(), self.sums.n
     self._drawn = nil
     while self.pos < spe do
-      if P.poll_interrupt() then return self:_pause() end
+      if not self.ddp and P.poll_interrupt() then return self:_pause() end
       local loss = self:step()
       if loss == nil then
         P.poll_interrupt()
+        return self:_pause()
+      end
+      if self._stop then -- every rank saw the same flag after the same step
+        self._stop = false
         return self:_pause()
       end
       self:_progress(clock0, n0)
@@ -681,7 +717,11 @@ function Trainer:save(path)
     loss = {kind = self.loss.kind, label_smoothing = self.loss.label_smoothing},
     schedule = self.schedule and (schedule_fields(self.schedule) or "custom") or nil,
   }
-  P.save_trainer(path, self.net, self.optim, table.concat(serialize(state, {})))
+  -- Under several ranks every rank holds the same weights: rank 1 writes, the others wait for it.
+  if not self.ddp or dist.is_main() then
+    P.save_trainer(path, self.net, self.optim, table.concat(serialize(state, {})))
+  end
+  if self.ddp then dist.barrier() end
   return self
 end
 

@@ -69,8 +69,23 @@ static nl_status score(nl_tensor *out, nl_tensor *y, int64_t *top1, int64_t *top
     return s;
 }
 
+/* Backward of the whole net with ex's begin, ready (per module) and finish around it. */
+static nl_status backward_exchange(nl_module *net, nl_tensor *gout, const nl_grad_exchange *ex)
+{
+    if (!ex) return nl_module_backward(net, gout, NULL); /* no dL/dx of the batch */
+    nl_store *store = nl_module_store(net);
+    nl_status s = store ? ex->begin(ex->ctx, store) : nl_errcode();
+    if (s != NL_OK) return s;
+    nl_module_set_backward_hook(ex->ready, ex->ctx);
+    s = nl_module_backward(net, gout, NULL);
+    nl_module_set_backward_hook(NULL, NULL);
+    /* finish even after a failed backward: the other processes wait for this one's buckets */
+    nl_status f = ex->finish(ex->ctx, store);
+    return s != NL_OK ? s : f;
+}
+
 nl_status nl_train_step(nl_module *net, nl_loss *loss, nl_optim *opt, nl_tensor *x,
-                        nl_tensor *y, double clip, nl_step_result *r)
+                        nl_tensor *y, double clip, const nl_grad_exchange *ex, nl_step_result *r)
 {
     *r = (nl_step_result){.loss = NAN, .grad_norm = NAN};
     if (nl_optim_net(opt) != net)
@@ -86,7 +101,7 @@ nl_status nl_train_step(nl_module *net, nl_loss *loss, nl_optim *opt, nl_tensor 
     if (s == NL_OK && isfinite(r->loss)) {
         s = score(out, y, &r->correct, NULL, NULL, &scored);
         if (s == NL_OK) s = nl_loss_backward(loss, 1.0, &gout);
-        if (s == NL_OK) s = nl_module_backward(net, gout, NULL); /* no dL/dx of the batch */
+        if (s == NL_OK) s = backward_exchange(net, gout, ex);
         if (s == NL_OK && clip > 0) s = nl_clip_grad_norm(net, clip, &r->grad_norm);
         if (s == NL_OK && (clip <= 0 || isfinite(r->grad_norm))) {
             s = nl_optim_step(opt);
