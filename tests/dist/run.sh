@@ -1,0 +1,100 @@
+#!/bin/sh
+# run.sh: the multi-process tests under Open MPI's mpirun (equivalence of N ranks with one process,
+# the dist API with bad arguments, a killed rank, Ctrl-C to mpirun). Every mpirun runs under a
+# timeout, so nothing can hang. Last line: "N passed, N failed".
+NNLAB=${NNLAB:-./build/nnlab}
+D=tests/dist
+pass=0; fail=0
+ok() { echo "ok $1"; pass=$((pass + 1)); }
+bad() { echo "FAIL $1"; fail=$((fail + 1)); }
+if ! command -v mpirun >/dev/null 2>&1; then
+    echo "# skipped: mpirun is not installed (make deps installs openmpi-bin)"
+    echo "0 passed, 0 failed"; exit 0
+fi
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none
+# one thread a rank: the 2 cores of a small machine are shared by the ranks
+export NNLAB_THREADS=1
+MPI="mpirun --oversubscribe --bind-to none"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# 1. The seed CNN, 30 steps: 2 ranks x 32 == 1 process x 64 (same data order).
+timeout 120 "$NNLAB" $D/train.lua "$tmp/one" cnn 64 30 &&
+timeout 120 $MPI -np 2 "$NNLAB" $D/train.lua "$tmp/two" cnn 32 30 &&
+"$NNLAB" $D/compare.lua "$tmp/one" "$tmp/two" 1e-5 &&
+ok "seed CNN: 2 ranks x 32 == 1 process x 64 (30 steps)" || bad "seed CNN: 2 ranks x 32 == 1 process x 64"
+
+# 2. 3 ranks x 4 on 100 samples (padded to 102 by wrapping) == 1 process x 12 on the padded order.
+timeout 60 "$NNLAB" $D/train.lua "$tmp/pad1" mlp 12 20 3 &&
+timeout 60 $MPI -np 3 "$NNLAB" $D/train.lua "$tmp/pad3" mlp 4 20 3 &&
+"$NNLAB" $D/compare.lua "$tmp/pad1" "$tmp/pad3" 1e-5 &&
+ok "3 ranks with padding == 1 process on the padded order" || bad "3 ranks with padding"
+
+# 3. The API on 2 ranks and alone.
+for np in 2 1; do
+    if [ $np = 1 ]; then timeout 30 "$NNLAB" $D/api.lua > "$tmp/api" 2>&1
+    else timeout 60 $MPI -np $np "$NNLAB" $D/api.lua > "$tmp/api" 2>&1; fi
+    rc=$?
+    n_ok=$(grep -c '^ok ' "$tmp/api"); n_fail=$(grep -c '^FAIL' "$tmp/api")
+    if [ $rc -eq 0 ] && [ "$n_fail" -eq 0 ] && grep -q "^ok done (rank $np)" "$tmp/api"; then
+        ok "dist API on $np rank(s): $n_ok checks"
+    else
+        cat "$tmp/api"; bad "dist API on $np rank(s) (exit $rc)"
+    fi
+done
+
+# 4. A script error on one rank ends every rank (MPI_Abort names it), never a hang.
+start=$(date +%s)
+timeout 30 $MPI -np 2 "$NNLAB" -e 'if dist.rank() == 2 then error("boom") end; dist.barrier()' > "$tmp/err" 2>&1
+rc=$?; took=$(( $(date +%s) - start ))
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "boom" "$tmp/err" && grep -q "rank 1" "$tmp/err"; then
+    ok "an error on rank 2 ends the job in ${took} s"
+else
+    cat "$tmp/err"; bad "an error on rank 2 (exit $rc)"
+fi
+
+# 5. kill -9 of rank 2 mid-training: the job ends within 10 s, naming it (mpirun counts from 0).
+mkdir -p "$tmp/kill"
+timeout 60 $MPI -np 2 "$NNLAB" $D/faults.lua "$tmp/kill" > "$tmp/kill.log" 2>&1 &
+job=$!
+i=0; while [ ! -f "$tmp/kill/started2" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+victim=""
+for p in $(pgrep -f "faults.lua $tmp/kill"); do
+    tr '\0' '\n' < /proc/$p/environ 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=1' && victim=$p
+done
+if [ -n "$victim" ]; then
+    start=$(date +%s); kill -9 "$victim"; wait $job; rc=$?; took=$(( $(date +%s) - start ))
+    if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $took -le 10 ] && grep -q "rank 1 .*signal 9" "$tmp/kill.log"; then
+        ok "kill -9 of rank 2: the job ended in ${took} s naming it"
+    else
+        cat "$tmp/kill.log"; bad "kill -9 of rank 2 (exit $rc after ${took} s)"
+    fi
+else
+    kill $job 2>/dev/null; wait $job; cat "$tmp/kill.log"; bad "kill -9: rank 2 not found"
+fi
+
+# 6. SIGINT to mpirun: every rank stops at the same step; the checkpoint saved before is intact.
+mkdir -p "$tmp/int"
+timeout 60 $MPI -np 2 "$NNLAB" $D/faults.lua "$tmp/int" > "$tmp/int.log" 2>&1 &
+job=$!
+i=0; while [ ! -f "$tmp/int/started2" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+sleep 0.5
+kill -INT $(pgrep -P $job -x mpirun) 2>/dev/null; wait $job
+s1=$(sed -n 's/^rank 1 stopped at step \([0-9]*\).*/\1/p' "$tmp/int.log")
+s2=$(sed -n 's/^rank 2 stopped at step \([0-9]*\).*/\1/p' "$tmp/int.log")
+if [ -n "$s1" ] && [ "$s1" = "$s2" ] &&
+   timeout 30 "$NNLAB" -e "local t = nn.Trainer.load('$tmp/int/ckpt.st', {data = nn.TensorDataset(tensor.randn(2000, 20), tensor.ones(2000):to('i32')), verbose = false}); assert(t.steps % 20 == 0 and t.steps <= $s1)"; then
+    ok "SIGINT: both ranks stopped at step $s1 and the checkpoint loads"
+else
+    cat "$tmp/int.log"; bad "SIGINT: ranks stopped at '$s1' and '$s2'"
+fi
+
+# 7. A plain start loads no MPI.
+if timeout 10 "$NNLAB" -e 'local f = io.open("/proc/self/maps"); local m = f:read("a"); f:close(); assert(not m:find("libmpi"), "libmpi is loaded"); assert(dist.size() == 1)'; then
+    ok "a plain start does not load libmpi"
+else
+    bad "a plain start loads libmpi"
+fi
+
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]

@@ -1,0 +1,40 @@
+-- train.lua: trains a small net for the equivalence tests and writes rank 1's weights, one number a
+-- line, to the file named by arg[1].
+--   nnlab train.lua OUT MODEL BATCH STEPS [padded]
+-- MODEL: "cnn" (the seed CNN on 32x32 images) or "mlp". With "padded" the 1-process run trains on
+-- the order that N ranks see after the padding by wrapping (for the 3-rank test: n = 100).
+local out, model, batch, steps, padded = arg[1], arg[2], tonumber(arg[3]), tonumber(arg[4]), arg[5]
+tensor.seed(7)
+local n = model == "cnn" and 256 or 100
+local x = model == "cnn" and tensor.randn(n, 3, 32, 32) or tensor.randn(n, 10)
+local y = (tensor.rand(n) * 9.98 + 0.51):to("i32")
+if padded then -- samples 1 and 2 again at the end: what 3 ranks see of 100 samples
+  local ranks = tonumber(padded)
+  local extra = (ranks - n % ranks) % ranks
+  local idx = {}
+  for i = 1, n + extra do idx[i] = (i - 1) % n + 1 end
+  local ds = nn.TensorDataset(x, y)
+  x, y = ds:batch(tensor.from(idx):to("i32"))
+end
+tensor.seed(3)
+local net
+if model == "cnn" then
+  net = nn.Sequential{
+    nn.Conv2d(3, 32, 3, {padding = 1}), nn.ReLU(), nn.MaxPool2d(2),
+    nn.Conv2d(32, 64, 3, {padding = 1}), nn.ReLU(), nn.MaxPool2d(2),
+    nn.Flatten(), nn.Linear(64 * 8 * 8, 10),
+  }
+else
+  net = nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 10))
+end
+local t = nn.Trainer{net = net, data = nn.TensorDataset(x, y), batch = batch, verbose = false,
+                     shuffle = not padded, optim = optim.SGD(net, {lr = 0.05, momentum = 0.9})}
+for _ = 1, steps do t:step() end
+if dist.is_main() then
+  local f = assert(io.open(out, "w"))
+  for _, p in ipairs(net:parameters()) do
+    f:write("# ", p.name, "\n")
+    for _, v in ipairs(p.value:reshape(-1):totable()) do f:write(string.format("%.9g\n", v)) end
+  end
+  f:close()
+end
