@@ -238,6 +238,35 @@ static int p_stop_requested(lua_State *L)
     return 1;
 }
 
+/* P.reduce_eval(stats): sums an evaluation's running totals (nn.evaluate's) over the ranks, so
+ * that every rank holds the global result. */
+static int p_reduce_eval(lua_State *L)
+{
+    nl_eval_stats *s = luaL_checkudata(L, 1, "nnlab.EvalStats");
+    double v[5] = {s->loss_sum, (double)s->count, (double)s->top1, (double)s->top5,
+                   (double)s->nclasses};
+    check_status(L, nl_dist_allreduce(v, 4, -1, NL_DIST_SUM));
+    check_status(L, nl_dist_allreduce(v + 4, 1, -1, NL_DIST_MAX));
+    int64_t c = (int64_t)v[4];
+    if (s->nclasses && s->nclasses != c)
+        return nl_dsl_error(L, "nn.evaluate: the ranks' outputs have %d and %d classes",
+                            (int)s->nclasses, (int)c);
+    int32_t has = s->confusion != NULL;
+    check_status(L, nl_dist_allreduce(&has, 1, NL_I32, NL_DIST_MAX));
+    if (has && !s->confusion) { /* a rank without samples: zeros */
+        int64_t cc[2] = {c, c};
+        if (!(s->confusion = nl_tensor_zeros(NL_I32, 2, cc, NL_CPU))) return nl_dsl_core_error(L);
+    }
+    if (has)
+        check_status(L, nl_dist_allreduce(nl_tensor_data(s->confusion), c * c, NL_I32, NL_DIST_SUM));
+    s->loss_sum = v[0];
+    s->count = (int64_t)v[1];
+    s->top1 = (int64_t)v[2];
+    s->top5 = (int64_t)v[3];
+    s->nclasses = c;
+    return 0;
+}
+
 /* P.abort(code): ends every rank (a fatal error on one rank that the others cannot see). */
 static int p_abort(lua_State *L)
 {
@@ -279,6 +308,7 @@ static const luaL_Reg private_fns[] = {
     {"exchange_stats", p_exchange_stats},
     {"abort", p_abort},
     {"catch", p_catch},
+    {"reduce_eval", p_reduce_eval},
     {"stop_requested", p_stop_requested},
     {NULL, NULL},
 };

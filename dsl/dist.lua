@@ -120,6 +120,18 @@ end
 
 function ddp.shard_size(d, n) return ceil(n / d.size) end
 
+-- nn.evaluate under several ranks: this rank's samples of a data set of n (r, r + N, ...; no
+-- padding, so every sample counts once), or nil when evaluating alone.
+function ddp.eval_indices(n)
+  local N, r = dist.size(), dist.rank()
+  if N == 1 then return nil end
+  local idx = {}
+  for i = r, n, N do idx[#idx + 1] = i end
+  return tensor.from(#idx > 0 and idx or {0}):to("i32"), #idx
+end
+
+ddp.reduce_eval = P.reduce_eval
+
 -- Sums over the ranks of the numbers given, and whether any rank asked to stop (Ctrl-C, or
 -- SIGTERM from mpirun): one all-reduce a step, so every rank stops at the same step.
 function ddp.agree(...)

@@ -210,6 +210,13 @@ function nn.evaluate(net, data, opts)
       return
     end
     local n = data:size()
+    local mine, count = ddp.eval_indices(n) -- under several ranks: every N-th sample
+    if mine then
+      for first = 1, count, batch do
+        P.eval_batch(stats, net, loss, fetch(data, mine:slice(1, first, math.min(first + batch - 1, count))))
+      end
+      return
+    end
     for first = 1, n, batch do
       local x, y = fetch(data, range(first, math.min(first + batch - 1, n)))
       P.eval_batch(stats, net, loss, x, y)
@@ -217,10 +224,11 @@ function nn.evaluate(net, data, opts)
   end)
   net:train(was_training)
   if not ok then error(err, 0) end
+  if dist.size() > 1 then ddp.reduce_eval(stats) end -- the global result on every rank
   return P.eval_result(stats, loss ~= nil)
 end
 doc("nn", "evaluate", "nn.evaluate(net, data, {batch=256, loss=nn.CrossEntropyLoss()}) -> results",
-    "Runs net in eval mode over a data set (or once through a data.loader): {loss=, top1=, top5= (fractions), count=, "
+    "Runs net in eval mode over a data set (or once through a data.loader; under several ranks each takes its share and every rank gets the global result): {loss=, top1=, top5= (fractions), count=, "
     .. "confusion = i32 Tensor [C, C] (row = true class, column = predicted, 1-based), "
     .. "per_class = {accuracy of each class (nan without samples)}}. loss=false skips the loss.",
     "r = nn.evaluate(nn.Linear(2, 3), nn.TensorDataset(tensor.randn(8, 2), tensor.ones(8))); print(r.top1)")
@@ -460,10 +468,6 @@ local function new_trainer(opts)
   -- Under several ranks: data-parallel unless distributed = false (rank 1's weights to all).
   t.ddp = ddp.setup(t, opts.distributed, f)
   if t.ddp then
-    if is_loader(t.data) then
-      raise(f .. ": a data.loader is not split over ranks yet: give the data set itself "
-            .. "(or distributed = false for independent replicas)")
-    end
     t.verbose = t.verbose and dist.is_main()
   end
   return t

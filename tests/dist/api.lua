@@ -47,5 +47,14 @@ local p = dist.predict{ranks = 16, bandwidth = 10e9}
 check(p.efficiency > 0 and p.efficiency <= 1 and p.comm > 0, "predict")
 check(dist.predict{ranks = 1}.comm == 0, "predict: one rank has no communication")
 refused("predict without ranks", "ranks must be", dist.predict, {})
+-- nn.evaluate: each rank takes every N-th sample, every rank gets the global result.
+tensor.seed(1)
+local x, y = tensor.randn(101, 5), (tensor.rand(101) * 2.98 + 0.51):to("i32")
+local net = nn.Sequential(nn.Linear(5, 3))
+local ev = nn.evaluate(net, nn.TensorDataset(x, y), {batch = 16})
+local direct = nn.CrossEntropyLoss()(net(x), y)
+direct = type(direct) == "number" and direct or direct:item()
+check(ev.count == 101 and ev.confusion:sum() == 101 and math.abs(ev.loss - direct) < 1e-5,
+      string.format("evaluate: %d samples, loss %.6f (direct %.6f)", ev.count, ev.loss, direct))
 dist.barrier()
 check(true, "done")

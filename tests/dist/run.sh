@@ -30,6 +30,13 @@ timeout 60 $MPI -np 3 "$NNLAB" $D/train.lua "$tmp/pad3" mlp 4 20 3 &&
 "$NNLAB" $D/compare.lua "$tmp/pad1" "$tmp/pad3" 1e-5 &&
 ok "3 ranks with padding == 1 process on the padded order" || bad "3 ranks with padding"
 
+# 2b. Through data.loader with crop and flip: 2 ranks x 8 == 1 process x 16 (2 epochs: the draws
+# are keyed by the sample's position in the epoch, whatever rank takes it).
+timeout 60 "$NNLAB" $D/train.lua "$tmp/ld1" loader 16 14 &&
+timeout 60 $MPI -np 2 "$NNLAB" $D/train.lua "$tmp/ld2" loader 8 14 &&
+"$NNLAB" $D/compare.lua "$tmp/ld1" "$tmp/ld2" 1e-5 &&
+ok "data.loader with augmentation: 2 ranks x 8 == 1 process x 16" || bad "data.loader with augmentation: 2 ranks x 8"
+
 # 3. The API on 2 ranks and alone.
 for np in 2 1; do
     if [ $np = 1 ]; then timeout 30 "$NNLAB" $D/api.lua > "$tmp/api" 2>&1

@@ -1,13 +1,21 @@
 -- train.lua: trains a small net for the equivalence tests and writes rank 1's weights, one number a
 -- line, to the file named by arg[1].
 --   nnlab train.lua OUT MODEL BATCH STEPS [padded]
--- MODEL: "cnn" (the seed CNN on 32x32 images) or "mlp". With "padded" the 1-process run trains on
--- the order that N ranks see after the padding by wrapping (for the 3-rank test: n = 100).
+-- MODEL: "cnn" (the seed CNN on 32x32 images), "mlp", or "loader" (a small CNN on 8x8 byte images
+-- through data.loader with crop and flip: each rank's loader hands out its shard). With "padded"
+-- the 1-process run trains on the order that N ranks see after the padding by wrapping (for the
+-- 3-rank test: n = 100).
 local out, model, batch, steps, padded = arg[1], arg[2], tonumber(arg[3]), tonumber(arg[4]), arg[5]
 tensor.seed(7)
 local n = model == "cnn" and 256 or 100
 local x = model == "cnn" and tensor.randn(n, 3, 32, 32) or tensor.randn(n, 10)
 local y = (tensor.rand(n) * 9.98 + 0.51):to("i32")
+local ds = nn.TensorDataset(x, y)
+if model == "loader" then
+  local images = (tensor.rand(n, 3, 8, 8) * 255):to("u8")
+  ds = data.loader(data.from_tensors(images, y), {batch = batch, seed = 5, normalize = {mean = 0.5, std = 0.25},
+                                                 augment = {crop = 2, flip = true}})
+end
 if padded then -- samples 1 and 2 again at the end: what 3 ranks see of 100 samples
   local ranks = tonumber(padded)
   local extra = (ranks - n % ranks) % ranks
@@ -18,7 +26,9 @@ if padded then -- samples 1 and 2 again at the end: what 3 ranks see of 100 samp
 end
 tensor.seed(3)
 local net
-if model == "cnn" then
+if model == "loader" then
+  net = nn.Sequential(nn.Conv2d(3, 4, 3, {padding = 1}), nn.ReLU(), nn.Flatten(), nn.Linear(256, 10))
+elseif model == "cnn" then
   net = nn.Sequential{
     nn.Conv2d(3, 32, 3, {padding = 1}), nn.ReLU(), nn.MaxPool2d(2),
     nn.Conv2d(32, 64, 3, {padding = 1}), nn.ReLU(), nn.MaxPool2d(2),
@@ -27,7 +37,7 @@ if model == "cnn" then
 else
   net = nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 10))
 end
-local t = nn.Trainer{net = net, data = nn.TensorDataset(x, y), batch = batch, verbose = false,
+local t = nn.Trainer{net = net, data = ds, batch = batch, verbose = false,
                      shuffle = not padded, optim = optim.SGD(net, {lr = 0.05, momentum = 0.9})}
 for _ = 1, steps do t:step() end
 if dist.is_main() then
