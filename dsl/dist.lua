@@ -139,7 +139,17 @@ function ddp.agree(...)
 end
 
 ddp.catch = P.catch
-ddp.stats = P.exchange_stats
+
+function dist.stats(t)
+  if type(t) ~= "table" or getmetatable(t) == nil or not t.ddp then
+    raise("dist.stats: expected a data-parallel nn.Trainer (one made under several ranks)")
+  end
+  return P.exchange_stats(t.ddp.exchange)
+end
+doc("stats", "dist.stats(trainer) -> {steps=, bytes=, buckets=, wait=, overlapped=}",
+    "The gradient exchange of a data-parallel trainer so far: steps, bytes all-reduced a step, "
+    .. "buckets a step, seconds spent waiting for the all-reduces, buckets started during backward.",
+    "-- under nnlab -n 2: print(dist.stats(t).wait)")
 
 package.loaded["nnlab.dist"] = ddp
 
