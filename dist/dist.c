@@ -35,6 +35,9 @@ static void plugin_path(char *buf, size_t n)
     snprintf(buf, n, "%snnlab_mpi.so", slash ? exe : "./");
 }
 
+/* SyncBatchNorm's sums over the ranks. */
+static nl_status sync_sum(double *v, int n) { return nl_dist_allreduce(v, n, -1, NL_DIST_SUM); }
+
 nl_status nl_dist_init(void)
 {
     if (mpi) return NL_OK;
@@ -51,6 +54,7 @@ nl_status nl_dist_init(void)
     if (p->init(&rank_, &size_, &local_rank_, err, sizeof err) != 0)
         return nl_seterr(NL_EINVAL, "dist: %s", err);
     mpi = p;
+    if (size_ > 1) nl_set_sync_sum(sync_sum);
     /* The ranks on one machine share its cores: without NNLAB_THREADS each takes its share. */
     const char *local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
     if (!getenv("NNLAB_THREADS") && local && atoi(local) > 1) {

@@ -30,6 +30,7 @@ extern const nl_module_type nl_tanh_type;
 extern const nl_module_type nl_softmax_type;
 extern const nl_module_type nl_batchnorm1d_type;
 extern const nl_module_type nl_batchnorm2d_type;
+extern const nl_module_type nl_syncbatchnorm_type;
 extern const nl_module_type nl_dropout_type;
 extern const nl_module_type nl_quantize_type;
 extern const nl_module_type nl_dequantize_type;
@@ -60,6 +61,7 @@ const nl_module_type *const nl_module_types[] = {
     &nl_softmax_type,
     &nl_batchnorm1d_type,
     &nl_batchnorm2d_type,
+    &nl_syncbatchnorm_type,
     &nl_dropout_type,
     &nl_quantize_type,
     &nl_dequantize_type,

@@ -157,6 +157,11 @@ nl_store *nl_module_store(nl_module *net);
 int nl_store_find(const nl_store *s, int64_t e);
 void nl_store_free(nl_store *s);
 
+/* Sums n doubles in place over the processes of a data-parallel job: SyncBatchNorm's statistics.
+ * The distributed layer sets it when a job has several ranks; NULL (one process) by default. */
+typedef nl_status (*nl_sync_sum_fn)(double *v, int n);
+void nl_set_sync_sum(nl_sync_sum_fn fn);
+
 /* A function called after each module's backward has added its parameters' gradients (the
  * gradient exchange starts its buckets there); fn NULL removes it. One per thread. */
 void nl_module_set_backward_hook(void (*fn)(void *ctx, nl_module *m), void *ctx);

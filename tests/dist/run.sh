@@ -30,6 +30,13 @@ timeout 60 $MPI -np 3 "$NNLAB" $D/train.lua "$tmp/pad3" mlp 4 20 3 &&
 "$NNLAB" $D/compare.lua "$tmp/pad1" "$tmp/pad3" 1e-5 &&
 ok "3 ranks with padding == 1 process on the padded order" || bad "3 ranks with padding"
 
+# 2a. nn.SyncBatchNorm on 2 ranks x 16 == nn.BatchNorm2d in one process x 32 (weights and running
+# statistics).
+timeout 60 "$NNLAB" $D/train.lua "$tmp/bn1" bn 32 12 &&
+timeout 60 $MPI -np 2 "$NNLAB" $D/train.lua "$tmp/bn2" bn 16 12 &&
+"$NNLAB" $D/compare.lua "$tmp/bn1" "$tmp/bn2" 1e-5 &&
+ok "SyncBatchNorm: 2 ranks x 16 == BatchNorm2d in 1 process x 32" || bad "SyncBatchNorm: 2 ranks x 16"
+
 # 2b. Through data.loader with crop and flip: 2 ranks x 8 == 1 process x 16 (2 epochs: the draws
 # are keyed by the sample's position in the epoch, whatever rank takes it).
 timeout 60 "$NNLAB" $D/train.lua "$tmp/ld1" loader 16 14 &&
@@ -101,6 +108,14 @@ if timeout 10 "$NNLAB" -e 'local f = io.open("/proc/self/maps"); local m = f:rea
     ok "a plain start does not load libmpi"
 else
     bad "a plain start loads libmpi"
+fi
+
+# 8. dist.init() alone: MPI starts as a job of one (Open MPI's singleton), every call still works.
+if out=$(timeout 30 "$NNLAB" -e 'local n = dist.init(); local t = tensor.ones(2); dist.allreduce(t); dist.barrier(); print(n, dist.rank(), t:get(1))') &&
+   [ "$out" = "$(printf '1\t1\t1.0')" ]; then
+    ok "dist.init() alone: one rank"
+else
+    bad "dist.init() alone: '$out'"
 fi
 
 echo "$pass passed, $fail failed"
