@@ -247,7 +247,7 @@ static void ex_ready(void *ctx, nl_module *m)
     if (mpi) mpi->progress();
 }
 
-static nl_status ex_finish(void *ctx, nl_store *s)
+static nl_status ex_finish(void *ctx, nl_store *s, bool *skip)
 {
     nl_dist_exchange *x = ctx;
     nl_status st = NL_OK;
@@ -265,6 +265,10 @@ static nl_status ex_finish(void *ctx, nl_store *s)
             nl_status sw = status_of(mpi->wait(x->req[b], err, sizeof err), err);
             if (st == NL_OK) st = sw;
         }
+    double any = *skip; /* one more small all-reduce: whether any rank skips the update */
+    nl_status sk = nl_dist_allreduce(&any, 1, -1, NL_DIST_MAX);
+    if (st == NL_OK) st = sk;
+    *skip = any != 0;
     x->stats.wait_seconds += now() - t0;
     x->stats.steps++;
     x->store = NULL;

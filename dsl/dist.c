@@ -278,7 +278,7 @@ static const nl_dsl_fn dist_fns[] = {
     {"init", l_init, "dist.init() -> size",
      "Starts MPI in this process if it is not running yet (mpirun-launched processes start it "
      "by themselves) and returns the number of ranks; 1 when run alone.",
-     "print(dist.init())"},
+     "if os.getenv(\"OMPI_COMM_WORLD_SIZE\") then print(dist.init()) end -- mpirun started MPI already"},
     {"rank", l_rank, "dist.rank() -> r", "This process's rank, 1 to dist.size() (1 without MPI).",
      "print(dist.rank())"},
     {"size", l_size, "dist.size() -> n", "The number of processes in the job (1 without MPI).",

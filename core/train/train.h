@@ -19,13 +19,15 @@ typedef struct {
  * clipping. begin is called before backward with the net's parameter store, whose blocks stay
  * put until finish; ready after each module's backward has added its parameters' gradients (an
  * all-reduce of a bucket of the store can start there, overlapping the rest of backward); finish
- * after backward: every gradient must then be the mean over the processes. Errors from begin and
+ * after backward: every gradient must then be the mean over the processes, and *skip (in: this
+ * process skips the update, its loss being non-finite; then begin and finish come without a
+ * backward) whether any process skips it, so that all update or none. Errors from begin and
  * finish end the step (nothing updated). */
 typedef struct {
     void *ctx;
     nl_status (*begin)(void *ctx, nl_store *store);
     void (*ready)(void *ctx, nl_module *m);
-    nl_status (*finish)(void *ctx, nl_store *store);
+    nl_status (*finish)(void *ctx, nl_store *store, bool *skip);
 } nl_grad_exchange;
 
 /* One mini-batch of training: zero the gradients, forward x through net (in whatever mode net

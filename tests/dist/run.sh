@@ -67,6 +67,19 @@ else
     cat "$tmp/err"; bad "an error on rank 2 (exit $rc)"
 fi
 
+# 4b. A non-finite loss on rank 2 only: both ranks skip the update and stop at the same step.
+timeout 30 $MPI -np 2 "$NNLAB" -e '
+local x = tensor.randn(16, 4)
+if dist.rank() == 2 then x = x * (0 / 0) end
+local t = nn.Trainer{net = nn.Linear(4, 2), data = nn.TensorDataset(x, tensor.ones(16):to("i32")), batch = 4, verbose = false}
+local ok, err = pcall(t.step, t)
+print("rank " .. dist.rank() .. ": " .. (ok and "updated" or tostring(err):match("training stopped at step %d+") or tostring(err)))' > "$tmp/nan" 2>&1
+if grep -q "rank 1: training stopped at step 1" "$tmp/nan" && grep -q "rank 2: training stopped at step 1" "$tmp/nan"; then
+    ok "a NaN loss on rank 2: both ranks stop at step 1"
+else
+    cat "$tmp/nan"; bad "a NaN loss on rank 2"
+fi
+
 # 5. kill -9 of rank 2 mid-training: the job ends within 10 s, naming it (mpirun counts from 0).
 mkdir -p "$tmp/kill"
 timeout 60 $MPI -np 2 "$NNLAB" $D/faults.lua "$tmp/kill" > "$tmp/kill.log" 2>&1 &
