@@ -65,17 +65,14 @@ end
 
 -- ---- the driver
 local self = arg[0] or "bench/dist.lua"
-local exe = (function()
-  local f = io.open("/proc/self/exe") and io.popen("readlink /proc/self/exe")
-  local p = f and f:read("l"); if f then f:close() end
-  return p or "build/nnlab"
-end)()
+local exe = "build/nnlab" -- the program that runs this script: arg's lowest index
+for i = -1, -20, -1 do if arg[i] then exe = arg[i] else break end end
 local function run(cmd)
   local f = io.popen(cmd .. " 2>&1")
   local text = f:read("a")
   f:close()
   local r = {}
-  for k, v in (text:match("RESULT ([^\n]*)") or ""):gmatch("(%w+)=(%S+)") do r[k] = tonumber(v) end
+  for k, v in (text:match("RESULT ([^\n]*)") or ""):gmatch("([%w_]+)=(%S+)") do r[k] = tonumber(v) end
   if not next(r) then print("failed: " .. cmd .. "\n" .. text) end
   return r
 end
@@ -88,7 +85,10 @@ local one = run("NNLAB_THREADS=2 " .. q .. " " .. self .. " --train 1")
 local two = run(q .. " -n 2 " .. self .. " --train 1")
 local two_end = run(q .. " -n 2 " .. self .. " --train 1000")
 local ar = run(q .. " -n 2 " .. self .. " --allreduce")
-if not (one.images_per_s and two.images_per_s and two_end.images_per_s and ar.latency) then return end
+if not (one.images_per_s and two.images_per_s and two_end.images_per_s and ar.latency) then
+  print("failed: a run gave no figures")
+  return
+end
 print(string.format("seed CNN, global batch 64: 1 rank x 2 threads %.0f img/s, 2 ranks x 1 thread %.0f img/s: %.2fx",
                     one.images_per_s, two.images_per_s, two.images_per_s / one.images_per_s))
 print(string.format("all-reduced per step: %.2f MB in %d buckets; waiting on it %.2f ms a step (one bucket at "

@@ -185,9 +185,12 @@ static nl_status cut_buckets(nl_dist_exchange *x, const nl_store *s)
     int nb = 0;
     int64_t end = s->offset[n];
     int64_t *cuts = x->pending; /* scratch, n + 1 */
+    /* at most NL_DIST_MAX_REQUESTS / 2 buckets: the plugin keeps that many requests open */
+    int64_t least = end / (NL_DIST_MAX_REQUESTS / 2) + 1;
+    int64_t size = x->bucket_elems > least ? x->bucket_elems : least;
     cuts[nb++] = end;
     for (int i = n - 1; i > 0; i--)
-        if (cuts[nb - 1] - s->offset[i] >= x->bucket_elems) cuts[nb++] = s->offset[i];
+        if (cuts[nb - 1] - s->offset[i] >= size) cuts[nb++] = s->offset[i];
     cuts[nb++] = 0;
     for (int b = 0; b < nb; b++) x->start[b] = cuts[nb - 1 - b];
     x->nbuckets = n > 0 ? nb - 1 : 0;

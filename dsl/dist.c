@@ -4,6 +4,7 @@
 #include "dist.h"
 #include "dsl.h"
 #include "ldist.h"
+#include "lnn.h"
 #include "ltensor.h"
 
 #include <lauxlib.h>
@@ -267,6 +268,13 @@ static int p_reduce_eval(lua_State *L)
     return 0;
 }
 
+/* P.sync_bn(net) -> count: every BatchNorm of net becomes a SyncBatchNorm. */
+static int p_sync_bn(lua_State *L)
+{
+    lua_pushinteger(L, nl_batchnorm_make_sync(nl_lua_checkmodule(L, 1)));
+    return 1;
+}
+
 /* P.abort(code): ends every rank (a fatal error on one rank that the others cannot see). */
 static int p_abort(lua_State *L)
 {
@@ -309,6 +317,7 @@ static const luaL_Reg private_fns[] = {
     {"abort", p_abort},
     {"catch", p_catch},
     {"reduce_eval", p_reduce_eval},
+    {"sync_bn", p_sync_bn},
     {"stop_requested", p_stop_requested},
     {NULL, NULL},
 };

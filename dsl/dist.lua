@@ -93,14 +93,14 @@ local ddp = {}
 -- The data-parallel state of a new trainer t, or nil when it trains alone (one rank, or
 -- distributed = false): broadcasts rank 1's parameters and buffers to every rank.
 function ddp.setup(t, distributed, fname)
-  if distributed == false or dist.size() == 1 then return nil end
-  local o = type(distributed) == "table" and distributed or {}
-  if distributed ~= nil and distributed ~= true and type(distributed) ~= "table" then
-    raise(fname .. ": distributed must be true, false or a table {bucket_mb=}")
+  if distributed ~= nil and type(distributed) ~= "boolean" and type(distributed) ~= "table" then
+    raise(fname .. ": distributed must be true, false or a table {bucket_mb=, sync_bn=}")
   end
-  o = check_options(o, {"bucket_mb"}, fname)
+  local o = check_options(type(distributed) == "table" and distributed or {}, {"bucket_mb", "sync_bn"}, fname)
   local mb = o.bucket_mb or 1
   if type(mb) ~= "number" or not (mb > 0) then raise(fname .. ": bucket_mb must be a number > 0") end
+  if distributed == false or dist.size() == 1 then return nil end
+  if o.sync_bn then P.sync_bn(t.net) end -- every BatchNorm takes the global batch's statistics
   for _, p in ipairs(t.net:parameters()) do dist.broadcast(p.value, 1) end
   for _, b in ipairs(t.net:buffers()) do
     local dt = b.value:dtype()

@@ -32,6 +32,17 @@ static nl_sync_sum_fn sync_sum;
 
 void nl_set_sync_sum(nl_sync_sum_fn fn) { sync_sum = fn; }
 
+int nl_batchnorm_make_sync(nl_module *net)
+{
+    int n = 0;
+    if (net->type == &nl_batchnorm1d_type || net->type == &nl_batchnorm2d_type) {
+        net->type = &nl_syncbatchnorm_type; /* the same arguments, parameters and state */
+        n++;
+    }
+    for (int i = 0; i < net->nchildren; i++) n += nl_batchnorm_make_sync(net->children[i]);
+    return n;
+}
+
 enum { ARG_C, ARG_EPS, ARG_MOMENTUM, ARG_AFFINE };
 
 /* A [2, C] buffer and [C] views of its two rows. */

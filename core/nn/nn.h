@@ -161,6 +161,9 @@ void nl_store_free(nl_store *s);
  * The distributed layer sets it when a job has several ranks; NULL (one process) by default. */
 typedef nl_status (*nl_sync_sum_fn)(double *v, int n);
 void nl_set_sync_sum(nl_sync_sum_fn fn);
+/* Turns every BatchNorm1d and BatchNorm2d of net into a SyncBatchNorm (in place: the same
+ * arguments, parameters and state). Returns how many it turned. */
+int nl_batchnorm_make_sync(nl_module *net);
 
 /* A function called after each module's backward has added its parameters' gradients (the
  * gradient exchange starts its buckets there); fn NULL removes it. One per thread. */

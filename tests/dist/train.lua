@@ -2,14 +2,16 @@
 -- line, to the file named by arg[1].
 --   nnlab train.lua OUT MODEL BATCH STEPS [padded]
 -- MODEL: "cnn" (the seed CNN on 32x32 images), "mlp", "bn" (a CNN with batch norm: nn.SyncBatchNorm
--- under several ranks, nn.BatchNorm2d alone; the running statistics are written too), or "loader" (a small CNN on 8x8 byte images
+-- under several ranks, nn.BatchNorm2d alone; the running statistics are written too), "bnconv"
+-- (nn.BatchNorm2d turned into SyncBatchNorm by distributed = {sync_bn = true}), or "loader" (a small CNN on 8x8 byte images
 -- through data.loader with crop and flip: each rank's loader hands out its shard). With "padded"
 -- the 1-process run trains on the order that N ranks see after the padding by wrapping (for the
 -- 3-rank test: n = 100).
 local out, model, batch, steps, padded = arg[1], arg[2], tonumber(arg[3]), tonumber(arg[4]), arg[5]
 tensor.seed(7)
-local n = model == "cnn" and 256 or model == "bn" and 128 or 100
-local x = model == "cnn" and tensor.randn(n, 3, 32, 32) or model == "bn" and tensor.randn(n, 3, 16, 16) * 2 + 1
+local bn = model == "bn" or model == "bnconv"
+local n = model == "cnn" and 256 or bn and 128 or 100
+local x = model == "cnn" and tensor.randn(n, 3, 32, 32) or bn and tensor.randn(n, 3, 16, 16) * 2 + 1
           or tensor.randn(n, 10)
 local y = (tensor.rand(n) * 9.98 + 0.51):to("i32")
 local loader
@@ -28,8 +30,8 @@ end
 local ds = loader or nn.TensorDataset(x, y)
 tensor.seed(3)
 local net
-if model == "bn" then
-  local BN = dist.size() > 1 and nn.SyncBatchNorm or nn.BatchNorm2d
+if bn then
+  local BN = dist.size() > 1 and model == "bn" and nn.SyncBatchNorm or nn.BatchNorm2d
   net = nn.Sequential(nn.Conv2d(3, 8, 3, {padding = 1}), BN(8), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
                       nn.Linear(512, 10))
 elseif model == "loader" then
@@ -44,7 +46,7 @@ else
   net = nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 10))
 end
 local t = nn.Trainer{net = net, data = ds, batch = batch, verbose = false,
-                     shuffle = not padded, optim = optim.SGD(net, {lr = 0.05, momentum = 0.9})}
+                     shuffle = not padded, distributed = model == "bnconv" and {sync_bn = true} or nil, optim = optim.SGD(net, {lr = 0.05, momentum = 0.9})}
 for _ = 1, steps do t:step() end
 if dist.is_main() then
   local f = assert(io.open(out, "w"))

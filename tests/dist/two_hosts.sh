@@ -33,7 +33,8 @@ case \$host in 10.77.0.2) ns=$B ;; *) ns=$A ;; esac
 exec ip netns exec \$ns sh -c "\$*"
 AGENT
 chmod +x "$tmp/agent"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NNLAB_THREADS=1
+LSAN_OPTIONS="${LSAN_OPTIONS:+$LSAN_OPTIONS:}suppressions=$(pwd)/tests/dist/lsan.supp:print_suppressions=0"
+export LSAN_OPTIONS OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NNLAB_THREADS=1
 pass=0; fail=0
 timeout 120 "$NNLAB" $D/train.lua "$tmp/one" cnn 64 10 &&
 timeout 60 ip netns exec $A mpirun --mca plm_rsh_agent "$tmp/agent" --mca btl tcp,self \
