@@ -23,34 +23,25 @@ MPI="env $NOLEAK $MPI"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
+# same WHAT ONE NP MANY: train.lua's weights from one process (arguments ONE) and from NP ranks
+# (arguments MANY) within 1e-5 relative.
+same() {
+    what=$1; one=$2; np=$3; many=$4; f="$tmp/w$pass$fail"
+    if timeout 120 "$NNLAB" $D/train.lua "$f.1" $one && timeout 120 $MPI -np $np "$NNLAB" $D/train.lua "$f.n" $many &&
+       "$NNLAB" $D/compare.lua "$f.1" "$f.n" 1e-5; then ok "$what"; else bad "$what"; fi
+}
+
 # 1. The seed CNN, 30 steps: 2 ranks x 32 == 1 process x 64 (same data order).
-timeout 120 "$NNLAB" $D/train.lua "$tmp/one" cnn 64 30 &&
-timeout 120 $MPI -np 2 "$NNLAB" $D/train.lua "$tmp/two" cnn 32 30 &&
-"$NNLAB" $D/compare.lua "$tmp/one" "$tmp/two" 1e-5 &&
-ok "seed CNN: 2 ranks x 32 == 1 process x 64 (30 steps)" || bad "seed CNN: 2 ranks x 32 == 1 process x 64"
-
+same "seed CNN: 2 ranks x 32 == 1 process x 64 (30 steps)" "cnn 64 30" 2 "cnn 32 30"
 # 2. 3 ranks x 4 on 100 samples (padded to 102 by wrapping) == 1 process x 12 on the padded order.
-timeout 60 "$NNLAB" $D/train.lua "$tmp/pad1" mlp 12 20 3 &&
-timeout 60 $MPI -np 3 "$NNLAB" $D/train.lua "$tmp/pad3" mlp 4 20 3 &&
-"$NNLAB" $D/compare.lua "$tmp/pad1" "$tmp/pad3" 1e-5 &&
-ok "3 ranks with padding == 1 process on the padded order" || bad "3 ranks with padding"
-
+same "3 ranks with padding == 1 process on the padded order" "mlp 12 20 3" 3 "mlp 4 20 3"
 # 2a. nn.SyncBatchNorm on 2 ranks x 16 == nn.BatchNorm2d in one process x 32 (weights and running
-# statistics).
-timeout 60 "$NNLAB" $D/train.lua "$tmp/bn1" bn 32 12 &&
-timeout 60 $MPI -np 2 "$NNLAB" $D/train.lua "$tmp/bn2" bn 16 12 &&
-"$NNLAB" $D/compare.lua "$tmp/bn1" "$tmp/bn2" 1e-5 &&
-ok "SyncBatchNorm: 2 ranks x 16 == BatchNorm2d in 1 process x 32" || bad "SyncBatchNorm: 2 ranks x 16"
-timeout 60 $MPI -np 2 "$NNLAB" $D/train.lua "$tmp/bn3" bnconv 16 12 &&
-"$NNLAB" $D/compare.lua "$tmp/bn1" "$tmp/bn3" 1e-5 &&
-ok "distributed = {sync_bn = true}: the same" || bad "distributed = {sync_bn = true}"
-
+# statistics), also when distributed = {sync_bn = true} turns the BatchNorm2d into one.
+same "SyncBatchNorm: 2 ranks x 16 == BatchNorm2d in 1 process x 32" "bn 32 12" 2 "bn 16 12"
+same "distributed = {sync_bn = true}: the same" "bn 32 12" 2 "bnconv 16 12"
 # 2b. Through data.loader with crop and flip: 2 ranks x 8 == 1 process x 16 (2 epochs: the draws
 # are keyed by the sample's position in the epoch, whatever rank takes it).
-timeout 60 "$NNLAB" $D/train.lua "$tmp/ld1" loader 16 14 &&
-timeout 60 $MPI -np 2 "$NNLAB" $D/train.lua "$tmp/ld2" loader 8 14 &&
-"$NNLAB" $D/compare.lua "$tmp/ld1" "$tmp/ld2" 1e-5 &&
-ok "data.loader with augmentation: 2 ranks x 8 == 1 process x 16" || bad "data.loader with augmentation: 2 ranks x 8"
+same "data.loader with augmentation: 2 ranks x 8 == 1 process x 16" "loader 16 14" 2 "loader 8 14"
 
 # 3. The API on 2 ranks and alone.
 for np in 2 1; do
