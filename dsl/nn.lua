@@ -717,6 +717,7 @@ function Trainer:save(path)
   local seed, counter = P.rng_state()
   local state = {
     version = 1, samples = self.data:size(), epochs = self.epochs, pos = self.pos,
+    ranks = self.ddp and self.ddp.size or 1, -- batch x ranks: the global batch, which a resume keeps
     steps = self.steps, seed = self.seed, batch = self.batch, shuffle = self.shuffle,
     base_lr = self.base_lr, target = self.target, optim_kind = cfg.kind, clip = cfg.clip,
     rng = {seed, counter}, sums = self.sums, history = self.history,
@@ -757,8 +758,18 @@ function Trainer.load(path, opts)
   elseif not schedule then
     schedule = rebuild_schedule(st.schedule)
   end
+  -- Under another number of ranks the global batch stays: each rank's batch changes, so the
+  -- position (in global batches) and the order of the samples stay exact.
+  local batch, ranks = st.batch, st.ranks or 1
+  if ranks ~= dist.size() and not is_loader(opts.data) then
+    if math.type(batch) ~= "integer" or (batch * ranks) % dist.size() ~= 0 then
+      raise(string.format("%s: the run's global batch %d (%d x %d ranks) does not divide over %d ranks",
+                          f, batch * ranks, batch, ranks, dist.size()))
+    end
+    batch = batch * ranks // dist.size()
+  end
   local t = new_trainer{net = net, data = opts.data, loss = loss, optim = opt,
-                        batch = st.batch, seed = st.seed, shuffle = st.shuffle, schedule = schedule,
+                        batch = batch, seed = st.seed, shuffle = st.shuffle, schedule = schedule,
                         verbose = opts.verbose}
   if t.data:size() ~= st.samples then
     raise(string.format("%s: the data set has %d samples but the run was on %d", f, t.data:size(),

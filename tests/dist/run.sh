@@ -43,6 +43,19 @@ same "distributed = {sync_bn = true}: the same" "bn 32 12" 2 "bnconv 16 12"
 # are keyed by the sample's position in the epoch, whatever rank takes it).
 same "data.loader with augmentation: 2 ranks x 8 == 1 process x 16" "loader 16 14" 2 "loader 8 14"
 
+# 2c. A run saved on 2 ranks x 16 continues in one process x 32 (and one saved alone continues on
+# 2 ranks) where the straight run would be.
+mkdir -p "$tmp/r21" "$tmp/r12"
+if timeout 60 "$NNLAB" $D/resume.lua ref "$tmp/r21" &&
+   timeout 60 $MPI -np 2 "$NNLAB" $D/resume.lua save "$tmp/r21" && timeout 60 "$NNLAB" $D/resume.lua load "$tmp/r21" &&
+   "$NNLAB" $D/compare.lua "$tmp/r21/ref" "$tmp/r21/load" 1e-5 &&
+   timeout 60 "$NNLAB" $D/resume.lua save "$tmp/r12" && timeout 60 $MPI -np 2 "$NNLAB" $D/resume.lua load "$tmp/r12" &&
+   "$NNLAB" $D/compare.lua "$tmp/r21/ref" "$tmp/r12/load" 1e-5; then
+    ok "resume across 2 ranks and 1 process (the global batch kept)"
+else
+    bad "resume across 2 ranks and 1 process"
+fi
+
 # 3. The API on 2 ranks and alone.
 for np in 2 1; do
     if [ $np = 1 ]; then timeout 30 "$NNLAB" $D/api.lua > "$tmp/api" 2>&1
