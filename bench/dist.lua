@@ -81,8 +81,8 @@ if os.execute("command -v mpirun > /dev/null") ~= true then
   return
 end
 local q = string.format("%q", exe)
-local one = run("NNLAB_THREADS=2 " .. q .. " " .. self .. " --train 1")
-local two = run(q .. " -n 2 " .. self .. " --train 1")
+local one = run("NNLAB_THREADS=2 " .. q .. " " .. self .. " --train 0.0625")
+local two = run(q .. " -n 2 " .. self .. " --train 0.0625")
 local two_end = run(q .. " -n 2 " .. self .. " --train 1000")
 local ar = run(q .. " -n 2 " .. self .. " --allreduce")
 if not (one.images_per_s and two.images_per_s and two_end.images_per_s and ar.latency) then

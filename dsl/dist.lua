@@ -97,7 +97,7 @@ function ddp.setup(t, distributed, fname)
     raise(fname .. ": distributed must be true, false or a table {bucket_mb=, sync_bn=}")
   end
   local o = check_options(type(distributed) == "table" and distributed or {}, {"bucket_mb", "sync_bn"}, fname)
-  local mb = o.bucket_mb or 1
+  local mb = o.bucket_mb or 1 / 16 -- 64 KiB: the seed CNN (241 KB of gradients) in 3 buckets
   if type(mb) ~= "number" or not (mb > 0) then raise(fname .. ": bucket_mb must be a number > 0") end
   if distributed == false or dist.size() == 1 then return nil end
   if o.sync_bn then P.sync_bn(t.net) end -- every BatchNorm takes the global batch's statistics

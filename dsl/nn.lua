@@ -484,7 +484,7 @@ doc("nn", "Trainer", "nn.Trainer{net=, data=, loss=nn.CrossEntropyLoss(), optim=
     .. "data: anything with :size() and :get(i) (a C :batch(indices) is used when present), or a "
     .. "data.loader (its batches, order and augmentation). seed orders the data (dropout draws from "
     .. "tensor.seed's generator). Under several ranks (nnlab -n N) it is data-parallel: batch is per rank; "
-    .. "distributed = false trains independent replicas, distributed = {sync_bn = true, bucket_mb = 1} "
+    .. "distributed = false trains independent replicas, distributed = {sync_bn = true, bucket_mb = 1/16} "
     .. "tunes it. Methods: step, epoch, "
     .. "fit, resume, on_step, save; fields history, epochs, steps, pos. help \"Trainer\" lists them.",
     "t = nn.Trainer{net = nn.Linear(2, 2), data = nn.TensorDataset(tensor.randn(8, 2), tensor.ones(8)), verbose = false}; print(t:step())")

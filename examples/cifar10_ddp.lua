@@ -2,7 +2,8 @@
 -- one process or many; the global batch stays 64 (each of N ranks takes 64 / N), so N ranks learn
 -- what one process learns.
 --
---   build/nnlab -n 2 examples/cifar10_ddp.lua [epochs]     (2 ranks on this machine, default 3)
+--   build/nnlab -n 2 examples/cifar10_ddp.lua [epochs [images]]   (2 ranks here; default 3 epochs
+--                                                                  of all 50,000 training images)
 --   build/nnlab examples/cifar10_ddp.lua [epochs]          (one process, for comparison)
 --   mpirun -np 4 -H a,b build/nnlab examples/cifar10_ddp.lua    (two machines, 2 ranks each)
 --
@@ -12,12 +13,14 @@
 -- global accuracy.
 
 local epochs = tonumber(arg and arg[1]) or 3
+local images = tonumber(arg and arg[2])
 local N = dist.size()
 if 64 % N ~= 0 then error("the global batch 64 must divide into " .. N .. " ranks") end
 tensor.seed(1)
 local ok, train, test = pcall(data.cifar10)
 if not ok then error("CIFAR-10 is not in data/: run make data first (" .. tostring(train) .. ")") end
 
+if images then train = train:subset(1, images) end
 local norm = {mean = 0.5, std = 0.5}
 local train_batches = data.loader(train, {batch = 64 // N, shuffle = true, seed = 1, normalize = norm})
 local test_batches = data.loader(test, {batch = 250, shuffle = false, normalize = norm})
