@@ -52,9 +52,10 @@ doc("print", "dist.print(...)", "print on rank 1 only (every rank may call it)."
 
 -- ---------------------------------------------------------------- predict
 
--- Measured on this project's 2-core test machine (AMD EPYC Zen 3; make bench, bench/dist.lua):
--- the seed CNN's gradient and its compute time per sample with one thread.
-local defaults = {bytes = 4 * 545098, sample_time = 1.0e-3, batch = 32, latency = 20e-6,
+-- The seed CNN: its gradient bytes (60,362 f32 parameters), and its compute per sample on one
+-- thread as the README's training figure gives it (3,829 images/s on 2 threads: about 0.52 ms a
+-- sample on one); latency and bandwidth of a 10 Gb/s-class link. Any of them can be given.
+local defaults = {bytes = 4 * 60362, sample_time = 0.52e-3, batch = 32, latency = 20e-6,
                   bandwidth = 10e9, overlap = 0}
 
 function dist.predict(opts)
