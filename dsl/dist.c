@@ -9,6 +9,7 @@
 
 #include <lauxlib.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -325,8 +326,14 @@ static const luaL_Reg private_fns[] = {
 void nl_dsl_exit(int status)
 {
     if (!nl_dist_active()) return;
-    if (status == 0) nl_dist_finalize();
-    else nl_dist_abort(status);
+    if (status == 0) {
+        nl_dist_finalize();
+        return;
+    }
+    fprintf(stderr, "nnlab: rank %d of %d failed (exit status %d): ending every rank\n",
+            nl_dist_rank() + 1, nl_dist_size(), status);
+    fflush(stderr);
+    nl_dist_abort(status);
 }
 
 int nl_open_dist(lua_State *L)
