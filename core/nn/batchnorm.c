@@ -142,30 +142,24 @@ static nl_tensor *value_of(nl_module *m, const char *name)
     return p ? p->value : NULL;
 }
 
-/* A host copy of t's elements as doubles in v (t: f32, any device, numel n). */
+/* t's n elements (f32, contiguous, any device) as doubles in v: one transfer. */
 static nl_status host_doubles(const nl_tensor *t, double *v, int64_t n)
 {
-    nl_tensor *h = nl_tensor_device(t) == NL_CPU ? nl_tensor_contiguous((nl_tensor *)t)
-                                                 : nl_tensor_to_device(t, NL_CPU);
-    if (!h) return nl_errcode();
-    const float *p = nl_tensor_f32(h);
-    for (int64_t i = 0; i < n; i++) v[i] = p[i];
-    nl_tensor_release(h);
-    return NL_OK;
+    float *f = malloc((size_t)n * sizeof *f);
+    nl_status s = f ? nl_tensor_get_data(t, f, 0, (size_t)n) : nl_seterr(NL_ENOMEM, "SyncBatchNorm: out of memory");
+    for (int64_t i = 0; s == NL_OK && i < n; i++) v[i] = f[i];
+    free(f);
+    return s;
 }
 
-/* dst (f32 [n] on its device) = v[0..n). */
+/* dst's n elements (f32, contiguous, any device) = v[0..n): one transfer. */
 static nl_status set_from_doubles(nl_tensor *dst, const double *v, int64_t n)
 {
     float *f = malloc((size_t)n * sizeof *f);
     if (!f) return nl_seterr(NL_ENOMEM, "SyncBatchNorm: out of memory");
     for (int64_t i = 0; i < n; i++) f[i] = (float)v[i];
-    nl_tensor *h = nl_tensor_from_data(NL_F32, 1, &n, f);
+    nl_status s = nl_tensor_set_data(dst, f, 0, (size_t)n);
     free(f);
-    nl_tensor *flat = h ? nl_tensor_reshape(dst, 1, &n) : NULL;
-    nl_status s = flat ? nl_copy(flat, h) : nl_errcode();
-    nl_tensor_release(flat);
-    nl_tensor_release(h);
     return s;
 }
 
