@@ -1,6 +1,7 @@
 /* cpu_elementwise.c: the CPU's elementwise kernels (fill, copy, binary, binary with a scalar,
  * unary, random fills): typed inner loops driven by the shared iterator in cpu_iter.c. */
 #include "cpu_kernels.h"
+#include "hd/act_hd.h"
 
 #include <string.h>
 
@@ -72,7 +73,7 @@ typedef void (*un_loop)(void *d, int64_t sd, const void *a, int64_t sa, int64_t 
 #define FLOAT_UNARY(X, T, s) \
     X(T, s, NEG, -x) X(T, s, RELU, x < 0 ? 0 : x) X(T, s, EXP, expf(x)) X(T, s, LOG, logf(x)) \
     X(T, s, ABS, fabsf(x)) X(T, s, SQRT, sqrtf(x)) X(T, s, TANH, tanhf(x)) \
-    X(T, s, SIGMOID, 1.0f / (1.0f + expf(-x)))
+    X(T, s, SIGMOID, nl_hd_sigmoid(x))
 #define SIGNED_UNARY(X, T, s) \
     X(T, s, NEG, 0u - (uint32_t)x) X(T, s, RELU, x < 0 ? 0 : x) \
     X(T, s, ABS, x < 0 ? 0u - (uint32_t)x : (uint32_t)x)
