@@ -89,6 +89,20 @@ extern const cpu_conv_fn cpu_conv[NL_DTYPE_COUNT][CPU_CTYPE_COUNT];
 void cpu_store(cpu_ctype t, void *p, double v);
 double cpu_load(cpu_ctype t, const void *p);
 
+/* ---------------------------------------------------------------- matrix products ------- */
+
+/* How a BLAS reads one matrix operand of a row-major product (rows x cols per batch item, a
+ * 2-D or 3-D tensor; batch stride sb may be 0): in place (direct) as stored (trans false: rows
+ * ld apart) or as the transpose of a row-major cols x rows matrix (trans true, ld apart); or,
+ * when its strides allow neither or ld would exceed ld_max, packed first into a contiguous copy
+ * (direct false, ld = cols). cpu_matmul.c uses it, and the CUDA backend for cuBLAS. */
+typedef struct {
+    int64_t batch, rows, cols, sb, sr, sc;
+    bool direct, trans;
+    int64_t ld;
+} cpu_gemm_layout;
+cpu_gemm_layout cpu_gemm_layout_of(const nl_tensor *t, int64_t ld_max);
+
 /* ---------------------------------------------------------------- convolution ----------- */
 
 /* The geometry of a convolution of x [N, C, H, W] by O filters of KH x KW into y [N, O, OH, OW]. */

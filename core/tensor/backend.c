@@ -24,13 +24,18 @@ nl_backend *nl_backend_get(nl_device d)
         nl_seterr(NL_EDEVICE, "unknown device %d", (int)d);
         return NULL;
     }
+#ifdef NL_HAVE_CUDA
+    /* The CUDA backend is created on first use, so that start-up never waits for the driver;
+     * without a device nl_cuda_backend leaves "no CUDA device (reason)". */
+    if (!backends[d] && d == NL_CUDA) {
+        nl_backend *be = nl_cuda_backend(0);
+        if (!be) return NULL;
+        nl_backend_register(be);
+    }
+#endif
     if (!backends[d]) {
         if (d == NL_CUDA)
-#ifdef NL_HAVE_CUDA
-            nl_seterr(NL_EDEVICE, "no CUDA device");
-#else
             nl_seterr(NL_EDEVICE, "no CUDA device (this nnlab was built without CUDA)");
-#endif
         else
             nl_seterr(NL_EDEVICE, "no %s backend", nl_device_name(d));
         return NULL;
@@ -54,9 +59,6 @@ void nl_init(void)
     if (done) return;
     done = true;
     nl_backend_register(nl_cpu_backend());
-#ifdef NL_HAVE_CUDA
-    nl_backend_register(nl_cuda_backend()); /* NULL (ignored) when no device is present */
-#endif
     const char *env = getenv("NNLAB_THREADS");
     int n = env ? atoi(env) : 0;
     nl_set_threads(n > 0 ? n : omp_get_max_threads());
