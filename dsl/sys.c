@@ -1,5 +1,7 @@
 /* sys.c: the Lua module `sys`: wall-clock time, CPU thread count and memory use, so that
- * experiments and benchmarks written in Lua can time and size themselves. */
+ * experiments and benchmarks written in Lua can time and size themselves; the CUDA devices, their
+ * memory statistics and the TF32 switch. */
+#include "cuda/cuda.h"
 #include "dsl.h"
 #include "nl.h"
 
@@ -56,6 +58,75 @@ static int l_memory(lua_State *L)
     return 1;
 }
 
+/* sys.info() -> {threads=, cuda={{name=, memory=MiB, capability="9.0", multiprocessors=,
+ * driver=, runtime=}, ...}} (cuda empty without a device). */
+static int l_info(lua_State *L)
+{
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, nl_get_threads());
+    lua_setfield(L, -2, "threads");
+    const int n = nl_cuda_device_count();
+    lua_createtable(L, n, 0);
+    for (int d = 0; d < n; d++) {
+        nl_cuda_device_info info;
+        if (nl_cuda_device_query(d, &info) != NL_OK) continue;
+        lua_createtable(L, 0, 6);
+        lua_pushstring(L, info.name);
+        lua_setfield(L, -2, "name");
+        lua_pushnumber(L, (lua_Number)info.memory / (1024.0 * 1024.0));
+        lua_setfield(L, -2, "memory");
+        lua_pushfstring(L, "%d.%d", info.major, info.minor);
+        lua_setfield(L, -2, "capability");
+        lua_pushinteger(L, info.multiprocessors);
+        lua_setfield(L, -2, "multiprocessors");
+        lua_pushfstring(L, "%d.%d", info.driver / 1000, info.driver % 1000 / 10);
+        lua_setfield(L, -2, "driver");
+        lua_pushfstring(L, "%d.%d", info.runtime / 1000, info.runtime % 1000 / 10);
+        lua_setfield(L, -2, "runtime");
+        lua_rawseti(L, -2, d + 1);
+    }
+    lua_setfield(L, -2, "cuda");
+    return 1;
+}
+
+static int l_tf32(lua_State *L)
+{
+    if (!lua_isnoneornil(L, 1)) {
+        luaL_checktype(L, 1, LUA_TBOOLEAN);
+        nl_cuda_set_tf32(lua_toboolean(L, 1));
+    }
+    lua_pushboolean(L, nl_cuda_tf32());
+    return 1;
+}
+
+/* The device number of "cuda" (0) or "cuda:N"; raises a Lua error for anything else. */
+static int cuda_number(lua_State *L, int arg)
+{
+    const char *s = luaL_checkstring(L, arg);
+    char *end = NULL;
+    long n = strncmp(s, "cuda", 4) != 0 ? -1 : s[4] == 0 ? 0 : s[4] == ':' ? strtol(s + 5, &end, 10) : -1;
+    if (n < 0 || n > 1023 || (end && (*end || end == s + 5)))
+        luaL_argerror(L, arg, lua_pushfstring(L, "'%s' is not a CUDA device (\"cuda\" or \"cuda:N\")", s));
+    return (int)n;
+}
+
+static int l_device_stats(lua_State *L)
+{
+    nl_cuda_stats st;
+    if (nl_cuda_get_stats(cuda_number(L, 1), &st) != NL_OK) return luaL_error(L, "%s", nl_errmsg());
+    const struct { const char *name; uint64_t v; } f[] = {
+        {"in_use", st.in_use}, {"peak", st.peak}, {"cached", st.cached},
+        {"reserved", st.reserved}, {"mallocs", st.mallocs}, {"reuses", st.reuses},
+        {"launches", st.launches}, {"copies", st.copies},
+    };
+    lua_createtable(L, 0, (int)(sizeof f / sizeof f[0]));
+    for (size_t k = 0; k < sizeof f / sizeof f[0]; k++) {
+        lua_pushinteger(L, (lua_Integer)f[k].v);
+        lua_setfield(L, -2, f[k].name);
+    }
+    return 1;
+}
+
 static const nl_dsl_fn sys_fns[] = {
     {"clock", l_clock, "sys.clock() -> seconds",
      "Wall-clock seconds from a monotonic clock; subtract two readings to time something.",
@@ -65,6 +136,18 @@ static const nl_dsl_fn sys_fns[] = {
      "sys.threads(1)"},
     {"memory", l_memory, "sys.memory() -> {rss=MiB, peak=MiB}",
      "Resident memory of this process now and at its peak, in MiB.", "print(sys.memory().peak)"},
+    {"info", l_info, "sys.info() -> {threads=n, cuda={device, ...}}",
+     "The machine as nnlab sees it: CPU threads, and each CUDA device (name, memory in MiB, "
+     "compute capability, multiprocessors, driver and runtime versions); cuda is empty without "
+     "a GPU.", "for i, d in ipairs(sys.info().cuda) do print(i - 1, d.name, d.memory) end"},
+    {"tf32", l_tf32, "sys.tf32([on]) -> on",
+     "Gets, or sets then gets, whether CUDA matrix products may use TF32 tensor cores (off by "
+     "default, so GPU results match the CPU's to f32 rounding; on is faster).", "sys.tf32(true)"},
+    {"device_stats", l_device_stats, "sys.device_stats(device) -> table",
+     "Memory and launch statistics of a CUDA device (\"cuda\" or \"cuda:N\"): bytes in_use, "
+     "peak, cached (freed, kept for reuse) and reserved, counts of mallocs, reuses, launches "
+     "and copies. An error when there is no such device.",
+     "print(pcall(sys.device_stats, \"cuda:0\"))"},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -1,6 +1,7 @@
 /* cuda_host.c: the caching device allocator's bookkeeping (no CUDA: the raw allocator is a pair
  * of callbacks), compiled into every build so that tests/c/test_cuda_host.c checks it on the
- * CPU. Blocks live in one table, searched linearly: a network has a few hundred at most. */
+ * CPU, and the answers of cuda.h's queries in a build without CUDA. Blocks live in one table,
+ * searched linearly: a network has a few hundred at most. */
 #include "cuda_host.h"
 
 #include <stdlib.h>
@@ -100,3 +101,35 @@ void nl_cache_destroy(nl_cache *c)
     c->nblocks = c->cap = 0;
     c->in_use = c->cached = c->reserved = 0;
 }
+
+#ifndef NL_HAVE_CUDA
+/* Without CUDA in the build, the device queries answer as on a machine without a GPU. */
+#include "cuda.h"
+
+static bool tf32_flag;
+
+int nl_cuda_device_count(void) { return 0; }
+
+nl_backend *nl_cuda_backend(int device)
+{
+    nl_seterr(NL_EDEVICE, "no CUDA device cuda:%d (this nnlab was built without CUDA)", device);
+    return NULL;
+}
+
+nl_status nl_cuda_device_query(int device, nl_cuda_device_info *info)
+{
+    (void)info;
+    return nl_seterr(NL_EDEVICE, "no CUDA device cuda:%d (this nnlab was built without CUDA)",
+                     device);
+}
+
+void nl_cuda_set_tf32(bool on) { tf32_flag = on; }
+bool nl_cuda_tf32(void) { return tf32_flag; }
+
+nl_status nl_cuda_get_stats(int device, nl_cuda_stats *out)
+{
+    (void)out;
+    return nl_seterr(NL_EDEVICE, "no CUDA device cuda:%d (this nnlab was built without CUDA)",
+                     device);
+}
+#endif
