@@ -1049,6 +1049,17 @@ static nl_tensor *push_step_target(lua_State *L, int idx, nl_module *net, nl_ten
     return push_target(L, idx, kind, nd, out, nl_tensor_device(x), fname);
 }
 
+/* The batch x on net's device (data sets and loaders hand batches over on the CPU): x itself,
+ * or a copy, pushed boxed. */
+static nl_tensor *batch_on_net_device(lua_State *L, nl_module *net, nl_tensor *x)
+{
+    nl_device dev;
+    if (!nl_module_device(net, &dev) || dev == nl_tensor_device(x)) return x;
+    nl_tensor **box = nl_lua_newbox(L);
+    if (!(*box = nl_tensor_to_device(x, dev))) nl_dsl_core_error(L);
+    return *box;
+}
+
 /* P.train_step(net, loss, opt, x, y) -> loss, correct, updated, grad_norm; or nil, "interrupted"
  * when Ctrl-C stopped it (nothing changed: the batch is to be redone). */
 static int p_train_step(lua_State *L)
@@ -1056,7 +1067,7 @@ static int p_train_step(lua_State *L)
     nl_module *net = nl_lua_checkmodule(L, 1);
     lua_loss *loss = check_loss(L, 2);
     nl_lua_optim *opt = nl_lua_checkoptim(L, 3);
-    nl_tensor *x = nl_lua_checktensor(L, 4);
+    nl_tensor *x = batch_on_net_device(L, net, nl_lua_checktensor(L, 4));
     nl_tensor *y = push_step_target(L, 5, net, x, loss->l.kind, loss_name(loss->l.kind));
     nl_step_result r;
     nl_status s = nl_train_step(net, &loss->l, opt->o, x, y, opt->clip, &r);
@@ -1098,7 +1109,7 @@ static int p_eval_batch(lua_State *L)
     nl_eval_stats *s = check_stats(L, 1);
     nl_module *net = nl_lua_checkmodule(L, 2);
     lua_loss *loss = lua_isnil(L, 3) ? NULL : check_loss(L, 3);
-    nl_tensor *x = nl_lua_checktensor(L, 4);
+    nl_tensor *x = batch_on_net_device(L, net, nl_lua_checktensor(L, 4));
     nl_tensor *y = push_step_target(L, 5, net, x, loss ? loss->l.kind : NL_LOSS_CROSS_ENTROPY,
                                     "evaluate");
     check_status(L, nl_eval_batch(net, loss ? &loss->l : NULL, x, y, s));
@@ -1263,12 +1274,25 @@ static int p_load_trainer(lua_State *L)
 
 /* ================================================================ nn functions =========== */
 
+/* nn.load(path [, {device = "cpu" | "cuda"}]): the device is checked before the file is read. */
 static int l_load(lua_State *L)
 {
     const char *path = nl_dsl_checkpath(L, 1);
+    nl_device dev = NL_CPU;
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        if (lua_getfield(L, 2, "device") != LUA_TNIL) {
+            const char *name = luaL_checkstring(L, -1);
+            if ((dev = nl_device_parse(name)) == NL_DEVICE_COUNT)
+                nl_dsl_error(L, "nn.load: unknown device '%s' (cpu, cuda)", name);
+            if (!nl_backend_get(dev)) nl_dsl_core_error(L);
+        }
+        lua_pop(L, 1);
+    }
     nl_module **box = push_empty_box(L);
     *box = nl_checkpoint_load_module(path);
     adopt_box(L);
+    if (dev != NL_CPU) check_status(L, nl_module_to(*box, dev));
     return 1;
 }
 
@@ -1304,8 +1328,9 @@ static const nl_dsl_fn nn_fns[] = {
      "A data set of x [N, ...] with class labels y [N] (1-based; i32 or whole f32 numbers) or f32 "
      "targets y [N, ...]. ds:size(), ds:get(i) -> x_i, y_i, ds:batch(indices) -> x, y (gathered in C).",
      "ds = nn.TensorDataset(tensor.randn(10, 2), tensor.ones(10, \"i32\")); print(ds:get(3))"},
-    {"load", l_load, "nn.load(path) -> Module",
-     "Reads a network saved with m:save(path) (a safetensors file: architecture and weights).",
+    {"load", l_load, "nn.load(path [, {device=\"cpu\"}]) -> Module",
+     "Reads a network saved with m:save(path) (a safetensors file: architecture and weights), "
+     "onto device (\"cpu\" or \"cuda\"; the default cpu).",
      "local p = os.tmpname(); nn.Linear(2, 1):save(p); print(nn.load(p)); os.remove(p)"},
     {"is_module", l_is_module, "nn.is_module(x) -> boolean", "Whether x is a Module (a layer or a network).",
      "print(nn.is_module(nn.ReLU()))"},

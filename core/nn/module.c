@@ -287,15 +287,14 @@ void nl_module_train(nl_module *m, bool training)
     for (int i = 0; i < m->nchildren; i++) nl_module_train(m->children[i], training);
 }
 
-/* The device of m's first parameter (depth-first); false when m has none. */
-static bool params_device(const nl_module *m, nl_device *dev)
+bool nl_module_device(const nl_module *m, nl_device *dev)
 {
     if (m->nparams > 0) {
         *dev = nl_tensor_device(m->params[0].value);
         return true;
     }
     for (int i = 0; i < m->nchildren; i++)
-        if (params_device(m->children[i], dev)) return true;
+        if (nl_module_device(m->children[i], dev)) return true;
     return false;
 }
 
@@ -346,7 +345,7 @@ static nl_status check_tensor(const nl_module *m, const nl_tensor *t, const char
         return nl_seterr(NL_ETYPE, "%s: %s must be f32, got %s", m->type->name, what,
                          nl_dtype_info(t->dtype)->name);
     nl_device dev;
-    if (params_device(m, &dev) && nl_tensor_device(t) != dev)
+    if (nl_module_device(m, &dev) && nl_tensor_device(t) != dev)
         return nl_seterr(NL_EDEVICE, "%s: %s is on %s but the parameters are on %s", m->type->name,
                          what, nl_device_name(nl_tensor_device(t)), nl_device_name(dev));
     return NL_OK;

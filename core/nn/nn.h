@@ -117,6 +117,8 @@ int nl_module_params(nl_module *m, nl_param **out, int max, bool with_buffers);
 void nl_module_repr(const nl_module *m, char *buf, size_t n);
 /* Moves every parameter, gradient and buffer to dev (in place: the param tensors are replaced). */
 nl_status nl_module_to(nl_module *m, nl_device dev);
+/* The device of m's first parameter (depth-first) in *dev; false when m has none. */
+bool nl_module_device(const nl_module *m, nl_device *dev);
 
 /* Output tensor reuse: returns m's previous output if it has this shape, dtype and device and
  * nobody else holds it, else a new tensor (new reference either way). Keeps the training step
