@@ -385,37 +385,25 @@ __global__ void k_ce_bwd(int64_t N, int64_t C, float *gx, const float *logp, con
     }
 }
 
-static void ce_targets(const nl_tensor *t, const int32_t **cls, const float **prob)
+/* The loss per sample (forward) or the gradient with respect to the logits (backward). */
+static nl_status cu_cross_entropy(cu_ctx *c, const nl_op *op, bool backward)
 {
-    *cls = t->dtype == NL_I32 ? (const int32_t *)nl_tensor_data(t) : NULL;
-    *prob = t->dtype == NL_I32 ? NULL : cu_f32(t);
-}
-
-nl_status cu_cross_entropy_forward(cu_ctx *c, const nl_op *op)
-{
-    const nl_tensor *lp = op->src[0];
+    const nl_tensor *lp = op->src[0], *t = op->src[1];
     const int64_t N = lp->shape[0], C = lp->shape[1];
     if (N == 0) return NL_OK;
-    const int32_t *cls;
-    const float *prob;
-    ce_targets(op->src[1], &cls, &prob);
-    k_ce<<<cu_blocks(N), CU_THREADS, 0, c->stream>>>(N, C, cu_f32(op->dst), cu_f32(lp), cls, prob,
-                                                     op->f[0]);
-    return cu_launched(c, "cross_entropy");
+    const int32_t *cls = t->dtype == NL_I32 ? (const int32_t *)nl_tensor_data(t) : NULL;
+    const float *prob = t->dtype == NL_I32 ? NULL : cu_f32(t);
+    if (backward)
+        k_ce_bwd<<<cu_blocks(N), CU_THREADS, 0, c->stream>>>(N, C, cu_f32(op->dst), cu_f32(lp),
+                                                             cls, prob, op->f[0], op->f[1]);
+    else
+        k_ce<<<cu_blocks(N), CU_THREADS, 0, c->stream>>>(N, C, cu_f32(op->dst), cu_f32(lp), cls,
+                                                         prob, op->f[0]);
+    return cu_launched(c, backward ? "cross_entropy_backward" : "cross_entropy");
 }
 
-nl_status cu_cross_entropy_backward(cu_ctx *c, const nl_op *op)
-{
-    const nl_tensor *lp = op->src[0];
-    const int64_t N = lp->shape[0], C = lp->shape[1];
-    if (N == 0) return NL_OK;
-    const int32_t *cls;
-    const float *prob;
-    ce_targets(op->src[1], &cls, &prob);
-    k_ce_bwd<<<cu_blocks(N), CU_THREADS, 0, c->stream>>>(N, C, cu_f32(op->dst), cu_f32(lp), cls,
-                                                         prob, op->f[0], op->f[1]);
-    return cu_launched(c, "cross_entropy_backward");
-}
+nl_status cu_cross_entropy_forward(cu_ctx *c, const nl_op *op) { return cu_cross_entropy(c, op, false); }
+nl_status cu_cross_entropy_backward(cu_ctx *c, const nl_op *op) { return cu_cross_entropy(c, op, true); }
 
 /* ---------------------------------------------------------------- convolution ---------- */
 

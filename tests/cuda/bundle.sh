@@ -3,14 +3,16 @@
 # libraries, often only inside PyTorch's nvidia-* wheels, and PyTorch, but no Lua, readline, SDL2
 # or OpenBLAS, and maybe no network) into one ignored folder of at most 64 MiB:
 #   cuda-bundle/bin/       nnlab and test_backend_ops (with wrappers that set the library path)
-#   cuda-bundle/lib.tar.xz the shared libraries they need (ldd), except glibc's and CUDA's
+#   cuda-bundle/lib.tar.xz the shared libraries they need (ldd), except glibc's, the C++
+#                          runtime's and CUDA's
 #   cuda-bundle/tests/     tests/cuda (check.sh and its scripts), get_data.sh, make_cifar10.lua
 #   cuda-bundle/peers/     ../shared/bench/torch_seed_cnn.py
 #   cuda-bundle/data/      ../shared/data/cifar10-jpeg.tar.gz (converted on the host)
 #   cuda-bundle/run.sh     the one command to run there: finds CUDA's libraries (also in
 #                          PyTorch's site-packages), unpacks the libraries, runs check.sh
 # Then it proves the bundle self-contained on this machine's CPU: nnlab and the op test run in a
-# chroot that holds only glibc, a shell and the bundle (no -dev packages, no /usr/lib).
+# chroot that holds only glibc, the C++ runtime, a shell and the bundle (no -dev packages, no
+# other library).
 #   usage: sh tests/cuda/bundle.sh [--no-proof]        (from the repository root)
 set -e
 out=cuda-bundle
@@ -21,9 +23,10 @@ mkdir -p "$out/bin" "$out/lib" "$out/tests/cuda" "$out/examples" "$out/peers" "$
 cp build/nnlab "$out/bin/nnlab.real"
 cp build/release/tests/test_backend_ops "$out/bin/test_backend_ops.real"
 
-# Every shared library of both programs, except glibc's (the host's is newer) and CUDA's (the
-# host's must match its driver; cuBLAS is loaded at run time from the host).
-skip='^(libc|libm|libdl|librt|libpthread|libutil|libresolv|ld-linux-x86-64|linux-vdso|libcuda|libcudart|libcublas|libcublasLt|libnvrtc)\.so'
+# Every shared library of both programs, except glibc's and the C++ runtime's (every host that
+# runs PyTorch has them, newer; an older copy first on the path could break the host's cuBLAS)
+# and CUDA's (the host's must match its driver; cuBLAS is loaded at run time from the host).
+skip='^(libc|libm|libdl|librt|libpthread|libutil|libresolv|ld-linux-x86-64|linux-vdso|libstdc\+\+|libgcc_s|libcuda|libcudart|libcublas|libcublasLt|libnvrtc)\.so'
 for prog in "$out/bin/nnlab.real" "$out/bin/test_backend_ops.real"; do
     ldd "$prog" | awk '/=> \// {print $1, $3}' | while read -r name path; do
         echo "$name" | grep -Eq "$skip" && continue
@@ -81,13 +84,14 @@ echo "bundle.sh: $out is $((size / 1048576)) MiB ($size bytes)"
 [ "$size" -le $((64 * 1048576)) ] || { echo "bundle.sh: over 64 MiB" >&2; exit 1; }
 [ "$1" = "--no-proof" ] && exit 0
 
-# ---- the proof: a chroot with glibc, a shell and the bundle only
+# ---- the proof: a chroot with glibc, the C++ runtime, a shell and the bundle only
 root=$(mktemp -d /tmp/nnlab-chroot.XXXXXX)
 trap 'rm -rf "$root"' EXIT
 mkdir -p "$root/bin" "$root/tmp" "$root/dev"
 for f in /lib64/ld-linux-x86-64.so.2 $(ldd /bin/sh | awk '/=> \// {print $3}') \
          /lib/x86_64-linux-gnu/libm.so.6 /lib/x86_64-linux-gnu/libdl.so.2 \
-         /lib/x86_64-linux-gnu/librt.so.1 /lib/x86_64-linux-gnu/libpthread.so.0; do
+         /lib/x86_64-linux-gnu/librt.so.1 /lib/x86_64-linux-gnu/libpthread.so.0 \
+         /lib/x86_64-linux-gnu/libstdc++.so.6 /lib/x86_64-linux-gnu/libgcc_s.so.1; do
     mkdir -p "$root$(dirname "$f")"
     cp -L "$f" "$root$f"
 done
@@ -95,7 +99,7 @@ cp -L /bin/sh "$root/bin/sh"
 cp -r "$out" "$root/bundle"
 tar xJf "$out/lib.tar.xz" -C "$root/bundle"
 [ -e /dev/null ] && touch "$root/dev/null"
-echo "bundle.sh: proof in a chroot holding only glibc, /bin/sh and the bundle:"
+echo "bundle.sh: proof in a chroot holding only glibc, libstdc++, /bin/sh and the bundle:"
 chroot "$root" /bin/sh -c 'cd /bundle && export NNLAB_BUNDLE_LIB=/bundle/lib &&
   bin/nnlab -e "print(\"nnlab runs; cuda devices: \" .. #sys.info().cuda); local ok, e = pcall(function() return tensor.zeros(2):to(\"cuda\") end); print(\"to(cuda): \" .. tostring(e))" &&
   bin/nnlab tests/cuda/parity.lua cpu && bin/test_backend_ops cpu'
