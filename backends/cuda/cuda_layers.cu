@@ -484,13 +484,37 @@ static bool conv_is_pointwise(const cpu_conv_geom &g)
     return g.KH == 1 && g.KW == 1 && g.s == 1 && g.p == 0;
 }
 
+/* Images per chunk of a convolution's workspace: as many as fit in CONV_SCRATCH bytes (at least
+ * one, at most N), so that a batch takes few launches. */
+enum { CONV_SCRATCH = 64 << 20 };
+static int64_t chunk_images(int64_t N, int64_t bytes_per_image)
+{
+    int64_t t = CONV_SCRATCH / (bytes_per_image > 0 ? bytes_per_image : 1);
+    return t < 1 ? 1 : t > N ? N : t;
+}
+
+/* The column workspace for chunks of *T images: the op's aux [T, ckk, P] (sized for the CPU's
+ * threads), or a larger scratch block when more images fit (*own set: free it after). */
+static float *conv_workspace(cu_ctx *c, const nl_op *op, const cpu_conv_geom &g, int64_t *T,
+                             bool *own)
+{
+    const int64_t want = chunk_images(g.N, g.ckk * g.P * (int64_t)sizeof(float));
+    *T = op->aux->shape[0];
+    *own = want > *T;
+    if (!*own) return cu_f32(op->aux);
+    *T = want;
+    return (float *)cu_scratch(c, (size_t)(want * g.ckk * g.P) * sizeof(float));
+}
+
 /* y[n] (O x P) = W (O x ckk) @ cols[n] (ckk x P) for the images of one chunk, batched. */
 nl_status cu_conv2d_forward(cu_ctx *c, const nl_op *op)
 {
     const nl_tensor *x = op->src[0], *w = op->src[1], *b = op->src[2];
     const cpu_conv_geom g = conv_geom(op, x, w, op->dst);
-    const int64_t T = op->aux->shape[0];
-    float *cols = cu_f32(op->aux), *y = cu_f32(op->dst);
+    int64_t T;
+    bool own;
+    float *cols = conv_workspace(c, op, g, &T, &own), *y = cu_f32(op->dst);
+    if (!cols) return nl_errcode();
     const float one = 1.0f, zero = 0.0f;
     nl_status st = NL_OK;
     for (int64_t n0 = 0; n0 < g.N && st == NL_OK; n0 += T) {
@@ -510,6 +534,7 @@ nl_status cu_conv2d_forward(cu_ctx *c, const nl_op *op)
                                                         g.O * g.P, (int)t),
                            "cublasSgemmStridedBatched");
     }
+    if (own) cu_scratch_free(c, cols);
     const int64_t n = g.N * g.O * g.P;
     if (st == NL_OK && b && n > 0) {
         k_bias_add<<<cu_blocks(n), CU_THREADS, 0, c->stream>>>(n, g.O, g.P, y, cu_f32(b));
@@ -523,8 +548,10 @@ nl_status cu_conv2d_backward_data(cu_ctx *c, const nl_op *op)
 {
     const nl_tensor *gy = op->src[0], *w = op->src[1];
     const cpu_conv_geom g = conv_geom(op, op->dst, w, gy);
-    const int64_t T = op->aux->shape[0];
-    float *gcols = cu_f32(op->aux), *gx = cu_f32(op->dst);
+    int64_t T;
+    bool own;
+    float *gcols = conv_workspace(c, op, g, &T, &own), *gx = cu_f32(op->dst);
+    if (!gcols) return nl_errcode();
     const float one = 1.0f, zero = 0.0f;
     const bool pw = conv_is_pointwise(g);
     nl_status st = NL_OK;
@@ -543,19 +570,19 @@ nl_status cu_conv2d_backward_data(cu_ctx *c, const nl_op *op)
             st = cu_launched(c, "col2im");
         }
     }
+    if (own) cu_scratch_free(c, gcols);
     return st;
 }
 
 /* gw (O x ckk) += gy (O x tP) @ cols (ckk x tP)^T per chunk of t images laid side by side;
- * gbias += sums of gy. The workspace is scratch of at most about 64 MB. */
+ * gbias += sums of gy. The workspace is scratch of at most CONV_SCRATCH bytes. */
 nl_status cu_conv2d_backward_filter(cu_ctx *c, const nl_op *op)
 {
     const nl_tensor *x = op->src[0], *gy = op->src[1], *gw = op->dst;
     const cpu_conv_geom g = conv_geom(op, x, gw, gy);
     if (g.N == 0 || g.P == 0) return NL_OK;
     const int64_t per_image = (g.ckk + g.O) * g.P * (int64_t)sizeof(float);
-    int64_t T = ((int64_t)64 << 20) / (per_image ? per_image : 1);
-    T = T < 1 ? 1 : T > g.N ? g.N : T;
+    const int64_t T = chunk_images(g.N, per_image);
     float *cols = (float *)cu_scratch(c, (size_t)(T * per_image));
     if (!cols) return nl_errcode();
     float *gyt = cols + T * g.ckk * g.P;
