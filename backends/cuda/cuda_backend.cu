@@ -191,7 +191,7 @@ static nl_status cu_exec(nl_backend *be, const nl_op *op)
         return nl_seterr(NL_EUNSUPPORTED, "%s: not supported by the %s backend",
                          nl_opcode_name(op->code), c->name);
     cudaSetDevice(c->device);
-    if (op->code == NL_OP_MATMUL && c->tf32_applied != tf32_on) {
+    if (c->tf32_applied != tf32_on) { /* matmul and convolution use cuBLAS */
         nl_status st = cu_blas_check(c, cu_blas.set_math_mode(c->blas, tf32_on ? CUBLAS_TF32_TENSOR_OP_MATH
                                                                            : CUBLAS_DEFAULT_MATH),
                                      "cublasSetMathMode");
