@@ -1,6 +1,6 @@
 /* sys.c: the Lua module `sys`: wall-clock time, CPU thread count and memory use, so that
- * experiments and benchmarks written in Lua can time and size themselves; the CUDA devices, their
- * memory statistics and the TF32 switch. */
+ * experiments and benchmarks written in Lua can time and size themselves; the devices' counters,
+ * the CUDA devices and the TF32 switch. */
 #include "cuda/cuda.h"
 #include "dsl.h"
 #include "nl.h"
@@ -99,31 +99,29 @@ static int l_tf32(lua_State *L)
     return 1;
 }
 
-/* The device number of "cuda" (0) or "cuda:N"; raises a Lua error for anything else. */
-static int cuda_number(lua_State *L, int arg)
-{
-    const char *s = luaL_checkstring(L, arg);
-    char *end = NULL;
-    long n = strncmp(s, "cuda", 4) != 0 ? -1 : s[4] == 0 ? 0 : s[4] == ':' ? strtol(s + 5, &end, 10) : -1;
-    if (n < 0 || n > 1023 || (end && (*end || end == s + 5)))
-        luaL_argerror(L, arg, lua_pushfstring(L, "'%s' is not a CUDA device (\"cuda\" or \"cuda:N\")", s));
-    return (int)n;
-}
-
+/* sys.device_stats(device [, reset]) -> table of the device's counters (nl_device_stats). */
 static int l_device_stats(lua_State *L)
 {
-    nl_cuda_stats st;
-    if (nl_cuda_get_stats(cuda_number(L, 1), &st) != NL_OK) return luaL_error(L, "%s", nl_errmsg());
-    const struct { const char *name; uint64_t v; } f[] = {
-        {"in_use", st.in_use}, {"peak", st.peak}, {"cached", st.cached},
-        {"reserved", st.reserved}, {"mallocs", st.mallocs}, {"reuses", st.reuses},
-        {"launches", st.launches}, {"copies", st.copies},
+    nl_device dev = nl_dsl_checkdevice(L, 1);
+    bool reset = lua_toboolean(L, 2);
+    nl_backend *be = nl_backend_get(dev);
+    if (!be->stats)
+        nl_dsl_error(L, "%s keeps no device statistics (its tensors are host memory)", be->name);
+    nl_device_stats st = {0};
+    be->stats(be, &st, reset);
+    const struct { const char *name; uint64_t v; } rows[] = {
+        {"launches", st.launches}, {"bytes_h2d", st.bytes_h2d}, {"bytes_d2h", st.bytes_d2h},
+        {"bytes_d2d", st.bytes_d2d}, {"copies_h2d", st.copies_h2d}, {"copies_d2h", st.copies_d2h},
+        {"syncs", st.syncs}, {"allocs", st.allocs}, {"memory", st.mem_current},
+        {"peak_memory", st.mem_peak}, {"cached", st.mem_cached},
     };
-    lua_createtable(L, 0, (int)(sizeof f / sizeof f[0]));
-    for (size_t k = 0; k < sizeof f / sizeof f[0]; k++) {
-        lua_pushinteger(L, (lua_Integer)f[k].v);
-        lua_setfield(L, -2, f[k].name);
+    lua_createtable(L, 0, (int)(sizeof rows / sizeof rows[0]) + 1);
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        lua_pushinteger(L, (lua_Integer)rows[i].v);
+        lua_setfield(L, -2, rows[i].name);
     }
+    lua_pushstring(L, be->name);
+    lua_setfield(L, -2, "device");
     return 1;
 }
 
@@ -143,11 +141,13 @@ static const nl_dsl_fn sys_fns[] = {
     {"tf32", l_tf32, "sys.tf32([on]) -> on",
      "Gets, or sets then gets, whether CUDA matrix products may use TF32 tensor cores (off by "
      "default, so GPU results match the CPU's to f32 rounding; on is faster).", "sys.tf32(true)"},
-    {"device_stats", l_device_stats, "sys.device_stats(device) -> table",
-     "Memory and launch statistics of a CUDA device (\"cuda\" or \"cuda:N\"): bytes in_use, "
-     "peak, cached (freed, kept for reuse) and reserved, counts of mallocs, reuses, launches "
-     "and copies. An error when there is no such device.",
-     "print(pcall(sys.device_stats, \"cuda:0\"))"},
+    {"device_stats", l_device_stats, "sys.device_stats(device [, reset]) -> table",
+     "What a device has cost since start-up or the last reset (reset=true returns the counts, "
+     "then zeroes them): launches (kernels), bytes_h2d / bytes_d2h / bytes_d2d and copies_h2d / "
+     "copies_d2h (transfers), syncs, allocs, memory, peak_memory and cached (bytes freed but kept "
+     "for reuse by a caching allocator). For sim and cuda; "
+     "the cpu keeps none.",
+     "sys.device_stats('sim', true); local x = tensor.randn(64, 10, {device = 'sim'}); print(sys.device_stats('sim').launches)"},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -1,5 +1,5 @@
 /* cuda.h: the CUDA backend's C interface (no CUDA headers): the backend of one device, device
- * queries, the TF32 switch and the memory / launch statistics. Implemented in cuda_backend.cu;
+ * queries and the TF32 switch (its statistics are the backend's stats, sys.device_stats). Implemented in cuda_backend.cu;
  * the host-side logic that needs no GPU (allocator bookkeeping) is in cuda_host.c. */
 #ifndef NL_CUDA_H
 #define NL_CUDA_H
@@ -28,18 +28,5 @@ nl_status nl_cuda_device_query(int device, nl_cuda_device_info *info);
  * f32 rounding; on trades 10-bit mantissa products for speed). Applies to every device. */
 void nl_cuda_set_tf32(bool on);
 bool nl_cuda_tf32(void);
-
-typedef struct {
-    uint64_t in_use;     /* bytes handed out by the caching allocator and not freed */
-    uint64_t peak;       /* the most in_use has been since start (or the last reset) */
-    uint64_t cached;     /* bytes held for reuse: freed blocks not given back to the driver */
-    uint64_t reserved;   /* bytes obtained from cudaMalloc and not yet given back */
-    uint64_t mallocs;    /* cudaMalloc calls */
-    uint64_t reuses;     /* allocations served from the cache */
-    uint64_t launches;   /* kernel launches and library calls (cuBLAS) */
-    uint64_t copies;     /* host <-> device and device <-> device copies */
-} nl_cuda_stats;
-/* The statistics of device `device`; NL_EDEVICE when it has no backend yet. */
-nl_status nl_cuda_get_stats(int device, nl_cuda_stats *out);
 
 #endif

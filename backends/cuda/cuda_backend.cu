@@ -9,7 +9,6 @@
 #include <string.h>
 
 enum { CU_MAX_DEVICES = 16 };
-static cu_ctx *contexts[CU_MAX_DEVICES];
 static nl_backend *backends[CU_MAX_DEVICES];
 static bool tf32_on;
 
@@ -115,27 +114,51 @@ static nl_status cu_copy_bytes(nl_backend *be, void *dst, nl_device dst_dev, con
 {
     cu_ctx *c = (cu_ctx *)be->ctx;
     if (!bytes) return NL_OK;
-    cudaMemcpyKind kind = dst_dev == NL_CUDA && src_dev == NL_CUDA ? cudaMemcpyDeviceToDevice
-                        : dst_dev == NL_CUDA && src_dev == NL_CPU  ? cudaMemcpyHostToDevice
-                        : dst_dev == NL_CPU && src_dev == NL_CUDA  ? cudaMemcpyDeviceToHost
-                                                                   : cudaMemcpyDefault;
+    const bool to_me = dst_dev == be->device, from_me = src_dev == be->device;
+    cudaMemcpyKind kind = to_me && from_me                   ? cudaMemcpyDeviceToDevice
+                        : to_me && src_dev == NL_CPU         ? cudaMemcpyHostToDevice
+                        : from_me && dst_dev == NL_CPU       ? cudaMemcpyDeviceToHost
+                                                             : cudaMemcpyDefault;
     if (kind == cudaMemcpyDefault)
         return nl_seterr(NL_EDEVICE, "%s: cannot copy between %s and %s", c->name,
                          nl_device_name(src_dev), nl_device_name(dst_dev));
     cudaSetDevice(c->device);
-    c->copies++;
+    if (kind == cudaMemcpyHostToDevice) c->copies_h2d++, c->bytes_h2d += bytes;
+    else if (kind == cudaMemcpyDeviceToHost) c->copies_d2h++, c->bytes_d2h += bytes;
+    else c->bytes_d2d += bytes;
     nl_status st = cu_check(c, cudaMemcpyAsync(dst, src, bytes, kind, c->stream), "cudaMemcpyAsync");
     /* The host side must be complete when a device-to-host copy returns. (Host-to-device copies
      * from pageable memory are staged before cudaMemcpyAsync returns.) */
-    if (st == NL_OK && kind == cudaMemcpyDeviceToHost)
+    if (st == NL_OK && kind == cudaMemcpyDeviceToHost) {
+        c->syncs++;
         st = cu_check(c, cudaStreamSynchronize(c->stream), "cudaStreamSynchronize");
+    }
     return st;
 }
 
 static void cu_sync(nl_backend *be)
 {
     cu_ctx *c = (cu_ctx *)be->ctx;
+    c->syncs++;
     cu_check(c, cudaStreamSynchronize(c->stream), "cudaStreamSynchronize");
+}
+
+/* The counters (sys.device_stats); memory from the caching allocator. A reset zeroes the counts
+ * and restarts the peak at the memory in use. */
+static void cu_stats(nl_backend *be, nl_device_stats *out, bool reset)
+{
+    cu_ctx *c = (cu_ctx *)be->ctx;
+    *out = (nl_device_stats){
+        .launches = c->launches, .bytes_h2d = c->bytes_h2d, .bytes_d2h = c->bytes_d2h,
+        .bytes_d2d = c->bytes_d2d, .copies_h2d = c->copies_h2d, .copies_d2h = c->copies_d2h,
+        .syncs = c->syncs, .allocs = c->cache.mallocs + c->cache.reuses,
+        .mem_current = c->cache.in_use, .mem_peak = c->cache.peak, .mem_cached = c->cache.cached,
+    };
+    if (!reset) return;
+    c->launches = c->syncs = c->copies_h2d = c->copies_d2h = 0;
+    c->bytes_h2d = c->bytes_d2h = c->bytes_d2d = 0;
+    c->cache.mallocs = c->cache.reuses = 0;
+    c->cache.peak = c->cache.in_use;
 }
 
 /* ---------------------------------------------------------------- dispatch ------------- */
@@ -262,8 +285,8 @@ extern "C" nl_backend *nl_cuda_backend(int device)
         free(be);
         return NULL;
     }
-    be->name = "cuda";
-    be->device = NL_CUDA;
+    be->name = c->name;
+    be->device = nl_device_make(NL_CUDA, device);
     be->ctx = c;
     be->alloc = cu_alloc;
     be->free = cu_free;
@@ -271,7 +294,7 @@ extern "C" nl_backend *nl_cuda_backend(int device)
     be->sync = cu_sync;
     be->supports = cu_supports;
     be->exec = cu_exec;
-    contexts[device] = c;
+    be->stats = cu_stats;
     backends[device] = be;
     return be;
 }
@@ -296,16 +319,3 @@ extern "C" nl_status nl_cuda_device_query(int device, nl_cuda_device_info *info)
 
 extern "C" void nl_cuda_set_tf32(bool on) { tf32_on = on; }
 extern "C" bool nl_cuda_tf32(void) { return tf32_on; }
-
-extern "C" nl_status nl_cuda_get_stats(int device, nl_cuda_stats *out)
-{
-    if (device < 0 || device >= CU_MAX_DEVICES || !contexts[device]) {
-        nl_status st = device_exists(device);
-        if (st == NL_OK) *out = (nl_cuda_stats){0, 0, 0, 0, 0, 0, 0, 0}; /* not used yet */
-        return st;
-    }
-    const cu_ctx *c = contexts[device];
-    *out = (nl_cuda_stats){c->cache.in_use, c->cache.peak, c->cache.cached, c->cache.reserved,
-                           c->cache.mallocs, c->cache.reuses, c->launches, c->copies};
-    return NL_OK;
-}

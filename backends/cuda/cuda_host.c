@@ -110,12 +110,6 @@ static bool tf32_flag;
 
 int nl_cuda_device_count(void) { return 0; }
 
-nl_backend *nl_cuda_backend(int device)
-{
-    nl_seterr(NL_EDEVICE, "no CUDA device cuda:%d (this nnlab was built without CUDA)", device);
-    return NULL;
-}
-
 nl_status nl_cuda_device_query(int device, nl_cuda_device_info *info)
 {
     (void)info;
@@ -125,11 +119,4 @@ nl_status nl_cuda_device_query(int device, nl_cuda_device_info *info)
 
 void nl_cuda_set_tf32(bool on) { tf32_flag = on; }
 bool nl_cuda_tf32(void) { return tf32_flag; }
-
-nl_status nl_cuda_get_stats(int device, nl_cuda_stats *out)
-{
-    (void)out;
-    return nl_seterr(NL_EDEVICE, "no CUDA device cuda:%d (this nnlab was built without CUDA)",
-                     device);
-}
 #endif

@@ -40,7 +40,7 @@ typedef struct {
     cublasHandle_t blas;
     bool tf32_applied;       /* the math mode last set on blas */
     nl_cache cache;
-    uint64_t launches, copies;
+    uint64_t launches, syncs, copies_h2d, copies_d2h, bytes_h2d, bytes_d2h, bytes_d2d;
 } cu_ctx;
 
 /* NL_OK, or an error naming the device and the call: "cuda:0: cudaMemcpyAsync failed: ...";

@@ -2,7 +2,7 @@
 # bundle.sh: packs nnlab, built here with CUDA, for a bare GPU host (the NVIDIA driver, CUDA's
 # libraries, often only inside PyTorch's nvidia-* wheels, and PyTorch, but no Lua, readline, SDL2
 # or OpenBLAS, and maybe no network) into one ignored folder of at most 64 MiB:
-#   cuda-bundle/bin/       nnlab and test_backend_ops (with wrappers that set the library path)
+#   cuda-bundle/bin/       nnlab and test_device_ops (with wrappers that set the library path)
 #   cuda-bundle/lib.tar.xz the shared libraries they need (ldd), except glibc's, the C++
 #                          runtime's and CUDA's
 #   cuda-bundle/tests/     tests/cuda (check.sh and its scripts), get_data.sh, make_cifar10.lua
@@ -17,17 +17,17 @@
 set -e
 out=cuda-bundle
 [ -f Makefile ] && [ -d tests/cuda ] || { echo "bundle.sh: run it from the repository root" >&2; exit 1; }
-make -j2 CUDA=1 build/nnlab build/release/tests/test_backend_ops >/dev/null
+make -j2 CUDA=1 build/nnlab build/release/tests/test_device_ops >/dev/null
 rm -rf "$out"
 mkdir -p "$out/bin" "$out/lib" "$out/tests/cuda" "$out/examples" "$out/peers" "$out/data"
 cp build/nnlab "$out/bin/nnlab.real"
-cp build/release/tests/test_backend_ops "$out/bin/test_backend_ops.real"
+cp build/release/tests/test_device_ops "$out/bin/test_device_ops.real"
 
 # Every shared library of both programs, except glibc's and the C++ runtime's (every host that
 # runs PyTorch has them, newer; an older copy first on the path could break the host's cuBLAS)
 # and CUDA's (the host's must match its driver; cuBLAS is loaded at run time from the host).
 skip='^(libc|libm|libdl|librt|libpthread|libutil|libresolv|ld-linux-x86-64|linux-vdso|libstdc\+\+|libgcc_s|libcuda|libcudart|libcublas|libcublasLt|libnvrtc)\.so'
-for prog in "$out/bin/nnlab.real" "$out/bin/test_backend_ops.real"; do
+for prog in "$out/bin/nnlab.real" "$out/bin/test_device_ops.real"; do
     ldd "$prog" | awk '/=> \// {print $1, $3}' | while read -r name path; do
         echo "$name" | grep -Eq "$skip" && continue
         [ -f "$out/lib/$name" ] || cp -L "$path" "$out/lib/$name"
@@ -35,7 +35,7 @@ for prog in "$out/bin/nnlab.real" "$out/bin/test_backend_ops.real"; do
 done
 (cd "$out" && XZ_OPT=-T2 tar cJf lib.tar.xz lib && rm -rf lib)
 
-for prog in nnlab test_backend_ops; do
+for prog in nnlab test_device_ops; do
     cat > "$out/bin/$prog" <<WRAP
 #!/bin/sh
 # Runs $prog.real with the bundle's libraries (unpacked by run.sh) and CUDA's (\$NNLAB_CUDA_LIBS).
@@ -75,7 +75,7 @@ cd "$here"
 if [ ! -s data/cifar-10-batches-bin/test_batch.bin ]; then
     NNLAB="$here/bin/nnlab" sh tests/get_data.sh data/cifar10-jpeg.tar.gz || echo "run.sh: CIFAR-10 conversion failed"
 fi
-NNLAB="$here/bin/nnlab" OPS="$here/bin/test_backend_ops" PEERS="$here/peers" COMMIT=$(cat COMMIT) \
+NNLAB="$here/bin/nnlab" OPS="$here/bin/test_device_ops" PEERS="$here/peers" COMMIT=$(cat COMMIT) \
     PYTHON="$PYTHON" sh tests/cuda/check.sh "$@"
 RUN
 chmod +x "$out/run.sh"
@@ -102,5 +102,5 @@ tar xJf "$out/lib.tar.xz" -C "$root/bundle"
 echo "bundle.sh: proof in a chroot holding only glibc, libstdc++, /bin/sh and the bundle:"
 chroot "$root" /bin/sh -c 'cd /bundle && export NNLAB_BUNDLE_LIB=/bundle/lib &&
   bin/nnlab -e "print(\"nnlab runs; cuda devices: \" .. #sys.info().cuda); local ok, e = pcall(function() return tensor.zeros(2):to(\"cuda\") end); print(\"to(cuda): \" .. tostring(e))" &&
-  bin/nnlab tests/cuda/parity.lua cpu && bin/test_backend_ops cpu'
+  bin/nnlab tests/cuda/parity.lua sim && bin/test_device_ops sim'
 echo "bundle.sh: the bundle is self-contained on the CPU path"

@@ -1,6 +1,6 @@
 #!/bin/sh
 # check.sh: the one-shot check of the CUDA backend on a GPU machine, in five parts:
-#   1. every opcode on the device against the CPU over the shapes and views of test_backend_ops,
+#   1. every opcode on the device against the CPU over the shapes and views of test_device_ops,
 #      with the tolerance stated per op (1e-5 relative elementwise, 1e-4 reductions and GEMMs);
 #   2. the seed CNN's forward, loss, 3 SGD and 3 Adam steps on both devices from the same
 #      weights (largest relative error; target 1e-4);
@@ -12,12 +12,12 @@
 #      and the better net of examples/cifar10_better.lua at batch 128;
 #   5. one results block (device, driver, commit, each figure), printed and written to a file.
 # usage: sh tests/cuda/check.sh [RESULTS_FILE]     (default cuda-check-results.txt)
-# env: NNLAB (build/nnlab), OPS (build/release/tests/test_backend_ops), PYTHON (python3), PEERS
-#      (../shared/bench), DEVICE (cuda; cpu: a dry run of the script), EPOCH_IMAGES (all 50000),
+# env: NNLAB (build/nnlab), OPS (build/release/tests/test_device_ops), PYTHON (python3), PEERS
+#      (../shared/bench), DEVICE (cuda; sim: a dry run of the script), EPOCH_IMAGES (all 50000),
 #      STEPS (200), COMMIT (git's).
 # Runs from the repository root or an unpacked bundle (tests/cuda/bundle.sh makes one).
 NNLAB=${NNLAB:-build/nnlab}
-OPS=${OPS:-build/release/tests/test_backend_ops}
+OPS=${OPS:-build/release/tests/test_device_ops}
 PYTHON=${PYTHON:-python3}
 PEERS=${PEERS:-../shared/bench}
 DEVICE=${DEVICE:-cuda}
@@ -35,10 +35,10 @@ fail() { verdict=FAIL; add "FAIL: $*"; }
 val() { echo "$2" | grep RESULT | tail -n 1 | tr ' ' '\n' | sed -n "s/^$1=//p"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 
-# DEVICE=cpu is a dry run of this script on a machine without a GPU (every part on the CPU).
+# DEVICE=sim (or cpu) is a dry run of this script on a machine without a GPU.
 peer_dev=cuda
-[ "$DEVICE" = cpu ] && peer_dev=cpu
-[ "$DEVICE" = cpu ] && info="cpu (a dry run of check.sh)" || info=$("$NNLAB" -e 'local d = sys.info().cuda[1]
+case "$DEVICE" in sim*|cpu) peer_dev=cpu ;; esac
+[ "$peer_dev" = cpu ] && info="$DEVICE (a dry run of check.sh)" || info=$("$NNLAB" -e 'local d = sys.info().cuda[1]
   if not d then print("no CUDA device"); os.exit(1) end
   print(string.format("%s, %.0f MiB, compute capability %s, %d multiprocessors, driver (CUDA) %s, runtime %s",
         d.name, d.memory, d.capability, d.multiprocessors, d.driver, d.runtime))' 2>&1) || {

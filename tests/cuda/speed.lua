@@ -21,6 +21,6 @@ nn.evaluate(net, test, {batch = batch}) -- warm-up
 local t1 = sys.clock()
 nn.evaluate(net, test, {batch = batch})
 local eval_s = sys.clock() - t1
-local peak = dev == "cpu" and 0 or sys.device_stats(dev).peak / 2^20
+local peak = dev == "cpu" and 0 or sys.device_stats(dev).peak_memory / 2^20
 print(string.format("RESULT net=%s device=%s batch=%d train_img_s=%.0f eval_img_s=%.0f peak_mb=%.0f",
                     which, dev, batch, steps * batch / train_s, 10000 / eval_s, peak))
