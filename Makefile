@@ -60,9 +60,20 @@ $(error CUDA=1 but backends/cuda has no sources yet: build with CUDA=auto or CUD
 endif
 CUDA_HOME := $(patsubst %/bin/nvcc,%,$(NVCC))
 CFLAGS  += -DNL_HAVE_CUDA
-LDLIBS  += -L$(CUDA_HOME)/lib64 -lcudart_static -lcublas -lcudnn -ldl -lrt -lstdc++
+# The runtime is linked statically, so that a machine without CUDA still starts nnlab; cuBLAS is
+# loaded with dlopen when a device is first used (from CUDA, or PyTorch's nvidia-* wheels on a GPU
+# host), so start-up does not map its hundreds of megabytes. No cuDNN: convolution, pooling and
+# batch norm are own kernels (see the README).
+LDLIBS  += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
+# Hopper (sm_90) machine code plus PTX for newer cards. Warnings are errors, nvcc's and the host
+# compiler's; -fmad=false keeps a*b+c two roundings, as the CPU computes it (gcc -std=c11 does not
+# contract), so the shared per-element math gives the same results on both.
 NVFLAGS := -O3 -std=c++17 $(CORE_INC) -Ibackends -gencode arch=compute_90,code=sm_90 \
-           -gencode arch=compute_90,code=compute_90 -Xcompiler -Wall,-Wextra,-fPIC
+           -gencode arch=compute_90,code=compute_90 -fmad=false -Werror all-warnings \
+           -Xcompiler -Wall,-Wextra,-Werror,-fPIC -MMD -MP
+ifeq ($(SAN),1)
+NVFLAGS += -g -Xcompiler -fno-omit-frame-pointer
+endif
 endif
 
 # ---- MPI (Open MPI from Debian): compiled into a plugin beside the program, see dist/.
@@ -71,7 +82,7 @@ MPI_LIBS   := $(shell mpicc --showme:link 2>/dev/null || pkg-config --libs ompi-
 MPI_PLUGIN := $(dir $(BIN))nnlab_mpi.so
 
 # ---- sources: every .c in these folders belongs to the library; repl/main.c is the program.
-LIB_SRC  := $(wildcard core/*/*.c backends/*.c backends/cpu/*.c backends/sim/*.c dsl/*.c viz/*.c) \
+LIB_SRC  := $(wildcard core/*/*.c backends/*.c backends/cpu/*.c backends/sim/*.c backends/cuda/*.c dsl/*.c viz/*.c) \
             $(filter-out repl/main.c,$(wildcard repl/*.c)) $(filter-out dist/mpi.c,$(wildcard dist/*.c))
 LUA_SRC  := $(wildcard dsl/*.lua)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(LUA_SRC:%.lua=$(BUILD)/%.lua.o)

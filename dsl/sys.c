@@ -1,5 +1,7 @@
 /* sys.c: the Lua module `sys`: wall-clock time, CPU thread count and memory use, so that
- * experiments and benchmarks written in Lua can time and size themselves. */
+ * experiments and benchmarks written in Lua can time and size themselves; the devices' counters,
+ * the CUDA devices and the TF32 switch. */
+#include "cuda/cuda.h"
 #include "dsl.h"
 #include "nl.h"
 
@@ -56,6 +58,47 @@ static int l_memory(lua_State *L)
     return 1;
 }
 
+/* sys.info() -> {threads=, cuda={{name=, memory=MiB, capability="9.0", multiprocessors=,
+ * driver=, runtime=}, ...}} (cuda empty without a device). */
+static int l_info(lua_State *L)
+{
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, nl_get_threads());
+    lua_setfield(L, -2, "threads");
+    const int n = nl_cuda_device_count();
+    lua_createtable(L, n, 0);
+    for (int d = 0; d < n; d++) {
+        nl_cuda_device_info info;
+        if (nl_cuda_device_query(d, &info) != NL_OK) continue;
+        lua_createtable(L, 0, 6);
+        lua_pushstring(L, info.name);
+        lua_setfield(L, -2, "name");
+        lua_pushnumber(L, (lua_Number)info.memory / (1024.0 * 1024.0));
+        lua_setfield(L, -2, "memory");
+        lua_pushfstring(L, "%d.%d", info.major, info.minor);
+        lua_setfield(L, -2, "capability");
+        lua_pushinteger(L, info.multiprocessors);
+        lua_setfield(L, -2, "multiprocessors");
+        lua_pushfstring(L, "%d.%d", info.driver / 1000, info.driver % 1000 / 10);
+        lua_setfield(L, -2, "driver");
+        lua_pushfstring(L, "%d.%d", info.runtime / 1000, info.runtime % 1000 / 10);
+        lua_setfield(L, -2, "runtime");
+        lua_rawseti(L, -2, d + 1);
+    }
+    lua_setfield(L, -2, "cuda");
+    return 1;
+}
+
+static int l_tf32(lua_State *L)
+{
+    if (!lua_isnoneornil(L, 1)) {
+        luaL_checktype(L, 1, LUA_TBOOLEAN);
+        nl_cuda_set_tf32(lua_toboolean(L, 1));
+    }
+    lua_pushboolean(L, nl_cuda_tf32());
+    return 1;
+}
+
 /* sys.device_stats(device [, reset]) -> table of the device's counters (nl_device_stats). */
 static int l_device_stats(lua_State *L)
 {
@@ -64,13 +107,13 @@ static int l_device_stats(lua_State *L)
     nl_backend *be = nl_backend_get(dev);
     if (!be->stats)
         nl_dsl_error(L, "%s keeps no device statistics (its tensors are host memory)", be->name);
-    nl_device_stats st;
+    nl_device_stats st = {0};
     be->stats(be, &st, reset);
     const struct { const char *name; uint64_t v; } rows[] = {
         {"launches", st.launches}, {"bytes_h2d", st.bytes_h2d}, {"bytes_d2h", st.bytes_d2h},
         {"bytes_d2d", st.bytes_d2d}, {"copies_h2d", st.copies_h2d}, {"copies_d2h", st.copies_d2h},
         {"syncs", st.syncs}, {"allocs", st.allocs}, {"memory", st.mem_current},
-        {"peak_memory", st.mem_peak},
+        {"peak_memory", st.mem_peak}, {"cached", st.mem_cached},
     };
     lua_createtable(L, 0, (int)(sizeof rows / sizeof rows[0]) + 1);
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
@@ -91,10 +134,18 @@ static const nl_dsl_fn sys_fns[] = {
      "sys.threads(1)"},
     {"memory", l_memory, "sys.memory() -> {rss=MiB, peak=MiB}",
      "Resident memory of this process now and at its peak, in MiB.", "print(sys.memory().peak)"},
+    {"info", l_info, "sys.info() -> {threads=n, cuda={device, ...}}",
+     "The machine as nnlab sees it: CPU threads, and each CUDA device (name, memory in MiB, "
+     "compute capability, multiprocessors, driver and runtime versions); cuda is empty without "
+     "a GPU.", "for i, d in ipairs(sys.info().cuda) do print(i - 1, d.name, d.memory) end"},
+    {"tf32", l_tf32, "sys.tf32([on]) -> on",
+     "Gets, or sets then gets, whether CUDA matrix products may use TF32 tensor cores (off by "
+     "default, so GPU results match the CPU's to f32 rounding; on is faster).", "sys.tf32(true)"},
     {"device_stats", l_device_stats, "sys.device_stats(device [, reset]) -> table",
      "What a device has cost since start-up or the last reset (reset=true returns the counts, "
      "then zeroes them): launches (kernels), bytes_h2d / bytes_d2h / bytes_d2d and copies_h2d / "
-     "copies_d2h (transfers), syncs, allocs, memory and peak_memory (bytes). For sim and cuda; "
+     "copies_d2h (transfers), syncs, allocs, memory, peak_memory and cached (bytes freed but kept "
+     "for reuse by a caching allocator). For sim and cuda; "
      "the cpu keeps none.",
      "sys.device_stats('sim', true); local x = tensor.randn(64, 10, {device = 'sim'}); print(sys.device_stats('sim').launches)"},
     {NULL, NULL, NULL, NULL, NULL},

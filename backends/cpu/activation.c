@@ -1,33 +1,10 @@
 /* activation.c (cpu): the activation kernels outside the unary ops (leaky ReLU and GELU
- * forward), every activation's backward, and softmax / log-softmax over the last dimension. */
+ * forward), every activation's backward (per-element math in hd/act_hd.h), and softmax / log-softmax over the last dimension. */
 #include "cpu/cpu.h"
 #include "cpu_kernels.h"
+#include "hd/act_hd.h"
 
 #include <math.h>
-
-/* Leaky ReLU or exact GELU (x * Phi(x)), written as PyTorch's CPU kernels write them. */
-static inline float act_forward(int act, float x, float slope)
-{
-    if (act == NL_ACT_GELU) return x * 0.5f * (1.0f + erff(x * (float)M_SQRT1_2));
-    return x > 0 ? x : x * slope;
-}
-
-/* gy * f'(.) given v: x for leaky ReLU and GELU, y for sigmoid and tanh, either for ReLU. */
-static inline float act_backward(int act, float gy, float v, float slope)
-{
-    switch (act) {
-    case NL_UN_RELU: return v > 0 ? gy : 0.0f;
-    case NL_ACT_LEAKY_RELU: return v > 0 ? gy : gy * slope;
-    case NL_UN_SIGMOID: return gy * (1.0f - v) * v;
-    case NL_UN_TANH: return gy * (1.0f - v * v);
-    default: { /* NL_ACT_GELU */
-        const float beta = (float)(M_2_SQRTPI * M_SQRT1_2 * 0.5);
-        float cdf = 0.5f * (1.0f + erff(v * (float)M_SQRT1_2));
-        float pdf = beta * expf(v * v * -0.5f);
-        return gy * (cdf + v * pdf);
-    }
-    }
-}
 
 nl_status nl_cpu_act_forward(const nl_op *op)
 {
@@ -37,7 +14,7 @@ nl_status nl_cpu_act_forward(const nl_op *op)
     const float slope = (float)op->f[0];
     const int64_t n = nl_tensor_numel(op->dst);
 #pragma omp parallel for num_threads(cpu_threads_for(n)) schedule(static)
-    for (int64_t k = 0; k < n; k++) y[k] = act_forward(act, x[k], slope);
+    for (int64_t k = 0; k < n; k++) y[k] = nl_hd_act_forward(act, x[k], slope);
     return NL_OK;
 }
 
@@ -67,7 +44,7 @@ nl_status nl_cpu_act_backward(const nl_op *op)
     }
     const float slope = (float)op->f[0];
 #pragma omp parallel for num_threads(cpu_threads_for(n)) schedule(static)
-    for (int64_t k = 0; k < n; k++) gx[k] = act_backward(act, gy[k], v[k], slope);
+    for (int64_t k = 0; k < n; k++) gx[k] = nl_hd_act_backward(act, gy[k], v[k], slope);
     return NL_OK;
 }
 

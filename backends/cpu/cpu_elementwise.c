@@ -1,20 +1,12 @@
 /* cpu_elementwise.c: the CPU's elementwise kernels (fill, copy, binary, binary with a scalar,
  * unary, random fills): typed inner loops driven by the shared iterator in cpu_iter.c. */
 #include "cpu_kernels.h"
+#include "hd/act_hd.h"
+#include "hd/arith_hd.h"
 
 #include <string.h>
 
 /* ---------------------------------------------------------------- inner loops ----------- */
-
-/* Wrapping integer power (negative exponents as integer division would give: 1, -1 or 0). */
-static inline int64_t ipow_wrap(int64_t x, int64_t y)
-{
-    if (y < 0) return x == 1 ? 1 : x == -1 ? (y % 2 ? -1 : 1) : 0;
-    uint64_t r = 1, b = (uint64_t)x;
-    for (; y; y >>= 1, b *= b)
-        if (y & 1) r *= b;
-    return (int64_t)r;
-}
 
 typedef void (*bin_loop)(void *d, int64_t sd, const void *a, int64_t sa, const void *b,
                          int64_t sb, int64_t n);
@@ -60,11 +52,11 @@ typedef void (*un_loop)(void *d, int64_t sd, const void *a, int64_t sa, int64_t 
  * NaN like torch.maximum. Integer division is not here: core promotes it to f32. */
 #define FLOAT_ARITH(X, T, s) \
     X(T, s, ADD, x + y) X(T, s, SUB, x - y) X(T, s, MUL, x * y) X(T, s, DIV, x / y) \
-    X(T, s, POW, powf(x, y)) X(T, s, MAX, (x > y || x != x) ? x : y) \
-    X(T, s, MIN, (x < y || x != x) ? x : y)
+    X(T, s, POW, powf(x, y)) X(T, s, MAX, nl_hd_fmax_nan(x, y)) \
+    X(T, s, MIN, nl_hd_fmin_nan(x, y))
 #define INT_ARITH(X, T, s) \
     X(T, s, ADD, (uint32_t)x + (uint32_t)y) X(T, s, SUB, (uint32_t)x - (uint32_t)y) \
-    X(T, s, MUL, (uint32_t)x * (uint32_t)y) X(T, s, POW, ipow_wrap(x, y)) \
+    X(T, s, MUL, (uint32_t)x * (uint32_t)y) X(T, s, POW, nl_hd_ipow_wrap(x, y)) \
     X(T, s, MAX, x > y ? x : y) X(T, s, MIN, x < y ? x : y)
 #define COMPARE(X, T, s) \
     X(T, s, EQ, x == y) X(T, s, NE, x != y) X(T, s, LT, x < y) X(T, s, LE, x <= y) \
@@ -72,7 +64,7 @@ typedef void (*un_loop)(void *d, int64_t sd, const void *a, int64_t sa, int64_t 
 #define FLOAT_UNARY(X, T, s) \
     X(T, s, NEG, -x) X(T, s, RELU, x < 0 ? 0 : x) X(T, s, EXP, expf(x)) X(T, s, LOG, logf(x)) \
     X(T, s, ABS, fabsf(x)) X(T, s, SQRT, sqrtf(x)) X(T, s, TANH, tanhf(x)) \
-    X(T, s, SIGMOID, 1.0f / (1.0f + expf(-x)))
+    X(T, s, SIGMOID, nl_hd_sigmoid(x))
 #define SIGNED_UNARY(X, T, s) \
     X(T, s, NEG, 0u - (uint32_t)x) X(T, s, RELU, x < 0 ? 0 : x) \
     X(T, s, ABS, x < 0 ? 0u - (uint32_t)x : (uint32_t)x)

@@ -4,6 +4,7 @@
 #define NL_CPU_KERNELS_H
 
 #include "nl.h"
+#include "hd/quant_hd.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -62,27 +63,15 @@ int cpu_threads_for(int64_t work);
 
 /* ---------------------------------------------------------------- conversions ----------- */
 
-/* Float -> integer: round half to even (nearbyint in the default rounding mode), clamp to the
- * range, NaN -> 0. Integer -> narrower integer: clamp. The bounds are exact in F. */
-#define CPU_SAT_FLOAT(name, F, RND, T, LO, HI) \
-    static inline T name(F x) { \
-        F r = RND(x); \
-        return r != r ? 0 : r <= (F)(LO) ? (T)(LO) : r >= (F)(HI) ? (T)(HI) : (T)r; \
-    }
-CPU_SAT_FLOAT(cpu_f32_to_i8, float, nearbyintf, int8_t, INT8_MIN, INT8_MAX)
-CPU_SAT_FLOAT(cpu_f32_to_u8, float, nearbyintf, uint8_t, 0, UINT8_MAX)
-CPU_SAT_FLOAT(cpu_f64_to_i8, double, nearbyint, int8_t, INT8_MIN, INT8_MAX)
-CPU_SAT_FLOAT(cpu_f64_to_u8, double, nearbyint, uint8_t, 0, UINT8_MAX)
-CPU_SAT_FLOAT(cpu_f64_to_i32, double, nearbyint, int32_t, INT32_MIN, INT32_MAX)
-#undef CPU_SAT_FLOAT
-/* INT32_MAX is not a float: (float)INT32_MAX is 2^31, the first value that must saturate. */
-static inline int32_t cpu_f32_to_i32(float x)
-{
-    float r = nearbyintf(x);
-    return r != r ? 0 : r >= 2147483648.0f ? INT32_MAX : r <= -2147483648.0f ? INT32_MIN : (int32_t)r;
-}
-static inline int8_t cpu_int_to_i8(int32_t x) { return x < INT8_MIN ? INT8_MIN : x > INT8_MAX ? INT8_MAX : (int8_t)x; }
-static inline uint8_t cpu_int_to_u8(int32_t x) { return x < 0 ? 0 : x > UINT8_MAX ? UINT8_MAX : (uint8_t)x; }
+/* The saturating conversions are shared with the CUDA backend (hd/quant_hd.h). */
+#define cpu_f32_to_i8 nl_hd_f32_to_i8
+#define cpu_f32_to_u8 nl_hd_f32_to_u8
+#define cpu_f64_to_i8 nl_hd_f64_to_i8
+#define cpu_f64_to_u8 nl_hd_f64_to_u8
+#define cpu_f64_to_i32 nl_hd_f64_to_i32
+#define cpu_f32_to_i32 nl_hd_f32_to_i32
+#define cpu_int_to_i8 nl_hd_int_to_i8
+#define cpu_int_to_u8 nl_hd_int_to_u8
 static inline int32_t cpu_int_to_i32(int32_t x) { return x; }
 
 /* CPU_TO_<type>(x): x (of any dtype's C type, or double) converted to <type>, saturating. */
@@ -99,6 +88,20 @@ extern const cpu_conv_fn cpu_conv[NL_DTYPE_COUNT][CPU_CTYPE_COUNT];
 /* Stores v (converted, saturating) as compute type t at p; loads one value as double. */
 void cpu_store(cpu_ctype t, void *p, double v);
 double cpu_load(cpu_ctype t, const void *p);
+
+/* ---------------------------------------------------------------- matrix products ------- */
+
+/* How a BLAS reads one matrix operand of a row-major product (rows x cols per batch item, a
+ * 2-D or 3-D tensor; batch stride sb may be 0): in place (direct) as stored (trans false: rows
+ * ld apart) or as the transpose of a row-major cols x rows matrix (trans true, ld apart); or,
+ * when its strides allow neither or ld would exceed ld_max, packed first into a contiguous copy
+ * (direct false, ld = cols). cpu_matmul.c uses it, and the CUDA backend for cuBLAS. */
+typedef struct {
+    int64_t batch, rows, cols, sb, sr, sc;
+    bool direct, trans;
+    int64_t ld;
+} cpu_gemm_layout;
+cpu_gemm_layout cpu_gemm_layout_of(const nl_tensor *t, int64_t ld_max);
 
 /* ---------------------------------------------------------------- convolution ----------- */
 

@@ -17,35 +17,38 @@ typedef struct {
     float *buf;                            /* else: a packed rows x cols copy */
 } mm_mat;
 
-/* Describes a 2-D or 3-D f32 tensor; row-major with stride 1 along a row, or column-major (a
- * transposed view), can be used in place. */
-static void mm_view(mm_mat *m, const nl_tensor *t)
+/* Row-major with stride 1 along a row, or column-major (a transposed view), can be used in
+ * place; a leading dimension beyond ld_max (a BLAS's int) cannot. */
+cpu_gemm_layout cpu_gemm_layout_of(const nl_tensor *t, int64_t ld_max)
 {
     const int nd = t->ndim;
-    m->p = nl_tensor_f32(t);
-    m->batch = nd == 3 ? t->shape[0] : 1;
-    m->sb = nd == 3 ? t->strides[0] : 0;
-    m->rows = t->shape[nd - 2];
-    m->cols = t->shape[nd - 1];
-    m->sr = t->strides[nd - 2];
-    m->sc = t->strides[nd - 1];
-    m->buf = NULL;
-    m->direct = true;
-    if ((m->sc == 1 || m->cols == 1) && (m->rows == 1 || m->sr >= m->cols)) {
-        m->trans = CblasNoTrans;
-        m->ld = m->rows == 1 ? m->cols : m->sr;
-    } else if ((m->sr == 1 || m->rows == 1) && (m->cols == 1 || m->sc >= m->rows)) {
-        m->trans = CblasTrans;
-        m->ld = m->cols == 1 ? m->rows : m->sc;
+    cpu_gemm_layout m = {
+        .batch = nd == 3 ? t->shape[0] : 1, .sb = nd == 3 ? t->strides[0] : 0,
+        .rows = t->shape[nd - 2], .cols = t->shape[nd - 1],
+        .sr = t->strides[nd - 2], .sc = t->strides[nd - 1], .direct = true,
+    };
+    if ((m.sc == 1 || m.cols == 1) && (m.rows == 1 || m.sr >= m.cols)) {
+        m.ld = m.rows == 1 ? m.cols : m.sr;
+    } else if ((m.sr == 1 || m.rows == 1) && (m.cols == 1 || m.sc >= m.rows)) {
+        m.trans = true;
+        m.ld = m.cols == 1 ? m.rows : m.sc;
     } else {
-        m->direct = false;
+        m.direct = false;
     }
-    if (m->ld < 1) m->ld = 1;
-    if (!m->direct || m->ld > INT_MAX) {
-        m->direct = false;
-        m->trans = CblasNoTrans;
-        m->ld = m->cols > 1 ? m->cols : 1;
+    if (m.ld < 1) m.ld = 1;
+    if (!m.direct || m.ld > ld_max) {
+        m.direct = m.trans = false;
+        m.ld = m.cols > 1 ? m.cols : 1;
     }
+    return m;
+}
+
+static void mm_view(mm_mat *m, const nl_tensor *t)
+{
+    const cpu_gemm_layout l = cpu_gemm_layout_of(t, INT_MAX);
+    *m = (mm_mat){.p = nl_tensor_f32(t), .batch = l.batch, .rows = l.rows, .cols = l.cols,
+                  .sb = l.sb, .sr = l.sr, .sc = l.sc, .direct = l.direct,
+                  .trans = l.trans ? CblasTrans : CblasNoTrans, .ld = l.ld};
 }
 
 /* Copies batch item b between the tensor and the packed buffer (either way). */

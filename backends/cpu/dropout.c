@@ -3,6 +3,7 @@
  * (the backward pass), and kept elements are scaled by 1/(1-p). */
 #include "cpu/cpu.h"
 #include "cpu_kernels.h"
+#include "rng_hd.h"
 
 nl_status nl_cpu_dropout(const nl_op *op)
 {
@@ -16,7 +17,7 @@ nl_status nl_cpu_dropout(const nl_op *op)
     const int64_t n = nl_tensor_numel(op->dst);
 #pragma omp parallel for num_threads(cpu_threads_for(n)) schedule(static)
     for (int64_t k = 0; k < n; k++) {
-        uint8_t keep = given ? given[k] : nl_rng_u01_at(key, counter + (uint64_t)k) >= p;
+        uint8_t keep = given ? given[k] : nl_hd_dropout_keep(key, counter + (uint64_t)k, p);
         if (mask) mask[k] = keep;
         y[k] = keep ? x[k] * scale : 0.0f;
     }

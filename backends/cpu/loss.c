@@ -2,6 +2,7 @@
  * the per-sample loss and the gradient with respect to the logits. Operands: core/nn/loss.c. */
 #include "cpu/cpu.h"
 #include "cpu_kernels.h"
+#include "hd/act_hd.h"
 
 #include <math.h>
 
@@ -12,7 +13,7 @@ static inline double smoothed_target(const nl_tensor *target, int64_t n, int64_t
 {
     double t = target->dtype == NL_I32 ? (((const int32_t *)nl_tensor_data(target))[n] == c)
                                        : (double)nl_tensor_f32(target)[n * C + c];
-    return (1 - ls) * t + ls / (double)C;
+    return nl_hd_smoothed_target(t, ls, (double)C);
 }
 
 /* dst[n] = -sum_c q[n, c] * logp[n, c]. */

@@ -1,6 +1,7 @@
 /* qgemm.c: the int8 inference kernels: quantized convolution (and linear, its 1x1 case) as u8 x s8
  * GEMM with int32 accumulation over NHWC activations, quantize/dequantize, and u8 max pooling. */
 #include "cpu/cpu.h"
+#include "hd/quant_hd.h"
 
 #include <immintrin.h>
 #include <math.h>
@@ -799,14 +800,13 @@ nl_status nl_cpu_fakequant(const nl_op *op)
     float *yd = nl_tensor_f32(op->dst);
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < rows; r++) {
-        /* As the integer layers round: weights x / s (nl_quant_weights_i8), activations
-         * x * (1 / s) (NL_OP_QUANTIZE and the requantization in the epilogue). */
+        /* As the integer layers round (hd/quant_hd.h): weights x / s (nl_quant_weights_i8),
+         * activations x * (1 / s) (NL_OP_QUANTIZE and the requantization in the epilogue). */
         const float s = scales ? nl_tensor_f32(scales)[r] : (float)op->f[0];
         const float inv = scales ? 0 : (float)(1.0 / op->f[0]);
         for (int64_t i = r * cols; i < (r + 1) * cols; i++) {
-            const float q = (scales ? nearbyintf(xd[i] / s) : nearbyintf(xd[i] * inv)) + zp;
-            if (gd) yd[i] = q >= qmin && q <= qmax ? gd[i] : 0;
-            else yd[i] = s * ((q < qmin ? qmin : q > qmax ? qmax : q) - zp);
+            yd[i] = nl_hd_fakequant(xd[i], s, inv, scales != NULL, zp, qmin, qmax, gd != NULL,
+                                    gd ? gd[i] : 0);
         }
     }
     return NL_OK;

@@ -101,10 +101,10 @@ typedef struct nl_op nl_op;
 
 /* What a device has cost so far (sys.device_stats): kernel launches, bytes copied host->device
  * and device->host (and within the device), synchronisations, and device memory now, at its
- * peak and in allocations. */
+ * peak and in allocations; mem_cached: freed memory a caching allocator keeps for reuse. */
 typedef struct {
     uint64_t launches, bytes_h2d, bytes_d2h, bytes_d2d, copies_h2d, copies_d2h, syncs, allocs;
-    uint64_t mem_current, mem_peak;
+    uint64_t mem_current, mem_peak, mem_cached;
 } nl_device_stats;
 
 /* A backend is a vtable plus a context (ggml-backend style), one instance per device number.

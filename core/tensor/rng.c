@@ -2,6 +2,7 @@
  * normal draws built on it, the one global stream (seed, counter) that fills consume, and the
  * seeded permutations that shuffle data sets. */
 #include "nl.h"
+#include "rng_hd.h"
 
 #include <math.h>
 
@@ -13,47 +14,12 @@
  * too) takes key = nl_rng_get_state().seed and counter = nl_rng_reserve(numel). */
 static nl_rng_state g_state = {0, 0};
 
-/* Stafford's "mix13" 64-bit finaliser (the one splitmix64 uses): a bijection in which each input
- * bit flips each output bit with probability close to 1/2. */
-static inline uint64_t mix64(uint64_t z)
-{
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
+/* The pure functions live in rng_hd.h, shared with the CUDA kernels. */
+uint64_t nl_rng_hash(uint64_t key, uint64_t counter) { return nl_hd_rng_hash(key, counter); }
 
-/* Normal draws use their own key, so that a normal fill at counter c (which consumes two hashes
- * per element) never shares hashes with a uniform fill at nearby counters. */
-static inline uint64_t normal_key(uint64_t key) { return key ^ 0xa54ff53a5f1d36f1ULL; }
+float nl_rng_u01_at(uint64_t key, uint64_t counter) { return nl_hd_rng_u01(key, counter); }
 
-/* The key is the seed itself (kernels get op.u[0] = seed), so the hash first expands it: keys 0,
- * 1, 2... become unrelated 64-bit words. Then two rounds: the first spreads the counter (a Weyl
- * step offset by the expanded key), the second mixes in the key again (rotated) so that two keys
- * whose first rounds happen to meet still part. For each key, counter -> hash is a bijection, so
- * a stream never repeats within 2^64 draws. */
-uint64_t nl_rng_hash(uint64_t key, uint64_t counter)
-{
-    uint64_t k = mix64(key ^ 0x6a09e667f3bcc909ULL);
-    uint64_t x = mix64(counter * 0x9e3779b97f4a7c15ULL + k);
-    return mix64(x ^ ((k << 32) | (k >> 32)) ^ 0xd1b54a32d192ed03ULL);
-}
-
-/* The top 24 bits, scaled: exactly representable in a float, in [0, 1 - 2^-24]. */
-float nl_rng_u01_at(uint64_t key, uint64_t counter)
-{
-    return (float)(nl_rng_hash(key, counter) >> 40) * 0x1p-24f;
-}
-
-/* Box-Muller from two independent hashes of the same counter. u1 lies in (0, 1] (53 bits, never
- * zero, so the log is finite and the tails reach about 8.6 standard deviations); u2 in [0, 1).
- * (Counters c and c + 2^63 give the same number; no stream gets that long.) */
-float nl_rng_normal_at(uint64_t key, uint64_t counter)
-{
-    uint64_t k = normal_key(key);
-    double u1 = (double)((nl_rng_hash(k, 2 * counter) >> 11) + 1) * 0x1p-53;
-    double u2 = (double)(nl_rng_hash(k, 2 * counter + 1) >> 11) * 0x1p-53;
-    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
-}
+float nl_rng_normal_at(uint64_t key, uint64_t counter) { return nl_hd_rng_normal(key, counter); }
 
 /* Restarts the global stream at (seed, counter 0). */
 void nl_rng_seed(uint64_t seed)
