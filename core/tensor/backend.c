@@ -1,6 +1,7 @@
 /* backend.c: the backend registry, core initialisation and the thread count shared by the
  * CPU kernels (OpenMP) and OpenBLAS. */
 #include "nl.h"
+#include "cpuinfo.h"
 #include "cpu/cpu.h"
 #ifdef NL_HAVE_CUDA
 #include "cuda/cuda.h"
@@ -53,6 +54,9 @@ void nl_init(void)
     static bool done;
     if (done) return;
     done = true;
+    /* Links cpuinfo.o into every program, whose constructor has already made OpenBLAS use the
+     * kernels this processor can run (restarting the program if need be). */
+    (void)nl_blas_get_info();
     nl_backend_register(nl_cpu_backend());
 #ifdef NL_HAVE_CUDA
     nl_backend_register(nl_cuda_backend()); /* NULL (ignored) when no device is present */

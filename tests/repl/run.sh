@@ -86,6 +86,7 @@ PROMPT='^nnlab>'
 # ---- 1. banner, prompt, expressions, print
 start
 check "banner" '^nnlab 0\.1\.0 .* Lua 5\.4\. help\(\) for help, Ctrl-D to quit\.$'
+check "banner names the BLAS kernels" '^BLAS: OpenBLAS [0-9.]+, [A-Za-z0-9]+ kernels \(.*\); [0-9]+ threads$'
 check "prompt" "$PROMPT"
 line '1+1'
 check "expression 1+1 shows 2" '^2$'
