@@ -101,6 +101,7 @@ void nl_blas_restart(char **argv, const char *want, const char *chose)
     if (setenv("OPENBLAS_CORETYPE", want, 1) != 0 || setenv(RESTART_VAR, note, 1) != 0) return;
     fflush(NULL);
     execv("/proc/self/exe", argv);
+    if (errno == ENOENT && argv[0]) execvp(argv[0], argv); /* no /proc (a bare chroot) */
     int err = errno; /* exec failed: leave the environment as it was */
     unsetenv("OPENBLAS_CORETYPE");
     unsetenv(RESTART_VAR);

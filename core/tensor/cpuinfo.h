@@ -42,9 +42,9 @@ const char *nl_blas_summary(void);
  * AVX-512 core; "Haswell" is returned). By cpuid features, never by processor model. */
 const char *nl_blas_core_wanted(const char *core, const nl_cpu_info *cpu);
 
-/* Replaces this process with argv[0..] run again (/proc/self/exe) with OPENBLAS_CORETYPE=want, and
- * records that OpenBLAS had chosen `chose`; returns only on failure (errno set). What the start-up
- * check does; exposed for its test. */
+/* Replaces this process with argv run again (/proc/self/exe, else argv[0] when there is no /proc)
+ * with OPENBLAS_CORETYPE=want, recording that OpenBLAS had chosen `chose`; returns only on failure
+ * (errno set, environment unchanged). What the start-up check does; exposed for its test. */
 void nl_blas_restart(char **argv, const char *want, const char *chose);
 
 #endif
