@@ -5,6 +5,8 @@
 # as a new user would: as root, in a clean environment (no DISPLAY, no locale, a HOME without
 # history, /tmp on tmpfs). Prints each command's exit status and time; exits non-zero when either
 # fails. Needs root, debootstrap and Debian's archive; not part of `make test` (10-20 minutes).
+# The new system has no sudo (root needs none, and the deps step must not ask for it), no python3
+# and no locale until the deps step installs what the project needs.
 #   sh tests/fresh/run.sh            MIRROR=URL overrides the archive (default: this machine's)
 #   KEEP=1 sh tests/fresh/run.sh     keeps the folder for a look afterwards (mounts are undone)
 set -u
@@ -56,7 +58,7 @@ elapsed() { awk "BEGIN { printf \"%.0f\", $(date +%s.%N) - $1 }"; }
 
 echo "fresh: debootstrap --variant=minbase $suite into $root ${MIRROR:+from $MIRROR}"
 t0=$(date +%s.%N)
-debootstrap --variant=minbase --include=ca-certificates,git,make,sudo "$suite" "$root" ${MIRROR:+"$MIRROR"} \
+debootstrap --variant=minbase --include=ca-certificates,git,make "$suite" "$root" ${MIRROR:+"$MIRROR"} \
     > "$root.debootstrap.log" 2>&1 || { tail -n 20 "$root.debootstrap.log"; fail "debootstrap failed"; }
 echo "fresh: debootstrap done ($(elapsed "$t0") s)"
 
@@ -79,7 +81,7 @@ inside() { # inside COMMAND: runs a shell command in /work/main of the new syste
         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin $blas_env \
         /bin/sh -c "cd /work/main && $1" < /dev/null
 }
-echo "fresh: the new system has: python3 $(inside 'command -v python3 || echo none'), sudo $(inside 'command -v sudo || echo none'), locale $(inside 'locale 2>/dev/null | head -n 1 || echo none'), history file $(inside 'ls ~/.nnlab_history 2>/dev/null || echo none')"
+echo "fresh: the new system has: python3 $(inside 'command -v python3 || echo none'), sudo $(inside 'command -v sudo || echo none'), locale $(inside 'locale 2>/dev/null | head -n 1 || echo none'), history file $(inside 'ls ~/.nnlab_history 2>/dev/null || echo none'), DISPLAY $(inside 'echo "${DISPLAY:-none}"'), /tmp $(inside 'stat -f -c %T /tmp')"
 
 status=0
 report=""
