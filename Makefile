@@ -29,6 +29,7 @@ endif
 PUBLIC_GOALS := all run test bench data
 NL_STAGE ?= deps
 PKGS     := lua5.4 zlib libcjson sdl2 SDL2_ttf SDL2_image lapacke
+# Stage one of the public targets compiles nothing, so it asks pkg-config nothing.
 ifneq ($(NL_STAGE)$(filter-out $(PUBLIC_GOALS) deps deps-bench clean help,$(MAKECMDGOALS)),deps)
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) openblas 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) openblas 2>/dev/null)
