@@ -72,12 +72,13 @@ mnt dev --rbind /dev
 mount --make-rslave "$root/dev"
 mnt tmp -t tmpfs -o mode=1777,size=4g tmpfs
 
-# A login's environment and nothing more, plus the OpenBLAS variables that describe this machine
+# A root login's environment and nothing more, plus the OpenBLAS variables that describe this machine
 # (some hosts need them); no DISPLAY, LANG or TERM.
 blas_env=$(env | grep -E '^OPENBLAS_(CORETYPE|L2_SIZE)=' | tr '\n' ' ')
 [ -z "$blas_env" ] || echo "fresh: passing this machine's $blas_env"
+login_shell=$(awk -F: '$1 == "root" { print $7 }' "$root/etc/passwd")
 inside() { # inside COMMAND: runs a shell command in /work/main of the new system.
-    chroot "$root" /usr/bin/env -i HOME=/root USER=root LOGNAME=root SHELL=/bin/sh \
+    chroot "$root" /usr/bin/env -i HOME=/root USER=root LOGNAME=root SHELL="${login_shell:-/bin/sh}" \
         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin $blas_env \
         /bin/sh -c "cd /work/main && $1" < /dev/null
 }
