@@ -110,15 +110,43 @@ static int l_info(lua_State *L)
     lua_pushstring(L, nl_quant_isa());
     lua_setfield(L, -2, "int8_isa");
 
-    /* CUDA devices by name; none (an empty list and the reason) without a CUDA backend. */
+    /* The CUDA devices by name (cuda:0, cuda:1, ... until one is missing); when there are none,
+     * an empty list and the reason. */
     lua_newtable(L);
-    nl_backend *cuda = nl_backend_get(NL_CUDA);
-    if (cuda) {
+    int n_cuda = 0;
+    nl_backend *cuda;
+    while (n_cuda < NL_DEVICE_MAX_INDEX && (cuda = nl_backend_get(nl_device_make(NL_CUDA, n_cuda)))) {
         lua_pushstring(L, cuda->name);
-        lua_rawseti(L, -2, 1);
+        lua_rawseti(L, -2, ++n_cuda);
     }
     lua_setfield(L, -2, "cuda");
-    if (!cuda) set_string(L, "cuda_note", nl_errmsg());
+    if (n_cuda == 0) set_string(L, "cuda_note", nl_errmsg());
+    return 1;
+}
+
+/* sys.device_stats(device [, reset]) -> table of the device's counters (nl_device_stats). */
+static int l_device_stats(lua_State *L)
+{
+    nl_device dev = nl_dsl_checkdevice(L, 1);
+    bool reset = lua_toboolean(L, 2);
+    nl_backend *be = nl_backend_get(dev);
+    if (!be->stats)
+        nl_dsl_error(L, "%s keeps no device statistics (its tensors are host memory)", be->name);
+    nl_device_stats st;
+    be->stats(be, &st, reset);
+    const struct { const char *name; uint64_t v; } rows[] = {
+        {"launches", st.launches}, {"bytes_h2d", st.bytes_h2d}, {"bytes_d2h", st.bytes_d2h},
+        {"bytes_d2d", st.bytes_d2d}, {"copies_h2d", st.copies_h2d}, {"copies_d2h", st.copies_d2h},
+        {"syncs", st.syncs}, {"allocs", st.allocs}, {"memory", st.mem_current},
+        {"peak_memory", st.mem_peak},
+    };
+    lua_createtable(L, 0, (int)(sizeof rows / sizeof rows[0]) + 1);
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        lua_pushinteger(L, (lua_Integer)rows[i].v);
+        lua_setfield(L, -2, rows[i].name);
+    }
+    lua_pushstring(L, be->name);
+    lua_setfield(L, -2, "device");
     return 1;
 }
 
@@ -140,6 +168,12 @@ static const nl_dsl_fn sys_fns[] = {
      "older kernels (blas.openblas_chose), or 'OPENBLAS_CORETYPE' when the user set it), the CPU threads, "
      "the int8 kernels' instruction set and the CUDA devices (an empty list and cuda_note when none).",
      "print(sys.info().blas.summary)"},
+    {"device_stats", l_device_stats, "sys.device_stats(device [, reset]) -> table",
+     "What a device has cost since start-up or the last reset (reset=true returns the counts, "
+     "then zeroes them): launches (kernels), bytes_h2d / bytes_d2h / bytes_d2d and copies_h2d / "
+     "copies_d2h (transfers), syncs, allocs, memory and peak_memory (bytes). For sim and cuda; "
+     "the cpu keeps none.",
+     "sys.device_stats('sim', true); local x = tensor.randn(64, 10, {device = 'sim'}); print(sys.device_stats('sim').launches)"},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
