@@ -21,10 +21,20 @@ ifneq ($(VARIANT),release)
 BIN     := $(BUILD)/nnlab
 endif
 
+# The public targets (all run test bench data) run in two stages: this make runs the deps step,
+# then builds in a second make (NL_STAGE=build) that is parsed after the packages are installed,
+# so the flags that pkg-config gives are never computed before the packages exist (on a fresh
+# machine they would be empty for the whole run). Plain file targets (build/nnlab,
+# build/release/tests/test_x) are built in one stage, with the packages already installed.
+PUBLIC_GOALS := all run test bench data
+NL_STAGE ?= deps
 PKGS     := lua5.4 zlib libcjson sdl2 SDL2_ttf SDL2_image lapacke
+# Stage one of the public targets compiles nothing, so it needs none of these flags.
+ifneq ($(NL_STAGE)$(filter-out $(PUBLIC_GOALS) deps deps-bench clean help,$(MAKECMDGOALS)),deps)
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) openblas 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) openblas 2>/dev/null)
 RL_LIBS    := $(shell pkg-config --libs readline 2>/dev/null || echo -lreadline)
+endif
 
 CC      := gcc
 CSTD    := -std=c11 -D_GNU_SOURCE
@@ -101,8 +111,6 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 .PHONY: all run test bench data deps deps-bench clean help
 .DEFAULT_GOAL := all
 
-all: $(BIN) $(MPI_PLUGIN)
-
 help:
 	@echo "make            build $(BIN)"
 	@echo "make run        install what is missing, build, run the main experiment"
@@ -162,27 +170,40 @@ $(BUILD)/bench/%: bench/%.c $(LIB)
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 
-# ---- run, test, bench
+# ---- stage one of a public target: the deps step, then the same goal in a fresh make (see above).
+# Command-line variables (SAN=1, EPOCHS=1, CIFAR10_ARCHIVE=...) reach it through MAKEFLAGS.
+# Serial here, so that `make -j2 test bench` does not run two builds of the same files at once;
+# the second make builds in parallel.
+ifeq ($(NL_STAGE),deps)
+.NOTPARALLEL:
+$(PUBLIC_GOALS): deps
+	@$(MAKE) --no-print-directory NL_STAGE=build $@
+bench: deps-bench
+else
+# ---- stage two: build, run, test, bench (the packages are installed by now)
+all: $(BIN) $(MPI_PLUGIN)
+
 EPOCHS ?=
-run: deps $(BIN)
+run: $(BIN)
 	@$(MAKE) --no-print-directory data || \
 	  echo "make run: CIFAR-10 could not be prepared; the lesson runs on Fashion-MNIST instead"
 	./$(BIN) examples/cifar10_cnn.lua $(EPOCHS)
 
 # With an archive at hand, CIFAR-10 is prepared first so the learning test runs on it.
-test: deps $(BIN) $(MPI_PLUGIN) $(TEST_BIN)
+test: $(BIN) $(MPI_PLUGIN) $(TEST_BIN)
 	@[ -z "$(CIFAR10_ARCHIVE)" ] || $(MAKE) --no-print-directory data || \
 	  echo "make test: CIFAR-10 could not be prepared; its learning test is skipped"
 	@NNLAB=./$(BIN) BUILD=$(BUILD) sh tests/run.sh
 
-bench: deps deps-bench $(BIN) $(MPI_PLUGIN) $(BENCH_BIN)
+bench: $(BIN) $(MPI_PLUGIN) $(BENCH_BIN)
 	@NNLAB=./$(BIN) BUILD=$(BUILD) sh bench/run.sh
 
 # CIFAR-10 into data/cifar-10-batches-bin, from CIFAR10_ARCHIVE (official tarball or image folders).
 # Default: the image-folder archive kept beside this checkout, when there is one.
 CIFAR10_ARCHIVE ?= $(wildcard ../shared/data/cifar10-jpeg.tar.gz)
-data: deps $(BIN)
+data: $(BIN)
 	@NNLAB=./$(BIN) sh tests/get_data.sh "$(CIFAR10_ARCHIVE)"
+endif
 
 clean:
 	rm -rf build

@@ -1,6 +1,7 @@
 /* registry.c: which backends this nnlab has (cpu, sim, and cuda when built with it), registered
  * with core in nl_init, and the thread count shared by the CPU kernels (OpenMP) and OpenBLAS. */
 #include "nl.h"
+#include "cpuinfo.h"
 #include "cpu/cpu.h"
 #include "sim/sim.h"
 #include "quant.h"
@@ -42,6 +43,9 @@ void nl_init(void)
     static bool done;
     if (done) return;
     done = true;
+    /* Links cpuinfo.o into every program, whose constructor has already made OpenBLAS use the
+     * kernels this processor can run (restarting the program if need be). */
+    (void)nl_blas_get_info();
     nl_backend_provide(NL_CPU, cpu_instance);
     nl_backend_provide(NL_SIM, nl_sim_backend);
 #ifdef NL_HAVE_CUDA

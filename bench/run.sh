@@ -7,6 +7,20 @@ PEER_PY=/usr/bin/python3   # Debian's python3, which has python3-torch
 PEERS=../shared/bench
 export NNLAB_THREADS=${NNLAB_THREADS:-2}
 
+# What the figures below were measured on, first: the CPU, the BLAS kernels and the threads.
+echo "== machine (sys.info)"
+"$NNLAB" -e '
+local i = sys.info()
+local f = {}
+for _, k in ipairs{"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni",
+                   "avx512_bf16", "amx"} do if i.cpu.features[k] then f[#f + 1] = k end end
+print(string.format("cpu: %s (%s family %d model %d); %s", i.cpu.model, i.cpu.vendor, i.cpu.family,
+                    i.cpu.model_id, #f > 0 and table.concat(f, " ") or "no AVX2"))
+print("blas: " .. i.blas.summary)
+print(string.format("threads: %d; int8 kernels: %s; cuda: %s", i.threads, i.int8_isa,
+                    #i.cuda > 0 and table.concat(i.cuda, ", ") or "none"))'
+echo
+
 echo "== matmul: nnlab's matmul op against cblas_sgemm called directly (threads $NNLAB_THREADS)"
 "$BUILD/bench/bench_matmul"
 

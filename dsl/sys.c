@@ -1,9 +1,11 @@
-/* sys.c: the Lua module `sys`: wall-clock time, CPU thread count and memory use, so that
- * experiments and benchmarks written in Lua can time and size themselves; the devices' counters,
- * the CUDA devices and the TF32 switch. */
+/* sys.c: the Lua module `sys`: wall-clock time, CPU thread count, memory use and what the machine
+ * is (sys.info), so that experiments and benchmarks written in Lua can time, size and label
+ * themselves; the devices' counters and the CUDA TF32 switch. */
+#include "cpuinfo.h"
 #include "cuda/cuda.h"
 #include "dsl.h"
 #include "nl.h"
+#include "quant.h"
 
 #include <lauxlib.h>
 #include <stdio.h>
@@ -58,16 +60,62 @@ static int l_memory(lua_State *L)
     return 1;
 }
 
-/* sys.info() -> {threads=, cuda={{name=, memory=MiB, capability="9.0", multiprocessors=,
- * driver=, runtime=}, ...}} (cuda empty without a device). */
+/* t[key] = s, or nothing when s is NULL. */
+static void set_string(lua_State *L, const char *key, const char *s)
+{
+    if (!s) return;
+    lua_pushstring(L, s);
+    lua_setfield(L, -2, key);
+}
+
 static int l_info(lua_State *L)
 {
-    lua_createtable(L, 0, 2);
+    const nl_cpu_info *c = nl_cpu_get_info();
+    const nl_blas_info *b = nl_blas_get_info();
+    lua_createtable(L, 0, 6);
+
+    lua_createtable(L, 0, 5);
+    set_string(L, "model", c->model);
+    set_string(L, "vendor", c->vendor);
+    lua_pushinteger(L, c->family);
+    lua_setfield(L, -2, "family");
+    lua_pushinteger(L, c->model_id);
+    lua_setfield(L, -2, "model_id");
+    const struct { const char *name; bool on; } features[] = {
+        {"avx2", c->avx2},         {"fma", c->fma},
+        {"avx512f", c->avx512f},   {"avx512bw", c->avx512bw},
+        {"avx512vl", c->avx512vl}, {"avx512dq", c->avx512dq},
+        {"avx512_vnni", c->avx512_vnni}, {"avx512_bf16", c->avx512_bf16},
+        {"amx", c->amx},
+    };
+    lua_createtable(L, 0, (int)(sizeof features / sizeof features[0]));
+    for (size_t i = 0; i < sizeof features / sizeof features[0]; i++) {
+        lua_pushboolean(L, features[i].on);
+        lua_setfield(L, -2, features[i].name);
+    }
+    lua_setfield(L, -2, "features");
+    lua_setfield(L, -2, "cpu");
+
+    lua_createtable(L, 0, 6);
+    set_string(L, "name", b->version);
+    set_string(L, "core", b->core);
+    set_string(L, "chosen_by", b->chosen_by);
+    set_string(L, "openblas_chose", b->openblas_chose);
+    set_string(L, "wanted", b->wanted);
+    set_string(L, "problem", b->problem);
+    set_string(L, "summary", nl_blas_summary());
+    lua_setfield(L, -2, "blas");
+
     lua_pushinteger(L, nl_get_threads());
     lua_setfield(L, -2, "threads");
-    const int n = nl_cuda_device_count();
-    lua_createtable(L, n, 0);
-    for (int d = 0; d < n; d++) {
+    lua_pushstring(L, nl_quant_isa());
+    lua_setfield(L, -2, "int8_isa");
+
+    /* The CUDA devices (cuda:0, cuda:1, ...) with their properties; when there are none, an
+     * empty list and the reason. */
+    const int n_cuda = nl_cuda_device_count();
+    lua_createtable(L, n_cuda > 0 ? n_cuda : 0, 0);
+    for (int d = 0; d < n_cuda; d++) {
         nl_cuda_device_info info;
         if (nl_cuda_device_query(d, &info) != NL_OK) continue;
         lua_createtable(L, 0, 6);
@@ -86,6 +134,8 @@ static int l_info(lua_State *L)
         lua_rawseti(L, -2, d + 1);
     }
     lua_setfield(L, -2, "cuda");
+    if (n_cuda <= 0 && !nl_backend_get(nl_device_make(NL_CUDA, 0)))
+        set_string(L, "cuda_note", nl_errmsg());
     return 1;
 }
 
@@ -134,10 +184,16 @@ static const nl_dsl_fn sys_fns[] = {
      "sys.threads(1)"},
     {"memory", l_memory, "sys.memory() -> {rss=MiB, peak=MiB}",
      "Resident memory of this process now and at its peak, in MiB.", "print(sys.memory().peak)"},
-    {"info", l_info, "sys.info() -> {threads=n, cuda={device, ...}}",
-     "The machine as nnlab sees it: CPU threads, and each CUDA device (name, memory in MiB, "
-     "compute capability, multiprocessors, driver and runtime versions); cuda is empty without "
-     "a GPU.", "for i, d in ipairs(sys.info().cuda) do print(i - 1, d.name, d.memory) end"},
+    {"info", l_info,
+     "sys.info() -> {cpu={model, vendor, family, model_id, features={avx2=, fma=, avx512f=, ...}}, "
+     "blas={name, core, chosen_by, summary, ...}, threads, int8_isa, cuda={...}}",
+     "What this machine is: the CPU and its cpuid features that matter (avx2, fma, avx512f/bw/vl/dq, "
+     "avx512_vnni, avx512_bf16, amx), the BLAS and the kernels it runs (blas.core; blas.chosen_by is "
+     "'OpenBLAS', 'nnlab' when nnlab restarted with OPENBLAS_CORETYPE set because OpenBLAS had chosen "
+     "older kernels (blas.openblas_chose), or 'OPENBLAS_CORETYPE' when the user set it), the CPU threads, "
+     "the int8 kernels' instruction set and the CUDA devices (name, memory in MiB, compute capability, "
+     "multiprocessors, driver and runtime versions; an empty list and cuda_note when none).",
+     "print(sys.info().blas.summary)"},
     {"tf32", l_tf32, "sys.tf32([on]) -> on",
      "Gets, or sets then gets, whether CUDA matrix products may use TF32 tensor cores (off by "
      "default, so GPU results match the CPU's to f32 rounding; on is faster).", "sys.tf32(true)"},

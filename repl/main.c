@@ -1,5 +1,6 @@
 /* main.c: the nnlab program. Reads the command line as lua(1) does (script and its arguments,
  * -e, -i, -v, -h), then runs the chunks and scripts or the interactive REPL. */
+#include "cpuinfo.h"
 #include "dsl.h"
 #include "repl.h"
 
@@ -186,7 +187,7 @@ static int pmain(lua_State *L)
         return 1;
     }
     if (o.version)
-        printf("nnlab %s (%s)\n", NL_VERSION, LUA_RELEASE);
+        printf("nnlab %s (%s)\nBLAS: %s\n", NL_VERSION, LUA_RELEASE, nl_blas_summary());
 
     luaL_openlibs(L);
     create_arg_table(L, argc, argv, o.script);

@@ -2,6 +2,7 @@
  * in callback mode polled with a short timeout, multi-line input, history, printed results. */
 #include "repl.h"
 #include "complete.h"
+#include "cpuinfo.h"
 #include "dsl.h"
 #include "nl.h"
 
@@ -417,6 +418,7 @@ void nl_repl_run(lua_State *L)
     pending_clear();
     printf("nnlab %s \u2014 Lua %s.%s. help() for help, Ctrl-D to quit.\n", NL_VERSION,
            LUA_VERSION_MAJOR, LUA_VERSION_MINOR);
+    printf("BLAS: %s; %d threads\n", nl_blas_summary(), nl_get_threads());
     fflush(stdout);
 
     rl_readline_name = "nnlab";

@@ -26,7 +26,9 @@ if ! command -v tmux > /dev/null 2>&1; then
     exit 1
 fi
 
-tm() { tmux -L "$SOCK" -f /dev/null "$@"; }
+# The panes run their commands with bash, whatever $SHELL is: dash (a SHELL=/bin/sh login) dies of
+# the Ctrl-C meant for nnlab and closes the pane before it prints nnlab's exit status.
+tm() { SHELL=/bin/bash tmux -L "$SOCK" -f /dev/null "$@"; }
 
 ok() { echo "ok - $1"; passed=$((passed + 1)); }
 fail() { echo "FAIL - $1: $2"; failed=$((failed + 1)); }
@@ -86,6 +88,7 @@ PROMPT='^nnlab>'
 # ---- 1. banner, prompt, expressions, print
 start
 check "banner" '^nnlab 0\.1\.0 .* Lua 5\.4\. help\(\) for help, Ctrl-D to quit\.$'
+check "banner names the BLAS kernels" '^BLAS: OpenBLAS [0-9.]+, [A-Za-z0-9]+ kernels \(.*\); [0-9]+ threads$'
 check "prompt" "$PROMPT"
 line '1+1'
 check "expression 1+1 shows 2" '^2$'
