@@ -1,6 +1,7 @@
 /* qgemm.c: the int8 inference kernels: quantized convolution (and linear, its 1x1 case) as u8 x s8
  * GEMM with int32 accumulation over NHWC activations, quantize/dequantize, and u8 max pooling. */
 #include "cpu/cpu.h"
+#include "cpu_kernels.h"
 
 #include <immintrin.h>
 #include <math.h>
@@ -41,7 +42,7 @@ const char *nl_cpu_qgemm_isa(void)
 {
     if (isa_forced >= 0) return isa_forced ? "vnni" : "generic";
     const char *env = getenv("NNLAB_QUANT_ISA");
-    if (env && strcmp(env, "generic") == 0) return "generic";
+    if ((env && strcmp(env, "generic") == 0) || cpu_isa() < CPU_ISA_AVX512) return "generic";
     return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") ? "vnni"
                                                                                      : "generic";
 }
