@@ -226,7 +226,11 @@ nl_status nl_cpu_conv2d_forward(const nl_op *op)
     const float *x = nl_tensor_f32(op->src[0]), *w = nl_tensor_f32(op->src[1]);
     const float *bias = op->src[2] ? nl_tensor_f32(op->src[2]) : NULL;
     float *y = nl_tensor_f32(op->dst), *cols = nl_tensor_f32(op->aux);
-    if (direct_path(&g, false)) return conv_direct(&g, x, g.C, g.H, g.W, g.p, w, false, bias, y, g.O);
+    if (direct_path(&g, false)) {
+        cpu_note_kernel("conv", "direct avx2");
+        return conv_direct(&g, x, g.C, g.H, g.W, g.p, w, false, bias, y, g.O);
+    }
+    cpu_note_kernel("conv im2col+sgemm", nl_cpu_blas_core());
     int nt = conv_threads(&g, g.N);
     nt = nt < op->aux->shape[0] ? nt : (int)op->aux->shape[0];
     if (nt > 1) conv_blas_serial(true);
@@ -250,8 +254,11 @@ nl_status nl_cpu_conv2d_backward_data(const nl_op *op)
     const conv_geom g = conv_geometry(op, op->dst, op->src[1], op->src[0]);
     const float *gy = nl_tensor_f32(op->src[0]), *w = nl_tensor_f32(op->src[1]);
     float *gx = nl_tensor_f32(op->dst), *gcols = nl_tensor_f32(op->aux);
-    if (direct_path(&g, true))
+    if (direct_path(&g, true)) {
+        cpu_note_kernel("dgrad", "direct avx2");
         return conv_direct(&g, gy, g.O, g.OH, g.OW, g.KH - 1 - g.p, w, true, NULL, gx, g.C);
+    }
+    cpu_note_kernel("dgrad sgemm+col2im", nl_cpu_blas_core());
     int nt = conv_threads(&g, g.N);
     nt = nt < op->aux->shape[0] ? nt : (int)op->aux->shape[0];
     if (nt > 1) conv_blas_serial(true);
@@ -326,7 +333,11 @@ nl_status nl_cpu_conv2d_backward_filter(const nl_op *op)
     const conv_geom g = conv_geometry(op, op->src[0], op->dst, op->src[1]);
     const float *x = nl_tensor_f32(op->src[0]), *gy = nl_tensor_f32(op->src[1]);
     float *gw = nl_tensor_f32(op->dst), *gb = op->aux ? nl_tensor_f32(op->aux) : NULL;
-    if (direct_path(&g, false) && g.ckk <= CONV_DIRECT_FILTER_MAX) return filter_direct(&g, x, gy, gw, gb);
+    if (direct_path(&g, false) && g.ckk <= CONV_DIRECT_FILTER_MAX) {
+        cpu_note_kernel("wgrad", "direct avx2");
+        return filter_direct(&g, x, gy, gw, gb);
+    }
+    cpu_note_kernel("wgrad im2col+sgemm", nl_cpu_blas_core());
     const int64_t groups = g.N < CONV_GW_GROUPS ? g.N : CONV_GW_GROUPS, size = g.O * g.ckk;
     if (groups == 0) return NL_OK; /* an empty batch adds nothing */
     const int nt = conv_threads(&g, groups);

@@ -49,5 +49,10 @@ const char *nl_cpu_qgemm_isa(void);
  * generic path below "avx512". nl_cpu_isa names the one in use. */
 nl_status nl_cpu_set_isa(const char *name);
 const char *nl_cpu_isa(void);
+/* OpenBLAS's core ("Haswell", "SkylakeX", "Zen", ...). */
+const char *nl_cpu_blas_core(void);
+/* The kernels that ran since the last call, as the kernels that choose a path name it ("conv direct
+ * avx2", "sgemm Zen", ...), comma-separated into buf; the record is then cleared. Host thread. */
+void nl_cpu_kernels_take(char *buf, size_t n);
 
 #endif

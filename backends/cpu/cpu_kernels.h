@@ -148,6 +148,8 @@ float cpu_lanes_sum(const float *l);
  * NNLAB_ISA or nl_cpu_set_isa says so. */
 typedef enum { CPU_ISA_GENERIC, CPU_ISA_AVX2, CPU_ISA_AVX512, CPU_ISA_COUNT } cpu_isa_level;
 cpu_isa_level cpu_isa(void);
+/* Notes that "what how" ran (e.g. "conv", "direct avx2"), for nl_cpu_kernels_take. Host thread. */
+void cpu_note_kernel(const char *what, const char *how);
 
 /* ---------------------------------------------------------------- kernels --------------- */
 

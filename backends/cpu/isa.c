@@ -1,9 +1,11 @@
 /* isa.c: which instruction set the CPU kernels use: chosen by cpuid features (never by processor
  * model), lowered by the environment NNLAB_ISA=generic|avx2|avx512 or nl_cpu_set_isa so that the
- * paths an older CPU takes run (and are tested) on a newer one. */
+ * paths an older CPU takes run (and are tested) on a newer one; and the notes kernels leave of
+ * which path they took (nn.profile). */
 #include "cpu/cpu.h"
 #include "cpu_kernels.h"
 
+#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,3 +73,28 @@ cpu_isa_level cpu_isa(void)
 }
 
 const char *nl_cpu_isa(void) { return isa_names[cpu_isa()]; }
+
+const char *nl_cpu_blas_core(void)
+{
+    const char *c = openblas_get_corename();
+    return c ? c : "unknown";
+}
+
+/* ---------------------------------------------------------------- kernel notes ---------- */
+
+static char notes[192]; /* what ran since nl_cpu_kernels_take: "a, b, c" */
+
+void cpu_note_kernel(const char *what, const char *how)
+{
+    char one[64];
+    snprintf(one, sizeof one, "%s %s", what, how);
+    if (strstr(notes, one)) return;
+    const size_t len = strlen(notes);
+    snprintf(notes + len, sizeof notes - len, "%s%s", len ? ", " : "", one);
+}
+
+void nl_cpu_kernels_take(char *buf, size_t n)
+{
+    snprintf(buf, n, "%s", notes);
+    notes[0] = 0;
+}

@@ -597,6 +597,7 @@ nl_status nl_cpu_qconv2d(const nl_op *op)
 {
     const qgeom g = geometry(op);
     const bool vnni = strcmp(nl_cpu_qgemm_isa(), "vnni") == 0, to_u8 = op->dst->dtype == NL_U8;
+    cpu_note_kernel("qconv", vnni ? "vnni" : "generic");
     const int64_t pool = op->i[3] > 1 ? op->i[3] : 1, pp = pool * pool;
     if (pool > 3)
         return nl_seterr(NL_EINVAL, "qconv2d: a fused pool of %lldx%lld is too large (at most 3x3)",
