@@ -26,7 +26,7 @@ for t in "$BUILD"/tests/test_*; do
 done
 # The layer and kernel tests again with the CPU kernels held to each lower instruction set than
 # this CPU's own (NNLAB_ISA), so that the paths an older CPU takes are tested here too.
-best=$("$NNLAB" -e 'print(sys.isa())' 2>/dev/null)
+best=$("$NNLAB" -e 'print((sys.isa()))' 2>/dev/null)
 for isa in generic avx2; do
     [ "$isa" = "$best" ] && break
     for t in test_layers test_layers2 test_conv_direct test_golden test_quant; do
