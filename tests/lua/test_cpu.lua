@@ -1,5 +1,7 @@
--- test_profile.lua: nn.profile (FLOPs from the shapes, kernels named, gradients left alone, the
--- printed table, bad arguments), viz.profile (bar lengths and colours in pixels) and sys.isa.
+-- test_cpu.lua: the CPU kernels seen from Lua: nn.profile (FLOPs from the shapes, kernels named,
+-- gradients left alone, the printed table, bad arguments), viz.profile (bar lengths and colours in
+-- pixels), sys.isa, and training that gives the same weights bit for bit with 1 and 2 threads on
+-- every instruction set this CPU has.
 
 local function seed_like()
   return nn.Sequential{
@@ -96,4 +98,28 @@ test("sys.isa", function()
   local ok, err = pcall(sys.isa, "avx512")
   check(ok or tostring(err):find("no avx512", 1, true), "avx512 taken or refused by name")
   sys.isa("auto")
+end)
+
+test("training steps: the same weights with 1 and 2 threads, on each ISA", function()
+  local threads = sys.threads()
+  local data = nn.TensorDataset(tensor.randn(96, 3, 16, 16), (tensor.rand(96) * 10 - 0.5):to("i32") + 1)
+  local function train(isa, nthreads)
+    sys.isa(isa)
+    sys.threads(nthreads)
+    tensor.seed(5)
+    local net = seed_like()
+    local t = nn.Trainer{net = net, data = data, optim = optim.Adam(net, {lr = 1e-3}), batch = 32, verbose = false}
+    t:fit{epochs = 1}
+    return net:parameters()
+  end
+  for _, isa in ipairs{"generic", "avx2", "avx512"} do
+    if pcall(sys.isa, isa) then
+      local a, b = train(isa, 1), train(isa, 2)
+      local same = #a == #b
+      for i = 1, #a do same = same and (a[i].value - b[i].value):abs():max() == 0 end
+      check(same, isa .. ": identical weights after an epoch with 1 and 2 threads")
+    end
+  end
+  sys.isa("auto")
+  sys.threads(threads)
 end)
