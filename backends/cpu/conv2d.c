@@ -6,7 +6,9 @@
  * that it reads what it wrote (in slow spells of this 2-core machine, dynamic scheduling took up to
  * 1.3x longer: seed CNN evaluation 6.6 against 5.1 ms at batch 64). The columns
  * live in a slice per thread and are made again where the filter gradient needs them. The sparse
- * convolution (sparse.c) shares im2col (cpu_im2col). */
+ * convolution (sparse.c) shares im2col (cpu_im2col). Where the CPU has AVX2 (cpu_isa), stride-1
+ * convolutions skip im2col: the forward pass and the data gradient run conv_direct.c's kernel on a
+ * padded copy of each image, and so does the filter gradient of narrow filters. */
 #include "cpu/cpu.h"
 #include "cpu_kernels.h"
 #include "window.h"
@@ -199,6 +201,7 @@ static nl_status conv_direct(const conv_geom *g, const float *in, int64_t ins, i
                              int64_t outs)
 {
     static grow_buf packed, padded;
+    if (g->N == 0) return NL_OK; /* an empty batch writes nothing */
     const cpu_direct_geom d = {.C = ins, .Hp = H + 2 * pad, .Wp = W + 2 * pad, .O = outs,
                                .KH = g->KH, .KW = g->KW, .OH = H + 2 * pad - g->KH + 1,
                                .OW = W + 2 * pad - g->KW + 1};
@@ -295,9 +298,11 @@ static nl_status filter_direct(const conv_geom *g, const float *x, const float *
                                float *gb)
 {
     static grow_buf padded, lanes_buf;
+    if (g->N == 0) return NL_OK; /* an empty batch adds nothing */
     const cpu_direct_geom d = {.C = g->C, .Hp = g->H + 2 * g->p, .Wp = g->W + 2 * g->p, .O = g->O,
                                .KH = g->KH, .KW = g->KW, .OH = g->OH, .OW = g->OW};
-    const int64_t psize = g->C * d.Hp * d.Wp, size = g->O * g->ckk, blocks = (g->O + CPU_FR - 1) / CPU_FR;
+    const int64_t psize = g->C * d.Hp * d.Wp, size = g->O * g->ckk;
+    const int64_t blocks = (g->O + CPU_FR - 1) / CPU_FR;
     float *xp = grow(&padded, (size_t)(g->N * psize), "padded images");
     float *lanes = grow(&lanes_buf, (size_t)(8 * size), "the filter gradient's lanes");
     if (!xp || !lanes) return nl_errcode();
@@ -305,7 +310,8 @@ static nl_status filter_direct(const conv_geom *g, const float *x, const float *
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
 #pragma omp for schedule(static)
-        for (int64_t n = 0; n < g->N; n++) cpu_conv_pad(x + n * g->C * g->H * g->W, g->C, g->H, g->W, g->p, xp + n * psize);
+        for (int64_t n = 0; n < g->N; n++)
+            cpu_conv_pad(x + n * g->C * g->H * g->W, g->C, g->H, g->W, g->p, xp + n * psize);
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < blocks; b++) {
             const int64_t o0 = CPU_FR * b, o1 = o0 + CPU_FR < g->O ? o0 + CPU_FR : g->O;

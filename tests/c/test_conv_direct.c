@@ -94,8 +94,8 @@ typedef struct {
 static float *copy_out(const nl_tensor *t, int64_t *n)
 {
     *n = nl_tensor_numel(t);
-    float *p = malloc((size_t)*n * sizeof *p);
-    memcpy(p, nl_tensor_f32((nl_tensor *)t), (size_t)*n * sizeof *p);
+    float *p = malloc((size_t)(*n ? *n : 1) * sizeof *p);
+    if (*n) memcpy(p, nl_tensor_f32((nl_tensor *)t), (size_t)*n * sizeof *p);
     return p;
 }
 
@@ -201,10 +201,11 @@ int main(void)
     } else
         printf("skipped: the AVX2 kernels' checks (%s)\n", nl_errmsg());
     nl_cpu_set_isa(NULL);
-    /* N, C, O, H, W, K, p, stride (stride 2 and p > K-1 keep to im2col on every ISA) */
+    /* N, C, O, H, W, K, p, stride (stride 2 and p > K-1 keep to im2col on every ISA; N = 0: an
+     * empty batch) */
     const int64_t mods[][8] = {{3, 3, 8, 12, 12, 3, 1, 1}, {5, 4, 7, 9, 11, 3, 0, 1}, {2, 7, 13, 6, 21, 5, 2, 1},
                                {4, 2, 5, 9, 9, 1, 0, 1},   {3, 3, 6, 8, 8, 2, 2, 1},  {2, 3, 4, 9, 9, 3, 1, 2},
-                               {6, 12, 9, 5, 7, 3, 1, 1}};
+                               {6, 12, 9, 5, 7, 3, 1, 1},  {0, 3, 4, 6, 6, 3, 1, 1}};
     for (size_t i = 0; i < sizeof mods / sizeof mods[0]; i++) {
         const int64_t *c = mods[i];
         module_case(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]);
