@@ -3,15 +3,9 @@
  * implies and the kernels the CPU backend says it took. */
 #include "profile.h"
 
-#include "cpu/cpu.h"
-
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-const char *nl_isa(void) { return nl_cpu_isa(); }
-nl_status nl_isa_set(const char *name) { return nl_cpu_set_isa(name); }
-const char *nl_blas_core(void) { return nl_cpu_blas_core(); }
 
 static double now(void)
 {
@@ -92,11 +86,11 @@ static nl_status profile_layer(nl_module *m, nl_tensor *in, bool backward, bool 
     nl_tensor *gy = NULL;
     for (int r = 0; r < reps && st == NL_OK; r++) {
         nl_tensor *y = NULL, *gx = NULL;
-        nl_cpu_kernels_take(junk, sizeof junk);
+        nl_kernels_take(junk, sizeof junk);
         double t0 = now();
         if ((st = nl_module_forward(m, in, &y)) != NL_OK) break;
         const double t1 = now();
-        nl_cpu_kernels_take(row->kernel_fwd, sizeof row->kernel_fwd);
+        nl_kernels_take(row->kernel_fwd, sizeof row->kernel_fwd);
         row->fwd_ms = 1e3 * (t1 - t0) < row->fwd_ms ? 1e3 * (t1 - t0) : row->fwd_ms;
         if (backward) {
             if (!gy && (!(gy = nl_tensor_empty_like(y)) || (st = nl_rand_uniform(gy, -1, 1)) != NL_OK)) {
@@ -107,7 +101,7 @@ static nl_status profile_layer(nl_module *m, nl_tensor *in, bool backward, bool 
             t0 = now();
             st = nl_module_backward(m, gy, want_gx ? &gx : NULL);
             const double t2 = now();
-            nl_cpu_kernels_take(row->kernel_bwd, sizeof row->kernel_bwd);
+            nl_kernels_take(row->kernel_bwd, sizeof row->kernel_bwd);
             row->bwd_ms = 1e3 * (t2 - t0) < row->bwd_ms ? 1e3 * (t2 - t0) : row->bwd_ms;
         }
         nl_tensor_release(gx);

@@ -32,5 +32,9 @@ const char *nl_isa(void);
  * lacks it. */
 nl_status nl_isa_set(const char *name);
 const char *nl_blas_core(void);
+/* The kernels that ran since the last call, as they name themselves ("conv direct avx2", "sgemm
+ * Zen", ...), comma-separated into buf; the record is then cleared. (These four are the CPU
+ * backend's, defined in backends/registry.c.) */
+void nl_kernels_take(char *buf, size_t n);
 
 #endif
