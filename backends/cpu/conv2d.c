@@ -8,7 +8,7 @@
  * live in a slice per thread and are made again where the filter gradient needs them. The sparse
  * convolution (sparse.c) shares im2col (cpu_im2col). Where the CPU has AVX2 (cpu_isa), stride-1
  * convolutions skip im2col: the forward pass and the data gradient run conv_direct.c's kernel on a
- * padded copy of each image, and so does the filter gradient of narrow filters. */
+ * padded copy of each image. */
 #include "cpu/cpu.h"
 #include "cpu_kernels.h"
 #include "window.h"
@@ -285,11 +285,12 @@ static void bias_grad(const conv_geom *g, const float *gy, int64_t o, float *gb)
     gb[o] += (float)sum;
 }
 
-/* The filter gradient takes the direct path only for narrow filters (C*KH*KW up to this), where
- * sgemm's [O, P] x [P, C*KH*KW] has too few columns to run well: the seed CNN's first layer
- * (C*KH*KW = 27) in 2.2 against 3.6 ms at batch 64, one thread; its second (288) took 11 against
- * 10 ms with sgemm (CPU time, AMD EPYC Zen 3). */
-enum { CONV_DIRECT_FILTER_MAX = 64 };
+/* The filter gradient's direct path is off (0) for now: it sums a batch's images in one sequence
+ * of lanes, so 2 ranks x 32 images no longer round like 1 process x 64 (tests/dist: 8% apart
+ * after 30 Adam steps, against 1e-7 with sgemm's fixed groups). On narrow filters it was faster:
+ * the seed CNN's first layer in 2.2 against 3.6 ms at batch 64, one thread (CPU time, AMD EPYC
+ * Zen 3). To be turned on again once it sums in the same fixed image groups as the sgemm path. */
+enum { CONV_DIRECT_FILTER_MAX = 0 };
 
 /* The filter gradient on the direct path: every image padded once, then each block of CPU_FR output
  * channels (a fixed split, whatever the thread count) sums its products over all images in lanes
