@@ -4,6 +4,7 @@
 #include "cpuinfo.h"
 #include "cpu/cpu.h"
 #include "sim/sim.h"
+#include "profile.h"
 #include "quant.h"
 #ifdef NL_HAVE_CUDA
 #include "cuda/cuda.h"
@@ -29,6 +30,13 @@ int nl_get_threads(void) { return n_threads; }
  * backend's). */
 nl_status nl_quant_set_isa(const char *name) { return nl_cpu_qgemm_set_isa(name); }
 const char *nl_quant_isa(void) { return nl_cpu_qgemm_isa(); }
+
+/* The fp32 kernels' instruction set, OpenBLAS's core and the kernels' notes of what ran (profile.h
+ * declares these for nn.profile and sys.isa). */
+const char *nl_isa(void) { return nl_cpu_isa(); }
+nl_status nl_isa_set(const char *name) { return nl_cpu_set_isa(name); }
+const char *nl_blas_core(void) { return nl_cpu_blas_core(); }
+void nl_kernels_take(char *buf, size_t n) { nl_cpu_kernels_take(buf, n); }
 
 /* The host has one CPU device. */
 static nl_backend *cpu_instance(int index)

@@ -7,6 +7,7 @@
 #include "ltensor.h"
 
 #include "checkpoint.h"
+#include "profile.h"
 #include "train.h"
 
 #include <lauxlib.h>
@@ -1107,6 +1108,46 @@ static int p_train_step(lua_State *L)
     return 4;
 }
 
+/* P.profile(net, x, backward, reps) -> {rows}, peak GFLOP/s: nl_profile's rows as tables. */
+static int p_profile(lua_State *L)
+{
+    nl_module *net = nl_lua_checkmodule(L, 1);
+    nl_tensor *x = nl_lua_checktensor(L, 2);
+    const bool backward = lua_toboolean(L, 3);
+    const int reps = (int)luaL_checkinteger(L, 4);
+    nl_profile_row *rows;
+    int n;
+    check_status(L, nl_profile(net, x, backward, reps, &rows, &n));
+    const double peak = nl_profile_peak_gflops();
+    if (peak <= 0) {
+        free(rows);
+        return nl_dsl_core_error(L);
+    }
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        const nl_profile_row *r = &rows[i];
+        lua_createtable(L, 0, 7);
+        lua_pushstring(L, r->layer);
+        lua_setfield(L, -2, "layer");
+        lua_pushnumber(L, r->fwd_ms);
+        lua_setfield(L, -2, "fwd_ms");
+        lua_pushnumber(L, r->bwd_ms);
+        lua_setfield(L, -2, "bwd_ms");
+        lua_pushnumber(L, r->fwd_flops);
+        lua_setfield(L, -2, "fwd_flops");
+        lua_pushnumber(L, r->bwd_flops);
+        lua_setfield(L, -2, "bwd_flops");
+        lua_pushstring(L, r->kernel_fwd);
+        lua_setfield(L, -2, "kernel_fwd");
+        lua_pushstring(L, r->kernel_bwd);
+        lua_setfield(L, -2, "kernel_bwd");
+        lua_rawseti(L, -2, i + 1);
+    }
+    free(rows);
+    lua_pushnumber(L, peak);
+    return 2;
+}
+
 static nl_eval_stats *check_stats(lua_State *L, int idx)
 {
     return luaL_checkudata(L, idx, STATS_MT);
@@ -1441,6 +1482,7 @@ static const nl_dsl_fn dataset_methods[] = {
 static const luaL_Reg private_fns[] = {
     {"collate", p_collate},
     {"train_step", p_train_step},
+    {"profile", p_profile},
     {"eval_stats", p_eval_stats},
     {"eval_batch", p_eval_batch},
     {"eval_result", p_eval_result},

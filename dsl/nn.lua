@@ -241,6 +241,67 @@ doc("nn", "evaluate", "nn.evaluate(net, data, {batch=256, loss=nn.CrossEntropyLo
     .. "per_class = {accuracy of each class (nan without samples)}}. loss=false skips the loss.",
     "r = nn.evaluate(nn.Linear(2, 3), nn.TensorDataset(tensor.randn(8, 2), tensor.ones(8))); print(r.top1)")
 
+-- ---------------------------------------------------------------- profile
+
+-- Prints p (from nn.profile) as a table.
+local function print_profile(p)
+  print(string.format("profile of %s on %s: %d thread(s), kernels %s, OpenBLAS %s; peak %.1f GFLOP/s "
+                      .. "(sgemm 1024^3, measured)", p.net, p.input, p.threads, p.isa, p.blas, p.peak_gflops))
+  print(string.format("%-40s %8s %8s %9s %8s %7s  %s", "layer", "fwd ms", "bwd ms", "MFLOP", "GFLOP/s",
+                      "% peak", "kernels (forward; backward)"))
+  for _, r in ipairs(p.rows) do
+    local k = r.kernel_fwd .. ((r.kernel_bwd ~= "" and "; " .. r.kernel_bwd) or "")
+    print(string.format("%-40s %8.3f %8.3f %9.1f %8s %7s  %s", r.layer:sub(1, 40), r.fwd_ms, r.bwd_ms,
+                        (r.fwd_flops + r.bwd_flops) / 1e6, r.flops > 0 and string.format("%.1f", r.gflops) or "-",
+                        r.flops > 0 and string.format("%.0f%%", r.pct_peak) or "-", k))
+  end
+  print(string.format("%-40s %8.3f %8.3f %9.1f %8.1f %6.0f%%", "total (each layer alone)", p.fwd_ms, p.bwd_ms,
+                      p.flops / 1e6, p.gflops, p.pct_peak))
+  print(string.format("%.0f images/s at batch %d; the peak would allow %.0f: %.0f%% of the machine's limit",
+                      p.images_s, p.batch, p.limit_images_s, 100 * p.images_s / p.limit_images_s))
+end
+
+function nn.profile(net, x, opts)
+  local fname = "nn.profile"
+  if not nn.is_module(net) then raise(fname .. ": the first argument must be a network") end
+  if not tensor.is_tensor(x) then raise(fname .. ": the second argument must be an input Tensor (a batch)") end
+  opts = check_options(opts, {"backward", "precision", "reps", "quiet"}, fname)
+  local precision = opts.precision or "fp32"
+  if precision ~= "fp32" then
+    raise(string.format("%s: precision %q is not available (fp32 only)", fname, tostring(precision)))
+  end
+  local backward = opts.backward ~= false
+  local reps = check_int(opts.reps or 5, "reps", 1, fname)
+  local was_training = net.training
+  local ok, rows, peak = pcall(P.profile, net, x, backward, reps)
+  net:train(was_training)
+  if not ok then error(rows, 0) end
+  local isa, blas = sys.isa()
+  local p = {rows = rows, peak_gflops = peak, isa = isa, blas = blas, threads = sys.threads(),
+             batch = x:shape()[1], input = shape_str(x:shape()), net = net:type(), fwd_ms = 0, bwd_ms = 0, flops = 0}
+  for _, r in ipairs(rows) do
+    r.ms, r.flops = r.fwd_ms + r.bwd_ms, r.fwd_flops + r.bwd_flops
+    r.gflops = r.ms > 0 and r.flops / r.ms * 1e-6 or 0
+    r.pct_peak = 100 * r.gflops / peak
+    p.fwd_ms, p.bwd_ms, p.flops = p.fwd_ms + r.fwd_ms, p.bwd_ms + r.bwd_ms, p.flops + r.flops
+  end
+  p.ms = p.fwd_ms + p.bwd_ms
+  p.gflops = p.ms > 0 and p.flops / p.ms * 1e-6 or 0
+  p.pct_peak = 100 * p.gflops / peak
+  p.images_s = p.ms > 0 and 1e3 * p.batch / p.ms or 0
+  p.limit_images_s = p.flops > 0 and p.batch * peak * 1e9 / p.flops or math.huge
+  if not opts.quiet then print_profile(p) end
+  return p
+end
+doc("nn", "profile", "nn.profile(net, x, {backward=true, reps=5, quiet=false}) -> p",
+    "Times each layer of a Sequential net alone on the input it sees for the batch x (best of reps): forward "
+    .. "and backward ms, FLOPs, GFLOP/s and % of the machine's fp32 peak (a 1024^3 sgemm, measured once per "
+    .. "thread count), and the kernels that ran (e.g. \"conv direct avx2\", \"sgemm Zen\"). Prints a table "
+    .. "(unless quiet) and returns p = {rows = {{layer=, fwd_ms=, bwd_ms=, fwd_flops=, bwd_flops=, gflops=, "
+    .. "pct_peak=, kernel_fwd=, kernel_bwd=}...}, peak_gflops=, images_s=, limit_images_s=, isa=, blas=, ...}; "
+    .. "viz.profile(p) draws it. Parameter gradients are left as they were. precision: \"fp32\" only.",
+    "p = nn.profile(nn.Sequential{nn.Conv2d(3, 8, 3, {padding = 1}), nn.ReLU()}, tensor.randn(4, 3, 16, 16), {reps = 2})")
+
 -- ---------------------------------------------------------------- schedules
 
 optim.schedule = {}

@@ -1,10 +1,11 @@
-/* sys.c: the Lua module `sys`: wall-clock time, CPU thread count, memory use and what the machine
- * is (sys.info), so that experiments and benchmarks written in Lua can time, size and label
- * themselves; the devices' counters and the CUDA TF32 switch. */
+/* sys.c: the Lua module `sys`: wall-clock time, CPU thread count, the kernels' instruction set,
+ * memory use and what the machine is (sys.info), so that experiments and benchmarks written in Lua
+ * can time, size and label themselves; the devices' counters and the CUDA TF32 switch. */
 #include "cpuinfo.h"
 #include "cuda/cuda.h"
 #include "dsl.h"
 #include "nl.h"
+#include "profile.h"
 #include "quant.h"
 
 #include <lauxlib.h>
@@ -31,6 +32,14 @@ static int l_threads(lua_State *L)
     }
     lua_pushinteger(L, nl_get_threads());
     return 1;
+}
+
+static int l_isa(lua_State *L)
+{
+    if (!lua_isnoneornil(L, 1) && nl_isa_set(luaL_checkstring(L, 1)) != NL_OK) return nl_dsl_core_error(L);
+    lua_pushstring(L, nl_isa());
+    lua_pushstring(L, nl_blas_core());
+    return 2;
 }
 
 /* Reads one "Key:   N kB" line of /proc/self/status, in MiB (-1 when unavailable). */
@@ -182,6 +191,11 @@ static const nl_dsl_fn sys_fns[] = {
     {"threads", l_threads, "sys.threads([n]) -> n",
      "Gets, or sets then gets, the number of CPU threads used by kernels and BLAS (default: all cores, or $NNLAB_THREADS).",
      "sys.threads(1)"},
+    {"isa", l_isa, "sys.isa([name]) -> isa, blas_core",
+     "The instruction set the CPU kernels use (\"generic\", \"avx2\" or \"avx512\": the CPU's best, or "
+     "$NNLAB_ISA) and OpenBLAS's core; with a name (or \"auto\"), uses that set from now on (an error "
+     "where the CPU lacks it).",
+     "print(sys.isa())"},
     {"memory", l_memory, "sys.memory() -> {rss=MiB, peak=MiB}",
      "Resident memory of this process now and at its peak, in MiB.", "print(sys.memory().peak)"},
     {"info", l_info,

@@ -325,6 +325,32 @@ static int p_confusion(lua_State *L)
     return check_draw(L, nl_viz_confusion(b->c, whole(b->c), counts, k, nn >= k ? names : NULL, NULL));
 }
 
+/* P.profile(canvas, rows, title): rows as nn.profile's ({layer=, fwd_ms=, bwd_ms=, flops=,
+ * pct_peak=}...). */
+static int p_profile(lua_State *L)
+{
+    canvas_box *b = check_canvas(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    const char *text = luaL_checkstring(L, 3);
+    const int n = (int)luaL_len(L, 2);
+    nl_viz_profile_row *rows = lua_newuserdatauv(L, (size_t)(n > 0 ? n : 1) * sizeof *rows, 0);
+    for (int i = 0; i < n; i++) {
+        lua_geti(L, 2, i + 1);
+        luaL_checktype(L, -1, LUA_TTABLE);
+        lua_getfield(L, -1, "layer");
+        lua_getfield(L, -2, "fwd_ms");
+        lua_getfield(L, -3, "bwd_ms");
+        lua_getfield(L, -4, "flops");
+        lua_getfield(L, -5, "pct_peak");
+        rows[i] = (nl_viz_profile_row){.layer = luaL_checkstring(L, -5), .fwd_ms = luaL_checknumber(L, -4),
+                                       .bwd_ms = luaL_checknumber(L, -3),
+                                       .pct_peak = luaL_checknumber(L, -2) > 0 ? luaL_checknumber(L, -1) : -1};
+        lua_pop(L, 5); /* the layer's string stays alive in its row table, held by argument 2 */
+        lua_pop(L, 1);
+    }
+    return check_draw(L, nl_viz_profile(b->c, whole(b->c), rows, n, text));
+}
+
 /* The three largest probabilities of softmax(logits[0..k)) into s. */
 static void top3(const float *logits, int k, nl_viz_sample *s)
 {
@@ -612,7 +638,7 @@ static const nl_dsl_fn canvas_methods[] = {
 static const luaL_Reg private_fns[] = {
     {"canvas", p_canvas}, {"publish", p_publish}, {"curves", p_curves}, {"features", p_features},
     {"filters", p_filters}, {"histogram", p_histogram}, {"confusion", p_confusion},
-    {"samples", p_samples}, {"dashboard", p_dashboard}, {"stack", p_stack}, {"current", p_current},
+    {"samples", p_samples}, {"profile", p_profile}, {"dashboard", p_dashboard}, {"stack", p_stack}, {"current", p_current},
     {"save_view", p_save_view}, {"tick", p_tick}, {NULL, NULL},
 };
 

@@ -329,6 +329,22 @@ doc("filters", "viz.filters(conv [, {width=, height=}]) -> Canvas",
     .. "channels (the first layer), else one grey tile per input channel, all in one range.",
     "print(viz.filters(nn.Conv2d(3, 8, 5)))")
 
+function viz.profile(p, opts)
+  local f = "viz.profile"
+  if type(p) ~= "table" or type(p.rows) ~= "table" or type(p.peak_gflops) ~= "number" then
+    raise(f .. ": expected the result of nn.profile")
+  end
+  opts = check_options(opts, size_options, f)
+  local text = string.format("time per layer (%s, %d thread(s), peak %.0f GFLOP/s): %.0f images/s, %.0f%% of the limit",
+                             p.isa or "?", p.threads or 1, p.peak_gflops, p.images_s or 0,
+                             p.limit_images_s and 100 * (p.images_s or 0) / p.limit_images_s or 0)
+  return panel("profile", opts, {}, 1, function(c) P.profile(c, p.rows, text) end)
+end
+doc("profile", "viz.profile(p [, {width=, height=}]) -> Canvas",
+    "nn.profile's result as a bar chart: one bar per layer, its length the layer's time (forward solid, "
+    .. "backward lighter), its colour the % of the machine's fp32 peak it ran at (grey: no counted arithmetic).",
+    "p = nn.profile(nn.Sequential{nn.Conv2d(3, 8, 3), nn.ReLU()}, tensor.randn(4, 3, 16, 16), {reps = 1, quiet = true}); print(viz.profile(p))")
+
 function viz.histogram(net, opts)
   local f = "viz.histogram"
   if not nn.is_module(net) then raise(f .. ": expected a network or a layer") end

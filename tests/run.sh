@@ -24,6 +24,15 @@ passed_total=0; failed_total=0
 for t in "$BUILD"/tests/test_*; do
     [ -x "$t" ] && suite "$(basename "$t")" "$t"
 done
+# The layer and kernel tests again with the CPU kernels held to each lower instruction set than
+# this CPU's own (NNLAB_ISA), so that the paths an older CPU takes are tested here too.
+best=$("$NNLAB" -e 'print((sys.isa()))' 2>/dev/null)
+for isa in generic avx2; do
+    [ "$isa" = "$best" ] && break
+    for t in test_layers test_layers2 test_conv_direct test_golden test_quant; do
+        [ -x "$BUILD/tests/$t" ] && NNLAB_ISA=$isa suite "$t (NNLAB_ISA=$isa)" "$BUILD/tests/$t"
+    done
+done
 for t in tests/lua/test_*.lua; do
     [ -f "$t" ] && suite "$(basename "$t")" "$NNLAB" tests/lua/harness.lua "$t"
 done

@@ -464,6 +464,64 @@ nl_status nl_viz_confusion(nl_canvas *c, nl_rect r, const int64_t *counts, int k
     return end(c, saved);
 }
 
+/* ---------------------------------------------------------------- profile --------------- */
+
+/* c blended halfway to white. */
+static uint32_t lighter(uint32_t c)
+{
+    const uint32_t r = (c >> 16) & 255, g = (c >> 8) & 255, b = c & 255;
+    return (c & 0xff000000u) | ((r + 255) / 2) << 16 | ((g + 255) / 2) << 8 | (b + 255) / 2;
+}
+
+nl_status nl_viz_profile(nl_canvas *c, nl_rect r, const nl_viz_profile_row *rows, int n,
+                         const char *title_text)
+{
+    nl_rect saved;
+    nl_status st = begin(c, r, &saved);
+    if (st != NL_OK) return st;
+    title(c, r, title_text);
+    const uint32_t grey = NL_RGB(170, 170, 170);
+    int name_w = 0;
+    for (int i = 0; i < n; i++) {
+        int w, h;
+        nl_text_size(NL_TEXT_TICK, rows[i].layer, &w, &h);
+        name_w = w > name_w ? w : name_w;
+    }
+    name_w = name_w > r.w * 2 / 5 ? r.w * 2 / 5 : name_w;
+    const int legend_h = 34, figures_w = 130;
+    const int x0 = r.x + name_w + 2 * GAP, bar_w = r.w - name_w - figures_w - 4 * GAP;
+    const int area_h = r.h - TITLE_H - legend_h;
+    int row_h = n > 0 ? area_h / n : area_h;
+    row_h = row_h > 28 ? 28 : row_h < 3 ? 3 : row_h;
+    double most = 0;
+    for (int i = 0; i < n; i++) most = fmax(most, rows[i].fwd_ms + rows[i].bwd_ms);
+    for (int i = 0; i < n && bar_w > 0; i++) {
+        const nl_viz_profile_row *p = &rows[i];
+        const int y = r.y + TITLE_H + i * row_h, bh = row_h * 2 / 3 > 1 ? row_h * 2 / 3 : 1;
+        const uint32_t col = p->pct_peak < 0 ? grey : nl_colormap(fmin(p->pct_peak, 100.0) / 100.0);
+        const int wf = most > 0 ? (int)lround(bar_w * p->fwd_ms / most) : 0,
+                  wb = most > 0 ? (int)lround(bar_w * (p->fwd_ms + p->bwd_ms) / most) - wf : 0;
+        nl_canvas_fill_rect(c, (nl_rect){x0, y, wf, bh}, col);
+        nl_canvas_fill_rect(c, (nl_rect){x0 + wf, y, wb, bh}, lighter(col));
+        if (row_h >= NL_TEXT_TICK) {
+            const int ty = y + bh / 2 - NL_TEXT_TICK / 2 - 2;
+            nl_canvas_text(c, x0 - GAP, ty, NL_TEXT_TICK, NL_INK, NL_ALIGN_RIGHT, p->layer);
+            char fig[48];
+            if (p->pct_peak < 0) snprintf(fig, sizeof fig, "%.2f ms", p->fwd_ms + p->bwd_ms);
+            else snprintf(fig, sizeof fig, "%.2f ms, %.0f%% peak", p->fwd_ms + p->bwd_ms, p->pct_peak);
+            nl_canvas_text(c, x0 + wf + wb + GAP, ty, NL_TEXT_TICK, NL_INK, NL_ALIGN_LEFT, fig);
+        }
+    }
+    /* legend: the colour ramp from 0 to 100% of peak, and what solid and light mean */
+    const int ly = r.y + r.h - legend_h + 6, lw = bar_w > 200 ? 200 : bar_w;
+    for (int j = 0; j < lw; j++)
+        nl_canvas_fill_rect(c, (nl_rect){x0 + j, ly, 1, 10}, nl_colormap((double)j / (lw > 1 ? lw - 1 : 1)));
+    nl_canvas_text(c, x0 - GAP, ly - 2, NL_TEXT_TICK, NL_INK, NL_ALIGN_RIGHT, "0% of peak");
+    nl_canvas_text(c, x0 + lw + GAP, ly - 2, NL_TEXT_TICK, NL_INK, NL_ALIGN_LEFT,
+                   "100%   solid: forward, light: backward");
+    return end(c, saved);
+}
+
 /* ---------------------------------------------------------------- samples --------------- */
 
 #define SAMPLE_TEXT_H 80

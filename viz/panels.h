@@ -70,6 +70,18 @@ nl_status nl_viz_histogram(nl_canvas *c, nl_rect r, const nl_viz_values *layers,
 nl_status nl_viz_confusion(nl_canvas *c, nl_rect r, const int64_t *counts, int k,
                            const char *const *names, nl_rect *grid);
 
+/* One layer of a profile (nn.profile): milliseconds forward and backward, and the share of the
+ * machine's peak its arithmetic ran at (negative: the layer does no counted arithmetic). */
+typedef struct {
+    const char *layer;
+    double fwd_ms, bwd_ms, pct_peak;
+} nl_viz_profile_row;
+/* A bar per layer, its length the layer's time (forward solid, backward lighter after it), its
+ * colour nl_colormap(% of peak / 100) (grey without arithmetic), the figures beside it; a legend
+ * of the colours under the bars. */
+nl_status nl_viz_profile(nl_canvas *c, nl_rect r, const nl_viz_profile_row *rows, int n,
+                         const char *title_text);
+
 /* One classified image for the samples panel. */
 typedef struct {
     nl_image image;       /* 1 or 3 planes, scaled to its own range */

@@ -6,7 +6,9 @@
  * that it reads what it wrote (in slow spells of this 2-core machine, dynamic scheduling took up to
  * 1.3x longer: seed CNN evaluation 6.6 against 5.1 ms at batch 64). The columns
  * live in a slice per thread and are made again where the filter gradient needs them. The sparse
- * convolution (sparse.c) shares im2col (cpu_im2col). */
+ * convolution (sparse.c) shares im2col (cpu_im2col). Where the CPU has AVX2 (cpu_isa), stride-1
+ * convolutions skip im2col: the forward pass and the data gradient run conv_direct.c's kernel on a
+ * padded copy of each image. */
 #include "cpu/cpu.h"
 #include "cpu_kernels.h"
 #include "window.h"
@@ -165,6 +167,60 @@ static int conv_threads(const conv_geom *g, int64_t tasks)
 /* Holds OpenBLAS to one thread (on) or gives it back the library's thread count (off). */
 static void conv_blas_serial(bool on) { openblas_set_num_threads(on ? 1 : nl_get_threads()); }
 
+/* A grow-only buffer of this file's, reused by every call (NULL with the error set when it cannot
+ * grow); what: its use, for the message. Kernels run from one host thread. */
+typedef struct {
+    float *p;
+    size_t cap;
+} grow_buf;
+
+static float *grow(grow_buf *b, size_t floats, const char *what)
+{
+    if (floats <= b->cap) return b->p;
+    float *p = realloc(b->p, floats * sizeof *p);
+    if (!p) {
+        nl_seterr(NL_ENOMEM, "conv2d: out of memory for %s", what);
+        return NULL;
+    }
+    b->cap = floats;
+    return b->p = p;
+}
+
+/* The direct path (conv_direct.c) where the CPU has AVX2: stride 1; for the data gradient also a
+ * square kernel and p <= K-1 (gy is padded by K-1-p). */
+static bool direct_path(const conv_geom *g, bool data)
+{
+    return cpu_isa() >= CPU_ISA_AVX2 && g->s == 1 &&
+           (!data || (g->KH == g->KW && g->p <= g->KH - 1));
+}
+
+/* out [N, outs, OH, OW] = the direct convolution of in [N, ins, H, W] padded by pad, by w (flipped
+ * for the data gradient), image by image, each in a padded copy of its own per thread. */
+static nl_status conv_direct(const conv_geom *g, const float *in, int64_t ins, int64_t H, int64_t W,
+                             int64_t pad, const float *w, bool flip, const float *bias, float *out,
+                             int64_t outs)
+{
+    static grow_buf packed, padded;
+    if (g->N == 0) return NL_OK; /* an empty batch writes nothing */
+    const cpu_direct_geom d = {.C = ins, .Hp = H + 2 * pad, .Wp = W + 2 * pad, .O = outs,
+                               .KH = g->KH, .KW = g->KW, .OH = H + 2 * pad - g->KH + 1,
+                               .OW = W + 2 * pad - g->KW + 1};
+    const int nt = conv_threads(g, g->N);
+    const int64_t wsize = (outs + CPU_DR - 1) / CPU_DR * CPU_DR * ins * g->KH * g->KW,
+                  psize = ins * d.Hp * d.Wp;
+    float *wp = grow(&packed, (size_t)wsize, "packed weights");
+    float *xp = grow(&padded, (size_t)(nt * psize), "padded images");
+    if (!wp || !xp) return nl_errcode();
+    cpu_conv_direct_pack(w, g->O, g->C, g->KH, g->KW, flip, wp);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t n = 0; n < g->N; n++) {
+        float *xt = xp + omp_get_thread_num() * psize;
+        cpu_conv_pad(in + n * ins * H * W, ins, H, W, pad, xt);
+        cpu_conv_direct_avx2(&d, xt, wp, bias, out + n * outs * d.OH * d.OW);
+    }
+    return NL_OK;
+}
+
 /* y = w * x + bias, image by image through a column workspace aux [T, C*KH*KW, OH*OW] (one slice
  * per thread, T of them at most). */
 nl_status nl_cpu_conv2d_forward(const nl_op *op)
@@ -173,6 +229,11 @@ nl_status nl_cpu_conv2d_forward(const nl_op *op)
     const float *x = nl_tensor_f32(op->src[0]), *w = nl_tensor_f32(op->src[1]);
     const float *bias = op->src[2] ? nl_tensor_f32(op->src[2]) : NULL;
     float *y = nl_tensor_f32(op->dst), *cols = nl_tensor_f32(op->aux);
+    if (direct_path(&g, false)) {
+        cpu_note_kernel("conv", "direct avx2");
+        return conv_direct(&g, x, g.C, g.H, g.W, g.p, w, false, bias, y, g.O);
+    }
+    cpu_note_kernel("conv im2col+sgemm", nl_cpu_blas_core());
     int nt = conv_threads(&g, g.N);
     nt = nt < op->aux->shape[0] ? nt : (int)op->aux->shape[0];
     if (nt > 1) conv_blas_serial(true);
@@ -196,6 +257,11 @@ nl_status nl_cpu_conv2d_backward_data(const nl_op *op)
     const conv_geom g = conv_geometry(op, op->dst, op->src[1], op->src[0]);
     const float *gy = nl_tensor_f32(op->src[0]), *w = nl_tensor_f32(op->src[1]);
     float *gx = nl_tensor_f32(op->dst), *gcols = nl_tensor_f32(op->aux);
+    if (direct_path(&g, true)) {
+        cpu_note_kernel("dgrad", "direct avx2");
+        return conv_direct(&g, gy, g.O, g.OH, g.OW, g.KH - 1 - g.p, w, true, NULL, gx, g.C);
+    }
+    cpu_note_kernel("dgrad sgemm+col2im", nl_cpu_blas_core());
     int nt = conv_threads(&g, g.N);
     nt = nt < op->aux->shape[0] ? nt : (int)op->aux->shape[0];
     if (nt > 1) conv_blas_serial(true);
@@ -211,26 +277,57 @@ nl_status nl_cpu_conv2d_backward_data(const nl_op *op)
     return NL_OK;
 }
 
-enum { CONV_GW_GROUPS = 4 }; /* the filter gradient sums images in this many fixed groups */
-
-/* A grow-only buffer of this file's, reused by every call (NULL with the error set when it cannot
- * grow); what: its use, for the message. Kernels run from one host thread. */
-typedef struct {
-    float *p;
-    size_t cap;
-} grow_buf;
-
-static float *grow(grow_buf *b, size_t floats, const char *what)
+/* gb[o] += gy[:, o] summed over images and positions. */
+static void bias_grad(const conv_geom *g, const float *gy, int64_t o, float *gb)
 {
-    if (floats <= b->cap) return b->p;
-    float *p = realloc(b->p, floats * sizeof *p);
-    if (!p) {
-        nl_seterr(NL_ENOMEM, "conv2d: out of memory for %s", what);
-        return NULL;
-    }
-    b->cap = floats;
-    return b->p = p;
+    double sum = 0;
+    for (int64_t n = 0; n < g->N; n++) sum += row_sum(gy + (n * g->O + o) * g->P, g->P);
+    gb[o] += (float)sum;
 }
+
+/* The filter gradient's direct path is off (0) for now: it sums a batch's images in one sequence
+ * of lanes, so 2 ranks x 32 images no longer round like 1 process x 64 (tests/dist: 8% apart
+ * after 30 Adam steps, against 1e-7 with sgemm's fixed groups). On narrow filters it was faster:
+ * the seed CNN's first layer in 2.2 against 3.6 ms at batch 64, one thread (CPU time, AMD EPYC
+ * Zen 3). To be turned on again once it sums in the same fixed image groups as the sgemm path. */
+enum { CONV_DIRECT_FILTER_MAX = 0 };
+
+/* The filter gradient on the direct path: every image padded once, then each block of CPU_FR output
+ * channels (a fixed split, whatever the thread count) sums its products over all images in lanes
+ * (conv_direct.c), and the lanes are added in a fixed order. */
+static nl_status filter_direct(const conv_geom *g, const float *x, const float *gy, float *gw,
+                               float *gb)
+{
+    static grow_buf padded, lanes_buf;
+    if (g->N == 0) return NL_OK; /* an empty batch adds nothing */
+    const cpu_direct_geom d = {.C = g->C, .Hp = g->H + 2 * g->p, .Wp = g->W + 2 * g->p, .O = g->O,
+                               .KH = g->KH, .KW = g->KW, .OH = g->OH, .OW = g->OW};
+    const int64_t psize = g->C * d.Hp * d.Wp, size = g->O * g->ckk;
+    const int64_t blocks = (g->O + CPU_FR - 1) / CPU_FR;
+    float *xp = grow(&padded, (size_t)(g->N * psize), "padded images");
+    float *lanes = grow(&lanes_buf, (size_t)(8 * size), "the filter gradient's lanes");
+    if (!xp || !lanes) return nl_errcode();
+    const int nt = conv_threads(g, g->N);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+#pragma omp for schedule(static)
+        for (int64_t n = 0; n < g->N; n++)
+            cpu_conv_pad(x + n * g->C * g->H * g->W, g->C, g->H, g->W, g->p, xp + n * psize);
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < blocks; b++) {
+            const int64_t o0 = CPU_FR * b, o1 = o0 + CPU_FR < g->O ? o0 + CPU_FR : g->O;
+            memset(lanes + o0 * g->ckk * 8, 0, (size_t)((o1 - o0) * g->ckk * 8) * sizeof *lanes);
+            cpu_conv_filter_avx2(&d, g->N, xp, gy, o0, o1, lanes);
+        }
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < size; i++) gw[i] += cpu_lanes_sum(lanes + 8 * i);
+#pragma omp for schedule(static)
+        for (int64_t o = 0; o < (gb ? g->O : 0); o++) bias_grad(g, gy, o, gb);
+    }
+    return NL_OK;
+}
+
+enum { CONV_GW_GROUPS = 4 }; /* the filter gradient sums images in this many fixed groups */
 
 /* gw += gy x^T, with x's columns made again image by image in a slice per thread (they stay in
  * cache, where keeping every image's columns from the forward pass would stream them through
@@ -243,6 +340,11 @@ nl_status nl_cpu_conv2d_backward_filter(const nl_op *op)
     const conv_geom g = conv_geometry(op, op->src[0], op->dst, op->src[1]);
     const float *x = nl_tensor_f32(op->src[0]), *gy = nl_tensor_f32(op->src[1]);
     float *gw = nl_tensor_f32(op->dst), *gb = op->aux ? nl_tensor_f32(op->aux) : NULL;
+    if (direct_path(&g, false) && g.ckk <= CONV_DIRECT_FILTER_MAX) {
+        cpu_note_kernel("wgrad", "direct avx2");
+        return filter_direct(&g, x, gy, gw, gb);
+    }
+    cpu_note_kernel("wgrad im2col+sgemm", nl_cpu_blas_core());
     const int64_t groups = g.N < CONV_GW_GROUPS ? g.N : CONV_GW_GROUPS, size = g.O * g.ckk;
     if (groups == 0) return NL_OK; /* an empty batch adds nothing */
     const int nt = conv_threads(&g, groups);
@@ -269,11 +371,7 @@ nl_status nl_cpu_conv2d_backward_filter(const nl_op *op)
             gw[i] += s;
         }
 #pragma omp for schedule(static)
-        for (int64_t o = 0; o < (gb ? g.O : 0); o++) {
-            double sum = 0;
-            for (int64_t n = 0; n < g.N; n++) sum += row_sum(gy + (n * g.O + o) * g.P, g.P);
-            gb[o] += (float)sum;
-        }
+        for (int64_t o = 0; o < (gb ? g.O : 0); o++) bias_grad(&g, gy, o, gb);
     }
     if (nt > 1) conv_blas_serial(false);
     return NL_OK;

@@ -38,9 +38,21 @@ nl_status nl_cpu_int4_linear(const nl_op *op);
 nl_status nl_cpu_int4_conv2d(const nl_op *op);
 nl_status nl_cpu_fakequant(const nl_op *op);
 /* The int8 GEMM's instruction set: "auto" (or NULL), "generic" (portable C) or "vnni" (AVX-512
- * VNNI; NL_EUNSUPPORTED where the CPU lacks it). The environment NNLAB_QUANT_ISA=generic also
- * forces the portable path. Both give identical results. nl_cpu_qgemm_isa names the one in use. */
+ * VNNI; NL_EUNSUPPORTED where the CPU lacks it). The environment NNLAB_QUANT_ISA=generic, or the
+ * fp32 kernels' ISA (nl_cpu_set_isa, NNLAB_ISA) below avx512, also selects the portable path.
+ * Both give identical results. nl_cpu_qgemm_isa names the one in use. */
 nl_status nl_cpu_qgemm_set_isa(const char *name);
 const char *nl_cpu_qgemm_isa(void);
+/* The instruction set of the fp32 kernels: "auto" (or NULL: the environment NNLAB_ISA, else the
+ * best the CPU has), "generic" (portable C and OpenBLAS), "avx2" (AVX2 + FMA) or "avx512"
+ * (AVX-512 F/BW/VL); NL_EUNSUPPORTED where the CPU lacks it. The int8 GEMM also keeps to the
+ * generic path below "avx512". nl_cpu_isa names the one in use. */
+nl_status nl_cpu_set_isa(const char *name);
+const char *nl_cpu_isa(void);
+/* OpenBLAS's core ("Haswell", "SkylakeX", "Zen", ...). */
+const char *nl_cpu_blas_core(void);
+/* The kernels that ran since the last call, as the kernels that choose a path name it ("conv direct
+ * avx2", "sgemm Zen", ...), comma-separated into buf; the record is then cleared. Host thread. */
+void nl_cpu_kernels_take(char *buf, size_t n);
 
 #endif

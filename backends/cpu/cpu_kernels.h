@@ -116,6 +116,44 @@ cpu_conv_geom cpu_conv_geometry(const nl_tensor *x, int64_t O, int64_t KH, int64
  * (oh, ow) = x[c][oh*s - p + kh][ow*s - p + kw], 0 outside the image. Single-threaded. */
 void cpu_im2col(const cpu_conv_geom *g, const float *x, float *cols);
 
+/* The direct (stride-1, no im2col) convolution (conv_direct.c) of a padded image xp [C, Hp, Wp]
+ * into y [O, OH, OW] (OH = Hp - KH + 1, OW = Wp - KW + 1), with weights packed by
+ * cpu_conv_direct_pack into blocks of CPU_DR output channels: wp [ceil(O/DR), C*KH*KW, DR], zeros
+ * past O. flip packs the data gradient's weights instead (outputs C, inputs O, kernel rotated by
+ * 180 degrees), so backward data is a forward direct convolution of gy padded by K-1-p. The AVX2
+ * kernel and the plain-C reference sum each output in the same order with fused multiply-adds,
+ * so they agree bit for bit. Single-threaded; bias may be NULL. */
+enum { CPU_DR = 6, CPU_FR = 3 }; /* output channels per tile: forward, filter gradient */
+typedef struct {
+    int64_t C, Hp, Wp, O, KH, KW, OH, OW;
+} cpu_direct_geom;
+void cpu_conv_direct_pack(const float *w, int64_t O, int64_t C, int64_t KH, int64_t KW, bool flip,
+                          float *wp);
+/* xp [C, H+2p, W+2p] = x [C, H, W] with p zeros around each channel. */
+void cpu_conv_pad(const float *x, int64_t C, int64_t H, int64_t W, int64_t p, float *xp);
+void cpu_conv_direct_avx2(const cpu_direct_geom *g, const float *xp, const float *wp,
+                          const float *bias, float *y);
+void cpu_conv_direct_ref(const cpu_direct_geom *g, const float *xp, const float *wp,
+                         const float *bias, float *y);
+/* The filter gradient's direct kernel: for output channels [o0, o1), lanes [O, C*KH*KW, 8] += the
+ * products gy[n][o] x xp[n][c] shifted by (kh, kw) over the N images of gy [N, O, OH, OW] and the
+ * padded xp [N, C, Hp, Wp], in 8 lanes (the output pixel's column mod 8), image by image in order;
+ * cpu_lanes_sum then adds a run of 8 lanes in a fixed order. Reference and AVX2 agree bit for bit. */
+void cpu_conv_filter_avx2(const cpu_direct_geom *g, int64_t N, const float *xp, const float *gy,
+                          int64_t o0, int64_t o1, float *lanes);
+void cpu_conv_filter_ref(const cpu_direct_geom *g, int64_t N, const float *xp, const float *gy,
+                         int64_t o0, int64_t o1, float *lanes);
+float cpu_lanes_sum(const float *l);
+
+/* ---------------------------------------------------------------- instruction sets ------ */
+
+/* The widest instruction set the CPU kernels may use (isa.c): the CPU's own (cpuid), or lower when
+ * NNLAB_ISA or nl_cpu_set_isa says so. */
+typedef enum { CPU_ISA_GENERIC, CPU_ISA_AVX2, CPU_ISA_AVX512, CPU_ISA_COUNT } cpu_isa_level;
+cpu_isa_level cpu_isa(void);
+/* Notes that "what how" ran (e.g. "conv", "direct avx2"), for nl_cpu_kernels_take. Host thread. */
+void cpu_note_kernel(const char *what, const char *how);
+
 /* ---------------------------------------------------------------- kernels --------------- */
 
 /* Each takes a well-formed op (core validated it) and returns NL_OK or an error it has set. */

@@ -1,6 +1,7 @@
 /* cpu_matmul.c: f32 matrix products on the CPU with OpenBLAS's cblas_sgemm. Row-major and
  * transposed views go to BLAS in place (with a transpose flag); other layouts are packed into a
  * contiguous buffer. A batch loops over sgemm, checking for Ctrl-C between items. */
+#include "cpu/cpu.h"
 #include "cpu_kernels.h"
 
 #include <cblas.h>
@@ -76,6 +77,7 @@ nl_status cpu_matmul(const nl_op *op)
     mm_view(&a, op->src[0]);
     mm_view(&b, op->src[1]);
     mm_view(&c, op->dst);
+    cpu_note_kernel("sgemm", nl_cpu_blas_core());
     const bool accumulate = op->i[0] != 0;
     if (c.trans != CblasNoTrans) { /* the product must come out row-major */
         c.direct = false;

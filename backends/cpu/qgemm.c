@@ -1,6 +1,7 @@
 /* qgemm.c: the int8 inference kernels: quantized convolution (and linear, its 1x1 case) as u8 x s8
  * GEMM with int32 accumulation over NHWC activations, quantize/dequantize, and u8 max pooling. */
 #include "cpu/cpu.h"
+#include "cpu_kernels.h"
 #include "hd/quant_hd.h"
 
 #include <immintrin.h>
@@ -42,7 +43,7 @@ const char *nl_cpu_qgemm_isa(void)
 {
     if (isa_forced >= 0) return isa_forced ? "vnni" : "generic";
     const char *env = getenv("NNLAB_QUANT_ISA");
-    if (env && strcmp(env, "generic") == 0) return "generic";
+    if ((env && strcmp(env, "generic") == 0) || cpu_isa() < CPU_ISA_AVX512) return "generic";
     return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") ? "vnni"
                                                                                      : "generic";
 }
@@ -597,6 +598,7 @@ nl_status nl_cpu_qconv2d(const nl_op *op)
 {
     const qgeom g = geometry(op);
     const bool vnni = strcmp(nl_cpu_qgemm_isa(), "vnni") == 0, to_u8 = op->dst->dtype == NL_U8;
+    cpu_note_kernel("qconv", vnni ? "vnni" : "generic");
     const int64_t pool = op->i[3] > 1 ? op->i[3] : 1, pp = pool * pool;
     if (pool > 3)
         return nl_seterr(NL_EINVAL, "qconv2d: a fused pool of %lldx%lld is too large (at most 3x3)",

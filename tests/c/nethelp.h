@@ -9,7 +9,7 @@
 #include <stdarg.h>
 
 /* A module of a registered type from name/value pairs (a failed CHECK and NULL if it fails). */
-static nl_module *net_make(const char *type, ...)
+static inline nl_module *net_make(const char *type, ...)
 {
     const nl_module_type *t = nl_module_type_find(type);
     if (!t) {
@@ -33,7 +33,7 @@ static nl_module *net_make(const char *type, ...)
 }
 
 /* A container of type holding kids[0..n) (it takes over the caller's references). */
-static nl_module *net_container(const char *type, nl_module **kids, int n)
+static inline nl_module *net_container(const char *type, nl_module **kids, int n)
 {
     nl_module *c = net_make(type, NULL);
     for (int i = 0; i < n; i++) {

@@ -1,0 +1,125 @@
+-- test_cpu.lua: the CPU kernels seen from Lua: nn.profile (FLOPs from the shapes, kernels named,
+-- gradients left alone, the printed table, bad arguments), viz.profile (bar lengths and colours in
+-- pixels), sys.isa, and training that gives the same weights bit for bit with 1 and 2 threads on
+-- every instruction set this CPU has.
+
+local function seed_like()
+  return nn.Sequential{
+    nn.Conv2d(3, 8, 3, {padding = 1}), nn.ReLU(), nn.MaxPool2d(2),
+    nn.Conv2d(8, 16, 3, {padding = 1}), nn.ReLU(), nn.MaxPool2d(2),
+    nn.Flatten(), nn.Linear(16 * 4 * 4, 10),
+  }
+end
+
+test("nn.profile: one row per layer, FLOPs from the shapes", function()
+  tensor.seed(1)
+  local net, x = seed_like(), tensor.randn(4, 3, 16, 16)
+  local out, p = capture(nn.profile, net, x, {reps = 2})
+  check(#p.rows == #net, "a row per layer")
+  check(out:find("Conv2d(3, 8, k=3", 1, true) and out:find("% of the machine's limit", 1, true), "prints the table")
+  -- conv1: 4 images x 8 x 16 x 16 outputs x 27 multiply-adds; its backward has no dL/dx (first layer)
+  local macs1 = 4 * 8 * 16 * 16 * 27
+  check(p.rows[1].fwd_flops == 2 * macs1 and p.rows[1].bwd_flops == 2 * macs1, "conv1 FLOPs")
+  local macs2 = 4 * 16 * 8 * 8 * 72
+  check(p.rows[4].fwd_flops == 2 * macs2 and p.rows[4].bwd_flops == 4 * macs2, "conv2 FLOPs (filter and data)")
+  check(p.rows[8].fwd_flops == 2 * 4 * 256 * 10, "linear FLOPs")
+  check(p.rows[2].fwd_flops == 0 and p.rows[7].fwd_ms >= 0, "ReLU counts no FLOPs")
+  for i, r in ipairs(p.rows) do
+    check(r.fwd_ms > 0 and r.fwd_ms < 1e4 and r.bwd_ms >= 0, "row " .. i .. " has times")
+  end
+  check(p.peak_gflops > 0 and p.images_s > 0 and p.limit_images_s > 0, "peak and images/s")
+  check(p.rows[1].kernel_fwd:find("conv", 1, true) and p.rows[1].kernel_bwd:find("wgrad", 1, true),
+        "the convolution names its kernels: " .. p.rows[1].kernel_fwd .. "; " .. p.rows[1].kernel_bwd)
+  check(p.rows[8].kernel_fwd:find("sgemm " .. select(2, sys.isa()), 1, true), "the linear layer runs sgemm")
+  local isa = sys.isa()
+  check(p.rows[4].kernel_fwd:find(isa == "generic" and "im2col" or "direct", 1, true), "conv kernel matches the ISA")
+end)
+
+test("nn.profile leaves gradients and mode as they were", function()
+  tensor.seed(2)
+  local net, x = seed_like(), tensor.randn(2, 3, 16, 16)
+  local y = net(x)
+  net:backward(tensor.ones(table.unpack(y:shape())))
+  local before = {}
+  for i, prm in ipairs(net:parameters()) do before[i] = prm.grad:clone() end
+  net:eval()
+  nn.profile(net, x, {reps = 1, quiet = true})
+  check(not net.training, "still in eval mode")
+  for i, prm in ipairs(net:parameters()) do check_close(prm.grad, before[i], 0, "gradient " .. i) end
+  local q = nn.profile(nn.Linear(5, 3), tensor.randn(7, 5), {reps = 1, quiet = true, backward = false})
+  check(#q.rows == 1 and q.rows[1].bwd_ms == 0 and q.rows[1].fwd_flops == 2 * 7 * 5 * 3, "a single layer, forward only")
+end)
+
+test("nn.profile: bad arguments", function()
+  local net = seed_like()
+  check_error(function() nn.profile(42, tensor.randn(1, 3, 16, 16)) end, "network", "not a module")
+  check_error(function() nn.profile(net, "x") end, "Tensor", "not a tensor")
+  check_error(function() nn.profile(net, tensor.randn(1, 3, 16, 16), {precision = "bf16"}) end, "fp32 only", "bf16")
+  check_error(function() nn.profile(net, tensor.randn(1, 3, 16, 16), {reps = 0}) end, "reps", "reps 0")
+  check_error(function() nn.profile(net, tensor.randn(1, 4, 16, 16)) end, "channels", "wrong input")
+  check_error(function() nn.profile(net, tensor.randn(1, 3, 16, 16), {colour = 1}) end, "colour", "unknown option")
+end)
+
+-- The longest run of one non-white colour along row y of c: its length and colour.
+local function longest_run(c, y)
+  local w = c:size()
+  local best, col, run, prev = 0, nil, 0, nil
+  for x = 1, w do
+    local r, g, b = c:pixel(x, y)
+    local key = r * 65536 + g * 256 + b
+    if key ~= 0xFFFFFF and key == prev then run = run + 1 else run = 1 end
+    prev = key
+    if key ~= 0xFFFFFF and run > best then best, col = run, {r, g, b} end
+  end
+  return best, col
+end
+
+test("viz.profile: bar lengths follow the times, colours the share of peak", function()
+  local p = {peak_gflops = 100, images_s = 50, limit_images_s = 100, isa = "avx2", threads = 1,
+             rows = {{layer = "a", fwd_ms = 2, bwd_ms = 0, flops = 1, pct_peak = 100},
+                     {layer = "b", fwd_ms = 1, bwd_ms = 0, flops = 0, pct_peak = 0}}}
+  local c = viz.profile(p, {width = 600, height = 200})
+  -- rows of 28 pixels under a 24-pixel title, bars 18 high: their middles at y = 34 and 62 (1-based)
+  local l1, c1 = longest_run(c, 34)
+  local l2, c2 = longest_run(c, 62)
+  check(l1 > 100 and math.abs(l1 - 2 * l2) <= 2, string.format("bar 1 twice bar 2: %d, %d", l1, l2))
+  check(c2[1] == 170 and c2[2] == 170 and c2[3] == 170, "no FLOPs: grey")
+  check(not (c1[1] == c1[2] and c1[2] == c1[3]), "at the peak: a colour, not grey")
+  check_error(function() viz.profile({}) end, "nn.profile", "not a profile")
+end)
+
+test("sys.isa", function()
+  local isa, blas = sys.isa()
+  check(isa == "generic" or isa == "avx2" or isa == "avx512", "an ISA: " .. tostring(isa))
+  check(type(blas) == "string" and #blas > 0, "a BLAS core: " .. tostring(blas))
+  check(sys.isa("generic") == "generic", "generic is always there")
+  check_error(function() sys.isa("sse9") end, "unknown ISA 'sse9'", "unknown")
+  check(sys.isa("auto") == isa, "auto goes back")
+  local ok, err = pcall(sys.isa, "avx512")
+  check(ok or tostring(err):find("no avx512", 1, true), "avx512 taken or refused by name")
+  sys.isa("auto")
+end)
+
+test("training steps: the same weights with 1 and 2 threads, on each ISA", function()
+  local threads = sys.threads()
+  local data = nn.TensorDataset(tensor.randn(96, 3, 16, 16), (tensor.rand(96) * 10 - 0.5):to("i32") + 1)
+  local function train(isa, nthreads)
+    sys.isa(isa)
+    sys.threads(nthreads)
+    tensor.seed(5)
+    local net = seed_like()
+    local t = nn.Trainer{net = net, data = data, optim = optim.Adam(net, {lr = 1e-3}), batch = 32, verbose = false}
+    t:fit{epochs = 1}
+    return net:parameters()
+  end
+  for _, isa in ipairs{"generic", "avx2", "avx512"} do
+    if pcall(sys.isa, isa) then
+      local a, b = train(isa, 1), train(isa, 2)
+      local same = #a == #b
+      for i = 1, #a do same = same and (a[i].value - b[i].value):abs():max() == 0 end
+      check(same, isa .. ": identical weights after an epoch with 1 and 2 threads")
+    end
+  end
+  sys.isa("auto")
+  sys.threads(threads)
+end)
