@@ -365,12 +365,17 @@ static nl_status idx_read(const char *path, int ndim, int64_t *dims, nl_tensor *
                       "%s of unsigned bytes)", fname, path, head[0], head[1], head[2], head[3], ndim,
                       ndim == 1 ? "labels" : "images");
     }
-    int64_t count = 1;
+    size_t count = 1;
+    bool overflow = false;
     for (int d = 0; s == NL_OK && d < ndim; d++) {
         const uint8_t *b = head + 4 + 4 * d;
         dims[d] = (int64_t)b[0] << 24 | (int64_t)b[1] << 16 | (int64_t)b[2] << 8 | b[3];
-        count *= dims[d];
+        if (!nl_mul_overflow(count, (size_t)dims[d], &count) || count > (size_t)INT64_MAX) overflow = true;
     }
+    if (s == NL_OK && overflow)
+        s = nl_seterr(NL_EFORMAT, "%s: '%s' declares %lld x %lld x %lld bytes, more than any file "
+                      "can hold", fname, path, (long long)dims[0], ndim > 1 ? (long long)dims[1] : 1LL,
+                      ndim > 2 ? (long long)dims[2] : 1LL);
     if (s == NL_OK && ndim == 3) {
         int64_t shape[4] = {dims[0], 1, dims[1], dims[2]};
         if (!(*out = nl_tensor_empty(NL_U8, 4, shape, NL_CPU))) s = nl_errcode();
