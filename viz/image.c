@@ -156,10 +156,9 @@ nl_status nl_image_size(const char *path, int *w, int *h, int64_t max_pixels)
 
 /* One decoding handed to a helper thread; whichever of the two finishes last frees it (the
  * caller leaves early on Ctrl-C and the helper then throws its result away). */
-typedef struct {
+typedef struct job {
+    struct job *next;
     atomic_int refs;
-    pthread_mutex_t lock;
-    pthread_cond_t done_cv;
     bool done;
     char *path;
     nl_canvas *canvas;
@@ -167,28 +166,48 @@ typedef struct {
     char msg[512];
 } job;
 
+/* The helpers: threads that live for the whole run (SDL keeps per-thread error buffers that a
+ * thread per image would leak), waiting for jobs; one more is started when none is idle (when a
+ * decoding was abandoned to Ctrl-C and still runs, or several threads decode at once). */
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pool_work = PTHREAD_COND_INITIALIZER; /* a job was queued */
+static pthread_cond_t pool_done = PTHREAD_COND_INITIALIZER; /* a job finished */
+static job *queue;
+static int idle;
+
 static void job_unref(job *j)
 {
     if (atomic_fetch_sub(&j->refs, 1) != 1) return;
     nl_canvas_release(j->canvas);
-    pthread_mutex_destroy(&j->lock);
-    pthread_cond_destroy(&j->done_cv);
     free(j->path);
     free(j);
 }
 
-static void *decode_job(void *arg)
+static void *helper(void *arg)
 {
-    job *j = arg;
-    nl_canvas *c = nl_canvas_load_png(j->path);
-    pthread_mutex_lock(&j->lock);
-    j->canvas = c;
-    j->status = c ? NL_OK : nl_errcode();
-    if (!c) snprintf(j->msg, sizeof j->msg, "%s", nl_errmsg());
-    j->done = true;
-    pthread_cond_signal(&j->done_cv);
-    pthread_mutex_unlock(&j->lock);
-    job_unref(j);
+    (void)arg;
+    pthread_mutex_lock(&pool_lock);
+    for (;;) {
+        while (!queue) {
+            idle++;
+            pthread_cond_wait(&pool_work, &pool_lock);
+            idle--;
+        }
+        job *j = queue;
+        queue = j->next;
+        pthread_mutex_unlock(&pool_lock);
+        nl_canvas *c = nl_canvas_load_png(j->path);
+        pthread_mutex_lock(&pool_lock);
+        j->canvas = c;
+        j->status = c ? NL_OK : nl_errcode();
+        if (!c) snprintf(j->msg, sizeof j->msg, "%s", nl_errmsg());
+        j->done = true;
+        pthread_cond_broadcast(&pool_done);
+        job *mine = j;
+        pthread_mutex_unlock(&pool_lock);
+        job_unref(mine);
+        pthread_mutex_lock(&pool_lock);
+    }
     return NULL;
 }
 
@@ -203,32 +222,45 @@ static nl_canvas *load_interruptible(const char *path)
         return NULL;
     }
     atomic_init(&j->refs, 2);
-    pthread_mutex_init(&j->lock, NULL);
-    pthread_cond_init(&j->done_cv, NULL);
-    pthread_t th;
-    if (pthread_create(&th, NULL, decode_job, j) != 0) {
-        atomic_store(&j->refs, 1);
-        job_unref(j);
-        return nl_canvas_load_png(path); /* no thread to be had: decode here */
+    pthread_mutex_lock(&pool_lock);
+    bool started = true;
+    if (idle == 0) {
+        pthread_t th;
+        started = pthread_create(&th, NULL, helper, NULL) == 0;
+        if (started) pthread_detach(th);
     }
-    pthread_detach(th);
-    nl_canvas *c = NULL;
-    pthread_mutex_lock(&j->lock);
+    if (!started) { /* no thread to be had: decode here */
+        pthread_mutex_unlock(&pool_lock);
+        free(j->path);
+        free(j);
+        return nl_canvas_load_png(path);
+    }
+    job **tail = &queue;
+    while (*tail) tail = &(*tail)->next;
+    *tail = j;
+    pthread_cond_signal(&pool_work);
     while (!j->done && !nl_interrupted()) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_nsec += 20 * 1000000L;
         if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
-        pthread_cond_timedwait(&j->done_cv, &j->lock, &ts);
+        pthread_cond_timedwait(&pool_done, &pool_lock, &ts);
     }
+    nl_canvas *c = NULL;
     if (j->done) {
         c = j->canvas;
         j->canvas = NULL;
         if (!c) nl_seterr(j->status, "%s", j->msg);
     } else {
+        for (job **q = &queue; *q; q = &(*q)->next) /* not started yet: take it back */
+            if (*q == j) {
+                *q = j->next;
+                atomic_fetch_sub(&j->refs, 1);
+                break;
+            }
         nl_seterr(NL_EINTR, "interrupted decoding '%s'", path);
     }
-    pthread_mutex_unlock(&j->lock);
+    pthread_mutex_unlock(&pool_lock);
     job_unref(j);
     return c;
 }

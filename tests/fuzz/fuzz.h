@@ -16,14 +16,14 @@
 /* The scratch folder (made on first use, removed at exit) and path + "/" + name in it. */
 static char fuzz_dir[64];
 
-static void fuzz_cleanup(void)
+static inline void fuzz_cleanup(void)
 {
     char cmd[96];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", fuzz_dir);
     if (fuzz_dir[0]) (void)!system(cmd);
 }
 
-static const char *fuzz_path(const char *name)
+static inline const char *fuzz_path(const char *name)
 {
     static char path[160];
     if (!fuzz_dir[0]) {
@@ -36,7 +36,7 @@ static const char *fuzz_path(const char *name)
 }
 
 /* Writes n bytes to the scratch file name; returns its path. */
-static const char *fuzz_file(const char *name, const uint8_t *data, size_t n)
+static inline const char *fuzz_file(const char *name, const uint8_t *data, size_t n)
 {
     const char *path = fuzz_path(name);
     FILE *f = fopen(path, "wb");
@@ -45,7 +45,7 @@ static const char *fuzz_file(const char *name, const uint8_t *data, size_t n)
 }
 
 /* Every error must come with a message: an empty one is a finding too. */
-static void fuzz_check_error(void)
+static inline void fuzz_check_error(void)
 {
     if (!nl_errmsg()[0]) abort();
 }
