@@ -1,11 +1,12 @@
 #!/bin/sh
 # run.sh: fault injection. (1) kill -9 at random moments of net:save, t:save and tensor:save over
 # a good file: the path must then hold the whole old file or the whole new one, and the next save
-# must leave no temporary file; (2) Ctrl-C (SIGINT) at random moments of loading, training, saving
-# and evaluating: nnlab must stop within seconds with "interrupted" (exit status 130) or a paused
-# fit, never die of another signal or a sanitizer report, and leave the checkpoint loadable; (3) a too-big request
-# under `ulimit -v` must be a clean error. Delays come from a seeded generator (FAULT_SEED,
-# default 1); FAULT_TRIALS kills per kind (default 8). Last line: "N passed, N failed".
+# must leave no temporary file; (2) Ctrl-C (SIGINT) at random moments of loading, training,
+# saving, evaluating and decoding images: nnlab must stop within seconds with "interrupted" (exit
+# status 130) or a paused fit, never die of another signal or a sanitizer report, and leave the
+# checkpoint loadable; (3) a too-big request under `ulimit -v` must be a clean error. Delays come
+# from a seeded generator (FAULT_SEED, default 1); FAULT_TRIALS kills per kind (default 8).
+# Last line: "N passed, N failed".
 NNLAB=${NNLAB:-./build/nnlab}
 SEED=${FAULT_SEED:-1}
 TRIALS=${FAULT_TRIALS:-8}
@@ -29,7 +30,7 @@ for kind in net trainer tensor; do
     for trial in $(seq 1 "$TRIALS"); do
         k=$((k + 1))
         p=$dir/$kind.safetensors; [ $kind = tensor ] && p=$dir/t.npy
-        rm -f "$p"*
+        rm -rf "$p"*
         "$NNLAB" "$here/saver.lua" $kind "$p" > "$dir/log" 2>&1 &
         pid=$!
         if ! wait_for "$p.ready" 600 $pid; then kill -9 $pid 2>/dev/null; fail "$kind saver never started: $(cat "$dir/log")"; continue; fi
@@ -46,11 +47,11 @@ for kind in net trainer tensor; do
 done
 
 # ---- (2) Ctrl-C during work
-for phase in load train save evaluate; do
+for phase in load train save evaluate images; do
     for trial in 1 2 3; do
         k=$((k + 1))
         p=$dir/busy.safetensors
-        rm -f "$p"*
+        rm -rf "$p"*
         "$NNLAB" "$here/busy.lua" $phase "$p" > "$dir/out" 2> "$dir/err" &
         pid=$!
         if ! wait_for "$p.ready" 600 $pid; then kill -9 $pid 2>/dev/null; fail "$phase never started: $(cat "$dir/err")"; continue; fi
