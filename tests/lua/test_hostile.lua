@@ -247,7 +247,7 @@ end)
 
 test("summary of a deeply nested network (rows over 99 characters)", function()
   local net = nn.Linear(2, 2)
-  for _ = 1, 13 do net = nn.Sequential(net) end
+  for _ = 1, 25 do net = nn.Sequential(net) end -- the innermost row is 127 characters wide
   local out = capture(function() net:summary{1, 2} end)
   check(out:find("Total params: 6", 1, true), "prints: " .. out:sub(1, 200))
 end)
