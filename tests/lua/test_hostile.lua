@@ -99,7 +99,9 @@ local function folder_with(name, bytes)
 end
 
 test("hostile image files: a clear error naming the file, at once", function()
-  for _, case in ipairs{{"png_truncated_chunk", "truncated or corrupt PNG"},
+  -- png_eof_loop: libpng (through SDL2_image) looped for ever on it, printing warnings
+  for _, case in ipairs{{"png_eof_loop", "truncated or corrupt PNG"},
+                        {"png_truncated_chunk", "truncated or corrupt PNG"},
                         {"png_no_iend", "truncated or corrupt PNG"},
                         {"jpeg_bomb", "63520x32800 pixels, more than the limit"},
                         {"jpeg_truncated", "truncated or corrupt JPEG"},
