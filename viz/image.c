@@ -144,7 +144,7 @@ nl_status nl_image_size(const char *path, int *w, int *h, int64_t max_pixels)
     if (s != NL_OK) return s;
     if (iw < 1 || ih < 1)
         return nl_seterr(NL_EFORMAT, "'%s' declares %lldx%lld pixels", path, (long long)iw, (long long)ih);
-    if (iw > max_pixels / ih)
+    if (iw > max_pixels / ih || iw > INT32_MAX || ih > INT32_MAX)
         return nl_seterr(NL_EFORMAT, "'%s' is %lldx%lld pixels, more than the limit of %lld "
                          "(max_pixels=)", path, (long long)iw, (long long)ih, (long long)max_pixels);
     *w = (int)iw;
