@@ -376,6 +376,16 @@ static nl_status idx_read(const char *path, int ndim, int64_t *dims, nl_tensor *
         s = nl_seterr(NL_EFORMAT, "%s: '%s' declares %lld x %lld x %lld bytes, more than any file "
                       "can hold", fname, path, (long long)dims[0], ndim > 1 ? (long long)dims[1] : 1LL,
                       ndim > 2 ? (long long)dims[2] : 1LL);
+    /* Nothing is allocated for more data than the file can hold: its own size when plain, and
+     * deflate's largest ratio (1032:1) when gzipped (a small file promising gigabytes). */
+    struct stat sb;
+    if (s == NL_OK && stat(path, &sb) == 0) {
+        const double most = gzdirect(f) ? (double)sb.st_size - (double)hlen : (double)sb.st_size * 1032.0;
+        if ((double)count > most)
+            s = nl_seterr(NL_EFORMAT, "%s: '%s' is truncated: its header promises %lld bytes of "
+                          "data, more than its %lld bytes can hold", fname, path, (long long)count,
+                          (long long)sb.st_size);
+    }
     if (s == NL_OK && ndim == 3) {
         int64_t shape[4] = {dims[0], 1, dims[1], dims[2]};
         if (!(*out = nl_tensor_empty(NL_U8, 4, shape, NL_CPU))) s = nl_errcode();
