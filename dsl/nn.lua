@@ -159,6 +159,7 @@ local function has_methods(x, names)
   if type(x) ~= "table" and type(x) ~= "userdata" then return false end
   for _, name in ipairs(names) do
     local ok, f = pcall(function() return x[name] end)
+    if not ok and tostring(f):find("interrupted", 1, true) then error(f, 0) end -- Ctrl-C goes on
     if not ok or type(f) ~= "function" then return false end
   end
   return true
