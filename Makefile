@@ -1,5 +1,5 @@
 # nnlab: one Makefile. Builds build/nnlab and the tests; installs what is missing first.
-# Targets: all run test bench data deps clean.  Switches: CUDA=auto|0|1 SAN=1 DEBUG=1
+# Targets: all run test bench fuzz data deps clean.  Switches: CUDA=auto|0|1 SAN=1 DEBUG=1
 
 CUDA  ?= auto
 SAN   ?= 0
@@ -9,7 +9,7 @@ DEBUG ?= 0
 DEB_PKGS := build-essential pkg-config libreadline-dev liblua5.4-dev libopenblas-openmp-dev \
             zlib1g-dev libsdl2-dev libsdl2-image-dev libsdl2-ttf-dev fonts-dejavu-core libstb-dev \
             libcjson-dev liblapacke-dev libx11-dev xvfb x11-utils tmux python3 python3-numpy \
-            dataset-fashion-mnist libopenmpi-dev openmpi-bin
+            dataset-fashion-mnist libopenmpi-dev openmpi-bin clang-14 libclang-rt-14-dev
 # Extra packages for `make bench` (the PyTorch peer).
 BENCH_PKGS := python3-torch python3-numpy
 
@@ -21,12 +21,12 @@ ifneq ($(VARIANT),release)
 BIN     := $(BUILD)/nnlab
 endif
 
-# The public targets (all run test bench data) run in two stages: this make runs the deps step,
+# The public targets (all run test bench fuzz data) run in two stages: this make runs the deps step,
 # then builds in a second make (NL_STAGE=build) that is parsed after the packages are installed,
 # so the flags that pkg-config gives are never computed before the packages exist (on a fresh
 # machine they would be empty for the whole run). Plain file targets (build/nnlab,
 # build/release/tests/test_x) are built in one stage, with the packages already installed.
-PUBLIC_GOALS := all run test bench data
+PUBLIC_GOALS := all run test bench fuzz data
 NL_STAGE ?= deps
 PKGS     := lua5.4 zlib libcjson sdl2 SDL2_ttf SDL2_image lapacke
 # Stage one of the public targets compiles nothing, so it needs none of these flags.
@@ -108,7 +108,7 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 # The generated C of the embedded Lua files is kept (make would otherwise delete it after the
 # build and print the rm as the last line of a test run).
 .SECONDARY:
-.PHONY: all run test bench data deps deps-bench clean help
+.PHONY: all run test bench fuzz data deps deps-bench clean help
 .DEFAULT_GOAL := all
 
 help:
@@ -116,6 +116,7 @@ help:
 	@echo "make run        install what is missing, build, run the main experiment"
 	@echo "make test       install what is missing, build, run every test"
 	@echo "make bench      benchmarks side by side with the PyTorch peer"
+	@echo "make fuzz       each libFuzzer target of tests/fuzz for FUZZ_TIME seconds (default 60)"
 	@echo "make data       CIFAR-10 into data/ (CIFAR10_ARCHIVE=tarball, else download)"
 	@echo "switches: CUDA=auto|0|1  SAN=1 (ASan+UBSan)  DEBUG=1"
 
@@ -168,7 +169,35 @@ $(BUILD)/bench/%: bench/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDFLAGS) $(LDLIBS) $(RL_LIBS)
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+# ---- fuzzing: the library again, built by clang with ASan + UBSan and libFuzzer's coverage
+# counters (without OpenMP: one thread per fuzzer), whatever SAN says; one binary per target.
+FUZZ_CC    := clang-14
+FUZZ_BUILD := build/fuzz
+FUZZ_OPT   := -O1 -g -march=native -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS := $(CSTD) -Wall -Wextra -Wno-unknown-pragmas $(FUZZ_OPT) -MMD -MP $(filter -I%,$(CFLAGS))
+FUZZ_OBJ   := $(filter-out $(BUILD)/%.cu.o,$(LIB_OBJ))
+FUZZ_OBJ   := $(FUZZ_OBJ:$(BUILD)/%=$(FUZZ_BUILD)/%)
+FUZZ_LIB   := $(FUZZ_BUILD)/libnnlab.a
+FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN   := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
+FUZZ_TIME  ?= 60
+
+$(FUZZ_BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(FUZZ_BUILD)/%.lua.o: $(BUILD)/%.lua.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CSTD) -c $< -o $@
+
+$(FUZZ_LIB): $(FUZZ_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_LIB)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $< $(FUZZ_LIB) -o $@ $(LDLIBS) -lgomp $(RL_LIBS)
+
+-include $(shell find $(BUILD) $(FUZZ_BUILD) -name '*.d' 2>/dev/null)
 
 # ---- stage one of a public target: the deps step, then the same goal in a fresh make (see above).
 # Command-line variables (SAN=1, EPOCHS=1, CIFAR10_ARCHIVE=...) reach it through MAKEFLAGS.
@@ -190,10 +219,15 @@ run: $(BIN)
 	./$(BIN) examples/cifar10_cnn.lua $(EPOCHS)
 
 # With an archive at hand, CIFAR-10 is prepared first so the learning test runs on it.
-test: $(BIN) $(MPI_PLUGIN) $(TEST_BIN)
+test: $(BIN) $(MPI_PLUGIN) $(TEST_BIN) $(FUZZ_BIN)
 	@[ -z "$(CIFAR10_ARCHIVE)" ] || $(MAKE) --no-print-directory data || \
 	  echo "make test: CIFAR-10 could not be prepared; its learning test is skipped"
-	@NNLAB=./$(BIN) BUILD=$(BUILD) sh tests/run.sh
+	@NNLAB=./$(BIN) BUILD=$(BUILD) FUZZ_BUILD=$(FUZZ_BUILD) sh tests/run.sh
+
+# Each fuzz target for FUZZ_TIME seconds from its corpus; new inputs go to build/fuzz/corpus/,
+# crashes to build/fuzz/findings/ (copy a reproducer to tests/fuzz/regressions/<target>/).
+fuzz: $(FUZZ_BIN)
+	@FUZZ_BUILD=$(FUZZ_BUILD) sh tests/fuzz/run.sh long $(FUZZ_TIME)
 
 bench: $(BIN) $(MPI_PLUGIN) $(BENCH_BIN)
 	@NNLAB=./$(BIN) BUILD=$(BUILD) sh bench/run.sh

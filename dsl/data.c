@@ -172,9 +172,11 @@ static int l_mnist(lua_State *L)
 
 static int l_image_folder(lua_State *L)
 {
-    static const char *const valid[] = {"size", NULL};
+    static const char *const valid[] = {"size", "max_pixels", NULL};
     const char *dir = nl_dsl_checkpath(L, 1);
     int opts = options(L, 2, valid, "image_folder");
+    lua_Integer max_pixels = opt_int(L, opts, "max_pixels", NL_IMAGE_MAX_PIXELS, 1,
+                                     (lua_Integer)1 << 40, "image_folder");
     lua_Integer h = 0, w = 0;
     if (lua_getfield(L, opts, "size") == LUA_TNUMBER) {
         h = w = opt_int(L, opts, "size", 0, 1, 16384, "image_folder");
@@ -191,7 +193,8 @@ static int l_image_folder(lua_State *L)
         nl_dsl_error(L, "image_folder: size must be {height, width} or one number for a square");
     }
     nl_dataset **box = new_dataset_box(L);
-    if (!(*box = nl_image_folder_load(dir, (int)w, (int)h, nl_image_load_rgb))) return nl_dsl_core_error(L);
+    if (!(*box = nl_image_folder_load(dir, (int)w, (int)h, max_pixels, nl_image_load_rgb)))
+        return nl_dsl_core_error(L);
     return 1;
 }
 
@@ -585,9 +588,11 @@ static const nl_dsl_fn data_fns[] = {
     {"mnist", l_mnist, "data.mnist(dir) -> train, test",
      "MNIST digits from the four IDX files in dir (train-images-idx3-ubyte, ..., gzip or not).",
      "print(pcall(data.mnist, \"/nonexistent\"))"},
-    {"image_folder", l_image_folder, "data.image_folder(dir [, {size={h, w}}]) -> Dataset",
-     "Images in dir/<class>/<file> (PNG, JPEG, ...: SDL2_image), classes in sorted folder order, "
-     "as RGB; size resizes bilinearly (a number for squares), else all must share the first's size.",
+    {"image_folder", l_image_folder, "data.image_folder(dir [, {size={h, w}, max_pixels=8192*8192}]) -> Dataset",
+     "Images in dir/<class>/<file> (PNG, JPEG, BMP, PNM: SDL2_image), classes in sorted folder order, "
+     "as RGB; size resizes bilinearly (a number for squares), else all must share the first's size. "
+     "A file whose header declares more than max_pixels pixels is refused before decoding; Ctrl-C "
+     "stops the loading.",
      "print(pcall(data.image_folder, \"/nonexistent\", {size = {32, 32}}))"},
     {"from_tensors", l_from_tensors, "data.from_tensors(images, labels [, {classes=, name=}]) -> Dataset",
      "A data set from images [N, C, H, W] (u8, or floats in [0, 1], kept as bytes) and 1-based "

@@ -10,6 +10,8 @@
 #include "profile.h"
 #include "train.h"
 
+#include <cjson/cJSON.h>
+
 #include <lauxlib.h>
 #include <math.h>
 #include <stdio.h>
@@ -1011,14 +1013,26 @@ static int ds_gc(lua_State *L)
 /* ================================================================ private helpers ======== */
 /* Functions the Trainer and nn.evaluate (dsl/nn.lua) call; handed to that chunk only. */
 
-/* P.collate(xs, ys) -> x, y: stacks a list of sample tensors (any equal shapes) into an f32
- * [B, ...] batch, and the list of labels (numbers) into i32 [B] or of targets into f32 [B, ...]. */
-static void push_stack(lua_State *L, int list, int64_t n, nl_dtype dtype, const char *what)
+/* The data set's index of entry i (0-based) of a batch: at[i + 1] when the table at stack index
+ * at lists them, else i + 1. */
+static lua_Integer data_index(lua_State *L, int at, int64_t i)
+{
+    lua_Integer v = i + 1;
+    if (lua_type(L, at) == LUA_TTABLE) {
+        lua_geti(L, at, i + 1);
+        if (lua_isinteger(L, -1)) v = lua_tointeger(L, -1);
+        lua_pop(L, 1);
+    }
+    return v;
+}
+
+static void push_stack(lua_State *L, int list, int64_t n, nl_dtype dtype, const char *what, int at)
 {
     lua_geti(L, list, 1);
     nl_tensor *first = nl_lua_totensor(L, -1);
     if (!first)
-        nl_dsl_error(L, "the data set's %s 1 is a %s, expected a Tensor", what, luaL_typename(L, -1));
+        nl_dsl_error(L, "the data set's %s %I is a %s, expected a Tensor", what, data_index(L, at, 0),
+                     luaL_typename(L, -1));
     int64_t shape[NL_MAX_DIMS + 1];
     if (first->ndim >= NL_MAX_DIMS) nl_dsl_error(L, "the data set's %ss have too many dims", what);
     shape[0] = n;
@@ -1034,8 +1048,8 @@ static void push_stack(lua_State *L, int list, int64_t n, nl_dtype dtype, const 
         lua_geti(L, list, i + 1);
         nl_tensor *s = nl_lua_totensor(L, -1);
         if (!s || s->ndim != nd || memcmp(s->shape, shape + 1, (size_t)nd * sizeof *shape) != 0)
-            nl_dsl_error(L, "the data set's %s %I is not a Tensor of the first one's shape", what,
-                         (lua_Integer)i + 1);
+            nl_dsl_error(L, "the data set's %s %I is not a Tensor of the shape of %s %I", what,
+                         data_index(L, at, i), what, data_index(L, at, 0));
         nl_tensor *row = nl_tensor_slice(*box, 0, i, i + 1);
         nl_tensor *src = row ? nl_tensor_reshape(s, nd + 1, one) : NULL;
         nl_status st = src ? nl_copy(row, src) : nl_errcode();
@@ -1046,18 +1060,21 @@ static void push_stack(lua_State *L, int list, int64_t n, nl_dtype dtype, const 
     }
 }
 
+/* P.collate(xs, ys [, indices]) -> x, y: stacks a list of sample tensors (any equal shapes) into
+ * an f32 [B, ...] batch, and the list of labels (numbers) into i32 [B] or of targets into f32
+ * [B, ...]. Messages name indices[k], the data set's index of xs[k], when given. */
 static int p_collate(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     luaL_checktype(L, 2, LUA_TTABLE);
     int64_t n = (int64_t)luaL_len(L, 1);
     if (n < 1 || (int64_t)luaL_len(L, 2) != n) nl_dsl_error(L, "the data set gave an empty or ragged batch");
-    push_stack(L, 1, n, NL_F32, "sample");
+    push_stack(L, 1, n, NL_F32, "sample", 3);
     lua_geti(L, 2, 1);
     bool numbers = lua_type(L, -1) == LUA_TNUMBER;
     lua_pop(L, 1);
     if (!numbers) {
-        push_stack(L, 2, n, NL_F32, "target");
+        push_stack(L, 2, n, NL_F32, "target", 3);
         return 2;
     }
     nl_tensor **box = nl_lua_newbox(L);
@@ -1066,8 +1083,8 @@ static int p_collate(lua_State *L)
     for (int64_t i = 0; i < n; i++) {
         lua_geti(L, 2, i + 1);
         if (lua_type(L, -1) != LUA_TNUMBER)
-            nl_dsl_error(L, "the data set's label %I is not a number", (lua_Integer)i + 1);
-        py[i] = label_index(L, lua_tonumber(L, -1), i, 0, "data set") + 1;
+            nl_dsl_error(L, "the data set's label %I is not a number", data_index(L, 3, i));
+        py[i] = label_index(L, lua_tonumber(L, -1), data_index(L, 3, i) - 1, 0, "data set") + 1;
         lua_pop(L, 1);
     }
     return 2;
@@ -1277,8 +1294,8 @@ static int p_set_rng_state(lua_State *L)
     return 0;
 }
 
-/* P.save_trainer(path, net, opt, meta): net + optimizer state + the trainer's own state (a Lua
- * table literal) under the metadata key "nnlab.trainer". */
+/* P.save_trainer(path, net, opt, meta): net + optimizer state + the trainer's own state (JSON
+ * text, written by dsl/nn.lua) under the metadata key "nnlab.trainer". */
 static int p_save_trainer(lua_State *L)
 {
     const char *path = nl_dsl_checkpath(L, 1);
@@ -1307,14 +1324,48 @@ static int file_gc(lua_State *L)
     return 0;
 }
 
-/* P.trainer_meta(path) -> the trainer's metadata (a Lua table literal), or nil for a file that
- * holds no trainer. */
+/* Pushes JSON value j as plain Lua data: objects and arrays as tables (arrays 1-based), every
+ * number as a float, null as false. Nothing in it is ever run. cJSON bounds the nesting. */
+static void push_json(lua_State *L, const cJSON *j)
+{
+    luaL_checkstack(L, 3, "trainer metadata nested too deeply");
+    if (cJSON_IsNumber(j)) lua_pushnumber(L, j->valuedouble);
+    else if (cJSON_IsString(j)) lua_pushstring(L, j->valuestring);
+    else if (cJSON_IsBool(j)) lua_pushboolean(L, cJSON_IsTrue(j));
+    else if (cJSON_IsArray(j) || cJSON_IsObject(j)) {
+        lua_createtable(L, cJSON_IsArray(j) ? cJSON_GetArraySize(j) : 0, 0);
+        lua_Integer i = 1;
+        const cJSON *e;
+        cJSON_ArrayForEach(e, j) {
+            push_json(L, e);
+            if (cJSON_IsArray(j)) lua_rawseti(L, -2, i++);
+            else lua_setfield(L, -2, e->string);
+        }
+    } else lua_pushboolean(L, 0);
+}
+
+/* P.trainer_meta(path) -> the trainer's metadata as a Lua table (parsed as JSON, never run), or
+ * nil for a file that holds no trainer; raises for metadata that is not a JSON object. */
 static int p_trainer_meta(lua_State *L)
 {
-    nl_st_file *f = push_file(L, nl_dsl_checkpath(L, 1));
+    const char *path = nl_dsl_checkpath(L, 1);
+    nl_st_file *f = push_file(L, path);
     const char *meta = nl_st_meta(f, "nnlab.trainer");
-    if (meta) lua_pushstring(L, meta);
-    else lua_pushnil(L);
+    if (!meta) {
+        lua_pushnil(L);
+        return 1;
+    }
+    cJSON *root = cJSON_Parse(meta);
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        if (meta[0] == '{' && meta[1] == '[')
+            return nl_dsl_error(L, "%s: the trainer metadata is Lua code (written by an older nnlab), "
+                                "which is no longer run when loading; nn.load(path) still reads the "
+                                "network", path);
+        return nl_dsl_error(L, "%s: corrupt trainer metadata (not a JSON object)", path);
+    }
+    push_json(L, root);
+    cJSON_Delete(root);
     return 1;
 }
 

@@ -125,9 +125,12 @@ function methods.summary(m, input_shape)
   for _, r in ipairs({head, table.unpack(rows)}) do
     for i, c in ipairs(r) do width[i] = math.max(width[i], #c) end
   end
+  -- Padded by hand: string.format refuses widths over 99 (deeply nested rows are longer).
+  local function pad(c, w, right) return right and string.rep(" ", w - #c) .. c or c .. string.rep(" ", w - #c) end
   local function line(r)
-    return string.format("%-" .. width[1] .. "s  %-" .. width[2] .. "s  %" .. width[3] .. "s  %"
-                         .. width[4] .. "s  %" .. width[5] .. "s", table.unpack(r)):gsub("%s+$", "")
+    local cells = {}
+    for i = 1, 5 do cells[i] = pad(r[i], width[i], i > 2) end
+    return (table.concat(cells, "  "):gsub("%s+$", ""))
   end
   local rule = string.rep("-", width[1] + width[2] + width[3] + width[4] + width[5] + 8)
   local lines = {line(head), rule}
@@ -156,6 +159,7 @@ local function has_methods(x, names)
   if type(x) ~= "table" and type(x) ~= "userdata" then return false end
   for _, name in ipairs(names) do
     local ok, f = pcall(function() return x[name] end)
+    if not ok and tostring(f):find("interrupted", 1, true) then error(f, 0) end -- Ctrl-C goes on
     if not ok or type(f) ~= "function" then return false end
   end
   return true
@@ -179,9 +183,9 @@ end
 -- C gather (TensorDataset) use it; others are read one sample at a time and stacked.
 local function fetch(data, idx)
   if type(data.batch) == "function" then return data:batch(idx) end
-  local xs, ys = {}, {}
-  for k, i in ipairs(idx:totable()) do xs[k], ys[k] = data:get(i) end
-  return P.collate(xs, ys)
+  local xs, ys, list = {}, {}, idx:totable()
+  for k, i in ipairs(list) do xs[k], ys[k] = data:get(i) end
+  return P.collate(xs, ys, list) -- its messages name the data set's indices
 end
 
 local function range(first, last)
@@ -405,15 +409,6 @@ doc("optim", "schedule.onecycle",
     .. "first pct_start of total steps, then down to max_lr/div_factor/final_div_factor; ignores base_lr.",
     "s = optim.schedule.onecycle{max_lr = 0.1, total = 100}; print(s(0), s(29), s(99))")
 
--- Rebuilds a schedule from its saved fields.
-local function rebuild_schedule(saved)
-  if type(saved) ~= "table" then return nil end
-  local opts = {}
-  for k, v in pairs(saved) do if k ~= "kind" then opts[k] = v end end
-  if opts.after then opts.after = rebuild_schedule(opts.after) end
-  return kinds[saved.kind](opts)
-end
-
 -- The fields that rebuild schedule s, or nil when s (or a schedule inside it) is a function.
 local function schedule_fields(s)
   if getmetatable(s) ~= Schedule then return nil end
@@ -429,57 +424,151 @@ local function schedule_fields(s)
   return t
 end
 
--- ---------------------------------------------------------------- saving Lua values
+-- ---------------------------------------------------------------- trainer metadata (JSON)
 
--- A Lua literal for plain data (numbers exactly, strings, booleans, nested tables).
-local function serialize(v, out)
+-- JSON text for plain data: integers exactly, floats with 17 digits (NaN and infinities, which
+-- JSON lacks, as the strings "nan", "inf", "-inf"), strings, booleans, tables as arrays when
+-- their keys are 1..n (and when empty), else as objects with string keys.
+local json_escapes = {['"'] = '\\"', ["\\"] = "\\\\", ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t"}
+local function to_json(v, out)
   local t = type(v)
   if t == "number" then
     if math.type(v) == "integer" then out[#out + 1] = string.format("%d", v)
-    elseif v ~= v then out[#out + 1] = "0/0"
-    elseif v == huge then out[#out + 1] = "1/0"
-    elseif v == -huge then out[#out + 1] = "-1/0"
+    elseif v ~= v then out[#out + 1] = '"nan"'
+    elseif v == huge then out[#out + 1] = '"inf"'
+    elseif v == -huge then out[#out + 1] = '"-inf"'
     else out[#out + 1] = string.format("%.17g", v) end
-  elseif t == "string" then out[#out + 1] = string.format("%q", v)
+  elseif t == "string" then
+    out[#out + 1] = '"' .. v:gsub('[%c"\\]', function(c)
+      return json_escapes[c] or string.format("\\u%04x", c:byte())
+    end) .. '"'
   elseif t == "boolean" then out[#out + 1] = tostring(v)
   elseif t == "table" then
-    out[#out + 1] = "{"
-    local n = #v
-    for i = 1, n do serialize(v[i], out); out[#out + 1] = "," end
-    local keys = {}
+    local n, keys = #v, {}
     for k in pairs(v) do
-      if not (math.type(k) == "integer" and k >= 1 and k <= n) then keys[#keys + 1] = k end
+      if not (math.type(k) == "integer" and k >= 1 and k <= n) then
+        if type(k) ~= "string" then raise("cannot save a table key of type " .. type(k)) end
+        keys[#keys + 1] = k
+      end
     end
-    table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
-    for _, k in ipairs(keys) do
-      out[#out + 1] = "["; serialize(k, out); out[#out + 1] = "]="
-      serialize(v[k], out); out[#out + 1] = ","
+    if #keys == 0 then
+      out[#out + 1] = "["
+      for i = 1, n do if i > 1 then out[#out + 1] = "," end; to_json(v[i], out) end
+      out[#out + 1] = "]"
+    else
+      if n > 0 then raise("cannot save a table that is both a list and a record") end
+      table.sort(keys)
+      out[#out + 1] = "{"
+      for i, k in ipairs(keys) do
+        if i > 1 then out[#out + 1] = "," end
+        to_json(k, out); out[#out + 1] = ":"; to_json(v[k], out)
+      end
+      out[#out + 1] = "}"
     end
-    out[#out + 1] = "}"
   else
     raise("cannot save a " .. t)
   end
   return out
 end
 
--- Whether text (from a checkpoint) holds only what serialize writes: outside string literals,
--- nothing but names, numbers, braces, brackets, = , . + - and /. Without parentheses or colons
--- nothing can be called, so loading it as Lua cannot run code or loop.
-local function data_only(text)
-  local i, n = 1, #text
-  while i <= n do
-    local c = text:sub(i, i)
-    if c == '"' then
-      i = i + 1
-      while i <= n and text:sub(i, i) ~= '"' do i = i + (text:sub(i, i) == "\\" and 2 or 1) end
-      i = i + 1
-    elseif c:find("^[%w%s_{}%[%]=,%.%+%-/]") then
-      i = i + 1
-    else
-      return false
-    end
+-- Reading the metadata back (P.trainer_meta parses the JSON in C: data only, nothing runs):
+-- every field is checked, and a bad one is named: "<path>: trainer metadata: steps = -5 (expected
+-- a whole number >= 0)".
+local function meta_checker(path)
+  local C = {}
+  local function bad(name, v, expected)
+    local shown = type(v) == "string" and string.format("%q", v) or tostring(v)
+    if type(v) == "table" then shown = "a table" end
+    raise(string.format("%s: trainer metadata: %s = %s (expected %s)", path, name, shown:sub(1, 60),
+                        expected))
   end
-  return true
+  C.bad = bad
+  local special = {nan = 0 / 0, inf = huge, ["-inf"] = -huge}
+  function C.number(v, name, min, allow_special)
+    if allow_special and special[v] then return special[v] end
+    if type(v) ~= "number" or v ~= v or v == huge or v == -huge or (min and v < min) then
+      bad(name, v, "a finite number" .. (min and (" >= " .. min) or ""))
+    end
+    return v
+  end
+  function C.int(v, name, min)
+    local i = type(v) == "number" and math.tointeger(v) or nil
+    if not i or i < min or i > 2 ^ 53 then bad(name, v, "a whole number >= " .. min) end
+    return i
+  end
+  function C.list(v, name) -- a list of numbers (NaN and infinities allowed)
+    if type(v) ~= "table" then bad(name, v, "a list of numbers") end
+    local out = {}
+    for i = 1, #v do out[i] = C.number(v[i], name .. "[" .. i .. "]", nil, true) end
+    return out
+  end
+  function C.table(v, name)
+    if type(v) ~= "table" then bad(name, v, "a table") end
+    return v
+  end
+  return C
+end
+
+-- The trainer's state from its metadata st (a table parsed from JSON), every field checked.
+local function check_meta(st, path)
+  local C = meta_checker(path)
+  if st.version ~= 2 then C.bad("version", st.version, "2") end
+  local r = {}
+  for _, k in ipairs{"samples", "epochs", "pos", "steps", "seed"} do r[k] = C.int(st[k], k, 0) end
+  r.batch = C.int(st.batch, "batch", 1)
+  r.ranks = st.ranks ~= nil and C.int(st.ranks, "ranks", 1) or nil
+  if st.target ~= nil then
+    r.target = C.int(st.target, "target", 0)
+    if r.target < r.epochs then C.bad("target", st.target, "at least epochs = " .. r.epochs) end
+  end
+  if type(st.shuffle) ~= "boolean" then C.bad("shuffle", st.shuffle, "true or false") end
+  r.shuffle = st.shuffle
+  r.base_lr = C.number(st.base_lr, "base_lr", 0)
+  if st.optim_kind ~= "sgd" and st.optim_kind ~= "adam" and st.optim_kind ~= "adamw" then
+    C.bad("optim_kind", st.optim_kind, '"sgd", "adam" or "adamw"')
+  end
+  r.optim_kind = st.optim_kind
+  if st.clip ~= nil then r.clip = C.number(st.clip, "clip", 0) end
+  local rng = C.table(st.rng, "rng")
+  r.rng = {}
+  for i = 1, 2 do
+    r.rng[i] = type(rng[i]) == "string" and rng[i]:match("^%-?%d+$") and math.tointeger(tonumber(rng[i]))
+    if not r.rng[i] then C.bad("rng[" .. i .. "]", rng[i], "a whole number as a string") end
+  end
+  local sums = C.table(st.sums, "sums")
+  r.sums = {n = C.int(sums.n, "sums.n", 0), correct = C.int(sums.correct, "sums.correct", 0),
+            loss = C.number(sums.loss, "sums.loss", nil, true)}
+  if r.sums.correct > r.sums.n then C.bad("sums.correct", sums.correct, "at most sums.n") end
+  local h = C.table(st.history, "history")
+  r.history = {}
+  for _, k in ipairs{"loss", "lr", "train_loss", "train_acc", "test_loss", "test_acc"} do
+    r.history[k] = C.list(h[k], "history." .. k)
+  end
+  local loss = C.table(st.loss, "loss")
+  if loss.kind ~= "cross_entropy" and loss.kind ~= "mse" and loss.kind ~= "distill" then
+    C.bad("loss.kind", loss.kind, '"cross_entropy", "mse" or "distill"')
+  end
+  r.loss = {kind = loss.kind, label_smoothing = C.number(loss.label_smoothing or 0, "loss.label_smoothing", 0)}
+  if r.loss.label_smoothing >= 1 then C.bad("loss.label_smoothing", loss.label_smoothing, "below 1") end
+  r.schedule = st.schedule
+  if st.schedule ~= nil and st.schedule ~= "custom" then
+    -- A schedule's own constructor checks its fields.
+    local function rebuild(saved, name, depth)
+      if type(saved) ~= "table" or not kinds[saved.kind] then
+        C.bad(name .. ".kind", type(saved) == "table" and saved.kind or saved,
+              "one of the kinds of optim.schedule")
+      end
+      if depth > 8 then C.bad(name, saved, "schedules nested at most 8 deep") end
+      local opts = {}
+      for k, v in pairs(saved) do if k ~= "kind" then opts[k] = v end end
+      if opts.after ~= nil then opts.after = rebuild(opts.after, name .. ".after", depth + 1) end
+      local ok, s = pcall(kinds[saved.kind], opts)
+      if not ok then C.bad(name, saved.kind, util.reason(s, "optim.schedule." .. saved.kind)) end
+      return s
+    end
+    r.schedule = rebuild(st.schedule, "schedule", 1)
+  end
+  return r
 end
 
 -- ---------------------------------------------------------------- the Trainer
@@ -616,7 +705,20 @@ function Trainer:_close_epoch()
   self.epochs, self.pos = self.epochs + 1, 0
 end
 
+-- Refuses a step or fit started from inside one of this trainer's own steps (its schedule, an
+-- on_step hook, the data set's get), where it would overwrite the position and target of the
+-- one under way; returns a guard that marks the trainer busy until it is closed.
+local function enter(t, fname)
+  if t._busy then
+    raise(string.format("%s: the trainer is already inside %s (called from its schedule, an on_step "
+                        .. "hook or its data set); a trainer cannot train inside itself", fname, t._busy))
+  end
+  t._busy = fname
+  return setmetatable({}, {__close = function() t._busy = nil end})
+end
+
 function Trainer:step()
+  local busy <close> = enter(self, "Trainer:step")
   check_not_empty(self)
   if self.pos >= self:steps_per_epoch() then self:_close_epoch() end
   local x, y = self:_batch(self.epochs, self.pos)
@@ -691,6 +793,7 @@ end
 
 function Trainer:fit(opts)
   local f = "Trainer:fit"
+  if self._busy then enter(self, f) end -- raises: fit inside a step of the same trainer
   opts = check_options(opts, {"epochs", "eval", "eval_batch", "verbose"}, f)
   if opts.verbose ~= nil then self.verbose = opts.verbose end
   if opts.eval ~= nil then self.eval_set = opts.eval and check_data(opts.eval, f) or nil end
@@ -786,17 +889,17 @@ function Trainer:save(path)
   local cfg = self.optim:config()
   local seed, counter = P.rng_state()
   local state = {
-    version = 1, samples = self.data:size(), epochs = self.epochs, pos = self.pos,
+    version = 2, samples = self.data:size(), epochs = self.epochs, pos = self.pos,
     ranks = self.ddp and self.ddp.size or 1, -- batch x ranks: the global batch, which a resume keeps
     steps = self.steps, seed = self.seed, batch = self.batch, shuffle = self.shuffle,
     base_lr = self.base_lr, target = self.target, optim_kind = cfg.kind, clip = cfg.clip,
-    rng = {seed, counter}, sums = self.sums, history = self.history,
+    rng = {string.format("%d", seed), string.format("%d", counter)}, sums = self.sums, history = self.history,
     loss = {kind = self.loss.kind, label_smoothing = self.loss.label_smoothing},
     schedule = self.schedule and (schedule_fields(self.schedule) or "custom") or nil,
   }
   -- Under several ranks every rank holds the same weights: rank 1 writes, the others wait for it.
   if not self.ddp or dist.is_main() then
-    P.save_trainer(path, self.net, self.optim, table.concat(serialize(state, {})))
+    P.save_trainer(path, self.net, self.optim, table.concat(to_json(state, {})))
   end
   if self.ddp then dist.barrier() end
   return self
@@ -807,14 +910,9 @@ function Trainer.load(path, opts)
   if type(path) ~= "string" then raise(f .. ": expected a file path") end
   util.check_path(path)
   opts = check_options(opts, {"data", "loss", "schedule", "verbose"}, f)
-  local text = P.trainer_meta(path)
-  if not text then raise(path .. ": not a trainer checkpoint (nn.load reads a network)") end
-  if not data_only(text) then raise(path .. ": corrupt trainer metadata") end
-  local chunk = load("return " .. text, "=" .. path, "t", {})
-  local ok, st = pcall(chunk or error, "bad trainer metadata")
-  if not ok or type(st) ~= "table" or st.version ~= 1 then
-    raise(path .. ": corrupt trainer metadata")
-  end
+  local meta = P.trainer_meta(path)
+  if not meta then raise(path .. ": not a trainer checkpoint (nn.load reads a network)") end
+  local st = check_meta(meta, path)
   local net, opt = P.load_trainer(path, st.optim_kind)
   if st.clip and st.clip > 0 then opt:set_clip(st.clip) end
   local loss = opts.loss
@@ -826,7 +924,7 @@ function Trainer.load(path, opts)
   if not schedule and st.schedule == "custom" then
     print("nn.Trainer.load: the run used a custom schedule; pass it again as {schedule = ...}")
   elseif not schedule then
-    schedule = rebuild_schedule(st.schedule)
+    schedule = st.schedule
   end
   -- Under another number of ranks the global batch stays: each rank's batch changes, so the
   -- position (in global batches) and the order of the samples stay exact.
@@ -844,6 +942,10 @@ function Trainer.load(path, opts)
   if t.data:size() ~= st.samples then
     raise(string.format("%s: the data set has %d samples but the run was on %d", f, t.data:size(),
                         st.samples))
+  end
+  if st.pos > t:steps_per_epoch() then
+    raise(string.format("%s: trainer metadata: pos = %d but an epoch has %d batches", path, st.pos,
+                        t:steps_per_epoch()))
   end
   t.epochs, t.pos, t.steps, t.base_lr, t.target = st.epochs, st.pos, st.steps, st.base_lr, st.target
   t.sums, t.history = st.sums, setmetatable(st.history, History)

@@ -36,6 +36,8 @@ done
 for t in tests/lua/test_*.lua; do
     [ -f "$t" ] && suite "$(basename "$t")" "$NNLAB" tests/lua/harness.lua "$t"
 done
+[ -f tests/fuzz/run.sh ] && suite fuzz sh tests/fuzz/run.sh test
+[ -f tests/faults/run.sh ] && suite faults sh tests/faults/run.sh
 [ -f tests/repl/run.sh ] && suite repl sh tests/repl/run.sh
 [ -f tests/viz/run.sh ] && suite viz-window sh tests/viz/run.sh
 [ -f tests/dist/run.sh ] && suite dist sh tests/dist/run.sh

@@ -192,11 +192,7 @@ nl_status nl_lowrank_factorize(nl_module *net, int rank, double energy, int *cou
     int n = 0, cap = 0;
     nl_status st = collect(net, rank, energy, &v, &n, &cap);
     for (int i = 0; i < n; i++) {
-        if (st == NL_OK) {
-            nl_module *old = v[i].parent->children[v[i].index];
-            v[i].parent->children[v[i].index] = nl_module_retain(v[i].m);
-            nl_module_release(old);
-        }
+        if (st == NL_OK) st = nl_module_replace(v[i].parent, v[i].index, v[i].m);
         nl_module_release(v[i].m);
     }
     free(v);

@@ -26,14 +26,6 @@ static void walk(nl_module *m, nl_module *parent, int index, const char *path, v
     }
 }
 
-/* Puts m in place of parent's child index (parent takes a reference, the old child loses one). */
-static void replace_child(nl_module *parent, int index, nl_module *m)
-{
-    nl_module *old = parent->children[index];
-    parent->children[index] = nl_module_retain(m);
-    nl_module_release(old);
-}
-
 /* ---------------------------------------------------------------- layers ---------------- */
 
 /* The zeros of an f32 tensor on any device (a host copy of a device tensor), -1 when the copy
@@ -591,7 +583,7 @@ static nl_status channels_on_host(nl_module *net, double amount, int norm, int64
     }
 #undef KEEP
     for (int i = 0; i < c.nt && st == NL_OK; i++)
-        if (c.t[i].rebuilt) replace_child(c.t[i].parent, c.t[i].index, c.t[i].rebuilt);
+        if (c.t[i].rebuilt) st = nl_module_replace(c.t[i].parent, c.t[i].index, c.t[i].rebuilt);
     if (st == NL_OK && removed) *removed = gone;
     chan_free(&c, keeps);
     return st;

@@ -179,7 +179,7 @@ static nl_status qconv_infer(const nl_module *m, int ndim, const int64_t *in, in
     out[f32 ? 2 : 1] = oh;
     out[f32 ? 3 : 2] = ow;
     *out_ndim = 4;
-    *macs = in[0] * ch * cw * o * c * k * k;
+    *macs = nl_layer_product(7, (int64_t[]){in[0], ch, cw, o, c, k, k});
     return NL_OK;
 }
 
@@ -196,7 +196,7 @@ static nl_status qlinear_infer(const nl_module *m, int ndim, const int64_t *in, 
     out[0] = in[0];
     out[1] = fout;
     *out_ndim = 2;
-    *macs = in[0] * fin * fout;
+    *macs = nl_layer_product(3, (int64_t[]){in[0], fin, fout});
     return NL_OK;
 }
 
@@ -369,8 +369,11 @@ static nl_status int4_init(nl_module *m)
 {
     const bool conv = is_int4conv(m);
     const int64_t in = (int64_t)m->args[0], out = (int64_t)m->args[1],
-                  k = conv ? (int64_t)m->args[2] : 1, K = in * k * k,
+                  k = conv ? (int64_t)m->args[2] : 1, K = nl_layer_product(3, (int64_t[]){in, k, k}),
                   group = (int64_t)m->args[int4_group_arg(m)];
+    if (K > INT32_MAX)
+        return nl_seterr(NL_EINVAL, "%s: in*k*k = %lld*%lld*%lld is too large (at most %d)",
+                         m->type->name, (long long)in, (long long)k, (long long)k, INT32_MAX);
     const bool bias = m->args[conv ? 5 : 2] != 0;
     nl_status st = add_buffer(m, "weight", NL_U8, 2, (int64_t[]){out, (K + 1) / 2}, 0x88);
     if (st == NL_OK) st = add_buffer(m, "scale", NL_U8, 2, (int64_t[]){out, (K + group - 1) / group}, 1);

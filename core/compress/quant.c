@@ -1,6 +1,7 @@
 /* quant.c: post-training int8 quantization: calibration of activation ranges on sample batches,
  * conversion of a float network to the integer layers of qlayers.c, and per-layer reports. */
 #include "quant.h"
+#include "layer.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -576,7 +577,7 @@ static nl_tensor *quant_weight_like(nl_module *m, bool *q8, int64_t *K)
     }
     const bool conv = is_type(m, &nl_qconv2d_type) || is_type(m, &nl_int4conv2d_type);
     const int64_t O = (int64_t)m->args[1], in = (int64_t)m->args[0], k = conv ? (int64_t)m->args[2] : 1;
-    *K = in * k * k;
+    *K = nl_layer_product(3, (int64_t[]){in, k, k});
     return nl_tensor_empty(NL_F32, conv ? 4 : 2, (int64_t[]){O, in, k, k}, NL_CPU);
 }
 

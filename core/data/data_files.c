@@ -365,11 +365,26 @@ static nl_status idx_read(const char *path, int ndim, int64_t *dims, nl_tensor *
                       "%s of unsigned bytes)", fname, path, head[0], head[1], head[2], head[3], ndim,
                       ndim == 1 ? "labels" : "images");
     }
-    int64_t count = 1;
+    size_t count = 1;
+    bool overflow = false;
     for (int d = 0; s == NL_OK && d < ndim; d++) {
         const uint8_t *b = head + 4 + 4 * d;
         dims[d] = (int64_t)b[0] << 24 | (int64_t)b[1] << 16 | (int64_t)b[2] << 8 | b[3];
-        count *= dims[d];
+        if (!nl_mul_overflow(count, (size_t)dims[d], &count) || count > (size_t)INT64_MAX) overflow = true;
+    }
+    if (s == NL_OK && overflow)
+        s = nl_seterr(NL_EFORMAT, "%s: '%s' declares %lld x %lld x %lld bytes, more than any file "
+                      "can hold", fname, path, (long long)dims[0], ndim > 1 ? (long long)dims[1] : 1LL,
+                      ndim > 2 ? (long long)dims[2] : 1LL);
+    /* Nothing is allocated for more data than the file can hold: its own size when plain, and
+     * deflate's largest ratio (1032:1) when gzipped (a small file promising gigabytes). */
+    struct stat sb;
+    if (s == NL_OK && stat(path, &sb) == 0) {
+        const double most = gzdirect(f) ? (double)sb.st_size - (double)hlen : (double)sb.st_size * 1032.0;
+        if ((double)count > most)
+            s = nl_seterr(NL_EFORMAT, "%s: '%s' is truncated: its header promises %lld bytes of "
+                          "data, more than its %lld bytes can hold", fname, path, (long long)count,
+                          (long long)sb.st_size);
     }
     if (s == NL_OK && ndim == 3) {
         int64_t shape[4] = {dims[0], 1, dims[1], dims[2]};
@@ -487,12 +502,13 @@ static void resize_rgb(const uint8_t *src, int sw, int sh, uint8_t *dst, int dw,
 
 /* Decodes image file path into out (3 planes of h x w), resized when resize is set, else
  * required to be w x h already. */
-static nl_status load_image(const char *path, nl_image_decoder decode, int w, int h, bool resize,
-                            uint8_t *out)
+static nl_status load_image(const char *path, nl_image_decoder decode, int64_t max_pixels, int w,
+                            int h, bool resize, uint8_t *out)
 {
     int iw, ih;
     uint8_t *px = NULL;
-    nl_status s = decode(path, &iw, &ih, &px);
+    nl_status s = nl_check_interrupt();
+    if (s == NL_OK) s = decode(path, max_pixels, &iw, &ih, &px);
     if (s != NL_OK) {
         char why[512];
         snprintf(why, sizeof why, "%s", nl_errmsg());
@@ -506,10 +522,15 @@ static nl_status load_image(const char *path, nl_image_decoder decode, int w, in
     return s;
 }
 
-nl_dataset *nl_image_folder_load(const char *dir, int width, int height, nl_image_decoder decode)
+nl_dataset *nl_image_folder_load(const char *dir, int width, int height, int64_t max_pixels,
+                                 nl_image_decoder decode)
 {
     if (width < 0 || height < 0 || width > 16384 || height > 16384 || (!width) != (!height)) {
         nl_seterr(NL_EINVAL, "image_folder: size %dx%d (expected 1 to 16384, or none)", width, height);
+        return NULL;
+    }
+    if (max_pixels < 1) {
+        nl_seterr(NL_EINVAL, "image_folder: max_pixels = %lld (expected at least 1)", (long long)max_pixels);
         return NULL;
     }
     bool resize = width != 0;
@@ -540,7 +561,12 @@ nl_dataset *nl_image_folder_load(const char *dir, int width, int height, nl_imag
     if (s == NL_OK && !width) {
         uint8_t *px = NULL;
         s = fmt_path(path, "%s/%s/%s", dir, classes.v[owner[0]], files.v[0]);
-        if (s == NL_OK) s = decode(path, &width, &height, &px);
+        if (s == NL_OK) s = decode(path, max_pixels, &width, &height, &px);
+        if (s != NL_OK) {
+            char why[512];
+            snprintf(why, sizeof why, "%s", nl_errmsg());
+            s = nl_seterr(s, "image_folder: %s", why);
+        }
         free(px);
     }
     if (s == NL_OK) s = alloc_set(files.n, 3, height, width, &images, &labels);
@@ -550,7 +576,8 @@ nl_dataset *nl_image_folder_load(const char *dir, int width, int height, nl_imag
         size_t chw = 3 * (size_t)width * (size_t)height;
         for (int i = 0; s == NL_OK && i < files.n; i++) {
             s = fmt_path(path, "%s/%s/%s", dir, classes.v[owner[i]], files.v[i]);
-            if (s == NL_OK) s = load_image(path, decode, width, height, resize, pix + (size_t)i * chw);
+            if (s == NL_OK)
+                s = load_image(path, decode, max_pixels, width, height, resize, pix + (size_t)i * chw);
             py[i] = owner[i];
         }
     }

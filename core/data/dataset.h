@@ -107,17 +107,21 @@ nl_status nl_cifar_save(const char *dir, const nl_dataset *train, const nl_datas
 nl_status nl_mnist_load(const char *dir, bool fashion, nl_dataset **train, nl_dataset **test);
 
 /* Decodes an image file into RGB bytes (*pixels: h rows of w pixels of 3 bytes, malloc'd, the
- * caller frees). Returns NL_OK, or an error naming the file. Must be safe to call from several
- * threads at once. viz/image.h's nl_image_load_rgb is one. */
-typedef nl_status (*nl_image_decoder)(const char *path, int *w, int *h, uint8_t **pixels);
+ * caller frees), refusing before decoding a file that declares more than max_pixels pixels.
+ * Returns NL_OK, or an error naming the file (NL_EINTR when Ctrl-C stopped it). Must be safe to
+ * call from several threads at once. viz/image.h's nl_image_load_rgb is one. */
+typedef nl_status (*nl_image_decoder)(const char *path, int64_t max_pixels, int *w, int *h,
+                                      uint8_t **pixels);
 
 /* A data set of the images under dir, one sub-folder per class (classes in sorted name order,
  * images in sorted file name order; names starting with '.' are skipped), decoded by decode and
  * resized bilinearly (pixel centres aligned, as PyTorch's align_corners=false; no antialiasing)
  * to width x height; width = height = 0 keeps the first image's size and requires it of all.
- * Images are [3, height, width]. New reference, or NULL with an error naming the file or folder
- * (an image that does not decode, an empty class folder, no class folders, NL_ENOMEM). */
-nl_dataset *nl_image_folder_load(const char *dir, int width, int height,
+ * Images are [3, height, width]; a file declaring more than max_pixels pixels is refused
+ * before it is decoded. New reference, or NULL with an error naming the file or folder (an image
+ * that does not decode or is too large, an empty class folder, no class folders, NL_ENOMEM,
+ * NL_EINTR after Ctrl-C). */
+nl_dataset *nl_image_folder_load(const char *dir, int width, int height, int64_t max_pixels,
                                  nl_image_decoder decode);
 
 /* ---------------------------------------------------------------- loader ---------------- */

@@ -626,8 +626,13 @@ char *nl_checkpoint_arch_json(const nl_module *m)
     return s;
 }
 
-static nl_module *arch_build(const cJSON *node, const char *ctx)
+/* The module described by node, depth levels down (the outermost: 1). */
+static nl_module *arch_build(const cJSON *node, const char *ctx, int depth)
 {
+    if (depth > NL_MAX_DEPTH) {
+        bad_file(ctx, "architecture: the network is nested more than %d levels deep", NL_MAX_DEPTH);
+        return NULL;
+    }
     if (!cJSON_IsObject(node)) {
         bad_file(ctx, "architecture: a module is not a JSON object");
         return NULL;
@@ -671,9 +676,14 @@ static nl_module *arch_build(const cJSON *node, const char *ctx)
         return NULL;
     }
     cJSON_ArrayForEach(j, kids) {
-        nl_module *c = arch_build(j, ctx);
+        nl_module *c = arch_build(j, ctx, depth + 1);
         nl_status st = c ? nl_module_add(m, c) : nl_errcode();
         nl_module_release(c);
+        if (c && st != NL_OK) {
+            char why[256];
+            snprintf(why, sizeof why, "%s", nl_errmsg());
+            bad_file(ctx, "architecture: %s", why);
+        }
         if (st != NL_OK) {
             nl_module_release(m);
             return NULL;
@@ -691,7 +701,7 @@ nl_module *nl_checkpoint_arch_build(const char *json, const char *ctx)
     }
     /* Building initialises parameters from the global RNG: keep the caller's stream as it was. */
     nl_rng_state rng = nl_rng_get_state();
-    nl_module *m = arch_build(root, ctx);
+    nl_module *m = arch_build(root, ctx, 1);
     nl_rng_set_state(rng);
     cJSON_Delete(root);
     return m;

@@ -22,7 +22,7 @@ static nl_status conv_init(nl_module *m)
         return nl_seterr(NL_ENOMEM, "Conv2d: out of memory");
     const int64_t in = (int64_t)m->args[ARG_IN], out = (int64_t)m->args[ARG_OUT],
                   k = (int64_t)m->args[ARG_K];
-    const double bound = 1 / sqrt((double)(in * k * k)); /* kaiming_uniform(a=sqrt(5)), fan_in */
+    const double bound = 1 / sqrt((double)in * (double)k * (double)k); /* kaiming_uniform(a=sqrt(5)), fan_in */
     nl_status st = nl_layer_uniform_param(m, "weight", 4, (int64_t[]){out, in, k, k}, bound);
     if (st == NL_OK && m->args[ARG_BIAS] != 0)
         st = nl_layer_uniform_param(m, "bias", 1, (int64_t[]){out}, bound);
@@ -56,14 +56,16 @@ static nl_status conv_infer(const nl_module *m, int ndim, const int64_t *in, int
                                     (long long)in[2], (long long)in[3], (long long)k, (long long)k,
                                     (long long)p);
     const int64_t oh = (in[2] + 2 * p - k) / s + 1, ow = (in[3] + 2 * p - k) / s + 1;
-    if (c * k * k > INT32_MAX || oh * ow > INT32_MAX || o * c * k * k > INT32_MAX)
+    if (nl_layer_product(3, (int64_t[]){c, k, k}) > INT32_MAX ||
+        nl_layer_product(2, (int64_t[]){oh, ow}) > INT32_MAX ||
+        nl_layer_product(4, (int64_t[]){o, c, k, k}) > INT32_MAX)
         return nl_layer_shape_error(m, ndim, in, "too large for a convolution through sgemm");
     out[0] = in[0];
     out[1] = o;
     out[2] = oh;
     out[3] = ow;
     *out_ndim = 4;
-    *macs = in[0] * o * oh * ow * c * k * k;
+    *macs = nl_layer_product(7, (int64_t[]){in[0], o, oh, ow, c, k, k});
     return NL_OK;
 }
 

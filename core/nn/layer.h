@@ -33,6 +33,10 @@ nl_tensor *nl_layer_buffer(nl_tensor **slot, nl_dtype dtype, int ndim, const int
     {.name = "stride", .def = NAN, .integer = true, .min = 1, .doc = "step between windows (default k)"}, \
     {.name = "padding", .def = 0, .integer = true, .min = 0, .doc = "padding on each side (at most k/2)"}
 
+/* The product of the n factors (sizes from a user or a file), or INT64_MAX when it does not fit:
+ * sizes and multiply-add counts never overflow (undefined behaviour), they saturate. */
+int64_t nl_layer_product(int n, const int64_t *factors);
+
 /* NL_ESHAPE with "<Type>: <message> (input [..])". */
 nl_status nl_layer_shape_error(const nl_module *m, int ndim, const int64_t *in, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

@@ -53,12 +53,11 @@ static nl_status linear_infer(const nl_module *m, int ndim, const int64_t *in, i
     if (in[ndim - 1] != fin)
         return nl_layer_shape_error(m, ndim, in, "input has %lld features, expected %lld",
                                     (long long)in[ndim - 1], (long long)fin);
-    int64_t rows = 1;
-    for (int d = 0; d < ndim - 1; d++) rows *= in[d];
+    const int64_t rows = nl_layer_product(ndim - 1, in);
     for (int d = 0; d < ndim - 1; d++) out[d] = in[d];
     out[ndim - 1] = fout;
     *out_ndim = ndim;
-    *macs = rows * fin * fout;
+    *macs = nl_layer_product(3, (int64_t[]){rows, fin, fout});
     return NL_OK;
 }
 

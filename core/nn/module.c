@@ -205,11 +205,25 @@ nl_module *nl_module_retain(nl_module *m)
     return m;
 }
 
+/* Forgets one slot of parent holding m. */
+static void unlink_parent(nl_module *m, const nl_module *parent)
+{
+    for (int i = 0; i < m->nparents; i++)
+        if (m->parents[i] == parent) {
+            m->parents[i] = m->parents[--m->nparents];
+            return;
+        }
+}
+
 void nl_module_release(nl_module *m)
 {
     if (!m || --m->refcount > 0) return;
-    for (int i = 0; i < m->nchildren; i++) nl_module_release(m->children[i]);
+    for (int i = 0; i < m->nchildren; i++) {
+        unlink_parent(m->children[i], m);
+        nl_module_release(m->children[i]);
+    }
     free(m->children);
+    free(m->parents);
     for (int i = 0; i < m->nparams; i++) {
         nl_tensor_release(m->params[i].value);
         nl_tensor_release(m->params[i].grad);
@@ -232,6 +246,42 @@ static bool contains(const nl_module *m, const nl_module *target)
     return false;
 }
 
+/* Levels from m down to its deepest leaf (a leaf: 1). */
+static int height(const nl_module *m)
+{
+    int h = 0;
+    for (int i = 0; i < m->nchildren; i++) {
+        int k = height(m->children[i]);
+        if (k > h) h = k;
+    }
+    return h + 1;
+}
+
+/* Levels from the outermost container holding m down to m (m alone: 1). */
+static int depth_above(const nl_module *m)
+{
+    int d = 0;
+    for (int i = 0; i < m->nparents; i++) {
+        int k = depth_above(m->parents[i]);
+        if (k > d) d = k;
+    }
+    return d + 1;
+}
+
+/* Puts child (a new reference) in slot ch[index] of c, recording c as one of its parents. */
+static nl_status link_child(nl_module *c, nl_module *child, const char *what)
+{
+    int depth = depth_above(c) + height(child);
+    if (depth > NL_MAX_DEPTH)
+        return nl_seterr(NL_EINVAL, "%s: %s would nest the network %d levels deep (at most %d)",
+                         c->type->name, what, depth, NL_MAX_DEPTH);
+    nl_module **p = realloc(child->parents, (size_t)(child->nparents + 1) * sizeof *p);
+    if (!p) return nl_seterr(NL_ENOMEM, "%s: out of memory adding a module", c->type->name);
+    p[child->nparents++] = c;
+    child->parents = p;
+    return NL_OK;
+}
+
 nl_status nl_module_insert(nl_module *c, int index, nl_module *child)
 {
     if (!c || !child) return nl_seterr(NL_EINVAL, "module: insert needs a container and a module");
@@ -246,6 +296,9 @@ nl_status nl_module_insert(nl_module *c, int index, nl_module *child)
                          c->type->name);
     nl_module **ch = realloc(c->children, (size_t)(c->nchildren + 1) * sizeof *ch);
     if (!ch) return nl_seterr(NL_ENOMEM, "%s: out of memory adding a module", c->type->name);
+    c->children = ch;
+    nl_status st = link_child(c, child, "adding this module");
+    if (st != NL_OK) return st;
     memmove(ch + index + 1, ch + index, (size_t)(c->nchildren - index) * sizeof *ch);
     ch[index] = nl_module_retain(child);
     c->children = ch;
@@ -258,12 +311,33 @@ nl_status nl_module_add(nl_module *c, nl_module *child)
     return nl_module_insert(c, c ? c->nchildren : 0, child);
 }
 
+nl_status nl_module_replace(nl_module *c, int index, nl_module *child)
+{
+    if (!c || !child || index < 0 || index >= c->nchildren)
+        return nl_seterr(NL_EINVAL, "module: replace needs a container, a position in it and a module");
+    nl_module *old = c->children[index];
+    if (old == child) return NL_OK;
+    if (contains(child, c))
+        return nl_seterr(NL_EINVAL, "%s: cannot hold itself or a module that contains it",
+                         c->type->name);
+    unlink_parent(old, c);
+    nl_status st = link_child(c, child, "this module");
+    if (st != NL_OK) {
+        (void)link_child(c, old, "the module replaced"); /* restores the slot just freed */
+        return st;
+    }
+    c->children[index] = nl_module_retain(child);
+    nl_module_release(old);
+    return NL_OK;
+}
+
 nl_status nl_module_remove(nl_module *c, int index)
 {
     if (!c) return nl_seterr(NL_EINVAL, "module: remove needs a container");
     if (index < 0 || index >= c->nchildren)
         return nl_seterr(NL_EINVAL, "%s: position %d is out of range (it holds %d modules)",
                          c->type->name, index, c->nchildren);
+    unlink_parent(c->children[index], c);
     nl_module_release(c->children[index]);
     memmove(c->children + index, c->children + index + 1,
             (size_t)(c->nchildren - index - 1) * sizeof *c->children);
@@ -587,6 +661,14 @@ nl_tensor *nl_layer_buffer(nl_tensor **slot, nl_dtype dtype, int ndim, const int
     nl_tensor_release(t);
     *slot = nl_tensor_empty(dtype, ndim, shape, dev);
     return *slot;
+}
+
+int64_t nl_layer_product(int n, const int64_t *factors)
+{
+    int64_t p = 1;
+    for (int i = 0; i < n; i++)
+        if (factors[i] < 0 || __builtin_mul_overflow(p, factors[i], &p)) return INT64_MAX;
+    return p;
 }
 
 nl_status nl_layer_shape_error(const nl_module *m, int ndim, const int64_t *in, const char *fmt, ...)

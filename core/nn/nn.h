@@ -9,6 +9,9 @@
 
 #define NL_MAX_ARGS 8
 #define NL_MAX_PARAMS 6
+/* The deepest nesting of containers a network may have (a lone layer is 1 deep): every way of
+ * building one (Lua, checkpoints, architecture JSON) refuses deeper, naming where. */
+#define NL_MAX_DEPTH 100
 
 /* One constructor argument of a module type. Positional arguments come first (npos of them);
  * the rest are options with defaults. Every value is a number (booleans are 0/1). */
@@ -76,6 +79,8 @@ struct nl_module {
     nl_param params[NL_MAX_PARAMS];
     int nchildren;
     nl_module **children;         /* owned references (containers) */
+    int nparents;
+    nl_module **parents;          /* the containers holding this module (borrowed, one per slot) */
     nl_tensor *input;             /* last input (a reference), for backward and feature maps */
     nl_tensor *output;            /* last output (a reference) */
     void *state;                  /* type-specific */
@@ -101,10 +106,14 @@ nl_module *nl_module_retain(nl_module *m);
 nl_module *nl_module_clone(const nl_module *m);
 void nl_module_release(nl_module *m);
 
-/* Containers: appends / inserts (0-based) / removes a child (the container takes a reference). */
+/* Containers: appends / inserts (0-based) / removes a child (the container takes a reference).
+ * NL_EINVAL when the network would nest deeper than NL_MAX_DEPTH. */
 nl_status nl_module_add(nl_module *c, nl_module *child);
 nl_status nl_module_insert(nl_module *c, int index, nl_module *child);
 nl_status nl_module_remove(nl_module *c, int index);
+/* Puts child in place of c's child index (c takes a reference, the old child loses one).
+ * NL_EINVAL for a bad position, a cycle or nesting deeper than NL_MAX_DEPTH (c unchanged). */
+nl_status nl_module_replace(nl_module *c, int index, nl_module *child);
 
 /* Adds a parameter (grad allocated and zeroed when with_grad) to m during init. m takes its own
  * reference to value (the caller releases its own). NL_EINVAL for a duplicate or long name. */

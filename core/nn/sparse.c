@@ -24,14 +24,9 @@ static bool is_type(const nl_module *m, const char *name) { return strcmp(m->typ
  * Convolutions go sparse from 60%, where both win at both batch sizes. Linear layers go sparse
  * from 50%: lower, every unpruned layer would hold a CSR copy of its weight for a kernel that is
  * just a faster dense product for this shape, which is not what the switch is for. */
-const double nl_sparse_default_threshold[NL_SPARSE_KINDS] = {
-    [NL_SPARSE_CONV] = 0.6,
-    [NL_SPARSE_LINEAR] = 0.5,
-};
-static double sparse_threshold[NL_SPARSE_KINDS] = {
-    [NL_SPARSE_CONV] = nl_sparse_default_threshold[NL_SPARSE_CONV],
-    [NL_SPARSE_LINEAR] = nl_sparse_default_threshold[NL_SPARSE_LINEAR],
-};
+#define SPARSE_DEFAULTS {[NL_SPARSE_CONV] = 0.6, [NL_SPARSE_LINEAR] = 0.5} /* one list for both */
+const double nl_sparse_default_threshold[NL_SPARSE_KINDS] = SPARSE_DEFAULTS;
+static double sparse_threshold[NL_SPARSE_KINDS] = SPARSE_DEFAULTS; /* C11: a constant initializer */
 
 static int64_t sparse_forwards; /* nl_sparse_forwards: layers are run from one host thread */
 

@@ -596,7 +596,7 @@ static void write_png(const char *path, int w, int h, int r0, int g0, int b0)
 
 static void folder_fails(const char *dir, int size, const char *a, const char *b)
 {
-    nl_dataset *ds = nl_image_folder_load(dir, size, size, nl_image_load_rgb);
+    nl_dataset *ds = nl_image_folder_load(dir, size, size, NL_IMAGE_MAX_PIXELS, nl_image_load_rgb);
     CHECK(!ds && says(a, b), "%s: expected an error with '%s', got '%s'", dir, a, nl_errmsg());
     nl_dataset_release(ds);
 }
@@ -610,7 +610,7 @@ static void test_image_folder(void)
     write_png(tmp("img/ant/b.png"), 4, 4, 50, 60, 70);
     write_png(tmp("img/ant/a.png"), 4, 4, 90, 100, 110);
     write_file(tmp("img/ant/.hidden"), "not an image", 12);
-    nl_dataset *ds = nl_image_folder_load(tmp("img"), 0, 0, nl_image_load_rgb);
+    nl_dataset *ds = nl_image_folder_load(tmp("img"), 0, 0, NL_IMAGE_MAX_PIXELS, nl_image_load_rgb);
     CHECK(ds != NULL, "load: %s", nl_errmsg());
     if (!ds) return;
     const int64_t *sh = ds->images->shape;
@@ -626,7 +626,7 @@ static void test_image_folder(void)
     nl_dataset_release(ds);
 
     /* resizing 4x4 -> 2x2 with aligned pixel centres averages 2x2 blocks */
-    ds = nl_image_folder_load(tmp("img"), 2, 2, nl_image_load_rgb);
+    ds = nl_image_folder_load(tmp("img"), 2, 2, NL_IMAGE_MAX_PIXELS, nl_image_load_rgb);
     CHECK(ds && ds->images->shape[2] == 2 && ds->images->shape[3] == 2, "resized: %s", nl_errmsg());
     if (ds) {
         p = nl_tensor_data(ds->images);
@@ -638,7 +638,7 @@ static void test_image_folder(void)
     /* a committed JPEG (a CIFAR-10 image) decodes to 32x32 RGB */
     int w = 0, h = 0;
     uint8_t *px = NULL;
-    CHECK(nl_image_load_rgb("tests/data/images/cat.jpg", &w, &h, &px) == NL_OK && w == 32 && h == 32,
+    CHECK(nl_image_load_rgb("tests/data/images/cat.jpg", NL_IMAGE_MAX_PIXELS, &w, &h, &px) == NL_OK && w == 32 && h == 32,
           "JPEG: %s", nl_errmsg());
     if (px) {
         double mean = 0;
