@@ -59,7 +59,7 @@ print(string.format("nnlab:   train %.0f images/s (nn.Trainer, batch %d, %d thre
                     .. "eval %.0f images/s (nn.evaluate, batch 256, %d images), peak RSS %.0f MiB",
                     best.ours[1], BATCH, sys.threads(), RUNS, STEPS, best.ours[2], EVAL_N, sys.memory().peak))
 if not cmd then
-  print("peer: not run (nnlab bench/train_step.lua /usr/bin/python3 ../shared/bench runs it)")
+  print("peer: not run (nnlab bench/train_step.lua /usr/bin/python3 bench/peers runs it)")
   return
 end
 print(string.format("PyTorch: train %.0f images/s, eval %.0f images/s, peak RSS %.0f MiB (best of %d: %s)",
