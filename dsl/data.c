@@ -190,7 +190,15 @@ static int l_image_folder(lua_State *L)
         nl_dsl_error(L, "image_folder: size must be {height, width} or one number for a square");
     }
     nl_dataset **box = new_dataset_box(L);
-    if (!(*box = nl_image_folder_load(dir, (int)w, (int)h, nl_image_load_rgb))) return nl_dsl_core_error(L);
+    int skipped;
+    if (!(*box = nl_image_folder_load(dir, (int)w, (int)h, nl_image_load_rgb, &skipped)))
+        return nl_dsl_core_error(L);
+    if (skipped > 0) { /* said through print, so a script or test can redirect it */
+        lua_getglobal(L, "print");
+        lua_pushfstring(L, "image_folder: skipped %d file%s that %s not an image by its extension in "
+                        "'%s'", skipped, skipped == 1 ? "" : "s", skipped == 1 ? "is" : "are", dir);
+        lua_call(L, 1, 0);
+    }
     return 1;
 }
 
@@ -581,7 +589,8 @@ static const nl_dsl_fn data_fns[] = {
      "print(pcall(data.mnist, \"/nonexistent\"))"},
     {"image_folder", l_image_folder, "data.image_folder(dir [, {size={h, w}}]) -> Dataset",
      "Images in dir/<class>/<file> (PNG, JPEG, ...: SDL2_image), classes in sorted folder order, "
-     "as RGB; size resizes bilinearly (a number for squares), else all must share the first's size.",
+     "as RGB; size resizes bilinearly (a number for squares), else all must share the first's size. "
+     "Files that are not images by their extension (notes.txt) are skipped, and their count printed.",
      "print(pcall(data.image_folder, \"/nonexistent\", {size = {32, 32}}))"},
     {"from_tensors", l_from_tensors, "data.from_tensors(images, labels [, {classes=, name=}]) -> Dataset",
      "A data set from images [N, C, H, W] (u8, or floats in [0, 1], kept as bytes) and 1-based "

@@ -438,8 +438,22 @@ nl_status nl_mnist_load(const char *dir, bool fashion, nl_dataset **train, nl_da
 
 /* ---------------------------------------------------------------- image folders --------- */
 
-/* Appends the entries of dir (sorted, dot-names skipped) that are folders (want_dirs) or not. */
-static nl_status list_dir(const char *dir, bool want_dirs, strlist *out)
+/* The file name extensions of images (torchvision's IMG_EXTENSIONS and what SDL2_image reads
+ * besides), compared without case. */
+static bool image_extension(const char *name)
+{
+    static const char *const ext[] = {"jpg", "jpeg", "png", "ppm", "pgm", "pbm", "pnm", "bmp",
+                                      "gif", "tga", "tif", "tiff", "webp"};
+    const char *dot = strrchr(name, '.');
+    if (!dot || dot == name) return false;
+    for (size_t i = 0; i < sizeof ext / sizeof *ext; i++)
+        if (strcasecmp(dot + 1, ext[i]) == 0) return true;
+    return false;
+}
+
+/* Appends the entries of dir (sorted, dot-names skipped) that are folders (want_dirs) or, when
+ * not, files with an image extension; *skipped (when given) counts the other files. */
+static nl_status list_dir(const char *dir, bool want_dirs, strlist *out, int *skipped)
 {
     DIR *d = opendir(dir);
     if (!d) return nl_seterr(NL_EIO, "image_folder: cannot open folder '%s': %s", dir, strerror(errno));
@@ -450,7 +464,12 @@ static nl_status list_dir(const char *dir, bool want_dirs, strlist *out)
     while (s == NL_OK && (e = readdir(d))) {
         if (e->d_name[0] == '.') continue;
         s = fmt_path(path, "%s/%s", dir, e->d_name);
-        if (s == NL_OK && is_dir(path) == want_dirs && !strlist_add(out, e->d_name, strlen(e->d_name)))
+        if (s != NL_OK || is_dir(path) != want_dirs) continue;
+        if (!want_dirs && !image_extension(e->d_name)) {
+            if (skipped) (*skipped)++;
+            continue;
+        }
+        if (!strlist_add(out, e->d_name, strlen(e->d_name)))
             s = nl_seterr(NL_ENOMEM, "image_folder: out of memory");
     }
     closedir(d);
@@ -506,8 +525,10 @@ static nl_status load_image(const char *path, nl_image_decoder decode, int w, in
     return s;
 }
 
-nl_dataset *nl_image_folder_load(const char *dir, int width, int height, nl_image_decoder decode)
+nl_dataset *nl_image_folder_load(const char *dir, int width, int height, nl_image_decoder decode,
+                                 int *skipped)
 {
+    if (skipped) *skipped = 0;
     if (width < 0 || height < 0 || width > 16384 || height > 16384 || (!width) != (!height)) {
         nl_seterr(NL_EINVAL, "image_folder: size %dx%d (expected 1 to 16384, or none)", width, height);
         return NULL;
@@ -517,7 +538,7 @@ nl_dataset *nl_image_folder_load(const char *dir, int width, int height, nl_imag
     int32_t *owner = NULL; /* class of each file */
     nl_tensor *images = NULL, *labels = NULL;
     char path[PATH_CAP];
-    nl_status s = list_dir(dir, true, &classes);
+    nl_status s = list_dir(dir, true, &classes, NULL);
     if (s == NL_OK && classes.n == 0)
         s = nl_seterr(NL_EFORMAT, "image_folder: '%s' has no class folders (expected "
                       "<dir>/<class>/<image>)", dir);
@@ -527,9 +548,10 @@ nl_dataset *nl_image_folder_load(const char *dir, int width, int height, nl_imag
     for (int c = 0; s == NL_OK && c < classes.n; c++) {
         int before = files.n;
         s = fmt_path(path, "%s/%s", dir, classes.v[c]);
-        if (s == NL_OK) s = list_dir(path, false, &files);
+        if (s == NL_OK) s = list_dir(path, false, &files, skipped);
         if (s == NL_OK && files.n == before)
-            s = nl_seterr(NL_EFORMAT, "image_folder: class folder '%s' holds no images", path);
+            s = nl_seterr(NL_EFORMAT, "image_folder: class folder '%s' holds no images (files named "
+                          "*.jpg, *.jpeg, *.png, *.ppm, *.bmp, ...)", path);
         int32_t *o = s == NL_OK ? realloc(owner, (size_t)files.n * sizeof *owner) : NULL;
         if (s == NL_OK && !o) s = nl_seterr(NL_ENOMEM, "image_folder: out of memory");
         if (s != NL_OK) break;

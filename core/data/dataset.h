@@ -111,13 +111,15 @@ nl_status nl_mnist_load(const char *dir, bool fashion, nl_dataset **train, nl_da
 typedef nl_status (*nl_image_decoder)(const char *path, int *w, int *h, uint8_t **pixels);
 
 /* A data set of the images under dir, one sub-folder per class (classes in sorted name order,
- * images in sorted file name order; names starting with '.' are skipped), decoded by decode and
+ * images in sorted file name order; names starting with '.' are skipped, and so are files whose
+ * extension is not an image's, as torchvision does: *skipped counts those when skipped is not
+ * NULL), decoded by decode and
  * resized bilinearly (pixel centres aligned, as PyTorch's align_corners=false; no antialiasing)
  * to width x height; width = height = 0 keeps the first image's size and requires it of all.
  * Images are [3, height, width]. New reference, or NULL with an error naming the file or folder
  * (an image that does not decode, an empty class folder, no class folders, NL_ENOMEM). */
 nl_dataset *nl_image_folder_load(const char *dir, int width, int height,
-                                 nl_image_decoder decode);
+                                 nl_image_decoder decode, int *skipped);
 
 /* ---------------------------------------------------------------- loader ---------------- */
 
