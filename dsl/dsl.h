@@ -22,6 +22,10 @@ typedef struct {
  * prelude. Returns 0, or raises a Lua error (call it under lua_pcall). */
 int nl_dsl_open(lua_State *L);
 
+/* Registry field the program sets to true when a prompt follows the code it runs (the REPL, or
+ * a script under -i): what a paused trainer says continues it depends on it. */
+#define NL_PROMPT_FOLLOWS_KEY "nnlab.prompt_follows"
+
 /* Creates (or extends) the global table `module` with the functions of fns (terminated by a
  * {NULL} row) and records their help under "module.name". */
 void nl_dsl_register(lua_State *L, const char *module, const nl_dsl_fn *fns);

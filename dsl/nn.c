@@ -1159,6 +1159,14 @@ static int p_defer(lua_State *L)
     return 0;
 }
 
+/* Whether a prompt follows the code that runs now (NL_PROMPT_FOLLOWS_KEY). */
+static int p_prompt_follows(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, NL_PROMPT_FOLLOWS_KEY);
+    lua_pushboolean(L, lua_toboolean(L, -1));
+    return 1;
+}
+
 /* Whether Ctrl-C was pressed since the last poll (and clears it). */
 static int p_poll_interrupt(lua_State *L)
 {
@@ -1399,6 +1407,7 @@ static const luaL_Reg private_fns[] = {
     {"permutation", p_permutation},
     {"defer", p_defer},
     {"poll_interrupt", p_poll_interrupt},
+    {"prompt_follows", p_prompt_follows},
     {"isatty", p_isatty},
     {"is_loss", p_is_loss},
     {"is_optim", p_is_optim},

@@ -643,10 +643,24 @@ function Trainer:fit(opts)
   return self.history
 end
 
+-- What continues a paused fit, as it is true here: at a prompt, the trainer's global name (when
+-- it has one); in a script with no prompt to follow, fit only returns to the script.
+local function how_to_continue(t)
+  if not P.prompt_follows() then
+    return "fit returns \"paused\" to the script, which goes on (nnlab -i gives a prompt afterwards)"
+  end
+  local name
+  for k, v in next, _G do
+    if v == t and type(k) == "string" and k:match("^[%a_][%w_]*$") and (not name or k < name) then name = k end
+  end
+  if name then return string.format("%s:fit() or %s:resume() continues", name, name) end
+  return "the trainer's :fit() or :resume() continues"
+end
+
 function Trainer:_pause()
   self.paused = true
-  self:_say(string.format("paused at epoch %d step %d/%d — t:fit() or t:resume() continues",
-                          self.epochs + 1, self.pos, self:steps_per_epoch()))
+  self:_say(string.format("paused at epoch %d step %d/%d — %s", self.epochs + 1, self.pos,
+                          self:steps_per_epoch(), how_to_continue(self)))
   return self.history, "paused"
 end
 

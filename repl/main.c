@@ -150,6 +150,9 @@ static int pmain(lua_State *L)
         return 1;
     }
 
+    bool prompt = o.interactive || (o.script == 0 && !o.has_e && !o.version && isatty(STDIN_FILENO));
+    lua_pushboolean(L, prompt);
+    lua_setfield(L, LUA_REGISTRYINDEX, NL_PROMPT_FOLLOWS_KEY);
     status = run_e_chunks(L, argc, argv, o.script);
     if (status == EXIT_SUCCESS && o.script > 0) {
         const char *fname = argv[o.script];

@@ -41,7 +41,8 @@ static void lstop(lua_State *L, lua_Debug *ar)
         lua_sethook(L, NULL, 0, 0);
     else if (ar->event != LUA_HOOKCOUNT)
         return;
-    luaL_error(L, "interrupted");
+    lua_pushliteral(L, "interrupted"); /* no position: it names no place in nnlab's code */
+    lua_error(L);
 }
 
 static void on_sigint(int sig)
@@ -109,11 +110,21 @@ static bool trivial_traceback(const char *tb, size_t n)
     return true;
 }
 
+/* True when msg reports a Ctrl-C: the hook's "interrupted", or the same word at the end of a
+ * message a function made of it ("dsl/nn.lua:205: interrupted", "stdin:1: matmul: interrupted"). */
+static bool interrupt_message(const char *msg)
+{
+    static const char word[] = "interrupted";
+    size_t n = strlen(msg), w = sizeof word - 1;
+    return n >= w && strcmp(msg + n - w, word) == 0 && (n == w || msg[n - w - 1] == ' ');
+}
+
 /* lua.c's msghandler: adds a traceback to string messages; other error objects show through
  * their __tostring, or by their type. An error that nnlab raised (a DSL function refusing its
  * arguments or failing: "stdin:3: tensor.load: cannot open ...") shows as the message alone: it
  * names the line of the user's code, the function and the problem, and the frames inside nnlab
- * would only bury it. Errors of the user's own code keep their traceback. */
+ * would only bury it. Errors of the user's own code keep their traceback. A chunk stopped by
+ * Ctrl-C reports "interrupted" and nothing else. */
 static int msghandler(lua_State *L)
 {
     const char *msg = lua_tostring(L, 1);
@@ -121,6 +132,10 @@ static int msghandler(lua_State *L)
         if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
             return 1;
         msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    } else if (sigints > 0 && interrupt_message(msg)) {
+        /* Ctrl-C stopped the chunk: say so alone, wherever in nnlab or the user's code it was. */
+        lua_pushliteral(L, "interrupted");
+        return 1;
     } else if (nl_dsl_raised(L, 1, 1)) {
         return 1;
     }

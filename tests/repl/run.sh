@@ -289,6 +289,32 @@ check "tensors made before the interrupt survive it" '^10\.0[[:space:]]+512$' 20
 line 'a:matmul(a):shape()[2]'
 check "matmul works after the interrupt" '^512$' 20
 
+# ---- 7b2. Ctrl-C prints "interrupted" alone on every path: one big matmul (split into pieces, so
+# it answers at once), nn.evaluate (Lua code of nnlab's own under a pcall), a loop in a function
+start
+wait_for "$PROMPT"
+define 'big = tensor.randn(3000, 3000)'
+line "print('one matmul') c = big:matmul(big):matmul(big):matmul(big)"
+wait_for '^one matmul$' 20
+key C-c
+check "Ctrl-C stops one big matmul with \"interrupted\" alone" '^(\^C)?interrupted$' 20
+define 'tensor.seed(2); ex = tensor.randn(100000, 64); ey = tensor.ones(100000):to("i32")'
+define 'enet = nn.Sequential(nn.Linear(64, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10))'
+line "print('evaluating') r = nn.evaluate(enet, nn.TensorDataset(ex, ey), {batch = 64})"
+wait_for '^evaluating$' 20
+sleep 0.3
+key C-c
+check "Ctrl-C stops nn.evaluate with \"interrupted\" alone" '^(\^C)?interrupted$' 20 2
+define 'function spin() local n = 0; while true do n = n + 1 end end'
+line "print('spinning') spin()"
+wait_for '^spinning$' 20
+key C-c
+check "Ctrl-C stops a user function with \"interrupted\" alone" '^(\^C)?interrupted$' 20 3
+define 'after_interrupts = 1'
+if screen | grep -qE 'stack traceback|dsl/|stdin:[0-9]+: interrupted'; then
+    fail "interrupts print no traceback and no place" "$(screen | grep -E 'traceback|dsl/|stdin:' | head -n 3 | tr '\n' '|')"
+else ok "interrupts print no traceback and no place"; fi
+
 # ---- 7c. Ctrl-C during t:fit pauses at a batch boundary; resume and fit continue
 start
 wait_for "$PROMPT"
@@ -315,6 +341,44 @@ if wait_for "$progress" 60; then key C-c; fi
 check "t:fit() continues too" "$paused" 30 3
 line 't.steps > s1, 6 * 7'
 check "the REPL still answers after training" '^true[[:space:]]+42$' 20
+define 'slow = nn.Trainer{net = nn.Linear(64, 10), data = nn.TensorDataset(x, y), batch = 64}'
+define 'slow:on_step(function() print("slow step") local c0 = sys.clock() repeat until sys.clock() - c0 > 3 end)'
+line 'slow:fit{epochs = 1}'
+if wait_for '^slow step$' 60; then key C-c; sleep 0.3; key C-c; fi
+check "Ctrl-C twice during a long step of t:fit says it breaks in" '^\[interrupt pending' 30
+check "and stops it with \"interrupted\"" '^(\^C)?interrupted$' 30
+define 'after_fit_interrupts = 1'
+if screen | grep -qE 'stack traceback|dsl/'; then
+    fail "Ctrl-C twice during t:fit prints no traceback" "$(screen | grep -E 'traceback|dsl/' | head -n 3 | tr '\n' '|')"
+else ok "Ctrl-C twice during t:fit prints no traceback"; fi
+
+# ---- 7d. the pause message names what continues: the trainer's own global name at the prompt,
+# no name for a trainer without one, and in a script with no prompt after it, the script
+start
+wait_for "$PROMPT"
+define 'tensor.seed(1); px = tensor.randn(4096, 32); py = tensor.ones(4096):to("i32")'
+define 'trainer = nn.Trainer{net = nn.Sequential(nn.Linear(32, 256), nn.ReLU(), nn.Linear(256, 2)), data = nn.TensorDataset(px, py), batch = 16}'
+line 'trainer:fit{epochs = 1000}'
+if wait_for '^epoch [0-9]+/1000 ' 60; then key C-c; fi
+check "the pause names the trainer's global" '^paused at epoch [0-9]+ step [0-9]+/256 — trainer:fit\(\) or trainer:resume\(\) continues$' 30
+define 'function run_local() local tl = nn.Trainer{net = nn.Linear(32, 2), data = nn.TensorDataset(px, py), batch = 1}; return tl:fit{epochs = 1000} end'
+line 'run_local()'
+if wait_for '^epoch [0-9]+/1000 ' 60; then key C-c; fi
+check "a trainer without a global name is not given one" "^paused at epoch [0-9]+ step [0-9]+/4096 — the trainer's :fit\(\) or :resume\(\) continues$" 30
+if screen | grep -q ' t:fit() or t:resume()'; then fail "the pause never names a t that does not exist" "$(tail_screen)"
+else ok "the pause never names a t that does not exist"; fi
+cat > "$tmp/fit_script.lua" <<'LUA'
+local x, y = tensor.randn(4096, 32), tensor.ones(4096):to("i32")
+local tr = nn.Trainer{net = nn.Linear(32, 2), data = nn.TensorDataset(x, y), batch = 1}
+local _, how = tr:fit{epochs = 1000}
+print("script goes on after fit: " .. tostring(how))
+LUA
+start fit_script.lua
+if wait_for '^epoch [0-9]+/1000 ' 60; then key C-c; fi
+check "in a script the pause says fit returns to it" '^paused at epoch [0-9]+ step [0-9]+/4096 — fit returns "paused" to the script' 30
+check "and the script goes on" '^script goes on after fit: paused$' 30
+if screen | grep -q ':resume()'; then fail "a script's pause names no method to type" "$(tail_screen)"
+else ok "a script's pause names no method to type"; fi
 
 # ---- 8. non-interactive modes
 out=$("$NNLAB" -e 'print(1+2)' 2>&1); rc=$?
