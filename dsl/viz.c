@@ -10,6 +10,7 @@
 #include <math.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define CANVAS_MT "Canvas"
 #define REFRESH_KEY "nnlab.viz.refresh" /* viz.lua's P.refresh in the registry */
@@ -444,11 +445,18 @@ static int p_save_view(lua_State *L)
     return 0;
 }
 
-/* P.tick(): pumps the window when 30 ms have passed; waits while paused. */
-static int p_tick(lua_State *L NL_UNUSED)
+/* P.tick(): pumps the window when 30 ms have passed; waits while paused, saying so in the
+ * terminal (through print), where the user may be waiting for the training to go on. */
+static int p_tick(lua_State *L)
 {
     nl_window_tick();
-    if (nl_window_paused()) nl_window_wait_paused();
+    if (!nl_window_paused()) return 0;
+    if (isatty(STDOUT_FILENO)) fputs("\r\33[K", stdout); /* off the progress line */
+    lua_getglobal(L, "print");
+    lua_pushliteral(L, "training is paused in the window: space there resumes it (or Ctrl-C here "
+                       "pauses the trainer; its resume() then continues at once)");
+    lua_call(L, 1, 0);
+    nl_window_wait_paused();
     return 0;
 }
 
