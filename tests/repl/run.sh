@@ -411,6 +411,18 @@ case $out in usage:*) v=1 ;; *) v=0 ;; esac
 if [ "$rc" = 0 ] && [ "$v" = 1 ]; then ok "--help prints usage"; else fail "--help prints usage" "rc=$rc out=$out"; fi
 "$NNLAB" --bogus > /dev/null 2>&1; rc=$?
 if [ "$rc" = 1 ]; then ok "a bad option exits 1"; else fail "a bad option exits 1" "rc=$rc"; fi
+# OpenMP threads sleep while they wait (a spinning one takes the core a busy neighbour needs):
+# libgomp shows spin count 0 for nnlab's default, the user's own OMP_WAIT_POLICY stands, and
+# programs nnlab starts do not inherit the default.
+spins=$(OMP_DISPLAY_ENV=verbose "$NNLAB" -e '' 2>&1 | grep GOMP_SPINCOUNT | tail -n 1)
+case $spins in *"'0'"*) ok "OpenMP threads wait passively by default" ;;
+    *) fail "OpenMP threads wait passively by default" "$spins" ;; esac
+spins=$(OMP_WAIT_POLICY=active OMP_DISPLAY_ENV=verbose "$NNLAB" -e '' 2>&1 | grep GOMP_SPINCOUNT | tail -n 1)
+case $spins in *"'0'"*|"") fail "OMP_WAIT_POLICY=active from the user stands" "$spins" ;;
+    *) ok "OMP_WAIT_POLICY=active from the user stands" ;; esac
+out=$("$NNLAB" -e 'print(os.getenv("OMP_WAIT_POLICY"), os.getenv("NNLAB_OMP_WAIT_DEFAULT"))' 2>&1)
+if [ "$out" = "nil	nil" ]; then ok "programs nnlab runs keep their own OpenMP default"
+else fail "programs nnlab runs keep their own OpenMP default" "$out"; fi
 out=$("$NNLAB" -e 'os.exit(3)' 2>&1); rc=$?
 if [ "$rc" = 3 ]; then ok "os.exit(3) exits 3"; else fail "os.exit(3) exits 3" "rc=$rc out=$out"; fi
 
