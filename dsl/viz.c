@@ -278,6 +278,21 @@ static int p_curves(lua_State *L)
     return check_draw(L, nl_viz_curves(b->c, whole(b->c), runs, n));
 }
 
+/* P.sensitivity(canvas, amounts, layers {{label=, test_acc=}}, baseline) */
+static int p_sensitivity(lua_State *L)
+{
+    canvas_box *b = check_canvas(L, 1);
+    int64_t na;
+    lua_newtable(L);
+    lua_pushvalue(L, 2);
+    lua_setfield(L, -2, "amounts");
+    const double *amounts = numbers(L, lua_gettop(L), "amounts", &na);
+    nl_viz_run runs[MAX_RUNS];
+    int n = read_runs(L, 3, runs);
+    return check_draw(L, nl_viz_sensitivity(b->c, whole(b->c), amounts, (int)na, runs, n,
+                                            luaL_optnumber(L, 4, NAN)));
+}
+
 /* P.features(canvas, input Tensor or nil, output Tensor, title) */
 static int p_features(lua_State *L)
 {
@@ -618,6 +633,7 @@ static const nl_dsl_fn canvas_methods[] = {
 
 static const luaL_Reg private_fns[] = {
     {"canvas", p_canvas}, {"publish", p_publish}, {"curves", p_curves}, {"features", p_features},
+    {"sensitivity", p_sensitivity},
     {"filters", p_filters}, {"histogram", p_histogram}, {"confusion", p_confusion},
     {"samples", p_samples}, {"dashboard", p_dashboard}, {"stack", p_stack}, {"current", p_current},
     {"save_view", p_save_view}, {"tick", p_tick}, {NULL, NULL},

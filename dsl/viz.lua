@@ -297,6 +297,27 @@ doc("curves", "viz.curves(runs [, {every=50, width=, height=}]) -> Canvas",
     .. "overlaid with a legend. Trainers keep it live: it is redrawn every `every` steps of fit.",
     "c = viz.curves{loss = {2.3, 1.9, 1.4, 1.1, 0.9}, train_acc = {0.4, 0.6}, test_acc = {0.38, 0.55}}; print(c)")
 
+function viz.sensitivity(result, opts)
+  local f = "viz.sensitivity"
+  if type(result) ~= "table" or type(result.amounts) ~= "table" or type(result.layers) ~= "table" then
+    raise(f .. ": expected the result of prune.sensitivity (a table with amounts and layers)")
+  end
+  opts = check_options(opts, size_options, f)
+  if #result.layers > 16 then raise(string.format("%s: at most 16 layers at once, got %d", f, #result.layers)) end
+  local layers = {}
+  for i, l in ipairs(result.layers) do
+    layers[i] = {label = tostring(l.path) .. " " .. tostring(l.type), test_acc = l.top1}
+  end
+  return panel("sensitivity", opts, {}, 50, function(c)
+    P.sensitivity(c, result.amounts, layers, tonumber(result.baseline))
+  end)
+end
+doc("sensitivity", "viz.sensitivity(result [, {width=, height=}]) -> Canvas",
+    "The result of prune.sensitivity as a picture: test accuracy against the percentage of one layer's "
+    .. "weights pruned, one line per layer, and the unpruned accuracy as a grey line.",
+    "ds = nn.TensorDataset(tensor.randn(16, 4), tensor.ones(16)); "
+    .. "c = viz.sensitivity(prune.sensitivity(nn.Sequential(nn.Linear(4, 3)), ds, {amounts = {0.5, 0.9}})); print(c)")
+
 function viz.features(net, layer, image, opts)
   local f = "viz.features"
   if not nn.is_module(net) then raise(f .. ": the first argument must be a network") end

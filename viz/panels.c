@@ -216,6 +216,53 @@ nl_status nl_viz_curves(nl_canvas *c, nl_rect r, const nl_viz_run *runs, int n)
     return s != NL_OK ? s : plot_accuracy(c, (nl_rect){r.x + lw, r.y, r.w - lw, r.h}, runs, n);
 }
 
+/* ---------------------------------------------------------------- sensitivity ----------- */
+
+nl_status nl_viz_sensitivity(nl_canvas *c, nl_rect r, const double *amounts, int namounts,
+                             const nl_viz_run *layers, int n, double baseline)
+{
+    nl_rect saved;
+    nl_status st = begin(c, r, &saved);
+    if (st != NL_OK) return st;
+    double *x = malloc((size_t)(namounts > 0 ? namounts : 1) * sizeof *x);
+    if (!x) {
+        end(c, saved);
+        return nl_seterr(NL_ENOMEM, "viz.sensitivity: out of memory");
+    }
+    double lo = 0, hi = 100;
+    for (int j = 0; j < namounts; j++) x[j] = 100 * amounts[j];
+    if (namounts > 0) nl_finite_range(x, namounts, &lo, &hi);
+    double pad = hi > lo ? (hi - lo) * 0.04 : 5;
+    nl_axes a = nl_axes_layout(r, lo - pad, hi + pad, 0, 1);
+    nl_axes_draw(c, &a, "pruning sensitivity: accuracy with one layer pruned",
+                 "weights of the layer pruned (%)", "accuracy", NL_AXES_PERCENT_Y);
+    if (n == 0 || namounts == 0) nl_plot_note(c, a.plot, "no layers or amounts");
+    nl_legend_entry legend[17];
+    char text[17][64];
+    int nl = 0;
+    if (isfinite(baseline)) {
+        double bx[2] = {lo - pad, hi + pad}, by[2] = {baseline, baseline};
+        nl_plot_series(c, &a, &(nl_series){.x = bx, .y = by, .n = 2, .color = NL_RGB(150, 150, 150), .width = 1});
+        snprintf(text[nl], sizeof text[nl], "unpruned %.1f%%", 100 * baseline);
+        legend[nl] = (nl_legend_entry){text[nl], NL_RGB(150, 150, 150), 1, 0};
+        nl++;
+    }
+    for (int i = 0; i < n; i++) {
+        int64_t m = layers[i].ntest < namounts ? layers[i].ntest : namounts;
+        uint32_t color = nl_palette(i);
+        nl_plot_series(c, &a, &(nl_series){.x = x, .y = layers[i].test_acc, .n = m, .color = color,
+                                           .width = 2, .marker = 3});
+        if (nl == 17) continue;
+        char name[32];
+        snprintf(text[nl], sizeof text[nl], "%s", run_label(&layers[i], i, name, sizeof name));
+        legend[nl] = (nl_legend_entry){text[nl], color, 2, 3};
+        nl++;
+    }
+    free(x);
+    if (nl > 0) nl_plot_legend(c, &a, legend, nl, true);
+    return end(c, saved);
+}
+
 /* ---------------------------------------------------------------- feature maps ---------- */
 
 nl_status nl_viz_features(nl_canvas *c, nl_rect r, const nl_image *input, nl_image maps,

@@ -79,6 +79,38 @@ test("curves", function()
   check_error(function() c:pixel(0, 1) end, "outside", "pixels are 1-based")
 end)
 
+test("sensitivity: accuracy per amount pruned, one line per layer", function()
+  local result = {amounts = {0.2, 0.5, 0.8}, baseline = 0.9,
+                  layers = {{path = "1", type = "Conv2d", top1 = {0.9, 0.8, 0.3}},
+                            {path = "4", type = "Linear", top1 = {0.9, 0.88, 0.85}}}}
+  local c = viz.sensitivity(result)
+  check(viz.status().view == "sensitivity", "its own view")
+  local w, h = c:size()
+  -- the lowest row of each layer's colour: the conv line falls to 30%, the linear stays high
+  local function lowest(r0, g0, b0)
+    local y_max, n = 0, 0
+    for y = 1, h do
+      for x = 1, w * 3 // 4, 2 do -- left of the legend
+        local r, g, b = c:pixel(x, y)
+        if r == r0 and g == g0 and b == b0 then y_max, n = math.max(y_max, y), n + 1 end
+      end
+    end
+    return y_max, n
+  end
+  local conv_y, conv_n = lowest(31, 119, 180)
+  local lin_y, lin_n = lowest(255, 127, 14)
+  local _, base_n = lowest(150, 150, 150)
+  check(conv_n > 100 and lin_n > 100 and base_n > 100, string.format("a line per layer and the baseline: %d %d %d",
+        conv_n, lin_n, base_n))
+  check(conv_y > lin_y + h // 4, string.format("accuracy on y: the conv line ends far lower (rows %d, %d)", conv_y, lin_y))
+  -- the real thing from prune.sensitivity
+  local net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+  local ds = nn.TensorDataset(tensor.randn(32, 4), (tensor.rand(32) * 3 - 0.5):to("i32") + 1)
+  check(count(viz.sensitivity(prune.sensitivity(net, ds, {amounts = {0.5, 0.9}})), inked) > 500,
+        "draws prune.sensitivity's result")
+  check_error(function() viz.sensitivity({loss = {}}) end, "expected the result of prune.sensitivity", "not a result")
+end)
+
 test("features, filters, one channel", function()
   local net = tiny_cnn(4)
   local img = tensor.rand(3, 8, 8)
