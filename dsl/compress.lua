@@ -178,7 +178,7 @@ end
 doc("prune", "sensitivity", "prune.sensitivity(net, data, {amounts={0.1, ..., 0.9}, batch=256}) -> result",
     "Top-1 accuracy on data after pruning each Linear/Conv2d alone at each amount (the net is put "
     .. "back after each). result.layers[i] = {path=, type=, top1 = {...}}; prints as a table; "
-    .. "viz.curves(result.runs) plots accuracy per amount (one curve per layer).",
+    .. "viz.sensitivity(result) plots accuracy per amount (one line per layer).",
     "ds = nn.TensorDataset(tensor.randn(16, 4), tensor.ones(16)); print(prune.sensitivity(nn.Sequential(nn.Linear(4, 3)), ds, {amounts = {0.5}}))")
 
 -- ---------------------------------------------------------------- compress.compare
