@@ -319,10 +319,13 @@ static int m_buffers(lua_State *L)
     return 1;
 }
 
+/* zero_grad, train and eval return the module for chaining (net:eval():forward(x)); the REPL
+ * does not echo it (the whole network) when a line is just the call. */
 static int m_zero_grad(lua_State *L)
 {
     check_status(L, nl_module_zero_grad(nl_lua_checkmodule(L, 1)));
     lua_settop(L, 1);
+    nl_dsl_quiet(L, 1);
     return 1;
 }
 
@@ -331,6 +334,7 @@ static int m_train(lua_State *L)
     nl_module *m = nl_lua_checkmodule(L, 1);
     nl_module_train(m, lua_isnoneornil(L, 2) || lua_toboolean(L, 2));
     lua_settop(L, 1);
+    nl_dsl_quiet(L, 1);
     return 1;
 }
 
@@ -338,6 +342,7 @@ static int m_eval(lua_State *L)
 {
     nl_module_train(nl_lua_checkmodule(L, 1), false);
     lua_settop(L, 1);
+    nl_dsl_quiet(L, 1);
     return 1;
 }
 

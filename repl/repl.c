@@ -303,8 +303,23 @@ static int print_values(lua_State *L)
 static int run_chunk(lua_State *L)
 {
     int base = lua_gettop(L) - 1;
+    lua_pushnil(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, NL_QUIET_KEY);
     int status = nl_repl_docall(L, 0, LUA_MULTRET);
     int n = lua_gettop(L) - base;
+    /* A lone value the DSL marked (a module returned for chaining, a printed summary) is not
+     * echoed: the line's effect is what the user asked for. */
+    if (status == LUA_OK && n == 1) {
+        bool quiet = lua_getfield(L, LUA_REGISTRYINDEX, NL_QUIET_KEY) != LUA_TNIL &&
+                     lua_rawequal(L, -1, -2);
+        lua_pop(L, 1);
+        if (quiet) {
+            lua_pop(L, 1);
+            n = 0;
+        }
+    }
+    lua_pushnil(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, NL_QUIET_KEY);
     if (status == LUA_OK && n > 0) {
         luaL_checkstack(L, LUA_MINSTACK, "too many results to print");
         lua_pushcfunction(L, print_values);

@@ -241,6 +241,40 @@ check "an error in the user's own function keeps its traceback" "^[[:space:]]+st
 line 'tensor.ones(1):sum()'
 check "the session goes on after them" '^1\.0$'
 
+# ---- 5c. no noise: a printed summary and a module returned for chaining are not echoed; help()
+# lists the modules sorted and aligned, without internal hooks
+start
+wait_for "$PROMPT"
+define 'net = nn.Sequential(nn.Conv2d(1, 8, 3, {padding = 1}), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(512, 3))'
+define 'net:summary()'
+n=$(screen | grep -c 'Total params: 1,619')
+if [ "$n" = 1 ] && ! screen | grep -qE '^\{|params = |macs = '; then ok "net:summary() prints its table once"
+else fail "net:summary() prints its table once" "$n tables: $(tail_screen 6)"; fi
+if screen | grep -qE '^input +\[1, 1, 16, 16\]'; then ok "net:summary() finds a 16x16 net's input"
+else fail "net:summary() finds a 16x16 net's input" "$(screen | grep '^input' | head -n 1)"; fi
+define 'net:zero_grad()'
+define 'net:train()'
+define 'net:eval()'
+if screen | grep -q '^Sequential($'; then fail "zero_grad, train and eval echo nothing" "$(screen | grep -A1 '^Sequential($' | head -n 3 | tr '\n' '|')"
+else ok "zero_grad, train and eval echo nothing"; fi
+line 'net:eval().training, net == net:train()'
+check "chaining still returns the network" '^false[[:space:]]+true$'
+line 'net'
+check "the network itself still shows" '^Sequential\($'
+tm send-keys -t "$S" -l 'help()'
+key Enter
+wait_for '^help\(f\) or help "name"'
+order=$(screen | sed -n '/^nnlab: modules and types/,/^help(f)/p' | awk 'NF >= 2 && $2 ~ /^(module|type)$/ { print $1 }' | tr '\n' ' ')
+case $order in "compress data lowrank nn optim prune quant sys tensor viz Canvas Dataset Loader Loss Module Optimizer Tensor TensorDataset Trainer ")
+    ok "help() lists modules then types, each sorted" ;;
+    *) fail "help() lists modules then types, each sorted" "$order" ;; esac
+cols=$(screen | sed -n '/^nnlab: modules and types/,/^help(f)/p' | grep -E ' (module|type) ' | awk '{ print index($0, $2) }' | sort -u | wc -l)
+if [ "$cols" = 1 ]; then ok "help() aligns its columns"; else fail "help() aligns its columns" "$cols different columns"; fi
+line 'help(nn)'
+wait_for '^nn: module with'
+if screen | grep -q '_interrupt'; then fail "help lists no internal hooks" "$(screen | grep '_interrupt' | head -n 1)"
+else ok "help lists no internal hooks"; fi
+
 # ---- 6. Ctrl-C at the prompt
 start
 wait_for "$PROMPT"
@@ -359,11 +393,11 @@ wait_for "$PROMPT"
 define 'tensor.seed(1); px = tensor.randn(4096, 32); py = tensor.ones(4096):to("i32")'
 define 'trainer = nn.Trainer{net = nn.Sequential(nn.Linear(32, 256), nn.ReLU(), nn.Linear(256, 2)), data = nn.TensorDataset(px, py), batch = 16}'
 line 'trainer:fit{epochs = 1000}'
-if wait_for '^epoch [0-9]+/1000 ' 60; then key C-c; fi
+if wait_for '^epoch [0-9]+/1000[ :]' 60; then key C-c; fi
 check "the pause names the trainer's global" '^paused at epoch [0-9]+ step [0-9]+/256 — trainer:fit\(\) or trainer:resume\(\) continues$' 30
 define 'function run_local() local tl = nn.Trainer{net = nn.Linear(32, 2), data = nn.TensorDataset(px, py), batch = 1}; return tl:fit{epochs = 1000} end'
 line 'run_local()'
-if wait_for '^epoch [0-9]+/1000 ' 60; then key C-c; fi
+if wait_for '^epoch [0-9]+/1000[ :]' 60; then key C-c; fi
 check "a trainer without a global name is not given one" "^paused at epoch [0-9]+ step [0-9]+/4096 — the trainer's :fit\(\) or :resume\(\) continues$" 30
 if screen | grep -q ' t:fit() or t:resume()'; then fail "the pause never names a t that does not exist" "$(tail_screen)"
 else ok "the pause never names a t that does not exist"; fi
@@ -374,7 +408,7 @@ local _, how = tr:fit{epochs = 1000}
 print("script goes on after fit: " .. tostring(how))
 LUA
 start fit_script.lua
-if wait_for '^epoch [0-9]+/1000 ' 60; then key C-c; fi
+if wait_for '^epoch [0-9]+/1000[ :]' 60; then key C-c; fi
 check "in a script the pause says fit returns to it" '^paused at epoch [0-9]+ step [0-9]+/4096 — fit returns "paused" to the script' 30
 check "and the script goes on" '^script goes on after fit: paused$' 30
 if screen | grep -q ':resume()'; then fail "a script's pause names no method to type" "$(tail_screen)"
