@@ -578,7 +578,8 @@ static int ld_release(lua_State *L)
 static const nl_dsl_fn data_fns[] = {
     {"cifar10", l_cifar10, "data.cifar10([dir]) -> train, test",
      "CIFAR-10's binary release (50,000 + 10,000 images 3x32x32, 10 classes). Without dir: "
-     "$NNLAB_DATA/cifar-10-batches-bin, then ./data/cifar-10-batches-bin (`make data` puts it there).",
+     "cifar-10-batches-bin in $NNLAB_DATA, ./data, then beside the program: <bin>/../data (where "
+     "`make data` puts it for build/nnlab, from any folder) and <bin>/../share/nnlab/data.",
      "local ok, msg = pcall(data.cifar10); print(ok and \"found CIFAR-10\" or msg)"},
     {"fashion_mnist", l_fashion_mnist, "data.fashion_mnist([dir]) -> train, test",
      "Fashion-MNIST from IDX files, gzip or not (60,000 + 10,000 images 1x28x28, 10 classes); dir "

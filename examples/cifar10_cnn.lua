@@ -17,8 +17,9 @@ tensor.seed(1)
 local ok, train, test = pcall(data.cifar10)
 local channels, side, name = 3, 32, "CIFAR-10"
 if not ok then
-  print("CIFAR-10 is not available (" .. tostring(train) .. ")")
-  print("running the same lesson on Fashion-MNIST instead")
+  print("\n*** CIFAR-10 NOT FOUND: " .. tostring(train)
+        .. "\n*** THIS RUN USES FASHION-MNIST INSTEAD (28x28 grey clothes): its figures are not CIFAR-10's."
+        .. "\n*** `make data` in nnlab's folder gets CIFAR-10 (found from any folder afterwards).\n")
   train, test = data.fashion_mnist()
   channels, side, name = 1, 28, "Fashion-MNIST"
 end

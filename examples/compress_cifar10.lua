@@ -28,7 +28,9 @@ if ok then
   train_set = data.loader(train, {batch = 64, shuffle = true, seed = 1, normalize = norm})
   test_set = data.loader(test, {batch = 256, shuffle = false, normalize = norm})
 else
-  print("CIFAR-10 is not available (" .. tostring(train) .. "): SYNTHETIC data, accuracies mean nothing")
+  print("\n*** CIFAR-10 NOT FOUND: " .. tostring(train)
+        .. "\n*** THIS RUN USES RANDOM SYNTHETIC DATA INSTEAD: every accuracy below means nothing."
+        .. "\n*** `make data` in nnlab's folder gets CIFAR-10 (found from any folder afterwards).\n")
   local labels = {}
   for i = 1, 2048 do labels[i] = i % 10 + 1 end
   train_set = nn.TensorDataset(tensor.randn(2048, 3, 32, 32), labels)

@@ -22,7 +22,9 @@ if ok then
 else
   -- Generated pictures: coloured horizontal stripes, vertical stripes, checkerboards and discs
   -- at random sizes and places, with noise on top. Each class has its own shape; colours vary.
-  print("CIFAR-10 is not here (" .. tostring(train) .. "); using generated pictures")
+  print("\n*** CIFAR-10 NOT FOUND: " .. tostring(train)
+        .. "\n*** THIS RUN USES GENERATED PICTURES INSTEAD (stripes, checkerboards, discs)."
+        .. "\n*** `make data` in nnlab's folder gets CIFAR-10 (found from any folder afterwards).\n")
   local S, classes = 32, {"horizontal stripes", "vertical stripes", "checkerboard", "disc"}
   local function make(n)
     local px, labels = {}, {}

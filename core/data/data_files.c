@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #define CIFAR_PIXELS 3072
@@ -189,21 +190,50 @@ static nl_dataset *cifar_set(char paths[][PATH_CAP], int nfiles, const strlist *
     return adopt(images, labels, names->n, (const char *const *)names->v, name);
 }
 
+/* Finds cifar-10-batches-bin in the places data lives, in order: $NNLAB_DATA, ./data, and beside
+ * the running program: <bin>/../data (build/nnlab in a checkout, where `make data` puts it) and
+ * <bin>/../share/nnlab/data (an installed program). found gets the folder; false when none has
+ * it, with tried listing the places looked at. */
+static bool find_cifar10(char found[PATH_CAP], char *tried, size_t ntried)
+{
+    char places[4][PATH_CAP];
+    int n = 0;
+    const char *env = getenv("NNLAB_DATA");
+    if (env && *env && fmt_path(places[n], "%s/cifar-10-batches-bin", env) == NL_OK) n++;
+    snprintf(places[n++], PATH_CAP, "./data/cifar-10-batches-bin");
+    char exe[PATH_CAP];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len > 0) {
+        exe[len] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) *slash = '\0';
+        if (fmt_path(places[n], "%s/../data/cifar-10-batches-bin", exe) == NL_OK) n++;
+        if (fmt_path(places[n], "%s/../share/nnlab/data/cifar-10-batches-bin", exe) == NL_OK) n++;
+    }
+    tried[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        if (is_dir(places[i])) {
+            snprintf(found, PATH_CAP, "%s", places[i]);
+            return true;
+        }
+        size_t used = strlen(tried);
+        snprintf(tried + used, ntried - used, "%s%s", i ? ", " : "", places[i]);
+    }
+    return false;
+}
+
 nl_status nl_cifar10_load(const char *dir, nl_dataset **train, nl_dataset **test)
 {
     *train = *test = NULL;
     char found[PATH_CAP];
     if (!dir) {
-        const char *env = getenv("NNLAB_DATA");
-        bool have_env = env && *env;
-        if (!have_env || fmt_path(found, "%s/cifar-10-batches-bin", env) != NL_OK || !is_dir(found))
-            strcpy(found, "data/cifar-10-batches-bin");
-        if (!is_dir(found))
-            return nl_seterr(NL_EIO, "cifar10: CIFAR-10 not found in %s%s./data/cifar-10-batches-bin: "
-                             "run `make data` in nnlab's folder, or download the binary version "
-                             "(cifar-10-binary.tar.gz) from https://www.cs.toronto.edu/~kriz/cifar.html "
-                             "and unpack it into ./data (or $NNLAB_DATA)",
-                             have_env ? env : "", have_env ? "/cifar-10-batches-bin or " : "");
+        char tried[4 * PATH_CAP + 8];
+        if (!find_cifar10(found, tried, sizeof tried))
+            return nl_seterr(NL_EIO, "cifar10: CIFAR-10 not found (looked in %s): run `make data` in "
+                             "nnlab's folder, or download the binary version (cifar-10-binary.tar.gz) "
+                             "from https://www.cs.toronto.edu/~kriz/cifar.html and unpack it so that one of "
+                             "those folders exists (or set $NNLAB_DATA to a folder holding "
+                             "cifar-10-batches-bin)", tried);
         dir = found;
     } else if (!is_dir(dir)) {
         return nl_seterr(NL_EIO, "cifar10: '%s' is not a folder (expected CIFAR-10's binary "

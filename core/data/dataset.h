@@ -82,7 +82,8 @@ nl_status nl_dataset_lut(float *lut, int channels, const double *mean, int nmean
 
 /* CIFAR-10's binary release from dir (data_batch_1..5.bin, test_batch.bin, batches.meta.txt:
  * records of one label byte then 1024 red, 1024 green and 1024 blue bytes, row-major). dir NULL
- * searches $NNLAB_DATA/cifar-10-batches-bin, then ./data/cifar-10-batches-bin. Both sets are new
+ * searches cifar-10-batches-bin in $NNLAB_DATA, ./data, then beside the running program
+ * (<bin>/../data, <bin>/../share/nnlab/data), so any folder works. Both sets are new
  * references; on error both are NULL and the message names the file and the problem (NL_EIO for
  * a missing or unreadable file, with how to get the data when none was found; NL_EFORMAT for a
  * size that is not whole records or a label beyond the class list). */

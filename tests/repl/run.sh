@@ -457,6 +457,26 @@ case $spins in *"'0'"*|"") fail "OMP_WAIT_POLICY=active from the user stands" "$
 out=$("$NNLAB" -e 'print(os.getenv("OMP_WAIT_POLICY"), os.getenv("NNLAB_OMP_WAIT_DEFAULT"))' 2>&1)
 if [ "$out" = "nil	nil" ]; then ok "programs nnlab runs keep their own OpenMP default"
 else fail "programs nnlab runs keep their own OpenMP default" "$out"; fi
+# data.cifar10() from any folder: it looks beside the program too (<bin>/../data, where `make data`
+# puts it for build/nnlab), and names every place it looked when the data is nowhere
+mkdir -p "$tmp/inst/bin" "$tmp/elsewhere"
+cp "$NNLAB" "$tmp/inst/bin/nnlab"
+(cd "$tmp/elsewhere" && env -u NNLAB_DATA "$tmp/inst/bin/nnlab" -e 'data.cifar10()' > "$tmp/nodata.out" 2>&1)
+if grep -q "looked in ./data/cifar-10-batches-bin, $tmp/inst/bin/../data/cifar-10-batches-bin" "$tmp/nodata.out"; then
+    ok "data.cifar10 names every place it looked"
+else fail "data.cifar10 names every place it looked" "$(cat "$tmp/nodata.out")"; fi
+mkdir -p "$tmp/inst/data"
+"$NNLAB" -e "local x = tensor.rand(4, 3, 32, 32); local d = data.from_tensors(x, {1, 2, 1, 2}); data.save_cifar('$tmp/inst/data/cifar-10-batches-bin', d, d)" > /dev/null 2>&1
+out=$(cd "$tmp/elsewhere" && env -u NNLAB_DATA "$tmp/inst/bin/nnlab" -e 'local tr, te = data.cifar10(); print(tr:size() + te:size())' 2>&1)
+if [ "$out" = 8 ]; then ok "data.cifar10 finds the data beside the program from another folder"
+else fail "data.cifar10 finds the data beside the program from another folder" "$out"; fi
+# ... and an example that cannot have CIFAR-10 says so loudly before it falls back
+mv "$tmp/inst/data" "$tmp/inst/data.off"
+repo=$(pwd)
+(cd "$tmp/elsewhere" && env -u NNLAB_DATA timeout 60 "$tmp/inst/bin/nnlab" "$repo/examples/watch_features.lua" 1 > "$tmp/fallback.out" 2>&1)
+if grep -q '^\*\*\* CIFAR-10 NOT FOUND' "$tmp/fallback.out" && grep -q '^\*\*\* THIS RUN USES GENERATED PICTURES INSTEAD' "$tmp/fallback.out"; then
+    ok "an example's fallback is loud"
+else fail "an example's fallback is loud" "$(head -n 5 "$tmp/fallback.out" | tr '\n' '|')"; fi
 out=$("$NNLAB" -e 'os.exit(3)' 2>&1); rc=$?
 if [ "$rc" = 3 ]; then ok "os.exit(3) exits 3"; else fail "os.exit(3) exits 3" "rc=$rc out=$out"; fi
 
