@@ -637,20 +637,29 @@ function Trainer:fit(opts)
   local guard <close> = setmetatable({}, {__close = function() P.defer(false) end})
   local spe = self:steps_per_epoch()
   while self.epochs < self.target do
-    local clock0, n0 = sys.clock(), self.sums.n
+    local clock0, n0, waited0 = sys.clock(), self.sums.n, self.waited or 0
+    -- Banks the epoch's training time so far in sums.seconds: the whole epoch across pauses and
+    -- resumes, less the time its step hooks spent waiting (t.waited: a window paused by space).
+    local function bank()
+      local now, waited = sys.clock(), self.waited or 0
+      self.sums.seconds = (self.sums.seconds or 0) + (now - clock0) - (waited - waited0)
+      clock0, waited0 = now, waited
+    end
     self._drawn = nil
     while self.pos < spe do
-      if P.poll_interrupt() then return self:_pause() end
+      if P.poll_interrupt() then bank() return self:_pause() end
       local loss = self:step()
       if loss == nil then
         P.poll_interrupt()
+        bank()
         return self:_pause()
       end
       self:_progress(clock0, n0)
     end
     -- The end of the epoch: evaluate (an interrupt here pauses too; resuming evaluates again),
     -- print the summary, close it.
-    local seconds, images = sys.clock() - clock0, self.sums.n - n0
+    bank()
+    local seconds, images = self.sums.seconds, self.sums.n
     local s, h = self.sums, self.history
     local line = string.format("epoch %d/%d: loss %.4f, train acc %.1f%%", self.epochs + 1,
                                self.target, s.loss / math.max(s.n, 1),

@@ -460,19 +460,25 @@ static int p_save_view(lua_State *L)
     return 0;
 }
 
-/* P.tick(): pumps the window when 30 ms have passed; waits while paused, saying so in the
- * terminal (through print), where the user may be waiting for the training to go on. */
+/* P.tick() -> seconds waited: pumps the window when 30 ms have passed; waits while paused,
+ * saying so in the terminal (through print), where the user may be waiting for the training to
+ * go on. */
 static int p_tick(lua_State *L)
 {
     nl_window_tick();
-    if (!nl_window_paused()) return 0;
+    lua_pushnumber(L, 0);
+    if (!nl_window_paused()) return 1;
     if (isatty(STDOUT_FILENO)) fputs("\r\33[K", stdout); /* off the progress line */
     lua_getglobal(L, "print");
     lua_pushliteral(L, "training is paused in the window: space there resumes it (or Ctrl-C here "
                        "pauses the trainer; its resume() then continues at once)");
     lua_call(L, 1, 0);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     nl_window_wait_paused();
-    return 0;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    lua_pushnumber(L, (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
+    return 1;
 }
 
 /* The Lua state the REPL's idle hook refreshes the live views of (the one that opened the

@@ -232,7 +232,8 @@ end
 -- The trainers' step hook: keeps the window responsive (and waits while paused), and refreshes
 -- the live views of this trainer every `every` steps.
 local function on_step(t)
-  P.tick()
+  local waited = P.tick() -- seconds paused in the window: not training time
+  if waited > 0 then t.waited = (t.waited or 0) + waited end
   for view, l in pairs(live) do
     if l.trainers[t] and t.steps % l.every == 0 then safe_redraw(view) end
   end
