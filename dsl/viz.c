@@ -548,6 +548,8 @@ static int l_status(lua_State *L)
     lua_setfield(L, -2, "open");
     lua_pushboolean(L, nl_window_paused());
     lua_setfield(L, -2, "paused");
+    lua_pushstring(L, nl_window_note());
+    lua_setfield(L, -2, "note");
     lua_pushstring(L, current);
     lua_setfield(L, -2, "view");
     lua_createtable(L, n, 0);
@@ -610,8 +612,9 @@ static const nl_dsl_fn viz_fns[] = {
     {"press", l_press, "viz.press(key) -> saved path or nothing",
      "Does what a key does in the window: \"space\", \"tab\", \"s\" (returns the file written), \"q\".",
      "viz.curves{loss = {2, 1}}; viz.press(\"tab\")"},
-    {"status", l_status, "viz.status() -> {open=, paused=, view=, views=, width=, height=}",
-     "The window's state: open or not, paused, the current view, every view drawn, the drawing size.",
+    {"status", l_status, "viz.status() -> {open=, paused=, view=, views=, width=, height=, note=}",
+     "The window's state: open or not, paused, the current view, every view drawn, the drawing size, "
+     "and what the last key did (the note in the window's title).",
      "print(viz.status().open)"},
     {"screenshot", l_screenshot, "viz.screenshot() -> Canvas | nil, reason",
      "What the window shows, read back from it (as a Canvas to save or inspect).",

@@ -172,12 +172,20 @@ local function runs_of(x, fname)
   return runs
 end
 
--- The runs in the form P.curves reads: {label=, loss=, train_acc=, test_acc=}.
+-- The runs in the form P.curves reads: {label=, loss=, train_acc=, test_acc=}. A trainer inside an
+-- epoch adds that epoch's running training accuracy as its last point, so the accuracy panel
+-- shows something from the first steps on.
 local function run_tables(runs)
   local out = {}
   for i, r in ipairs(runs) do
-    local h = is_trainer(r.source) and r.source.history or r.source
-    out[i] = {label = r.label, loss = h.loss, train_acc = h.train_acc, test_acc = h.test_acc}
+    local t = is_trainer(r.source) and r.source or nil
+    local h = t and t.history or r.source
+    local train_acc = h.train_acc
+    if t and t.pos > 0 and t.sums and t.sums.n > 0 then
+      train_acc = {table.unpack(h.train_acc)}
+      train_acc[#train_acc + 1] = t.sums.correct / t.sums.n
+    end
+    out[i] = {label = r.label, loss = h.loss, train_acc = train_acc, test_acc = h.test_acc}
   end
   return out
 end
@@ -323,29 +331,30 @@ function viz.features(net, layer, image, opts)
   local f = "viz.features"
   if not nn.is_module(net) then raise(f .. ": the first argument must be a network") end
   if not tensor.is_tensor(image) then raise(f .. ": image must be a Tensor [C, H, W]") end
-  opts = check_options(opts, size_options, f)
+  opts = check_options(opts, with(size_options, "title"), f)
   local m = resolve_layer(net, layer, f)
   local out = feature_output(net, m, image, f)
   local input = image:dim() >= 2 and image or nil
-  return panel("features", opts, {}, 1, function(c)
-    P.features(c, input, out, tostring(m) .. ": " .. table.concat(out:shape(), " x ", 2) .. " output")
-  end)
+  local title = tostring(m) .. ": " .. table.concat(out:shape(), " x ", 2) .. " output"
+  if opts.title then title = tostring(opts.title) .. " - " .. title end
+  return panel("features", opts, {}, 1, function(c) P.features(c, input, out, title) end)
 end
-doc("features", "viz.features(net, layer, image [, {width=, height=}]) -> Canvas",
+doc("features", "viz.features(net, layer, image [, {width=, height=, title=}]) -> Canvas",
     "Every channel of layer's output (a Module of net, or its position) when net runs on image "
     .. "[C, H, W] in eval mode: tiled, each channel in its own range through the colormap, the input "
-    .. "beside.",
+    .. "beside. title goes before the layer's name (\"before training\").",
     "net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()); c = viz.features(net, 1, tensor.rand(3, 16, 16)); print(c)")
 
 function viz.filters(layer, opts)
   local f = "viz.filters"
   if not nn.is_module(layer) then raise(f .. ": expected a Conv2d layer or a network") end
-  opts = check_options(opts, size_options, f)
+  opts = check_options(opts, with(size_options, "title"), f)
   local m = first_conv(layer)
   if not m then raise(f .. ": " .. layer:type() .. " has no Conv2d layer") end
-  return panel("filters", opts, {}, 1, function(c) P.filters(c, m.weight, tostring(m) .. " filters") end)
+  local title = (opts.title and (tostring(opts.title) .. " - ") or "") .. tostring(m) .. " filters"
+  return panel("filters", opts, {}, 1, function(c) P.filters(c, m.weight, title) end)
 end
-doc("filters", "viz.filters(conv [, {width=, height=}]) -> Canvas",
+doc("filters", "viz.filters(conv [, {width=, height=, title=}]) -> Canvas",
     "A convolution's filters (the first Conv2d of a network): as RGB tiles when they see 3 "
     .. "channels (the first layer), else one grey tile per input channel, all in one range.",
     "print(viz.filters(nn.Conv2d(3, 8, 5)))")

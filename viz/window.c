@@ -236,6 +236,11 @@ bool nl_window_paused(void)
     return W.paused;
 }
 
+const char *nl_window_note(void)
+{
+    return W.note;
+}
+
 static void set_paused(bool paused)
 {
     W.paused = paused && W.win;
@@ -265,7 +270,12 @@ nl_status nl_window_key(const char *key, char *saved, size_t n)
     if (strcmp(key, "space") == 0) {
         set_paused(!W.paused);
     } else if (strcmp(key, "tab") == 0) {
-        if (W.nviews > 0) W.current = (W.current + 1) % W.nviews;
+        if (W.nviews > 1) W.current = (W.current + 1) % W.nviews;
+        if (W.nviews <= 1) /* nothing to cycle: say why, rather than do nothing */
+            snprintf(W.note, sizeof W.note, "%s", W.nviews == 0 ? "tab: no views yet; draw a panel (viz.curves, ...)"
+                     : "tab: only one view; draw another panel (viz.histogram, viz.features, ...) to switch");
+        else
+            W.note[0] = '\0';
     } else if (strcmp(key, "s") == 0) {
         s = save_screenshot(saved, n);
     } else if (strcmp(key, "q") == 0) {
