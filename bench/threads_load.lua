@@ -10,13 +10,7 @@ local self_bin = arg[-1] or "build/nnlab"
 if arg[1] == "--child" then
   local STEPS, BATCH = 60, 64
   tensor.seed(0)
-  local net = nn.Sequential{
-    nn.Conv2d(3, 32, 3, {padding = 1}), nn.ReLU(), nn.MaxPool2d(2),
-    nn.Conv2d(32, 64, 3, {padding = 1}), nn.ReLU(), nn.MaxPool2d(2),
-    nn.Flatten(), nn.Linear(64 * 8 * 8, 10),
-  }
-  local data = nn.TensorDataset(tensor.randn(BATCH * STEPS, 3, 32, 32),
-                                (tensor.rand(BATCH * STEPS) * 10 - 0.5):to("i32") + 1)
+  local net, data = dofile("bench/lib/seed_cnn.lua")(BATCH * STEPS)
   local t = nn.Trainer{net = net, data = data, batch = BATCH, verbose = false}
   for _ = 1, 5 do t:step() end
   local t0 = sys.clock()
