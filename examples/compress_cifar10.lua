@@ -7,7 +7,10 @@
 --   4. knowledge distillation of the pruned network from the original;
 -- and every step can be undone with compress.undo(). The truth table at the end is measured.
 --
---   build/nnlab examples/compress_cifar10.lua [epochs=4] [finetune_epochs=2] [train_images=50000]
+--   build/nnlab examples/compress_cifar10.lua [epochs=4] [finetune_epochs=2] [images=50000]
+--
+-- images below 50,000 makes a quick run on the first images of the training set (and at most as
+-- many of the test set).
 --
 -- Without CIFAR-10 (`make data`) it runs on synthetic data and says so. The trained networks are
 -- saved in runs/ (seed_cnn.safetensors, ...) for bench/compress.lua.
@@ -23,7 +26,9 @@ local ok, train, test = pcall(data.cifar10)
 local norm = {mean = 0.5, std = 0.5}
 local train_set, test_set
 if ok then
-  if images < train:size() then train = train:subset(1, images) end
+  if images < train:size() then
+    train, test = train:subset(1, images), test:subset(1, math.min(test:size(), images))
+  end
   print(string.format("CIFAR-10: %d training and %d test images", train:size(), test:size()))
   train_set = data.loader(train, {batch = 64, shuffle = true, seed = 1, normalize = norm})
   test_set = data.loader(test, {batch = 256, shuffle = false, normalize = norm})
@@ -159,7 +164,7 @@ base:save(base_path)
 local b_bytes, p_bytes = file_size(base_path), file_size("runs/seed_cnn_pruned80.safetensors")
 os.remove(base_path)
 print(string.format("the pruned80 file is %d bytes against the baseline's %d: zeros are still stored as "
-                    .. "4-byte floats, and its masks add one byte per pruned weight (%+d bytes); sparsity "
+                    .. "4-byte floats, and its masks add one byte per weight of each pruned layer (%+d bytes); sparsity "
                     .. "saves time here, not file size", p_bytes, b_bytes, p_bytes - b_bytes))
 -- The change of each against the baseline, in points of top-1 (negative: lower than the baseline).
 print(string.format("RESULT baseline=%.4f pruned80=%.4f (%+.2f points against the baseline) channels=%.4f "

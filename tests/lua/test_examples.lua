@@ -42,7 +42,7 @@ test("cifar10_cnn.lua: one line per epoch, counted against the whole run", funct
 end)
 
 test("compress_cifar10.lua explains its figures", function()
-  local out, ok = run("compress_cifar10.lua", "1 1 512")
+  local out, ok = run("compress_cifar10.lua", "1 1 256")
   check(ok, "runs: " .. out:sub(-300))
   check(not out:find("factorized layers:", 1, true), "no stray 'factorized layers:' line")
   check(out:find("lowrank.factorize: 1 layer replaced by a pair through rank 16", 1, true), "says what factorize did")
