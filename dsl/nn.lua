@@ -695,7 +695,7 @@ local function how_to_continue(t)
     if v == t and type(k) == "string" and k:match("^[%a_][%w_]*$") and (not name or k < name) then name = k end
   end
   if name then return string.format("%s:fit() or %s:resume() continues", name, name) end
-  return "the trainer's :fit() or :resume() continues"
+  return "no global names this trainer: the code holding it can call :fit() or :resume()"
 end
 
 function Trainer:_pause()

@@ -398,7 +398,7 @@ check "the pause names the trainer's global" '^paused at epoch [0-9]+ step [0-9]
 define 'function run_local() local tl = nn.Trainer{net = nn.Linear(32, 2), data = nn.TensorDataset(px, py), batch = 1}; return tl:fit{epochs = 1000} end'
 line 'run_local()'
 if wait_for '^epoch [0-9]+/1000[ :]' 60; then key C-c; fi
-check "a trainer without a global name is not given one" "^paused at epoch [0-9]+ step [0-9]+/4096 — the trainer's :fit\(\) or :resume\(\) continues$" 30
+check "a trainer without a global name is not given one" "^paused at epoch [0-9]+ step [0-9]+/4096 — no global names this trainer: the code holding it can call :fit\(\) or :resume\(\)$" 30
 if screen | grep -q ' t:fit() or t:resume()'; then fail "the pause never names a t that does not exist" "$(tail_screen)"
 else ok "the pause never names a t that does not exist"; fi
 cat > "$tmp/fit_script.lua" <<'LUA'
