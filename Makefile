@@ -31,10 +31,10 @@ CSTD    := -std=c11 -D_GNU_SOURCE
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes
 OPT     := -O3 -march=native -fno-math-errno
 ifeq ($(DEBUG),1)
-OPT     := -O0 -g3
+OPT     := -O0 -g3 -DNL_CHECKED
 endif
 ifeq ($(SAN),1)
-OPT     := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined -march=native
+OPT     := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined -march=native -DNL_CHECKED
 LDSAN   := -fsanitize=address,undefined
 endif
 # core/ is in folders by concern; each is on the include path, so headers are named alone.
@@ -66,7 +66,7 @@ NVFLAGS := -O3 -std=c++17 $(CORE_INC) -Ibackends -gencode arch=compute_90,code=s
 endif
 
 # ---- sources: every .c in these folders belongs to the library; repl/main.c is the program.
-LIB_SRC  := $(wildcard core/*/*.c backends/cpu/*.c dsl/*.c viz/*.c) $(filter-out repl/main.c,$(wildcard repl/*.c))
+LIB_SRC  := $(wildcard core/*/*.c backends/*.c backends/cpu/*.c backends/sim/*.c dsl/*.c viz/*.c) $(filter-out repl/main.c,$(wildcard repl/*.c))
 LUA_SRC  := $(wildcard dsl/*.lua)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(LUA_SRC:%.lua=$(BUILD)/%.lua.o)
 ifeq ($(USE_CUDA),1)

@@ -229,7 +229,9 @@ function compress.fastest(runs, x, opts)
   if type(time) ~= "number" or time < 0 then raise(f .. ": time must be a number of seconds >= 0") end
   local call = {}
   for i, r in ipairs(runs) do
-    call[i] = type(r) == "function" and r or function(v) return r:forward(v) end
+    -- a network runs where it lives: x goes there once, before the clock starts
+    local xr = nn.is_module(r) and x:device() ~= r:device() and x:to(r:device()) or x
+    call[i] = type(r) == "function" and r or function() return r:forward(xr) end
     call[i](x) -- warm-up: buffers allocated, weights packed
   end
   local best = {}

@@ -217,6 +217,16 @@ const char *nl_dsl_checkpath(lua_State *L, int arg)
     return path;
 }
 
+nl_device nl_dsl_checkdevice(lua_State *L, int arg)
+{
+    const char *name = luaL_checkstring(L, arg);
+    nl_device dev = nl_device_parse(name);
+    if (dev == NL_DEVICE_COUNT)
+        nl_dsl_error(L, "unknown device '%s' (cpu, sim, sim:1, cuda, cuda:1 ...)", name);
+    if (!nl_backend_get(dev)) nl_dsl_core_error(L);
+    return dev;
+}
+
 /* util.check_path(path) -> path: nl_dsl_checkpath for the DSL's Lua chunks. */
 static int util_check_path(lua_State *L)
 {

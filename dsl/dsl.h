@@ -2,6 +2,8 @@
 #ifndef NL_DSL_H
 #define NL_DSL_H
 
+#include "nl.h"
+
 #include <lua.h>
 #include <stdbool.h>
 
@@ -81,5 +83,9 @@ bool nl_dsl_raised(lua_State *L, int idx, int level);
  * (the C library would silently cut it there). Every DSL function that takes a path reads it
  * with this. */
 const char *nl_dsl_checkpath(lua_State *L, int arg);
+
+/* The string argument arg as a device ("cpu", "sim", "sim:1", "cuda:0"): raises a clear error
+ * for an unknown name, and for a device this nnlab has not got (the core's message). */
+nl_device nl_dsl_checkdevice(lua_State *L, int arg);
 
 #endif

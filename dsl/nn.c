@@ -358,13 +358,17 @@ static int m_input(lua_State *L)
     return 1;
 }
 
+/* m:device() -> the device of m's parameters ("cpu" when it has none). */
+static int m_device(lua_State *L)
+{
+    lua_pushstring(L, nl_device_name(nl_module_device(nl_lua_checkmodule(L, 1))));
+    return 1;
+}
+
 static int m_to(lua_State *L)
 {
     nl_module *m = nl_lua_checkmodule(L, 1);
-    const char *name = luaL_checkstring(L, 2);
-    nl_device dev = nl_device_parse(name);
-    if (dev == NL_DEVICE_COUNT) luaL_argerror(L, 2, lua_pushfstring(L, "unknown device '%s' (cpu, cuda)", name));
-    check_status(L, nl_module_to(m, dev));
+    check_status(L, nl_module_to(m, nl_dsl_checkdevice(L, 2)));
     lua_settop(L, 1);
     return 1;
 }
@@ -460,6 +464,16 @@ static int m_len(lua_State *L)
     return 1;
 }
 
+/* Whether m or a layer inside it runs on the CPU only (int8 / int4 kernels). */
+static bool has_cpu_only(const nl_module *m)
+{
+    if (m->type->cpu_only) return true;
+    for (int i = 0; i < m->nchildren; i++)
+        if (has_cpu_only(m->children[i])) return true;
+    return false;
+}
+
+/* The layers; for a network with integer layers, that it runs on the CPU. */
 static int m_tostring(lua_State *L)
 {
     nl_module *m = nl_lua_checkmodule(L, 1);
@@ -468,10 +482,15 @@ static int m_tostring(lua_State *L)
         nl_module_repr(m, buf, n);
         if (strlen(buf) < n - 1) {
             lua_pushstring(L, buf);
-            return 1;
+            break;
         }
         lua_pop(L, 1);
     }
+    if (!has_cpu_only(m)) return 1;
+    lua_pushliteral(L, "\n(integer layers: runs on the CPU, where their kernels are; give it CPU "
+                       "inputs)");
+    lua_concat(L, 2);
+    return 1;
 }
 
 static int m_gc(lua_State *L)
@@ -683,6 +702,12 @@ static nl_tensor *push_labels(lua_State *L, int idx, int64_t classes, nl_device 
     if (y) {
         if (y->ndim != 1) nl_dsl_error(L, "%s: labels must be 1-D, got %d-D", fname, y->ndim);
         n = y->shape[0];
+        if (nl_tensor_device(y) != NL_CPU) { /* one copy to read them, not one per label */
+            nl_tensor **hbox = nl_lua_newbox(L);
+            if (!(*hbox = nl_tensor_host(y))) nl_dsl_core_error(L);
+            lua_replace(L, idx < 0 ? idx - 1 : idx);
+            y = *hbox;
+        }
     } else {
         luaL_checktype(L, idx, LUA_TTABLE);
         n = (int64_t)luaL_len(L, idx);
@@ -845,6 +870,13 @@ static int ds_new(lua_State *L)
     if (y->ndim < 1 || y->shape[0] != x->shape[0])
         nl_dsl_error(L, "nn.TensorDataset: x has %I samples but y has %I", (lua_Integer)x->shape[0],
                    (lua_Integer)(y->ndim ? y->shape[0] : 0));
+    /* Labels and targets are kept on the host (one copy of a device y): a batch's labels are
+     * checked there before the step moves them to the network's device. */
+    if (nl_tensor_device(y) != NL_CPU) {
+        nl_tensor **hbox = nl_lua_newbox(L);
+        if (!(*hbox = nl_tensor_host(y))) return nl_dsl_core_error(L);
+        y = *hbox;
+    }
     /* 1-D y of whole numbers: class labels, checked and kept as i32. */
     bool labels = y->ndim == 1 && !nl_dtype_info(y->dtype)->is_float;
     if (y->ndim == 1 && !labels) {
@@ -1279,9 +1311,17 @@ static int p_load_trainer(lua_State *L)
 static int l_load(lua_State *L)
 {
     const char *path = nl_dsl_checkpath(L, 1);
+    nl_device dev = NL_CPU;
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        lua_getfield(L, 2, "device");
+        if (!lua_isnil(L, -1)) dev = nl_dsl_checkdevice(L, lua_absindex(L, -1));
+        lua_pop(L, 1);
+    }
     nl_module **box = push_empty_box(L);
     *box = nl_checkpoint_load_module(path);
     adopt_box(L);
+    if (dev != NL_CPU) check_status(L, nl_module_to(*box, dev));
     return 1;
 }
 
@@ -1317,8 +1357,9 @@ static const nl_dsl_fn nn_fns[] = {
      "A data set of x [N, ...] with class labels y [N] (1-based; i32 or whole f32 numbers) or f32 "
      "targets y [N, ...]. ds:size(), ds:get(i) -> x_i, y_i, ds:batch(indices) -> x, y (gathered in C).",
      "ds = nn.TensorDataset(tensor.randn(10, 2), tensor.ones(10, \"i32\")); print(ds:get(3))"},
-    {"load", l_load, "nn.load(path) -> Module",
-     "Reads a network saved with m:save(path) (a safetensors file: architecture and weights).",
+    {"load", l_load, "nn.load(path [, {device=\"sim\"}]) -> Module",
+     "Reads a network saved with m:save(path) (a safetensors file: architecture and weights), onto "
+     "the CPU or the device given.",
      "local p = os.tmpname(); nn.Linear(2, 1):save(p); print(nn.load(p)); os.remove(p)"},
     {"is_module", l_is_module, "nn.is_module(x) -> boolean", "Whether x is a Module (a layer or a network).",
      "print(nn.is_module(nn.ReLU()))"},
@@ -1357,9 +1398,14 @@ static const nl_dsl_fn module_methods[] = {
     {"input", m_input, "m:input() -> Tensor or nil", "The input of the last forward (shares memory).",
      "m = nn.ReLU(); m:forward(tensor.from{-1, 2}); print(m:input())"},
     {"to", m_to, "m:to(device) -> m",
-     "Moves every parameter, gradient and buffer to \"cpu\" or \"cuda\" (Tensors taken from m before "
-     "refer to the old copies).",
-     "nn.Linear(2, 2):to(\"cpu\")"},
+     "Moves every parameter, gradient, buffer and layer state to a device: \"cpu\", \"sim\", "
+     "\"cuda\", \"cuda:1\" ... (Tensors taken from m before refer to the old copies). Integer layers "
+     "(quant.int8/int4) stay on the CPU: moving them elsewhere is an error.",
+     "nn.Linear(2, 2):to(\"sim\")"},
+    {"device", m_device, "m:device() -> string",
+     "The device of m's parameters (\"cpu\" for a network without any); the Trainer and "
+     "nn.evaluate move each batch there.",
+     "print(nn.Linear(2, 2):to(\"sim\"):device())"},
     {"save", m_save, "m:save(path) -> m",
      "Writes the architecture and weights to a safetensors file (atomically); nn.load(path) reads it.",
      "local p = os.tmpname(); nn.Linear(2, 1):save(p); os.remove(p)"},

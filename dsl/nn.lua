@@ -219,6 +219,14 @@ local function range(first, last)
   return tensor.arange(first, last + 1):to("i32")
 end
 
+-- The batch x on the network's device (one copy, counted in sys.device_stats); the step moves
+-- the labels there itself, once, after checking them on the host.
+local function on_net_device(net, x)
+  local dev = net:device()
+  if x:device() ~= dev then return x:to(dev) end
+  return x
+end
+
 -- ---------------------------------------------------------------- nn.evaluate
 
 function nn.evaluate(net, data, opts)
@@ -237,13 +245,13 @@ function nn.evaluate(net, data, opts)
   local ok, err = pcall(function()
     if is_loader(data) then -- one pass from the start of its epoch, in its batches
       data:reset()
-      for x, y in data.next, data do P.eval_batch(stats, net, loss, x, y) end
+      for x, y in data.next, data do P.eval_batch(stats, net, loss, on_net_device(net, x), y) end
       return
     end
     local n = data:size()
     for first = 1, n, batch do
       local x, y = fetch(data, range(first, math.min(first + batch - 1, n)))
-      P.eval_batch(stats, net, loss, x, y)
+      P.eval_batch(stats, net, loss, on_net_device(net, x), y)
     end
   end)
   net:train(was_training)
@@ -558,6 +566,7 @@ function Trainer:step()
   check_not_empty(self)
   if self.pos >= self:steps_per_epoch() then self:_close_epoch() end
   local x, y = self:_batch(self.epochs, self.pos)
+  x = on_net_device(self.net, x)
   if self.schedule then self.optim:set_lr(self.schedule(self.steps, self.base_lr)) end
   self.net:train()
   local loss, correct, updated, norm = P.train_step(self.net, self.loss, self.optim, x, y)

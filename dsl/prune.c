@@ -393,7 +393,7 @@ static int p_nonzeros(lua_State *L)
 {
     nl_tensor *t = nl_lua_checktensor(L, 1);
     nl_tensor **box = nl_lua_newbox(L);
-    if (!(*box = nl_tensor_to_device(t, NL_CPU))) nl_dsl_core_error(L);
+    if (!(*box = nl_tensor_host(t))) nl_dsl_core_error(L);
     const char *p = nl_tensor_data(*box);
     size_t es = nl_dtype_info(t->dtype)->size;
     int64_t n = nl_tensor_numel(*box), nz = 0;

@@ -56,6 +56,32 @@ static int l_memory(lua_State *L)
     return 1;
 }
 
+/* sys.device_stats(device [, reset]) -> table of the device's counters (nl_device_stats). */
+static int l_device_stats(lua_State *L)
+{
+    nl_device dev = nl_dsl_checkdevice(L, 1);
+    bool reset = lua_toboolean(L, 2);
+    nl_backend *be = nl_backend_get(dev);
+    if (!be->stats)
+        nl_dsl_error(L, "%s keeps no device statistics (its tensors are host memory)", be->name);
+    nl_device_stats st;
+    be->stats(be, &st, reset);
+    const struct { const char *name; uint64_t v; } rows[] = {
+        {"launches", st.launches}, {"bytes_h2d", st.bytes_h2d}, {"bytes_d2h", st.bytes_d2h},
+        {"bytes_d2d", st.bytes_d2d}, {"copies_h2d", st.copies_h2d}, {"copies_d2h", st.copies_d2h},
+        {"syncs", st.syncs}, {"allocs", st.allocs}, {"memory", st.mem_current},
+        {"peak_memory", st.mem_peak},
+    };
+    lua_createtable(L, 0, (int)(sizeof rows / sizeof rows[0]) + 1);
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        lua_pushinteger(L, (lua_Integer)rows[i].v);
+        lua_setfield(L, -2, rows[i].name);
+    }
+    lua_pushstring(L, be->name);
+    lua_setfield(L, -2, "device");
+    return 1;
+}
+
 static const nl_dsl_fn sys_fns[] = {
     {"clock", l_clock, "sys.clock() -> seconds",
      "Wall-clock seconds from a monotonic clock; subtract two readings to time something.",
@@ -65,6 +91,12 @@ static const nl_dsl_fn sys_fns[] = {
      "sys.threads(1)"},
     {"memory", l_memory, "sys.memory() -> {rss=MiB, peak=MiB}",
      "Resident memory of this process now and at its peak, in MiB.", "print(sys.memory().peak)"},
+    {"device_stats", l_device_stats, "sys.device_stats(device [, reset]) -> table",
+     "What a device has cost since start-up or the last reset (reset=true returns the counts, "
+     "then zeroes them): launches (kernels), bytes_h2d / bytes_d2h / bytes_d2d and copies_h2d / "
+     "copies_d2h (transfers), syncs, allocs, memory and peak_memory (bytes). For sim and cuda; "
+     "the cpu keeps none.",
+     "sys.device_stats('sim', true); local x = tensor.randn(64, 10, {device = 'sim'}); print(sys.device_stats('sim').launches)"},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -62,7 +62,7 @@ static nl_tensor *host(lua_State *L, nl_tensor *t)
 {
     if (nl_tensor_device(t) == NL_CPU) return t;
     nl_tensor **box = nl_lua_newbox(L);
-    if (!(*box = nl_tensor_to_device(t, NL_CPU))) nl_dsl_core_error(L);
+    if (!(*box = nl_tensor_host(t))) nl_dsl_core_error(L);
     return *box;
 }
 
@@ -160,17 +160,36 @@ static void check_indices(lua_State *L, int first, const nl_tensor *t, int64_t *
 
 /* ---------------------------------------------------------------- constructors ---------- */
 
+/* A trailing options table {device = "sim", dtype = "i32"} of a constructor (a table with no
+ * array part, so a shape table is never taken for it): reads it, drops it from *top, and
+ * returns the device (NL_CPU when none); sets *dtype when the table names one. */
+static nl_device check_options(lua_State *L, int *top, nl_dtype *dtype)
+{
+    if (*top < 1 || lua_type(L, *top) != LUA_TTABLE || lua_rawlen(L, *top) > 0) return NL_CPU;
+    int opts = (*top)--;
+    nl_device dev = NL_CPU;
+    if (lua_getfield(L, opts, "device") != LUA_TNIL) dev = nl_dsl_checkdevice(L, -1);
+    lua_pop(L, 1);
+    if (lua_getfield(L, opts, "dtype") != LUA_TNIL) {
+        if (!dtype) nl_dsl_error(L, "this constructor takes no dtype");
+        *dtype = check_dtype(L, lua_absindex(L, -1));
+    }
+    lua_pop(L, 1);
+    return dev;
+}
+
 /* zeros, ones, full: shape..., [value,] [dtype]; every element set to the value. */
 static int make_full(lua_State *L, bool has_value, double value, const char *fname)
 {
     int top = lua_gettop(L);
     nl_dtype dt = NL_F32;
+    nl_device dev = check_options(L, &top, &dt);
     if (top >= 1 && lua_type(L, top) == LUA_TSTRING) dt = check_dtype(L, top--);
     if (has_value) value = luaL_checknumber(L, top > 0 ? top-- : 1);
     int64_t shape[NL_MAX_DIMS];
     int nd = check_shape(L, 1, top, shape, false, fname);
     nl_tensor **box = nl_lua_newbox(L);
-    if (!(*box = nl_tensor_empty(dt, nd, shape, NL_CPU))) return nl_dsl_core_error(L);
+    if (!(*box = nl_tensor_empty(dt, nd, shape, dev))) return nl_dsl_core_error(L);
     check_status(L, nl_fill(*box, value));
     return 1;
 }
@@ -183,9 +202,11 @@ static int t_full(lua_State *L) { return make_full(L, true, 0, "full"); }
 static int make_random(lua_State *L, bool normal, const char *fname)
 {
     int64_t shape[NL_MAX_DIMS];
-    int nd = check_shape(L, 1, lua_gettop(L), shape, false, fname);
+    int top = lua_gettop(L);
+    nl_device dev = check_options(L, &top, NULL);
+    int nd = check_shape(L, 1, top, shape, false, fname);
     nl_tensor **box = nl_lua_newbox(L);
-    if (!(*box = nl_tensor_empty(NL_F32, nd, shape, NL_CPU))) return nl_dsl_core_error(L);
+    if (!(*box = nl_tensor_empty(NL_F32, nd, shape, dev))) return nl_dsl_core_error(L);
     check_status(L, normal ? nl_rand_normal(*box, 0, 1) : nl_rand_uniform(*box, 0, 1));
     return 1;
 }
@@ -420,6 +441,7 @@ static int t_to(lua_State *L)
     nl_device dev = nl_device_parse(s);
     if (dt == NL_DTYPE_COUNT && dev == NL_DEVICE_COUNT)
         luaL_argerror(L, 2, lua_pushfstring(L, "unknown dtype or device '%s'", s));
+    if (dt == NL_DTYPE_COUNT) nl_dsl_checkdevice(L, 2);
     nl_tensor **box = nl_lua_newbox(L);
     *box = dt != NL_DTYPE_COUNT ? nl_tensor_to_dtype(t, dt) : nl_tensor_to_device(t, dev);
     if (!*box) return nl_dsl_core_error(L);
@@ -816,7 +838,7 @@ static const nl_dsl_fn tensor_methods[] = {
     {"numel", t_numel, "t:numel() -> n", "The number of elements.", "tensor.zeros(2, 3):numel()"},
     {"dtype", t_dtype, "t:dtype() -> string", "The element type: \"f32\", \"i8\", \"i32\" or \"u8\".",
      "tensor.zeros(2):dtype()"},
-    {"device", t_device, "t:device() -> string", "Where t lives: \"cpu\" or \"cuda\".",
+    {"device", t_device, "t:device() -> string", "Where t lives: \"cpu\", \"sim\", \"cuda\" (device 0) or a numbered device such as \"sim:1\".",
      "tensor.zeros(2):device()"},
     {"reshape", t_reshape, "t:reshape(size... | {sizes}) -> Tensor",
      "The same elements in another shape; one size may be -1 (inferred). A view when t is "

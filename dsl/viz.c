@@ -134,16 +134,11 @@ static nl_tensor *host_f32(lua_State *L, int idx)
 {
     nl_tensor *t = nl_lua_checktensor(L, idx);
     nl_tensor **box = nl_lua_newbox(L);
-    nl_tensor *h = nl_tensor_device(t) == NL_CPU ? nl_tensor_retain(t) : nl_tensor_to_device(t, NL_CPU);
+    nl_tensor *h = nl_tensor_host(t);
     if (h && h->dtype != NL_F32) {
         nl_tensor *f = nl_tensor_to_dtype(h, NL_F32);
         nl_tensor_release(h);
         h = f;
-    }
-    if (h) {
-        nl_tensor *c = nl_tensor_contiguous(h);
-        nl_tensor_release(h);
-        h = c;
     }
     if (!(*box = h)) nl_dsl_core_error(L);
     return h;

@@ -63,6 +63,7 @@ end
 local function feature_output(net, layer, image, fname)
   local x = image
   if x:dim() < 4 then x = x:reshape(1, table.unpack(x:shape())) end
+  if x:device() ~= net:device() then x = x:to(net:device()) end
   local was = net.training
   net:eval()
   local ok, err = pcall(net.forward, net, x)
@@ -410,7 +411,9 @@ function viz.samples(net, data, n, opts)
   if x:dim() ~= 4 then raise(f .. ": samples must be images [C, H, W]") end
   local was = net.training
   net:eval()
-  local ok, out = pcall(net.forward, net, normalize(x))
+  local xin = normalize(x)
+  if xin:device() ~= net:device() then xin = xin:to(net:device()) end
+  local ok, out = pcall(net.forward, net, xin)
   net:train(was)
   if not ok then raise(f .. ": the network could not run the samples: " .. util.reason(out, f)) end
   local names = class_names(data)

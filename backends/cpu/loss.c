@@ -25,6 +25,11 @@ nl_status nl_cpu_cross_entropy_forward(const nl_op *op)
     const double ls = op->f[0];
 #pragma omp parallel for num_threads(cpu_threads_for(N * C)) schedule(static)
     for (int64_t n = 0; n < N; n++) {
+        const int32_t *cls = op->src[1]->dtype == NL_I32 ? nl_tensor_data(op->src[1]) : NULL;
+        if (cls && (cls[n] < 0 || cls[n] >= C)) {
+            loss[n] = NAN; /* a class out of range: core names it (it checks when the loss is NaN) */
+            continue;
+        }
         double s = 0;
         for (int64_t c = 0; c < C; c++) s -= smoothed_target(op->src[1], n, c, C, ls) * logp[n * C + c];
         loss[n] = (float)s;

@@ -18,14 +18,17 @@ static nl_status svd(nl_module *layer, int64_t *rows, int64_t *cols, float **u, 
 {
     if (!factorable(layer))
         return nl_seterr(NL_EINVAL, "lowrank: %s is not a Linear or Conv2d layer", layer->type->name);
-    const nl_tensor *w = layer->params[0].value;
-    if (nl_tensor_device(w) != NL_CPU)
-        return nl_seterr(NL_EUNSUPPORTED, "lowrank: move the layer to the CPU first");
+    nl_tensor *w = nl_tensor_host(layer->params[0].value); /* a copy of a device weight */
+    if (!w) return nl_errcode();
     int64_t m = w->shape[0], n = nl_tensor_numel(w) / m, k = m < n ? m : n;
     float *block = malloc((size_t)(m * n + m * k + k + k * n) * sizeof *block);
-    if (!block) return nl_seterr(NL_ENOMEM, "lowrank: out of memory");
+    if (!block) {
+        nl_tensor_release(w);
+        return nl_seterr(NL_ENOMEM, "lowrank: out of memory");
+    }
     float *a = block + m * k + k + k * n;
     memcpy(a, nl_tensor_f32(w), (size_t)(m * n) * sizeof *a);
+    nl_tensor_release(w);
     *u = block;
     *s = block + m * k;
     *vt = *s + k;
@@ -112,6 +115,8 @@ static nl_module *build(nl_module *layer, int64_t rows, int64_t cols, const floa
     }
     if (st == NL_OK) st = nl_module_add(seq, first);
     if (st == NL_OK) st = nl_module_add(seq, second);
+    if (st == NL_OK && nl_module_device(layer) != NL_CPU) /* the factors live where the layer did */
+        st = nl_module_to(seq, nl_module_device(layer));
     nl_module_release(first);
     nl_module_release(second);
     if (st != NL_OK) {

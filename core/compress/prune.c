@@ -1,8 +1,7 @@
-/* prune.c: pruning masks and their upkeep, magnitude pruning (per layer or global), sparse
- * execution of pruned layers (thresholds, CSR upkeep), structured channel pruning that rebuilds
- * layers smaller (with Residual coupling), and snapshots. */
+/* prune.c: pruning masks and their upkeep, magnitude pruning (per layer or global), structured
+ * channel pruning that rebuilds layers smaller (with Residual coupling), and snapshots. Sparse
+ * execution of pruned layers is beside the layers (core/nn/sparse.c). */
 #include "prune.h"
-#include "checkpoint.h"
 #include "layer.h"
 
 #include <math.h>
@@ -37,6 +36,42 @@ static void replace_child(nl_module *parent, int index, nl_module *m)
 
 /* ---------------------------------------------------------------- layers ---------------- */
 
+/* The zeros of an f32 tensor on any device (a host copy of a device tensor), -1 when the copy
+ * fails (error set). */
+static int64_t count_zeros(const nl_tensor *w)
+{
+    nl_tensor *h = nl_tensor_host(w);
+    if (!h) return -1;
+    const float *p = nl_tensor_f32(h);
+    int64_t zeros = 0;
+    for (int64_t i = 0, n = nl_tensor_numel(h); i < n; i++) zeros += p[i] == 0;
+    nl_tensor_release(h);
+    return zeros;
+}
+
+/* Pruning edits weights and masks on the host: layers on a device go to the CPU for the pass
+ * (was[i] keeps where each was) and back after it (layers_back, which keeps the first error).
+ * Two copies of those layers per pruning pass, none per training step. */
+static nl_status layers_to_host(nl_module **ls, int n, nl_device *was)
+{
+    nl_status st = NL_OK;
+    for (int i = 0; i < n; i++) {
+        was[i] = nl_module_device(ls[i]);
+        if (st == NL_OK && was[i] != NL_CPU) st = nl_module_to(ls[i], NL_CPU);
+    }
+    return st;
+}
+
+static nl_status layers_back(nl_module **ls, int n, const nl_device *was, nl_status st)
+{
+    for (int i = 0; i < n; i++)
+        if (was[i] != NL_CPU && nl_module_device(ls[i]) != was[i]) {
+            nl_status s = nl_module_to(ls[i], was[i]);
+            if (st == NL_OK) st = s;
+        }
+    return st;
+}
+
 typedef struct {
     nl_prune_layer *out;
     int max, n;
@@ -53,9 +88,7 @@ static void list_layer(nl_module *m, nl_module *parent NL_UNUSED, int index NL_U
         e->m = m;
         const nl_tensor *w = m->params[0].value;
         e->params = nl_tensor_numel(w);
-        e->zeros = 0;
-        const float *p = nl_tensor_f32(w);
-        for (int64_t i = 0; nl_tensor_device(w) == NL_CPU && i < e->params; i++) e->zeros += p[i] == 0;
+        e->zeros = count_zeros(w);
         e->sparse = nl_sparse_eligible(m, e->zeros);
     }
     l->n++;
@@ -127,19 +160,24 @@ static void mask_zeros(nl_module *m, nl_module *parent NL_UNUSED, int index NL_U
                        const char *path NL_UNUSED, void *ctx)
 {
     zeros_pass *zp = ctx;
-    if (zp->st != NL_OK || !prunable(m) || nl_tensor_device(m->params[0].value) != NL_CPU) return;
-    const float *w = nl_tensor_f32(m->params[0].value);
-    int64_t n = nl_tensor_numel(m->params[0].value), zeros = 0;
-    for (int64_t i = 0; i < n; i++) zeros += w[i] == 0;
-    if (!zeros) return;
-    nl_tensor *mask = ensure_mask(m);
-    if (!mask) {
-        zp->st = nl_errcode();
+    if (zp->st != NL_OK || !prunable(m)) return;
+    int64_t zeros = count_zeros(m->params[0].value);
+    if (zeros <= 0) {
+        if (zeros < 0) zp->st = nl_errcode();
         return;
     }
-    uint8_t *k = nl_tensor_data(mask);
-    for (int64_t i = 0; i < n; i++) k[i] = w[i] != 0;
-    zp->made++;
+    nl_device was;
+    nl_status st = layers_to_host(&m, 1, &was);
+    nl_tensor *mask = st == NL_OK ? ensure_mask(m) : NULL;
+    if (mask) {
+        const float *w = nl_tensor_f32(m->params[0].value);
+        uint8_t *k = nl_tensor_data(mask);
+        for (int64_t i = 0, n = nl_tensor_numel(mask); i < n; i++) k[i] = w[i] != 0;
+        zp->made++;
+    } else if (st == NL_OK) {
+        st = nl_errcode();
+    }
+    zp->st = layers_back(&m, 1, &was, st);
 }
 
 int nl_prune_masks_from_zeros(nl_module *net)
@@ -166,132 +204,6 @@ static void unmask(nl_module *m, nl_module *parent NL_UNUSED, int index NL_UNUSE
 }
 
 void nl_prune_remove_masks(nl_module *net) { walk(net, NULL, 0, "", unmask, NULL); }
-
-/* ---------------------------------------------------------------- sparse execution ------ */
-
-/* Where the sparse kernels start to beat the dense ones, measured with `NNLAB_THREADS=2
- * build/release/bench/bench_sparse` (built by `make bench`) on the 2-core AMD EPYC machine nnlab is
- * tuned on, forward in evaluation mode through the layer (the check of the weight included), best
- * of 15 interleaved samples, dense / sparse time:
- *   conv 3->32 k3 p1 32x32,  batch 64: 0.84x at 30%, 1.06x at 40%, 1.26x at 50%, 3.50x at 90%
- *                            batch 1:  0.86x at 50%, 1.08x at 60%, 1.48x at 70%, 3.17x at 90%
- *   conv 32->64 k3 p1 16x16, batch 64: 0.99x at 40%, 1.15x at 50%, 1.43x at 60%, 4.27x at 90%
- *                            batch 1:  0.60x at 20%, 1.63x at 30%, 2.33x at 50%, 6.87x at 90%
- *   linear 4096->10,         batch 64: wins at every sparsity measured: 2.08x at 10%, 3.16x at 50%,
- *                            6.58x at 90% (sgemm with 10 outputs is slow); below 16 input rows the
- *                            layer stays dense (core/nn/linear.c): at batch 1, 0.37x at 90%, 0.77x at 98%.
- * Convolutions go sparse from 60%, where both win at both batch sizes. Linear layers go sparse
- * from 50%: lower, every unpruned layer would hold a CSR copy of its weight for a kernel that is
- * just a faster dense product for this shape, which is not what the switch is for. */
-const double nl_sparse_default_threshold[NL_SPARSE_KINDS] = {
-    [NL_SPARSE_CONV] = 0.6,
-    [NL_SPARSE_LINEAR] = 0.5,
-};
-static double sparse_threshold[NL_SPARSE_KINDS] = {
-    [NL_SPARSE_CONV] = nl_sparse_default_threshold[NL_SPARSE_CONV],
-    [NL_SPARSE_LINEAR] = nl_sparse_default_threshold[NL_SPARSE_LINEAR],
-};
-
-static int64_t sparse_forwards; /* nl_sparse_forwards: layers are run from one host thread */
-
-int64_t nl_sparse_forwards(void) { return sparse_forwards; }
-
-double nl_sparse_threshold(nl_sparse_kind kind) { return sparse_threshold[kind]; }
-
-nl_status nl_sparse_set_threshold(nl_sparse_kind kind, double t)
-{
-    if (!(t <= 1))
-        return nl_seterr(NL_EINVAL, "sparse threshold must be in [0, 1] (or off), got %g", t);
-    sparse_threshold[kind] = t < 0 ? -1 : t;
-    return NL_OK;
-}
-
-nl_sparse_kind nl_sparse_kind_of(const nl_module *m)
-{
-    return is_type(m, "Conv2d") ? NL_SPARSE_CONV : is_type(m, "Linear") ? NL_SPARSE_LINEAR : NL_SPARSE_KINDS;
-}
-
-/* Whether a weight of n elements with zeros zeros reaches threshold t (t < 0: off). */
-static bool reaches(double t, int64_t zeros, int64_t n) { return t >= 0 && (double)zeros >= t * (double)n; }
-
-/* The weight of m if the sparse kernels can take it (f32, contiguous, on the CPU), else NULL. */
-static const nl_tensor *sparse_weight(const nl_module *m)
-{
-    const nl_tensor *w = m->nparams > 0 ? m->params[0].value : NULL;
-    return w && w->dtype == NL_F32 && nl_tensor_device(w) == NL_CPU && nl_tensor_is_contiguous(w) &&
-                   w->ndim >= 2 ? w : NULL;
-}
-
-bool nl_sparse_eligible(const nl_module *m, int64_t zeros)
-{
-    nl_sparse_kind k = nl_sparse_kind_of(m);
-    const nl_tensor *w = k < NL_SPARSE_KINDS ? sparse_weight(m) : NULL;
-    return w && reaches(sparse_threshold[k], zeros, nl_tensor_numel(w));
-}
-
-void nl_sparse_clear(nl_sparse_csr *s)
-{
-    nl_tensor_release(s->rowptr);
-    nl_tensor_release(s->col);
-    nl_tensor_release(s->val);
-    nl_tensor_release(s->weight);
-    *s = (nl_sparse_csr){0};
-}
-
-/* Makes s the CSR of w viewed as [rows, n / rows], with nnz nonzeros, and keeps a copy of w. */
-static nl_status sparse_build(nl_sparse_csr *s, const nl_tensor *w, int64_t nnz)
-{
-    const int64_t n = nl_tensor_numel(w), rows = w->shape[0], cols = n / rows, len = nnz > 0 ? nnz : 1;
-    s->built = false;
-    if (!nl_layer_buffer(&s->rowptr, NL_I32, 1, (int64_t[]){rows + 1}, NL_CPU) ||
-        !nl_layer_buffer(&s->col, NL_I32, 1, &len, NL_CPU) ||
-        !nl_layer_buffer(&s->val, NL_F32, 1, &len, NL_CPU) ||
-        !nl_layer_buffer(&s->weight, NL_F32, w->ndim, w->shape, NL_CPU))
-        return nl_errcode();
-    const float *p = nl_tensor_f32(w);
-    int32_t *rp = nl_tensor_data(s->rowptr), *col = nl_tensor_data(s->col);
-    float *val = nl_tensor_f32(s->val);
-    int32_t j = 0;
-    rp[0] = 0;
-    for (int64_t r = 0; r < rows; r++) {
-        for (int64_t c = 0; c < cols; c++) {
-            const float v = p[r * cols + c];
-            if (v == 0) continue;
-            col[j] = (int32_t)c;
-            val[j++] = v;
-        }
-        rp[r + 1] = j;
-    }
-    memcpy(nl_tensor_data(s->weight), p, (size_t)n * sizeof *p);
-    s->nnz = nnz;
-    s->built = true;
-    return NL_OK;
-}
-
-nl_status nl_sparse_prepare(nl_sparse_csr *s, const nl_module *m, nl_sparse_kind kind, bool *use)
-{
-    *use = false;
-    const nl_tensor *w = sparse_weight(m);
-    const double t = sparse_threshold[kind];
-    if (m->training || t < 0 || !w) return NL_OK;
-    const int64_t n = nl_tensor_numel(w);
-    if (n > INT32_MAX) return NL_OK; /* column indices and row pointers are i32 */
-    const float *p = nl_tensor_f32(w);
-    if (s->built && nl_same_shape(s->weight, w) &&
-        memcmp(nl_tensor_data(s->weight), p, (size_t)n * sizeof *p) == 0) {
-        *use = reaches(t, n - s->nnz, n);
-        sparse_forwards += *use;
-        return NL_OK;
-    }
-    s->built = false; /* the weight changed (or was never seen): count its nonzeros again */
-    int64_t nnz = 0;
-    for (int64_t i = 0; i < n; i++) nnz += p[i] != 0;
-    if (!reaches(t, n - nnz, n)) return NL_OK;
-    nl_status st = sparse_build(s, w, nnz);
-    *use = st == NL_OK;
-    sparse_forwards += *use;
-    return st;
-}
 
 /* ---------------------------------------------------------------- magnitude pruning ----- */
 
@@ -353,13 +265,15 @@ nl_status nl_prune_magnitude(nl_module *net, double amount, nl_prune_scope scope
     }
     nl_status st = NL_OK;
     int64_t total = 0, most = 0;
-    for (int i = 0; i < n && st == NL_OK; i++) {
+    nl_device *was = calloc((size_t)n + 1, sizeof *was);
+    if (!was) st = nl_seterr(NL_ENOMEM, "prune.magnitude: out of memory");
+    for (int i = 0; i < n && st == NL_OK; i++)
         if (!prunable(ls[i]))
             st = nl_seterr(NL_EINVAL, "prune.magnitude: %s is not a Linear or Conv2d layer",
                            ls[i]->type->name);
-        else if (nl_tensor_device(ls[i]->params[0].value) != NL_CPU)
-            st = nl_seterr(NL_EUNSUPPORTED, "prune.magnitude: move the network to the CPU first");
-        else if (!ensure_mask(ls[i]))
+    if (st == NL_OK) st = layers_to_host(ls, n, was);
+    for (int i = 0; i < n && st == NL_OK; i++) {
+        if (!ensure_mask(ls[i]))
             st = nl_errcode();
         if (st != NL_OK) break;
         int64_t k = nl_tensor_numel(ls[i]->params[0].value);
@@ -379,6 +293,8 @@ nl_status nl_prune_magnitude(nl_module *net, double amount, nl_prune_scope scope
         }
     }
     free(r);
+    if (was) st = layers_back(ls, n, was, st);
+    free(was);
     if (ls != layers) free(ls);
     return st;
 }
@@ -650,9 +566,8 @@ static void chan_free(chan_ctx *c, keep_list *keeps)
     free(c->channels);
 }
 
-nl_status nl_prune_channels(nl_module *net, double amount, int norm, int64_t *removed)
+static nl_status channels_on_host(nl_module *net, double amount, int norm, int64_t *removed)
 {
-    if (removed) *removed = 0;
     if (!(amount >= 0 && amount < 1))
         return nl_seterr(NL_EINVAL, "prune.channels: amount must be in [0, 1), got %g", amount);
     if (norm != 1 && norm != 2)
@@ -662,9 +577,6 @@ nl_status nl_prune_channels(nl_module *net, double amount, int norm, int64_t *re
     freeze(&c, end.g);
     keep_list *keeps = c.oom ? NULL : calloc((size_t)c.ng + 1, sizeof *keeps);
     nl_status st = keeps ? NL_OK : nl_seterr(NL_ENOMEM, "prune.channels: out of memory");
-    for (int i = 0; i < c.nt && st == NL_OK; i++)
-        if (nl_tensor_device(c.t[i].m->params[0].value) != NL_CPU)
-            st = nl_seterr(NL_EUNSUPPORTED, "prune.channels: move the network to the CPU first");
     int64_t gone = 0;
     for (int g = 0; g < c.ng && st == NL_OK; g++)
         if (find(&c, g) == g && !c.frozen[g] && (st = choose(&c, g, amount, norm, &keeps[g])) == NL_OK)
@@ -685,46 +597,23 @@ nl_status nl_prune_channels(nl_module *net, double amount, int norm, int64_t *re
     return st;
 }
 
+/* A network on a device is pruned on the CPU and goes back (layers_to_host). */
+nl_status nl_prune_channels(nl_module *net, double amount, int norm, int64_t *removed)
+{
+    if (removed) *removed = 0;
+    nl_device was;
+    nl_status st = layers_to_host(&net, 1, &was);
+    if (st == NL_OK) st = channels_on_host(net, amount, norm, removed);
+    return layers_back(&net, 1, &was, st);
+}
+
 /* ---------------------------------------------------------------- snapshots ------------- */
 
-typedef struct {
-    char name[24];
-    nl_tensor *value;   /* a copy */
-} snap_param;
-
+/* A snapshot is a copy of the network (nl_module_clone): its architecture and every parameter
+ * and buffer, masks included. */
 struct nl_snapshot {
-    char *arch;
-    const nl_module_type *type;
-    int nmodules, nparams;
-    int *count;         /* parameters of each module, depth-first */
-    snap_param *p;
+    nl_module *copy;
 };
-
-typedef struct {
-    nl_snapshot *s;
-    nl_status st;
-} snap_pass;
-
-static void count_module(nl_module *m, nl_module *parent NL_UNUSED, int index NL_UNUSED,
-                         const char *path NL_UNUSED, void *ctx)
-{
-    nl_snapshot *s = ctx;
-    s->nmodules++;
-    s->nparams += m->nparams;
-}
-
-static void copy_module(nl_module *m, nl_module *parent NL_UNUSED, int index NL_UNUSED,
-                        const char *path NL_UNUSED, void *ctx)
-{
-    snap_pass *sp = ctx;
-    nl_snapshot *s = sp->s;
-    s->count[s->nmodules++] = m->nparams;
-    for (int i = 0; i < m->nparams; i++) {
-        snap_param *q = &s->p[s->nparams++];
-        snprintf(q->name, sizeof q->name, "%s", m->params[i].name);
-        if (!(q->value = nl_tensor_clone(m->params[i].value)) && sp->st == NL_OK) sp->st = nl_errcode();
-    }
-}
 
 nl_snapshot *nl_snapshot_take(nl_module *net)
 {
@@ -733,18 +622,8 @@ nl_snapshot *nl_snapshot_take(nl_module *net)
         nl_seterr(NL_ENOMEM, "snapshot: out of memory");
         return NULL;
     }
-    walk(net, NULL, 0, "", count_module, s);
-    s->count = calloc((size_t)s->nmodules + 1, sizeof *s->count);
-    s->p = calloc((size_t)s->nparams + 1, sizeof *s->p);
-    s->arch = nl_checkpoint_arch_json(net);
-    s->type = net->type;
-    snap_pass sp = {s, s->count && s->p && s->arch ? NL_OK : nl_seterr(NL_ENOMEM, "snapshot: out of memory")};
-    if (sp.st == NL_OK) {
-        s->nmodules = s->nparams = 0;
-        walk(net, NULL, 0, "", copy_module, &sp);
-    }
-    if (sp.st != NL_OK) {
-        nl_snapshot_free(s);
+    if (!(s->copy = nl_module_clone(net))) {
+        free(s);
         return NULL;
     }
     return s;
@@ -753,83 +632,70 @@ nl_snapshot *nl_snapshot_take(nl_module *net)
 void nl_snapshot_free(nl_snapshot *s)
 {
     if (!s) return;
-    for (int i = 0; s->p && i < s->nparams; i++) nl_tensor_release(s->p[i].value);
-    free(s->p);
-    free(s->count);
-    free(s->arch);
+    nl_module_release(s->copy);
     free(s);
 }
 
-int64_t nl_snapshot_bytes(const nl_snapshot *s)
+static int64_t module_bytes(const nl_module *m)
 {
     int64_t b = 0;
-    for (int i = 0; i < s->nparams; i++)
-        b += nl_tensor_numel(s->p[i].value) * (int64_t)nl_dtype_info(s->p[i].value->dtype)->size;
+    for (int i = 0; i < m->nparams; i++)
+        b += nl_tensor_numel(m->params[i].value) * (int64_t)nl_dtype_info(m->params[i].value->dtype)->size;
+    for (int i = 0; i < m->nchildren; i++) b += module_bytes(m->children[i]);
     return b;
 }
 
-/* Restoring into a module tree of the snapshot's architecture: check (pass 0), then copy. */
-typedef struct {
-    const nl_snapshot *s;
-    int module, param, pass;
-    nl_status st;
-} restore_pass;
+int64_t nl_snapshot_bytes(const nl_snapshot *s) { return module_bytes(s->copy); }
 
-static void restore_module(nl_module *m, nl_module *parent NL_UNUSED, int index NL_UNUSED,
-                           const char *path NL_UNUSED, void *ctx)
+/* Whether a and b have the same layers with the same arguments, depth-first. */
+static bool same_arch(const nl_module *a, const nl_module *b)
 {
-    restore_pass *rp = ctx;
-    const snap_param *saved = rp->s->p + rp->param;
-    int n = rp->s->count[rp->module++];
-    rp->param += n;
-    if (rp->st != NL_OK) return;
-    for (int i = 0; i < n && rp->st == NL_OK; i++) {
-        nl_param *q = nl_module_param(m, saved[i].name);
-        if (rp->pass == 0) {
-            if (q && (!nl_same_shape(q->value, saved[i].value) || q->value->dtype != saved[i].value->dtype))
-                rp->st = nl_seterr(NL_EINVAL, "snapshot: %s's %s changed shape", m->type->name, q->name);
+    if (a->type != b->type || a->nchildren != b->nchildren ||
+        memcmp(a->args, b->args, sizeof a->args) != 0)
+        return false;
+    for (int i = 0; i < a->nchildren; i++)
+        if (!same_arch(a->children[i], b->children[i])) return false;
+    return true;
+}
+
+/* Restores the saved module's parameters into m, a module of its architecture, in place (the
+ * parameters keep their identity, which the optimizer holds): pass 0 checks, pass 1 copies,
+ * adds what m lacks and drops the buffers the snapshot did not have (masks added since). */
+static nl_status restore_tree(nl_module *m, const nl_module *saved, int pass)
+{
+    nl_status st = NL_OK;
+    for (int i = 0; i < saved->nparams && st == NL_OK; i++) {
+        const nl_param *sp = &saved->params[i];
+        nl_param *q = nl_module_param(m, sp->name);
+        if (pass == 0) {
+            if (q && (!nl_same_shape(q->value, sp->value) || q->value->dtype != sp->value->dtype))
+                st = nl_seterr(NL_EINVAL, "snapshot: %s's %s changed shape", m->type->name, q->name);
         } else if (q) {
-            rp->st = nl_copy(q->value, saved[i].value);
+            st = nl_copy(q->value, sp->value);
         } else {
-            nl_tensor *c = nl_tensor_clone(saved[i].value);
-            rp->st = c ? nl_module_add_param(m, saved[i].name, c, false) : nl_errcode();
+            nl_tensor *c = nl_tensor_clone(sp->value);
+            st = c ? nl_module_add_param(m, sp->name, c, false) : nl_errcode();
             nl_tensor_release(c);
         }
     }
-    /* Drop what the snapshot did not have (masks added since). */
-    for (int i = m->nparams - 1; rp->pass == 1 && rp->st == NL_OK && i >= 0; i--) {
-        bool had = false;
-        for (int j = 0; j < n && !had; j++) had = strcmp(saved[j].name, m->params[i].name) == 0;
-        if (!had && !m->params[i].grad) drop_param(m, i);
-    }
-}
-
-static nl_status restore_into(const nl_snapshot *s, nl_module *m)
-{
-    restore_pass rp = {s, 0, 0, 0, NL_OK};
-    walk(m, NULL, 0, "", restore_module, &rp);
-    if (rp.st != NL_OK) return rp.st;
-    rp = (restore_pass){s, 0, 0, 1, NL_OK};
-    walk(m, NULL, 0, "", restore_module, &rp);
-    return rp.st;
+    for (int i = m->nparams - 1; pass == 1 && st == NL_OK && i >= 0; i--)
+        if (!m->params[i].grad && !nl_module_param((nl_module *)saved, m->params[i].name)) drop_param(m, i);
+    for (int i = 0; i < m->nchildren && st == NL_OK; i++)
+        st = restore_tree(m->children[i], saved->children[i], pass);
+    return st;
 }
 
 nl_status nl_snapshot_restore(const nl_snapshot *s, nl_module *net)
 {
-    if (net->type != s->type)
-        return nl_seterr(NL_EINVAL, "restore: the snapshot is of a %s, not a %s", s->type->name,
+    if (net->type != s->copy->type)
+        return nl_seterr(NL_EINVAL, "restore: the snapshot is of a %s, not a %s", s->copy->type->name,
                          net->type->name);
-    char *arch = nl_checkpoint_arch_json(net);
-    if (!arch) return nl_errcode();
-    bool same = strcmp(arch, s->arch) == 0;
-    free(arch);
-    if (same) return restore_into(s, net);
-    nl_module *m = nl_checkpoint_arch_build(s->arch, "snapshot");
-    nl_status st = m ? restore_into(s, m) : nl_errcode();
-    if (st != NL_OK) {
-        nl_module_release(m);
-        return st;
+    if (same_arch(net, s->copy)) {
+        nl_status st = restore_tree(net, s->copy, 0);
+        return st == NL_OK ? restore_tree(net, s->copy, 1) : st;
     }
+    nl_module *m = nl_module_clone(s->copy);
+    if (!m) return nl_errcode();
     nl_module_train(m, net->training);
     /* net takes the rebuilt contents and keeps its identity; m leaves with the old ones. */
     nl_module old = *net;

@@ -104,6 +104,7 @@ const nl_module_type nl_quantize_type = {
     .init = affine_init,
     .forward = affine_forward,
     .backward = inference_only,
+    .cpu_only = true,
     .infer = affine_infer,
 };
 
@@ -115,6 +116,7 @@ const nl_module_type nl_dequantize_type = {
     .init = affine_init,
     .forward = affine_forward,
     .backward = inference_only,
+    .cpu_only = true,
     .infer = affine_infer,
     .any_input_dtype = true,
 };
@@ -254,6 +256,7 @@ const nl_module_type nl_qconv2d_type = {
     .init = qlayer_init,
     .forward = qlayer_forward,
     .backward = inference_only,
+    .cpu_only = true,
     .infer = qconv_infer,
     .any_input_dtype = true,
 };
@@ -274,6 +277,7 @@ const nl_module_type nl_qlinear_type = {
     .init = qlayer_init,
     .forward = qlayer_forward,
     .backward = inference_only,
+    .cpu_only = true,
     .infer = qlinear_infer,
     .any_input_dtype = true,
 };
@@ -339,6 +343,7 @@ const nl_module_type nl_qmaxpool2d_type = {
     .init = qpool_init,
     .forward = qpool_forward,
     .backward = inference_only,
+    .cpu_only = true,
     .infer = qpool_infer,
     .any_input_dtype = true,
 };
@@ -434,6 +439,7 @@ const nl_module_type nl_int4linear_type = {
     .init = int4_init,
     .forward = int4_forward,
     .backward = inference_only,
+    .cpu_only = true,
     .infer = int4_infer,
 };
 
@@ -453,6 +459,7 @@ const nl_module_type nl_int4conv2d_type = {
     .init = int4_init,
     .forward = int4_forward,
     .backward = inference_only,
+    .cpu_only = true,
     .infer = int4_infer,
 };
 
@@ -475,29 +482,39 @@ static nl_status fq_infer(const nl_module *m NL_UNUSED, int ndim, const int64_t 
     return NL_OK;
 }
 
-/* The op of m's current quantization (the caller fills dst and src). */
-static nl_op fq_op(const nl_module *m)
+/* The op of m's current quantization for the range r (the caller fills dst and src). */
+static nl_op fq_op(const nl_module *m, const float *r)
 {
-    const float *r = nl_tensor_f32(m->params[0].value);
     double scale, zp;
     nl_quant_affine_bits(r[0], r[1], (int)m->args[FQ_BITS], &scale, &zp);
     return (nl_op){.code = NL_OP_FAKEQUANT, .f = {scale, zp, 0, ldexp(1, (int)m->args[FQ_BITS]) - 1}};
 }
 
+/* The range {lo, hi, observed} on the host (one small copy from a device). */
+static nl_status fq_range(const nl_module *m, float r[3])
+{
+    return nl_tensor_get_data(m->params[0].value, r, 0, 3);
+}
+
 static nl_status fq_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
 {
-    float *r = nl_tensor_f32(m->params[0].value);
+    float r[3];
+    nl_status rs = fq_range(m, r);
+    if (rs != NL_OK) return rs;
     if (m->training) {
         nl_tensor *lo = nl_reduce_new(NL_RED_MIN, x, -1, false), *hi = nl_reduce_new(NL_RED_MAX, x, -1, false);
-        if (lo && hi && nl_tensor_numel(x) > 0) {
-            const float l = *nl_tensor_f32(lo), h = *nl_tensor_f32(hi);
-            r[0] = r[2] != 0 && r[0] < l ? r[0] : l;
-            r[1] = r[2] != 0 && r[1] > h ? r[1] : h;
+        double l = 0, h = 0;
+        rs = lo && hi ? NL_OK : nl_errcode();
+        if (rs == NL_OK && nl_tensor_numel(x) > 0 && (rs = nl_tensor_item(lo, &l)) == NL_OK &&
+            (rs = nl_tensor_item(hi, &h)) == NL_OK) {
+            r[0] = r[2] != 0 && r[0] < (float)l ? r[0] : (float)l;
+            r[1] = r[2] != 0 && r[1] > (float)h ? r[1] : (float)h;
             r[2] = 1;
+            rs = nl_tensor_set_data(m->params[0].value, r, 0, 3);
         }
         nl_tensor_release(lo);
         nl_tensor_release(hi);
-        if (!lo || !hi) return nl_errcode();
+        if (rs != NL_OK) return rs;
     }
     if (r[2] == 0) {
         *y = nl_tensor_retain(x);
@@ -505,7 +522,7 @@ static nl_status fq_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
     }
     nl_tensor *out = nl_module_output_buffer(m, NL_F32, x->ndim, x->shape, nl_tensor_device(x));
     if (!out) return nl_errcode();
-    nl_op op = fq_op(m);
+    nl_op op = fq_op(m, r);
     op.dst = out;
     op.src[0] = x;
     nl_status st = nl_op_exec(&op);
@@ -519,11 +536,14 @@ static nl_status fq_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
 
 static nl_status fq_backward(nl_module *m, nl_tensor *gy, nl_tensor **gx)
 {
-    if (nl_tensor_f32(m->params[0].value)[2] == 0) {
+    float r[3];
+    nl_status rs = fq_range(m, r);
+    if (rs != NL_OK) return rs;
+    if (r[2] == 0) {
         *gx = nl_tensor_retain(gy);
         return NL_OK;
     }
-    nl_op op = fq_op(m);
+    nl_op op = fq_op(m, r);
     op.dst = nl_tensor_empty_like(gy);
     op.src[0] = m->input;
     op.src[2] = gy;
@@ -597,26 +617,46 @@ static void qat_destroy(nl_module *m)
     free(s);
 }
 
+static nl_status qat_to(nl_module *m, nl_device dev)
+{
+    qat_state *s = m->state;
+    nl_status st = nl_module_to(s->twin, dev);
+    return st == NL_OK ? nl_tensor_move(&s->scales, dev) : st;
+}
+
 static nl_status qat_infer(const nl_module *m, int ndim, const int64_t *in, int *out_ndim,
                            int64_t *out, int64_t *macs)
 {
     return qat_float_type(m)->infer(m, ndim, in, out_ndim, out, macs);
 }
 
+/* scales[o] = max|w[o]| / qmax (1 for an all-zero row), with ops on the weights' device:
+ * a / qmax + (a == 0) gives exactly a / qmax, or 1 where a is 0. */
+static nl_status qat_scales(nl_tensor *scales, nl_tensor *w, float qmax)
+{
+    const int64_t O = w->shape[0];
+    nl_tensor *rows = nl_tensor_reshape(w, 2, (int64_t[]){O, -1});
+    nl_tensor *a = rows ? nl_unary_new(NL_UN_ABS, rows) : NULL;
+    nl_tensor *amax = a ? nl_reduce_new(NL_RED_MAX, a, 1, false) : NULL;
+    nl_tensor *zero = amax ? nl_binary_scalar_new(NL_BIN_EQ, amax, 0, false) : NULL;
+    nl_status st = zero ? nl_binary_scalar(NL_BIN_DIV, scales, amax, qmax, false) : nl_errcode();
+    if (st == NL_OK) st = nl_binary(NL_BIN_ADD, scales, scales, zero);
+    nl_tensor_release(rows);
+    nl_tensor_release(a);
+    nl_tensor_release(amax);
+    nl_tensor_release(zero);
+    return st;
+}
+
 static nl_status qat_forward(nl_module *m, nl_tensor *x, nl_tensor **y)
 {
     qat_state *s = m->state;
     nl_tensor *w = m->params[0].value;
-    const int64_t O = w->shape[0], K = nl_tensor_numel(w) / O;
-    const float qmax = (float)(ldexp(1, qat_bits(m) - 1) - 1), *wd = nl_tensor_f32(w);
-    for (int64_t o = 0; o < O; o++) {
-        float amax = 0;
-        for (int64_t k = 0; k < K; k++) amax = fmaxf(amax, fabsf(wd[o * K + k]));
-        nl_tensor_f32(s->scales)[o] = amax > 0 ? amax / qmax : 1;
-    }
+    const float qmax = (float)(ldexp(1, qat_bits(m) - 1) - 1);
+    nl_status st = qat_scales(s->scales, w, qmax);
     nl_op op = {.code = NL_OP_FAKEQUANT, .dst = s->twin->params[0].value, .src = {w, s->scales},
                 .f = {0, 0, -qmax, qmax}};
-    nl_status st = nl_op_exec(&op);
+    if (st == NL_OK) st = nl_op_exec(&op);
     for (int i = 1; i < m->nparams && st == NL_OK; i++) st = nl_copy(s->twin->params[i].value, m->params[i].value);
     s->twin->training = m->training;
     return st == NL_OK ? nl_module_forward(s->twin, x, y) : st;
@@ -649,6 +689,7 @@ const nl_module_type nl_qatlinear_type = {
     .backward = qat_backward,
     .infer = qat_infer,
     .destroy = qat_destroy,
+    .to = qat_to,
     .input_grad_optional = true,
 };
 
@@ -669,5 +710,6 @@ const nl_module_type nl_qatconv2d_type = {
     .backward = qat_backward,
     .infer = qat_infer,
     .destroy = qat_destroy,
+    .to = qat_to,
     .input_grad_optional = true,
 };

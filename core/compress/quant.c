@@ -2,9 +2,6 @@
  * conversion of a float network to the integer layers of qlayers.c, and per-layer reports. */
 #include "quant.h"
 
-#include "checkpoint.h"
-#include "cpu/cpu.h"
-
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,9 +14,6 @@ extern const nl_module_type nl_sequential_type, nl_conv2d_type, nl_linear_type, 
 
 enum { QP_IN_SCALE, QP_IN_ZP, QP_OUT_SCALE, QP_OUT_ZP, QP_W_SQNR, QP_A_SQNR }; /* as qlayers.c */
 enum { SAMPLE_MAX = 1 << 16 }; /* values per batch that the percentile method sorts */
-
-nl_status nl_quant_set_isa(const char *name) { return nl_cpu_qgemm_set_isa(name); }
-const char *nl_quant_isa(void) { return nl_cpu_qgemm_isa(); }
 
 static double sqnr_db(double signal, double noise)
 {
@@ -166,27 +160,6 @@ static nl_status calibrate(nl_module **kids, int nk, nl_tensor *const *batches, 
 
 /* ---------------------------------------------------------------- conversion ------------ */
 
-/* A copy of a float layer (architecture and every parameter and buffer). New reference. */
-static nl_module *clone_module(nl_module *m)
-{
-    char *json = nl_checkpoint_arch_json(m);
-    nl_module *c = json ? nl_checkpoint_arch_build(json, "quant") : NULL;
-    free(json);
-    nl_param *src[64], *dst[64];
-    const int n = c ? nl_module_params(m, src, 64, true) : 0;
-    if (c && (n > 64 || nl_module_params(c, dst, 64, true) != n)) {
-        nl_seterr(NL_EINVAL, "quant: cannot copy %s (too many parameters)", m->type->name);
-        nl_module_release(c);
-        return NULL;
-    }
-    for (int i = 0; i < n; i++)
-        if (nl_copy(dst[i]->value, src[i]->value) != NL_OK) {
-            nl_module_release(c);
-            return NULL;
-        }
-    return c;
-}
-
 /* An activation (de)quantizer with the tap's quantization. */
 static nl_module *affine_module(const nl_module_type *t, const tap *tp)
 {
@@ -322,15 +295,15 @@ static nl_status convert(nl_module **kids, int nk, tap *taps, nl_module *out)
         } else {
             if (q) st = append(out, affine_module(&nl_dequantize_type, &taps[qtap]));
             q = false;
-            if (st == NL_OK) st = append(out, clone_module(k));
+            if (st == NL_OK) st = append(out, nl_module_clone(k));
         }
     }
     if (st == NL_OK && q) st = append(out, affine_module(&nl_dequantize_type, &taps[qtap]));
     return st;
 }
 
-nl_module *nl_quant_int8(nl_module *net, nl_tensor *const *batches, int nbatches,
-                         const nl_quant_opts *opts)
+static nl_module *int8_on_host(nl_module *net, nl_tensor *const *batches, int nbatches,
+                               const nl_quant_opts *opts)
 {
     nl_quant_opts o = opts ? *opts : (nl_quant_opts){NL_QCALIB_MINMAX, 99.99};
     if (!net || nbatches < 1) {
@@ -408,7 +381,7 @@ static nl_module *fakequant(int bits)
     return nl_module_new(&nl_fakequant_type, a);
 }
 
-nl_module *nl_quant_qat(nl_module *net, int bits)
+static nl_module *qat_on_host(nl_module *net, int bits)
 {
     nl_module **kids;
     int nk;
@@ -425,7 +398,7 @@ nl_module *nl_quant_qat(nl_module *net, int bits)
         nl_module *k = kids[i];
         const bool conv = is_type(k, &nl_conv2d_type), lin = is_type(k, &nl_linear_type);
         if (!(conv || lin)) {
-            st = append(out, clone_module(k));
+            st = append(out, nl_module_clone(k));
             fq = fq && (takes_u8(kids, nk, i) || is_skipped(k));
             continue;
         }
@@ -433,7 +406,7 @@ nl_module *nl_quant_qat(nl_module *net, int bits)
         if (st == NL_OK)
             st = append(out, retyped(k, conv ? &nl_qatconv2d_type : &nl_qatlinear_type, conv ? 6 : 3, bits));
         const bool relu = i + 1 < nk && is_type(kids[i + 1], &nl_relu_type);
-        if (relu && st == NL_OK) st = append(out, clone_module(kids[++i]));
+        if (relu && st == NL_OK) st = append(out, nl_module_clone(kids[++i]));
         fq = takes_u8(kids, nk, i + 1);
         if (fq && st == NL_OK) st = append(out, fakequant(bits));
     }
@@ -445,7 +418,7 @@ nl_module *nl_quant_qat(nl_module *net, int bits)
     return out;
 }
 
-nl_module *nl_quant_convert(nl_module *net)
+static nl_module *convert_on_host(nl_module *net)
 {
     nl_module **kids;
     int nk;
@@ -567,7 +540,7 @@ static nl_module *int4_layer(nl_module *f, int group)
     return q;
 }
 
-nl_module *nl_quant_int4(nl_module *net, int group)
+static nl_module *int4_on_host(nl_module *net, int group)
 {
     if (!net || group < 1) {
         nl_seterr(NL_EINVAL, "quant.int4: needs a network and group >= 1, got %d", group);
@@ -581,7 +554,7 @@ nl_module *nl_quant_int4(nl_module *net, int group)
     for (int i = 0; i < nk && st == NL_OK; i++) {
         nl_module *k = kids[i];
         const bool w = is_type(k, &nl_conv2d_type) || is_type(k, &nl_linear_type);
-        st = append(out, w ? int4_layer(k, group) : clone_module(k));
+        st = append(out, w ? int4_layer(k, group) : nl_module_clone(k));
     }
     if (st != NL_OK) {
         nl_module_release(out);
@@ -713,4 +686,67 @@ int nl_quant_report(nl_module *net, nl_quant_row *rows, int max)
     int n = 0;
     report_into(net, "", rows, max, &n);
     return n;
+}
+
+/* ---------------------------------------------------------------- networks on a device -- */
+
+/* The policy for a network on a device: quantization reads weights and activations on the host,
+ * and the integer kernels exist on the CPU only, so int8 / int4 / convert work on a CPU copy of
+ * the network and return a CPU network (print says so); qat returns its network on the device of
+ * the one it was given. */
+
+/* net retained when it lives on the CPU, else a copy of it there. NULL with the error set. */
+static nl_module *host_network(nl_module *net)
+{
+    if (!net || nl_module_device(net) == NL_CPU) return nl_module_retain(net);
+    nl_module *c = nl_module_clone(net);
+    if (c && nl_module_to(c, NL_CPU) != NL_OK) {
+        nl_module_release(c);
+        return NULL;
+    }
+    return c;
+}
+
+nl_module *nl_quant_int8(nl_module *net, nl_tensor *const *batches, int nbatches,
+                         const nl_quant_opts *opts)
+{
+    nl_module *h = host_network(net);
+    nl_tensor **hb = calloc((size_t)(nbatches > 0 ? nbatches : 1), sizeof *hb);
+    nl_module *q = NULL;
+    bool ok = (h || !net) && hb;
+    if (!hb) nl_seterr(NL_ENOMEM, "quant.int8: out of memory");
+    for (int b = 0; ok && b < nbatches; b++) ok = (hb[b] = nl_tensor_host(batches[b])) != NULL;
+    if (ok) q = int8_on_host(h, hb, nbatches, opts);
+    for (int b = 0; hb && b < nbatches; b++) nl_tensor_release(hb[b]);
+    free(hb);
+    nl_module_release(h);
+    return q;
+}
+
+nl_module *nl_quant_int4(nl_module *net, int group)
+{
+    nl_module *h = host_network(net);
+    nl_module *q = h || !net ? int4_on_host(h, group) : NULL;
+    nl_module_release(h);
+    return q;
+}
+
+nl_module *nl_quant_convert(nl_module *net)
+{
+    nl_module *h = host_network(net);
+    nl_module *q = h || !net ? convert_on_host(h) : NULL;
+    nl_module_release(h);
+    return q;
+}
+
+nl_module *nl_quant_qat(nl_module *net, int bits)
+{
+    nl_module *h = host_network(net);
+    nl_module *q = h || !net ? qat_on_host(h, bits) : NULL;
+    nl_module_release(h);
+    if (q && nl_module_device(net) != NL_CPU && nl_module_to(q, nl_module_device(net)) != NL_OK) {
+        nl_module_release(q);
+        return NULL;
+    }
+    return q;
 }

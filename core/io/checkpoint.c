@@ -73,11 +73,6 @@ static bool grow(void **v, int *cap, int need, size_t elem)
     return true;
 }
 
-/* A contiguous host tensor with t's contents (a new reference), or NULL with the error set. */
-static nl_tensor *host_contiguous(nl_tensor *t)
-{
-    return nl_tensor_device(t) == NL_CPU ? nl_tensor_contiguous(t) : nl_tensor_to_device(t, NL_CPU);
-}
 
 /* ---------------------------------------------------------------- writer ---------------- */
 
@@ -211,7 +206,7 @@ static nl_status write_all(const nl_st_writer *w, const int *order, nl_atomic_fi
     for (int j = 0; j < w->n && st == NL_OK; j++) {
         if ((st = nl_check_interrupt()) != NL_OK) break;
         const st_item *it = &w->items[order[j]];
-        nl_tensor *h = host_contiguous(it->t);
+        nl_tensor *h = nl_tensor_host(it->t);
         if (!h) return nl_errcode();
         st = nl_atomic_write(af, nl_tensor_data(h), item_bytes(it));
         nl_tensor_release(h);

@@ -427,17 +427,14 @@ nl_tensor *nl_npy_load(const char *path)
 
 /* ---------------------------------------------------------------- saving ---------------- */
 
-/* Writes t (a CPU tensor, any strides) to path as a format 1.0 .npy file whose data starts on a
- * 64-byte boundary, as numpy writes it. The file is replaced atomically: on failure the old file,
- * if any, is untouched. Errors: NL_EDEVICE for tensors not on the CPU, NL_EIO naming the path,
- * NL_ENOMEM. Does not take ownership of t. */
+/* Writes t (any device, any strides: a device tensor is read through one host copy) to path as a
+ * format 1.0 .npy file whose data starts on a 64-byte boundary, as numpy writes it. The file is
+ * replaced atomically: on failure the old file, if any, is untouched. Errors: NL_EIO naming the
+ * path, NL_ENOMEM. Does not take ownership of t. */
 nl_status nl_npy_save(const char *path, const nl_tensor *t)
 {
     if (!path) return nl_seterr(NL_EINVAL, "save: no file name");
     if (!t) return nl_seterr(NL_EINVAL, "save '%s': no tensor", path);
-    if (nl_tensor_device(t) != NL_CPU)
-        return nl_seterr(NL_EDEVICE, "save '%s': the tensor is on %s; copy the tensor to the cpu "
-                         "first", path, nl_device_name(nl_tensor_device(t)));
     char head[512];
     int len = snprintf(head, sizeof head, "{'descr': '%s', 'fortran_order': False, 'shape': (",
                        npy_descr[t->dtype]);
@@ -453,8 +450,7 @@ nl_status nl_npy_save(const char *path, const nl_tensor *t)
     memcpy(pre, npy_magic, 6);
     pre[6] = 1, pre[7] = 0, pre[8] = (unsigned char)(len & 0xff), pre[9] = (unsigned char)(len >> 8);
 
-    /* contiguous() only retains t when it already is contiguous; it never changes its values. */
-    nl_tensor *c = nl_tensor_contiguous((nl_tensor *)t);
+    nl_tensor *c = nl_tensor_host(t); /* t itself when it is a contiguous host tensor */
     if (!c) {
         name_error(path);
         return nl_errcode();

@@ -3,7 +3,7 @@
  * of the module's, allocated once per shape and reused. A pruned layer in evaluation mode runs the
  * sparse op on a CSR copy of its weight instead (core/compress/prune.h). */
 #include "layer.h"
-#include "prune.h"
+#include "sparse.h"
 
 #include <math.h>
 #include <stdlib.h>

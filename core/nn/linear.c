@@ -2,7 +2,7 @@
  * [out, in] and bias [out] as in PyTorch. Products go to the matmul op on views (no copies); a
  * pruned layer in evaluation mode goes to the sparse op instead (core/compress/prune.h). */
 #include "layer.h"
-#include "prune.h"
+#include "sparse.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -27,21 +27,41 @@ static nl_tensor *saved_buffer(nl_loss *l, const nl_tensor *like)
     return kept_buffer(&l->saved, like->ndim, like->shape, nl_tensor_device(like));
 }
 
-/* The mean of all elements of t (on any device), through the 0-d buffer l->mean. */
+/* The mean of all elements of t (on any device), through the 0-d buffer l->mean; with l->also,
+ * through l->pack = [mean, also], read back in one transfer. */
 static nl_status mean_of(nl_loss *l, const nl_tensor *t, double *v)
 {
-    static const int64_t no_dims[1] = {1};
+    static const int64_t no_dims[1] = {1}, two[1] = {2};
     nl_op op = {.code = NL_OP_REDUCE, .src = {t}, .i = {NL_RED_MEAN, -1}};
-    if (!(op.dst = kept_buffer(&l->mean, 0, no_dims, nl_tensor_device(t)))) return nl_errcode();
-    nl_status s = nl_op_exec(&op);
-    return s == NL_OK ? nl_tensor_get(op.dst, NULL, v) : s;
+    if (!l->also) {
+        if (!(op.dst = kept_buffer(&l->mean, 0, no_dims, nl_tensor_device(t)))) return nl_errcode();
+        nl_status s = nl_op_exec(&op);
+        return s == NL_OK ? nl_tensor_item(op.dst, v) : s;
+    }
+    nl_tensor *pack = kept_buffer(&l->pack, 1, two, nl_tensor_device(t));
+    nl_tensor *s0 = pack ? nl_tensor_slice(pack, 0, 0, 1) : NULL;
+    nl_tensor *s1 = s0 ? nl_tensor_slice(pack, 0, 1, 2) : NULL;
+    nl_tensor *also = s1 ? nl_tensor_reshape(s1, 0, NULL) : NULL;
+    op.dst = also ? nl_tensor_reshape(s0, 0, NULL) : NULL;
+    nl_status s = op.dst ? nl_op_exec(&op) : nl_errcode();
+    if (s == NL_OK) s = nl_copy(also, l->also);
+    float both[2];
+    if (s == NL_OK) s = nl_tensor_get_data(pack, both, 0, 2);
+    if (s == NL_OK) {
+        *v = both[0];
+        l->also_value = both[1];
+    }
+    nl_tensor_release(op.dst);
+    nl_tensor_release(also);
+    nl_tensor_release(s0);
+    nl_tensor_release(s1);
+    return s;
 }
 
 /* NL_EINVAL naming the first class index outside [0, C) (read on the host). */
 static nl_status check_classes(nl_tensor *target, int64_t classes)
 {
-    nl_tensor *host = nl_tensor_device(target) == NL_CPU ? nl_tensor_retain(target)
-                                                         : nl_tensor_to_device(target, NL_CPU);
+    nl_tensor *host = nl_tensor_host(target);
     if (!host) return nl_errcode();
     const int32_t *t = nl_tensor_data(host);
     nl_status s = NL_OK;
@@ -78,7 +98,9 @@ static nl_tensor *ce_target(const nl_tensor *x, nl_tensor *target, double ls)
     }
     nl_tensor *t = classes && target->dtype != NL_I32 ? nl_tensor_to_dtype(target, NL_I32)
                                                       : nl_tensor_contiguous(target);
-    if (t && classes && check_classes(t, x->shape[1]) != NL_OK) {
+    /* On the host the classes are checked here; a device target is checked only when the loss
+     * comes back NaN (the kernel's mark of a class out of range): no transfer per step. */
+    if (t && classes && nl_tensor_device(t) == NL_CPU && check_classes(t, x->shape[1]) != NL_OK) {
         nl_tensor_release(t);
         return NULL;
     }
@@ -104,6 +126,8 @@ static nl_status ce_forward(nl_loss *l, nl_tensor *input, nl_tensor *target, dou
         s = nl_op_exec(&op);
     }
     if (s == NL_OK) s = mean_of(l, per, loss);
+    if (s == NL_OK && isnan(*loss) && t->dtype == NL_I32 && nl_tensor_device(t) != NL_CPU)
+        s = check_classes(t, input->shape[1]);
     nl_tensor_release(x);
     return s;
 }
@@ -172,8 +196,8 @@ static nl_status distill_forward(nl_loss *l, nl_tensor *input, nl_tensor *target
     }
     const int64_t n = input->shape[0], c = input->shape[1];
     /* Host, contiguous copies. */
-    nl_tensor *hs = nl_tensor_to_device(input, NL_CPU), *ht = hs ? nl_tensor_to_device(tl, NL_CPU) : NULL;
-    nl_tensor *hy = ht ? nl_tensor_to_device(t, NL_CPU) : NULL;
+    nl_tensor *hs = nl_tensor_host(input), *ht = hs ? nl_tensor_host(tl) : NULL;
+    nl_tensor *hy = ht ? nl_tensor_host(t) : NULL;
     nl_tensor *g = hy ? nl_tensor_empty(NL_F32, 2, input->shape, NL_CPU) : NULL;
     double *p = g ? malloc((size_t)(3 * c + 1) * sizeof *p) : NULL;
     nl_tensor_release(tl);
@@ -258,6 +282,8 @@ void nl_loss_clear(nl_loss *l)
     nl_tensor_release(l->work);
     nl_tensor_release(l->mean);
     nl_tensor_release(l->grad);
+    nl_tensor_release(l->pack);
+    l->pack = NULL;
     nl_module_release(l->teacher);
     l->saved = l->target = l->work = l->mean = l->grad = NULL;
     l->teacher = NULL;

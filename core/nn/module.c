@@ -154,6 +154,49 @@ nl_module *nl_module_new(const nl_module_type *type, const double *args)
     return m;
 }
 
+/* Copies m's parameters and buffers into c (same device): by name, adding those c lacks. */
+static nl_status copy_params(nl_module *c, const nl_module *m)
+{
+    nl_status st = NL_OK;
+    for (int i = 0; i < m->nparams && st == NL_OK; i++) {
+        const nl_param *p = &m->params[i];
+        nl_param *q = nl_module_param(c, p->name);
+        if (q && nl_same_shape(q->value, p->value) && q->value->dtype == p->value->dtype) {
+            st = nl_copy(q->value, p->value);
+        } else if (q) {
+            st = nl_seterr(NL_EINVAL, "clone: %s's %s does not follow from its arguments",
+                           m->type->name, p->name);
+        } else {
+            nl_tensor *t = nl_tensor_clone(p->value);
+            st = t ? nl_module_add_param(c, p->name, t, p->grad != NULL) : nl_errcode();
+            nl_tensor_release(t);
+        }
+    }
+    return st;
+}
+
+nl_module *nl_module_clone(const nl_module *m)
+{
+    const nl_rng_state rng = nl_rng_get_state(); /* the initial weights are overwritten */
+    nl_module *c = nl_module_new(m->type, m->args);
+    nl_rng_set_state(rng);
+    nl_status st = c ? NL_OK : nl_errcode();
+    for (int i = 0; i < m->nchildren && st == NL_OK; i++) {
+        nl_module *k = nl_module_clone(m->children[i]);
+        st = k ? nl_module_add(c, k) : nl_errcode();
+        nl_module_release(k);
+    }
+    nl_device dev = nl_module_device(m);
+    if (st == NL_OK && dev != NL_CPU) st = nl_module_to(c, dev);
+    if (st == NL_OK) st = copy_params(c, m);
+    if (st != NL_OK) {
+        nl_module_release(c);
+        return NULL;
+    }
+    nl_module_train(c, m->training);
+    return c;
+}
+
 nl_module *nl_module_retain(nl_module *m)
 {
     if (m) m->refcount++;
@@ -299,8 +342,14 @@ static bool params_device(const nl_module *m, nl_device *dev)
     return false;
 }
 
-/* Replaces *t by a copy on dev (no-op when already there or NULL). */
-static nl_status move_tensor(nl_tensor **t, nl_device dev)
+nl_device nl_module_device(const nl_module *m)
+{
+    nl_device dev = NL_CPU;
+    params_device(m, &dev);
+    return dev;
+}
+
+nl_status nl_tensor_move(nl_tensor **t, nl_device dev)
 {
     if (!*t || nl_tensor_device(*t) == dev) return NL_OK;
     nl_tensor *moved = nl_tensor_to_device(*t, dev);
@@ -310,12 +359,29 @@ static nl_status move_tensor(nl_tensor **t, nl_device dev)
     return NL_OK;
 }
 
-nl_status nl_module_to(nl_module *m, nl_device dev)
+/* NL_EUNSUPPORTED when m or a layer inside it runs on the CPU only and dev is not the CPU. */
+static nl_status check_cpu_only(const nl_module *m, nl_device dev)
 {
-    if (!nl_backend_get(dev)) return nl_errcode();
+    if (m->type->cpu_only && dev != NL_CPU)
+        return nl_seterr(NL_EUNSUPPORTED, "to: %s runs on the CPU only (integer kernels); a quantized "
+                         "network stays on the CPU (quantize the float network after training on %s)",
+                         m->type->name, nl_device_name(dev));
+    for (int i = 0; i < m->nchildren; i++) {
+        nl_status st = check_cpu_only(m->children[i], dev);
+        if (st != NL_OK) return st;
+    }
+    return NL_OK;
+}
+
+static nl_status module_to(nl_module *m, nl_device dev)
+{
     for (int i = 0; i < m->nparams; i++) {
-        nl_status st = move_tensor(&m->params[i].value, dev);
-        if (st == NL_OK) st = move_tensor(&m->params[i].grad, dev);
+        nl_status st = nl_tensor_move(&m->params[i].value, dev);
+        if (st == NL_OK) st = nl_tensor_move(&m->params[i].grad, dev);
+        if (st != NL_OK) return st;
+    }
+    if (m->type->to) {
+        nl_status st = m->type->to(m, dev);
         if (st != NL_OK) return st;
     }
     /* The last input and output live on the old device: a backward now would mix devices. */
@@ -324,10 +390,17 @@ nl_status nl_module_to(nl_module *m, nl_device dev)
     nl_tensor_release(m->grad_input);
     m->input = m->output = m->grad_input = NULL;
     for (int i = 0; i < m->nchildren; i++) {
-        nl_status st = nl_module_to(m->children[i], dev);
+        nl_status st = module_to(m->children[i], dev);
         if (st != NL_OK) return st;
     }
     return NL_OK;
+}
+
+nl_status nl_module_to(nl_module *m, nl_device dev)
+{
+    if (!nl_backend_get(dev)) return nl_errcode();
+    nl_status st = check_cpu_only(m, dev);
+    return st == NL_OK ? module_to(m, dev) : st;
 }
 
 /* ---------------------------------------------------------------- forward / backward ---- */

@@ -52,6 +52,12 @@ typedef struct nl_module_type {
     bool input_grad_optional;
     /* forward takes inputs of any dtype (quantized layers pass u8 activations); others get f32. */
     bool any_input_dtype;
+    /* The kernels exist on the CPU only (int8 / int4 inference): nl_module_to refuses another
+     * device, naming the layer (the policy: convert explicitly, never copy per step). */
+    bool cpu_only;
+    /* Moves m's own state to dev (tensors and modules outside m->params: a QAT twin, scales);
+     * NULL when there is none, or only work buffers that are remade on the input's device. */
+    nl_status (*to)(nl_module *m, nl_device dev);
 } nl_module_type;
 
 /* A parameter (with a gradient) or a buffer (grad NULL, e.g. running statistics). */
@@ -88,6 +94,10 @@ void nl_module_default_args(const nl_module_type *type, double *args);
 /* Index of an argument by name, or -1. */
 int nl_module_arg_index(const nl_module_type *type, const char *name);
 nl_module *nl_module_retain(nl_module *m);
+/* A deep copy of m on m's device: the same types and arguments, children, every parameter and
+ * buffer (masks included) and the training flag; the RNG stream is left as it was. New
+ * reference, or NULL with the error set. */
+nl_module *nl_module_clone(const nl_module *m);
 void nl_module_release(nl_module *m);
 
 /* Containers: appends / inserts (0-based) / removes a child (the container takes a reference). */
@@ -115,8 +125,15 @@ nl_status nl_module_zero_grad(nl_module *m);        /* recursive */
 int nl_module_params(nl_module *m, nl_param **out, int max, bool with_buffers);
 /* "Conv2d(3, 32, k=3, stride=1, padding=1)" */
 void nl_module_repr(const nl_module *m, char *buf, size_t n);
-/* Moves every parameter, gradient and buffer to dev (in place: the param tensors are replaced). */
+/* Moves every parameter, gradient and buffer, and each layer's own state (type->to), to dev (in
+ * place: the tensors are replaced). Parameter by parameter, so a parameter store can take it
+ * over. NL_EUNSUPPORTED, naming the layer, for a CPU-only layer (int8 / int4) and a device other
+ * than the CPU; nothing is moved then. */
 nl_status nl_module_to(nl_module *m, nl_device dev);
+/* The device of m's first parameter or buffer, depth-first (NL_CPU for a module without any). */
+nl_device nl_module_device(const nl_module *m);
+/* Replaces *t by a copy on dev (no-op when already there or NULL): for type->to. */
+nl_status nl_tensor_move(nl_tensor **t, nl_device dev);
 
 /* Output tensor reuse: returns m's previous output if it has this shape, dtype and device and
  * nobody else holds it, else a new tensor (new reference either way). Keeps the training step
@@ -146,6 +163,12 @@ typedef struct {
     double temperature, alpha;
     nl_tensor *batch;
     nl_tensor *work, *mean, *grad; /* kept between calls: per-sample losses, their mean, dL/dinput */
+    /* A 0-d f32 tensor on the loss's device (borrowed, may be NULL) whose value comes back in the
+     * same transfer as the loss, into also_value (cross-entropy and MSE): nl_train_step reads the
+     * batch's top-1 hits this way, so that a step on a device returns one copy. */
+    nl_tensor *also;
+    double also_value;
+    nl_tensor *pack; /* kept: [loss, also] */
 } nl_loss;
 
 /* Cross-entropy: logits [N, C], target i32 class indices [N] (0-based) or f32 probabilities

@@ -2,6 +2,8 @@
 #include "nl.h"
 
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 const nl_dtype_traits nl_dtype_table[NL_DTYPE_COUNT] = {
@@ -27,18 +29,33 @@ nl_dtype nl_dtype_parse(const char *name)
     return NL_DTYPE_COUNT;
 }
 
-static const char *const device_names[NL_DEVICE_COUNT] = {[NL_CPU] = "cpu", [NL_CUDA] = "cuda"};
+static const char *const device_names[NL_DEVICE_COUNT] = {
+    [NL_CPU] = "cpu", [NL_CUDA] = "cuda", [NL_SIM] = "sim"};
 _Static_assert(sizeof device_names / sizeof device_names[0] == NL_DEVICE_COUNT, "one name per device");
 
 const char *nl_device_name(nl_device d)
 {
-    return (unsigned)d < NL_DEVICE_COUNT ? device_names[d] : "?";
+    static char numbered[NL_DEVICE_COUNT][NL_DEVICE_MAX_INDEX][16]; /* "cuda:15" */
+    nl_device k = nl_device_kind(d);
+    int i = nl_device_index(d);
+    if ((unsigned)k >= NL_DEVICE_COUNT || i >= NL_DEVICE_MAX_INDEX) return "?";
+    if (i == 0) return device_names[k];
+    if (!numbered[k][i][0]) snprintf(numbered[k][i], sizeof numbered[k][i], "%s:%d", device_names[k], i);
+    return numbered[k][i];
 }
 
 nl_device nl_device_parse(const char *name)
 {
-    if (strcmp(name, "cpu") == 0) return NL_CPU;
-    if (strcmp(name, "cuda") == 0 || strcmp(name, "cuda:0") == 0 || strcmp(name, "gpu") == 0)
-        return NL_CUDA;
+    if (strcmp(name, "gpu") == 0) return NL_CUDA;
+    for (int k = 0; k < NL_DEVICE_COUNT; k++) {
+        size_t n = strlen(device_names[k]);
+        if (strncmp(name, device_names[k], n) != 0) continue;
+        if (name[n] == 0) return (nl_device)k;
+        if (name[n] != ':' || name[n + 1] < '0' || name[n + 1] > '9') return NL_DEVICE_COUNT;
+        char *end;
+        long i = strtol(name + n + 1, &end, 10);
+        if (*end || i < 0 || i >= NL_DEVICE_MAX_INDEX) return NL_DEVICE_COUNT;
+        return nl_device_make((nl_device)k, (int)i);
+    }
     return NL_DEVICE_COUNT;
 }

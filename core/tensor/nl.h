@@ -76,9 +76,22 @@ nl_dtype nl_dtype_parse(const char *name);
 
 /* ---------------------------------------------------------------- devices --------------- */
 
-typedef enum { NL_CPU = 0, NL_CUDA, NL_DEVICE_COUNT } nl_device;
+/* A device is a kind (cpu, cuda, sim) and a number: "cuda:1" is the second CUDA device, and each
+ * number is its own backend instance. The value is kind + 256 * number, so NL_CPU, NL_CUDA and
+ * NL_SIM name device 0 of their kind and compare equal to it. NL_DEVICE_COUNT counts the kinds
+ * (and is what nl_device_parse returns for a name it does not know). */
+typedef enum { NL_CPU = 0, NL_CUDA, NL_SIM, NL_DEVICE_COUNT } nl_device;
+#define NL_DEVICE_MAX_INDEX 16 /* device numbers 0 .. 15 of each kind */
+static inline nl_device nl_device_kind(nl_device d) { return (nl_device)((unsigned)d & 255u); }
+static inline int nl_device_index(nl_device d) { return (int)((unsigned)d >> 8); }
+static inline nl_device nl_device_make(nl_device kind, int index)
+{
+    return (nl_device)((unsigned)kind + 256u * (unsigned)index);
+}
+/* "cpu", "sim", "cuda" for device 0, "sim:1", "cuda:3" for the others (a static string). */
 const char *nl_device_name(nl_device d);
-/* "cpu", "cuda" (also "cuda:0"); returns NL_DEVICE_COUNT if unknown. */
+/* "cpu", "sim", "sim:2", "cuda", "cuda:0", "cuda:1", "gpu" (= cuda:0); returns NL_DEVICE_COUNT
+ * if the kind is unknown or the number out of range (0 .. NL_DEVICE_MAX_INDEX-1). */
 nl_device nl_device_parse(const char *name);
 
 /* ---------------------------------------------------------------- backends -------------- */
@@ -86,11 +99,20 @@ nl_device nl_device_parse(const char *name);
 typedef struct nl_backend nl_backend;
 typedef struct nl_op nl_op;
 
-/* A backend is a vtable plus a context (ggml-backend style). The CPU backend is the reference
- * for every op; others may support a subset (supports() says which). */
+/* What a device has cost so far (sys.device_stats): kernel launches, bytes copied host->device
+ * and device->host (and within the device), synchronisations, and device memory now, at its
+ * peak and in allocations. */
+typedef struct {
+    uint64_t launches, bytes_h2d, bytes_d2h, bytes_d2d, copies_h2d, copies_d2h, syncs, allocs;
+    uint64_t mem_current, mem_peak;
+} nl_device_stats;
+
+/* A backend is a vtable plus a context (ggml-backend style), one instance per device number.
+ * The CPU backend is the reference for every op; others may support a subset (supports() says
+ * which). */
 struct nl_backend {
     const char *name;
-    nl_device device;
+    nl_device device; /* kind and number (nl_device_make) */
     void *ctx;
     /* Returns device memory of `bytes` bytes (aligned to 64), or NULL (error set). */
     void *(*alloc)(nl_backend *be, size_t bytes);
@@ -101,17 +123,30 @@ struct nl_backend {
     void (*sync)(nl_backend *be);
     bool (*supports)(nl_backend *be, const nl_op *op);
     nl_status (*exec)(nl_backend *be, const nl_op *op);
+    /* Optional (NULL: the backend keeps no statistics): copies the counters into *out, then
+     * zeroes them when reset (the peak restarts at the memory in use). */
+    void (*stats)(nl_backend *be, nl_device_stats *out, bool reset);
 };
 
-/* Returns the backend for a device, or NULL with an NL_EDEVICE error ("no CUDA device"). */
+/* Returns the backend instance of a device (made on first use by its kind's provider), or NULL
+ * with an NL_EDEVICE error ("no CUDA device", "sim:3: no such device"). */
 nl_backend *nl_backend_get(nl_device d);
-/* Backends register themselves at start-up (nl_init). */
+/* Registers one instance under be->device (replacing any). */
 void nl_backend_register(nl_backend *be);
-/* Initialises the core (registers backends, reads NNLAB_THREADS). Idempotent. */
+/* Registers the provider of a kind: instance(n) returns the backend of device number n, or NULL
+ * with the error set (no such device). Called once per kind by nl_init (backends/registry.c). */
+void nl_backend_provide(nl_device kind, nl_backend *(*instance)(int index));
+/* Initialises the library (registers the backends, reads NNLAB_THREADS). Idempotent. Defined in
+ * backends/registry.c: core knows no backend by name. */
 void nl_init(void);
-/* Threads used by CPU kernels and BLAS. */
+/* Threads used by CPU kernels and BLAS (backends/registry.c). */
 void nl_set_threads(int n);
 int nl_get_threads(void);
+/* Nonzero while a backend's exec or copy call runs (nl_op_exec and the tensor copies count
+ * them): the only time a backend's own memory may be addressed through nl_tensor_data. */
+int nl_backend_depth(void);
+void nl_backend_enter(void);
+void nl_backend_leave(void);
 
 /* ---------------------------------------------------------------- storage and tensors --- */
 
@@ -156,7 +191,11 @@ void nl_tensor_release(nl_tensor *t);
 int64_t nl_tensor_numel(const nl_tensor *t);
 bool nl_tensor_is_contiguous(const nl_tensor *t);
 nl_device nl_tensor_device(const nl_tensor *t);
-/* Pointer to the first element (storage->ptr + offset*size). Host-only meaning for CPU. */
+/* Pointer to the first element of a host tensor (storage->ptr + offset*size). Host memory only:
+ * device tensors are read through nl_tensor_host / nl_tensor_item. Backends take pointers to their
+ * own memory inside their exec and copy calls (nl_backend_depth() > 0). Checked builds
+ * (NL_CHECKED: DEBUG=1, SAN=1) stop with a message when a device tensor's pointer is taken
+ * outside a backend call. */
 void *nl_tensor_data(const nl_tensor *t);
 static inline float *nl_tensor_f32(const nl_tensor *t) { return (float *)nl_tensor_data(t); }
 /* Formats a shape as "[2, 3, 4]" into buf; returns buf. */
@@ -175,6 +214,18 @@ nl_tensor *nl_tensor_clone(const nl_tensor *t);
 /* A copy on another device / with another dtype (saturating, rounding to nearest for ints). */
 nl_tensor *nl_tensor_to_device(const nl_tensor *t, nl_device dev);
 nl_tensor *nl_tensor_to_dtype(const nl_tensor *t, nl_dtype dtype);
+/* The one way to read a tensor on the host: a contiguous CPU tensor with t's values, t itself
+ * retained when it already is one, else a copy (one transfer from a device). New reference, or
+ * NULL with the error set. */
+nl_tensor *nl_tensor_host(const nl_tensor *t);
+/* The value of a one-element tensor as a double (one small copy from a device); NL_ESHAPE when t
+ * has more than one element. */
+nl_status nl_tensor_item(const nl_tensor *t, double *out);
+/* ggml's get_tensor / set_tensor: copy n elements starting at element `first` of a contiguous
+ * tensor t to / from host memory (one transfer on a device; a memmove on the host). NL_EINVAL
+ * for a non-contiguous t or a range past its end. */
+nl_status nl_tensor_get_data(const nl_tensor *t, void *dst, size_t first, size_t n);
+nl_status nl_tensor_set_data(nl_tensor *t, const void *src, size_t first, size_t n);
 
 /* Element access by 0-based multi-index (host tensors); value as double. */
 nl_status nl_tensor_get(const nl_tensor *t, const int64_t *idx, double *out);
@@ -246,7 +297,7 @@ typedef enum {
                                written to aux (u8), or read from src[1] (u8) when given (backward) */
     NL_OP_CROSS_ENTROPY,    /* dst [N] = -sum_c q * src[0] with src[0] log-probabilities [N,C], q the
                                target src[1] (i32 classes [N] or f32 probabilities [N,C]) smoothed:
-                               (1 - f[0]) * q + f[0] / C */
+                               (1 - f[0]) * q + f[0] / C; NaN for a class outside [0, C) */
     NL_OP_CROSS_ENTROPY_BWD,/* dst [N,C] = f[1] * (exp(src[0]) * sum_c q - q); src, f[0] as forward */
     NL_OP_SGD_STEP,         /* torch.optim.SGD on param dst (f32, contiguous) with grad src[0] and
                                momentum buffer src[1] (updated in place; NULL when f[1]=0);
@@ -367,6 +418,10 @@ uint64_t nl_rng_u64(void);
 uint64_t nl_rng_hash(uint64_t key, uint64_t counter);
 float nl_rng_u01_at(uint64_t key, uint64_t counter);
 float nl_rng_normal_at(uint64_t key, uint64_t counter);
+/* Fills the i32 tensor dst [n] (CPU, contiguous) with a permutation of 0..n-1 drawn from the
+ * pure hash stream of key (Fisher-Yates; touches no global RNG state): the same key always gives
+ * the same order. NL_EINVAL for another tensor. */
+nl_status nl_permutation(nl_tensor *dst, uint64_t key);
 
 /* ---------------------------------------------------------------- files ----------------- */
 

@@ -105,7 +105,10 @@ nl_status nl_op_exec(const nl_op *op)
     if (!be->supports(be, op))
         return nl_seterr(NL_EUNSUPPORTED, "%s: not supported by the %s backend%s", name, be->name,
                          op->code == NL_OP_MATMUL ? " for these dtypes" : "");
-    return be->exec(be, op);
+    nl_backend_enter();
+    nl_status s = be->exec(be, op);
+    nl_backend_leave();
+    return s;
 }
 
 /* ---------------------------------------------------------------- promotion ------------- */

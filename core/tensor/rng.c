@@ -1,5 +1,6 @@
 /* rng.c: nnlab's counter-based random numbers: a pure hash of (key, counter), the uniform and
- * normal draws built on it, and the one global stream (seed, counter) that fills consume. */
+ * normal draws built on it, the one global stream (seed, counter) that fills consume, and the
+ * seeded permutations that shuffle data sets. */
 #include "nl.h"
 
 #include <math.h>
@@ -121,4 +122,21 @@ uint64_t nl_rng_u64(void)
 {
     uint64_t c = nl_rng_reserve(1);
     return nl_rng_hash(g_state.seed, c);
+}
+
+nl_status nl_permutation(nl_tensor *dst, uint64_t key)
+{
+    if (dst->dtype != NL_I32 || dst->ndim != 1 || nl_tensor_device(dst) != NL_CPU ||
+        !nl_tensor_is_contiguous(dst) || dst->shape[0] > INT32_MAX)
+        return nl_seterr(NL_EINVAL, "permutation: expected a contiguous 1-D i32 CPU tensor");
+    int32_t *p = nl_tensor_data(dst);
+    int64_t n = dst->shape[0];
+    for (int64_t i = 0; i < n; i++) p[i] = (int32_t)i;
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = (int64_t)(nl_rng_hash(key, (uint64_t)i) % (uint64_t)(i + 1));
+        int32_t t = p[i];
+        p[i] = p[j];
+        p[j] = t;
+    }
+    return NL_OK;
 }

@@ -214,6 +214,14 @@ nl_device nl_tensor_device(const nl_tensor *t) { return t->storage->backend->dev
 
 void *nl_tensor_data(const nl_tensor *t)
 {
+#ifdef NL_CHECKED
+    if (nl_tensor_device(t) != NL_CPU && nl_backend_depth() == 0) {
+        fprintf(stderr, "nnlab: nl_tensor_data of a tensor on %s outside a backend call: the host "
+                "reads device tensors through nl_tensor_host or nl_tensor_item\n",
+                nl_device_name(nl_tensor_device(t)));
+        abort();
+    }
+#endif
     return (char *)t->storage->ptr + t->offset * nl_dtype_info(t->dtype)->size;
 }
 
@@ -336,23 +344,39 @@ nl_tensor *nl_tensor_contiguous(nl_tensor *t)
     return nl_tensor_is_contiguous(t) ? nl_tensor_retain(t) : nl_tensor_clone(t);
 }
 
+/* Moves the bytes of src (contiguous) into dst (contiguous, same dtype and shape, another
+ * device) with the copy of the device that is not the host. */
+static nl_status transfer(nl_tensor *dst, const nl_tensor *src)
+{
+    nl_device from = nl_tensor_device(src), to = nl_tensor_device(dst);
+    nl_backend *be = from == NL_CPU ? dst->storage->backend : src->storage->backend;
+    size_t bytes = (size_t)nl_tensor_numel(src) * nl_dtype_info(src->dtype)->size;
+    nl_backend_enter();
+    nl_status s = be->copy(be, nl_tensor_data(dst), to, nl_tensor_data(src), from, bytes);
+    nl_backend_leave();
+    return s;
+}
+
 /* A new contiguous tensor of dtype on dev holding t's values (converted). */
 static nl_tensor *copy_as(const nl_tensor *t, nl_dtype dtype, nl_device dev)
 {
     nl_device from = nl_tensor_device(t);
+    if (dev != from && from != NL_CPU && dev != NL_CPU) {
+        /* Between two devices: through the host. */
+        nl_tensor *h = copy_as(t, t->dtype, NL_CPU);
+        nl_tensor *d = h ? copy_as(h, dtype, dev) : NULL;
+        nl_tensor_release(h);
+        return d;
+    }
     if (dev != from) {
-        /* Cross-device: make a contiguous same-dtype copy on the source side, move the bytes,
-         * then convert on the destination. */
-        nl_tensor *src = nl_tensor_empty(t->dtype, t->ndim, t->shape, from);
+        /* Cross-device: make a contiguous same-dtype copy on the source side (t itself when it
+         * is contiguous), move the bytes, then convert on the destination. */
+        nl_tensor *src = nl_tensor_contiguous((nl_tensor *)t);
         if (!src) return NULL;
-        nl_tensor *dst = NULL;
-        if (nl_copy(src, t) == NL_OK && (dst = nl_tensor_empty(t->dtype, t->ndim, t->shape, dev))) {
-            nl_backend *be = from == NL_CPU ? dst->storage->backend : src->storage->backend;
-            size_t bytes = (size_t)nl_tensor_numel(t) * nl_dtype_info(t->dtype)->size;
-            if (be->copy(be, nl_tensor_data(dst), dev, nl_tensor_data(src), from, bytes) != NL_OK) {
-                nl_tensor_release(dst);
-                dst = NULL;
-            }
+        nl_tensor *dst = nl_tensor_empty(t->dtype, t->ndim, t->shape, dev);
+        if (dst && transfer(dst, src) != NL_OK) {
+            nl_tensor_release(dst);
+            dst = NULL;
         }
         nl_tensor_release(src);
         if (!dst || dtype == t->dtype) return dst;
@@ -374,6 +398,52 @@ nl_tensor *nl_tensor_to_device(const nl_tensor *t, nl_device dev)
 {
     if (!nl_backend_get(dev)) return NULL;
     return copy_as(t, t->dtype, dev);
+}
+
+nl_tensor *nl_tensor_host(const nl_tensor *t)
+{
+    if (nl_tensor_device(t) == NL_CPU) return nl_tensor_contiguous((nl_tensor *)t);
+    return copy_as(t, t->dtype, NL_CPU);
+}
+
+/* Copies between host memory and elements [first, first + n) of t (to_host: from t). */
+static nl_status host_transfer(const nl_tensor *t, void *host, size_t first, size_t n, bool to_host)
+{
+    const char *fn = to_host ? "get_data" : "set_data";
+    if (!nl_tensor_is_contiguous(t))
+        return nl_seterr(NL_EINVAL, "%s: the tensor is not contiguous", fn);
+    if (first > (size_t)nl_tensor_numel(t) || n > (size_t)nl_tensor_numel(t) - first)
+        return nl_seterr(NL_EINVAL, "%s: elements %zu..%zu out of range for %lld elements", fn,
+                         first + 1, first + n, (long long)nl_tensor_numel(t));
+    size_t es = nl_dtype_info(t->dtype)->size, bytes = n * es;
+    nl_backend *be = t->storage->backend;
+    char *dev = (char *)t->storage->ptr + (t->offset + first) * es;
+    if (!bytes) return NL_OK;
+    nl_backend_enter();
+    nl_status s = to_host ? be->copy(be, host, NL_CPU, dev, be->device, bytes)
+                          : be->copy(be, dev, be->device, host, NL_CPU, bytes);
+    nl_backend_leave();
+    return s;
+}
+
+nl_status nl_tensor_get_data(const nl_tensor *t, void *dst, size_t first, size_t n)
+{
+    return host_transfer(t, dst, first, n, true);
+}
+
+nl_status nl_tensor_set_data(nl_tensor *t, const void *src, size_t first, size_t n)
+{
+    return host_transfer(t, (void *)src, first, n, false);
+}
+
+nl_status nl_tensor_item(const nl_tensor *t, double *out)
+{
+    char sbuf[256];
+    if (nl_tensor_numel(t) != 1)
+        return nl_seterr(NL_ESHAPE, "item: expected a tensor of one element, got shape %s",
+                         nl_shape_str(sbuf, sizeof sbuf, t->ndim, t->shape));
+    int64_t zero[NL_MAX_DIMS] = {0};
+    return nl_tensor_get(t, zero, out);
 }
 
 nl_tensor *nl_tensor_to_dtype(const nl_tensor *t, nl_dtype dtype)
@@ -420,7 +490,9 @@ nl_status nl_tensor_get(const nl_tensor *t, const int64_t *idx, double *out)
     nl_backend *be = t->storage->backend;
     const void *p = (char *)t->storage->ptr + off;
     if (be->device != NL_CPU) {
+        nl_backend_enter();
         st = be->copy(be, buf, NL_CPU, p, be->device, nl_dtype_info(t->dtype)->size);
+        nl_backend_leave();
         if (st != NL_OK) return st;
         p = buf;
     }

@@ -311,18 +311,19 @@ void nl_optim_set_progress(nl_optim *o, int64_t steps, bool have_state)
 
 /* ---------------------------------------------------------------- clipping -------------- */
 
-/* Sum of squares of a tensor in double, in element order (a host copy for device tensors). */
-static nl_status sum_squares(const nl_tensor *t, double *out)
+/* Adds the sum of squares of t into the 0-d tensor *acc, made on t's device by the first call
+ * (a new reference the caller releases): the norm is summed where the gradients are, and read
+ * back as one scalar. */
+static nl_status add_sum_squares(const nl_tensor *t, nl_tensor **acc)
 {
-    nl_tensor *hc = nl_tensor_device(t) == NL_CPU ? nl_tensor_contiguous((nl_tensor *)t)
-                                                  : nl_tensor_to_device(t, NL_CPU);
-    if (!hc) return nl_errcode();
-    const float *p = nl_tensor_f32(hc);
-    double s = 0;
-    for (int64_t i = 0, n = nl_tensor_numel(hc); i < n; i++) s += (double)p[i] * p[i];
-    nl_tensor_release(hc);
-    *out = s;
-    return NL_OK;
+    nl_tensor *sq = nl_binary_new(NL_BIN_MUL, t, t);
+    nl_tensor *s = sq ? nl_reduce_new(NL_RED_SUM, sq, -1, false) : NULL;
+    nl_status st = s ? NL_OK : nl_errcode();
+    if (st == NL_OK && !*acc) *acc = nl_tensor_retain(s);
+    else if (st == NL_OK) st = nl_binary(NL_BIN_ADD, *acc, *acc, s);
+    nl_tensor_release(sq);
+    nl_tensor_release(s);
+    return st;
 }
 
 nl_status nl_clip_grad_norm(nl_module *net, double max_norm, double *total_norm)
@@ -334,11 +335,12 @@ nl_status nl_clip_grad_norm(nl_module *net, double max_norm, double *total_norm)
     if (!ps) return nl_seterr(NL_ENOMEM, "clip_grad_norm: out of memory");
     nl_module_params(net, ps, n, false);
     double sq = 0;
+    nl_tensor *acc = NULL;
     nl_status st = NL_OK;
-    for (int i = 0; i < n && st == NL_OK; i++) {
-        double s = 0;
-        if (ps[i]->grad && (st = sum_squares(ps[i]->grad, &s)) == NL_OK) sq += s;
-    }
+    for (int i = 0; i < n && st == NL_OK; i++)
+        if (ps[i]->grad) st = add_sum_squares(ps[i]->grad, &acc);
+    if (st == NL_OK && acc) st = nl_tensor_item(acc, &sq);
+    nl_tensor_release(acc);
     double norm = sqrt(sq), coef = max_norm / (norm + 1e-6);
     /* PyTorch multiplies by min(coef, 1) unconditionally; by 1 changes nothing. */
     for (int i = 0; i < n && st == NL_OK; i++)

@@ -1,21 +1,10 @@
 /* train.c: one training step and one evaluation batch in C (forward, loss, backward, update,
- * scoring), and the row gathers and seeded permutations that feed them mini-batches. */
+ * scoring), and the row gathers that feed them mini-batches (the seeded permutations that order
+ * them are beside the RNG, core/tensor/rng.c). */
 #include "train.h"
 
 #include <math.h>
 #include <string.h>
-
-/* A host, contiguous version of t: t itself (retained) when it already is one, else a copy.
- * New reference, or NULL with the error set. */
-static nl_tensor *host_contiguous(nl_tensor *t)
-{
-    if (nl_tensor_device(t) == NL_CPU) return nl_tensor_contiguous(t);
-    nl_tensor *h = nl_tensor_to_device(t, NL_CPU);
-    if (!h) return NULL;
-    nl_tensor *c = nl_tensor_contiguous(h);
-    nl_tensor_release(h);
-    return c;
-}
 
 /* The index of the largest of v[0..n) (the first one on ties). */
 static int64_t argmax_row(const float *v, int64_t n)
@@ -40,7 +29,7 @@ static nl_status score(nl_tensor *out, nl_tensor *y, int64_t *top1, int64_t *top
     if (out->dtype != NL_F32 || out->ndim != 2 || out->shape[0] != y->shape[0] || !(labels || probs))
         return NL_OK;
     int64_t n = out->shape[0], c = out->shape[1];
-    nl_tensor *ho = host_contiguous(out), *hy = ho ? host_contiguous(y) : NULL;
+    nl_tensor *ho = nl_tensor_host(out), *hy = ho ? nl_tensor_host(y) : NULL;
     if (!hy) {
         nl_tensor_release(ho);
         return nl_errcode();
@@ -69,6 +58,18 @@ static nl_status score(nl_tensor *out, nl_tensor *y, int64_t *top1, int64_t *top
     return s;
 }
 
+/* The top-1 hits of logits out [N, C] against i32 labels y [N], counted where out lives (the
+ * first maximum wins, as in score): a 0-d f32 tensor (new reference), or NULL (error set). */
+static nl_tensor *hits_where(nl_tensor *out, nl_tensor *y)
+{
+    nl_tensor *pred = nl_reduce_new(NL_RED_ARGMAX, out, 1, false);
+    nl_tensor *eq = pred ? nl_binary_new(NL_BIN_EQ, pred, y) : NULL;
+    nl_tensor *hits = eq ? nl_reduce_new(NL_RED_SUM, eq, -1, false) : NULL;
+    nl_tensor_release(pred);
+    nl_tensor_release(eq);
+    return hits;
+}
+
 nl_status nl_train_step(nl_module *net, nl_loss *loss, nl_optim *opt, nl_tensor *x,
                         nl_tensor *y, double clip, nl_step_result *r)
 {
@@ -80,11 +81,20 @@ nl_status nl_train_step(nl_module *net, nl_loss *loss, nl_optim *opt, nl_tensor 
     bool scored;
     nl_status s = nl_optim_zero_grad(opt);
     if (s == NL_OK) s = nl_module_forward(net, x, &out);
+    /* On a device, the hits are counted there and come back with the loss: one transfer. */
+    nl_tensor *hits = NULL;
+    if (s == NL_OK && nl_tensor_device(out) != NL_CPU && loss->kind != NL_LOSS_DISTILL &&
+        out->ndim == 2 && y->dtype == NL_I32 && y->ndim == 1 && y->shape[0] == out->shape[0] &&
+        nl_tensor_device(y) == nl_tensor_device(out) && !(loss->also = hits = hits_where(out, y)))
+        s = nl_errcode();
     loss->batch = x; /* a distillation loss runs its teacher on it */
     if (s == NL_OK) s = nl_loss_forward(loss, out, y, &r->loss);
     loss->batch = NULL;
+    loss->also = NULL;
+    nl_tensor_release(hits);
     if (s == NL_OK && isfinite(r->loss)) {
-        s = score(out, y, &r->correct, NULL, NULL, &scored);
+        if (hits) r->correct = (int64_t)loss->also_value;
+        else s = score(out, y, &r->correct, NULL, NULL, &scored);
         if (s == NL_OK) s = nl_loss_backward(loss, 1.0, &gout);
         if (s == NL_OK) s = nl_module_backward(net, gout, NULL); /* no dL/dx of the batch */
         if (s == NL_OK && clip > 0) s = nl_clip_grad_norm(net, clip, &r->grad_norm);
@@ -174,21 +184,4 @@ nl_status nl_gather_rows(nl_tensor *dst, const nl_tensor *src, const int64_t *ro
         nl_tensor_release(to);
     }
     return s;
-}
-
-nl_status nl_permutation(nl_tensor *dst, uint64_t key)
-{
-    if (dst->dtype != NL_I32 || dst->ndim != 1 || nl_tensor_device(dst) != NL_CPU ||
-        !nl_tensor_is_contiguous(dst) || dst->shape[0] > INT32_MAX)
-        return nl_seterr(NL_EINVAL, "permutation: expected a contiguous 1-D i32 CPU tensor");
-    int32_t *p = nl_tensor_data(dst);
-    int64_t n = dst->shape[0];
-    for (int64_t i = 0; i < n; i++) p[i] = (int32_t)i;
-    for (int64_t i = n - 1; i > 0; i--) {
-        int64_t j = (int64_t)(nl_rng_hash(key, (uint64_t)i) % (uint64_t)(i + 1));
-        int32_t t = p[i];
-        p[i] = p[j];
-        p[j] = t;
-    }
-    return NL_OK;
 }

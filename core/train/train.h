@@ -52,9 +52,4 @@ void nl_eval_stats_clear(nl_eval_stats *s);
  * of range, NL_ESHAPE for a dst of the wrong shape. */
 nl_status nl_gather_rows(nl_tensor *dst, const nl_tensor *src, const int64_t *rows, int64_t n);
 
-/* Fills the i32 tensor dst [n] (CPU, contiguous) with a permutation of 0..n-1 drawn from the
- * pure hash stream of key (Fisher-Yates; touches no global RNG state): the same key always gives
- * the same order. NL_EINVAL for another tensor. */
-nl_status nl_permutation(nl_tensor *dst, uint64_t key);
-
 #endif

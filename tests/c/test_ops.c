@@ -1133,7 +1133,7 @@ static nl_status fake_exec(nl_backend *be NL_UNUSED, const nl_op *op)
     nl_backend *cpu = nl_backend_get(NL_CPU);
     return cpu->exec(cpu, op);
 }
-static nl_backend fake_backend = {"fake", NL_CUDA, NULL, fake_alloc, fake_free, fake_copy, fake_sync, fake_supports, fake_exec};
+static nl_backend fake_backend = {"fake", NL_CUDA, NULL, fake_alloc, fake_free, fake_copy, fake_sync, fake_supports, fake_exec, NULL};
 
 static void test_devices(void)
 {

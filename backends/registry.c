@@ -1,0 +1,53 @@
+/* registry.c: which backends this nnlab has (cpu, sim, and cuda when built with it), registered
+ * with core in nl_init, and the thread count shared by the CPU kernels (OpenMP) and OpenBLAS. */
+#include "nl.h"
+#include "cpu/cpu.h"
+#include "sim/sim.h"
+#include "quant.h"
+#ifdef NL_HAVE_CUDA
+#include "cuda/cuda.h"
+#endif
+
+#include <cblas.h>
+#include <omp.h>
+#include <stdlib.h>
+
+static int n_threads = 1;
+
+void nl_set_threads(int n)
+{
+    if (n < 1) n = 1;
+    n_threads = n;
+    omp_set_num_threads(n);
+    openblas_set_num_threads(n);
+}
+
+int nl_get_threads(void) { return n_threads; }
+
+/* The int8 kernels' instruction set (quant.h declares these for the DSL; the kernels are the CPU
+ * backend's). */
+nl_status nl_quant_set_isa(const char *name) { return nl_cpu_qgemm_set_isa(name); }
+const char *nl_quant_isa(void) { return nl_cpu_qgemm_isa(); }
+
+/* The host has one CPU device. */
+static nl_backend *cpu_instance(int index)
+{
+    if (index == 0) return nl_cpu_backend();
+    nl_seterr(NL_EDEVICE, "cpu:%d: no such device (the host is cpu, cpu:0)", index);
+    return NULL;
+}
+
+void nl_init(void)
+{
+    static bool done;
+    if (done) return;
+    done = true;
+    nl_backend_provide(NL_CPU, cpu_instance);
+    nl_backend_provide(NL_SIM, nl_sim_backend);
+#ifdef NL_HAVE_CUDA
+    nl_backend_provide(NL_CUDA, nl_cuda_backend); /* NULL (error set) when there is no such device */
+#endif
+    const char *env = getenv("NNLAB_THREADS");
+    int n = env ? atoi(env) : 0;
+    nl_set_threads(n > 0 ? n : omp_get_max_threads());
+}
