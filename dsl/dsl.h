@@ -56,6 +56,11 @@ int nl_open_data(lua_State *L);
 int nl_open_viz(lua_State *L);
 int nl_open_prune(lua_State *L); /* prune, lowrank, compress; after nl_open_nn (Module methods) */
 int nl_open_quant(lua_State *L);
+int nl_open_dist(lua_State *L);  /* before nl_open_nn, whose Trainer requires "nnlab.dist" */
+
+/* The last step of the program: under MPI, a clean end (status 0) finalises it and a failure ends
+ * every rank (MPI_Abort, which names this rank), so the others never wait for this one. */
+void nl_dsl_exit(int status);
 
 /* Raises the Lua error "where: name: problem": the one way nnlab raises errors (C functions
  * through these, the DSL's Lua chunks through require("nnlab.util").error). The problem is fmt

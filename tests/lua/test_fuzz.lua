@@ -312,9 +312,10 @@ local BASE = {
   ["quant.report"] = {make = function() return A(quant.int8(nn.Linear(2, 2), {calibrate = tensor.randn(4, 2)})) end},
 }
 
--- Functions never called: they open windows or wait (viz.show, Canvas:show, viz.wait), or stop
--- whatever runs next (nn._interrupt).
-local SKIP = {["viz.show"] = true, ["Canvas:show"] = true, ["viz.wait"] = true, ["nn._interrupt"] = true}
+-- Functions never called: they open windows or wait (viz.show, Canvas:show, viz.wait), stop
+-- whatever runs next (nn._interrupt), or start MPI in this process (dist.init: tests/dist).
+local SKIP = {["viz.show"] = true, ["Canvas:show"] = true, ["viz.wait"] = true, ["nn._interrupt"] = true,
+              ["dist.init"] = true}
 -- Options or positions (after self) whose huge values ask for endless work rather than a bad
 -- call: fit{epochs = 1e18} trains for ever, as asked.
 local NO_HUGE = {
