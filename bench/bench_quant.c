@@ -1,7 +1,7 @@
 /* bench_quant.c: inference images/s of the seed CNN at batch 64 in fp32 and as our int8 model
  * (VNNI and portable kernels) and int4 model (weights group 32), per-layer times, the weight bytes
  * of each, and PyTorch's int8 peer run in the same process tree
- * (../shared/bench/torch_seed_cnn_int8.py, medians of its rounds). Our figures are medians of
+ * (bench/peers/torch_seed_cnn_int8.py, medians of its rounds). Our figures are medians of
  * ROUNDS rounds of ITERS forwards, as the peer measures; fp32, int8 and int4 are also timed in
  * alternating rounds (best of each) for their ratios. Random weights and inputs. */
 #include "nn.h"
@@ -164,7 +164,7 @@ int main(void)
            ">= 4x), int4 %.0f img/s (%.2fx fp32)\n", ROUNDS, BATCH * ITERS / tf, BATCH * ITERS / t8,
            tf / t8, BATCH * ITERS / t4, tf / t4);
 
-    const char *peers = getenv("NNLAB_PEERS") ? getenv("NNLAB_PEERS") : "../shared/bench";
+    const char *peers = getenv("NNLAB_PEERS") ? getenv("NNLAB_PEERS") : "bench/peers";
     char cmd[512], line[512];
     snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/torch_seed_cnn_int8.py --threads %d --batch %d 2>&1",
              peers, nl_get_threads(), BATCH);

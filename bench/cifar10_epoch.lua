@@ -1,12 +1,12 @@
 -- cifar10_epoch.lua: the seed CNN on real CIFAR-10, whole epochs including data loading (batch 64,
 -- Adam 1e-3, inputs normalised with mean 0.5 / std 0.5, 2 threads), against PyTorch's
--- ../shared/bench/torch_seed_cnn.py on the same files, in one run: training and evaluation
+-- bench/peers/torch_seed_cnn.py on the same files, in one run: training and evaluation
 -- images/s, peak resident memory, top-1 after the epochs. The two sides take turns ROUNDS times
 -- (a fresh network each time, the same seed) and each side's best round counts, so a slow spell of
 -- the machine falls on both rather than on one.
 --   build/nnlab bench/cifar10_epoch.lua [PEER_PY PEERS [EPOCHS [ROUNDS]]]      (run by make bench)
 
-local peer_py, peers = arg[1] or "/usr/bin/python3", arg[2] or "../shared/bench"
+local peer_py, peers = arg[1] or "/usr/bin/python3", arg[2] or "bench/peers"
 local epochs, rounds = tonumber(arg[3]) or 1, tonumber(arg[4]) or 3
 local ok, train, test = pcall(data.cifar10)
 if not ok then

@@ -54,4 +54,4 @@ local t = nn.Trainer{net = qat, data = train_batches, loss = nn.CrossEntropyLoss
                      optim = optim.SGD(qat, {lr = 1e-3, momentum = 0.9}), verbose = false}
 for _ = 1, 200 do t:step() end
 row("int8 via QAT (200 steps)", quant.convert(qat), true)
-quant.report(q)
+print(quant.report(q))

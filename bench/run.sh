@@ -4,7 +4,8 @@
 NNLAB=${NNLAB:-./build/nnlab}
 BUILD=${BUILD:-build/release}
 PEER_PY=/usr/bin/python3   # Debian's python3, which has python3-torch
-PEERS=../shared/bench
+PEERS=bench/peers          # the PyTorch scripts written for nnlab's benchmarks
+export NNLAB_PEERS=$PEERS
 export NNLAB_THREADS=${NNLAB_THREADS:-2}
 
 # What the figures below were measured on, first: the CPU, the BLAS kernels and the threads.

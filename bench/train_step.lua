@@ -11,13 +11,7 @@ local STEPS, BATCH, WARMUP, RUNS, EVAL_N = 100, 64, 5, 3, 2048
 
 sys.threads(2)
 tensor.seed(0)
-local net = nn.Sequential{
-  nn.Conv2d(3, 32, 3, {padding = 1}), nn.ReLU(), nn.MaxPool2d(2),
-  nn.Conv2d(32, 64, 3, {padding = 1}), nn.ReLU(), nn.MaxPool2d(2),
-  nn.Flatten(), nn.Linear(64 * 8 * 8, 10),
-}
-local data = nn.TensorDataset(tensor.randn(BATCH * STEPS, 3, 32, 32),
-                              (tensor.rand(BATCH * STEPS) * 10 - 0.5):to("i32") + 1)
+local net, data = dofile("bench/lib/seed_cnn.lua")(BATCH * STEPS)
 local t = nn.Trainer{net = net, data = data, optim = optim.Adam(net, {lr = 1e-3}), batch = BATCH,
                      verbose = false}
 for _ = 1, WARMUP do t:step() end
@@ -59,7 +53,7 @@ print(string.format("nnlab:   train %.0f images/s (nn.Trainer, batch %d, %d thre
                     .. "eval %.0f images/s (nn.evaluate, batch 256, %d images), peak RSS %.0f MiB",
                     best.ours[1], BATCH, sys.threads(), RUNS, STEPS, best.ours[2], EVAL_N, sys.memory().peak))
 if not cmd then
-  print("peer: not run (nnlab bench/train_step.lua /usr/bin/python3 ../shared/bench runs it)")
+  print("peer: not run (nnlab bench/train_step.lua /usr/bin/python3 bench/peers runs it)")
   return
 end
 print(string.format("PyTorch: train %.0f images/s, eval %.0f images/s, peak RSS %.0f MiB (best of %d: %s)",

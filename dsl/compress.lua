@@ -113,13 +113,26 @@ function prune.schedule(opts)
     raise(f .. ": need 0 <= initial <= target <= 1")
   end
   if not (s.every >= 1 and s.finish > s.start) then raise(f .. ": need every >= 1 and finish > start") end
-  if opts.trainer then opts.trainer:on_step(function(t) s:update(t.steps) end) end
+  if opts.trainer then
+    local steps = opts.trainer.steps
+    opts.trainer:on_step(function(t) s:update(t.steps) end)
+    -- A trainer already past finish would never reach a pruning step: prune to the target now.
+    if steps >= s.finish then
+      if not s.pushed then compress._push(s.net, "prune.schedule"); s.pushed = true end
+      prune.magnitude(s.net, {amount = s.target, scope = s.scope, layers = s.layers, undo = false})
+      s.last = s.target
+      print(string.format("%s: the trainer is at step %d, past finish = %d: pruned to the target "
+                          .. "%g%% now (masks keep it through further training)", f, steps, s.finish,
+                          100 * s.target))
+    end
+  end
   return s
 end
 doc("prune", "schedule", "prune.schedule{trainer=, target=0.8, initial=0, start=0, finish=, every=100, scope=\"global\", layers=} -> schedule",
     "Gradual magnitude pruning during fit (Zhu & Gupta's cubic schedule): from step start to finish, "
     .. "every `every` steps, prunes to s(t) = target + (initial - target)(1 - (t - start)/(finish - start))^3. "
-    .. "Hooks into the trainer's on_step; s(step) gives the sparsity at a step.",
+    .. "Hooks into the trainer's on_step; s(step) gives the sparsity at a step. A trainer already "
+    .. "past finish is pruned to the target at once (and says so).",
     "s = prune.schedule{net = nn.Sequential(nn.Linear(4, 4)), target = 0.8, finish = 100, every = 10}; print(s(50))")
 
 -- ---------------------------------------------------------------- prune.sensitivity
@@ -165,7 +178,7 @@ end
 doc("prune", "sensitivity", "prune.sensitivity(net, data, {amounts={0.1, ..., 0.9}, batch=256}) -> result",
     "Top-1 accuracy on data after pruning each Linear/Conv2d alone at each amount (the net is put "
     .. "back after each). result.layers[i] = {path=, type=, top1 = {...}}; prints as a table; "
-    .. "viz.curves(result.runs) plots accuracy per amount (one curve per layer).",
+    .. "viz.sensitivity(result) plots accuracy per amount (one line per layer).",
     "ds = nn.TensorDataset(tensor.randn(16, 4), tensor.ones(16)); print(prune.sensitivity(nn.Sequential(nn.Linear(4, 3)), ds, {amounts = {0.5}}))")
 
 -- ---------------------------------------------------------------- compress.compare

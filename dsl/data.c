@@ -193,8 +193,15 @@ static int l_image_folder(lua_State *L)
         nl_dsl_error(L, "image_folder: size must be {height, width} or one number for a square");
     }
     nl_dataset **box = new_dataset_box(L);
-    if (!(*box = nl_image_folder_load(dir, (int)w, (int)h, max_pixels, nl_image_load_rgb)))
+    int skipped;
+    if (!(*box = nl_image_folder_load(dir, (int)w, (int)h, max_pixels, nl_image_load_rgb, &skipped)))
         return nl_dsl_core_error(L);
+    if (skipped > 0) { /* said through print, so a script or test can redirect it */
+        lua_getglobal(L, "print");
+        lua_pushfstring(L, "image_folder: skipped %d file%s that %s not an image by its extension in "
+                        "'%s'", skipped, skipped == 1 ? "" : "s", skipped == 1 ? "is" : "are", dir);
+        lua_call(L, 1, 0);
+    }
     return 1;
 }
 
@@ -579,7 +586,8 @@ static int ld_release(lua_State *L)
 static const nl_dsl_fn data_fns[] = {
     {"cifar10", l_cifar10, "data.cifar10([dir]) -> train, test",
      "CIFAR-10's binary release (50,000 + 10,000 images 3x32x32, 10 classes). Without dir: "
-     "$NNLAB_DATA/cifar-10-batches-bin, then ./data/cifar-10-batches-bin (`make data` puts it there).",
+     "cifar-10-batches-bin in $NNLAB_DATA, ./data, then beside the program: <bin>/../data (where "
+     "`make data` puts it for build/nnlab, from any folder) and <bin>/../share/nnlab/data.",
      "local ok, msg = pcall(data.cifar10); print(ok and \"found CIFAR-10\" or msg)"},
     {"fashion_mnist", l_fashion_mnist, "data.fashion_mnist([dir]) -> train, test",
      "Fashion-MNIST from IDX files, gzip or not (60,000 + 10,000 images 1x28x28, 10 classes); dir "
@@ -592,7 +600,8 @@ static const nl_dsl_fn data_fns[] = {
      "Images in dir/<class>/<file> (PNG, JPEG, BMP, PNM: SDL2_image), classes in sorted folder order, "
      "as RGB; size resizes bilinearly (a number for squares), else all must share the first's size. "
      "A file whose header declares more than max_pixels pixels is refused before decoding; Ctrl-C "
-     "stops the loading.",
+     "stops the loading. Files that are not images by their extension (notes.txt) are skipped, "
+     "and their count printed.",
      "print(pcall(data.image_folder, \"/nonexistent\", {size = {32, 32}}))"},
     {"from_tensors", l_from_tensors, "data.from_tensors(images, labels [, {classes=, name=}]) -> Dataset",
      "A data set from images [N, C, H, W] (u8, or floats in [0, 1], kept as bytes) and 1-based "

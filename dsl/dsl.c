@@ -157,6 +157,21 @@ int nl_dsl_core_error(lua_State *L)
     return lua_error(L);
 }
 
+void nl_dsl_quiet(lua_State *L, int idx)
+{
+    lua_pushvalue(L, idx);
+    lua_setfield(L, LUA_REGISTRYINDEX, NL_QUIET_KEY);
+}
+
+/* util.quiet(x) -> x: marks x as nl_dsl_quiet does, for the DSL's Lua chunks. */
+static int util_quiet(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    lua_settop(L, 1);
+    nl_dsl_quiet(L, 1);
+    return 1;
+}
+
 /* util.error(msg): nl_dsl_error for the DSL's Lua chunks. */
 static int util_error(lua_State *L)
 {
@@ -414,7 +429,8 @@ int nl_dsl_open(lua_State *L)
         return lua_error(L);
     lua_pushcfunction(L, util_error);
     lua_pushcfunction(L, util_check_path);
-    lua_call(L, 2, 1);
+    lua_pushcfunction(L, util_quiet);
+    lua_call(L, 3, 1);
     lua_setfield(L, -2, "nnlab.util");
     lua_pop(L, 1);
     nl_open_tensor(L);

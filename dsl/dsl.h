@@ -24,6 +24,16 @@ typedef struct {
  * prelude. Returns 0, or raises a Lua error (call it under lua_pcall). */
 int nl_dsl_open(lua_State *L);
 
+/* Registry field the program sets to true when a prompt follows the code it runs (the REPL, or
+ * a script under -i): what a paused trainer says continues it depends on it. */
+#define NL_PROMPT_FOLLOWS_KEY "nnlab.prompt_follows"
+
+/* Registry field holding a value the REPL does not echo when a line returns it alone: what a
+ * function returns for chaining (net:train() returns net) or has printed itself (a summary).
+ * nl_dsl_quiet(L, idx) marks the value at idx; the REPL clears the mark before each line. */
+#define NL_QUIET_KEY "nnlab.quiet"
+void nl_dsl_quiet(lua_State *L, int idx);
+
 /* Creates (or extends) the global table `module` with the functions of fns (terminated by a
  * {NULL} row) and records their help under "module.name". */
 void nl_dsl_register(lua_State *L, const char *module, const nl_dsl_fn *fns);

@@ -323,10 +323,13 @@ static int m_buffers(lua_State *L)
     return 1;
 }
 
+/* zero_grad, train and eval return the module for chaining (net:eval():forward(x)); the REPL
+ * does not echo it (the whole network) when a line is just the call. */
 static int m_zero_grad(lua_State *L)
 {
     check_status(L, nl_module_zero_grad(nl_lua_checkmodule(L, 1)));
     lua_settop(L, 1);
+    nl_dsl_quiet(L, 1);
     return 1;
 }
 
@@ -335,6 +338,7 @@ static int m_train(lua_State *L)
     nl_module *m = nl_lua_checkmodule(L, 1);
     nl_module_train(m, lua_isnoneornil(L, 2) || lua_toboolean(L, 2));
     lua_settop(L, 1);
+    nl_dsl_quiet(L, 1);
     return 1;
 }
 
@@ -342,6 +346,7 @@ static int m_eval(lua_State *L)
 {
     nl_module_train(nl_lua_checkmodule(L, 1), false);
     lua_settop(L, 1);
+    nl_dsl_quiet(L, 1);
     return 1;
 }
 
@@ -1251,6 +1256,14 @@ static int p_defer(lua_State *L)
     return 0;
 }
 
+/* Whether a prompt follows the code that runs now (NL_PROMPT_FOLLOWS_KEY). */
+static int p_prompt_follows(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, NL_PROMPT_FOLLOWS_KEY);
+    lua_pushboolean(L, lua_toboolean(L, -1));
+    return 1;
+}
+
 /* Whether Ctrl-C was pressed since the last poll (and clears it). */
 static int p_poll_interrupt(lua_State *L)
 {
@@ -1540,6 +1553,7 @@ static const luaL_Reg private_fns[] = {
     {"permutation", p_permutation},
     {"defer", p_defer},
     {"poll_interrupt", p_poll_interrupt},
+    {"prompt_follows", p_prompt_follows},
     {"isatty", p_isatty},
     {"is_loss", p_is_loss},
     {"is_optim", p_is_optim},

@@ -70,18 +70,28 @@ end
 
 -- ---------------------------------------------------------------- Module:summary
 
--- The input shape a network most likely takes: from its first layer (CIFAR-sized images for
--- convolutions), or nil.
-local function default_input(m)
+-- The input shape a network takes, found from its first layer: its features for Linear, its
+-- channels for Conv2d, and the image size the network accepts (a Linear after Flatten fixes
+-- it): 32 x 32 first (CIFAR-10), then 28, then every square size up to 512. nil when the first
+-- layer says nothing or no size fits.
+local function default_input(net)
+  local m = net
   while m:type() == "Sequential" or m:type() == "Residual" do
     if #m == 0 then return nil end
     m = m[1]
   end
   local t = m:type()
-  if t == "Conv2d" then return {1, m["in"], 32, 32} end
-  if t == "BatchNorm2d" then return {1, m.c, 32, 32} end
   if t == "Linear" then return {1, m["in"]} end
   if t == "BatchNorm1d" then return {1, m.c} end
+  local c = t == "Conv2d" and m["in"] or t == "BatchNorm2d" and m.c or nil
+  if not c then return nil end
+  local function fits(size) return pcall(net.infer, net, {1, c, size, size}) end
+  for _, size in ipairs{32, 28} do
+    if fits(size) then return {1, c, size, size} end
+  end
+  for size = 1, 512 do
+    if fits(size) then return {1, c, size, size} end
+  end
   return nil
 end
 
@@ -96,11 +106,32 @@ local function one_line(m)
   return (tostring(m):match("^[^\n]*"):gsub("%($", ""))
 end
 
+-- The table of layers and parameters alone, for a network whose input shape is unknown.
+local function summary_without_shapes(m)
+  local rows = {}
+  local function walk(mod, path, depth)
+    local label = string.rep("  ", depth) .. (path ~= "" and (path .. "  ") or "") .. one_line(mod)
+    rows[#rows + 1] = {label, commas(param_count(mod))}
+    for i = 1, #mod do walk(mod[i], path == "" and tostring(i) or (path .. "." .. i), depth + 1) end
+  end
+  if #m == 0 then walk(m, "", 0) else for i = 1, #m do walk(m[i], tostring(i), 0) end end
+  local w1, w2 = #"Layer", #"Params"
+  for _, r in ipairs(rows) do w1, w2 = math.max(w1, #r[1]), math.max(w2, #r[2]) end
+  local lines = {string.format("%-" .. w1 .. "s  %" .. w2 .. "s", "Layer", "Params"),
+                 string.rep("-", w1 + w2 + 2)}
+  for _, r in ipairs(rows) do lines[#lines + 1] = string.format("%-" .. w1 .. "s  %" .. w2 .. "s", r[1], r[2]) end
+  local params = param_count(m)
+  lines[#lines + 1] = string.rep("-", w1 + w2 + 2)
+  lines[#lines + 1] = string.format("Total params: %s (%s)", commas(params), bytes(params * 4))
+  lines[#lines + 1] = "(output shapes, multiply-adds and memory need the input shape: "
+    .. "net:summary{1, C, H, W}, batch first)"
+  print(table.concat(lines, "\n"))
+  return util.quiet({params = params})
+end
+
 function methods.summary(m, input_shape)
   input_shape = input_shape or default_input(m)
-  if not input_shape then
-    raise("Module:summary: give the input shape, e.g. net:summary{1, 3, 32, 32} (batch first)")
-  end
+  if not input_shape then return summary_without_shapes(m) end
   local out, total_macs = m:infer(input_shape) -- checks the shape before anything prints it
   local rows = {{"input", shape_str(input_shape), "", "", ""}}
   local leaf_memory = 0
@@ -143,12 +174,13 @@ function methods.summary(m, input_shape)
                                     input_shape[1], bytes(leaf_memory))
   lines[#lines + 1] = string.format("Output shape: %s", shape_str(out))
   print(table.concat(lines, "\n"))
-  return {params = params, macs = total_macs, memory = leaf_memory, output = out}
+  return util.quiet({params = params, macs = total_macs, memory = leaf_memory, output = out})
 end
 doc("Module", "summary", "m:summary([input_shape]) -> {params=, macs=, memory=, output=}",
     "Prints a table of the layers: output shape, parameters, multiply-adds and output memory, then "
-    .. "the totals. The input shape (batch first) defaults from the first layer (Conv2d(3, ...): "
-    .. "{1, 3, 32, 32}).",
+    .. "the totals (the REPL does not echo the returned totals). The input shape (batch first) "
+    .. "defaults from the first layer: Linear(n, ...) gives {1, n}, Conv2d(3, ...) {1, 3, S, S} with "
+    .. "the image size S the network accepts (32 first); without one, the table has no shapes.",
     "nn.Sequential(nn.Conv2d(3, 8, 3, {padding = 1}), nn.ReLU(), nn.Flatten(), nn.Linear(8192, 10)):summary()",
     true)
 
@@ -816,24 +848,34 @@ function Trainer:fit(opts)
   end})
   local spe = self:steps_per_epoch()
   while self.epochs < self.target do
-    local clock0, n0 = sys.clock(), self.sums.n
+    local clock0, n0, waited0 = sys.clock(), self.sums.n, self.waited or 0
+    -- Banks the epoch's training time so far in sums.seconds: the whole epoch across pauses and
+    -- resumes, less the time its step hooks spent waiting (t.waited: a window paused by space).
+    local function bank()
+      local now, waited = sys.clock(), self.waited or 0
+      self.sums.seconds = (self.sums.seconds or 0) + (now - clock0) - (waited - waited0)
+      clock0, waited0 = now, waited
+    end
     self._drawn = nil
     while self.pos < spe do
-      if not self.ddp and P.poll_interrupt() then return self:_pause() end
+      if not self.ddp and P.poll_interrupt() then bank() return self:_pause() end
       local loss = self:step()
       if loss == nil then
         P.poll_interrupt()
+        bank()
         return self:_pause()
       end
       if self._stop then -- every rank saw the same flag after the same step
         self._stop = false
+        bank()
         return self:_pause()
       end
       self:_progress(clock0, n0)
     end
     -- The end of the epoch: evaluate (an interrupt here pauses too; resuming evaluates again),
     -- print the summary, close it.
-    local seconds, images = sys.clock() - clock0, self.sums.n - n0
+    bank()
+    local seconds, images = self.sums.seconds, self.sums.n
     local s, h = self.sums, self.history
     local line = string.format("epoch %d/%d: loss %.4f, train acc %.1f%%", self.epochs + 1,
                                self.target, s.loss / math.max(s.n, 1),
@@ -858,10 +900,24 @@ function Trainer:fit(opts)
   return self.history
 end
 
+-- What continues a paused fit, as it is true here: at a prompt, the trainer's global name (when
+-- it has one); in a script with no prompt to follow, fit only returns to the script.
+local function how_to_continue(t)
+  if not P.prompt_follows() then
+    return "fit returns \"paused\" to the script, which goes on (nnlab -i gives a prompt afterwards)"
+  end
+  local name
+  for k, v in next, _G do
+    if v == t and type(k) == "string" and k:match("^[%a_][%w_]*$") and (not name or k < name) then name = k end
+  end
+  if name then return string.format("%s:fit() or %s:resume() continues", name, name) end
+  return "no global names this trainer: the code holding it can call :fit() or :resume()"
+end
+
 function Trainer:_pause()
   self.paused = true
-  self:_say(string.format("paused at epoch %d step %d/%d — t:fit() or t:resume() continues",
-                          self.epochs + 1, self.pos, self:steps_per_epoch()))
+  self:_say(string.format("paused at epoch %d step %d/%d — %s", self.epochs + 1, self.pos,
+                          self:steps_per_epoch(), how_to_continue(self)))
   return self.history, "paused"
 end
 

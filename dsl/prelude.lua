@@ -7,26 +7,48 @@ local function entry(row)
   return string.format("%s\n  %s\n  example: %s", row.sig, row.doc, row.example)
 end
 
+-- The rows of a group a user calls: names starting with "_" are internal hooks (for tests),
+-- which help "name" still explains but listings leave out.
+local function public_rows(group)
+  local rows = {}
+  for _, row in ipairs(group.rows) do
+    if row.short:sub(1, 1) ~= "_" then rows[#rows + 1] = row end
+  end
+  return rows
+end
+
 -- A module's functions or a type's methods, one line each.
 local function listing(group)
+  local rows = public_rows(group)
   local width = 0
-  for _, row in ipairs(group.rows) do width = math.max(width, #row.short) end
-  local lines = {string.format("%s: %s with %d %s", group.name, group.kind, #group.rows,
+  for _, row in ipairs(rows) do width = math.max(width, #row.short) end
+  local lines = {string.format("%s: %s with %d %s", group.name, group.kind, #rows,
                                group.kind == "module" and "functions" or "methods")}
-  for _, row in ipairs(group.rows) do
+  for _, row in ipairs(rows) do
     lines[#lines + 1] = string.format("  %-" .. width .. "s  %s", row.short, row.doc)
   end
-  lines[#lines + 1] = string.format('help "%s" shows one in full.', group.rows[1].name)
+  lines[#lines + 1] = string.format('help "%s" shows one in full.', (rows[1] or group.rows[1]).name)
   return table.concat(lines, "\n")
 end
 
 local function overview()
   local lines = {"nnlab: modules and types"}
+  -- modules, then types, each in alphabetical order, names in one column
+  local names, width = {}, 0
   for _, name in ipairs(H.order) do
+    names[#names + 1] = name
+    width = math.max(width, #name)
+  end
+  table.sort(names, function(a, b)
+    local ka, kb = H.groups[a].kind, H.groups[b].kind
+    if ka ~= kb then return ka == "module" end
+    return a:lower() < b:lower()
+  end)
+  for _, name in ipairs(names) do
     local g = H.groups[name]
     local how = g.kind == "module" and ("help(" .. name .. ")") or ('help "' .. name .. '"')
-    lines[#lines + 1] = string.format("  %-8s %s, %d %s: %s", name, g.kind, #g.rows,
-                                      g.kind == "module" and "functions" or "methods", how)
+    lines[#lines + 1] = string.format("  %-" .. width .. "s  %-6s  %3d %-9s  %s", name, g.kind,
+                                      #public_rows(g), g.kind == "module" and "functions" or "methods", how)
   end
   lines[#lines + 1] = 'help(f) or help "name" explains one function: help(tensor.randn), '
     .. 'help "randn", help "Tensor:reshape".'

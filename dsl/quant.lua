@@ -1,5 +1,5 @@
 -- quant.lua: the Lua half of quant: quant.int8 (calibration batches drawn from a data set) and
--- quant.report (the printed table). Run once by nl_open_quant with the private C helpers P;
+-- quant.report (a table that prints as one). Run once by nl_open_quant with the private C helpers P;
 -- returns the help rows of what it defines.
 local P = ...
 local quant, tensor, nn = quant, tensor, nn
@@ -83,24 +83,28 @@ local function num(v, fmt)
   return string.format(fmt, v)
 end
 
-function quant.report(net)
-  if not nn.is_module(net) then raise("quant.report: the argument must be a network") end
-  local rows = P.report(net)
-  print(string.format("%-6s %-11s %4s  %-21s %-10s %-10s %8s %8s", "layer", "type", "bits",
-                      "weight scales", "in scale", "out scale", "SQNR w", "SQNR a"))
+-- A report prints as its table (as prune.report's does).
+local Report = {__tostring = function(rows)
+  local lines = {string.format("%-6s %-11s %4s  %-21s %-10s %-10s %8s %8s", "layer", "type", "bits",
+                               "weight scales", "in scale", "out scale", "SQNR w", "SQNR a")}
   for _, r in ipairs(rows) do
     local ws = r.wscale_min and string.format("%.3g .. %.3g", r.wscale_min, r.wscale_max) or "-"
-    print(string.format("%-6s %-11s %4d  %-21s %-10s %-10s %8s %8s", r.layer, r.type, r.bits, ws,
-                        num(r.in_scale, "%.4g"), num(r.out_scale, "%.4g"),
-                        num(r.weight_sqnr, "%.1f dB"), num(r.act_sqnr, "%.1f dB")))
+    lines[#lines + 1] = string.format("%-6s %-11s %4d  %-21s %-10s %-10s %8s %8s", r.layer, r.type,
+                                      r.bits, ws, num(r.in_scale, "%.4g"), num(r.out_scale, "%.4g"),
+                                      num(r.weight_sqnr, "%.1f dB"), num(r.act_sqnr, "%.1f dB"))
   end
-  if #rows == 0 then print("(no quantized layers)") end
-  return rows
+  if #rows == 0 then lines[#lines + 1] = "(no quantized layers)" end
+  return table.concat(lines, "\n")
+end}
+
+function quant.report(net)
+  if not nn.is_module(net) then raise("quant.report: the argument must be a network") end
+  return setmetatable(P.report(net), Report)
 end
 doc("report", "quant.report(net) -> rows",
     "Per quantized layer: bits, the range of per-channel weight scales, input and output activation "
     .. "scales, and the SQNR (dB) of the weights and of the output activations measured at "
-    .. "quantization. Prints a table and returns it as a list of tables.",
-    "local q = quant.int8(nn.Linear(4, 2), {calibrate=tensor.randn(8, 4)}); quant.report(q)")
+    .. "quantization. Returns a list of tables that prints as the table (as prune.report does).",
+    "local q = quant.int8(nn.Linear(4, 2), {calibrate=tensor.randn(8, 4)}); print(quant.report(q))")
 
 return util.publish(help_rows, {quant = quant})

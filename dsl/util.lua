@@ -1,7 +1,7 @@
 -- util.lua: what the DSL's Lua modules (nn, viz, quant, compress) share: the one way they raise
 -- errors and the argument checks built on it. Loaded first by nl_dsl_open as require "nnlab.util",
--- with the Lua forms of nl_dsl_error and nl_dsl_checkpath as its arguments.
-local raise, check_path = ...
+-- with the Lua forms of nl_dsl_error, nl_dsl_checkpath and nl_dsl_quiet as its arguments.
+local raise, check_path, quiet = ...
 local util = {}
 
 -- util.error(msg): raises msg as every nnlab error reads: "where: name: problem", name being the
@@ -12,6 +12,10 @@ util.error = raise
 -- util.check_path(path) -> path: the check every function taking a file path makes (the one
 -- nl_dsl_checkpath makes in C): a path holding a NUL byte is refused, not silently cut short.
 util.check_path = check_path
+
+-- util.quiet(x) -> x: x is not echoed by the REPL when a line returns it alone (nl_dsl_quiet):
+-- for what a function has printed itself.
+util.quiet = quiet
 
 -- util.publish(rows, owners): the last step of a Lua chunk defining public functions. Each function
 -- a help row documents (owners[row.group] holds it under row.name, dots walking into tables) is

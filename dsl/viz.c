@@ -11,6 +11,7 @@
 #include <math.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define CANVAS_MT "Canvas"
 #define REFRESH_KEY "nnlab.viz.refresh" /* viz.lua's P.refresh in the registry */
@@ -273,6 +274,21 @@ static int p_curves(lua_State *L)
     return check_draw(L, nl_viz_curves(b->c, whole(b->c), runs, n));
 }
 
+/* P.sensitivity(canvas, amounts, layers {{label=, test_acc=}}, baseline) */
+static int p_sensitivity(lua_State *L)
+{
+    canvas_box *b = check_canvas(L, 1);
+    int64_t na;
+    lua_newtable(L);
+    lua_pushvalue(L, 2);
+    lua_setfield(L, -2, "amounts");
+    const double *amounts = numbers(L, lua_gettop(L), "amounts", &na);
+    nl_viz_run runs[MAX_RUNS];
+    int n = read_runs(L, 3, runs);
+    return check_draw(L, nl_viz_sensitivity(b->c, whole(b->c), amounts, (int)na, runs, n,
+                                            luaL_optnumber(L, 4, NAN)));
+}
+
 /* P.features(canvas, input Tensor or nil, output Tensor, title) */
 static int p_features(lua_State *L)
 {
@@ -466,12 +482,25 @@ static int p_save_view(lua_State *L)
     return 0;
 }
 
-/* P.tick(): pumps the window when 30 ms have passed; waits while paused. */
-static int p_tick(lua_State *L NL_UNUSED)
+/* P.tick() -> seconds waited: pumps the window when 30 ms have passed; waits while paused,
+ * saying so in the terminal (through print), where the user may be waiting for the training to
+ * go on. */
+static int p_tick(lua_State *L)
 {
     nl_window_tick();
-    if (nl_window_paused()) nl_window_wait_paused();
-    return 0;
+    lua_pushnumber(L, 0);
+    if (!nl_window_paused()) return 1;
+    if (isatty(STDOUT_FILENO)) fputs("\r\33[K", stdout); /* off the progress line */
+    lua_getglobal(L, "print");
+    lua_pushliteral(L, "training is paused in the window: space there resumes it (or Ctrl-C here "
+                       "pauses the trainer; its resume() then continues at once)");
+    lua_call(L, 1, 0);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    nl_window_wait_paused();
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    lua_pushnumber(L, (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
+    return 1;
 }
 
 /* The Lua state the REPL's idle hook refreshes the live views of (the one that opened the
@@ -546,6 +575,8 @@ static int l_status(lua_State *L)
     lua_setfield(L, -2, "open");
     lua_pushboolean(L, nl_window_paused());
     lua_setfield(L, -2, "paused");
+    lua_pushstring(L, nl_window_note());
+    lua_setfield(L, -2, "note");
     lua_pushstring(L, current);
     lua_setfield(L, -2, "view");
     lua_createtable(L, n, 0);
@@ -608,8 +639,9 @@ static const nl_dsl_fn viz_fns[] = {
     {"press", l_press, "viz.press(key) -> saved path or nothing",
      "Does what a key does in the window: \"space\", \"tab\", \"s\" (returns the file written), \"q\".",
      "viz.curves{loss = {2, 1}}; viz.press(\"tab\")"},
-    {"status", l_status, "viz.status() -> {open=, paused=, view=, views=, width=, height=}",
-     "The window's state: open or not, paused, the current view, every view drawn, the drawing size.",
+    {"status", l_status, "viz.status() -> {open=, paused=, view=, views=, width=, height=, note=}",
+     "The window's state: open or not, paused, the current view, every view drawn, the drawing size, "
+     "and what the last key did (the note in the window's title).",
      "print(viz.status().open)"},
     {"screenshot", l_screenshot, "viz.screenshot() -> Canvas | nil, reason",
      "What the window shows, read back from it (as a Canvas to save or inspect).",
@@ -637,6 +669,7 @@ static const nl_dsl_fn canvas_methods[] = {
 
 static const luaL_Reg private_fns[] = {
     {"canvas", p_canvas}, {"publish", p_publish}, {"curves", p_curves}, {"features", p_features},
+    {"sensitivity", p_sensitivity},
     {"filters", p_filters}, {"histogram", p_histogram}, {"confusion", p_confusion},
     {"samples", p_samples}, {"profile", p_profile}, {"dashboard", p_dashboard}, {"stack", p_stack}, {"current", p_current},
     {"save_view", p_save_view}, {"tick", p_tick}, {NULL, NULL},

@@ -173,12 +173,20 @@ local function runs_of(x, fname)
   return runs
 end
 
--- The runs in the form P.curves reads: {label=, loss=, train_acc=, test_acc=}.
+-- The runs in the form P.curves reads: {label=, loss=, train_acc=, test_acc=}. A trainer inside an
+-- epoch adds that epoch's running training accuracy as its last point, so the accuracy panel
+-- shows something from the first steps on.
 local function run_tables(runs)
   local out = {}
   for i, r in ipairs(runs) do
-    local h = is_trainer(r.source) and r.source.history or r.source
-    out[i] = {label = r.label, loss = h.loss, train_acc = h.train_acc, test_acc = h.test_acc}
+    local t = is_trainer(r.source) and r.source or nil
+    local h = t and t.history or r.source
+    local train_acc = h.train_acc
+    if t and t.pos > 0 and t.sums and t.sums.n > 0 then
+      train_acc = {table.unpack(h.train_acc)}
+      train_acc[#train_acc + 1] = t.sums.correct / t.sums.n
+    end
+    out[i] = {label = r.label, loss = h.loss, train_acc = train_acc, test_acc = h.test_acc}
   end
   return out
 end
@@ -233,7 +241,8 @@ end
 -- The trainers' step hook: keeps the window responsive (and waits while paused), and refreshes
 -- the live views of this trainer every `every` steps.
 local function on_step(t)
-  P.tick()
+  local waited = P.tick() -- seconds paused in the window: not training time
+  if waited > 0 then t.waited = (t.waited or 0) + waited end
   for view, l in pairs(live) do
     if l.trainers[t] and t.steps % l.every == 0 then safe_redraw(view) end
   end
@@ -298,33 +307,55 @@ doc("curves", "viz.curves(runs [, {every=50, width=, height=}]) -> Canvas",
     .. "overlaid with a legend. Trainers keep it live: it is redrawn every `every` steps of fit.",
     "c = viz.curves{loss = {2.3, 1.9, 1.4, 1.1, 0.9}, train_acc = {0.4, 0.6}, test_acc = {0.38, 0.55}}; print(c)")
 
+function viz.sensitivity(result, opts)
+  local f = "viz.sensitivity"
+  if type(result) ~= "table" or type(result.amounts) ~= "table" or type(result.layers) ~= "table" then
+    raise(f .. ": expected the result of prune.sensitivity (a table with amounts and layers)")
+  end
+  opts = check_options(opts, size_options, f)
+  if #result.layers > 16 then raise(string.format("%s: at most 16 layers at once, got %d", f, #result.layers)) end
+  local layers = {}
+  for i, l in ipairs(result.layers) do
+    layers[i] = {label = tostring(l.path) .. " " .. tostring(l.type), test_acc = l.top1}
+  end
+  return panel("sensitivity", opts, {}, 50, function(c)
+    P.sensitivity(c, result.amounts, layers, tonumber(result.baseline))
+  end)
+end
+doc("sensitivity", "viz.sensitivity(result [, {width=, height=}]) -> Canvas",
+    "The result of prune.sensitivity as a picture: test accuracy against the percentage of one layer's "
+    .. "weights pruned, one line per layer, and the unpruned accuracy as a grey line.",
+    "ds = nn.TensorDataset(tensor.randn(16, 4), tensor.ones(16)); "
+    .. "c = viz.sensitivity(prune.sensitivity(nn.Sequential(nn.Linear(4, 3)), ds, {amounts = {0.5, 0.9}})); print(c)")
+
 function viz.features(net, layer, image, opts)
   local f = "viz.features"
   if not nn.is_module(net) then raise(f .. ": the first argument must be a network") end
   if not tensor.is_tensor(image) then raise(f .. ": image must be a Tensor [C, H, W]") end
-  opts = check_options(opts, size_options, f)
+  opts = check_options(opts, with(size_options, "title"), f)
   local m = resolve_layer(net, layer, f)
   local out = feature_output(net, m, image, f)
   local input = image:dim() >= 2 and image or nil
-  return panel("features", opts, {}, 1, function(c)
-    P.features(c, input, out, tostring(m) .. ": " .. table.concat(out:shape(), " x ", 2) .. " output")
-  end)
+  local title = tostring(m) .. ": " .. table.concat(out:shape(), " x ", 2) .. " output"
+  if opts.title then title = tostring(opts.title) .. " - " .. title end
+  return panel("features", opts, {}, 1, function(c) P.features(c, input, out, title) end)
 end
-doc("features", "viz.features(net, layer, image [, {width=, height=}]) -> Canvas",
+doc("features", "viz.features(net, layer, image [, {width=, height=, title=}]) -> Canvas",
     "Every channel of layer's output (a Module of net, or its position) when net runs on image "
     .. "[C, H, W] in eval mode: tiled, each channel in its own range through the colormap, the input "
-    .. "beside.",
+    .. "beside. title goes before the layer's name (\"before training\").",
     "net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()); c = viz.features(net, 1, tensor.rand(3, 16, 16)); print(c)")
 
 function viz.filters(layer, opts)
   local f = "viz.filters"
   if not nn.is_module(layer) then raise(f .. ": expected a Conv2d layer or a network") end
-  opts = check_options(opts, size_options, f)
+  opts = check_options(opts, with(size_options, "title"), f)
   local m = first_conv(layer)
   if not m then raise(f .. ": " .. layer:type() .. " has no Conv2d layer") end
-  return panel("filters", opts, {}, 1, function(c) P.filters(c, m.weight, tostring(m) .. " filters") end)
+  local title = (opts.title and (tostring(opts.title) .. " - ") or "") .. tostring(m) .. " filters"
+  return panel("filters", opts, {}, 1, function(c) P.filters(c, m.weight, title) end)
 end
-doc("filters", "viz.filters(conv [, {width=, height=}]) -> Canvas",
+doc("filters", "viz.filters(conv [, {width=, height=, title=}]) -> Canvas",
     "A convolution's filters (the first Conv2d of a network): as RGB tiles when they see 3 "
     .. "channels (the first layer), else one grey tile per input channel, all in one range.",
     "print(viz.filters(nn.Conv2d(3, 8, 5)))")

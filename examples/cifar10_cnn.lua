@@ -2,25 +2,32 @@
 -- classes apart: conv3-32 k3 p1, ReLU, maxpool2, conv32-64 k3 p1, ReLU, maxpool2, linear 4096-10,
 -- trained with Adam (lr 1e-3), batch 64, inputs normalised with mean 0.5 and std 0.5.
 --
---   build/nnlab examples/cifar10_cnn.lua [epochs]      (default 10; `make run EPOCHS=1`)
+--   build/nnlab examples/cifar10_cnn.lua [epochs] [images]   (default 10 epochs, every image;
+--                                                             `make run EPOCHS=1`; images: a quick
+--                                                             run on the first N training images)
 --
--- Each epoch prints the training loss, test top-1 / top-5 accuracy and the speed in images/s;
--- the end prints the confusion matrix; the dashboard goes to runs/<name>/dashboard.png, also when
+-- Each epoch prints one line: training loss and accuracy, test top-1, time and images/s; the end
+-- prints the best and final top-1 (and top-5) and the confusion matrix; the dashboard goes to runs/<name>/dashboard.png, also when
 -- Ctrl-C pauses the run (which then stops there). Without CIFAR-10 (see `make data`) the same
 -- lesson runs on Fashion-MNIST (Debian's dataset-fashion-mnist), with an input layer of 1
 -- channel, 28x28.
 
 local epochs = tonumber(arg and arg[1]) or 10
+local images = tonumber(arg and arg[2])
 tensor.seed(1)
 
 -- ---- the data: CIFAR-10 if it is there, else Fashion-MNIST
 local ok, train, test = pcall(data.cifar10)
 local channels, side, name = 3, 32, "CIFAR-10"
 if not ok then
-  print("CIFAR-10 is not available (" .. tostring(train) .. ")")
-  print("running the same lesson on Fashion-MNIST instead")
+  print("\n*** CIFAR-10 NOT FOUND: " .. tostring(train)
+        .. "\n*** THIS RUN USES FASHION-MNIST INSTEAD (28x28 grey clothes): its figures are not CIFAR-10's."
+        .. "\n*** `make data` in nnlab's folder gets CIFAR-10 (found from any folder afterwards).\n")
   train, test = data.fashion_mnist()
   channels, side, name = 1, 28, "Fashion-MNIST"
+end
+if images and images < train:size() then
+  train, test = train:subset(1, images), test:subset(1, math.min(test:size(), images))
 end
 print(string.format("%s: %d training and %d test images of %dx%dx%d, classes: %s", name,
                     train:size(), test:size(), channels, side, side, table.concat(train:classes(), ", ")))
@@ -56,33 +63,17 @@ local function save_dashboard()
         .. (shown and "  (the window closes with the program; nnlab -i keeps it and the REPL)" or ""))
 end
 
--- ---- training: one line per epoch
-local best, result = 0, nil
-for epoch = 1, epochs do
-  local t0 = sys.clock()
-  local _, paused = trainer:fit{epochs = 1}
-  if paused then
-    -- Ctrl-C: the run stops here with what it learned so far, its dashboard saved. Under nnlab -i
-    -- the REPL gets the trainer and the network as globals: trainer:resume() finishes the epoch,
-    -- trainer:fit{epochs = n} trains n more.
-    _G.trainer, _G.net = trainer, net
-    save_dashboard()
-    print(string.format("paused in epoch %d of %d; with nnlab -i, trainer:resume() finishes it", epoch, epochs))
-    return
-  end
-  local train_s = sys.clock() - t0
-  local t1 = sys.clock()
-  result = nn.evaluate(net, test_batches)
-  trainer.history.test_acc[epoch] = result.top1 -- the dashboard's test accuracy curve
-  local eval_s = sys.clock() - t1
-  best = math.max(best, result.top1)
-  print(string.format("epoch %2d  loss %.4f  top-1 %.2f%%  top-5 %.2f%%  train %.0f img/s  eval %.0f img/s",
-                      epoch, trainer.history.train_loss[#trainer.history.train_loss],
-                      100 * result.top1, 100 * result.top5, train:size() / train_s, test:size() / eval_s))
-end
-if result then print(string.format("best top-1 %.2f%%, final %.2f%%", 100 * best, 100 * result.top1)) end
+-- ---- training: the trainer prints one line per epoch, "epoch k/N", with the test accuracy
+-- (top-1) after each. Under nnlab -i the REPL has the trainer and the network as globals, so a
+-- Ctrl-C pause can go on with trainer:resume() (trainer:fit{epochs = n} trains n more).
+_G.trainer, _G.net = trainer, net
+local _, paused = trainer:fit{epochs = epochs, eval = test_batches}
 save_dashboard()
-if not result then return end
+if paused then return end -- Ctrl-C: the run stops with what it learned so far
+local result = nn.evaluate(net, test_batches)
+local best = math.max(table.unpack(trainer.history.test_acc))
+print(string.format("best top-1 %.2f%%, final %.2f%% (top-5 %.2f%%)", 100 * best, 100 * result.top1,
+                    100 * result.top5))
 
 -- ---- where the mistakes are: rows are the true class, columns the prediction
 local classes = train:classes()

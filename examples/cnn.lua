@@ -35,23 +35,25 @@ local function make_set(n)
     for _, v in ipairs(picture(class)) do pixels[#pixels + 1] = v end
     labels[i] = class
   end
-  -- Noise makes the task less trivial: each pixel gets N(0, 1) added.
-  local x = tensor.from(pixels):reshape(n, 1, S, S) + tensor.randn(n, 1, S, S)
-  return nn.TensorDataset(x, tensor.from(labels, "i32"))
+  -- Noise makes the task less trivial: each pixel gets N(0, 1) added. The clean drawings are
+  -- returned too, to look at.
+  local clean = tensor.from(pixels):reshape(n, 1, S, S)
+  return nn.TensorDataset(clean + tensor.randn(n, 1, S, S), tensor.from(labels, "i32")), clean
 end
 
 math.randomseed(1)
-local train, test = make_set(2000), make_set(400)
+local train, drawings = make_set(2000)
+local test = make_set(400)
 print("train:", train)
 print("test: ", test)
 
--- One picture of each class, as characters (# for bright pixels):
+-- One picture of each class as drawn, before the noise (# for bright pixels); the network sees
+-- them with N(0, 1) noise on every pixel, which hides the pattern from a glance at one pixel.
 for c = 1, #classes do
-  local x = train:get(c)
-  print(classes[c] .. ":")
+  print(classes[c] .. " (as drawn, before the noise):")
   for y = 1, S, 2 do                                  -- every other row keeps it short
     local line = {}
-    for xx = 1, S do line[xx] = x:get(1, y, xx) > 0.5 and "#" or "." end
+    for xx = 1, S do line[xx] = drawings:get(c, 1, y, xx) > 0.5 and "#" or "." end
     print("  " .. table.concat(line))
   end
 end

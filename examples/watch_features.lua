@@ -22,7 +22,9 @@ if ok then
 else
   -- Generated pictures: coloured horizontal stripes, vertical stripes, checkerboards and discs
   -- at random sizes and places, with noise on top. Each class has its own shape; colours vary.
-  print("CIFAR-10 is not here (" .. tostring(train) .. "); using generated pictures")
+  print("\n*** CIFAR-10 NOT FOUND: " .. tostring(train)
+        .. "\n*** THIS RUN USES GENERATED PICTURES INSTEAD (stripes, checkerboards, discs)."
+        .. "\n*** `make data` in nnlab's folder gets CIFAR-10 (found from any folder afterwards).\n")
   local S, classes = 32, {"horizontal stripes", "vertical stripes", "checkerboard", "disc"}
   local function make(n)
     local px, labels = {}, {}
@@ -66,9 +68,10 @@ local net = nn.Sequential{
 -- ---- 3. one picture, before training ----------------------------------------------------------
 local picture, label = test:get(1)
 print("the picture: test image 1, of class " .. classes[label])
-viz.save(out .. "before_conv1.png", viz.features(net, 1, picture))
-viz.save(out .. "before_conv2.png", viz.features(net, 4, picture))
-viz.save(out .. "filters_before.png", viz.filters(net))
+local before = {title = "before training"}
+viz.save(out .. "before_conv1.png", viz.features(net, 1, picture, before))
+viz.save(out .. "before_conv2.png", viz.features(net, 4, picture, before))
+viz.save(out .. "filters_before.png", viz.filters(net, before))
 -- What to notice (open before_conv1.png): with random weights every map is a noisy, recoloured
 -- copy of the picture. Each filter is a random 5x5 mix of the three colour channels, so it reacts
 -- to pixel noise as much as to shapes, and no map singles anything out. filters_before.png is
@@ -86,9 +89,10 @@ viz.save(out .. "dashboard.png", "dashboard")
 if paused then print("paused (Ctrl-C): the pictures after training show the network part-trained, as it is now") end
 
 -- ---- 5. the same picture, after training ------------------------------------------------------
-viz.save(out .. "after_conv1.png", viz.features(net, 1, picture))
-viz.save(out .. "after_conv2.png", viz.features(net, 4, picture))
-viz.save(out .. "filters_after.png", viz.filters(net))
+local after = {title = string.format("after %d epoch%s of training", trainer.epochs, trainer.epochs == 1 and "" or "s")}
+viz.save(out .. "after_conv1.png", viz.features(net, 1, picture, after))
+viz.save(out .. "after_conv2.png", viz.features(net, 4, picture, after))
+viz.save(out .. "filters_after.png", viz.filters(net, after))
 viz.save(out .. "samples.png", viz.samples(net, test, 16))
 viz.save(out .. "confusion.png", viz.confusion(nn.evaluate(net, test), test))
 -- What to notice, comparing before_* with after_*:

@@ -199,6 +199,9 @@ static int pmain(lua_State *L)
         return 1;
     }
 
+    bool prompt = o.interactive || (o.script == 0 && !o.has_e && !o.version && isatty(STDIN_FILENO));
+    lua_pushboolean(L, prompt);
+    lua_setfield(L, LUA_REGISTRYINDEX, NL_PROMPT_FOLLOWS_KEY);
     status = run_e_chunks(L, argc, argv, o.script);
     if (status == EXIT_SUCCESS && o.script > 0) {
         const char *fname = argv[o.script];
@@ -221,8 +224,31 @@ static int pmain(lua_State *L)
     return 1;
 }
 
+/* OpenMP threads that wait for work should sleep, not spin: on a machine that is never idle (a
+ * class's, a laptop with a browser) a spinning thread takes the core a working one needs, and a
+ * 2-thread step then runs several times slower than a 1-thread one. libgomp reads
+ * OMP_WAIT_POLICY once, before main, so when the user has not set it the program starts itself
+ * again with it set to passive; the variable is removed again in the second start, so programs
+ * nnlab runs (a PyTorch peer) keep their own default. */
+#define WAIT_MARK "NNLAB_OMP_WAIT_DEFAULT"
+static void default_wait_policy(char **argv)
+{
+    if (getenv(WAIT_MARK)) { /* the second start: libgomp has read the policy */
+        unsetenv(WAIT_MARK);
+        unsetenv("OMP_WAIT_POLICY");
+        return;
+    }
+    if (getenv("OMP_WAIT_POLICY")) return; /* the user's choice stands */
+    if (setenv("OMP_WAIT_POLICY", "passive", 1) == 0 && setenv(WAIT_MARK, "1", 1) == 0)
+        execv("/proc/self/exe", argv);
+    /* no re-start possible: run with libgomp's default */
+    unsetenv(WAIT_MARK);
+    unsetenv("OMP_WAIT_POLICY");
+}
+
 int main(int argc, char **argv)
 {
+    default_wait_policy(argv);
     /* -n N among the options (before the script): the program becomes mpirun. */
     for (int i = 1; i < argc && argv[i][0] == '-' && strcmp(argv[i], "--") != 0 && strcmp(argv[i], "-") != 0; i++) {
         if (strcmp(argv[i], "-n") == 0) return launch_ranks(argc, argv, i);

@@ -42,7 +42,8 @@ static void lstop(lua_State *L, lua_Debug *ar)
         lua_sethook(L, NULL, 0, 0);
     else if (ar->event != LUA_HOOKCOUNT)
         return;
-    luaL_error(L, "interrupted");
+    lua_pushliteral(L, "interrupted"); /* no position: it names no place in nnlab's code */
+    lua_error(L);
 }
 
 static void on_sigint(int sig)
@@ -110,11 +111,21 @@ static bool trivial_traceback(const char *tb, size_t n)
     return true;
 }
 
+/* True when msg reports a Ctrl-C: the hook's "interrupted", or the same word at the end of a
+ * message a function made of it ("dsl/nn.lua:205: interrupted", "stdin:1: matmul: interrupted"). */
+static bool interrupt_message(const char *msg)
+{
+    static const char word[] = "interrupted";
+    size_t n = strlen(msg), w = sizeof word - 1;
+    return n >= w && strcmp(msg + n - w, word) == 0 && (n == w || msg[n - w - 1] == ' ');
+}
+
 /* lua.c's msghandler: adds a traceback to string messages; other error objects show through
  * their __tostring, or by their type. An error that nnlab raised (a DSL function refusing its
  * arguments or failing: "stdin:3: tensor.load: cannot open ...") shows as the message alone: it
  * names the line of the user's code, the function and the problem, and the frames inside nnlab
- * would only bury it. Errors of the user's own code keep their traceback. */
+ * would only bury it. Errors of the user's own code keep their traceback. A chunk stopped by
+ * Ctrl-C reports "interrupted" and nothing else. */
 static int msghandler(lua_State *L)
 {
     const char *msg = lua_tostring(L, 1);
@@ -122,6 +133,10 @@ static int msghandler(lua_State *L)
         if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
             return 1;
         msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    } else if (sigints > 0 && interrupt_message(msg)) {
+        /* Ctrl-C stopped the chunk: say so alone, wherever in nnlab or the user's code it was. */
+        lua_pushliteral(L, "interrupted");
+        return 1;
     } else if (nl_dsl_raised(L, 1, 1)) {
         return 1;
     }
@@ -289,8 +304,23 @@ static int print_values(lua_State *L)
 static int run_chunk(lua_State *L)
 {
     int base = lua_gettop(L) - 1;
+    lua_pushnil(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, NL_QUIET_KEY);
     int status = nl_repl_docall(L, 0, LUA_MULTRET);
     int n = lua_gettop(L) - base;
+    /* A lone value the DSL marked (a module returned for chaining, a printed summary) is not
+     * echoed: the line's effect is what the user asked for. */
+    if (status == LUA_OK && n == 1) {
+        bool quiet = lua_getfield(L, LUA_REGISTRYINDEX, NL_QUIET_KEY) != LUA_TNIL &&
+                     lua_rawequal(L, -1, -2);
+        lua_pop(L, 1);
+        if (quiet) {
+            lua_pop(L, 1);
+            n = 0;
+        }
+    }
+    lua_pushnil(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, NL_QUIET_KEY);
     if (status == LUA_OK && n > 0) {
         luaL_checkstack(L, LUA_MINSTACK, "too many results to print");
         lua_pushcfunction(L, print_values);

@@ -189,8 +189,11 @@ static nl_status plot_accuracy(nl_canvas *c, nl_rect r, const nl_viz_run *runs, 
     char text[16][64];
     int nl = 0;
     for (int i = 0; i < n; i++) {
+        /* Train and test in two colours (one run: blue test, orange train; several: the run's
+         * colour for test, a lighter shade of it for train), not told apart by markers alone. */
         uint32_t color = nl_palette(i);
-        nl_series train = {.y = runs[i].train_acc, .n = runs[i].ntrain, .color = color, .width = 1, .marker = 3};
+        uint32_t train_color = n == 1 ? nl_palette(1) : nl_color_mix(color, NL_WHITE, 0.5);
+        nl_series train = {.y = runs[i].train_acc, .n = runs[i].ntrain, .color = train_color, .width = 2, .marker = 3};
         nl_series test = {.y = runs[i].test_acc, .n = runs[i].ntest, .color = color, .width = 2, .marker = -3};
         const nl_series *both[2] = {&train, &test};
         const char *kind[2] = {"train", "test"};
@@ -201,7 +204,7 @@ static nl_status plot_accuracy(nl_canvas *c, nl_rect r, const nl_viz_run *runs, 
             char name[32];
             snprintf(text[nl], sizeof text[nl], "%s%s%s %.1f%%", n > 1 ? run_label(&runs[i], i, name, sizeof name) : "",
                      n > 1 ? " " : "", kind[k], 100 * last_finite(both[k]->y, both[k]->n));
-            legend[nl] = (nl_legend_entry){text[nl], color, both[k]->width, both[k]->marker};
+            legend[nl] = (nl_legend_entry){text[nl], both[k]->color, both[k]->width, both[k]->marker};
             nl++;
         }
     }
@@ -214,6 +217,53 @@ nl_status nl_viz_curves(nl_canvas *c, nl_rect r, const nl_viz_run *runs, int n)
     int lw = r.w * 58 / 100;
     nl_status s = plot_loss(c, (nl_rect){r.x, r.y, lw, r.h}, runs, n);
     return s != NL_OK ? s : plot_accuracy(c, (nl_rect){r.x + lw, r.y, r.w - lw, r.h}, runs, n);
+}
+
+/* ---------------------------------------------------------------- sensitivity ----------- */
+
+nl_status nl_viz_sensitivity(nl_canvas *c, nl_rect r, const double *amounts, int namounts,
+                             const nl_viz_run *layers, int n, double baseline)
+{
+    nl_rect saved;
+    nl_status st = begin(c, r, &saved);
+    if (st != NL_OK) return st;
+    double *x = malloc((size_t)(namounts > 0 ? namounts : 1) * sizeof *x);
+    if (!x) {
+        end(c, saved);
+        return nl_seterr(NL_ENOMEM, "viz.sensitivity: out of memory");
+    }
+    double lo = 0, hi = 100;
+    for (int j = 0; j < namounts; j++) x[j] = 100 * amounts[j];
+    if (namounts > 0) nl_finite_range(x, namounts, &lo, &hi);
+    double pad = hi > lo ? (hi - lo) * 0.04 : 5;
+    nl_axes a = nl_axes_layout(r, lo - pad, hi + pad, 0, 1);
+    nl_axes_draw(c, &a, "pruning sensitivity: accuracy with one layer pruned",
+                 "weights of the layer pruned (%)", "accuracy", NL_AXES_PERCENT_Y);
+    if (n == 0 || namounts == 0) nl_plot_note(c, a.plot, "no layers or amounts");
+    nl_legend_entry legend[17];
+    char text[17][64];
+    int nl = 0;
+    if (isfinite(baseline)) {
+        double bx[2] = {lo - pad, hi + pad}, by[2] = {baseline, baseline};
+        nl_plot_series(c, &a, &(nl_series){.x = bx, .y = by, .n = 2, .color = NL_RGB(150, 150, 150), .width = 1});
+        snprintf(text[nl], sizeof text[nl], "unpruned %.1f%%", 100 * baseline);
+        legend[nl] = (nl_legend_entry){text[nl], NL_RGB(150, 150, 150), 1, 0};
+        nl++;
+    }
+    for (int i = 0; i < n; i++) {
+        int64_t m = layers[i].ntest < namounts ? layers[i].ntest : namounts;
+        uint32_t color = nl_palette(i);
+        nl_plot_series(c, &a, &(nl_series){.x = x, .y = layers[i].test_acc, .n = m, .color = color,
+                                           .width = 2, .marker = 3});
+        if (nl == 17) continue;
+        char name[32];
+        snprintf(text[nl], sizeof text[nl], "%s", run_label(&layers[i], i, name, sizeof name));
+        legend[nl] = (nl_legend_entry){text[nl], color, 2, 3};
+        nl++;
+    }
+    free(x);
+    if (nl > 0) nl_plot_legend(c, &a, legend, nl, true);
+    return end(c, saved);
 }
 
 /* ---------------------------------------------------------------- feature maps ---------- */
@@ -334,7 +384,7 @@ nl_status nl_plot_histogram(nl_canvas *c, nl_rect r, const nl_viz_values *v, nl_
     }
     for (int b = 0; b < bins; b++) top = counts[b] > top ? counts[b] : top;
     top = top ? top : zeros;
-    a.y1 = top > 0 ? (double)top : 1;
+    a.y1 = top > 0 ? (double)top * 1.08 : 1; /* headroom: the tallest bar stays clear of the frame */
     char text[160];
     int len = snprintf(text, sizeof text, "%s  (%lld values", v->name ? v->name : "values", (long long)v->n);
     if (bad) len += snprintf(text + len, sizeof text - (size_t)len, ", %lld not finite", (long long)bad);
@@ -384,9 +434,26 @@ nl_status nl_viz_histogram(nl_canvas *c, nl_rect r, const nl_viz_values *layers,
     title(c, r, "weights");
     nl_rect area = below_title(r);
     if (n <= 0) nl_plot_note(c, area, "no weights");
-    int tw, th, cols = n > 0 ? grid_fit(area, n, 1.6, 0, &tw, &th) : 1;
-    for (int i = 0; i < n && st == NL_OK; i++)
-        st = nl_plot_histogram(c, grid_tile(area, n, cols, tw, th, 0, i), &layers[i], NULL);
+    /* Tiles fill the area: the column count whose tiles come closest to 1.6 wide per 1 high, and
+     * the last row's tiles share its whole width (3 layers: two above, one as wide as both). */
+    int cols = 1;
+    double best = INFINITY;
+    for (int k = 1; k <= n; k++) {
+        int rows = (n + k - 1) / k;
+        double w = (double)(area.w - (k - 1) * GAP) / k, h = (double)(area.h - (rows - 1) * GAP) / rows;
+        double off = fabs(log(w / h / 1.6));
+        if (h >= 1 && w >= 1 && off < best) {
+            best = off;
+            cols = k;
+        }
+    }
+    int rows = n > 0 ? (n + cols - 1) / cols : 1, th = (area.h - (rows - 1) * GAP) / rows;
+    for (int i = 0; i < n && st == NL_OK; i++) {
+        int row = i / cols, in_row = row == rows - 1 ? n - row * cols : cols, k = i - row * cols;
+        int tw = (area.w - (in_row - 1) * GAP) / in_row;
+        nl_rect tile = {area.x + k * (tw + GAP), area.y + row * (th + GAP), tw, th};
+        st = nl_plot_histogram(c, tile, &layers[i], NULL);
+    }
     end(c, saved);
     return st;
 }

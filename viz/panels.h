@@ -19,6 +19,12 @@ typedef struct {
  * accuracy per epoch (train: thin line with discs, test: thick line with squares) on the right.
  * Several runs are overlaid in palette colours with a legend. */
 nl_status nl_viz_curves(nl_canvas *c, nl_rect r, const nl_viz_run *runs, int n);
+/* Pruning sensitivity (prune.sensitivity): test accuracy against the fraction of a layer's
+ * weights pruned, amounts[0..namounts) (fractions, drawn as percentages), one line with discs per
+ * layer (layers[i].label, accuracies in layers[i].test_acc, one per amount) in palette colours,
+ * the unpruned baseline (NaN: none) as a grey horizontal line, and a legend. */
+nl_status nl_viz_sensitivity(nl_canvas *c, nl_rect r, const double *amounts, int namounts,
+                             const nl_viz_run *layers, int n, double baseline);
 /* The smoothed loss of nl_viz_curves: out[i] from v[0..i] (NaN and Inf entries are skipped and
  * repeat the previous smoothed value; NaN before the first finite one). */
 void nl_smooth(const double *v, int64_t n, double *out);

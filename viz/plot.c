@@ -109,13 +109,15 @@ void nl_axes_draw(nl_canvas *c, const nl_axes *a, const char *title, const char 
         format_tick(buf, sizeof buf, v, xs, false);
         nl_canvas_text(c, x, p.y + p.h + 5, NL_TEXT_TICK, NL_INK, NL_ALIGN_CENTER, buf);
     }
+    int widest = 0; /* the widest y tick label, to keep the axis label clear of it */
     for (int i = 0, n = ticks(a->y0, a->y1, ys, &v0); i < n; i++) {
         double v = v0 + i * ys;
         int y = (int)lround(nl_axes_py(a, v));
         nl_canvas_fill_rect(c, (nl_rect){p.x, y, p.w, 1}, NL_GRID);
         nl_canvas_fill_rect(c, (nl_rect){p.x - 4, y, 4, 1}, NL_INK);
         format_tick(buf, sizeof buf, v, ys, flags & NL_AXES_PERCENT_Y);
-        nl_canvas_text(c, p.x - 6, y - NL_TEXT_TICK / 2 - 2, NL_TEXT_TICK, NL_INK, NL_ALIGN_RIGHT, buf);
+        int w = nl_canvas_text(c, p.x - 6, y - NL_TEXT_TICK / 2 - 2, NL_TEXT_TICK, NL_INK, NL_ALIGN_RIGHT, buf);
+        widest = w > widest ? w : widest;
     }
     nl_canvas_frame(c, (nl_rect){p.x - 1, p.y - 1, p.w + 2, p.h + 2}, NL_INK);
     if (title)
@@ -124,9 +126,16 @@ void nl_axes_draw(nl_canvas *c, const nl_axes *a, const char *title, const char 
     if (xlabel)
         nl_canvas_text(c, p.x + p.w / 2, p.y + p.h + 20, NL_TEXT_LABEL, NL_INK, NL_ALIGN_CENTER,
                        xlabel);
-    if (ylabel)
-        nl_canvas_text_vertical(c, p.x - MARGIN_LEFT + 9, p.y + p.h / 2, NL_TEXT_LABEL, NL_INK,
-                                ylabel);
+    /* The y label reads upwards left of the tick labels, with a gap; when long tick labels leave
+     * no room in the margin it goes above the axis instead, left-aligned over the tick labels. */
+    if (ylabel) {
+        int x = p.x - 6 - widest - 3 - (NL_TEXT_LABEL + 3) / 2;
+        if (x - (NL_TEXT_LABEL + 3) / 2 >= p.x - MARGIN_LEFT)
+            nl_canvas_text_vertical(c, x, p.y + p.h / 2, NL_TEXT_LABEL, NL_INK, ylabel);
+        else
+            nl_canvas_text(c, p.x - MARGIN_LEFT + 2, p.y - MARGIN_TOP + 6, NL_TEXT_LABEL, NL_INK,
+                           NL_ALIGN_LEFT, ylabel);
+    }
 }
 
 /* A marker (disc or square, as for nl_series) at (x, y). */

@@ -11,6 +11,7 @@
 
 #define MAX_VIEWS 16
 #define PUMP_MS 30
+#define PAUSE_BG NL_RGB(190, 50, 40) /* the banner over a paused view */
 
 static struct {
     bool video;                  /* SDL's video subsystem is up */
@@ -18,6 +19,7 @@ static struct {
     SDL_Renderer *ren;
     SDL_Texture *tex;
     int tex_w, tex_h;
+    nl_canvas *shown;            /* the current view with the pause banner, while paused */
     int w, h;                    /* the size asked for (used while closed) */
     struct {
         char name[24];
@@ -74,10 +76,27 @@ static void set_title(void)
     SDL_SetWindowTitle(W.win, title);
 }
 
+/* The canvas c with a banner across its top saying training is paused (a copy kept in W.shown),
+ * so the picture shows the pause and not only the title. */
+static nl_canvas *with_pause_banner(nl_canvas *c)
+{
+    if (!W.shown || W.shown->w != c->w || W.shown->h != c->h) {
+        nl_canvas_release(W.shown);
+        if (!(W.shown = nl_canvas_new(c->w, c->h, 0))) return c;
+    }
+    memcpy(W.shown->px, c->px, (size_t)c->w * (size_t)c->h * sizeof *c->px);
+    int bh = c->h / 12 < 24 ? 24 : c->h / 12, size = bh * 11 / 20;
+    nl_canvas_fill_rect(W.shown, (nl_rect){0, 0, c->w, bh}, PAUSE_BG);
+    nl_canvas_text(W.shown, c->w / 2, (bh - size * 5 / 4) / 2, size, NL_RGB(255, 255, 255), NL_ALIGN_CENTER,
+                   "PAUSED: training waits. Space here resumes it");
+    return W.shown;
+}
+
 /* Draws the current view into the renderer's back buffer (no present). */
 static bool draw(void)
 {
     nl_canvas *c = nl_view_current(NULL);
+    if (c && W.paused) c = with_pause_banner(c);
     if (!c) {
         SDL_SetRenderDrawColor(W.ren, 245, 245, 245, 255);
         SDL_RenderClear(W.ren);
@@ -180,6 +199,8 @@ void nl_window_close(void)
     W.ren = NULL;
     W.win = NULL;
     W.paused = false;
+    nl_canvas_release(W.shown);
+    W.shown = NULL;
     if (W.video) {
         SDL_PumpEvents();
         SDL_FlushEvents(SDL_FIRSTEVENT, SDL_LASTEVENT);
@@ -215,10 +236,15 @@ bool nl_window_paused(void)
     return W.paused;
 }
 
+const char *nl_window_note(void)
+{
+    return W.note;
+}
+
 static void set_paused(bool paused)
 {
     W.paused = paused && W.win;
-    if (W.win) set_title();
+    if (W.win) present();
 }
 
 /* Writes the current view to runs/screenshot-<time>[-k].png (a name not taken yet). */
@@ -244,7 +270,12 @@ nl_status nl_window_key(const char *key, char *saved, size_t n)
     if (strcmp(key, "space") == 0) {
         set_paused(!W.paused);
     } else if (strcmp(key, "tab") == 0) {
-        if (W.nviews > 0) W.current = (W.current + 1) % W.nviews;
+        if (W.nviews > 1) W.current = (W.current + 1) % W.nviews;
+        if (W.nviews <= 1) /* nothing to cycle: say why, rather than do nothing */
+            snprintf(W.note, sizeof W.note, "%s", W.nviews == 0 ? "tab: no views yet; draw a panel (viz.curves, ...)"
+                     : "tab: only one view; draw another panel (viz.histogram, viz.features, ...) to switch");
+        else
+            W.note[0] = '\0';
     } else if (strcmp(key, "s") == 0) {
         s = save_screenshot(saved, n);
     } else if (strcmp(key, "q") == 0) {
@@ -287,6 +318,9 @@ void nl_window_wait_paused(void)
         nl_window_pump();
         SDL_Delay(PUMP_MS);
     }
+    /* Ctrl-C in the terminal takes the pause over: the trainer pauses there, and its resume()
+     * must continue at once rather than wait again for space in the window. */
+    if (W.paused && nl_interrupted()) set_paused(false);
 }
 
 nl_canvas *nl_window_screenshot(void)

@@ -47,10 +47,13 @@ void nl_window_tick(void);
  * not NULL), "q" closes the window. NL_EINVAL for another key; saving's errors. */
 nl_status nl_window_key(const char *key, char *saved, size_t n);
 
+/* What the last key did, as the title shows it ("" for nothing to say). */
+const char *nl_window_note(void);
 /* Whether training is paused (space in the window). */
 bool nl_window_paused(void);
 /* Blocks while paused, pumping the window every 30 ms; returns when resumed, the window closes,
- * or Ctrl-C raised the interrupt flag. */
+ * or Ctrl-C raised the interrupt flag (which also ends the pause: the trainer pauses instead).
+ * While paused the window shows a banner over the view. */
 void nl_window_wait_paused(void);
 
 /* Reads back what the window shows (its whole inner area, letterboxing included) into a new

@@ -1,6 +1,7 @@
 /* cpu_matmul.c: f32 matrix products on the CPU with OpenBLAS's cblas_sgemm. Row-major and
  * transposed views go to BLAS in place (with a transpose flag); other layouts are packed into a
- * contiguous buffer. A batch loops over sgemm, checking for Ctrl-C between items. */
+ * contiguous buffer. A batch loops over sgemm, checking for Ctrl-C between items, and a product
+ * too big to answer Ctrl-C quickly is split into pieces with a check between them. */
 #include "cpu/cpu.h"
 #include "cpu_kernels.h"
 
@@ -71,6 +72,49 @@ static float *mm_item(const mm_mat *m, int64_t b, bool load)
     return m->buf;
 }
 
+/* Work of one sgemm call, in multiply-adds, above which a product is split so that Ctrl-C is
+ * answered between pieces: about 2 GFLOP per thread, a few tens of milliseconds. */
+#define MM_PIECE_MADDS (1000000000.0 * (double)nl_get_threads())
+
+/* c (m x n) = a (m x k) @ b (k x n), plus beta * c, through sgemm; pointers are the items'. */
+static void mm_gemm(const mm_mat *a, const mm_mat *b, const mm_mat *c, const float *pa,
+                    const float *pb, float *pc, int64_t m, int64_t n, int64_t k, float beta)
+{
+    cblas_sgemm(CblasRowMajor, a->trans, b->trans, (int)m, (int)n, (int)k, 1.0f, pa, (int)a->ld,
+                pb, (int)b->ld, beta, pc, (int)c->ld);
+}
+
+/* One batch item of a fresh product (beta 0) too big for one call: split along k into slices
+ * of whole multiples of 256 (OpenBLAS walks k in blocks and updates c after each, so this costs
+ * no extra packing or traffic), and, when a slice is still too big, along m into row blocks of
+ * at least 256 rows (each packs its b slice again: under 1/512 of its work). Ctrl-C is checked
+ * between pieces; an interrupted product leaves c partly written (it is a fresh output). */
+static nl_status mm_pieces(const mm_mat *a, const mm_mat *b, const mm_mat *c, const float *pa,
+                           const float *pb, float *pc, int64_t m, int64_t n, int64_t k)
+{
+    double mn = (double)m * (double)n;
+    int64_t kb = (int64_t)(MM_PIECE_MADDS / mn) / 256 * 256;
+    if (kb < 256) kb = 256;
+    if (kb > k) kb = k;
+    int64_t mb = (int64_t)(MM_PIECE_MADDS / ((double)n * (double)kb));
+    if (mb < 256) mb = 256;
+    if (mb > m) mb = m;
+    nl_status st = NL_OK;
+    for (int64_t k0 = 0; k0 < k && st == NL_OK; k0 += kb) {
+        int64_t kn = k - k0 < kb ? k - k0 : kb;
+        /* the k0 offset: a column of a (a row when a is transposed), a row of b (or column) */
+        const float *ak = pa + (a->trans == CblasNoTrans ? k0 : k0 * a->ld);
+        const float *bk = pb + (b->trans == CblasNoTrans ? k0 * b->ld : k0);
+        for (int64_t m0 = 0; m0 < m; m0 += mb) {
+            if ((k0 > 0 || m0 > 0) && (st = nl_check_interrupt()) != NL_OK) break;
+            int64_t mn0 = m - m0 < mb ? m - m0 : mb;
+            const float *am = ak + (a->trans == CblasNoTrans ? m0 * a->ld : m0);
+            mm_gemm(a, b, c, am, bk, pc + m0 * c->ld, mn0, n, kn, k0 > 0 ? 1.0f : 0.0f);
+        }
+    }
+    return st;
+}
+
 nl_status cpu_matmul(const nl_op *op)
 {
     mm_mat a, b, c;
@@ -106,9 +150,11 @@ nl_status cpu_matmul(const nl_op *op)
         if (bi > 0 && (st = nl_check_interrupt()) != NL_OK) break;
         const float *pa = mm_item(&a, bi, true), *pb = mm_item(&b, bi, true);
         float *pc = mm_item(&c, bi, accumulate);
-        cblas_sgemm(CblasRowMajor, a.trans, b.trans, (int)m, (int)n, (int)k, 1.0f, pa, (int)a.ld,
-                    pb, (int)b.ld, accumulate ? 1.0f : 0.0f, pc, (int)c.ld);
-        if (!c.direct) mm_transfer(&c, bi, false);
+        if (!accumulate && (double)m * (double)n * (double)k > MM_PIECE_MADDS)
+            st = mm_pieces(&a, &b, &c, pa, pb, pc, m, n, k);
+        else
+            mm_gemm(&a, &b, &c, pa, pb, pc, m, n, k, accumulate ? 1.0f : 0.0f);
+        if (st == NL_OK && !c.direct) mm_transfer(&c, bi, false);
     }
     free(a.buf);
     free(b.buf);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #define CIFAR_PIXELS 3072
@@ -189,21 +190,50 @@ static nl_dataset *cifar_set(char paths[][PATH_CAP], int nfiles, const strlist *
     return adopt(images, labels, names->n, (const char *const *)names->v, name);
 }
 
+/* Finds cifar-10-batches-bin in the places data lives, in order: $NNLAB_DATA, ./data, and beside
+ * the running program: <bin>/../data (build/nnlab in a checkout, where `make data` puts it) and
+ * <bin>/../share/nnlab/data (an installed program). found gets the folder; false when none has
+ * it, with tried listing the places looked at. */
+static bool find_cifar10(char found[PATH_CAP], char *tried, size_t ntried)
+{
+    char places[4][PATH_CAP];
+    int n = 0;
+    const char *env = getenv("NNLAB_DATA");
+    if (env && *env && fmt_path(places[n], "%s/cifar-10-batches-bin", env) == NL_OK) n++;
+    snprintf(places[n++], PATH_CAP, "./data/cifar-10-batches-bin");
+    char exe[PATH_CAP];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len > 0) {
+        exe[len] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) *slash = '\0';
+        if (fmt_path(places[n], "%s/../data/cifar-10-batches-bin", exe) == NL_OK) n++;
+        if (fmt_path(places[n], "%s/../share/nnlab/data/cifar-10-batches-bin", exe) == NL_OK) n++;
+    }
+    tried[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        if (is_dir(places[i])) {
+            snprintf(found, PATH_CAP, "%s", places[i]);
+            return true;
+        }
+        size_t used = strlen(tried);
+        snprintf(tried + used, ntried - used, "%s%s", i ? ", " : "", places[i]);
+    }
+    return false;
+}
+
 nl_status nl_cifar10_load(const char *dir, nl_dataset **train, nl_dataset **test)
 {
     *train = *test = NULL;
     char found[PATH_CAP];
     if (!dir) {
-        const char *env = getenv("NNLAB_DATA");
-        bool have_env = env && *env;
-        if (!have_env || fmt_path(found, "%s/cifar-10-batches-bin", env) != NL_OK || !is_dir(found))
-            strcpy(found, "data/cifar-10-batches-bin");
-        if (!is_dir(found))
-            return nl_seterr(NL_EIO, "cifar10: CIFAR-10 not found in %s%s./data/cifar-10-batches-bin: "
-                             "run `make data` in nnlab's folder, or download the binary version "
-                             "(cifar-10-binary.tar.gz) from https://www.cs.toronto.edu/~kriz/cifar.html "
-                             "and unpack it into ./data (or $NNLAB_DATA)",
-                             have_env ? env : "", have_env ? "/cifar-10-batches-bin or " : "");
+        char tried[4 * PATH_CAP + 8];
+        if (!find_cifar10(found, tried, sizeof tried))
+            return nl_seterr(NL_EIO, "cifar10: CIFAR-10 not found (looked in %s): run `make data` in "
+                             "nnlab's folder, or download the binary version (cifar-10-binary.tar.gz) "
+                             "from https://www.cs.toronto.edu/~kriz/cifar.html and unpack it so that one of "
+                             "those folders exists (or set $NNLAB_DATA to a folder holding "
+                             "cifar-10-batches-bin)", tried);
         dir = found;
     } else if (!is_dir(dir)) {
         return nl_seterr(NL_EIO, "cifar10: '%s' is not a folder (expected CIFAR-10's binary "
@@ -453,8 +483,22 @@ nl_status nl_mnist_load(const char *dir, bool fashion, nl_dataset **train, nl_da
 
 /* ---------------------------------------------------------------- image folders --------- */
 
-/* Appends the entries of dir (sorted, dot-names skipped) that are folders (want_dirs) or not. */
-static nl_status list_dir(const char *dir, bool want_dirs, strlist *out)
+/* The file name extensions of images (torchvision's IMG_EXTENSIONS and what SDL2_image reads
+ * besides), compared without case. */
+static bool image_extension(const char *name)
+{
+    static const char *const ext[] = {"jpg", "jpeg", "png", "ppm", "pgm", "pbm", "pnm", "bmp",
+                                      "gif", "tga", "tif", "tiff", "webp"};
+    const char *dot = strrchr(name, '.');
+    if (!dot || dot == name) return false;
+    for (size_t i = 0; i < sizeof ext / sizeof *ext; i++)
+        if (strcasecmp(dot + 1, ext[i]) == 0) return true;
+    return false;
+}
+
+/* Appends the entries of dir (sorted, dot-names skipped) that are folders (want_dirs) or, when
+ * not, files with an image extension; *skipped (when given) counts the other files. */
+static nl_status list_dir(const char *dir, bool want_dirs, strlist *out, int *skipped)
 {
     DIR *d = opendir(dir);
     if (!d) return nl_seterr(NL_EIO, "image_folder: cannot open folder '%s': %s", dir, strerror(errno));
@@ -465,7 +509,12 @@ static nl_status list_dir(const char *dir, bool want_dirs, strlist *out)
     while (s == NL_OK && (e = readdir(d))) {
         if (e->d_name[0] == '.') continue;
         s = fmt_path(path, "%s/%s", dir, e->d_name);
-        if (s == NL_OK && is_dir(path) == want_dirs && !strlist_add(out, e->d_name, strlen(e->d_name)))
+        if (s != NL_OK || is_dir(path) != want_dirs) continue;
+        if (!want_dirs && !image_extension(e->d_name)) {
+            if (skipped) (*skipped)++;
+            continue;
+        }
+        if (!strlist_add(out, e->d_name, strlen(e->d_name)))
             s = nl_seterr(NL_ENOMEM, "image_folder: out of memory");
     }
     closedir(d);
@@ -523,8 +572,9 @@ static nl_status load_image(const char *path, nl_image_decoder decode, int64_t m
 }
 
 nl_dataset *nl_image_folder_load(const char *dir, int width, int height, int64_t max_pixels,
-                                 nl_image_decoder decode)
+                                 nl_image_decoder decode, int *skipped)
 {
+    if (skipped) *skipped = 0;
     if (width < 0 || height < 0 || width > 16384 || height > 16384 || (!width) != (!height)) {
         nl_seterr(NL_EINVAL, "image_folder: size %dx%d (expected 1 to 16384, or none)", width, height);
         return NULL;
@@ -538,7 +588,7 @@ nl_dataset *nl_image_folder_load(const char *dir, int width, int height, int64_t
     int32_t *owner = NULL; /* class of each file */
     nl_tensor *images = NULL, *labels = NULL;
     char path[PATH_CAP];
-    nl_status s = list_dir(dir, true, &classes);
+    nl_status s = list_dir(dir, true, &classes, NULL);
     if (s == NL_OK && classes.n == 0)
         s = nl_seterr(NL_EFORMAT, "image_folder: '%s' has no class folders (expected "
                       "<dir>/<class>/<image>)", dir);
@@ -548,9 +598,10 @@ nl_dataset *nl_image_folder_load(const char *dir, int width, int height, int64_t
     for (int c = 0; s == NL_OK && c < classes.n; c++) {
         int before = files.n;
         s = fmt_path(path, "%s/%s", dir, classes.v[c]);
-        if (s == NL_OK) s = list_dir(path, false, &files);
+        if (s == NL_OK) s = list_dir(path, false, &files, skipped);
         if (s == NL_OK && files.n == before)
-            s = nl_seterr(NL_EFORMAT, "image_folder: class folder '%s' holds no images", path);
+            s = nl_seterr(NL_EFORMAT, "image_folder: class folder '%s' holds no images (files named "
+                          "*.jpg, *.jpeg, *.png, *.ppm, *.bmp, ...)", path);
         int32_t *o = s == NL_OK ? realloc(owner, (size_t)files.n * sizeof *owner) : NULL;
         if (s == NL_OK && !o) s = nl_seterr(NL_ENOMEM, "image_folder: out of memory");
         if (s != NL_OK) break;

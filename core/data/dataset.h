@@ -83,7 +83,8 @@ nl_status nl_dataset_lut(float *lut, int channels, const double *mean, int nmean
 
 /* CIFAR-10's binary release from dir (data_batch_1..5.bin, test_batch.bin, batches.meta.txt:
  * records of one label byte then 1024 red, 1024 green and 1024 blue bytes, row-major). dir NULL
- * searches $NNLAB_DATA/cifar-10-batches-bin, then ./data/cifar-10-batches-bin. Both sets are new
+ * searches cifar-10-batches-bin in $NNLAB_DATA, ./data, then beside the running program
+ * (<bin>/../data, <bin>/../share/nnlab/data), so any folder works. Both sets are new
  * references; on error both are NULL and the message names the file and the problem (NL_EIO for
  * a missing or unreadable file, with how to get the data when none was found; NL_EFORMAT for a
  * size that is not whole records or a label beyond the class list). */
@@ -114,7 +115,9 @@ typedef nl_status (*nl_image_decoder)(const char *path, int64_t max_pixels, int 
                                       uint8_t **pixels);
 
 /* A data set of the images under dir, one sub-folder per class (classes in sorted name order,
- * images in sorted file name order; names starting with '.' are skipped), decoded by decode and
+ * images in sorted file name order; names starting with '.' are skipped, and so are files whose
+ * extension is not an image's, as torchvision does: *skipped counts those when skipped is not
+ * NULL), decoded by decode and
  * resized bilinearly (pixel centres aligned, as PyTorch's align_corners=false; no antialiasing)
  * to width x height; width = height = 0 keeps the first image's size and requires it of all.
  * Images are [3, height, width]; a file declaring more than max_pixels pixels is refused
@@ -122,7 +125,7 @@ typedef nl_status (*nl_image_decoder)(const char *path, int64_t max_pixels, int 
  * that does not decode or is too large, an empty class folder, no class folders, NL_ENOMEM,
  * NL_EINTR after Ctrl-C). */
 nl_dataset *nl_image_folder_load(const char *dir, int width, int height, int64_t max_pixels,
-                                 nl_image_decoder decode);
+                                 nl_image_decoder decode, int *skipped);
 
 /* ---------------------------------------------------------------- loader ---------------- */
 

@@ -596,7 +596,7 @@ static void write_png(const char *path, int w, int h, int r0, int g0, int b0)
 
 static void folder_fails(const char *dir, int size, const char *a, const char *b)
 {
-    nl_dataset *ds = nl_image_folder_load(dir, size, size, NL_IMAGE_MAX_PIXELS, nl_image_load_rgb);
+    nl_dataset *ds = nl_image_folder_load(dir, size, size, NL_IMAGE_MAX_PIXELS, nl_image_load_rgb, NULL);
     CHECK(!ds && says(a, b), "%s: expected an error with '%s', got '%s'", dir, a, nl_errmsg());
     nl_dataset_release(ds);
 }
@@ -610,7 +610,7 @@ static void test_image_folder(void)
     write_png(tmp("img/ant/b.png"), 4, 4, 50, 60, 70);
     write_png(tmp("img/ant/a.png"), 4, 4, 90, 100, 110);
     write_file(tmp("img/ant/.hidden"), "not an image", 12);
-    nl_dataset *ds = nl_image_folder_load(tmp("img"), 0, 0, NL_IMAGE_MAX_PIXELS, nl_image_load_rgb);
+    nl_dataset *ds = nl_image_folder_load(tmp("img"), 0, 0, NL_IMAGE_MAX_PIXELS, nl_image_load_rgb, NULL);
     CHECK(ds != NULL, "load: %s", nl_errmsg());
     if (!ds) return;
     const int64_t *sh = ds->images->shape;
@@ -626,7 +626,7 @@ static void test_image_folder(void)
     nl_dataset_release(ds);
 
     /* resizing 4x4 -> 2x2 with aligned pixel centres averages 2x2 blocks */
-    ds = nl_image_folder_load(tmp("img"), 2, 2, NL_IMAGE_MAX_PIXELS, nl_image_load_rgb);
+    ds = nl_image_folder_load(tmp("img"), 2, 2, NL_IMAGE_MAX_PIXELS, nl_image_load_rgb, NULL);
     CHECK(ds && ds->images->shape[2] == 2 && ds->images->shape[3] == 2, "resized: %s", nl_errmsg());
     if (ds) {
         p = nl_tensor_data(ds->images);
@@ -652,9 +652,26 @@ static void test_image_folder(void)
     write_png(tmp("img/zebra/2.png"), 5, 4, 0, 0, 0);
     folder_fails(tmp("img"), 0, "zebra/2.png", "pass size");
     remove(tmp("img/zebra/2.png"));
+    /* files that are not images by their extension are skipped and counted, as torchvision does */
     write_file(tmp("img/zebra/notes.txt"), "hello", 5);
-    folder_fails(tmp("img"), 32, "zebra/notes.txt", "image_folder");
+    write_file(tmp("img/ant/README"), "hello", 5);
+    int skipped = -1;
+    ds = nl_image_folder_load(tmp("img"), 4, 4, NL_IMAGE_MAX_PIXELS, nl_image_load_rgb, &skipped);
+    CHECK(ds && ds->n == 3 && skipped == 2, "stray files skipped: %s, %d skipped", ds ? "loaded" : nl_errmsg(),
+          skipped);
+    nl_dataset_release(ds);
+    write_png(tmp("img/zebra/UPPER.PNG"), 4, 4, 0, 0, 0);
+    ds = nl_image_folder_load(tmp("img"), 4, 4, NL_IMAGE_MAX_PIXELS, nl_image_load_rgb, &skipped);
+    CHECK(ds && ds->n == 4 && skipped == 2, "extensions compare without case: %d images", ds ? (int)ds->n : -1);
+    nl_dataset_release(ds);
+    remove(tmp("img/zebra/UPPER.PNG"));
     remove(tmp("img/zebra/notes.txt"));
+    remove(tmp("img/ant/README"));
+    mkdir(tmp("img/notes"), 0777);
+    write_file(tmp("img/notes/notes.txt"), "hello", 5);
+    folder_fails(tmp("img"), 32, "img/notes", "holds no images");
+    remove(tmp("img/notes/notes.txt"));
+    rmdir(tmp("img/notes"));
     write_file(tmp("img/zebra/broken.png"), "\x89PNG\r\n\x1a\n\0\0", 10);
     folder_fails(tmp("img"), 32, "zebra/broken.png", NULL);
     remove(tmp("img/zebra/broken.png"));

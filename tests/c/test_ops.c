@@ -1072,8 +1072,42 @@ static void test_matmul(void)
     nl_tensor *gat = nl_tensor_transpose(ga, 0, 1), *gbt = nl_tensor_transpose(gb, 0, 1);
     check_matmul(gat, gbt, "64x96x80, both transposed");
 
+    /* a product too big for one call (over 1e9 multiply-adds on one thread) runs in pieces, split
+     * along k and m, with a Ctrl-C check between them: values checked at sampled outputs */
+    nl_set_threads(1);
+    nl_tensor *pa_base = T(NL_F32, 300, 2048), *pb_big = T(NL_F32, 300, 2048);
+    nl_rand_uniform(pa_base, -1, 1);
+    nl_rand_uniform(pb_big, -1, 1);
+    nl_tensor *pa_t = nl_tensor_transpose(pa_base, 0, 1); /* [2048, 300], column-major */
+    nl_tensor *pc_big = nl_matmul_new(pa_t, pb_big);
+    CHECK(pc_big != NULL, "a 2048x300x2048 matmul in pieces: %s", nl_errmsg());
+    int64_t pbad = 0;
+    for (int64_t q = 0; pc_big && q < 3000; q++) {
+        int64_t i = (q * 7919 + q / 5) % 2048, j = (q * 104729 + 13) % 2048;
+        if (q < 4) i = q < 2 ? 2047 : 1906, j = q % 2 ? 2047 : 0; /* edges of the row blocks */
+        double sum = 0;
+        for (int64_t p = 0; p < 300; p++) {
+            int64_t ia[2] = {i, p}, ib[2] = {p, j};
+            sum += at(pa_t, ia) * at(pb_big, ib);
+        }
+        int64_t ic[2] = {i, j};
+        if (!(fabs(at(pc_big, ic) - sum) <= 1e-4 + 1e-5 * fabs(sum)) && pbad++ == 0)
+            printf("  matmul in pieces: [%lld,%lld] %.9g, expected %.9g\n", (long long)i, (long long)j,
+                   at(pc_big, ic), sum);
+    }
+    CHECK(pbad == 0, "matmul in pieces: %lld of 3000 sampled outputs wrong", (long long)pbad);
+    nl_tensor_release(pc_big);
+    nl_interrupt();
+    nl_clearerr();
+    pc_big = nl_matmul_new(pa_t, pb_big);
+    CHECK(!pc_big && nl_errcode() == NL_EINTR, "Ctrl-C stops one big matmul between its pieces");
+    nl_interrupt_clear();
+    nl_tensor_release(pc_big);
+    nl_set_threads(2);
+
     nl_tensor *list[] = {a, b, at_base, bt_base, at_, bt, wide, ws, colv, ex, v7, v7b, ba, bb, b1, pm, pv, bbt_base, wrows,
-                         bbt, cbase, ct, c0, c, cprev, ci, z1, z2, m23, m45, bb4, d4, i23, i35, o25, ga, gb, gat, gbt};
+                         bbt, cbase, ct, c0, c, cprev, ci, z1, z2, m23, m45, bb4, d4, i23, i35, o25, ga, gb, gat, gbt,
+                         pa_base, pb_big, pa_t};
     for (size_t i = 0; i < sizeof list / sizeof list[0]; i++) nl_tensor_release(list[i]);
 }
 

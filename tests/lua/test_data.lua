@@ -171,9 +171,19 @@ test("image folders", function()
   check(table.concat(small:shape(), "x") == "3x1x2", "resized to {height, width}")
   check_close(small:get(1):get(1, 1, 1) * 255, 100, 1e-4, "a flat image stays flat")
   check(table.concat(data.image_folder(root, {size = 3}):shape(), "x") == "3x3x3", "a square size")
+  -- a stray file is skipped (as torchvision does) and the count is said; a bad image still fails
   write(root .. "/dog/readme.txt", "not an image")
-  check_error(function() data.image_folder(root, {size = {2, 2}}) end, "dog/readme.txt")
+  local said, print0 = {}, print
+  print = function(...) said[#said + 1] = table.concat({...}, " ") end
+  local ok, withstray = pcall(data.image_folder, root, {size = {2, 2}})
+  print = print0
+  check(ok and #withstray == 3, "a stray readme.txt is skipped: " .. tostring(withstray))
+  check(#said == 1 and said[1]:find("skipped 1 file that is not an image", 1, true),
+        "the skipped file is reported: " .. tostring(said[1]))
   os.remove(root .. "/dog/readme.txt")
+  write(root .. "/dog/broken.ppm", "P6\n")
+  check_error(function() data.image_folder(root, {size = {2, 2}}) end, "dog/broken.ppm")
+  os.remove(root .. "/dog/broken.ppm")
   check_error(function() data.image_folder(root, {size = {0, 2}}) end, "size must")
   check_error(function() data.image_folder(dir .. "/nothing") end, "cannot open folder")
 end)

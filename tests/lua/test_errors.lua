@@ -89,7 +89,6 @@ test("errors inside the DSL's Lua code name the call and the caller's line", fun
   named(function() t:on_step(3) end, "Trainer:on_step", "expected a function")
   named(function() return nn.evaluate(nn.Linear(2, 3), ds) end, "nn.evaluate", "label 11.0")
   named(function() return nn.Trainer{net = 3, data = ds} end, "nn.Trainer", "net must be a network")
-  named(function() return nn.Sequential(nn.ReLU()):summary() end, "Module:summary", "give the input shape")
   named(function() return optim.schedule.cosine{total = 0} end, "optim.schedule.cosine", "total must be")
   named(function() return quant.int8(nn.Linear(2, 2)) end, "quant.int8", "give calibration data")
   local net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())

@@ -160,7 +160,15 @@ test("printing and summary", function()
   local r = nn.Sequential{nn.Conv2d(3, 4, 3, {padding = 1}), nn.Residual{nn.Conv2d(4, 4, 3, {padding = 1}), nn.ReLU()}}
   local rout = capture(function() r:summary{2, 3, 8, 8} end)
   check(rout:find("2  Residual", 1, true) and rout:find("  2.1  Conv2d(4, 4", 1, true), "nested rows: " .. rout)
-  check_error(function() nn.Sequential{nn.ReLU()}:summary() end, "give the input shape")
+  -- the input size comes from what the network accepts: a CNN for 16 x 16 pictures (cnn.lua's)
+  local small = nn.Sequential(nn.Conv2d(1, 8, 3, {padding = 1}), nn.ReLU(), nn.MaxPool2d(2),
+                              nn.Flatten(), nn.Linear(8 * 8 * 8, 3))
+  local sout, stot = capture(function() return small:summary() end)
+  check(sout:find("input%s+%[1, 1, 16, 16%]") and stot.params == 1619, "a 16 x 16 CNN's input found: " .. sout)
+  -- no input shape to be had: the table without shapes, not an error
+  local nout, ntot = capture(function() return nn.Sequential{nn.ReLU(), nn.Linear(2, 3)}:summary() end)
+  check(nout:find("2  Linear(2, 3)", 1, true) and nout:find("Total params: 9", 1, true) and ntot.params == 9
+        and nout:find("need the input shape", 1, true), "a table without shapes: " .. nout)
   check(select(1, nn.Conv2d(3, 8, 3):infer{1, 3, 32, 32})[4] == 30, "infer")
 end)
 

@@ -83,6 +83,20 @@ local sc = prune.schedule{trainer = st, target = 0.6, start = 0, finish = 4, eve
 st:fit{epochs = 2} -- 8 steps: prunes at 2 and 4
 check(math.abs(prune.report(sn).sparsity - 0.6) < 0.01, "schedule reached its target: " .. prune.report(sn).sparsity)
 check(sc.last == 0.6, "last amount")
+-- attached to a trainer already past finish: prunes to the target at once and says so
+local late = mlp()
+local lt = nn.Trainer{net = late, data = ds, batch = 16, verbose = false}
+lt:fit{epochs = 2}
+local said, print0 = {}, print
+print = function(...) said[#said + 1] = table.concat({...}, " ") end
+local lsc = prune.schedule{trainer = lt, target = 0.7, start = 0, finish = 4, every = 2}
+print = print0
+check(math.abs(prune.report(late).sparsity - 0.7) < 0.01, "a late schedule prunes to its target at once: "
+      .. prune.report(late).sparsity)
+check(lsc.last == 0.7 and #said == 1 and said[1]:find("past finish = 4: pruned to the target 70% now", 1, true),
+      "and says so: " .. tostring(said[1]))
+lt:fit{epochs = 1}
+check(math.abs(prune.report(late).sparsity - 0.7) < 0.01, "the masks keep it through training")
 
 -- ---- sensitivity
 local sens = prune.sensitivity(mlp(), ds, {amounts = {0.5, 0.9}})

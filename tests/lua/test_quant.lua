@@ -38,7 +38,13 @@ test("report", function()
   local lin = nn.Linear(2, 2)
   lin.weight:copy(tensor.from({{1, -2}, {0.5, 0.25}}))
   local q = quant.int8(lin, {calibrate = tensor.from({{-1, 3}, {0, 1}})})
+  local said, print0 = 0, print
+  print = function() said = said + 1 end
   local rows = quant.report(q)
+  print = print0
+  check(said == 0, "quant.report prints nothing itself (as prune.report)")
+  check(tostring(rows):find("^layer +type +bits") and tostring(rows):find("QLinear", 1, true),
+        "and prints as its table: " .. tostring(rows))
   check(#rows == 2 and rows[1].type == "Quantize" and rows[2].type == "QLinear", "two rows")
   check(math.abs(rows[1].out_scale - 4 / 255) < 1e-7, "input scale 4/255")
   check(math.abs(rows[2].wscale_max - 2 / 127) < 1e-7 and math.abs(rows[2].wscale_min - 0.5 / 127) < 1e-7,

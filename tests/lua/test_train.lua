@@ -136,8 +136,9 @@ test("Ctrl-C pauses at a batch boundary; resume gives the same weights", functio
   b.verbose = true
   local out, h, status = capture(function() return b:fit{epochs = 3} end)
   check(status == "paused" and b.paused and b.steps == 4, "fit returns paused after step 4")
-  check(out:find("paused at epoch 2 step 1/3", 1, true) and out:find("t:resume() continues", 1, true),
-        "says where it stopped: " .. out)
+  check(out:find("paused at epoch 2 step 1/3", 1, true) and
+        out:find('fit returns "paused" to the script', 1, true) and not out:find("t:resume()", 1, true),
+        "says where it stopped and, in a script, that fit returns to it: " .. out)
   check(not nn._poll_interrupt(), "the flag was cleared")
   b.verbose = false
   b:resume()
@@ -146,6 +147,26 @@ test("Ctrl-C pauses at a batch boundary; resume gives the same weights", functio
   check(same_tree(weights(b.net), weights(a.net)), "the same final weights")
   check(capture(function() b.verbose = true; b:resume(); b.verbose = false end):find("nothing to resume", 1, true),
         "resume after the end says so")
+end)
+
+test("an epoch's time: the whole epoch across a pause, less time waiting on the window", function()
+  local function spin(s) local c0 = sys.clock() repeat until sys.clock() - c0 >= s end
+  local data = random_set(51, 64)
+  local t = nn.Trainer{net = mlp(52), data = data, batch = 16, verbose = true}
+  -- step 2 works 0.3 s, then Ctrl-C pauses the epoch; the resumed part is quick
+  t:on_step(function(tr) if tr.steps == 2 and tr.epochs == 0 then spin(0.3); nn._interrupt() end end)
+  local _, _, how = capture(function() return t:fit{epochs = 1} end)
+  check(how == "paused", "paused in the epoch")
+  local out = capture(function() return t:resume() end)
+  local s = tonumber(out:match("epoch 1/1: .-, ([%d.]+) s, "))
+  check(s and s >= 0.3, "the epoch's time counts the part before the pause: " .. out)
+  -- a step hook that waits (as the window's pause does) says so in t.waited; that is not training
+  local w = nn.Trainer{net = mlp(53), data = data, batch = 16, verbose = true}
+  w:on_step(function(tr) if tr.steps == 1 then spin(0.6); tr.waited = (tr.waited or 0) + 0.6 end end)
+  local wout = capture(function() return w:fit{epochs = 1} end)
+  local ws = tonumber(wout:match("epoch 1/1: .-, ([%d.]+) s, "))
+  check(ws and ws < 0.5, "time waiting on the window is left out: " .. wout)
+  check(not nn._poll_interrupt(), "no interrupt left behind")
 end)
 
 test("a NaN loss stops training with a message", function()

@@ -79,6 +79,114 @@ test("curves", function()
   check_error(function() c:pixel(0, 1) end, "outside", "pixels are 1-based")
 end)
 
+test("sensitivity: accuracy per amount pruned, one line per layer", function()
+  local result = {amounts = {0.2, 0.5, 0.8}, baseline = 0.9,
+                  layers = {{path = "1", type = "Conv2d", top1 = {0.9, 0.8, 0.3}},
+                            {path = "4", type = "Linear", top1 = {0.9, 0.88, 0.85}}}}
+  local c = viz.sensitivity(result)
+  check(viz.status().view == "sensitivity", "its own view")
+  local w, h = c:size()
+  -- the lowest row of each layer's colour: the conv line falls to 30%, the linear stays high
+  local function lowest(r0, g0, b0)
+    local y_max, n = 0, 0
+    for y = 1, h do
+      for x = 1, w * 3 // 4, 2 do -- left of the legend
+        local r, g, b = c:pixel(x, y)
+        if r == r0 and g == g0 and b == b0 then y_max, n = math.max(y_max, y), n + 1 end
+      end
+    end
+    return y_max, n
+  end
+  local conv_y, conv_n = lowest(31, 119, 180)
+  local lin_y, lin_n = lowest(255, 127, 14)
+  local _, base_n = lowest(150, 150, 150)
+  check(conv_n > 100 and lin_n > 100 and base_n > 100, string.format("a line per layer and the baseline: %d %d %d",
+        conv_n, lin_n, base_n))
+  check(conv_y > lin_y + h // 4, string.format("accuracy on y: the conv line ends far lower (rows %d, %d)", conv_y, lin_y))
+  -- the real thing from prune.sensitivity
+  local net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+  local ds = nn.TensorDataset(tensor.randn(32, 4), (tensor.rand(32) * 3 - 0.5):to("i32") + 1)
+  check(count(viz.sensitivity(prune.sensitivity(net, ds, {amounts = {0.5, 0.9}})), inked) > 500,
+        "draws prune.sensitivity's result")
+  check_error(function() viz.sensitivity({loss = {}}) end, "expected the result of prune.sensitivity", "not a result")
+end)
+
+test("pictures read well: axis labels, colours, bars, tiles, titles", function()
+  local function is(r0, g0, b0) return function(r, g, b) return r == r0 and g == g0 and b == b0 end end
+  local blue, orange, ink = is(31, 119, 180), is(255, 127, 14), is(40, 40, 40)
+  local function count_in(c, x0, y0, x1, y1, pred, step)
+    local n = 0
+    for y = y0, y1, step or 1 do
+      for x = x0, x1, step or 1 do if pred(c:pixel(x, y)) then n = n + 1 end end
+    end
+    return n
+  end
+  -- the y axis label stays clear of long tick labels (0.95960 ...)
+  local c = viz.curves{loss = {0.95941, 0.95952, 0.95963, 0.9595}}
+  local w, h = c:size()
+  local ticks = {}
+  for y = 30, h - 40 do
+    local r, g, b = c:pixel(120, y)
+    if r == 228 and g == 228 and b == 228 then ticks[#ticks + 1] = y end
+  end
+  local function near_tick(y)
+    for _, t in ipairs(ticks) do if y >= t - 11 and y <= t + 9 then return true end end
+    return false
+  end
+  local tick_left, label_right = math.huge, 0
+  for y = 30, h - 40 do
+    for x = 1, 57 do
+      local r, g, b = c:pixel(x, y)
+      if r + g + b < 450 then
+        if near_tick(y) then tick_left = math.min(tick_left, x) else label_right = math.max(label_right, x) end
+      end
+    end
+  end
+  check(#ticks >= 3 and tick_left < 57, "tick labels found: " .. #ticks .. " ticks, leftmost ink " .. tick_left)
+  check(label_right < tick_left - 1, string.format("the y label (to column %d) is clear of the tick labels (from %d)",
+                                                   label_right, tick_left))
+  -- train and test accuracy in two colours; a trainer's first epoch shows its running accuracy
+  c = viz.curves{loss = {1, 0.5}, train_acc = {0.4, 0.6}, test_acc = {0.38, 0.55}}
+  local ax = math.floor(w * 0.6)
+  check(count_in(c, ax, 1, w, h, orange) > 20 and count_in(c, ax, 1, w, h, blue) > 20,
+        "train (orange) and test (blue) accuracy differ in colour")
+  local t = nn.Trainer{net = tiny_cnn(2), data = tiny_data(12), batch = 4, verbose = false}
+  t:step()
+  t:step()
+  c = viz.curves(t)
+  check(count_in(c, ax, 1, w, h, orange) > 5, "the first epoch's running training accuracy shows")
+  -- the tallest histogram bar stays below the frame
+  c = viz.histogram(nn.Linear(64, 64))
+  local frame
+  for y = 20, h do
+    if ink(c:pixel(w // 2, y)) and ink(c:pixel(w // 2 + 40, y)) then frame = y break end
+  end
+  local top
+  for y = (frame or 1), h do
+    if count_in(c, 1, y, w, y, blue) > 0 then top = y break end
+  end
+  check(frame and top and top > frame + 3, string.format("the tallest bar (row %s) is below the frame (row %s)",
+                                                         tostring(top), tostring(frame)))
+  -- three layers' histograms fill the view: the bottom-right quarter has bars too
+  c = viz.histogram(nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4)))
+  check(count_in(c, w // 2, h // 2, w, h, blue, 3) > 200, "the bottom-right quarter is used: "
+        .. count_in(c, w // 2, h // 2, w, h, blue, 3))
+  -- feature and filter pictures take a title, so before and after differ
+  local net = tiny_cnn(2)
+  local img = tensor.rand(3, 8, 8)
+  local a = viz.features(net, 1, img, {title = "before training"})
+  local b = viz.features(net, 1, img, {title = "after 1 epoch"})
+  local differ = false
+  for y = 1, 24 do for x = 1, w, 2 do differ = differ or select(1, a:pixel(x, y)) ~= select(1, b:pixel(x, y)) end end
+  check(differ, "titled feature pictures differ in their titles")
+  check(count(viz.filters(net, {title = "after"}), inked) > 50, "filters take a title too")
+  -- tab with one view says so
+  local p = io.popen("'" .. arg[-1] .. "' -e 'viz.curves{loss = {1}}; viz.press(\"tab\"); print(viz.status().note)' 2>&1")
+  local note = p:read("a")
+  p:close()
+  check(note:find("only one view", 1, true), "tab with one view says so: " .. note)
+end)
+
 test("features, filters, one channel", function()
   local net = tiny_cnn(4)
   local img = tensor.rand(3, 8, 8)

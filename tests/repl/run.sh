@@ -256,6 +256,43 @@ check "an error in the user's own function keeps its traceback" "^[[:space:]]+st
 line 'tensor.ones(1):sum()'
 check "the session goes on after them" '^1\.0$'
 
+# ---- 5c. no noise: a printed summary and a module returned for chaining are not echoed; help()
+# lists the modules sorted and aligned, without internal hooks
+start
+wait_for "$PROMPT"
+define 'net = nn.Sequential(nn.Conv2d(1, 8, 3, {padding = 1}), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(512, 3))'
+define 'net:summary()'
+n=$(screen | grep -c 'Total params: 1,619')
+if [ "$n" = 1 ] && ! screen | grep -qE '^\{|params = |macs = '; then ok "net:summary() prints its table once"
+else fail "net:summary() prints its table once" "$n tables: $(tail_screen 6)"; fi
+if screen | grep -qE '^input +\[1, 1, 16, 16\]'; then ok "net:summary() finds a 16x16 net's input"
+else fail "net:summary() finds a 16x16 net's input" "$(screen | grep '^input' | head -n 1)"; fi
+define 'net:zero_grad()'
+define 'net:train()'
+define 'net:eval()'
+if screen | grep -q '^Sequential($'; then fail "zero_grad, train and eval echo nothing" "$(screen | grep -A1 '^Sequential($' | head -n 3 | tr '\n' '|')"
+else ok "zero_grad, train and eval echo nothing"; fi
+line 'net:eval().training, net == net:train()'
+check "chaining still returns the network" '^false[[:space:]]+true$'
+line 'net'
+check "the network itself still shows" '^Sequential\($'
+tm send-keys -t "$S" -l 'help()'
+key Enter
+wait_for '^help\(f\) or help "name"'
+listed=$(screen | sed -n '/^nnlab: modules and types/,/^help(f)/p' | awk 'NF >= 2 && $2 ~ /^(module|type)$/ { print $2, $1 }')
+order=$(printf '%s\n' "$listed" | tr '\n' ' ')
+sorted=$(printf '%s\n' "$listed" | LC_ALL=C sort -k1,1 -k2,2f | tr '\n' ' ')
+case $order in *"module tensor "*"type Canvas "*"type Trainer "*)
+    if [ "$order" = "$sorted" ]; then ok "help() lists modules then types, each sorted"
+    else fail "help() lists modules then types, each sorted" "$order"; fi ;;
+    *) fail "help() lists modules then types, each sorted" "$order" ;; esac
+cols=$(screen | sed -n '/^nnlab: modules and types/,/^help(f)/p' | grep -E ' (module|type) ' | awk '{ print index($0, $2) }' | sort -u | wc -l)
+if [ "$cols" = 1 ]; then ok "help() aligns its columns"; else fail "help() aligns its columns" "$cols different columns"; fi
+line 'help(nn)'
+wait_for '^nn: module with'
+if screen | grep -q '_interrupt'; then fail "help lists no internal hooks" "$(screen | grep '_interrupt' | head -n 1)"
+else ok "help lists no internal hooks"; fi
+
 # ---- 6. Ctrl-C at the prompt
 start
 wait_for "$PROMPT"
@@ -304,6 +341,32 @@ check "tensors made before the interrupt survive it" '^10\.0[[:space:]]+512$' 20
 line 'a:matmul(a):shape()[2]'
 check "matmul works after the interrupt" '^512$' 20
 
+# ---- 7b2. Ctrl-C prints "interrupted" alone on every path: one big matmul (split into pieces, so
+# it answers at once), nn.evaluate (Lua code of nnlab's own under a pcall), a loop in a function
+start
+wait_for "$PROMPT"
+define 'big = tensor.randn(3000, 3000)'
+line "print('one matmul') c = big:matmul(big):matmul(big):matmul(big)"
+wait_for '^one matmul$' 20
+key C-c
+check "Ctrl-C stops one big matmul with \"interrupted\" alone" '^(\^C)?interrupted$' 20
+define 'tensor.seed(2); ex = tensor.randn(100000, 64); ey = tensor.ones(100000):to("i32")'
+define 'enet = nn.Sequential(nn.Linear(64, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10))'
+line "print('evaluating') r = nn.evaluate(enet, nn.TensorDataset(ex, ey), {batch = 64})"
+wait_for '^evaluating$' 20
+sleep 0.3
+key C-c
+check "Ctrl-C stops nn.evaluate with \"interrupted\" alone" '^(\^C)?interrupted$' 20 2
+define 'function spin() local n = 0; while true do n = n + 1 end end'
+line "print('spinning') spin()"
+wait_for '^spinning$' 20
+key C-c
+check "Ctrl-C stops a user function with \"interrupted\" alone" '^(\^C)?interrupted$' 20 3
+define 'after_interrupts = 1'
+if screen | grep -qE 'stack traceback|dsl/|stdin:[0-9]+: interrupted'; then
+    fail "interrupts print no traceback and no place" "$(screen | grep -E 'traceback|dsl/|stdin:' | head -n 3 | tr '\n' '|')"
+else ok "interrupts print no traceback and no place"; fi
+
 # ---- 7c. Ctrl-C during t:fit pauses at a batch boundary; resume and fit continue
 start
 wait_for "$PROMPT"
@@ -330,6 +393,44 @@ if wait_for "$progress" 60; then key C-c; fi
 check "t:fit() continues too" "$paused" 30 3
 line 't.steps > s1, 6 * 7'
 check "the REPL still answers after training" '^true[[:space:]]+42$' 20
+define 'slow = nn.Trainer{net = nn.Linear(64, 10), data = nn.TensorDataset(x, y), batch = 64}'
+define 'slow:on_step(function() print("slow step") local c0 = sys.clock() repeat until sys.clock() - c0 > 3 end)'
+line 'slow:fit{epochs = 1}'
+if wait_for '^slow step$' 60; then key C-c; sleep 0.3; key C-c; fi
+check "Ctrl-C twice during a long step of t:fit says it breaks in" '^\[interrupt pending' 30
+check "and stops it with \"interrupted\"" '^(\^C)?interrupted$' 30
+define 'after_fit_interrupts = 1'
+if screen | grep -qE 'stack traceback|dsl/'; then
+    fail "Ctrl-C twice during t:fit prints no traceback" "$(screen | grep -E 'traceback|dsl/' | head -n 3 | tr '\n' '|')"
+else ok "Ctrl-C twice during t:fit prints no traceback"; fi
+
+# ---- 7d. the pause message names what continues: the trainer's own global name at the prompt,
+# no name for a trainer without one, and in a script with no prompt after it, the script
+start
+wait_for "$PROMPT"
+define 'tensor.seed(1); px = tensor.randn(4096, 32); py = tensor.ones(4096):to("i32")'
+define 'trainer = nn.Trainer{net = nn.Sequential(nn.Linear(32, 256), nn.ReLU(), nn.Linear(256, 2)), data = nn.TensorDataset(px, py), batch = 16}'
+line 'trainer:fit{epochs = 1000}'
+if wait_for '^epoch [0-9]+/1000[ :]' 60; then key C-c; fi
+check "the pause names the trainer's global" '^paused at epoch [0-9]+ step [0-9]+/256 — trainer:fit\(\) or trainer:resume\(\) continues$' 30
+define 'function run_local() local tl = nn.Trainer{net = nn.Linear(32, 2), data = nn.TensorDataset(px, py), batch = 1}; return tl:fit{epochs = 1000} end'
+line 'run_local()'
+if wait_for '^epoch [0-9]+/1000[ :]' 60; then key C-c; fi
+check "a trainer without a global name is not given one" "^paused at epoch [0-9]+ step [0-9]+/4096 — no global names this trainer: the code holding it can call :fit\(\) or :resume\(\)$" 30
+if screen | grep -q ' t:fit() or t:resume()'; then fail "the pause never names a t that does not exist" "$(tail_screen)"
+else ok "the pause never names a t that does not exist"; fi
+cat > "$tmp/fit_script.lua" <<'LUA'
+local x, y = tensor.randn(4096, 32), tensor.ones(4096):to("i32")
+local tr = nn.Trainer{net = nn.Linear(32, 2), data = nn.TensorDataset(x, y), batch = 1}
+local _, how = tr:fit{epochs = 1000}
+print("script goes on after fit: " .. tostring(how))
+LUA
+start fit_script.lua
+if wait_for '^epoch [0-9]+/1000[ :]' 60; then key C-c; fi
+check "in a script the pause says fit returns to it" '^paused at epoch [0-9]+ step [0-9]+/4096 — fit returns "paused" to the script' 30
+check "and the script goes on" '^script goes on after fit: paused$' 30
+if screen | grep -q ':resume()'; then fail "a script's pause names no method to type" "$(tail_screen)"
+else ok "a script's pause names no method to type"; fi
 
 # ---- 8. non-interactive modes
 out=$("$NNLAB" -e 'print(1+2)' 2>&1); rc=$?
@@ -362,6 +463,38 @@ case $out in usage:*) v=1 ;; *) v=0 ;; esac
 if [ "$rc" = 0 ] && [ "$v" = 1 ]; then ok "--help prints usage"; else fail "--help prints usage" "rc=$rc out=$out"; fi
 "$NNLAB" --bogus > /dev/null 2>&1; rc=$?
 if [ "$rc" = 1 ]; then ok "a bad option exits 1"; else fail "a bad option exits 1" "rc=$rc"; fi
+# OpenMP threads sleep while they wait (a spinning one takes the core a busy neighbour needs):
+# libgomp shows spin count 0 for nnlab's default, the user's own OMP_WAIT_POLICY stands, and
+# programs nnlab starts do not inherit the default.
+spins=$(OMP_DISPLAY_ENV=verbose "$NNLAB" -e '' 2>&1 | grep GOMP_SPINCOUNT | tail -n 1)
+case $spins in *"'0'"*) ok "OpenMP threads wait passively by default" ;;
+    *) fail "OpenMP threads wait passively by default" "$spins" ;; esac
+spins=$(OMP_WAIT_POLICY=active OMP_DISPLAY_ENV=verbose "$NNLAB" -e '' 2>&1 | grep GOMP_SPINCOUNT | tail -n 1)
+case $spins in *"'0'"*|"") fail "OMP_WAIT_POLICY=active from the user stands" "$spins" ;;
+    *) ok "OMP_WAIT_POLICY=active from the user stands" ;; esac
+out=$("$NNLAB" -e 'print(os.getenv("OMP_WAIT_POLICY"), os.getenv("NNLAB_OMP_WAIT_DEFAULT"))' 2>&1)
+if [ "$out" = "nil	nil" ]; then ok "programs nnlab runs keep their own OpenMP default"
+else fail "programs nnlab runs keep their own OpenMP default" "$out"; fi
+# data.cifar10() from any folder: it looks beside the program too (<bin>/../data, where `make data`
+# puts it for build/nnlab), and names every place it looked when the data is nowhere
+mkdir -p "$tmp/inst/bin" "$tmp/elsewhere"
+cp "$NNLAB" "$tmp/inst/bin/nnlab"
+(cd "$tmp/elsewhere" && env -u NNLAB_DATA "$tmp/inst/bin/nnlab" -e 'data.cifar10()' > "$tmp/nodata.out" 2>&1)
+if grep -q "looked in ./data/cifar-10-batches-bin, $tmp/inst/bin/../data/cifar-10-batches-bin" "$tmp/nodata.out"; then
+    ok "data.cifar10 names every place it looked"
+else fail "data.cifar10 names every place it looked" "$(cat "$tmp/nodata.out")"; fi
+mkdir -p "$tmp/inst/data"
+"$NNLAB" -e "local x = tensor.rand(4, 3, 32, 32); local d = data.from_tensors(x, {1, 2, 1, 2}); data.save_cifar('$tmp/inst/data/cifar-10-batches-bin', d, d)" > /dev/null 2>&1
+out=$(cd "$tmp/elsewhere" && env -u NNLAB_DATA "$tmp/inst/bin/nnlab" -e 'local tr, te = data.cifar10(); print(tr:size() + te:size())' 2>&1)
+if [ "$out" = 8 ]; then ok "data.cifar10 finds the data beside the program from another folder"
+else fail "data.cifar10 finds the data beside the program from another folder" "$out"; fi
+# ... and an example that cannot have CIFAR-10 says so loudly before it falls back
+mv "$tmp/inst/data" "$tmp/inst/data.off"
+repo=$(pwd)
+(cd "$tmp/elsewhere" && env -u NNLAB_DATA timeout 60 "$tmp/inst/bin/nnlab" "$repo/examples/watch_features.lua" 1 > "$tmp/fallback.out" 2>&1)
+if grep -q '^\*\*\* CIFAR-10 NOT FOUND' "$tmp/fallback.out" && grep -q '^\*\*\* THIS RUN USES GENERATED PICTURES INSTEAD' "$tmp/fallback.out"; then
+    ok "an example's fallback is loud"
+else fail "an example's fallback is loud" "$(head -n 5 "$tmp/fallback.out" | tr '\n' '|')"; fi
 out=$("$NNLAB" -e 'os.exit(3)' 2>&1); rc=$?
 if [ "$rc" = 3 ]; then ok "os.exit(3) exits 3"; else fail "os.exit(3) exits 3" "rc=$rc out=$out"; fi
 

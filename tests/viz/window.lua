@@ -109,16 +109,41 @@ test("close and reopen", function()
   check(viz.show() == true and viz.status().open, "reopens")
   viz.wait(0.1)
   check(viz.screenshot() ~= nil, "reads back after reopening")
+  local function banner_pixels(shot)
+    local n = 0
+    local w = shot:size()
+    for x = 1, w, 5 do
+      local r, g, b = shot:pixel(x, 6)
+      if r == 190 and g == 50 and b == 40 then n = n + 1 end
+    end
+    return n
+  end
+  check(banner_pixels(viz.screenshot()) == 0, "no pause banner before the pause")
   viz.press("space")
   check(viz.status().paused, "space pauses while open")
-  -- The step hook waits while paused; a Ctrl-C half a second later ends the wait and pauses fit.
+  local paused_shot = viz.screenshot()
+  check(banner_pixels(paused_shot) > 100, "the picture shows the pause: a banner across the top ("
+        .. banner_pixels(paused_shot) .. " pixels)")
+  if shots then paused_shot:save(shots .. "/window-paused.png") end
+  -- The step hook waits while paused, saying so in the terminal; a Ctrl-C half a second later
+  -- ends the wait and pauses fit instead, so that resume() continues at once.
+  local said, print0 = {}, print
+  print = function(...) said[#said + 1] = table.concat({...}, " ") end
   os.execute("(sleep 0.5; kill -INT $PPID) &")
   local t0 = sys.clock()
   local _, how = t:fit{epochs = 1}
   local waited = sys.clock() - t0
+  print = print0
   check(waited > 0.4 and waited < 5 and how == "paused",
         string.format("a paused fit waits until Ctrl-C (%.2f s, %s)", waited, tostring(how)))
-  check(viz.status().paused, "still paused: space resumes")
+  check(said[1] and said[1]:find("paused in the window: space there resumes", 1, true),
+        "the terminal says training waits for the window: " .. tostring(said[1]))
+  check(not viz.status().paused, "Ctrl-C took the pause over from the window")
+  check(banner_pixels(viz.screenshot()) == 0, "the banner is gone with the window's pause")
+  local steps = t.steps
+  t:resume()
+  check(t.steps > steps, "t:resume() trains at once, without space in the window")
+  viz.press("space")
   viz.press("space")
   check(not viz.status().paused, "space resumes")
   viz.press("q")
