@@ -368,6 +368,15 @@ static int m_to(lua_State *L)
     return 1;
 }
 
+static int m_clone(lua_State *L)
+{
+    nl_module *m = nl_lua_checkmodule(L, 1);
+    nl_module **box = push_empty_box(L);
+    *box = nl_module_clone(m);
+    adopt_box(L);
+    return 1;
+}
+
 static int m_save(lua_State *L)
 {
     nl_module *m = nl_lua_checkmodule(L, 1);
@@ -1393,6 +1402,9 @@ static const nl_dsl_fn module_methods[] = {
      "The device of m's parameters (\"cpu\" for a network without any); the Trainer and "
      "nn.evaluate move each batch there.",
      "print(nn.Linear(2, 2):to(\"sim\"):device())"},
+    {"clone", m_clone, "m:clone() -> Module",
+     "An independent deep copy: the same layers, parameters and buffers, sharing no memory.",
+     "l = nn.Linear(2, 2); s = nn.Sequential{l, nn.Tanh(), l:clone()}"},
     {"save", m_save, "m:save(path) -> m",
      "Writes the architecture and weights to a safetensors file (atomically); nn.load(path) reads it.",
      "local p = os.tmpname(); nn.Linear(2, 1):save(p); os.remove(p)"},

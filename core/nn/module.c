@@ -229,6 +229,35 @@ static bool contains(const nl_module *m, const nl_module *target)
     return false;
 }
 
+/* A module of b's tree that is also in a's tree (NULL when they share none). */
+static const nl_module *shared_module(const nl_module *a, const nl_module *b)
+{
+    if (contains(a, b)) return b;
+    for (int i = 0; i < b->nchildren; i++) {
+        const nl_module *d = shared_module(a, b->children[i]);
+        if (d) return d;
+    }
+    return NULL;
+}
+
+nl_status nl_module_check_unique(const nl_module *m)
+{
+    for (int i = 0; i < m->nchildren; i++) {
+        for (int j = 0; j < i; j++) {
+            const nl_module *dup = shared_module(m->children[j], m->children[i]);
+            if (dup) {
+                char repr[160];
+                nl_module_repr(dup, repr, sizeof repr);
+                return nl_seterr(NL_EINVAL, "%s appears twice in the network; the same module used "
+                                 "twice (weight tying) is not supported", repr);
+            }
+        }
+        nl_status st = nl_module_check_unique(m->children[i]);
+        if (st != NL_OK) return st;
+    }
+    return NL_OK;
+}
+
 nl_status nl_module_insert(nl_module *c, int index, nl_module *child)
 {
     if (!c || !child) return nl_seterr(NL_EINVAL, "module: insert needs a container and a module");
@@ -241,6 +270,14 @@ nl_status nl_module_insert(nl_module *c, int index, nl_module *child)
     if (contains(child, c))
         return nl_seterr(NL_EINVAL, "%s: cannot hold itself or a module that contains it",
                          c->type->name);
+    const nl_module *dup = shared_module(c, child);
+    if (dup) {
+        char repr[160];
+        nl_module_repr(dup, repr, sizeof repr);
+        return nl_seterr(NL_EINVAL, "%s: %s is already in this network; the same module used twice "
+                         "(weight tying) is not supported: make a second layer, or copy it with "
+                         ":clone() for an independent one", c->type->name, repr);
+    }
     nl_module **ch = realloc(c->children, (size_t)(c->nchildren + 1) * sizeof *ch);
     if (!ch) return nl_seterr(NL_ENOMEM, "%s: out of memory adding a module", c->type->name);
     memmove(ch + index + 1, ch + index, (size_t)(c->nchildren - index) * sizeof *ch);

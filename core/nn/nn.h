@@ -104,6 +104,10 @@ void nl_module_release(nl_module *m);
 nl_status nl_module_add(nl_module *c, nl_module *child);
 nl_status nl_module_insert(nl_module *c, int index, nl_module *child);
 nl_status nl_module_remove(nl_module *c, int index);
+/* A module appears at most once in a tree: insert refuses a child sharing a module with the
+ * container; this check (run by nl_optim_new) catches a module added to an inner container after
+ * that container was nested. NL_EINVAL naming the module. */
+nl_status nl_module_check_unique(const nl_module *m);
 
 /* Adds a parameter (grad allocated and zeroed when with_grad) to m during init. m takes its own
  * reference to value (the caller releases its own). NL_EINVAL for a duplicate or long name. */

@@ -4,6 +4,7 @@
 #include "prune.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -118,6 +119,12 @@ nl_optim *nl_optim_new(nl_optim_kind kind, nl_module *net, const nl_optim_config
     if (nl_optim_check_config(kind, &c) != NL_OK) return NULL;
     if (!net) {
         nl_seterr(NL_EINVAL, "%s: no network to optimize", kinds[kind].name);
+        return NULL;
+    }
+    if (nl_module_check_unique(net) != NL_OK) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "%s", nl_errmsg());
+        nl_seterr(NL_EINVAL, "%s: %s", kinds[kind].name, msg);
         return NULL;
     }
     int n = nl_module_params(net, NULL, 0, false);
