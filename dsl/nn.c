@@ -39,6 +39,12 @@ static void check_status(lua_State *L, nl_status s)
  * (a set), which keeps them, and so their fields, alive as long as the parent's box. */
 enum { UV_FIELDS = 1, UV_KIDS = 2 };
 
+/* A layer written in Lua keeps its fields with the module, not the box: its box on top shows them. */
+static void attach_fields(lua_State *L, const nl_module *m)
+{
+    if (nl_lua_push_fields(L, m)) lua_setiuservalue(L, -2, UV_FIELDS);
+}
+
 /* Pushes a new Module box holding NULL, to be filled with a new module's reference and then
  * recorded with adopt_box (liolib's pattern: the box exists before anything can fail). */
 static nl_module **push_empty_box(lua_State *L)
@@ -55,6 +61,7 @@ static void adopt_box(lua_State *L)
 {
     nl_module **box = lua_touserdata(L, -1);
     if (!*box) nl_dsl_core_error(L);
+    attach_fields(L, *box);
     luaL_getsubtable(L, LUA_REGISTRYINDEX, BOXES_KEY);
     lua_pushvalue(L, -2);
     lua_rawsetp(L, -2, *box);
@@ -71,6 +78,7 @@ void nl_lua_pushmodule(lua_State *L, nl_module *m)
     lua_pop(L, 1);
     nl_module **box = push_empty_box(L);
     *box = nl_module_retain(m);
+    attach_fields(L, m);
     lua_pushvalue(L, -1);
     lua_rawsetp(L, -3, m);
     lua_remove(L, -2);
@@ -225,7 +233,7 @@ static void add_children(lua_State *L, int box_idx, nl_module *c, int idx, int n
 /* nn.<Type>(...): every layer's constructor; upvalue 1 is the module type. Positional numbers
  * (npos of them), then an options table; containers take their modules as arguments or as one
  * list (which may also hold options). */
-static int module_new(lua_State *L)
+int nl_lua_module_new(lua_State *L)
 {
     const nl_module_type *t = lua_touserdata(L, lua_upvalueindex(1));
     double args[NL_MAX_ARGS];
@@ -1527,7 +1535,7 @@ int nl_open_nn(lua_State *L)
     for (int i = 0; i < ntypes; i++) {
         const nl_module_type *t = nl_module_types[i];
         lua_pushlightuserdata(L, (void *)t);
-        lua_pushcclosure(L, module_new, 1);
+        lua_pushcclosure(L, nl_lua_module_new, 1);
         lua_setfield(L, -3, t->name);
         rows[i] = (nl_dsl_fn){t->name, NULL, t->sig, t->doc, t->example};
     }
@@ -1543,5 +1551,5 @@ int nl_open_nn(lua_State *L)
     lua_call(L, 2, 1);
     nl_dsl_register_rows(L, -1, "nn");
     lua_pop(L, 1);
-    return 0;
+    return nl_open_nndefine(L);
 }

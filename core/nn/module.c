@@ -74,11 +74,36 @@ const nl_module_type *const nl_module_types[] = {
     NULL,
 };
 
-const nl_module_type *nl_module_type_find(const char *name)
+/* Types registered at run time (layers defined in Lua), newest definition of a name last. */
+static const nl_module_type **defined_types;
+static int ndefined;
+
+static const nl_module_type *builtin_type(const char *name)
 {
     for (int i = 0; name && nl_module_types[i]; i++)
         if (strcmp(nl_module_types[i]->name, name) == 0) return nl_module_types[i];
     return NULL;
+}
+
+const nl_module_type *nl_module_type_find(const char *name)
+{
+    const nl_module_type *t = builtin_type(name);
+    for (int i = ndefined - 1; !t && name && i >= 0; i--)
+        if (strcmp(defined_types[i]->name, name) == 0) t = defined_types[i];
+    return t;
+}
+
+nl_status nl_module_type_register(const nl_module_type *t)
+{
+    if (!t || !t->name || !t->forward || !t->backward || !t->infer)
+        return nl_seterr(NL_EINVAL, "module type: a name, forward, backward and infer are required");
+    if (builtin_type(t->name))
+        return nl_seterr(NL_EINVAL, "module type: '%s' is a built-in layer; choose another name", t->name);
+    const nl_module_type **d = realloc(defined_types, (size_t)(ndefined + 1) * sizeof *d);
+    if (!d) return nl_seterr(NL_ENOMEM, "module type: out of memory");
+    defined_types = d;
+    defined_types[ndefined++] = t;
+    return NL_OK;
 }
 
 /* ---------------------------------------------------------------- construction ---------- */

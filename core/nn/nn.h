@@ -85,6 +85,11 @@ struct nl_module {
 /* Every module type, for lookups by name (Lua constructors, checkpoints, help). */
 extern const nl_module_type *const nl_module_types[];
 const nl_module_type *nl_module_type_find(const char *name);
+/* Registers a type defined at run time (a layer written in Lua), found by nl_module_type_find
+ * (and so by checkpoints) from then on; a later registration of the same name wins. t must live
+ * as long as the process (modules point to it). NL_EINVAL for a built-in name or a type without
+ * forward, backward or infer. */
+nl_status nl_module_type_register(const nl_module_type *t);
 
 /* Creates a module: args has one value per argspec in order (use nl_module_default_args to
  * fill defaults first; NULL: all defaults). Validates them (NL_EINVAL naming the type, the
