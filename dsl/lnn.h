@@ -11,6 +11,7 @@
 /* Metatable names in the Lua registry (and type names in error messages and help). */
 #define NL_MODULE_MT "Module"
 #define NL_OPTIM_MT "Optimizer"
+#define NL_LOSS_MT "Loss" /* its box holds an nl_loss */
 
 /* Pushes THE box of m: the same C module always gives the same Lua value while that value lives
  * (so net[1] == net[1] and fields set on it persist); the first push takes a new reference. */
@@ -26,6 +27,8 @@ int nl_lua_module_new(lua_State *L);
 /* For a layer written in Lua (nn.define): pushes the table of its fields and returns true (the
  * module's box shows it as its fields); false, pushing nothing, for other modules. */
 bool nl_lua_push_fields(lua_State *L, const nl_module *m);
+/* Pushes "Name()" for a loss written in Lua (nn.Loss). */
+void nl_lua_loss_tostring(lua_State *L, const nl_loss *l);
 /* Opens nn.define, nn.Module and nn.gradcheck (dsl/nndefine.c); called by nl_open_nn. */
 int nl_open_nndefine(lua_State *L);
 

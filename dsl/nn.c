@@ -20,7 +20,7 @@ extern const char nl_lua_nn[];
 extern const size_t nl_lua_nn_len;
 
 #define BOXES_KEY "nnlab.modules" /* registry: lightuserdata(module) -> its box, weak values */
-#define LOSS_MT "Loss"
+#define LOSS_MT NL_LOSS_MT
 #define DATASET_MT "TensorDataset"
 #define STATS_MT "nnlab.EvalStats"
 #define FILE_MT "nnlab.CheckpointFile"
@@ -766,7 +766,9 @@ static nl_tensor *push_target(lua_State *L, int idx, nl_loss_kind kind, int ndim
 
 static const char *loss_name(nl_loss_kind kind)
 {
-    return kind == NL_LOSS_CROSS_ENTROPY ? "CrossEntropyLoss" : kind == NL_LOSS_MSE ? "MSELoss" : "DistillLoss";
+    return kind == NL_LOSS_CROSS_ENTROPY ? "CrossEntropyLoss" : kind == NL_LOSS_MSE ? "MSELoss"
+         : kind == NL_LOSS_CUSTOM        ? "Loss"
+                                         : "DistillLoss";
 }
 
 /* loss:forward(input, target[, batch]): batch is the network's input, which a distillation loss
@@ -803,7 +805,8 @@ static int loss_backward(lua_State *L)
 static int loss_tostring(lua_State *L)
 {
     lua_loss *b = check_loss(L, 1);
-    if (b->l.kind == NL_LOSS_MSE) lua_pushliteral(L, "MSELoss()");
+    if (b->l.kind == NL_LOSS_CUSTOM) nl_lua_loss_tostring(L, &b->l);
+    else if (b->l.kind == NL_LOSS_MSE) lua_pushliteral(L, "MSELoss()");
     else if (b->l.kind == NL_LOSS_DISTILL)
         lua_pushfstring(L, "DistillLoss(temperature=%f, alpha=%f)", b->l.temperature, b->l.alpha);
     else if (b->l.label_smoothing == 0) lua_pushliteral(L, "CrossEntropyLoss()");
@@ -816,7 +819,10 @@ static int loss_index(lua_State *L)
     lua_loss *b = check_loss(L, 1);
     const char *key = luaL_checkstring(L, 2);
     if (strcmp(key, "kind") == 0) {
-        lua_pushstring(L, b->l.kind == NL_LOSS_MSE ? "mse" : b->l.kind == NL_LOSS_DISTILL ? "distill" : "cross_entropy");
+        lua_pushstring(L, b->l.kind == NL_LOSS_MSE       ? "mse"
+                          : b->l.kind == NL_LOSS_DISTILL ? "distill"
+                          : b->l.kind == NL_LOSS_CUSTOM  ? "lua"
+                                                         : "cross_entropy");
         return 1;
     }
     if (b->l.kind == NL_LOSS_DISTILL && strcmp(key, "temperature") == 0) {

@@ -337,9 +337,137 @@ static int p_is_defined(lua_State *L)
     return 1;
 }
 
+/* ================================================================ losses in Lua ========= */
+
+/* A loss written in Lua: its spec table (a registry reference; also `self` in its functions). */
+typedef struct {
+    lua_State *L;
+    int spec_ref;
+    char name[32];
+} lua_lossdef;
+
+/* Pushes the target as Lua sees it: class labels 1-based (the core holds them 0-based). */
+static nl_status push_target(lua_State *L, nl_tensor *target)
+{
+    nl_tensor **box = nl_lua_newbox(L);
+    if (target->dtype != NL_I32) {
+        *box = nl_tensor_retain(target);
+        return NL_OK;
+    }
+    *box = nl_tensor_empty_like(target);
+    if (!*box) return nl_errcode();
+    return nl_binary_scalar(NL_BIN_ADD, *box, target, 1.0, false);
+}
+
+/* Pushes spec.what, self (the spec) and the input and target. */
+static nl_status push_loss_call(lua_lossdef *d, const char *what, nl_tensor *input, nl_tensor *target)
+{
+    lua_State *L = d->L;
+    luaL_checkstack(L, 8, "nn.Loss");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, d->spec_ref);
+    lua_getfield(L, -1, what);
+    lua_insert(L, -2);
+    push_shared_tensor(L, input);
+    return push_target(L, target);
+}
+
+static nl_status loss_call(lua_lossdef *d, const char *what, int nargs)
+{
+    lua_State *L = d->L;
+    if (lua_pcall(L, nargs, 1, 0) == LUA_OK) return NL_OK;
+    const char *msg = lua_tostring(L, -1);
+    nl_status st = nl_seterr(NL_EINVAL, "%s:%s: %s", d->name, what, msg ? msg : "(error object is not a string)");
+    if (nl_interrupted()) st = nl_seterr(NL_EINTR, "interrupted");
+    return st;
+}
+
+static nl_status lossdef_forward(void *ctx, nl_tensor *input, nl_tensor *target, double *loss)
+{
+    lua_lossdef *d = ctx;
+    int top = lua_gettop(d->L);
+    nl_status st = push_loss_call(d, "forward", input, target);
+    if (st == NL_OK) st = loss_call(d, "forward", 3);
+    if (st == NL_OK) {
+        int ok;
+        *loss = lua_tonumberx(d->L, -1, &ok);
+        if (!ok) {
+            nl_tensor *t = nl_lua_totensor(d->L, -1);
+            if (t && nl_tensor_numel(t) == 1) st = nl_tensor_item(t, loss);
+            else st = nl_seterr(NL_ETYPE, "%s:forward must return a number, returned %s", d->name,
+                                luaL_typename(d->L, -1));
+        }
+    }
+    lua_settop(d->L, top);
+    return st;
+}
+
+static nl_status lossdef_backward(void *ctx, nl_tensor *input, nl_tensor *target, double grad,
+                                  nl_tensor **ginput)
+{
+    lua_lossdef *d = ctx;
+    lua_State *L = d->L;
+    int top = lua_gettop(L);
+    nl_status st = push_loss_call(d, "backward", input, target);
+    if (st == NL_OK) st = loss_call(d, "backward", 3);
+    nl_tensor *g = NULL;
+    if (st == NL_OK && !(g = nl_lua_totensor(L, -1)))
+        st = nl_seterr(NL_ETYPE, "%s:backward must return a Tensor, returned %s", d->name, luaL_typename(L, -1));
+    char a[NL_MAX_DIMS * 24], b[NL_MAX_DIMS * 24];
+    if (st == NL_OK && !same_shape(g, input))
+        st = nl_seterr(NL_ESHAPE, "%s:backward returned a gradient of shape %s for an input of shape %s",
+                       d->name, nl_shape_str(a, sizeof a, g->ndim, g->shape),
+                       nl_shape_str(b, sizeof b, input->ndim, input->shape));
+    if (st == NL_OK && grad != 1.0) {
+        nl_tensor *scaled = nl_tensor_empty_like(g);
+        st = scaled ? nl_binary_scalar(NL_BIN_MUL, scaled, g, grad, false) : nl_errcode();
+        if (st == NL_OK) *ginput = scaled;
+        else nl_tensor_release(scaled);
+    } else if (st == NL_OK) {
+        *ginput = nl_tensor_retain(g);
+    }
+    lua_settop(L, top);
+    return st;
+}
+
+static void lossdef_release(void *ctx)
+{
+    lua_lossdef *d = ctx;
+    luaL_unref(d->L, LUA_REGISTRYINDEX, d->spec_ref);
+    free(d);
+}
+
+static const nl_loss_ops lossdef_ops = {lossdef_forward, lossdef_backward, lossdef_release};
+
+void nl_lua_loss_tostring(lua_State *L, const nl_loss *l)
+{
+    lua_pushfstring(L, "%s()", ((const lua_lossdef *)l->ctx)->name);
+}
+
+/* P.loss(name, spec) -> a Loss (the spec is checked by nn.Loss in dsl/nndefine.lua). */
+static int p_loss(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    nl_loss *l = lua_newuserdatauv(L, sizeof *l, 0);
+    memset(l, 0, sizeof *l);
+    luaL_setmetatable(L, NL_LOSS_MT);
+    lua_lossdef *d = calloc(1, sizeof *d);
+    if (!d) return nl_dsl_error(L, "nn.Loss: out of memory");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+    d->L = lua_tothread(L, -1);
+    lua_pop(L, 1);
+    snprintf(d->name, sizeof d->name, "%s", name);
+    lua_pushvalue(L, 2);
+    d->spec_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    l->kind = NL_LOSS_CUSTOM;
+    l->ops = &lossdef_ops;
+    l->ctx = d;
+    return 1;
+}
+
 static int p_is_loss(lua_State *L)
 {
-    lua_pushboolean(L, luaL_testudata(L, 1, "Loss") != NULL);
+    lua_pushboolean(L, luaL_testudata(L, 1, NL_LOSS_MT) != NULL);
     return 1;
 }
 
@@ -347,6 +475,7 @@ int nl_open_nndefine(lua_State *L)
 {
     static const luaL_Reg private_fns[] = {
         {"is_loss", p_is_loss},
+        {"loss", p_loss},
         {"define", p_define},
         {"add_parameter", p_add_parameter},
         {"is_defined", p_is_defined},

@@ -89,6 +89,27 @@ doc("nn", "Module", "nn.Module{name=, forward=, backward=, parameters={w = Tenso
     "r = nn.Module{name = \"MyReLU\", forward = function(self, x) return x:relu() end, "
     .. "backward = function(self, x, gy) return gy * x:gt(0):to(\"f32\") end}")
 
+function nn.Loss(spec)
+  if type(spec) ~= "table" then raise("nn.Loss: expected a table {name=, forward=, backward=}") end
+  local name = spec.name or "Loss"
+  if type(name) ~= "string" or not name:match("^[%a_][%w_]*$") or #name > 31 then
+    raise("nn.Loss: the name must be an identifier of at most 31 characters, got " .. tostring(name))
+  end
+  if type(spec.forward) ~= "function" then
+    raise("nn.Loss: forward must be a function (self, input, target) -> number, got " .. type(spec.forward))
+  end
+  if type(spec.backward) ~= "function" then
+    raise("nn.Loss: backward must be a function (self, input, target) -> dL/dinput, got " .. type(spec.backward))
+  end
+  return P.loss(name, spec)
+end
+doc("nn", "Loss", "nn.Loss{name=, forward=, backward=} -> Loss",
+    "A loss written in Lua, accepted by the Trainer and nn.evaluate: forward(self, input, target) -> "
+    .. "number (the mean over the batch), backward(self, input, target) -> dL/dinput. self is the "
+    .. "table given (fields persist); class labels arrive 1-based as i32.",
+    "mse = nn.Loss{name = \"MyMSE\", forward = function(self, x, t) local d = x - t; return (d * d):mean() end, "
+    .. "backward = function(self, x, t) return (x - t) * (2 / x:numel()) end}")
+
 function module_mt.methods.add_parameter(self, name, t, opts)
   opts = check_options(opts, {"grad"}, "add_parameter")
   if type(name) ~= "string" then raise("add_parameter: expected a name, got " .. type(name)) end

@@ -157,7 +157,18 @@ nl_tensor *nl_module_grad_buffer(nl_module *m, nl_dtype dtype, int ndim, const i
 /* ---------------------------------------------------------------- losses ---------------- */
 
 /* Losses are not modules: they take (input, target) and return a scalar. */
-typedef enum { NL_LOSS_CROSS_ENTROPY, NL_LOSS_MSE, NL_LOSS_DISTILL } nl_loss_kind;
+typedef enum { NL_LOSS_CROSS_ENTROPY, NL_LOSS_MSE, NL_LOSS_DISTILL, NL_LOSS_CUSTOM } nl_loss_kind;
+
+/* A loss computed by callbacks (one written in Lua: nn.Loss). forward gives the loss of input for
+ * target; backward dL/dinput (a new reference) for the last forward's input and target, scaled by
+ * grad; release frees ctx (from nl_loss_clear). Errors as statuses with the message set. */
+typedef struct {
+    nl_status (*forward)(void *ctx, nl_tensor *input, nl_tensor *target, double *loss);
+    nl_status (*backward)(void *ctx, nl_tensor *input, nl_tensor *target, double grad,
+                          nl_tensor **ginput);
+    void (*release)(void *ctx);
+} nl_loss_ops;
+
 typedef struct {
     nl_loss_kind kind;
     double label_smoothing;   /* cross-entropy */
@@ -178,6 +189,8 @@ typedef struct {
     nl_tensor *also;
     double also_value;
     nl_tensor *pack; /* kept: [loss, also] */
+    const nl_loss_ops *ops; /* NL_LOSS_CUSTOM: its callbacks and their context */
+    void *ctx;
 } nl_loss;
 
 /* Cross-entropy: logits [N, C], target i32 class indices [N] (0-based) or f32 probabilities
@@ -186,7 +199,7 @@ typedef struct {
 nl_status nl_loss_forward(nl_loss *l, nl_tensor *input, nl_tensor *target, double *loss);
 /* dL/dinput (new reference), scaled by grad (1 for a plain backward). */
 nl_status nl_loss_backward(nl_loss *l, double grad, nl_tensor **ginput);
-/* Releases what the loss holds (saved tensors and the teacher). */
+/* Releases what the loss holds (saved tensors, the teacher, a custom loss's context). */
 void nl_loss_clear(nl_loss *l);
 
 #endif

@@ -128,3 +128,57 @@ test("fields set in forward survive for backward even without a Lua reference to
   local g = net:backward(tensor.ones(4, 3))
   check(g:shape()[1] == 4, "backward found self.y")
 end)
+
+-- cross-entropy written in Lua (labels arrive 1-based)
+local function ce_forward(self, x, y)
+  local n, c = x:shape()[1], x:shape()[2]
+  local onehot = tensor.zeros(n, c)
+  for i = 1, n do onehot:set(1, i, y:get(i)) end
+  self.onehot = onehot
+  local m = x:max(2, true)
+  local lse = (x - m):exp():sum(2, true):log() + m
+  return -((x - lse) * onehot):sum() / n
+end
+local function lua_ce()
+  return nn.Loss{name = "TestCE", forward = ce_forward,
+    backward = function(self, x, y)
+      local e = (x - x:max(2, true)):exp()
+      return (e / e:sum(2, true) - self.onehot) / x:shape()[1]
+    end}
+end
+
+test("a loss written in Lua: gradcheck, and the Trainer follows the built-in loss's trajectory", function()
+  local mse = nn.Loss{name = "TestMSE", forward = function(self, x, t) local d = x - t; return (d * d):mean() end,
+    backward = function(self, x, t) return (x - t) * (2 / x:numel()) end}
+  check(tostring(mse) == "TestMSE()" and mse.kind == "lua", "printing")
+  local t = tensor.from{{0.1, 0.4, -0.3}, {0.2, -0.5, 0.7}}
+  check(math.abs(mse(X:slice(1, 1, 2), t) - nn.MSELoss()(X:slice(1, 1, 2), t)) < 1e-6, "the same value as MSELoss")
+  check(nn.gradcheck(mse, X:slice(1, 1, 2), {target = t, verbose = false}).ok, "MSE gradcheck")
+  local ce = lua_ce()
+  local y = tensor.from({1, 3, 2, 2}, "i32")
+  check(nn.gradcheck(ce, X, {target = y, verbose = false}).ok, "CE gradcheck")
+  local wrong = nn.Loss{name = "TestWrong", forward = ce_forward,
+    backward = function(self, x, yy) local e = x:exp(); return e / e:sum(2, true) - self.onehot end} -- forgot / N
+  check(not nn.gradcheck(wrong, X, {target = y, verbose = false}).ok, "a loss's wrong backward fails")
+
+  local function run(loss)
+    tensor.seed(7)
+    local x = tensor.randn(64, 4)
+    local labels = {}
+    for i = 1, 64 do labels[i] = (x:get(i, 1) + x:get(i, 3) > 0) and 1 or 2 end
+    local net = nn.Sequential{nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2)}
+    local tr = nn.Trainer{net = net, data = nn.TensorDataset(x, tensor.from(labels)), batch = 16, loss = loss,
+                          optim = optim.SGD(net, {lr = 0.5}), verbose = false, seed = 1}
+    tr:fit{epochs = 3}
+    return tr.history, net
+  end
+  local h1 = run(nn.CrossEntropyLoss())
+  local h2, net2 = run(lua_ce())
+  check(#h2.loss == 12, "12 steps")
+  for i = 1, #h1.loss do check(math.abs(h1.loss[i] - h2.loss[i]) < 1e-4, "step " .. i .. " loss") end
+  check(math.abs(h1.train_acc[3] - h2.train_acc[3]) < 1e-9, "the same accuracy, scored from 1-based labels")
+  check(h2.loss[12] < h2.loss[1], "the loss goes down")
+  local bad = nn.Loss{name = "TestBadLoss", forward = function() return "x" end, backward = function() end}
+  check_error(function() bad(X, y) end, "must return a number")
+  check_error(function() nn.Loss{forward = print} end, "backward must be a function")
+end)
