@@ -29,6 +29,9 @@ int nl_lua_module_new(lua_State *L);
 bool nl_lua_push_fields(lua_State *L, const nl_module *m);
 /* Pushes "Name()" for a loss written in Lua (nn.Loss). */
 void nl_lua_loss_tostring(lua_State *L, const nl_loss *l);
+/* The random generator's state as two integers (seed, counter), and setting it from them. */
+int nl_lua_rng_state(lua_State *L);
+int nl_lua_set_rng_state(lua_State *L);
 /* Opens nn.define, nn.Module and nn.gradcheck (dsl/nndefine.c); called by nl_open_nn. */
 int nl_open_nndefine(lua_State *L);
 

@@ -1242,7 +1242,7 @@ static int p_isatty(lua_State *L)
     return 1;
 }
 
-static int p_rng_state(lua_State *L)
+int nl_lua_rng_state(lua_State *L)
 {
     nl_rng_state s = nl_rng_get_state();
     lua_pushinteger(L, (lua_Integer)s.seed);
@@ -1250,7 +1250,7 @@ static int p_rng_state(lua_State *L)
     return 2;
 }
 
-static int p_set_rng_state(lua_State *L)
+int nl_lua_set_rng_state(lua_State *L)
 {
     nl_rng_state s = {(uint64_t)luaL_checkinteger(L, 1), (uint64_t)luaL_checkinteger(L, 2)};
     nl_rng_set_state(s);
@@ -1474,8 +1474,8 @@ static const luaL_Reg private_fns[] = {
     {"isatty", p_isatty},
     {"is_loss", p_is_loss},
     {"is_optim", p_is_optim},
-    {"rng_state", p_rng_state},
-    {"set_rng_state", p_set_rng_state},
+    {"rng_state", nl_lua_rng_state},
+    {"set_rng_state", nl_lua_set_rng_state},
     {"save_trainer", p_save_trainer},
     {"trainer_meta", p_trainer_meta},
     {"load_trainer", p_load_trainer},
