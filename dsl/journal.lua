@@ -98,7 +98,7 @@ local function rewrite(code)
           while toks[j] and toks[j].kind == "name" do
             local last = toks[j]
             if toks[j + 1] and toks[j + 1].text == "<" and toks[j + 2] and toks[j + 3] and toks[j + 3].text == ">" then
-              edits[#edits + 1] = {from = toks[j + 1].from, to = toks[j + 3].to, text = ""}
+              edits[#edits + 1] = {from = toks[j].to + 1, to = toks[j + 3].to, text = ""}
               j = j + 3
             end
             last = toks[j]
@@ -155,14 +155,17 @@ doc("clear", "journal.clear()",
     "journal.clear()")
 
 function journal.drop(n)
-  if n == nil then n = #chunks end
+  if n == nil then
+    if #chunks == 0 then return end
+    n = #chunks
+  end
   if math.type(n) ~= "integer" or n < 1 or n > #chunks then
     raise(string.format("journal.drop: expected a chunk number from 1 to %d (journal.show() numbers them), got %s",
                         #chunks, tostring(n)))
   end
   table.remove(chunks, n)
 end
-doc("drop", "journal.drop([n])", "Leaves chunk n (default: the last) out of the journal.",
+doc("drop", "journal.drop([n])", "Leaves chunk n (default: the last, if any) out of the journal.",
     "journal.drop()")
 
 local function cpu_name()
