@@ -687,7 +687,7 @@ function Trainer:save(path)
     steps = self.steps, seed = self.seed, batch = self.batch, shuffle = self.shuffle,
     base_lr = self.base_lr, target = self.target, optim_kind = cfg.kind, clip = cfg.clip,
     rng = {seed, counter}, sums = self.sums, history = self.history,
-    loss = {kind = self.loss.kind, label_smoothing = self.loss.label_smoothing},
+    loss = {kind = self.loss.kind, label_smoothing = self.loss.label_smoothing, name = tostring(self.loss)},
     schedule = self.schedule and (schedule_fields(self.schedule) or "custom") or nil,
   }
   P.save_trainer(path, self.net, self.optim, table.concat(serialize(state, {})))
@@ -710,6 +710,10 @@ function Trainer.load(path, opts)
   local net, opt = P.load_trainer(path, st.optim_kind)
   if st.clip and st.clip > 0 then opt:set_clip(st.clip) end
   local loss = opts.loss
+  if not loss and st.loss.kind == "lua" then
+    raise(f .. ": " .. path .. " was trained with a loss written in Lua (" .. tostring(st.loss.name)
+          .. "): pass it, nn.Trainer.load(path, {loss = ...})")
+  end
   if not loss then
     loss = st.loss.kind == "mse" and nn.MSELoss()
       or nn.CrossEntropyLoss{label_smoothing = st.loss.label_smoothing}

@@ -182,3 +182,19 @@ test("a loss written in Lua: gradcheck, and the Trainer follows the built-in los
   check_error(function() bad(X, y) end, "must return a number")
   check_error(function() nn.Loss{forward = print} end, "backward must be a function")
 end)
+
+test("a trainer saved with a loss written in Lua asks for it back on load", function()
+  local mse = nn.Loss{name = "TestMSE2", forward = function(self, x, t) local d = x - t; return (d * d):mean() end,
+    backward = function(self, x, t) return (x - t) * (2 / x:numel()) end}
+  local data = nn.TensorDataset(tensor.randn(8, 3), tensor.randn(8, 2))
+  local t = nn.Trainer{net = nn.Linear(3, 2), data = data, loss = mse, batch = 4, verbose = false}
+  t:step()
+  local path = os.tmpname()
+  t:save(path)
+  check_error(function() nn.Trainer.load(path, {data = data}) end, "loss written in Lua %(TestMSE2%(%)%)")
+  local back = nn.Trainer.load(path, {data = data, loss = mse, verbose = false})
+  check(back.steps == 1, "the step count comes back: " .. tostring(back.steps))
+  local loss = back:step()
+  check(type(loss) == "number" and loss == back.history.loss[#back.history.loss] and back.steps == 2, "it goes on")
+  os.remove(path)
+end)
