@@ -272,6 +272,32 @@ static int p_curves(lua_State *L)
     return check_draw(L, nl_viz_curves(b->c, whole(b->c), runs, n));
 }
 
+/* P.xy(canvas, {{x=, y=, label=}, ...}, scatter, title, xlabel, ylabel): viz.plot and viz.scatter */
+static int p_xy(lua_State *L)
+{
+    canvas_box *b = check_canvas(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    nl_viz_points s[MAX_RUNS];
+    int n = (int)lua_rawlen(L, 2);
+    if (n > MAX_RUNS) nl_dsl_error(L, "viz.plot: at most %d series at once, got %d", MAX_RUNS, n);
+    for (int i = 0; i < n; i++) {
+        lua_rawgeti(L, 2, i + 1);
+        int r = lua_gettop(L);
+        luaL_checktype(L, r, LUA_TTABLE);
+        lua_getfield(L, r, "label");
+        s[i].label = lua_tostring(L, -1); /* stays on the stack */
+        int64_t nx;
+        bool has_x = lua_getfield(L, r, "x") == LUA_TTABLE;
+        lua_pop(L, 1);
+        s[i].x = has_x ? numbers(L, r, "x", &nx) : NULL;
+        s[i].y = numbers(L, r, "y", &s[i].n);
+        if (has_x && nx != s[i].n)
+            nl_dsl_error(L, "viz.plot: %d x values and %d y values", (int)nx, (int)s[i].n);
+    }
+    return check_draw(L, nl_viz_xy(b->c, whole(b->c), s, n, lua_toboolean(L, 3), luaL_optstring(L, 4, NULL),
+                                   luaL_optstring(L, 5, NULL), luaL_optstring(L, 6, NULL)));
+}
+
 /* P.features(canvas, input Tensor or nil, output Tensor, title) */
 static int p_features(lua_State *L)
 {
@@ -604,7 +630,7 @@ static const nl_dsl_fn canvas_methods[] = {
 };
 
 static const luaL_Reg private_fns[] = {
-    {"canvas", p_canvas}, {"publish", p_publish}, {"curves", p_curves}, {"features", p_features},
+    {"canvas", p_canvas}, {"publish", p_publish}, {"curves", p_curves}, {"xy", p_xy}, {"features", p_features},
     {"filters", p_filters}, {"histogram", p_histogram}, {"confusion", p_confusion},
     {"samples", p_samples}, {"dashboard", p_dashboard}, {"stack", p_stack}, {"current", p_current},
     {"save_view", p_save_view}, {"tick", p_tick}, {NULL, NULL},

@@ -298,6 +298,65 @@ doc("curves", "viz.curves(runs [, {every=50, width=, height=}]) -> Canvas",
     .. "overlaid with a legend. Trainers keep it live: it is redrawn every `every` steps of fit.",
     "c = viz.curves{loss = {2.3, 1.9, 1.4, 1.1, 0.9}, train_acc = {0.4, 0.6}, test_acc = {0.38, 0.55}}; print(c)")
 
+-- A list of numbers from a table or a 1-D tensor (any tensor: its elements in order).
+local function number_list(v, what, f)
+  if tensor.is_tensor(v) then return v:reshape(-1):to("cpu"):totable() end
+  if type(v) ~= "table" then raise(string.format("%s: %s must be a table of numbers or a Tensor, got %s", f, what, type(v))) end
+  for i, x in ipairs(v) do
+    if type(x) ~= "number" then raise(string.format("%s: %s[%d] is a %s, expected a number", f, what, i, type(x))) end
+  end
+  return v
+end
+
+function viz.plot(xs, ys, opts)
+  local f = "viz.plot"
+  if ys == nil or (type(ys) == "table" and not tensor.is_tensor(ys) and ys[1] == nil and next(ys) ~= nil) then
+    xs, ys, opts = nil, xs, ys -- viz.plot(ys [, opts])
+  end
+  opts = check_options(opts, with(size_options, "label", "title", "xlabel", "ylabel"), f)
+  local y = number_list(ys, "ys", f)
+  local x = xs ~= nil and number_list(xs, "xs", f) or nil
+  if x and #x ~= #y then raise(string.format("%s: %d xs and %d ys", f, #x, #y)) end
+  local series = {{x = x, y = y, label = opts.label}}
+  return panel("plot", opts, {}, 1, function(c) P.xy(c, series, false, opts.title, opts.xlabel, opts.ylabel) end)
+end
+doc("plot", "viz.plot([xs,] ys [, {label=, title=, xlabel=, ylabel=, width=, height=}]) -> Canvas",
+    "A line plot of your own values (tables of numbers or tensors; xs default 1, 2, ...), into the "
+    .. "window and PNG like every panel.",
+    "c = viz.plot({1, 2, 3, 4}, {1, 4, 9, 16}, {title = \"squares\", xlabel = \"n\", ylabel = \"n^2\"})")
+
+function viz.scatter(xs, ys, classes, opts)
+  local f = "viz.scatter"
+  if type(classes) == "table" and not tensor.is_tensor(classes) and classes[1] == nil and next(classes) ~= nil then
+    classes, opts = nil, classes
+  end
+  opts = check_options(opts, with(size_options, "title", "xlabel", "ylabel"), f)
+  local x, y = number_list(xs, "x", f), number_list(ys, "y", f)
+  if #x ~= #y then raise(string.format("%s: %d x values and %d y values", f, #x, #y)) end
+  local series = {}
+  if classes == nil then
+    series[1] = {x = x, y = y}
+  else
+    local k = number_list(classes, "classes", f)
+    if #k ~= #x then raise(string.format("%s: %d points and %d classes", f, #x, #k)) end
+    local by, order = {}, {}
+    for i, c in ipairs(k) do
+      if math.type(c) ~= "integer" and c ~= math.floor(c) then raise(string.format("%s: classes[%d] = %s is not a whole number", f, i, c)) end
+      c = math.tointeger(c)
+      if not by[c] then by[c] = {x = {}, y = {}, label = "class " .. c}; order[#order + 1] = c end
+      local s = by[c]
+      s.x[#s.x + 1], s.y[#s.y + 1] = x[i], y[i]
+    end
+    table.sort(order)
+    if #order > 16 then raise(f .. ": at most 16 classes, got " .. #order) end
+    for _, c in ipairs(order) do series[#series + 1] = by[c] end
+  end
+  return panel("scatter", opts, {}, 1, function(c) P.xy(c, series, true, opts.title, opts.xlabel, opts.ylabel) end)
+end
+doc("scatter", "viz.scatter(x, y [, classes] [, {title=, xlabel=, ylabel=, width=, height=}]) -> Canvas",
+    "Points (x[i], y[i]), coloured by class (whole numbers; a legend \"class k\") when classes is given.",
+    "c = viz.scatter({0, 1, 2, 3}, {1, 0, 1, 0}, {1, 1, 2, 2}, {title = \"two classes\"})")
+
 function viz.features(net, layer, image, opts)
   local f = "viz.features"
   if not nn.is_module(net) then raise(f .. ": the first argument must be a network") end

@@ -216,6 +216,46 @@ nl_status nl_viz_curves(nl_canvas *c, nl_rect r, const nl_viz_run *runs, int n)
     return s != NL_OK ? s : plot_accuracy(c, (nl_rect){r.x + lw, r.y, r.w - lw, r.h}, runs, n);
 }
 
+/* ---------------------------------------------------------------- your own plots -------- */
+
+nl_status nl_viz_xy(nl_canvas *c, nl_rect r, const nl_viz_points *s, int n, bool scatter,
+                    const char *title_text, const char *xlabel, const char *ylabel)
+{
+    nl_rect saved;
+    nl_status st = begin(c, r, &saved);
+    if (st != NL_OK) return st;
+    double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY, a, b;
+    for (int i = 0; i < n; i++) {
+        if (s[i].x && nl_finite_range(s[i].x, s[i].n, &a, &b)) {
+            x0 = fmin(x0, a);
+            x1 = fmax(x1, b);
+        } else if (!s[i].x && s[i].n > 0) {
+            x0 = fmin(x0, 1);
+            x1 = fmax(x1, (double)s[i].n);
+        }
+        if (nl_finite_range(s[i].y, s[i].n, &a, &b)) {
+            y0 = fmin(y0, a);
+            y1 = fmax(y1, b);
+        }
+    }
+    bool any = x0 <= x1 && y0 <= y1;
+    if (!any) x0 = y0 = 0, x1 = y1 = 1;
+    double px = (x1 - x0) * (scatter ? 0.05 : 0.02), py = (y1 - y0) * 0.05;
+    nl_axes ax = nl_axes_layout(r, x0 - px, x1 + px, y0 - py, y1 + py);
+    nl_axes_draw(c, &ax, title_text, xlabel, ylabel, 0);
+    if (!any) nl_plot_note(c, ax.plot, "no data");
+    nl_legend_entry legend[16];
+    int nl = 0;
+    for (int i = 0; i < n; i++) {
+        nl_series ser = {.x = s[i].x, .y = s[i].y, .n = s[i].n, .color = nl_palette(i),
+                         .width = scatter ? 0 : 2, .marker = scatter ? 3 : 0};
+        nl_plot_series(c, &ax, &ser);
+        if (s[i].label && nl < 16) legend[nl++] = (nl_legend_entry){s[i].label, ser.color, ser.width, ser.marker};
+    }
+    if (nl > 0) nl_plot_legend(c, &ax, legend, nl, false);
+    return end(c, saved);
+}
+
 /* ---------------------------------------------------------------- feature maps ---------- */
 
 nl_status nl_viz_features(nl_canvas *c, nl_rect r, const nl_image *input, nl_image maps,

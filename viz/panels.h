@@ -19,6 +19,18 @@ typedef struct {
  * accuracy per epoch (train: thin line with discs, test: thick line with squares) on the right.
  * Several runs are overlaid in palette colours with a legend. */
 nl_status nl_viz_curves(nl_canvas *c, nl_rect r, const nl_viz_run *runs, int n);
+
+/* One series of viz.plot / viz.scatter: the points (x[i], y[i]) (x NULL: 1, 2, ..., n) and a
+ * legend label (NULL: none). */
+typedef struct {
+    const double *x, *y;
+    int64_t n;
+    const char *label;
+} nl_viz_points;
+/* Your own plot: the n series on shared axes (ranges from their finite values), coloured from the
+ * palette in order, as lines, or as dots when scatter is set; a legend when any has a label. */
+nl_status nl_viz_xy(nl_canvas *c, nl_rect r, const nl_viz_points *s, int n, bool scatter,
+                    const char *title, const char *xlabel, const char *ylabel);
 /* The smoothed loss of nl_viz_curves: out[i] from v[0..i] (NaN and Inf entries are skipped and
  * repeat the previous smoothed value; NaN before the first finite one). */
 void nl_smooth(const double *v, int64_t n, double *out);
