@@ -357,6 +357,63 @@ doc("scatter", "viz.scatter(x, y [, classes] [, {title=, xlabel=, ylabel=, width
     "Points (x[i], y[i]), coloured by class (whole numbers; a legend \"class k\") when classes is given.",
     "c = viz.scatter({0, 1, 2, 3}, {1, 0, 1, 0}, {1, 1, 2, 2}, {title = \"two classes\"})")
 
+function viz.image(t, opts)
+  local f = "viz.image"
+  if not tensor.is_tensor(t) then raise(f .. ": expected a Tensor [H, W] or [C, H, W], got " .. type(t)) end
+  opts = check_options(opts, with(size_options, "title", "grey"), f)
+  return panel("image", opts, {}, 1, function(c) P.image(c, t, opts.grey, opts.title) end)
+end
+doc("image", "viz.image(t [, {title=, grey=false, width=, height=}]) -> Canvas",
+    "A tensor as a picture, aspect kept, scaled from its smallest to its largest value: [H, W] "
+    .. "through the colour map (grey=true: grey levels), [3, H, W] as RGB, other [C, H, W]: channel 1.",
+    "c = viz.image(tensor.arange(1, 13):reshape(3, 4), {title = \"a 3 x 4 tensor\"})")
+
+function viz.decision(net, box, opts)
+  local f = "viz.decision"
+  if not nn.is_module(net) then raise(f .. ": the first argument must be a network taking [N, 2] points") end
+  if type(box) ~= "table" then raise(f .. ": expected the bounds {xmin, xmax, ymin, ymax}") end
+  local b = {}
+  for i, k in ipairs{"xmin", "xmax", "ymin", "ymax"} do
+    b[i] = box[k] or box[i]
+    if type(b[i]) ~= "number" then raise(string.format("%s: %s must be a number, got %s", f, k, type(b[i]))) end
+  end
+  if not (b[1] < b[2] and b[3] < b[4]) then raise(f .. ": expected xmin < xmax and ymin < ymax") end
+  opts = check_options(opts, with(size_options, "data", "res", "title"), f)
+  local res = check_int(opts.res or 100, "res", 2, f)
+  local pts = {}
+  for j = 0, res - 1 do
+    for i = 0, res - 1 do
+      pts[#pts + 1] = {b[1] + (i + 0.5) * (b[2] - b[1]) / res, b[3] + (j + 0.5) * (b[4] - b[3]) / res}
+    end
+  end
+  local was = net.training
+  net:eval()
+  local ok, out = pcall(net.forward, net, tensor.from(pts):to(net:device()))
+  net:train(was)
+  if not ok then raise(f .. ": " .. tostring(out)) end
+  if out:dim() ~= 2 then raise(f .. ": the network's output must be [N, classes]") end
+  local classes = (out:argmax(2):to("cpu") - 1):reshape(res, res)
+  local series = {}
+  if opts.data ~= nil then
+    local x, y = opts.data:tensors()
+    if x:dim() ~= 2 or x:shape()[2] ~= 2 then raise(f .. ": data must hold 2-D points [N, 2]") end
+    local xs, lab = x:to("cpu"):totable(), y:to("cpu"):totable()
+    local k = out:shape()[2]
+    for c = 1, math.min(k, 16) do series[c] = {x = {}, y = {}, label = "class " .. c} end
+    for i, p in ipairs(xs) do
+      local s = series[math.tointeger(lab[i])]
+      if s then s.x[#s.x + 1], s.y[#s.y + 1] = p[1], p[2] end
+    end
+  end
+  return panel("decision", opts, {}, 1, function(c)
+    P.decision(c, classes:to("i32"), b, series, opts.title or "decision regions")
+  end)
+end
+doc("decision", "viz.decision(net, {xmin, xmax, ymin, ymax} [, {data=, res=100, title=, width=, height=}]) -> Canvas",
+    "A 2-D classifier's decision regions: the class it predicts over the box (a res x res grid, in "
+    .. "eval mode), one colour per class, with data's points (a TensorDataset of [N, 2] points) on top.",
+    "c = viz.decision(nn.Linear(2, 2), {-1, 1, -1, 1}, {res = 20})")
+
 function viz.features(net, layer, image, opts)
   local f = "viz.features"
   if not nn.is_module(net) then raise(f .. ": the first argument must be a network") end
