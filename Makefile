@@ -9,7 +9,7 @@ DEBUG ?= 0
 DEB_PKGS := build-essential pkg-config libreadline-dev liblua5.4-dev libopenblas-openmp-dev \
             zlib1g-dev libsdl2-dev libsdl2-image-dev libsdl2-ttf-dev fonts-dejavu-core libstb-dev \
             libcjson-dev liblapacke-dev libx11-dev xvfb x11-utils tmux python3 python3-numpy \
-            dataset-fashion-mnist
+            dataset-fashion-mnist libopenmpi-dev openmpi-bin
 # Extra packages for `make bench` (the PyTorch peer).
 BENCH_PKGS := python3-torch python3-numpy
 
@@ -39,9 +39,9 @@ LDSAN   := -fsanitize=address,undefined
 endif
 # core/ is in folders by concern; each is on the include path, so headers are named alone.
 CORE_INC := $(patsubst %,-I%,$(wildcard core/*/))
-CFLAGS  := $(CSTD) $(WARN) $(OPT) -fopenmp -MMD -MP $(CORE_INC) -Ibackends -Idsl -Iviz $(PKG_CFLAGS)
+CFLAGS  := $(CSTD) $(WARN) $(OPT) -fopenmp -MMD -MP $(CORE_INC) -Ibackends -Idsl -Iviz -Idist $(PKG_CFLAGS)
 LDFLAGS := -fopenmp $(LDSAN)
-LDLIBS  := $(PKG_LIBS) -lm -lpthread
+LDLIBS  := $(PKG_LIBS) -lm -lpthread -ldl
 
 # ---- CUDA switch: auto builds backends/cuda when nvcc is found and the backend has sources.
 NVCC := $(shell command -v nvcc 2>/dev/null || (test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc))
@@ -65,8 +65,14 @@ NVFLAGS := -O3 -std=c++17 $(CORE_INC) -Ibackends -gencode arch=compute_90,code=s
            -gencode arch=compute_90,code=compute_90 -Xcompiler -Wall,-Wextra,-fPIC
 endif
 
+# ---- MPI (Open MPI from Debian): compiled into a plugin beside the program, see dist/.
+MPI_CFLAGS := $(shell mpicc --showme:compile 2>/dev/null || pkg-config --cflags ompi-c 2>/dev/null)
+MPI_LIBS   := $(shell mpicc --showme:link 2>/dev/null || pkg-config --libs ompi-c 2>/dev/null)
+MPI_PLUGIN := $(dir $(BIN))nnlab_mpi.so
+
 # ---- sources: every .c in these folders belongs to the library; repl/main.c is the program.
-LIB_SRC  := $(wildcard core/*/*.c backends/*.c backends/cpu/*.c backends/sim/*.c dsl/*.c viz/*.c) $(filter-out repl/main.c,$(wildcard repl/*.c))
+LIB_SRC  := $(wildcard core/*/*.c backends/*.c backends/cpu/*.c backends/sim/*.c dsl/*.c viz/*.c) \
+            $(filter-out repl/main.c,$(wildcard repl/*.c)) $(filter-out dist/mpi.c,$(wildcard dist/*.c))
 LUA_SRC  := $(wildcard dsl/*.lua)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(LUA_SRC:%.lua=$(BUILD)/%.lua.o)
 ifeq ($(USE_CUDA),1)
@@ -84,7 +90,7 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 .PHONY: all run test bench data deps deps-bench clean help
 .DEFAULT_GOAL := all
 
-all: $(BIN)
+all: $(BIN) $(MPI_PLUGIN)
 
 help:
 	@echo "make            build $(BIN)"
@@ -123,6 +129,11 @@ $(BUILD)/%.cu.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -c $< -o $@
 
+# The MPI plugin: the only object linked with libmpi, loaded by dist/dist.c with dlopen when a job
+# has several ranks (linking libmpi into nnlab itself would add its start-up to every plain start).
+$(MPI_PLUGIN): dist/mpi.c dist/plugin.h
+	$(CC) $(CSTD) $(WARN) $(OPT) -fPIC -shared $(MPI_CFLAGS) $< -o $@ $(LDSAN) $(MPI_LIBS)
+
 $(LIB): $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
@@ -148,12 +159,12 @@ run: deps $(BIN)
 	./$(BIN) examples/cifar10_cnn.lua $(EPOCHS)
 
 # With an archive at hand, CIFAR-10 is prepared first so the learning test runs on it.
-test: deps $(BIN) $(TEST_BIN)
+test: deps $(BIN) $(MPI_PLUGIN) $(TEST_BIN)
 	@[ -z "$(CIFAR10_ARCHIVE)" ] || $(MAKE) --no-print-directory data || \
 	  echo "make test: CIFAR-10 could not be prepared; its learning test is skipped"
 	@NNLAB=./$(BIN) BUILD=$(BUILD) sh tests/run.sh
 
-bench: deps deps-bench $(BIN) $(BENCH_BIN)
+bench: deps deps-bench $(BIN) $(MPI_PLUGIN) $(BENCH_BIN)
 	@NNLAB=./$(BIN) BUILD=$(BUILD) sh bench/run.sh
 
 # CIFAR-10 into data/cifar-10-batches-bin, from CIFAR10_ARCHIVE (official tarball or image folders).

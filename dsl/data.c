@@ -2,6 +2,7 @@
  * and the Dataset and Loader userdata. Labels are 1-based in Lua, 0-based in core. Image folders
  * are decoded by viz/image.h's reader, handed to the core's folder walker as a callback. */
 #include "dataset.h"
+#include "dist.h"
 #include "dsl.h"
 #include "image.h"
 #include "ltensor.h"
@@ -417,7 +418,7 @@ static nl_loader *check_loader(lua_State *L, int idx)
 static int l_loader(lua_State *L)
 {
     static const char *const valid[] = {"batch", "shuffle", "seed", "normalize", "augment",
-                                        "drop_last", NULL};
+                                        "drop_last", "shard", NULL};
     static const char *const norm_keys[] = {"mean", "std", NULL};
     static const char *const aug_keys[] = {"crop", "flip", "cutout", NULL};
     nl_dataset *ds = check_dataset(L, 1);
@@ -428,6 +429,11 @@ static int l_loader(lua_State *L)
     o.drop_last = opt_bool(L, opts, "drop_last", o.drop_last, "loader");
     o.seed = (uint64_t)opt_int(L, opts, "seed", (lua_Integer)o.seed, LUA_MININTEGER, LUA_MAXINTEGER, "loader");
     o.label_offset = 1;
+    /* Under several ranks each loader hands out its rank's shard (shard = false: everything). */
+    if (opt_bool(L, opts, "shard", true, "loader") && nl_dist_size() > 1) {
+        o.shard = nl_dist_rank();
+        o.nshards = nl_dist_size();
+    }
     double mean[MAX_NORM], std[MAX_NORM];
     if (lua_getfield(L, opts, "normalize") != LUA_TNIL) {
         int t = lua_gettop(L);
@@ -597,9 +603,10 @@ static const nl_dsl_fn data_fns[] = {
      "\"batches.meta.txt\"} do os.remove(dir .. \"/\" .. f) end; os.remove(dir)"},
     {"loader", l_loader,
      "data.loader(ds, {batch=64, shuffle=true, seed=1, normalize={mean=, std=}, augment={crop=, "
-     "flip=, cutout=}, drop_last=false}) -> Loader",
+     "flip=, cutout=}, drop_last=false, shard=true}) -> Loader",
      "Seeded mini-batches of ds prepared by a background thread: per-channel normalisation, random "
-     "crop (zero padding), horizontal flip, cutout. The same seed gives the same batches.",
+     "crop (zero padding), horizontal flip, cutout. The same seed gives the same batches. Under "
+     "several ranks each rank gets its strided shard of every epoch (shard = false: all of it).",
      TINY "local ld = data.loader(ds, {batch = 4, normalize = {mean = 0.5, std = 0.5}, "
      "augment = {crop = 1, flip = true}}); print(ld:next())"},
     {NULL, NULL, NULL, NULL, NULL},

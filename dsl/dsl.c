@@ -420,6 +420,7 @@ int nl_dsl_open(lua_State *L)
     nl_open_tensor(L);
     nl_open_sys(L);
     nl_open_optim(L);
+    nl_open_dist(L);
     nl_open_nn(L);
     nl_open_data(L);
     nl_open_viz(L);

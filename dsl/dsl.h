@@ -50,6 +50,11 @@ int nl_open_quant(lua_State *L);
  * record = fn(code, expr), version = string}, in the registry under this key. */
 int nl_open_journal(lua_State *L);
 #define NL_JOURNAL_KEY "nnlab.journal"
+int nl_open_dist(lua_State *L);  /* before nl_open_nn, whose Trainer requires "nnlab.dist" */
+
+/* The last step of the program: under MPI, a clean end (status 0) finalises it and a failure ends
+ * every rank (MPI_Abort, which names this rank), so the others never wait for this one. */
+void nl_dsl_exit(int status);
 
 /* Raises the Lua error "where: name: problem": the one way nnlab raises errors (C functions
  * through these, the DSL's Lua chunks through require("nnlab.util").error). The problem is fmt

@@ -2,6 +2,7 @@
  * userdata (children, parameters, forward/backward, printing, checkpoints), losses, TensorDataset,
  * and the private C helpers under the Trainer and nn.evaluate written in dsl/nn.lua. */
 #include "dsl.h"
+#include "ldist.h"
 #include "lnn.h"
 #include "ltensor.h"
 
@@ -1114,7 +1115,8 @@ static int p_train_step(lua_State *L)
     nl_tensor *x = nl_lua_checktensor(L, 4);
     nl_tensor *y = push_step_target(L, 5, net, x, loss->l.kind, loss_name(loss->l.kind));
     nl_step_result r;
-    nl_status s = nl_train_step(net, &loss->l, opt->o, x, y, opt->clip, &r);
+    const nl_grad_exchange *ex = nl_lua_optexchange(L, 6);
+    nl_status s = nl_train_step(net, &loss->l, opt->o, x, y, opt->clip, ex, &r);
     if (s == NL_EINTR) {
         lua_pushnil(L);
         lua_pushliteral(L, "interrupted");

@@ -15,6 +15,7 @@ end
 -- ---------------------------------------------------------------- small helpers
 
 local util = require "nnlab.util"
+local ddp = require "nnlab.dist" -- the data-parallel pieces (dsl/dist.lua)
 local raise, check_options, check_int = util.error, util.check_options, util.check_int
 
 
@@ -217,6 +218,13 @@ function nn.evaluate(net, data, opts)
       return
     end
     local n = data:size()
+    local mine, count = ddp.eval_indices(n) -- under several ranks: every N-th sample
+    if mine then
+      for first = 1, count, batch do
+        P.eval_batch(stats, net, loss, fetch(data, mine:slice(1, first, math.min(first + batch - 1, count))))
+      end
+      return
+    end
     for first = 1, n, batch do
       local x, y = fetch(data, range(first, math.min(first + batch - 1, n)))
       P.eval_batch(stats, net, loss, on_net_device(net, x), y)
@@ -224,10 +232,11 @@ function nn.evaluate(net, data, opts)
   end)
   net:train(was_training)
   if not ok then error(err, 0) end
+  if dist.size() > 1 then ddp.reduce_eval(stats) end -- the global result on every rank
   return P.eval_result(stats, loss ~= nil)
 end
 doc("nn", "evaluate", "nn.evaluate(net, data, {batch=256, loss=nn.CrossEntropyLoss()}) -> results",
-    "Runs net in eval mode over a data set (or once through a data.loader): {loss=, top1=, top5= (fractions), count=, "
+    "Runs net in eval mode over a data set (or once through a data.loader; under several ranks each takes its share and every rank gets the global result): {loss=, top1=, top5= (fractions), count=, "
     .. "confusion = i32 Tensor [C, C] (row = true class, column = predicted, 1-based), "
     .. "per_class = {accuracy of each class (nan without samples)}}. loss=false skips the loss.",
     "r = nn.evaluate(nn.Linear(2, 3), nn.TensorDataset(tensor.randn(8, 2), tensor.ones(8))); print(r.top1)")
@@ -428,7 +437,7 @@ local History = {__tostring = function(h)
 end}
 
 local trainer_options = {"net", "data", "loss", "optim", "batch", "seed", "schedule", "shuffle",
-                         "verbose"}
+                         "verbose", "distributed"}
 
 local function new_trainer(opts)
   local f = "nn.Trainer"
@@ -464,6 +473,11 @@ local function new_trainer(opts)
   t.history = setmetatable({loss = {}, lr = {}, train_loss = {}, train_acc = {}, test_loss = {},
                             test_acc = {}}, History)
   t.hooks = {}
+  -- Under several ranks: data-parallel unless distributed = false (rank 1's weights to all).
+  t.ddp = ddp.setup(t, opts.distributed, f)
+  if t.ddp then
+    t.verbose = t.verbose and dist.is_main()
+  end
   return t
 end
 
@@ -473,16 +487,19 @@ nn.Trainer = setmetatable({}, {
   __tostring = function() return "nn.Trainer" end,
 })
 doc("nn", "Trainer", "nn.Trainer{net=, data=, loss=nn.CrossEntropyLoss(), optim=optim.Adam(net), "
-    .. "batch=64, seed=1, schedule=nil, shuffle=true, verbose=true} -> trainer",
+    .. "batch=64, seed=1, schedule=nil, shuffle=true, verbose=true, distributed=} -> trainer",
     "Trains net on a data set in mini-batches, each step in C (forward, loss, backward, update). "
     .. "data: anything with :size() and :get(i) (a C :batch(indices) is used when present), or a "
     .. "data.loader (its batches, order and augmentation). seed orders the data (dropout draws from "
-    .. "tensor.seed's generator). Methods: step, epoch, "
+    .. "tensor.seed's generator). Under several ranks (nnlab -n N) it is data-parallel: batch is per rank; "
+    .. "distributed = false trains independent replicas, distributed = {sync_bn = true, bucket_mb = 1/16} "
+    .. "tunes it. Methods: step, epoch, "
     .. "fit, resume, on_step, save; fields history, epochs, steps, pos. help \"Trainer\" lists them.",
     "t = nn.Trainer{net = nn.Linear(2, 2), data = nn.TensorDataset(tensor.randn(8, 2), tensor.ones(8)), verbose = false}; print(t:step())")
 
 function Trainer:steps_per_epoch()
   if is_loader(self.data) then return self.data:batches() end
+  if self.ddp then return ceil(ddp.shard_size(self.ddp, self.data:size()) / self.batch) end
   return ceil(self.data:size() / self.batch)
 end
 
@@ -512,6 +529,14 @@ end
 function Trainer:_batch(epoch, pos)
   if is_loader(self.data) then return loader_batch(self.data, epoch, pos, self:steps_per_epoch()) end
   local n = self.data:size()
+  if self.ddp then -- this rank's strided shard of the epoch's order
+    if self._order_epoch ~= epoch then
+      local order = self.shuffle and P.permutation(n, self.seed, epoch) or range(1, n)
+      self._order, self._order_epoch = ddp.shard(self.ddp, order), epoch
+    end
+    n = self._order:numel()
+    return fetch(self.data, self._order:slice(1, pos * self.batch + 1, math.min((pos + 1) * self.batch, n)))
+  end
   local first, last = pos * self.batch + 1, math.min((pos + 1) * self.batch, n)
   if not self.shuffle then return fetch(self.data, range(first, last)) end
   if self._order_epoch ~= epoch then
@@ -537,8 +562,18 @@ function Trainer:step()
   x = on_net_device(self.net, x)
   if self.schedule then self.optim:set_lr(self.schedule(self.steps, self.base_lr)) end
   self.net:train()
-  local loss, correct, updated, norm = P.train_step(self.net, self.loss, self.optim, x, y)
+  if self.ddp then ddp.catch(true) end -- a signal now only raises the flag the ranks agree on
+  local ok, loss, correct, updated, norm = pcall(P.train_step, self.net, self.loss, self.optim, x, y,
+                                                 self.ddp and self.ddp.exchange)
+  if self.ddp then ddp.catch(false) end
+  if not ok then error(loss, 0) end
   if loss == nil then return nil, correct end -- interrupted: nothing moved
+  local n = x:size(1)
+  if self.ddp then -- the global batch's loss and hits, and the stop flag, in one all-reduce
+    local stop, ls, cs, ns = ddp.agree(loss * n, correct, n)
+    self._stop = stop > 0
+    loss, correct, n = ls / ns, cs, ns
+  end
   local h = self.history
   if not updated then
     local what = (loss ~= loss or loss == huge or loss == -huge)
@@ -548,7 +583,6 @@ function Trainer:step()
     raise(string.format("training stopped at step %d (epoch %d): %s; %s", self.steps + 1,
                         self.epochs + 1, what, last))
   end
-  local n = x:size(1)
   self.pos, self.steps = self.pos + 1, self.steps + 1
   h.loss[#h.loss + 1] = loss
   h.lr[#h.lr + 1] = self.optim:lr()
@@ -611,16 +645,24 @@ function Trainer:fit(opts)
   -- Ctrl-C only raises the flag while we train; we look at it between batches (and the C step
   -- stops at its next layer). The deferral is undone however this function ends.
   P.defer(true)
-  local guard <close> = setmetatable({}, {__close = function() P.defer(false) end})
+  if self.ddp then ddp.catch(true) end
+  local guard <close> = setmetatable({}, {__close = function()
+    P.defer(false)
+    if self.ddp then ddp.catch(false) end
+  end})
   local spe = self:steps_per_epoch()
   while self.epochs < self.target do
     local clock0, n0 = sys.clock(), self.sums.n
     self._drawn = nil
     while self.pos < spe do
-      if P.poll_interrupt() then return self:_pause() end
+      if not self.ddp and P.poll_interrupt() then return self:_pause() end
       local loss = self:step()
       if loss == nil then
         P.poll_interrupt()
+        return self:_pause()
+      end
+      if self._stop then -- every rank saw the same flag after the same step
+        self._stop = false
         return self:_pause()
       end
       self:_progress(clock0, n0)
@@ -684,13 +726,18 @@ function Trainer:save(path)
   local seed, counter = P.rng_state()
   local state = {
     version = 1, samples = self.data:size(), epochs = self.epochs, pos = self.pos,
+    ranks = self.ddp and self.ddp.size or 1, -- batch x ranks: the global batch, which a resume keeps
     steps = self.steps, seed = self.seed, batch = self.batch, shuffle = self.shuffle,
     base_lr = self.base_lr, target = self.target, optim_kind = cfg.kind, clip = cfg.clip,
     rng = {seed, counter}, sums = self.sums, history = self.history,
     loss = {kind = self.loss.kind, label_smoothing = self.loss.label_smoothing, name = tostring(self.loss)},
     schedule = self.schedule and (schedule_fields(self.schedule) or "custom") or nil,
   }
-  P.save_trainer(path, self.net, self.optim, table.concat(serialize(state, {})))
+  -- Under several ranks every rank holds the same weights: rank 1 writes, the others wait for it.
+  if not self.ddp or dist.is_main() then
+    P.save_trainer(path, self.net, self.optim, table.concat(serialize(state, {})))
+  end
+  if self.ddp then dist.barrier() end
   return self
 end
 
@@ -724,8 +771,18 @@ function Trainer.load(path, opts)
   elseif not schedule then
     schedule = rebuild_schedule(st.schedule)
   end
+  -- Under another number of ranks the global batch stays: each rank's batch changes, so the
+  -- position (in global batches) and the order of the samples stay exact.
+  local batch, ranks = st.batch, st.ranks or 1
+  if ranks ~= dist.size() and not is_loader(opts.data) then
+    if math.type(batch) ~= "integer" or (batch * ranks) % dist.size() ~= 0 then
+      raise(string.format("%s: the run's global batch %d (%d x %d ranks) does not divide over %d ranks",
+                          f, batch * ranks, batch, ranks, dist.size()))
+    end
+    batch = batch * ranks // dist.size()
+  end
   local t = new_trainer{net = net, data = opts.data, loss = loss, optim = opt,
-                        batch = st.batch, seed = st.seed, shuffle = st.shuffle, schedule = schedule,
+                        batch = batch, seed = st.seed, shuffle = st.shuffle, schedule = schedule,
                         verbose = opts.verbose}
   if t.data:size() ~= st.samples then
     raise(string.format("%s: the data set has %d samples but the run was on %d", f, t.data:size(),

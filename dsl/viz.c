@@ -1,6 +1,7 @@
 /* viz.c: the Lua module `viz`: the Canvas userdata, the window (show, close, keys, screenshots,
  * waiting) and the C halves of the panels, which copy Lua tables and tensors into the host
  * arrays viz/panels.h draws. dsl/viz.lua gathers the data and keeps dashboards live. */
+#include "dist.h"
 #include "dsl.h"
 #include "ltensor.h"
 #include "panels.h"
@@ -532,6 +533,11 @@ static void idle(void)
 
 static int l_show(lua_State *L)
 {
+    if (nl_dist_rank() != 0) { /* data-parallel: rank 1 draws for everyone */
+        lua_pushboolean(L, 0);
+        lua_pushfstring(L, "only rank 1 of %d opens a window", nl_dist_size());
+        return 2;
+    }
     if (!lua_isnoneornil(L, 1)) {
         canvas_box *b = check_canvas(L, 1);
         nl_view_set(b->view, b->c, true);

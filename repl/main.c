@@ -3,6 +3,7 @@
 #include "dsl.h"
 #include "repl.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,7 @@ static void usage(FILE *f)
             "usage: %s [options] [script [args]]\n"
             "  -e code    run the Lua code (may repeat; runs in order)\n"
             "  -i         enter the REPL after running the script and -e code\n"
+            "  -n N       run N processes under Open MPI's mpirun (data-parallel training)\n"
             "  -v, --version  print the version\n"
             "  -h, --help     print this help\n"
             "  --         stop handling options\n"
@@ -26,6 +28,50 @@ static void usage(FILE *f)
             "With no script: the REPL when stdin is a terminal, else stdin is run as a script.\n"
             "A script or -e chunk that fails exits with status 1 (130 when stopped by Ctrl-C).\n",
             progname);
+}
+
+/* nnlab -n N ...: replaces this process by Open MPI's mpirun running N copies of nnlab with the
+ * rest of the command line, with what this machine needs: --oversubscribe when there are more
+ * ranks than cores, --allow-run-as-root when root, and the cores split between the ranks
+ * (NNLAB_THREADS). Returns only on failure (message printed). */
+static int launch_ranks(int argc, char **argv, int at)
+{
+    char *end = NULL;
+    long n = at + 1 < argc ? strtol(argv[at + 1], &end, 10) : 0;
+    if (!end || *end || n < 1 || n > 4096) {
+        fprintf(stderr, "%s: -n needs a number of processes from 1 to 4096\n", progname);
+        return EXIT_FAILURE;
+    }
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cores < 1) cores = 1;
+    char np[24], threads[48], self[4096];
+    snprintf(np, sizeof np, "%ld", n);
+    snprintf(threads, sizeof threads, "NNLAB_THREADS=%ld", cores / n > 0 ? cores / n : 1);
+    ssize_t k = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (k <= 0) snprintf(self, sizeof self, "%s", argv[0]);
+    else self[k] = '\0';
+    char **args = calloc((size_t)argc + 16, sizeof *args);
+    if (!args) return EXIT_FAILURE;
+    int a = 0;
+    args[a++] = "mpirun";
+    if (geteuid() == 0) args[a++] = "--allow-run-as-root";
+    if (n > cores) args[a++] = "--oversubscribe";
+    args[a++] = "--bind-to";
+    args[a++] = "none";
+    args[a++] = "-x";
+    args[a++] = threads;
+    args[a++] = "-np";
+    args[a++] = np;
+    args[a++] = self;
+    for (int i = 1; i < argc; i++)
+        if (i != at && i != at + 1) args[a++] = argv[i];
+    args[a] = NULL;
+    fflush(stdout);
+    execvp("mpirun", args);
+    fprintf(stderr, "%s: -n: cannot run mpirun (%s): install Open MPI (make deps)\n", progname,
+            strerror(errno));
+    free(args);
+    return EXIT_FAILURE;
 }
 
 /* What the command line asks for; script is argv's index of the script, 0 when none. */
@@ -55,6 +101,8 @@ static bool parse_args(int argc, char **argv, options *o)
                 return false;
             }
             o->has_e = true;
+        } else if (strcmp(a, "-n") == 0) { /* handled by main before Lua starts */
+            i++;
         } else if (strcmp(a, "-i") == 0) {
             o->interactive = true;
         } else if (strcmp(a, "-v") == 0 || strcmp(a, "--version") == 0) {
@@ -174,6 +222,11 @@ static int pmain(lua_State *L)
 
 int main(int argc, char **argv)
 {
+    /* -n N among the options (before the script): the program becomes mpirun. */
+    for (int i = 1; i < argc && argv[i][0] == '-' && strcmp(argv[i], "--") != 0 && strcmp(argv[i], "-") != 0; i++) {
+        if (strcmp(argv[i], "-n") == 0) return launch_ranks(argc, argv, i);
+        if (strcmp(argv[i], "-e") == 0) i++;
+    }
     lua_State *L = luaL_newstate();
     if (L == NULL) {
         fprintf(stderr, "%s: cannot create the Lua state: not enough memory\n", progname);
@@ -186,6 +239,8 @@ int main(int argc, char **argv)
     int code = status == LUA_OK ? (int)lua_tointeger(L, -1) : EXIT_FAILURE;
     nl_repl_report(L, status, progname);
     fflush(stdout);
+    fflush(stderr);
+    nl_dsl_exit(code);
     lua_close(L);
     return code;
 }

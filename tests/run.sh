@@ -29,5 +29,7 @@ for t in tests/lua/test_*.lua; do
 done
 [ -f tests/repl/run.sh ] && suite repl sh tests/repl/run.sh
 [ -f tests/viz/run.sh ] && suite viz-window sh tests/viz/run.sh
+[ -f tests/dist/run.sh ] && suite dist sh tests/dist/run.sh
+[ -f tests/dist/two_hosts.sh ] && suite two-hosts sh tests/dist/two_hosts.sh
 echo "$passed_total passed, $failed_total failed"
 exit $status

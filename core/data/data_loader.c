@@ -76,10 +76,17 @@ static void wait_idle(nl_loader *l)
     pthread_mutex_unlock(&l->mu);
 }
 
+/* Samples of an epoch this loader hands out: all, or its shard's share. */
+static int64_t epoch_samples(const nl_loader *l)
+{
+    int64_t n = l->ds->n, N = l->o.nshards;
+    return N > 1 ? (n + N - 1) / N : n;
+}
+
 /* Samples in batch pos of an epoch. */
 static int64_t batch_size(const nl_loader *l, int64_t pos)
 {
-    int64_t left = l->ds->n - pos * l->o.batch;
+    int64_t left = epoch_samples(l) - pos * l->o.batch;
     return left < l->o.batch ? left : l->o.batch;
 }
 
@@ -122,12 +129,15 @@ static nl_status submit(nl_loader *l)
     nl_status s = own_slot(l, &l->slots[which], n);
     if (s != NL_OK) return s;
     const int32_t *order = nl_tensor_data(l->order);
-    for (int64_t k = 0; k < n; k++) l->idx[k] = order[l->pos * l->o.batch + k];
+    /* Shard entry q is the epoch's position shard + q * nshards (wrapped): the augmentation
+     * draws follow that position, so they do not depend on the number of shards. */
+    int64_t N = l->o.nshards > 1 ? l->o.nshards : 1, first = l->o.shard + l->pos * l->o.batch * N;
+    for (int64_t k = 0; k < n; k++) l->idx[k] = order[(first + k * N) % l->ds->n];
     pthread_mutex_lock(&l->mu);
     l->spec = (nl_fill_spec){
         .lut = l->lut, .crop = l->o.crop, .cutout = l->o.cutout, .flip = l->o.flip,
-        .key = nl_rng_hash(~l->o.seed, l->epoch - 1), .first = (uint64_t)(l->pos * l->o.batch),
-        .label_offset = l->o.label_offset,
+        .key = nl_rng_hash(~l->o.seed, l->epoch - 1), .first = (uint64_t)first,
+        .stride = (uint64_t)N, .label_offset = l->o.label_offset,
     };
     l->job_slot = which;
     l->job_epoch = l->epoch;
@@ -145,6 +155,10 @@ nl_loader *nl_loader_new(nl_dataset *ds, const nl_loader_opts *o)
     int C = (int)sh[1];
     if (o->batch < 1) {
         nl_seterr(NL_EINVAL, "loader: batch size %lld (expected at least 1)", (long long)o->batch);
+        return NULL;
+    }
+    if (o->nshards > 1 && (o->shard < 0 || o->shard >= o->nshards)) {
+        nl_seterr(NL_EINVAL, "loader: shard %d of %d is out of range", o->shard, o->nshards);
         return NULL;
     }
     if (ds->n == 0 || (o->drop_last && ds->n < o->batch)) {
@@ -178,7 +192,8 @@ nl_loader *nl_loader_new(nl_dataset *ds, const nl_loader_opts *o)
     *l = (nl_loader){.ds = nl_dataset_retain(ds), .o = *o, .lut = lut, .idx = idx, .order = order,
                      .epoch = 1, .job_slot = 1};
     l->o.mean = l->o.std = NULL; /* copied into the table */
-    l->nbatches = o->drop_last ? ds->n / o->batch : (ds->n + o->batch - 1) / o->batch;
+    int64_t m = epoch_samples(l);
+    l->nbatches = o->drop_last ? m / o->batch : (m + o->batch - 1) / o->batch;
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->cv, NULL);
     int rc = pthread_create(&l->thread, NULL, worker, l);

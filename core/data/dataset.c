@@ -275,7 +275,7 @@ nl_status nl_dataset_fill(const nl_dataset *ds, const int64_t *idx, int64_t n,
     for (int64_t k = 0; k < n; k++) {
         int32_t row = ds->rows[idx[k]];
         fill_one(pix + (size_t)row * chw, px + (size_t)k * chw, C, H, W, lut,
-                 spec->lut ? 256 : 0, spec, spec->first + (uint64_t)k);
+                 spec->lut ? 256 : 0, spec, spec->first + (uint64_t)k * (spec->stride ? spec->stride : 1));
         py[k] = labels[row] + spec->label_offset;
     }
     return NL_OK;

@@ -59,9 +59,10 @@ typedef struct {
                                NULL for byte / 255 */
     int crop, cutout;       /* 0: none */
     bool flip;
-    uint64_t key;           /* sample k's draw d is nl_rng_u01_at(key, (first + k) *
+    uint64_t key;           /* sample k's draw d is nl_rng_u01_at(key, (first + k * stride) *
                                NL_AUG_DRAWS + d): the same key and first, the same batch */
     uint64_t first;
+    uint64_t stride;        /* 0 means 1; a rank's shard of an epoch takes every N-th position */
     int32_t label_offset;   /* added to every label (1 for Lua's 1-based labels) */
 } nl_fill_spec;
 
@@ -132,6 +133,9 @@ typedef struct {
     int crop, cutout;           /* as nl_fill_spec */
     bool flip;
     int32_t label_offset;
+    int shard, nshards;         /* data-parallel: this process takes positions shard, shard +
+                                   nshards, ... of each epoch's order, padded by wrapping to a
+                                   multiple of nshards (0 and 1: every sample) */
 } nl_loader_opts;
 nl_loader_opts nl_loader_opts_default(void);
 

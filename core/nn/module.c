@@ -30,6 +30,7 @@ extern const nl_module_type nl_tanh_type;
 extern const nl_module_type nl_softmax_type;
 extern const nl_module_type nl_batchnorm1d_type;
 extern const nl_module_type nl_batchnorm2d_type;
+extern const nl_module_type nl_syncbatchnorm_type;
 extern const nl_module_type nl_dropout_type;
 extern const nl_module_type nl_quantize_type;
 extern const nl_module_type nl_dequantize_type;
@@ -60,6 +61,7 @@ const nl_module_type *const nl_module_types[] = {
     &nl_softmax_type,
     &nl_batchnorm1d_type,
     &nl_batchnorm2d_type,
+    &nl_syncbatchnorm_type,
     &nl_dropout_type,
     &nl_quantize_type,
     &nl_dequantize_type,
@@ -240,6 +242,7 @@ void nl_module_release(nl_module *m)
     nl_tensor_release(m->input);
     nl_tensor_release(m->output);
     nl_tensor_release(m->grad_input);
+    nl_store_free(m->store);
     if (m->type->destroy) m->type->destroy(m);
     free(m);
 }
@@ -467,6 +470,17 @@ nl_status nl_module_to(nl_module *m, nl_device dev)
 
 /* ---------------------------------------------------------------- forward / backward ---- */
 
+static _Thread_local struct {
+    void (*fn)(void *ctx, nl_module *m);
+    void *ctx;
+} backward_hook;
+
+void nl_module_set_backward_hook(void (*fn)(void *ctx, nl_module *m), void *ctx)
+{
+    backward_hook.fn = fn;
+    backward_hook.ctx = ctx;
+}
+
 nl_status nl_module_infer(const nl_module *m, int ndim, const int64_t *in, int *out_ndim,
                           int64_t *out, int64_t *macs)
 {
@@ -531,6 +545,7 @@ nl_status nl_module_backward(nl_module *m, nl_tensor *gy, nl_tensor **gx)
     st = m->type->backward(m, gyc, gx || m->type->input_grad_optional ? gx : &dropped);
     nl_tensor_release(dropped);
     nl_tensor_release(gyc);
+    if (st == NL_OK && backward_hook.fn && m->nparams > 0) backward_hook.fn(backward_hook.ctx, m);
     return st;
 }
 

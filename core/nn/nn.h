@@ -80,6 +80,7 @@ struct nl_module {
     nl_tensor *output;            /* last output (a reference) */
     void *state;                  /* type-specific */
     nl_tensor *grad_input;        /* last dL/dx from nl_module_grad_buffer (a reference), reused */
+    struct nl_store *store;       /* the parameter store when m was packed as a network (owned) */
 };
 
 /* Every module type, for lookups by name (Lua constructors, checkpoints, help). */
@@ -153,6 +154,46 @@ nl_tensor *nl_module_output_buffer(nl_module *m, nl_dtype dtype, int ndim, const
  * tensor that m keeps in grad_input (new reference either way; NULL with the error set). */
 nl_tensor *nl_module_grad_buffer(nl_module *m, nl_dtype dtype, int ndim, const int64_t *shape,
                                  nl_device dev);
+
+/* ---------------------------------------------------------------- the parameter store --- */
+
+/* One network's trainable parameters in two contiguous f32 blocks on their device (llm.c's
+ * layout): values and gradients, parameter i at elements [offset[i], offset[i + 1]) of each, in
+ * nl_module_params(net, ..., false) order. Each parameter's value and grad tensor is a view on
+ * them (the same tensor objects as before packing, so holders keep seeing the parameter), so an
+ * optimizer step, a gradient norm or an all-reduce is one operation over a block. */
+typedef struct nl_store {
+    int count;
+    nl_param **params;    /* count (borrowed from the modules) */
+    int64_t *offset;      /* count + 1: the last is the total */
+    nl_tensor *values;    /* f32 [total] */
+    nl_tensor *grads;     /* f32 [total] */
+    uint64_t generation;  /* different for every store built in this process */
+    nl_param **scratch;   /* count + 1: the listing each call compares with params */
+} nl_store;
+
+/* The store of net, packed now if net has none or its parameters are no longer views on it (a
+ * layer added or removed, channel pruning, low-rank, a move to another device replaced them):
+ * values and gradients are copied into the new blocks. Borrowed: valid until net is released or
+ * the next call. NULL with NL_EINVAL (a parameter that is not f32 or whose gradient has another
+ * shape), NL_EDEVICE (parameters on several devices) or NL_ENOMEM; the parameters then keep their
+ * values. */
+nl_store *nl_module_store(nl_module *net);
+/* The index of the parameter whose value or gradient block holds element e (0 <= e < total). */
+int nl_store_find(const nl_store *s, int64_t e);
+void nl_store_free(nl_store *s);
+
+/* Sums n doubles in place over the processes of a data-parallel job: SyncBatchNorm's statistics.
+ * The distributed layer sets it when a job has several ranks; NULL (one process) by default. */
+typedef nl_status (*nl_sync_sum_fn)(double *v, int n);
+void nl_set_sync_sum(nl_sync_sum_fn fn);
+/* Turns every BatchNorm1d and BatchNorm2d of net into a SyncBatchNorm (in place: the same
+ * arguments, parameters and state). Returns how many it turned. */
+int nl_batchnorm_make_sync(nl_module *net);
+
+/* A function called after each module's backward has added its parameters' gradients (the
+ * gradient exchange starts its buckets there); fn NULL removes it. One per thread. */
+void nl_module_set_backward_hook(void (*fn)(void *ctx, nl_module *m), void *ctx);
 
 /* ---------------------------------------------------------------- losses ---------------- */
 

@@ -211,6 +211,11 @@ nl_tensor *nl_tensor_permute(nl_tensor *t, const int *perm);
 nl_tensor *nl_tensor_contiguous(nl_tensor *t);
 /* A contiguous copy (new storage). */
 nl_tensor *nl_tensor_clone(const nl_tensor *t);
+/* Moves t's elements into block (a contiguous tensor of t's dtype and device) from element
+ * offset on, and makes t a contiguous view there: t stays the same object, so every holder of t
+ * sees the new memory (the parameter store packs a network this way). NL_EINVAL when t does not
+ * fit (dtype, device, room) or is not contiguous; on error t is unchanged. */
+nl_status nl_tensor_rebase(nl_tensor *t, nl_tensor *block, int64_t offset);
 /* A copy on another device / with another dtype (saturating, rounding to nearest for ints). */
 nl_tensor *nl_tensor_to_device(const nl_tensor *t, nl_device dev);
 nl_tensor *nl_tensor_to_dtype(const nl_tensor *t, nl_dtype dtype);

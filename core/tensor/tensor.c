@@ -513,3 +513,29 @@ nl_status nl_tensor_set(nl_tensor *t, const int64_t *idx, double v)
     nl_tensor_release(e);
     return st;
 }
+
+nl_status nl_tensor_rebase(nl_tensor *t, nl_tensor *block, int64_t offset)
+{
+    int64_t n = nl_tensor_numel(t);
+    if (t->dtype != block->dtype || nl_tensor_device(t) != nl_tensor_device(block) ||
+        !nl_tensor_is_contiguous(t) || !nl_tensor_is_contiguous(block) || offset < 0 ||
+        offset + n > nl_tensor_numel(block))
+        return nl_seterr(NL_EINVAL, "rebase: a %s tensor of %lld elements on %s does not fit at "
+                         "%lld in a %s block of %lld on %s", nl_dtype_info(t->dtype)->name,
+                         (long long)n, nl_device_name(nl_tensor_device(t)), (long long)offset,
+                         nl_dtype_info(block->dtype)->name, (long long)nl_tensor_numel(block),
+                         nl_device_name(nl_tensor_device(block)));
+    nl_tensor *view = header_new(block->storage, block->offset + (size_t)offset, t->dtype, t->ndim,
+                                 t->shape, NULL);
+    if (!view) return nl_errcode();
+    nl_status st = nl_copy(view, t);
+    if (st == NL_OK) { /* t takes the view's place: swap their storages and offsets */
+        nl_storage *old = t->storage;
+        t->storage = view->storage;
+        t->offset = view->offset;
+        set_contiguous_strides(t);
+        view->storage = old;
+    }
+    nl_tensor_release(view);
+    return st;
+}

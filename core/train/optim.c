@@ -1,5 +1,6 @@
-/* optim.c: SGD, Adam and AdamW over a module's parameters: validation, one state block per
- * optimizer, and one fused NL_OP_SGD_STEP / NL_OP_ADAM_STEP per parameter; gradient clipping. */
+/* optim.c: SGD, Adam and AdamW over a network's parameter store: validation, one state block per
+ * optimizer laid out as the store, and one fused NL_OP_SGD_STEP / NL_OP_ADAM_STEP over the whole
+ * store; gradient clipping. */
 #include "optim.h"
 #include "prune.h"
 
@@ -14,9 +15,11 @@ struct nl_optim {
     nl_optim_config cfg;
     nl_module *net;         /* a reference */
     int nparams;
-    nl_param **params;      /* nl_module_params(net, ..., false) when made */
-    nl_param **scratch;     /* nparams + 1 slots: the listing each step compares with params */
-    nl_tensor *block;       /* every state tensor, one allocation (NULL until needed) */
+    nl_param **params;      /* the net's parameter store's parameters (nl_module_params order) */
+    uint64_t generation;    /* of the store params and state were laid out for */
+    nl_tensor *block;       /* every state tensor, one allocation (NULL until needed): state k of
+                               the whole store at [k * total, (k + 1) * total), the store's layout */
+    nl_tensor *flat[2];     /* views on block: state k of every parameter */
     nl_tensor **state;      /* views on block: [i * nstate + k] for parameter i, state k */
     bool have_state;        /* the state tensors hold values (not just allocated) */
     int64_t steps;
@@ -87,31 +90,7 @@ nl_status nl_optim_check_config(nl_optim_kind kind, const nl_optim_config *c)
     return NL_OK;
 }
 
-/* The net's parameters must still be the ones the optimizer was made with: contiguous f32, each
- * with a gradient of its shape, all on one device. */
-static nl_status check_params(nl_optim *o)
-{
-    const char *n = kinds[o->kind].name;
-    int now = nl_module_params(o->net, o->scratch, o->nparams + 1, false);
-    if (now != o->nparams || memcmp(o->scratch, o->params, (size_t)now * sizeof *o->params) != 0)
-        return nl_seterr(NL_EINVAL, "%s: the network's parameters changed since the optimizer was "
-                         "made (%d then, %d now): make a new optimizer", n, o->nparams, now);
-    for (int i = 0; i < o->nparams; i++) {
-        const nl_param *p = o->params[i];
-        if (p->value->dtype != NL_F32 || !p->grad || !nl_same_shape(p->grad, p->value) ||
-            !nl_tensor_is_contiguous(p->value) || !nl_tensor_is_contiguous(p->grad))
-            return nl_seterr(NL_EINVAL, "%s: parameter %d (%s) is not a contiguous f32 tensor "
-                             "with a gradient of its shape", n, i + 1, p->name);
-        if (nl_tensor_device(p->value) != nl_tensor_device(o->params[0]->value))
-            return nl_seterr(NL_EDEVICE, "%s: parameters on %s and %s: move the network to one "
-                             "device", n, nl_device_name(nl_tensor_device(o->params[0]->value)),
-                             nl_device_name(nl_tensor_device(p->value)));
-        if (o->state && !nl_same_shape(o->state[i * kinds[o->kind].nstate], p->value))
-            return nl_seterr(NL_EINVAL, "%s: parameter %d (%s) changed shape since the optimizer "
-                             "was made: make a new optimizer", n, i + 1, p->name);
-    }
-    return NL_OK;
-}
+static nl_status sync(nl_optim *o, nl_store **out);
 
 nl_optim *nl_optim_new(nl_optim_kind kind, nl_module *net, const nl_optim_config *cfg)
 {
@@ -127,27 +106,20 @@ nl_optim *nl_optim_new(nl_optim_kind kind, nl_module *net, const nl_optim_config
         nl_seterr(NL_EINVAL, "%s: %s", kinds[kind].name, msg);
         return NULL;
     }
-    int n = nl_module_params(net, NULL, 0, false);
     nl_optim *o = calloc(1, sizeof *o);
-    if (o) {
-        o->params = calloc((size_t)n + 1, sizeof *o->params);
-        o->scratch = calloc((size_t)n + 1, sizeof *o->scratch);
-    }
-    if (!o || !o->params || !o->scratch) {
-        if (o) {
-            free(o->params);
-            free(o->scratch);
-        }
-        free(o);
+    if (!o) {
         nl_seterr(NL_ENOMEM, "%s: out of memory", kinds[kind].name);
         return NULL;
     }
     o->refcount = 1;
     o->kind = kind;
     o->cfg = c;
-    o->nparams = nl_module_params(net, o->params, n, false);
     o->net = nl_module_retain(net);
-    if (check_params(o) != NL_OK) {
+    nl_store *s;
+    if (sync(o, &s) != NL_OK) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s", nl_errmsg());
+        nl_seterr(nl_errcode(), "%s: %s", kinds[kind].name, msg);
         nl_optim_release(o);
         return NULL;
     }
@@ -172,78 +144,116 @@ void nl_optim_release(nl_optim *o)
 {
     if (!o || --o->refcount > 0) return;
     release_views(o->state, o->nparams * kinds[o->kind].nstate, o->block);
+    nl_tensor_release(o->flat[0]);
+    nl_tensor_release(o->flat[1]);
     nl_module_release(o->net);
     free(o->params);
-    free(o->scratch);
     free(o);
 }
 
-/* Makes views of block into *out, one per (parameter, state), each shaped as its parameter. */
-static nl_status make_views(const nl_optim *o, nl_tensor *block, nl_tensor ***out)
+/* A zeroed state block on the store's device laid out as the store, with its flat views and one
+ * view per (parameter, state) shaped as the parameter. NL_ENOMEM. */
+static nl_status new_state(const nl_optim *o, const nl_store *s, nl_tensor **block_out,
+                           nl_tensor *flat[2], nl_tensor ***views_out)
 {
     int ns = kinds[o->kind].nstate, count = 0;
-    nl_tensor **views = calloc((size_t)o->nparams * ns + 1, sizeof *views);
-    if (!views) return nl_seterr(NL_ENOMEM, "%s: out of memory", kinds[o->kind].name);
-    int64_t at = 0;
-    for (int i = 0; i < o->nparams; i++) {
-        const nl_tensor *pv = o->params[i]->value;
-        int64_t n = nl_tensor_numel(pv);
-        for (int k = 0; k < ns; k++, at += n) {
-            nl_tensor *flat = nl_tensor_slice(block, 0, at, at + n);
-            nl_tensor *v = flat ? nl_tensor_reshape(flat, pv->ndim, pv->shape) : NULL;
-            nl_tensor_release(flat);
-            if (!v) {
-                release_views(views, count, NULL);
-                return nl_errcode();
-            }
-            views[count++] = v;
+    int64_t total = s->offset[s->count], shape[1] = {total * ns};
+    nl_tensor *block = nl_tensor_zeros(NL_F32, 1, shape, nl_tensor_device(s->values));
+    nl_tensor **views = block ? calloc((size_t)s->count * ns + 1, sizeof *views) : NULL;
+    nl_status st = !block ? nl_errcode() : !views ? nl_seterr(NL_ENOMEM, "%s: out of memory",
+                                                               kinds[o->kind].name) : NL_OK;
+    for (int k = 0; k < 2; k++) flat[k] = NULL;
+    for (int k = 0; k < ns && st == NL_OK; k++)
+        if (!(flat[k] = nl_tensor_slice(block, 0, k * total, (k + 1) * total))) st = nl_errcode();
+    for (int i = 0; i < s->count && st == NL_OK; i++) {
+        const nl_tensor *pv = s->params[i]->value;
+        for (int k = 0; k < ns && st == NL_OK; k++) {
+            nl_tensor *part = nl_tensor_slice(block, 0, k * total + s->offset[i],
+                                              k * total + s->offset[i + 1]);
+            nl_tensor *v = part ? nl_tensor_reshape(part, pv->ndim, pv->shape) : NULL;
+            nl_tensor_release(part);
+            if (!v) st = nl_errcode();
+            else views[count++] = v;
         }
     }
-    *out = views;
+    if (st != NL_OK) {
+        release_views(views, count, block);
+        for (int k = 0; k < 2; k++) nl_tensor_release(flat[k]);
+        return st;
+    }
+    *block_out = block;
+    *views_out = views;
     return NL_OK;
 }
 
-/* Allocates the state (zeroed) on the parameters' device if there is none, or moves it there
- * if the net moved. The old state is kept on failure. */
-static nl_status ensure_state(nl_optim *o)
+/* The net's parameter store, with the optimizer's parameter list and state made to match it.
+ * After the net's parameters changed (a layer added or removed, channel pruning, low-rank, a move
+ * to another device) the state of each parameter that remains with its shape is carried over
+ * (to the new device too); the others start from zero. On error nothing changed. */
+static nl_status sync(nl_optim *o, nl_store **out)
 {
-    if (o->nparams == 0) return NL_OK;
-    nl_device dev = nl_tensor_device(o->params[0]->value);
-    if (o->block && nl_tensor_device(o->block) == dev) return NL_OK;
-    int count = o->nparams * kinds[o->kind].nstate;
-    nl_tensor *block;
-    if (o->block) {
-        block = nl_tensor_to_device(o->block, dev);
-    } else {
-        int64_t total = 0;
-        for (int i = 0; i < o->nparams; i++) total += nl_tensor_numel(o->params[i]->value);
-        int64_t shape[1] = {total * kinds[o->kind].nstate};
-        block = nl_tensor_zeros(NL_F32, 1, shape, dev);
-    }
-    if (!block) return nl_errcode();
-    nl_tensor **views = NULL;
-    nl_status st = make_views(o, block, &views);
+    nl_store *s = nl_module_store(o->net);
+    if (!s) return nl_errcode();
+    *out = s;
+    if (s->generation == o->generation) return NL_OK;
+    int ns = kinds[o->kind].nstate;
+    nl_param **params = calloc((size_t)s->count + 1, sizeof *params);
+    if (!params) return nl_seterr(NL_ENOMEM, "%s: out of memory", kinds[o->kind].name);
+    memcpy(params, s->params, (size_t)s->count * sizeof *params);
+    nl_tensor *block = NULL, *flat[2] = {NULL, NULL}, **views = NULL;
+    nl_status st = o->block ? new_state(o, s, &block, flat, &views) : NL_OK;
+    for (int j = 0; views && j < s->count && st == NL_OK; j++)
+        for (int i = 0; i < o->nparams; i++) {
+            if (o->params[i] != params[j] || !nl_same_shape(o->state[i * ns], views[j * ns])) continue;
+            for (int k = 0; k < ns && st == NL_OK; k++) {
+                nl_tensor *from = o->state[i * ns + k], *moved = NULL;
+                if (nl_tensor_device(from) != nl_tensor_device(block))
+                    from = moved = nl_tensor_to_device(from, nl_tensor_device(block));
+                st = from ? nl_copy(views[j * ns + k], from) : nl_errcode();
+                nl_tensor_release(moved);
+            }
+            break;
+        }
     if (st != NL_OK) {
-        nl_tensor_release(block);
+        release_views(views, s->count * ns, block);
+        for (int k = 0; k < 2; k++) nl_tensor_release(flat[k]);
+        free(params);
         return st;
     }
-    release_views(o->state, count, o->block);
+    release_views(o->state, o->nparams * ns, o->block);
+    for (int k = 0; k < 2; k++) {
+        nl_tensor_release(o->flat[k]);
+        o->flat[k] = flat[k];
+    }
+    free(o->params);
+    o->params = params;
+    o->nparams = s->count;
     o->state = views;
     o->block = block;
+    o->generation = s->generation;
     return NL_OK;
+}
+
+/* Allocates the state (zeroed) if there is none. */
+static nl_status ensure_state(nl_optim *o)
+{
+    nl_store *s;
+    nl_status st = sync(o, &s);
+    if (st != NL_OK || o->block) return st;
+    return new_state(o, s, &o->block, o->flat, &o->state);
 }
 
 nl_status nl_optim_alloc_state(nl_optim *o) { return ensure_state(o); }
 
-/* The fused update of parameter i (operands as documented at NL_OP_SGD_STEP / NL_OP_ADAM_STEP). */
-static nl_status step_param(nl_optim *o, int i)
+/* The fused update of every parameter of the store (operands as documented at NL_OP_SGD_STEP /
+ * NL_OP_ADAM_STEP): one operation over the blocks. */
+static nl_status step_store(nl_optim *o, nl_store *s)
 {
     const nl_optim_config *c = &o->cfg;
-    nl_param *p = o->params[i];
-    nl_op op = {.dst = p->value, .src = {p->grad}};
+    nl_op op = {.dst = s->values, .src = {s->grads}};
     if (o->kind == NL_OPTIM_SGD) {
         op.code = NL_OP_SGD_STEP;
-        op.src[1] = c->momentum != 0 ? o->state[i] : NULL;
+        op.src[1] = c->momentum != 0 ? o->flat[0] : NULL;
         op.f[0] = c->lr;
         op.f[1] = c->momentum;
         op.f[2] = c->weight_decay;
@@ -252,8 +262,8 @@ static nl_status step_param(nl_optim *o, int i)
         op.i[1] = !o->have_state;
     } else {
         op.code = NL_OP_ADAM_STEP;
-        op.src[1] = o->state[2 * i];
-        op.src[2] = o->state[2 * i + 1];
+        op.src[1] = o->flat[0];
+        op.src[2] = o->flat[1];
         op.f[0] = c->lr;
         op.f[1] = c->beta1;
         op.f[2] = c->beta2;
@@ -262,28 +272,33 @@ static nl_status step_param(nl_optim *o, int i)
         op.i[0] = (int)(o->steps + 1);
         op.i[1] = o->kind == NL_OPTIM_ADAMW;
     }
-    return nl_op_exec(&op);
+    return s->count > 0 ? nl_op_exec(&op) : NL_OK;
 }
 
 nl_status nl_optim_step(nl_optim *o)
 {
-    nl_status st = check_params(o);
-    if (st != NL_OK) return st;
     if (o->steps >= INT32_MAX)
         return nl_seterr(NL_EINVAL, "%s: too many steps (%lld)", kinds[o->kind].name,
                          (long long)o->steps);
+    nl_store *s;
+    nl_status st = sync(o, &s);
+    if (st != NL_OK) return st;
     bool uses_state = o->kind != NL_OPTIM_SGD || o->cfg.momentum != 0;
     if (uses_state && (st = ensure_state(o)) != NL_OK) return st;
     if ((st = nl_prune_mask_grads(o->net)) != NL_OK) return st;
-    for (int i = 0; i < o->nparams; i++)
-        if ((st = step_param(o, i)) != NL_OK) return st;
+    if ((st = step_store(o, s)) != NL_OK) return st;
     if ((st = nl_prune_apply_masks(o->net)) != NL_OK) return st;
     o->steps++;
     if (uses_state) o->have_state = o->block != NULL;
     return NL_OK;
 }
 
-nl_status nl_optim_zero_grad(nl_optim *o) { return nl_module_zero_grad(o->net); }
+nl_status nl_optim_zero_grad(nl_optim *o)
+{
+    nl_store *s;
+    nl_status st = sync(o, &s);
+    return st == NL_OK && s->count > 0 ? nl_fill(s->grads, 0) : st;
+}
 void nl_optim_set_lr(nl_optim *o, double lr) { o->cfg.lr = lr; }
 double nl_optim_get_lr(const nl_optim *o) { return o->cfg.lr; }
 nl_optim_kind nl_optim_get_kind(const nl_optim *o) { return o->kind; }
@@ -319,8 +334,8 @@ void nl_optim_set_progress(nl_optim *o, int64_t steps, bool have_state)
 /* ---------------------------------------------------------------- clipping -------------- */
 
 /* Adds the sum of squares of t into the 0-d tensor *acc, made on t's device by the first call
- * (a new reference the caller releases): the norm is summed where the gradients are, and read
- * back as one scalar. */
+ * (a new reference the caller releases): the norm is summed where the gradients are (one
+ * reduction over the parameter store's gradient block), and read back as one scalar. */
 static nl_status add_sum_squares(const nl_tensor *t, nl_tensor **acc)
 {
     nl_tensor *sq = nl_binary_new(NL_BIN_MUL, t, t);
@@ -337,23 +352,17 @@ nl_status nl_clip_grad_norm(nl_module *net, double max_norm, double *total_norm)
 {
     if (!(max_norm >= 0))
         return nl_seterr(NL_EINVAL, "clip_grad_norm: max_norm must be >= 0, got %g", max_norm);
-    int n = nl_module_params(net, NULL, 0, false);
-    nl_param **ps = calloc((size_t)n + 1, sizeof *ps);
-    if (!ps) return nl_seterr(NL_ENOMEM, "clip_grad_norm: out of memory");
-    nl_module_params(net, ps, n, false);
+    nl_store *s = nl_module_store(net);
+    if (!s) return nl_errcode();
     double sq = 0;
     nl_tensor *acc = NULL;
-    nl_status st = NL_OK;
-    for (int i = 0; i < n && st == NL_OK; i++)
-        if (ps[i]->grad) st = add_sum_squares(ps[i]->grad, &acc);
+    nl_status st = s->count > 0 ? add_sum_squares(s->grads, &acc) : NL_OK;
     if (st == NL_OK && acc) st = nl_tensor_item(acc, &sq);
     nl_tensor_release(acc);
     double norm = sqrt(sq), coef = max_norm / (norm + 1e-6);
     /* PyTorch multiplies by min(coef, 1) unconditionally; by 1 changes nothing. */
-    for (int i = 0; i < n && st == NL_OK; i++)
-        if (ps[i]->grad && !(coef >= 1))
-            st = nl_binary_scalar(NL_BIN_MUL, ps[i]->grad, ps[i]->grad, coef, false);
-    free(ps);
+    if (st == NL_OK && s->count > 0 && !(coef >= 1))
+        st = nl_binary_scalar(NL_BIN_MUL, s->grads, s->grads, coef, false);
     if (st == NL_OK && total_norm) *total_norm = norm;
     return st;
 }

@@ -58,6 +58,24 @@ static nl_status score(nl_tensor *out, nl_tensor *y, int64_t *top1, int64_t *top
     return s;
 }
 
+/* Backward of the whole net from gout (NULL: none, the gradients stay zero) with ex's begin,
+ * ready (per module) and finish around it; *skip: in, whether this process skips the update; out,
+ * whether any process does. */
+static nl_status backward_exchange(nl_module *net, nl_tensor *gout, const nl_grad_exchange *ex,
+                                   bool *skip)
+{
+    if (!ex) return gout ? nl_module_backward(net, gout, NULL) : NL_OK; /* no dL/dx of the batch */
+    nl_store *store = nl_module_store(net);
+    nl_status s = store ? ex->begin(ex->ctx, store) : nl_errcode();
+    if (s != NL_OK) return s;
+    nl_module_set_backward_hook(ex->ready, ex->ctx);
+    s = gout ? nl_module_backward(net, gout, NULL) : NL_OK;
+    nl_module_set_backward_hook(NULL, NULL);
+    /* finish even after a failed backward: the other processes wait for this one's buckets */
+    nl_status f = ex->finish(ex->ctx, store, skip);
+    return s != NL_OK ? s : f;
+}
+
 /* The top-1 hits of logits out [N, C] against i32 labels y [N], counted where out lives (the
  * first maximum wins, as in score): a 0-d f32 tensor (new reference), or NULL (error set). */
 static nl_tensor *hits_where(nl_tensor *out, nl_tensor *y)
@@ -71,7 +89,7 @@ static nl_tensor *hits_where(nl_tensor *out, nl_tensor *y)
 }
 
 nl_status nl_train_step(nl_module *net, nl_loss *loss, nl_optim *opt, nl_tensor *x,
-                        nl_tensor *y, double clip, nl_step_result *r)
+                        nl_tensor *y, double clip, const nl_grad_exchange *ex, nl_step_result *r)
 {
     *r = (nl_step_result){.loss = NAN, .grad_norm = NAN};
     if (nl_optim_net(opt) != net)
@@ -92,13 +110,17 @@ nl_status nl_train_step(nl_module *net, nl_loss *loss, nl_optim *opt, nl_tensor 
     loss->batch = NULL;
     loss->also = NULL;
     nl_tensor_release(hits);
+    /* A non-finite loss skips the update; in a data-parallel step every process still takes part
+     * in the exchange and they all skip it together. */
+    bool skip = s == NL_OK && !isfinite(r->loss);
+    if (s == NL_OK && skip && ex) s = backward_exchange(net, NULL, ex, &skip);
     if (s == NL_OK && isfinite(r->loss)) {
         if (hits) r->correct = (int64_t)loss->also_value;
         else s = score(out, y, &r->correct, NULL, NULL, &scored);
         if (s == NL_OK) s = nl_loss_backward(loss, 1.0, &gout);
-        if (s == NL_OK) s = nl_module_backward(net, gout, NULL); /* no dL/dx of the batch */
-        if (s == NL_OK && clip > 0) s = nl_clip_grad_norm(net, clip, &r->grad_norm);
-        if (s == NL_OK && (clip <= 0 || isfinite(r->grad_norm))) {
+        if (s == NL_OK) s = backward_exchange(net, gout, ex, &skip);
+        if (s == NL_OK && !skip && clip > 0) s = nl_clip_grad_norm(net, clip, &r->grad_norm);
+        if (s == NL_OK && !skip && (clip <= 0 || isfinite(r->grad_norm))) {
             s = nl_optim_step(opt);
             r->updated = s == NL_OK;
         }

@@ -14,9 +14,25 @@ typedef struct {
     bool updated;       /* the optimizer stepped (false for a non-finite loss or gradient norm) */
 } nl_step_result;
 
+/* The gradient exchange of data-parallel training (the distributed layer makes one): the one
+ * place in a training step where gradients of other processes come in, between backward and
+ * clipping. begin is called before backward with the net's parameter store, whose blocks stay
+ * put until finish; ready after each module's backward has added its parameters' gradients (an
+ * all-reduce of a bucket of the store can start there, overlapping the rest of backward); finish
+ * after backward: every gradient must then be the mean over the processes, and *skip (in: this
+ * process skips the update, its loss being non-finite; then begin and finish come without a
+ * backward) whether any process skips it, so that all update or none. Errors from begin and
+ * finish end the step (nothing updated). */
+typedef struct {
+    void *ctx;
+    nl_status (*begin)(void *ctx, nl_store *store);
+    void (*ready)(void *ctx, nl_module *m);
+    nl_status (*finish)(void *ctx, nl_store *store, bool *skip);
+} nl_grad_exchange;
+
 /* One mini-batch of training: zero the gradients, forward x through net (in whatever mode net
  * is in), loss against target y (see nl_loss_forward: i32 0-based class indices or f32), backward,
- * optionally clip the global gradient norm to clip (clip <= 0: no clipping), optimizer step.
+ * the gradient exchange ex when not NULL, optionally clip the global gradient norm to clip (clip <= 0: no clipping), optimizer step.
  * Every intermediate is released before returning, so modules reuse their output buffers and a
  * step allocates nothing after the first. The optimizer must be over net.
  * A non-finite loss (or gradient norm when clipping) skips the update: NL_OK with r->updated
@@ -24,7 +40,7 @@ typedef struct {
  * during forward or backward also leaves weights, optimizer state and the RNG stream as they were
  * (batch-norm running statistics may have moved), so the batch can be redone. */
 nl_status nl_train_step(nl_module *net, nl_loss *loss, nl_optim *opt, nl_tensor *x,
-                        nl_tensor *y, double clip, nl_step_result *r);
+                        nl_tensor *y, double clip, const nl_grad_exchange *ex, nl_step_result *r);
 
 /* Running totals of an evaluation. Zero-initialise, feed batches, read, then clear. */
 typedef struct {

@@ -37,7 +37,7 @@ static void test_train_step_allocates_nothing(void)
     for (int s = 0; s < 4; s++) {
         const int64_t before = nl_cpu_alloc_count();
         nl_step_result r;
-        CHECK(nl_train_step(net, &loss, opt, x, y, 0, &r) == NL_OK && r.updated, "step %d: %s", s,
+        CHECK(nl_train_step(net, &loss, opt, x, y, 0, NULL, &r) == NL_OK && r.updated, "step %d: %s", s,
               nl_errmsg());
         per_step[s] = nl_cpu_alloc_count() - before;
     }

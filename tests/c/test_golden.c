@@ -193,6 +193,9 @@ static void test_layers(void)
     layer_case("bn2d_train", net_make("BatchNorm2d", "c", 3.0, NULL), true);
     layer_case("bn2d_eval", net_make("BatchNorm2d", "c", 3.0, NULL), false);
     layer_case("bn1d", net_make("BatchNorm1d", "c", 6.0, NULL), true);
+    /* SyncBatchNorm in one process is BatchNorm (tests/dist checks it under several ranks). */
+    layer_case("bn2d_train", net_make("SyncBatchNorm", "c", 3.0, NULL), true);
+    layer_case("bn1d_3d", net_make("SyncBatchNorm", "c", 4.0, NULL), true);
     layer_case("relu", net_make("ReLU", NULL), true);
     layer_case("leakyrelu", net_make("LeakyReLU", "slope", 0.2, NULL), true);
     layer_case("gelu", net_make("GELU", NULL), true);

@@ -176,7 +176,7 @@ static void test_config(void)
     }
     nl_module *q = nl_module_new(&int_type, NULL);
     nl_optim *o = nl_optim_new(NL_OPTIM_SGD, q, NULL);
-    CHECK(!o && nl_errcode() == NL_EINVAL && strstr(nl_errmsg(), "(q) is not a contiguous f32"),
+    CHECK(!o && nl_errcode() == NL_EINVAL && strstr(nl_errmsg(), "(q) is not an f32 tensor"),
           "an i8 parameter is refused: %s", nl_errmsg());
     CHECK(q->refcount == 1, "and the refused optimizer holds no reference");
     nl_module_release(q);
@@ -206,19 +206,20 @@ static void test_state(void)
           "no state before the first step");
     CHECK(nl_optim_step(o) == NL_OK, "step: %s", nl_errmsg());
     CHECK(nl_optim_has_state(o), "state after it");
-    /* One block: every state view shares a storage, laid out one after the other. */
+    /* One block laid out as the parameter store: all the m, then all the v, each parameter at its
+     * offset in the store. */
     nl_storage *s = nl_optim_state(o, 0, 0)->storage;
-    size_t at = 0;
+    nl_store *store = nl_module_store(net);
+    int64_t total = store->offset[3];
     bool one_block = true;
     for (int i = 0; i < 3; i++)
         for (int k = 0; k < 2; k++) {
             nl_tensor *t = nl_optim_state(o, i, k);
-            one_block &=
-                t->storage == s && t->offset == at && nl_same_shape(t, nl_optim_param(o, i)->value);
-            at += (size_t)nl_tensor_numel(t);
+            one_block &= t->storage == s && (int64_t)t->offset == k * total + store->offset[i] &&
+                         nl_same_shape(t, nl_optim_param(o, i)->value);
         }
-    CHECK(one_block && s->bytes >= at * sizeof(float),
-          "the state is one block, in parameter order");
+    CHECK(one_block && s->bytes >= 2 * (size_t)total * sizeof(float),
+          "the state is one block, in the store's layout");
     void *before = s->ptr;
     nl_optim_step(o);
     CHECK(nl_optim_state(o, 0, 0)->storage->ptr == before, "later steps reuse the block");
@@ -238,14 +239,22 @@ static void test_state(void)
     CHECK(nl_optim_state(o, 0, 0) && nl_tensor_f32(nl_optim_state(o, 0, 0))[2] == 0.25f,
           "the first momentum buffer is the gradient");
 
-    /* The net changed under the optimizer. */
+    /* The net changed under the optimizer: the store is repacked, the momentum of the parameter
+     * that remains is carried over and the new one starts from zero. */
     nl_module *extra = nl_module_new(&vec_type, (double[]){2});
     nl_module_add(net, extra);
     nl_module_release(extra);
     float w = nl_tensor_f32(p->value)[0];
-    CHECK(nl_optim_step(o) == NL_EINVAL && strstr(nl_errmsg(), "make a new optimizer"),
-          "a changed net is refused: %s", nl_errmsg());
-    CHECK(nl_tensor_f32(p->value)[0] == w, "and nothing was updated");
+    nl_fill(p->grad, 0);
+    CHECK(nl_optim_step(o) == NL_OK && nl_optim_nparams(o) == 4, "a changed net is repacked: %s",
+          nl_errmsg());
+    CHECK(nl_tensor_f32(nl_optim_state(o, 0, 0))[2] == 0.9f * 0.25f &&
+          nl_tensor_f32(nl_optim_state(o, 3, 0))[0] == 0, "moments carried over: %g",
+          nl_tensor_f32(nl_optim_state(o, 0, 0))[2]);
+    CHECK(nl_tensor_f32(p->value)[0] != w, "and the old parameter moved on its momentum");
+    nl_store *st = nl_module_store(net);
+    CHECK(st && st->count == 4 && p->value->storage == st->values->storage &&
+          nl_optim_param(o, 3)->grad->storage == st->grads->storage, "both are views on the store");
     CHECK(nl_optim_zero_grad(o) == NL_OK && nl_tensor_f32(p->grad)[0] == 0, "zero_grad");
     nl_optim_release(o);
     nl_module_release(net);

@@ -90,7 +90,7 @@ static void test_magnitude_and_training(void)
     nl_tensor *y = nl_tensor_from_data(NL_I32, 1, &yn, (int32_t[]){0, 1, 2, 3});
     for (int s = 0; s < 3; s++) {
         nl_step_result r;
-        CHECK(nl_train_step(net, &loss, o, x, y, 0, &r) == NL_OK && r.updated, "step %s", nl_errmsg());
+        CHECK(nl_train_step(net, &loss, o, x, y, 0, NULL, &r) == NL_OK && r.updated, "step %s", nl_errmsg());
     }
     CHECK(zeros_of(fc->params[0].value) == fc_zeros, "zeros survive: %lld %lld",
           (long long)zeros_of(fc->params[0].value), (long long)fc_zeros);

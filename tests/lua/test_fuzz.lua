@@ -165,6 +165,7 @@ local BASE = {
   ["Tensor:fill"] = {make = function() return A(2) end},
   ["Tensor:to"] = {make = function() return A("i8") end},
   ["Tensor:save"] = {make = function() return A(TMP .. ".npy") end},
+  ["journal.save"] = {make = function() return A(TMP .. ".lua") end},
   ["Tensor:add"] = {make = function() return A(tensor.ones(2, 3)) end},
   ["Tensor:sub"] = {make = function() return A(1) end},
   ["Tensor:mul"] = {make = function() return A(2) end},
@@ -312,9 +313,10 @@ local BASE = {
   ["quant.report"] = {make = function() return A(quant.int8(nn.Linear(2, 2), {calibrate = tensor.randn(4, 2)})) end},
 }
 
--- Functions never called: they open windows or wait (viz.show, Canvas:show, viz.wait), or stop
--- whatever runs next (nn._interrupt).
-local SKIP = {["viz.show"] = true, ["Canvas:show"] = true, ["viz.wait"] = true, ["nn._interrupt"] = true}
+-- Functions never called: they open windows or wait (viz.show, Canvas:show, viz.wait), stop
+-- whatever runs next (nn._interrupt), or start MPI in this process (dist.init: tests/dist).
+local SKIP = {["viz.show"] = true, ["Canvas:show"] = true, ["viz.wait"] = true, ["nn._interrupt"] = true,
+              ["dist.init"] = true}
 -- Options or positions (after self) whose huge values ask for endless work rather than a bad
 -- call: fit{epochs = 1e18} trains for ever, as asked.
 local NO_HUGE = {
@@ -329,7 +331,7 @@ local PATH_FIRST = {
   ["tensor.load"] = true, ["Tensor:save"] = true, ["Module:save"] = true, ["nn.load"] = true,
   ["nn.Trainer.load"] = true, ["Trainer:save"] = true, ["data.cifar10"] = true,
   ["data.fashion_mnist"] = true, ["data.mnist"] = true, ["data.image_folder"] = true,
-  ["data.save_cifar"] = true, ["Canvas:save"] = true, ["viz.save"] = true,
+  ["data.save_cifar"] = true, ["Canvas:save"] = true, ["viz.save"] = true, ["journal.save"] = true,
 }
 -- Functions that read the real data set when given no folder: not called without one.
 local NEEDS_DIR = {["data.cifar10"] = true, ["data.fashion_mnist"] = true}
