@@ -67,7 +67,7 @@ static nl_tensor *host(lua_State *L, nl_tensor *t)
 }
 
 /* Pushes an element's value: an integer for integer dtypes, a float for f32. */
-static void push_value(lua_State *L, nl_dtype dtype, double v)
+void nl_lua_pushvalue(lua_State *L, nl_dtype dtype, double v)
 {
     if (nl_dtype_info(dtype)->is_float) lua_pushnumber(L, v);
     else lua_pushinteger(L, (lua_Integer)v);
@@ -98,8 +98,8 @@ static int64_t check_size(lua_State *L, double v, int pos, bool infer, const cha
 /* Reads a shape from the arguments first..last: sizes as numbers, or one table of them.
  * infer allows one -1 (reshape). Returns the number of dims; raises on a non-integer,
  * negative, NaN or too large size and on more than NL_MAX_DIMS dims. */
-static int check_shape(lua_State *L, int first, int last, int64_t *shape, bool infer,
-                       const char *fname)
+int nl_lua_checkshape(lua_State *L, int first, int last, int64_t *shape, bool infer,
+                      const char *fname)
 {
     bool table = first <= last && lua_type(L, first) == LUA_TTABLE;
     if (table && last > first) luaL_argerror(L, first + 1, "no sizes expected after a shape table");
@@ -125,7 +125,7 @@ static int check_shape(lua_State *L, int first, int last, int64_t *shape, bool i
 }
 
 /* A 1-based dim argument (negative counts from the end) as a 0-based dim of t. */
-static int check_dim(lua_State *L, int arg, const nl_tensor *t, const char *fname)
+int nl_lua_checkdim(lua_State *L, int arg, const nl_tensor *t, const char *fname)
 {
     lua_Integer d = luaL_checkinteger(L, arg);
     lua_Integer j = d < 0 ? d + t->ndim + 1 : d;
@@ -136,8 +136,8 @@ static int check_dim(lua_State *L, int arg, const nl_tensor *t, const char *fnam
 
 /* A 1-based index argument along dim (of size n; negative counts from the end) as 0-based.
  * past_end also allows n + 1, the empty position after the last element (slice starts). */
-static int64_t check_index(lua_State *L, int arg, int64_t n, int dim, const char *fname,
-                           bool past_end)
+int64_t nl_lua_checkindex(lua_State *L, int arg, int64_t n, int dim, const char *fname,
+                          bool past_end)
 {
     lua_Integer i = luaL_checkinteger(L, arg);
     lua_Integer j = i < 0 ? i + n + 1 : i;
@@ -155,7 +155,8 @@ static void check_indices(lua_State *L, int first, const nl_tensor *t, int64_t *
     if (given != t->ndim)
         nl_dsl_error(L, "%s: %d indices given for a %d-D tensor", fname, given < 0 ? 0 : given,
                    t->ndim);
-    for (int d = 0; d < t->ndim; d++) idx[d] = check_index(L, first + d, t->shape[d], d, fname, false);
+    for (int d = 0; d < t->ndim; d++)
+        idx[d] = nl_lua_checkindex(L, first + d, t->shape[d], d, fname, false);
 }
 
 /* ---------------------------------------------------------------- constructors ---------- */
@@ -187,7 +188,7 @@ static int make_full(lua_State *L, bool has_value, double value, const char *fna
     if (top >= 1 && lua_type(L, top) == LUA_TSTRING) dt = check_dtype(L, top--);
     if (has_value) value = luaL_checknumber(L, top > 0 ? top-- : 1);
     int64_t shape[NL_MAX_DIMS];
-    int nd = check_shape(L, 1, top, shape, false, fname);
+    int nd = nl_lua_checkshape(L, 1, top, shape, false, fname);
     nl_tensor **box = nl_lua_newbox(L);
     if (!(*box = nl_tensor_empty(dt, nd, shape, dev))) return nl_dsl_core_error(L);
     check_status(L, nl_fill(*box, value));
@@ -204,7 +205,7 @@ static int make_random(lua_State *L, bool normal, const char *fname)
     int64_t shape[NL_MAX_DIMS];
     int top = lua_gettop(L);
     nl_device dev = check_options(L, &top, NULL);
-    int nd = check_shape(L, 1, top, shape, false, fname);
+    int nd = nl_lua_checkshape(L, 1, top, shape, false, fname);
     nl_tensor **box = nl_lua_newbox(L);
     if (!(*box = nl_tensor_empty(NL_F32, nd, shape, dev))) return nl_dsl_core_error(L);
     check_status(L, normal ? nl_rand_normal(*box, 0, 1) : nl_rand_uniform(*box, 0, 1));
@@ -336,7 +337,8 @@ static int t_shape(lua_State *L)
 static int t_size(lua_State *L)
 {
     nl_tensor *t = nl_lua_checktensor(L, 1);
-    lua_pushinteger(L, t->shape[check_dim(L, 2, t, "size")]);
+    if (lua_isnoneornil(L, 2)) return t_shape(L); /* PyTorch's and Torch7's size() */
+    lua_pushinteger(L, t->shape[nl_lua_checkdim(L, 2, t, "size")]);
     return 1;
 }
 
@@ -376,7 +378,7 @@ static int t_reshape(lua_State *L)
 {
     nl_tensor *t = nl_lua_checktensor(L, 1);
     int64_t shape[NL_MAX_DIMS];
-    int nd = check_shape(L, 2, lua_gettop(L), shape, true, "reshape");
+    int nd = nl_lua_checkshape(L, 2, lua_gettop(L), shape, true, "reshape");
     nl_tensor **box = nl_lua_newbox(L);
     if (!(*box = nl_tensor_reshape(t, nd, shape))) return nl_dsl_core_error(L);
     return 1;
@@ -385,7 +387,7 @@ static int t_reshape(lua_State *L)
 static int t_transpose(lua_State *L)
 {
     nl_tensor *t = nl_lua_checktensor(L, 1);
-    int d0 = check_dim(L, 2, t, "transpose"), d1 = check_dim(L, 3, t, "transpose");
+    int d0 = nl_lua_checkdim(L, 2, t, "transpose"), d1 = nl_lua_checkdim(L, 3, t, "transpose");
     nl_tensor **box = nl_lua_newbox(L);
     if (!(*box = nl_tensor_transpose(t, d0, d1))) return nl_dsl_core_error(L);
     return 1;
@@ -403,9 +405,9 @@ static int t_t(lua_State *L)
 static int t_slice(lua_State *L)
 {
     nl_tensor *t = nl_lua_checktensor(L, 1);
-    int d = check_dim(L, 2, t, "slice");
+    int d = nl_lua_checkdim(L, 2, t, "slice");
     int64_t n = t->shape[d];
-    int64_t start = check_index(L, 3, n, d, "slice", true);
+    int64_t start = nl_lua_checkindex(L, 3, n, d, "slice", true);
     lua_Integer to = luaL_optinteger(L, 4, -1);
     lua_Integer stop = to < 0 ? to + n + 1 : to; /* inclusive 1-based end = exclusive 0-based */
     if (stop < 0 || stop > n)
@@ -457,7 +459,7 @@ static int t_get(lua_State *L)
     double v;
     check_indices(L, 2, t, idx, "get");
     check_status(L, nl_tensor_get(t, idx, &v));
-    push_value(L, t->dtype, v);
+    nl_lua_pushvalue(L, t->dtype, v);
     return 1;
 }
 
@@ -479,7 +481,7 @@ static int t_item(lua_State *L)
     double v;
     if (n != 1) nl_dsl_error(L, "item: the tensor has %I elements, expected 1", (lua_Integer)n);
     check_status(L, nl_tensor_get(t, idx, &v));
-    push_value(L, t->dtype, v);
+    nl_lua_pushvalue(L, t->dtype, v);
     return 1;
 }
 
@@ -505,7 +507,7 @@ static void push_table(lua_State *L, const nl_tensor *t, int d, int64_t *idx)
     if (d == t->ndim) {
         double v;
         check_status(L, nl_tensor_get(t, idx, &v));
-        push_value(L, t->dtype, v);
+        nl_lua_pushvalue(L, t->dtype, v);
         return;
     }
     luaL_checkstack(L, 2, "tensor too deep");
@@ -590,18 +592,27 @@ UNARY(sigmoid, NL_UN_SIGMOID)
 static int reduce(lua_State *L, nl_redop op, const char *fname)
 {
     nl_tensor *t = nl_lua_checktensor(L, 1);
+    const bool extreme = op == NL_RED_MAX || op == NL_RED_MIN;
+    if (extreme && nl_lua_totensor(L, 2)) /* max/min of two tensors: elementwise, as torch.max(a, b) */
+        return binary(L, op == NL_RED_MAX ? NL_BIN_MAX : NL_BIN_MIN);
     bool all = lua_isnoneornil(L, 2);
-    int dim = all ? -1 : check_dim(L, 2, t, fname);
+    int dim = all ? -1 : nl_lua_checkdim(L, 2, t, fname);
     bool keepdim = !all && lua_toboolean(L, 3); /* a number has no dimensions to keep */
     nl_tensor **box = nl_lua_newbox(L);
     if (!(*box = nl_reduce_new(op, t, dim, keepdim))) return nl_dsl_core_error(L);
     if (all) {
         double v;
         check_status(L, nl_tensor_get(*box, NULL, &v));
-        if (op == NL_RED_ARGMAX) lua_pushinteger(L, (lua_Integer)v + 1);
-        else push_value(L, (*box)->dtype, v);
-    } else if (op == NL_RED_ARGMAX) {
+        if (op == NL_RED_ARGMAX || op == NL_RED_ARGMIN) lua_pushinteger(L, (lua_Integer)v + 1);
+        else nl_lua_pushvalue(L, (*box)->dtype, v);
+    } else if (op == NL_RED_ARGMAX || op == NL_RED_ARGMIN) {
         check_status(L, nl_binary_scalar(NL_BIN_ADD, *box, *box, 1, false));
+    } else if (extreme) { /* values and 1-based indices, as PyTorch's (values, indices) */
+        nl_tensor **idx = nl_lua_newbox(L);
+        if (!(*idx = nl_reduce_new(op == NL_RED_MAX ? NL_RED_ARGMAX : NL_RED_ARGMIN, t, dim, keepdim)))
+            return nl_dsl_core_error(L);
+        check_status(L, nl_binary_scalar(NL_BIN_ADD, *idx, *idx, 1, false));
+        return 2;
     }
     return 1;
 }
@@ -613,6 +624,7 @@ REDUCE(mean, NL_RED_MEAN)
 REDUCE(max, NL_RED_MAX)
 REDUCE(min, NL_RED_MIN)
 REDUCE(argmax, NL_RED_ARGMAX)
+REDUCE(argmin, NL_RED_ARGMIN)
 
 static int t_matmul(lua_State *L)
 {
@@ -832,7 +844,8 @@ static const nl_dsl_fn tensor_fns[] = {
 static const nl_dsl_fn tensor_methods[] = {
     {"shape", t_shape, "t:shape() -> {sizes}", "The sizes of t's dims as a table.",
      "tensor.zeros(2, 3):shape()"},
-    {"size", t_size, "t:size(dim) -> n", "The size of one dim (1-based; negative counts from the end).",
+    {"size", t_size, "t:size([dim]) -> n | {sizes}",
+     "The size of one dim (1-based; negative counts from the end); without dim, all of them (as shape).",
      "tensor.zeros(2, 3):size(2)"},
     {"dim", t_dim, "t:dim() -> n", "The number of dims.", "tensor.zeros(2, 3):dim()"},
     {"numel", t_numel, "t:numel() -> n", "The number of elements.", "tensor.zeros(2, 3):numel()"},
@@ -919,15 +932,20 @@ static const nl_dsl_fn tensor_methods[] = {
      "tensor.from{{1, 2}, {3, 4}}:sum(1)"},
     {"mean", t_mean, "t:mean([dim [, keepdim]]) -> number | Tensor",
      "The mean of all elements, or along a dim (as sum).", "tensor.from{{1, 2}, {3, 4}}:mean(2, true)"},
-    {"max", t_max, "t:max([dim [, keepdim]]) -> number | Tensor",
-     "The largest element, or the largest along a dim (as sum; argmax gives where).",
-     "tensor.from{{1, 5}, {3, 4}}:max(2)"},
-    {"min", t_min, "t:min([dim [, keepdim]]) -> number | Tensor",
-     "The smallest element, or the smallest along a dim (as sum).",
-     "tensor.from{{1, 5}, {3, 4}}:min()"},
+    {"max", t_max, "t:max([dim [, keepdim]] | other) -> number | values, indices | Tensor",
+     "The largest element; along a dim the largest values and their 1-based indices (i32), as "
+     "PyTorch's max(dim); with a tensor, the elementwise larger of the two (as maximum).",
+     "local v, i = tensor.from{{1, 5}, {3, 4}}:max(2)"},
+    {"min", t_min, "t:min([dim [, keepdim]] | other) -> number | values, indices | Tensor",
+     "The smallest element; along a dim the smallest values and their 1-based indices; with a "
+     "tensor, the elementwise smaller of the two.",
+     "tensor.from{{1, 5}, {3, 4}}:min(tensor.full({2, 2}, 2))"},
     {"argmax", t_argmax, "t:argmax([dim [, keepdim]]) -> integer | Tensor (i32)",
      "The 1-based flat index of the largest element, or 1-based indices of the largest along a dim.",
      "tensor.from{{1, 5}, {3, 4}}:argmax(2)"},
+    {"argmin", t_argmin, "t:argmin([dim [, keepdim]]) -> integer | Tensor (i32)",
+     "The 1-based flat index of the smallest element, or 1-based indices of the smallest along a dim.",
+     "tensor.from{{1, 5}, {3, 4}}:argmin(1)"},
     {"matmul", t_matmul, "t:matmul(b) -> Tensor",
      "Matrix product (as tensor.matmul): 1-D, 2-D and batched 3-D f32 tensors.",
      "tensor.ones(2, 3):matmul(tensor.ones(3))"},
@@ -958,9 +976,10 @@ int nl_open_tensor(lua_State *L)
         lua_pushcfunction(L, f->fn);
         lua_setfield(L, -2, f->name);
     }
-    lua_setfield(L, -2, "__index"); /* a plain table: the REPL completes methods from it */
+    lua_setfield(L, -2, "methods"); /* the REPL completes methods from it; __index reads it */
     lua_pop(L, 1);
     nl_dsl_register(L, "tensor", tensor_fns);
     nl_dsl_register_methods(L, NL_TENSOR_MT, tensor_methods);
+    nl_open_tensor_ops(L);
     return 0;
 }

@@ -12,6 +12,8 @@ print("shape:", table.concat(x:shape(), " x "), "dtype:", x:dtype())
 local row2 = x:slice(1, 2, 2)        -- the second row (1-based, inclusive)
 row2:fill(-1)
 print("after filling row 2 with -1:", x)
+print("x[3] is the third row, also a view:", x[3])
+x[3][1] = 12                         -- writes through to x
 
 -- Broadcasting: a row of 4 numbers is added to every row of x.
 local bias = tensor.from{10, 20, 30, 40}
@@ -19,8 +21,9 @@ print("x + bias =", x + bias)
 
 -- Reductions along a dimension: 1 = down the rows, 2 = across the columns.
 print("column sums:", x:sum(1))
-print("row maxima:", x:max(2))
-print("argmax of each row:", x:argmax(2))
+local values, where = x:max(2)        -- as in PyTorch: the maxima and where they are
+print("row maxima:", values, "at columns:", where)
+print("softmax of each row:", x:softmax(2))
 
 -- Matrix product: a linear layer is y = x W^T + b.
 local W = tensor.randn(2, 4)

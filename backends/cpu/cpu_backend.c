@@ -1,6 +1,6 @@
 /* cpu_backend.c: the CPU backend's vtable: 64-byte aligned host memory, host copies, and
  * dispatch of each opcode to its kernel (cpu_elementwise.c, cpu_reduce.c, cpu_matmul.c, the layer
- * kernels in <layer>.c, sparse.c). */
+ * kernels in <layer>.c, sparse.c, cpu_index.c). */
 #include "cpu/cpu.h"
 #include "cpu_kernels.h"
 
@@ -73,6 +73,10 @@ static nl_status (*const kernels[NL_OPCODE_COUNT])(const nl_op *op) = {
     [NL_OP_FAKEQUANT] = nl_cpu_fakequant,
     [NL_OP_SPCONV2D] = nl_cpu_spconv2d,
     [NL_OP_SPLINEAR] = nl_cpu_splinear,
+    [NL_OP_WHERE] = cpu_where,
+    [NL_OP_GATHER] = cpu_gather,
+    [NL_OP_CUMSUM] = cpu_cumsum,
+    [NL_OP_SORT] = cpu_sort,
 };
 
 static bool cpu_supports(nl_backend *be NL_UNUSED, const nl_op *op)

@@ -12,7 +12,7 @@ enum {
     CPU_RUN = 2048,         /* longest run the iterator hands a run function (bounds stack buffers) */
     CPU_PAR_MIN = 32768,    /* fewer elements than this stay on one thread */
     CPU_RED_BLOCK = 4096,   /* reductions combine partial results of blocks this long, in order */
-    CPU_MAX_OPS = 3,        /* operands of one iteration (dst first) */
+    CPU_MAX_OPS = 4,        /* operands of one iteration (dst first) */
 };
 
 /* The types kernels compute in: the dtypes, plus f64 for comparisons of mixed dtypes. */
@@ -124,5 +124,9 @@ nl_status cpu_unary(const nl_op *op);
 nl_status cpu_rand(const nl_op *op);
 nl_status cpu_reduce(const nl_op *op);
 nl_status cpu_matmul(const nl_op *op);
+nl_status cpu_where(const nl_op *op);  /* cpu_index.c */
+nl_status cpu_gather(const nl_op *op);
+nl_status cpu_cumsum(const nl_op *op);
+nl_status cpu_sort(const nl_op *op);
 
 #endif

@@ -1,4 +1,4 @@
-/* cpu_reduce.c: the CPU's reductions (sum, mean, max, min, argmax over one dimension or all).
+/* cpu_reduce.c: the CPU's reductions (sum, mean, max, min, argmax, argmin over one dimension or all).
  * Results never depend on the thread count: each output is reduced in fixed blocks of
  * CPU_RED_BLOCK elements whose partial results are combined in order, whoever computes them. */
 #include "cpu_kernels.h"
@@ -87,7 +87,7 @@ static const cpu_run_fn red_runs[KIND_COUNT][NL_DTYPE_COUNT] = {
 };
 static const red_kind redop_kind[NL_REDOP_COUNT] = {
     [NL_RED_SUM] = KIND_SUM, [NL_RED_MEAN] = KIND_SUM, [NL_RED_MAX] = KIND_MAX,
-    [NL_RED_MIN] = KIND_MIN, [NL_RED_ARGMAX] = KIND_MAX,
+    [NL_RED_MIN] = KIND_MIN, [NL_RED_ARGMAX] = KIND_MAX, [NL_RED_ARGMIN] = KIND_MIN,
 };
 
 static void acc_init(red_acc *a, int64_t w, int64_t sv)
@@ -180,7 +180,7 @@ static void reduce_group(const red_plan *p, int64_t g, const double *part_v, con
     const int64_t step = (p->ond ? p->os_dst[p->ond - 1] : 0) * (int64_t)p->dst_size;
     for (int64_t j = 0; j < w; j++) {
         double v = p->rop == NL_RED_MEAN ? total.v[j] / (double)p->len
-                 : p->rop == NL_RED_ARGMAX ? (double)total.i[j] : total.v[j];
+                 : p->rop == NL_RED_ARGMAX || p->rop == NL_RED_ARGMIN ? (double)total.i[j] : total.v[j];
         cpu_store((cpu_ctype)p->dt, dst + j * step, v);
     }
 }

@@ -202,6 +202,8 @@ static inline float *nl_tensor_f32(const nl_tensor *t) { return (float *)nl_tens
 char *nl_shape_str(char *buf, size_t n, int ndim, const int64_t *shape);
 bool nl_same_shape(const nl_tensor *a, const nl_tensor *b);
 
+/* NL_OK when 0 <= dim < ndim, else NL_EINVAL with "fn: dimension <dim+1> out of range ...". */
+nl_status nl_check_dim(const char *fn, int dim, int ndim);
 /* Views share storage (new reference to a new tensor header). shape may contain one -1. */
 nl_tensor *nl_tensor_reshape(nl_tensor *t, int ndim, const int64_t *shape);
 nl_tensor *nl_tensor_transpose(nl_tensor *t, int d0, int d1);        /* 0-based dims */
@@ -253,7 +255,9 @@ typedef enum {
 /* Activations that are not unary ops, numbered after them (NL_OP_ACT, NL_OP_ACT_BWD's i[0]). */
 typedef enum { NL_ACT_LEAKY_RELU = NL_UNOP_COUNT, NL_ACT_GELU, NL_ACT_SOFTMAX } nl_act;
 
-typedef enum { NL_RED_SUM, NL_RED_MEAN, NL_RED_MAX, NL_RED_MIN, NL_RED_ARGMAX, NL_REDOP_COUNT } nl_redop;
+typedef enum {
+    NL_RED_SUM, NL_RED_MEAN, NL_RED_MAX, NL_RED_MIN, NL_RED_ARGMAX, NL_RED_ARGMIN, NL_REDOP_COUNT
+} nl_redop;
 
 const char *nl_binop_name(nl_binop op);
 const char *nl_unop_name(nl_unop op);
@@ -351,6 +355,19 @@ typedef enum {
     NL_OP_SPLINEAR,         /* dst[M,O] = x src[0][M,K] W^T + bias, x and dst contiguous; aux f32
                                [T, 16*K] is a workspace, a slice per thread (T >= 1; may be NULL
                                when M < 16) (CPU) */
+    /* Selection and scans (core/tensor/index.c, math.c; kernels in backends/cpu/cpu_index.c). */
+    NL_OP_WHERE,            /* dst = src[0] != 0 ? src[1] : src[2] elementwise; src[0] u8, src[1] and
+                               src[2] of dst's dtype, all three broadcast to dst's shape by strides */
+    NL_OP_GATHER,           /* dst[.., j, ..] = src[0][.., idx[.., j, ..] - i[1], ..] along dim i[0],
+                               with idx src[1] (any dtype, whole numbers) of dst's shape, whose other
+                               dims index src[0] directly; NL_EINVAL naming the first index outside
+                               [i[1], i[1] + size) or not whole (counted from i[1]) */
+    NL_OP_CUMSUM,           /* dst = the running sum of src[0] along dim i[0] (same shape; sums in
+                               double, converted to dst's dtype) */
+    NL_OP_SORT,             /* dst values and aux (i32) indices + i[2] of the first dst.shape[i[0]]
+                               elements of each line of src[0] along dim i[0] in order: i[1]=1
+                               descending, 0 ascending; NaN counts as the largest value; equal
+                               values keep their order (stable) */
     NL_OPCODE_COUNT
 } nl_opcode;
 
@@ -386,11 +403,14 @@ nl_status nl_matmul_ex(nl_tensor *dst, const nl_tensor *a, const nl_tensor *b, b
  * With a scalar s, an integer tensor keeps its dtype when s is a whole number in its range, else
  * widens to i32 (s fits there) or f32. Unary functions other than neg/abs/relu give f32. */
 nl_tensor *nl_binary_new(nl_binop op, const nl_tensor *a, const nl_tensor *b);
+/* The dtype arithmetic on a and b gives (before the division and comparison rules): a when both
+ * agree, f32 when either is f32, else i32. */
+nl_dtype nl_promote(nl_dtype a, nl_dtype b);
 nl_tensor *nl_binary_scalar_new(nl_binop op, const nl_tensor *a, double s, bool scalar_first);
 nl_tensor *nl_unary_new(nl_unop op, const nl_tensor *a);
 /* dim: 0-based, or -1 for all elements (result is a 0-d tensor, ndim 0). keepdim keeps the
- * reduced dimension with size 1. argmax returns i32 indices (0-based). sum/mean of integer
- * tensors return f32. */
+ * reduced dimension with size 1. argmax and argmin return i32 indices (0-based; of equal values
+ * the first). sum/mean of integer tensors return f32. */
 nl_tensor *nl_reduce_new(nl_redop op, const nl_tensor *a, int dim, bool keepdim);
 /* 1-D and 2-D, and batched 3-D (B,M,K)x(B,K,N) or broadcast (M,K)x(B,K,N); f32 only.
  * Shape errors name both shapes. */
@@ -402,6 +422,67 @@ nl_status nl_broadcast_shape(const char *ctx, const nl_tensor *a, const nl_tenso
                              int *out_ndim, int64_t *out_shape);
 /* A view of t expanded (stride 0) to shape; NL_ESHAPE if not broadcastable. */
 nl_tensor *nl_tensor_expand(nl_tensor *t, int ndim, const int64_t *shape);
+
+/* ---------------------------------------------------------------- shape operations ------ */
+
+/* core/tensor/shape.c. Dims are 0-based. Views (select, unsqueeze, squeeze, view, expand, and
+ * flatten of a contiguous tensor) share t's storage; the others return new contiguous tensors.
+ * All return a new reference or NULL with the error set (NL_EINVAL for a dim out of range,
+ * NL_ESHAPE for shapes that do not fit; messages name the operation). */
+/* A new header on t's storage: any offset, shape and strides (NULL: contiguous); the caller
+ * keeps them inside the storage. */
+nl_tensor *nl_tensor_strided_view(nl_tensor *t, size_t offset, int ndim, const int64_t *shape,
+                                  const int64_t *strides);
+/* Entry i of dim (that dim removed): the 1-D case gives a 0-d tensor. */
+nl_tensor *nl_tensor_select(nl_tensor *t, int dim, int64_t i);
+/* A size-1 dim inserted at position dim (0..ndim). */
+nl_tensor *nl_tensor_unsqueeze(nl_tensor *t, int dim);
+/* dim < 0: every size-1 dim removed; else dim removed when its size is 1 (t's shape otherwise). */
+nl_tensor *nl_tensor_squeeze(nl_tensor *t, int dim);
+/* As nl_tensor_reshape (one size may be -1) but never a copy: NL_ESHAPE if t is not contiguous. */
+nl_tensor *nl_tensor_view(nl_tensor *t, int ndim, const int64_t *shape);
+/* Dims start..end (inclusive) merged into one: a view when t is contiguous, else a copy. */
+nl_tensor *nl_tensor_flatten(nl_tensor *t, int start, int end);
+/* t tiled reps[d] times along each dim (PyTorch's repeat): nreps >= ndim, t's shape is padded
+ * with leading 1s to nreps dims. */
+nl_tensor *nl_tensor_repeat(const nl_tensor *t, int nreps, const int64_t *reps);
+/* The n tensors joined along an existing dim (cat) or a new one (stack, dim 0..ndim); their
+ * dtypes promote as arithmetic does; all on one device. */
+nl_tensor *nl_tensor_cat(int n, const nl_tensor *const *ts, int dim);
+nl_tensor *nl_tensor_stack(int n, const nl_tensor *const *ts, int dim);
+
+/* ---------------------------------------------------------------- selection and math ---- */
+
+/* core/tensor/index.c and math.c: allocating forms, each a new reference (contiguous, on the
+ * input's device) or NULL with the error set. dim is 0-based. Index tensors may have any dtype
+ * holding whole numbers that count from base (0 in C, 1 from Lua); indices out of range are
+ * NL_EINVAL errors that name them (counted from base). */
+/* cond ? a : b elementwise (cond u8, broadcast as arithmetic; a and b promote). */
+nl_tensor *nl_where_new(const nl_tensor *cond, const nl_tensor *a, const nl_tensor *b);
+/* t with v where mask (u8, broadcastable to t's shape) is nonzero; t's dtype. */
+nl_tensor *nl_masked_fill_new(const nl_tensor *t, const nl_tensor *mask, double v);
+/* out[..j..] = t[..index[..j..]..] along dim: index has t's ndim, sizes <= t's in other dims. */
+nl_tensor *nl_gather_new(const nl_tensor *t, int dim, const nl_tensor *index, int base);
+/* The entries index (1-D) of dim, in that order. */
+nl_tensor *nl_index_select_new(const nl_tensor *t, int dim, const nl_tensor *index, int base);
+/* The k largest (largest) or smallest entries along dim, in order, and their indices (i32,
+ * counted from base); k = -1: all of them (sort). Equal values keep their order. */
+nl_status nl_sort_new(const nl_tensor *t, int dim, int64_t k, bool largest, int base,
+                      nl_tensor **values, nl_tensor **indices);
+/* Running sum along dim: f32 for f32 tensors, i32 for integer ones. */
+nl_tensor *nl_cumsum_new(const nl_tensor *t, int dim);
+/* Softmax or log-softmax along dim (f32; integer tensors are converted). */
+nl_tensor *nl_softmax_new(const nl_tensor *t, int dim, bool log);
+/* max(min(t, lo), hi) with NaN bounds meaning none (PyTorch's clamp: hi wins over lo). */
+nl_tensor *nl_clamp_new(const nl_tensor *t, double lo, double hi);
+/* The p-norm over dim (-1: all elements, a 0-d result), as torch.norm: p = inf is max |x|,
+ * -inf min |x|, 0 the count of nonzeros. f32. */
+nl_tensor *nl_norm_new(const nl_tensor *t, double p, int dim, bool keepdim);
+/* Variance (or standard deviation) over dim (-1: all), divided by n - correction (1: unbiased).
+ * f32. */
+nl_tensor *nl_var_new(const nl_tensor *t, int dim, bool keepdim, int correction, bool std);
+/* The outer product of two 1-D tensors: [n, m]. */
+nl_tensor *nl_outer_new(const nl_tensor *a, const nl_tensor *b);
 
 /* ---------------------------------------------------------------- random numbers -------- */
 

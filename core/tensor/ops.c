@@ -20,7 +20,7 @@ static const char *const unop_names[] = {
 };
 static const char *const redop_names[] = {
     [NL_RED_SUM] = "sum", [NL_RED_MEAN] = "mean", [NL_RED_MAX] = "max", [NL_RED_MIN] = "min",
-    [NL_RED_ARGMAX] = "argmax",
+    [NL_RED_ARGMAX] = "argmax", [NL_RED_ARGMIN] = "argmin",
 };
 static const char *const opcode_names[] = {
     [NL_OP_FILL] = "fill",
@@ -56,6 +56,10 @@ static const char *const opcode_names[] = {
     [NL_OP_FAKEQUANT] = "fakequant",
     [NL_OP_SPCONV2D] = "spconv2d",
     [NL_OP_SPLINEAR] = "splinear",
+    [NL_OP_WHERE] = "where",
+    [NL_OP_GATHER] = "gather",
+    [NL_OP_CUMSUM] = "cumsum",
+    [NL_OP_SORT] = "sort",
 };
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 _Static_assert(COUNT(binop_names) == NL_BINOP_COUNT, "one name per binop");
@@ -114,7 +118,7 @@ nl_status nl_op_exec(const nl_op *op)
 /* ---------------------------------------------------------------- promotion ------------- */
 
 /* Arithmetic on two dtypes: f32 with anything is f32, mixed integers are i32. */
-static nl_dtype promote(nl_dtype a, nl_dtype b)
+nl_dtype nl_promote(nl_dtype a, nl_dtype b)
 {
     return a == b ? a : a == NL_F32 || b == NL_F32 ? NL_F32 : NL_I32;
 }
@@ -123,7 +127,7 @@ static nl_dtype promote(nl_dtype a, nl_dtype b)
 static nl_dtype binary_result(nl_binop op, nl_dtype a, nl_dtype b)
 {
     if (nl_binop_is_compare(op)) return NL_U8;
-    nl_dtype t = promote(a, b);
+    nl_dtype t = nl_promote(a, b);
     return op == NL_BIN_DIV && t != NL_F32 ? NL_F32 : t;
 }
 
@@ -182,28 +186,27 @@ static bool expand_header(nl_tensor *out, const nl_tensor *t, int ndim, const in
     return true;
 }
 
-/* A new reference to a view of t expanded to shape; NULL with NL_ESHAPE if t does not broadcast
- * to it (or with the view constructor's error). Writing through the view writes shared elements. */
+/* A new reference to a view of t expanded to shape; a size of -1 keeps t's size there (not for
+ * new leading dims). NULL with NL_ESHAPE if t does not broadcast to it (or with the view
+ * constructor's error). Writing through the view writes shared elements. */
 nl_tensor *nl_tensor_expand(nl_tensor *t, int ndim, const int64_t *shape)
 {
     nl_tensor h;
-    if (!expand_header(&h, t, ndim, shape)) {
+    int64_t want[NL_MAX_DIMS];
+    bool ok = ndim >= t->ndim && ndim <= NL_MAX_DIMS;
+    for (int d = 0; ok && d < ndim; d++) {
+        int s = d - (ndim - t->ndim);
+        want[d] = shape[d] == -1 && s >= 0 ? t->shape[s] : shape[d];
+        ok = want[d] >= 0;
+    }
+    if (!ok || !expand_header(&h, t, ndim, want)) {
         char s1[SHAPE_STR], s2[SHAPE_STR];
         nl_seterr(NL_ESHAPE, "expand: shape %s cannot expand to %s",
                   nl_shape_str(s1, sizeof s1, t->ndim, t->shape),
-                  nl_shape_str(s2, sizeof s2, ndim < 0 ? 0 : ndim, shape));
+                  nl_shape_str(s2, sizeof s2, ndim < 0 ? 0 : ndim > NL_MAX_DIMS ? NL_MAX_DIMS : ndim, shape));
         return NULL;
     }
-    int perm[NL_MAX_DIMS];
-    for (int d = 0; d < t->ndim; d++) perm[d] = d;
-    nl_tensor *v = nl_tensor_permute(t, perm); /* a fresh header on t's storage, then reshaped */
-    if (!v) return NULL;
-    v->ndim = h.ndim;
-    for (int d = 0; d < h.ndim; d++) {
-        v->shape[d] = h.shape[d];
-        v->strides[d] = h.strides[d];
-    }
-    return v;
+    return nl_tensor_strided_view(t, t->offset, h.ndim, h.shape, h.strides);
 }
 
 /* ---------------------------------------------------------------- into a destination ---- */
@@ -462,11 +465,12 @@ nl_tensor *nl_reduce_new(nl_redop op, const nl_tensor *a, int dim, bool keepdim)
                   nl_shape_str(s1, sizeof s1, a->ndim, a->shape));
         return NULL;
     }
-    if (op == NL_RED_ARGMAX && len > INT32_MAX) {
-        nl_seterr(NL_EINVAL, "argmax: %lld elements are more than i32 indices can address", (long long)len);
+    const bool arg = op == NL_RED_ARGMAX || op == NL_RED_ARGMIN;
+    if (arg && len > INT32_MAX) {
+        nl_seterr(NL_EINVAL, "%s: %lld elements are more than i32 indices can address", name, (long long)len);
         return NULL;
     }
-    nl_dtype dt = op == NL_RED_ARGMAX ? NL_I32 : op == NL_RED_SUM || op == NL_RED_MEAN ? NL_F32 : a->dtype;
+    nl_dtype dt = arg ? NL_I32 : op == NL_RED_SUM || op == NL_RED_MEAN ? NL_F32 : a->dtype;
     nl_tensor *out = nl_tensor_empty(dt, nd, shape, nl_tensor_device(a));
     if (!out) return NULL;
     nl_op o = {.code = NL_OP_REDUCE, .dst = out, .src = {a}, .i = {op, dim}};

@@ -235,11 +235,11 @@ bool nl_same_shape(const nl_tensor *a, const nl_tensor *b)
 
 /* ---------------------------------------------------------------- views ----------------- */
 
-static nl_status check_dim(const char *fn, const nl_tensor *t, int dim)
+nl_status nl_check_dim(const char *fn, int dim, int ndim)
 {
-    if (dim < 0 || dim >= t->ndim)
+    if (dim < 0 || dim >= ndim)
         return nl_seterr(NL_EINVAL, "%s: dimension %d out of range for a tensor with %d dimensions",
-                         fn, dim + 1, t->ndim);
+                         fn, dim + 1, ndim);
     return NL_OK;
 }
 
@@ -316,7 +316,7 @@ nl_tensor *nl_tensor_permute(nl_tensor *t, const int *perm)
 
 nl_tensor *nl_tensor_transpose(nl_tensor *t, int d0, int d1)
 {
-    if (check_dim("transpose", t, d0) != NL_OK || check_dim("transpose", t, d1) != NL_OK)
+    if (nl_check_dim("transpose", d0, t->ndim) != NL_OK || nl_check_dim("transpose", d1, t->ndim) != NL_OK)
         return NULL;
     int perm[NL_MAX_DIMS];
     for (int d = 0; d < t->ndim; d++) perm[d] = d;
@@ -327,7 +327,7 @@ nl_tensor *nl_tensor_transpose(nl_tensor *t, int d0, int d1)
 
 nl_tensor *nl_tensor_slice(nl_tensor *t, int dim, int64_t start, int64_t stop)
 {
-    if (check_dim("slice", t, dim) != NL_OK) return NULL;
+    if (nl_check_dim("slice", dim, t->ndim) != NL_OK) return NULL;
     if (start < 0 || stop > t->shape[dim] || start > stop) {
         nl_seterr(NL_EINVAL, "slice: range %lld..%lld out of range for dimension %d of size %lld",
                   (long long)start + 1, (long long)stop, dim + 1, (long long)t->shape[dim]);
@@ -337,6 +337,16 @@ nl_tensor *nl_tensor_slice(nl_tensor *t, int dim, int64_t start, int64_t stop)
                               t->ndim, t->shape, t->strides);
     if (v) v->shape[dim] = stop - start;
     return v;
+}
+
+nl_tensor *nl_tensor_strided_view(nl_tensor *t, size_t offset, int ndim, const int64_t *shape,
+                                  const int64_t *strides)
+{
+    if (ndim < 0 || ndim > NL_MAX_DIMS) {
+        nl_seterr(NL_EINVAL, "view: %d dimensions requested, at most %d are supported", ndim, NL_MAX_DIMS);
+        return NULL;
+    }
+    return header_new(t->storage, offset, t->dtype, ndim, shape, strides);
 }
 
 nl_tensor *nl_tensor_contiguous(nl_tensor *t)

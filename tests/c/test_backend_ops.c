@@ -412,6 +412,75 @@ static void check_cpu_only(void)
     nl_module_release(q);
 }
 
+/* Selection, scans and the shape operations built on copies, on views of every kind: where,
+ * masked_fill, gather, index_select, sort, topk, cumsum, softmax along each dim, norm, var, cat,
+ * stack, repeat. Index errors too: the kernel finds them on the device. */
+static void check_selection(void)
+{
+    const nl_dtype dts[] = {NL_F32, NL_I32, NL_U8};
+    for (int v = 0; v < 3; v++)
+        for (size_t t = 0; t < 3; t++) {
+            nl_tensor *a = pattern(dts[t], 3, SHAPE(5, 4, 3), 21), *ad = on_dev(a);
+            nl_tensor *b = pattern(NL_F32, 1, SHAPE(3), 22), *bd = on_dev(b);
+            nl_tensor *av = view(a, v), *adv = view(ad, v);
+            nl_tensor *mc = nl_binary_scalar_new(NL_BIN_GT, av, 0, false), *md = nl_binary_scalar_new(NL_BIN_GT, adv, 0, false);
+            nl_tensor *pairs[][2] = {
+                {nl_where_new(mc, av, b), nl_where_new(md, adv, bd)},
+                {nl_masked_fill_new(av, mc, -7), nl_masked_fill_new(adv, md, -7)},
+                {nl_cumsum_new(av, 0), nl_cumsum_new(adv, 0)},
+                {nl_cumsum_new(av, 2), nl_cumsum_new(adv, 2)},
+                {nl_softmax_new(av, 0, false), nl_softmax_new(adv, 0, false)},
+                {nl_softmax_new(av, 1, true), nl_softmax_new(adv, 1, true)},
+                {nl_norm_new(av, 3, 1, false), nl_norm_new(adv, 3, 1, false)},
+                {nl_var_new(av, -1, false, 1, true), nl_var_new(adv, -1, false, 1, true)},
+                {nl_tensor_repeat(av, 4, SHAPE(2, 1, 3, 2)), nl_tensor_repeat(adv, 4, SHAPE(2, 1, 3, 2))},
+                {nl_tensor_cat(2, (const nl_tensor *[]){av, av}, 1), nl_tensor_cat(2, (const nl_tensor *[]){adv, adv}, 1)},
+                {nl_tensor_stack(2, (const nl_tensor *[]){av, av}, 3), nl_tensor_stack(2, (const nl_tensor *[]){adv, adv}, 3)},
+            };
+            const char *names[] = {"where", "masked_fill", "cumsum", "cumsum", "softmax", "log_softmax", "norm",
+                                   "std", "repeat", "cat", "stack"};
+            for (size_t k = 0; k < sizeof pairs / sizeof pairs[0]; k++) {
+                same(pairs[k][0], pairs[k][1], names[k]);
+                nl_tensor_release(pairs[k][0]);
+                nl_tensor_release(pairs[k][1]);
+            }
+            for (int dim = 0; dim < 3; dim++) { /* sort and topk, both ways; gather what sort found */
+                for (int largest = 0; largest < 2; largest++) {
+                    nl_tensor *vc, *ic, *vd, *id;
+                    const int64_t k = largest ? 2 : -1;
+                    nl_status sc = nl_sort_new(av, dim, k, largest, 1, &vc, &ic);
+                    nl_status sd = nl_sort_new(adv, dim, k, largest, 1, &vd, &id);
+                    CHECK(sc == NL_OK && sd == NL_OK, "sort on both: %s", nl_errmsg());
+                    if (sc != NL_OK || sd != NL_OK) continue;
+                    same(vc, vd, largest ? "topk values" : "sort values");
+                    same(ic, id, largest ? "topk indices" : "sort indices");
+                    nl_tensor *gc = nl_gather_new(av, dim, ic, 1), *gd = nl_gather_new(adv, dim, id, 1);
+                    same(gc, gd, "gather");
+                    same(vc, gd, "gather of sort's indices gives sort's values");
+                    nl_tensor *row = nl_tensor_select(ic, dim, 0), *rowd = nl_tensor_select(id, dim, 0);
+                    nl_tensor *line = row ? nl_tensor_reshape(row, 1, SHAPE(-1)) : NULL;
+                    nl_tensor *lined = rowd ? nl_tensor_reshape(rowd, 1, SHAPE(-1)) : NULL;
+                    nl_tensor *sc2 = nl_index_select_new(av, dim, line, 1), *sd2 = nl_index_select_new(adv, dim, lined, 1);
+                    same(sc2, sd2, "index_select");
+                    nl_tensor *rows[] = {vc, ic, vd, id, gc, gd, row, rowd, line, lined, sc2, sd2};
+                    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) nl_tensor_release(rows[r]);
+                }
+            }
+            nl_tensor *rows[] = {a, ad, b, bd, av, adv, mc, md};
+            for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) nl_tensor_release(rows[r]);
+        }
+    /* an index out of range is found by the device's kernel and named */
+    nl_tensor *xc = pattern(NL_F32, 2, SHAPE(2, 3), 23), *x = on_dev(xc);
+    nl_tensor *ix = nl_tensor_zeros(NL_I32, 2, SHAPE(2, 1), dev);
+    nl_fill(ix, 5);
+    nl_clearerr();
+    CHECK(!nl_gather_new(x, 1, ix, 1) && nl_errcode() == NL_EINVAL && strstr(nl_errmsg(), "index 5 out of range"),
+          "gather on %s: a bad index is named: %s", nl_device_name(dev), nl_errmsg());
+    nl_tensor_release(ix);
+    nl_tensor_release(x);
+    nl_tensor_release(xc);
+}
+
 /* Which check covers each opcode (a new opcode without a check fails the test). */
 static void (*const coverage[NL_OPCODE_COUNT])(void) = {
     [NL_OP_FILL] = check_fill_copy, [NL_OP_COPY] = check_fill_copy,
@@ -430,6 +499,8 @@ static void (*const coverage[NL_OPCODE_COUNT])(void) = {
     [NL_OP_QPOOL2D] = check_cpu_only, [NL_OP_INT4_DEQUANT] = check_cpu_only,
     [NL_OP_INT4_LINEAR] = check_cpu_only, [NL_OP_INT4_CONV2D] = check_cpu_only,
     [NL_OP_SPCONV2D] = check_cpu_only, [NL_OP_SPLINEAR] = check_cpu_only,
+    [NL_OP_WHERE] = check_selection, [NL_OP_GATHER] = check_selection, [NL_OP_CUMSUM] = check_selection,
+    [NL_OP_SORT] = check_selection,
 };
 
 static void run_all_ops(void)

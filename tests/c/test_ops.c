@@ -269,7 +269,7 @@ static void check_reduce(nl_redop op, const nl_tensor *a, int dim, bool keepdim,
             shape[nd++] = a->shape[d];
         }
     }
-    nl_dtype rt = op == NL_RED_ARGMAX ? NL_I32 : op == NL_RED_SUM || op == NL_RED_MEAN ? NL_F32 : a->dtype;
+    nl_dtype rt = op == NL_RED_ARGMAX || op == NL_RED_ARGMIN ? NL_I32 : op == NL_RED_SUM || op == NL_RED_MEAN ? NL_F32 : a->dtype;
     CHECK(shape_is(r, nd, shape), "%s %s dim %d keepdim %d: result shape", name, label, dim, keepdim);
     CHECK(r->dtype == rt, "%s %s: dtype %s, expected %s", name, label, dn(r->dtype), dn(rt));
     int64_t len = dim < 0 ? nl_tensor_numel(a) : a->shape[dim], bad = 0;
@@ -293,11 +293,11 @@ static void check_reduce(nl_redop op, const nl_tensor *a, int dim, bool keepdim,
             }
             double v = at(a, idx);
             sum += v;
-            bool better = op == NL_RED_MIN ? v < best : v > best;
+            bool better = op == NL_RED_MIN || op == NL_RED_ARGMIN ? v < best : v > best;
             if (besti < 0 || (!isnan(best) && (isnan(v) || better))) best = v, besti = i;
         }
         double want = op == NL_RED_SUM ? (float)sum : op == NL_RED_MEAN ? (float)(sum / (double)len)
-                    : op == NL_RED_ARGMAX ? (double)besti : best;
+                    : op == NL_RED_ARGMAX || op == NL_RED_ARGMIN ? (double)besti : best;
         double got = flat(r, o);
         if (!same(got, want) && bad++ == 0)
             printf("  %s %s dim %d: output %lld: %.9g, expected %.9g\n", name, label, dim, (long long)o, got, want);
@@ -1174,6 +1174,232 @@ static void info_add_bandwidth(void)
     nl_tensor_release(c);
 }
 
+/* ---------------------------------------------------------------- selection and scans --- */
+
+/* A random shape of 1..4 dims with sizes 0..5 (size 0 rarely), from the seed. */
+static int random_shape(unsigned *seed, int64_t *shape)
+{
+    *seed = *seed * 1664525u + 1013904223u;
+    int nd = 1 + (int)((*seed >> 10) % 4);
+    for (int d = 0; d < nd; d++) {
+        *seed = *seed * 1664525u + 1013904223u;
+        unsigned r = (*seed >> 12) % 23;
+        shape[d] = r == 0 ? 0 : 1 + (int64_t)(r % 5);
+    }
+    return nd;
+}
+
+/* A view of t with its first and last dims swapped (a non-contiguous input), or t retained. */
+static nl_tensor *swapped(nl_tensor *t)
+{
+    return t->ndim > 1 ? nl_tensor_transpose(t, 0, t->ndim - 1) : nl_tensor_retain(t);
+}
+
+/* The position idx with dim replaced by j. */
+static void with_dim(const int64_t *idx, int dim, int64_t j, int64_t *out, int nd)
+{
+    for (int d = 0; d < nd; d++) out[d] = d == dim ? j : idx[d];
+}
+
+static void check_gather_sort_cumsum(const nl_tensor *x, int dim, const char *label)
+{
+    const int nd = x->ndim;
+    const int64_t n = x->shape[dim];
+    int64_t idx[NL_MAX_DIMS], at_j[NL_MAX_DIMS];
+    /* gather with indices of x's shape (counted from 0) */
+    nl_tensor *ix = make(NL_I32, nd, x->shape);
+    fill_pattern(ix, (unsigned)(nd * 7 + dim), 0, (double)n, true);
+    nl_tensor *g = nl_gather_new(x, dim, ix, 0);
+    int64_t bad = 0;
+    for (int64_t k = 0; g && k < nl_tensor_numel(g); k++) {
+        unravel(k, nd, g->shape, idx);
+        with_dim(idx, dim, (int64_t)at(ix, idx), at_j, nd);
+        bad += !same(flat(g, k), at(x, at_j));
+    }
+    CHECK(g && bad == 0, "gather %s dim %d: %lld wrong (%s)", label, dim, (long long)bad, g ? "" : nl_errmsg());
+    nl_tensor_release(g);
+    /* sort, both directions, and topk of half */
+    for (int desc = 0; desc <= 1; desc++) {
+        nl_tensor *v, *i;
+        const int64_t k = desc ? n / 2 : -1;
+        nl_status st = nl_sort_new(x, dim, k, desc, 1, &v, &i);
+        bad = 0;
+        for (int64_t e = 0; st == NL_OK && e < nl_tensor_numel(v); e++) {
+            unravel(e, nd, v->shape, idx);
+            const int64_t j = idx[dim], src = (int64_t)at(i, idx) - 1;
+            with_dim(idx, dim, src, at_j, nd);
+            bad += src < 0 || src >= n || !same(at(v, idx), at(x, at_j)); /* an entry of x */
+            if (j > 0) { /* in order, ties by index */
+                int64_t prev[NL_MAX_DIMS];
+                with_dim(idx, dim, j - 1, prev, nd);
+                double a = at(v, prev), b = at(v, idx);
+                bad += desc ? a < b : a > b;
+                bad += a == b && at(i, prev) > at(i, idx);
+            }
+        }
+        /* the count of entries below the k-th kept one is right: topk holds the largest */
+        CHECK(st == NL_OK && bad == 0, "%s %s dim %d: %lld wrong (%s)", desc ? "topk" : "sort", label, dim,
+              (long long)bad, st == NL_OK ? "" : nl_errmsg());
+        if (st == NL_OK && desc && k > 0) {
+            nl_tensor *mx = nl_reduce_new(NL_RED_MAX, x, dim, false);
+            bool first_is_max = true;
+            for (int64_t e = 0; mx && e < nl_tensor_numel(mx); e++) {
+                int64_t o[NL_MAX_DIMS];
+                unravel(e, mx->ndim, mx->shape, o);
+                for (int d = 0, od = 0; d < nd; d++) idx[d] = d == dim ? 0 : o[od++];
+                first_is_max = first_is_max && same(at(v, idx), flat(mx, e));
+            }
+            CHECK(first_is_max, "topk %s dim %d: the first is the maximum", label, dim);
+            nl_tensor_release(mx);
+        }
+        if (st == NL_OK) {
+            nl_tensor_release(v);
+            nl_tensor_release(i);
+        }
+    }
+    /* cumsum */
+    nl_tensor *c = nl_cumsum_new(x, dim);
+    bad = 0;
+    for (int64_t k = 0; c && k < nl_tensor_numel(c); k++) {
+        unravel(k, nd, c->shape, idx);
+        double sum = 0;
+        for (int64_t j = 0; j <= idx[dim]; j++) {
+            with_dim(idx, dim, j, at_j, nd);
+            sum += at(x, at_j);
+        }
+        bad += !same(flat(c, k), x->dtype == NL_F32 ? (double)(float)sum : sum);
+    }
+    CHECK(c && c->dtype == (x->dtype == NL_F32 ? NL_F32 : NL_I32) && bad == 0, "cumsum %s dim %d: %lld wrong",
+          label, dim, (long long)bad);
+    nl_tensor_release(c);
+    nl_tensor_release(ix);
+}
+
+static void test_selection(void)
+{
+    unsigned seed = 2024;
+    int cases = 0;
+    for (int round = 0; round < 40; round++) {
+        int64_t shape[NL_MAX_DIMS];
+        const int nd = random_shape(&seed, shape);
+        const nl_dtype dt = all_dtypes[round % 4];
+        nl_tensor *base = make(dt, nd, shape);
+        fill_pattern(base, (unsigned)round, dt == NL_U8 ? 0 : -6, 6, dt != NL_F32 || round % 3 == 0);
+        nl_tensor *x = swapped(base);
+        char label[64];
+        snprintf(label, sizeof label, "%s round %d", dn(dt), round);
+        for (int dim = 0; dim < nd; dim++, cases++) check_gather_sort_cumsum(x, dim, label);
+        nl_tensor_release(x);
+        nl_tensor_release(base);
+    }
+    CHECK(cases > 60, "ran %d cases", cases);
+
+    /* where broadcasts its three operands; a and b promote */
+    const int64_t s23[2] = {2, 3}, s21[2] = {2, 1}, s3[1] = {3};
+    nl_tensor *cond = make(NL_U8, 2, s21), *a = make(NL_I32, 1, s3), *b = make(NL_F32, 2, s23);
+    fill_pattern(cond, 1, 0, 2, true);
+    set_flat(cond, 0, 1);
+    set_flat(cond, 1, 0);
+    fill_pattern(a, 2, -9, 9, true);
+    fill_pattern(b, 3, -1, 1, false);
+    nl_tensor *w = nl_where_new(cond, a, b);
+    int64_t bad = 0, idx[NL_MAX_DIMS];
+    for (int64_t k = 0; w && k < 6; k++) {
+        unravel(k, 2, s23, idx);
+        bad += !same(flat(w, k), at_bcast(cond, 2, idx) ? at_bcast(a, 2, idx) : at(b, idx));
+    }
+    CHECK(w && w->dtype == NL_F32 && shape_is(w, 2, s23) && bad == 0, "where: %lld wrong", (long long)bad);
+    nl_tensor_release(w);
+    CHECK(!nl_where_new(b, a, b) && nl_errcode() == NL_ETYPE, "where: a condition that is not u8");
+    CHECK(!nl_masked_fill_new(b, a, 0) && nl_errcode() == NL_ETYPE, "masked_fill: a mask that is not u8");
+
+    /* indices out of range, or not whole, are errors that name them; nothing is written */
+    nl_tensor *ix = make(NL_F32, 2, s21);
+    set_flat(ix, 0, 1);
+    set_flat(ix, 1, 3);
+    CHECK(!nl_gather_new(b, 1, ix, 0) && nl_errcode() == NL_EINVAL &&
+              errmsg_is("gather: index 3 out of range for dim 2 of size 3 (indices count from 0)"),
+          "gather: index out of range");
+    set_flat(ix, 1, 0.5);
+    CHECK(!nl_gather_new(b, 1, ix, 0) && errmsg_is("gather: index 0.5 is not a whole number"), "not whole");
+    set_flat(ix, 1, 0);
+    CHECK(!nl_index_select_new(b, 1, ix, 0) && errmsg_is("index_select: the index must be 1-D, got shape [2, 1]"),
+          "index_select: 2-D index");
+    nl_tensor *iv = make(NL_I32, 1, s3);
+    set_flat(iv, 0, 3);
+    set_flat(iv, 1, 1);
+    set_flat(iv, 2, 4);
+    CHECK(!nl_index_select_new(b, 1, iv, 1) &&
+              errmsg_is("index_select: index 4 out of range for dim 2 of size 3 (indices count from 1)"),
+          "index_select: out of range, counted from 1");
+    set_flat(iv, 2, 3);
+    nl_tensor *sel = nl_index_select_new(b, 1, iv, 1);
+    CHECK(sel && same(flat(sel, 0), flat(b, 2)) && same(flat(sel, 1), flat(b, 0)) && same(flat(sel, 5), flat(b, 5)),
+          "index_select from 1");
+    nl_tensor *v, *i;
+    CHECK(nl_sort_new(b, 1, 4, true, 0, &v, &i) == NL_EINVAL && !v && !i &&
+              errmsg_is("topk: k = 4 is more than the 3 entries of dim 2"), "topk: k too large");
+    nl_tensor_release(sel);
+    nl_tensor_release(iv);
+    nl_tensor_release(ix);
+    nl_tensor_release(cond);
+    nl_tensor_release(a);
+    nl_tensor_release(b);
+}
+
+static void test_shape_ops(void)
+{
+    const int64_t s234[3] = {2, 3, 4};
+    nl_tensor *x = make(NL_F32, 3, s234);
+    fill_pattern(x, 5, -3, 3, false);
+    nl_tensor *xt = nl_tensor_transpose(x, 0, 2); /* [4, 3, 2] */
+    /* views: select, unsqueeze, squeeze share storage and read the right elements */
+    nl_tensor *r = nl_tensor_select(xt, 1, 2), *u = nl_tensor_unsqueeze(xt, 3), *q = u ? nl_tensor_squeeze(u, -1) : NULL;
+    int64_t idx[3] = {3, 2, 1}, sub[2] = {3, 1}, ux[4] = {3, 2, 1, 0};
+    CHECK(r && r->storage == x->storage && r->ndim == 2 && same(at(r, sub), at(xt, idx)), "select is a view");
+    CHECK(u && u->ndim == 4 && u->shape[3] == 1 && same(at(u, ux), at(xt, idx)), "unsqueeze at the end");
+    CHECK(q && nl_same_shape(q, xt) && q->storage == x->storage && same(at(q, idx), at(xt, idx)), "squeeze back");
+    CHECK(!nl_tensor_view(xt, 1, (int64_t[]){24}) && nl_errcode() == NL_ESHAPE && strstr(nl_errmsg(), "not contiguous"),
+          "view of a transposed tensor: %s", nl_errmsg());
+    nl_tensor *v = nl_tensor_view(x, 2, (int64_t[]){-1, 4});
+    CHECK(v && v->storage == x->storage && v->shape[0] == 6, "view of a contiguous tensor");
+    nl_tensor_release(v);
+    nl_tensor_release(r);
+    nl_tensor_release(u);
+    nl_tensor_release(q);
+    /* repeat: out[i] = t[i mod size] in every dim */
+    const int64_t reps[4] = {2, 1, 3, 2};
+    nl_tensor *rep = nl_tensor_repeat(xt, 4, reps);
+    int64_t bad = 0, o[4], src[3];
+    for (int64_t k = 0; rep && k < nl_tensor_numel(rep); k++) {
+        unravel(k, 4, rep->shape, o);
+        for (int d = 0; d < 3; d++) src[d] = o[d + 1] % xt->shape[d];
+        bad += !same(flat(rep, k), at(xt, src));
+    }
+    CHECK(rep && rep->shape[0] == 2 && rep->shape[1] == 4 && rep->shape[2] == 9 && rep->shape[3] == 4 && bad == 0,
+          "repeat of a transposed tensor: %lld wrong", (long long)bad);
+    nl_tensor_release(rep);
+    /* cat and stack: each part where it belongs */
+    const nl_tensor *parts[3] = {xt, xt, x};
+    nl_tensor *c = nl_tensor_cat(2, parts, 1), *st = nl_tensor_stack(2, parts, 3);
+    bad = 0;
+    for (int64_t k = 0; c && st && k < nl_tensor_numel(c); k++) {
+        unravel(k, 3, c->shape, o);
+        int64_t p[3] = {o[0], o[1] % 3, o[2]};
+        bad += !same(flat(c, k), at(xt, p));
+        int64_t so[4] = {o[0], o[1] % 3, o[2], o[1] / 3};
+        bad += !same(at(st, so), at(xt, p));
+    }
+    CHECK(c && st && c->shape[1] == 6 && st->ndim == 4 && st->shape[3] == 2 && bad == 0, "cat and stack");
+    CHECK(!nl_tensor_cat(3, parts, 0) && nl_errcode() == NL_ESHAPE &&
+              errmsg_is("cat: tensor 3 has shape [2, 3, 4], tensor 1 [4, 3, 2]: they must agree except in dim 1"),
+          "cat of mismatched shapes");
+    nl_tensor_release(c);
+    nl_tensor_release(st);
+    nl_tensor_release(xt);
+    nl_tensor_release(x);
+}
+
 int main(void)
 {
     nl_init();
@@ -1190,6 +1416,8 @@ int main(void)
     test_rand();
     test_matmul();
     test_devices();
+    test_selection();
+    test_shape_ops();
     info_add_bandwidth();
     return TEST_REPORT();
 }

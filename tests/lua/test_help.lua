@@ -74,8 +74,8 @@ test("every function and method has help", function()
     end
   end
   check(count >= 11, "saw the module functions: " .. count)
-  local methods = getmetatable(tensor.zeros(1)).__index
-  check(type(methods) == "table", "__index is a plain table of methods")
+  local methods = getmetatable(tensor.zeros(1)).methods
+  check(type(methods) == "table", "the metatable keeps a plain table of methods")
   count = 0
   for mname, fn in pairs(methods) do
     count = count + 1
@@ -103,7 +103,7 @@ test("every example runs", function()
       if type(fn) == "function" then try(name .. "." .. fname, help_of(fn)) end
     end
   end
-  for mname in pairs(getmetatable(tensor.zeros(1)).__index) do
+  for mname in pairs(getmetatable(tensor.zeros(1)).methods) do
     try("Tensor:" .. mname, help_of("Tensor:" .. mname))
   end
   try("help", help_of(help))

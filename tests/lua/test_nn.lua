@@ -134,7 +134,7 @@ test("ReLU then MaxPool2d: one backward pass, the same gradients as two", functi
   local gy = tensor.randn(2, 3, 3, 3)
   for _, net in ipairs{fused, apart} do net:forward(x); net:zero_grad() end
   check_close(fused:backward(gy), apart:backward(gy), 0, "input gradient")
-  check_close(fused[1].weight.grad, apart[1].weight.grad, 0, "filter gradient")
+  check_close(fused[1]:parameters()[1].grad, apart[1]:parameters()[1].grad, 0, "filter gradient")
   local pair = nn.Sequential{nn.ReLU(), nn.MaxPool2d(2)}
   local v = tensor.from{{{{-1, -2}, {-3, -4}}, {{0, 0}, {0, 0}}, {{-1, 5}, {2, 5}}}}
   pair:forward(v)

@@ -153,6 +153,14 @@ type_text 'tz:resh'
 key Tab
 check "completion of a tensor method" '^nnlab> tz:reshape$'
 key C-u
+type_text 'tz:unsq'
+key Tab
+check "completion of a tensor method of the PyTorch set" '^nnlab> tz:unsqueeze$'
+key C-u
+define 'tm = tensor.arange(6):reshape(2, 3)'
+line 'tm[2]'
+check "t[i] at the prompt shows the row" '^\[3\.0000, 4\.0000, 5\.0000\]$'
+key C-u
 type_text 'string.'
 key Tab Tab
 check "listing shows short names" '^byte +'
@@ -230,6 +238,10 @@ check "an error of viz.save names it" 'viz\.save: the second argument must be a 
 define 'function load_it() local t = tensor.load("nope.npy"); return t end'
 line 'load_it()'
 check "an nnlab error in a user function shows the user's line" "^stdin:1: tensor\.load: cannot open 'nope\.npy'"
+line 'tensor.zeros(2):softmaxx(1)'
+check "a missing tensor method names itself, a near one and help" '^stdin:1: Tensor has no method or field .softmaxx. \(did you mean softmax\?\); help "Tensor" lists the methods$'
+line 'tensor.arange(6):reshape(2, 3)[3]'
+check "t[i] out of range says so" '^stdin:1: Tensor: index 3 out of range for dim 1 of size 2$'
 define 'after_errors = 1'
 if screen | grep -q 'stack traceback'; then fail "nnlab's errors print without a traceback" "$(tail_screen 8)"
 else ok "nnlab's errors print without a traceback"; fi
