@@ -4,12 +4,14 @@
 #define NL_LNN_H
 
 #include <lua.h>
+#include <stdbool.h>
 
 #include "optim.h"
 
 /* Metatable names in the Lua registry (and type names in error messages and help). */
 #define NL_MODULE_MT "Module"
 #define NL_OPTIM_MT "Optimizer"
+#define NL_LOSS_MT "Loss" /* its box holds an nl_loss */
 
 /* Pushes THE box of m: the same C module always gives the same Lua value while that value lives
  * (so net[1] == net[1] and fields set on it persist); the first push takes a new reference. */
@@ -18,6 +20,20 @@ void nl_lua_pushmodule(lua_State *L, nl_module *m);
 nl_module *nl_lua_tomodule(lua_State *L, int idx);
 /* As nl_lua_tomodule, but raises "bad argument #idx (Module expected, got ...)". */
 nl_module *nl_lua_checkmodule(lua_State *L, int idx);
+
+/* nn.<Type>(...): the generic constructor of every module type; upvalue 1 is the type (a light
+ * userdata). Also the constructor of the classes nn.define makes. */
+int nl_lua_module_new(lua_State *L);
+/* For a layer written in Lua (nn.define): pushes the table of its fields and returns true (the
+ * module's box shows it as its fields); false, pushing nothing, for other modules. */
+bool nl_lua_push_fields(lua_State *L, const nl_module *m);
+/* Pushes "Name()" for a loss written in Lua (nn.Loss). */
+void nl_lua_loss_tostring(lua_State *L, const nl_loss *l);
+/* The random generator's state as two integers (seed, counter), and setting it from them. */
+int nl_lua_rng_state(lua_State *L);
+int nl_lua_set_rng_state(lua_State *L);
+/* Opens nn.define, nn.Module and nn.gradcheck (dsl/nndefine.c); called by nl_open_nn. */
+int nl_open_nndefine(lua_State *L);
 
 /* An optimizer box: the optimizer (a reference, NULL until filled) and the gradient clipping
  * norm the trainer applies before each step (0: none). */

@@ -24,7 +24,7 @@ extern const char nl_lua_nn[];
 extern const size_t nl_lua_nn_len;
 
 #define BOXES_KEY "nnlab.modules" /* registry: lightuserdata(module) -> its box, weak values */
-#define LOSS_MT "Loss"
+#define LOSS_MT NL_LOSS_MT
 #define DATASET_MT "TensorDataset"
 #define STATS_MT "nnlab.EvalStats"
 #define FILE_MT "nnlab.CheckpointFile"
@@ -43,6 +43,12 @@ static void check_status(lua_State *L, nl_status s)
  * (a set), which keeps them, and so their fields, alive as long as the parent's box. */
 enum { UV_FIELDS = 1, UV_KIDS = 2 };
 
+/* A layer written in Lua keeps its fields with the module, not the box: its box on top shows them. */
+static void attach_fields(lua_State *L, const nl_module *m)
+{
+    if (nl_lua_push_fields(L, m)) lua_setiuservalue(L, -2, UV_FIELDS);
+}
+
 /* Pushes a new Module box holding NULL, to be filled with a new module's reference and then
  * recorded with adopt_box (liolib's pattern: the box exists before anything can fail). */
 static nl_module **push_empty_box(lua_State *L)
@@ -59,6 +65,7 @@ static void adopt_box(lua_State *L)
 {
     nl_module **box = lua_touserdata(L, -1);
     if (!*box) nl_dsl_core_error(L);
+    attach_fields(L, *box);
     luaL_getsubtable(L, LUA_REGISTRYINDEX, BOXES_KEY);
     lua_pushvalue(L, -2);
     lua_rawsetp(L, -2, *box);
@@ -75,6 +82,7 @@ void nl_lua_pushmodule(lua_State *L, nl_module *m)
     lua_pop(L, 1);
     nl_module **box = push_empty_box(L);
     *box = nl_module_retain(m);
+    attach_fields(L, m);
     lua_pushvalue(L, -1);
     lua_rawsetp(L, -3, m);
     lua_remove(L, -2);
@@ -229,7 +237,7 @@ static void add_children(lua_State *L, int box_idx, nl_module *c, int idx, int n
 /* nn.<Type>(...): every layer's constructor; upvalue 1 is the module type. Positional numbers
  * (npos of them), then an options table; containers take their modules as arguments or as one
  * list (which may also hold options). */
-static int module_new(lua_State *L)
+int nl_lua_module_new(lua_State *L)
 {
     const nl_module_type *t = lua_touserdata(L, lua_upvalueindex(1));
     double args[NL_MAX_ARGS];
@@ -374,6 +382,15 @@ static int m_to(lua_State *L)
     nl_module *m = nl_lua_checkmodule(L, 1);
     check_status(L, nl_module_to(m, nl_dsl_checkdevice(L, 2)));
     lua_settop(L, 1);
+    return 1;
+}
+
+static int m_clone(lua_State *L)
+{
+    nl_module *m = nl_lua_checkmodule(L, 1);
+    nl_module **box = push_empty_box(L);
+    *box = nl_module_clone(m);
+    adopt_box(L);
     return 1;
 }
 
@@ -758,7 +775,9 @@ static nl_tensor *push_target(lua_State *L, int idx, nl_loss_kind kind, int ndim
 
 static const char *loss_name(nl_loss_kind kind)
 {
-    return kind == NL_LOSS_CROSS_ENTROPY ? "CrossEntropyLoss" : kind == NL_LOSS_MSE ? "MSELoss" : "DistillLoss";
+    return kind == NL_LOSS_CROSS_ENTROPY ? "CrossEntropyLoss" : kind == NL_LOSS_MSE ? "MSELoss"
+         : kind == NL_LOSS_CUSTOM        ? "Loss"
+                                         : "DistillLoss";
 }
 
 /* loss:forward(input, target[, batch]): batch is the network's input, which a distillation loss
@@ -795,7 +814,8 @@ static int loss_backward(lua_State *L)
 static int loss_tostring(lua_State *L)
 {
     lua_loss *b = check_loss(L, 1);
-    if (b->l.kind == NL_LOSS_MSE) lua_pushliteral(L, "MSELoss()");
+    if (b->l.kind == NL_LOSS_CUSTOM) nl_lua_loss_tostring(L, &b->l);
+    else if (b->l.kind == NL_LOSS_MSE) lua_pushliteral(L, "MSELoss()");
     else if (b->l.kind == NL_LOSS_DISTILL)
         lua_pushfstring(L, "DistillLoss(temperature=%f, alpha=%f)", b->l.temperature, b->l.alpha);
     else if (b->l.label_smoothing == 0) lua_pushliteral(L, "CrossEntropyLoss()");
@@ -808,7 +828,10 @@ static int loss_index(lua_State *L)
     lua_loss *b = check_loss(L, 1);
     const char *key = luaL_checkstring(L, 2);
     if (strcmp(key, "kind") == 0) {
-        lua_pushstring(L, b->l.kind == NL_LOSS_MSE ? "mse" : b->l.kind == NL_LOSS_DISTILL ? "distill" : "cross_entropy");
+        lua_pushstring(L, b->l.kind == NL_LOSS_MSE       ? "mse"
+                          : b->l.kind == NL_LOSS_DISTILL ? "distill"
+                          : b->l.kind == NL_LOSS_CUSTOM  ? "lua"
+                                                         : "cross_entropy");
         return 1;
     }
     if (b->l.kind == NL_LOSS_DISTILL && strcmp(key, "temperature") == 0) {
@@ -1292,7 +1315,7 @@ static int p_isatty(lua_State *L)
     return 1;
 }
 
-static int p_rng_state(lua_State *L)
+int nl_lua_rng_state(lua_State *L)
 {
     nl_rng_state s = nl_rng_get_state();
     lua_pushinteger(L, (lua_Integer)s.seed);
@@ -1300,7 +1323,7 @@ static int p_rng_state(lua_State *L)
     return 2;
 }
 
-static int p_set_rng_state(lua_State *L)
+int nl_lua_set_rng_state(lua_State *L)
 {
     nl_rng_state s = {(uint64_t)luaL_checkinteger(L, 1), (uint64_t)luaL_checkinteger(L, 2)};
     nl_rng_set_state(s);
@@ -1500,6 +1523,9 @@ static const nl_dsl_fn module_methods[] = {
      "The device of m's parameters (\"cpu\" for a network without any); the Trainer and "
      "nn.evaluate move each batch there.",
      "print(nn.Linear(2, 2):to(\"sim\"):device())"},
+    {"clone", m_clone, "m:clone() -> Module",
+     "An independent deep copy: the same layers, parameters and buffers, sharing no memory.",
+     "l = nn.Linear(2, 2); s = nn.Sequential{l, nn.Tanh(), l:clone()}"},
     {"save", m_save, "m:save(path) -> m",
      "Writes the architecture and weights to a safetensors file (atomically); nn.load(path) reads it.",
      "local p = os.tmpname(); nn.Linear(2, 1):save(p); os.remove(p)"},
@@ -1557,8 +1583,8 @@ static const luaL_Reg private_fns[] = {
     {"isatty", p_isatty},
     {"is_loss", p_is_loss},
     {"is_optim", p_is_optim},
-    {"rng_state", p_rng_state},
-    {"set_rng_state", p_set_rng_state},
+    {"rng_state", nl_lua_rng_state},
+    {"set_rng_state", nl_lua_set_rng_state},
     {"save_trainer", p_save_trainer},
     {"trainer_meta", p_trainer_meta},
     {"load_trainer", p_load_trainer},
@@ -1624,7 +1650,7 @@ int nl_open_nn(lua_State *L)
     for (int i = 0; i < ntypes; i++) {
         const nl_module_type *t = nl_module_types[i];
         lua_pushlightuserdata(L, (void *)t);
-        lua_pushcclosure(L, module_new, 1);
+        lua_pushcclosure(L, nl_lua_module_new, 1);
         lua_setfield(L, -3, t->name);
         rows[i] = (nl_dsl_fn){t->name, NULL, t->sig, t->doc, t->example};
     }
@@ -1640,5 +1666,5 @@ int nl_open_nn(lua_State *L)
     lua_call(L, 2, 1);
     nl_dsl_register_rows(L, -1, "nn");
     lua_pop(L, 1);
-    return 0;
+    return nl_open_nndefine(L);
 }

@@ -577,10 +577,14 @@ local function check_meta(st, path)
     r.history[k] = C.list(h[k], "history." .. k)
   end
   local loss = C.table(st.loss, "loss")
-  if loss.kind ~= "cross_entropy" and loss.kind ~= "mse" and loss.kind ~= "distill" then
-    C.bad("loss.kind", loss.kind, '"cross_entropy", "mse" or "distill"')
+  if loss.kind ~= "cross_entropy" and loss.kind ~= "mse" and loss.kind ~= "distill" and loss.kind ~= "lua" then
+    C.bad("loss.kind", loss.kind, '"cross_entropy", "mse", "distill" or "lua"')
   end
-  r.loss = {kind = loss.kind, label_smoothing = C.number(loss.label_smoothing or 0, "loss.label_smoothing", 0)}
+  if loss.name ~= nil and (type(loss.name) ~= "string" or #loss.name > 200) then
+    C.bad("loss.name", loss.name, "a string of at most 200 characters")
+  end
+  r.loss = {kind = loss.kind, name = loss.name,
+            label_smoothing = C.number(loss.label_smoothing or 0, "loss.label_smoothing", 0)}
   if r.loss.label_smoothing >= 1 then C.bad("loss.label_smoothing", loss.label_smoothing, "below 1") end
   r.schedule = st.schedule
   if st.schedule ~= nil and st.schedule ~= "custom" then
@@ -950,7 +954,7 @@ function Trainer:save(path)
     steps = self.steps, seed = self.seed, batch = self.batch, shuffle = self.shuffle,
     base_lr = self.base_lr, target = self.target, optim_kind = cfg.kind, clip = cfg.clip,
     rng = {string.format("%d", seed), string.format("%d", counter)}, sums = self.sums, history = self.history,
-    loss = {kind = self.loss.kind, label_smoothing = self.loss.label_smoothing},
+    loss = {kind = self.loss.kind, label_smoothing = self.loss.label_smoothing, name = tostring(self.loss)},
     schedule = self.schedule and (schedule_fields(self.schedule) or "custom") or nil,
   }
   -- Under several ranks every rank holds the same weights: rank 1 writes, the others wait for it.
@@ -972,6 +976,10 @@ function Trainer.load(path, opts)
   local net, opt = P.load_trainer(path, st.optim_kind)
   if st.clip and st.clip > 0 then opt:set_clip(st.clip) end
   local loss = opts.loss
+  if not loss and st.loss.kind == "lua" then
+    raise(f .. ": " .. path .. " was trained with a loss written in Lua (" .. tostring(st.loss.name)
+          .. "): pass it, nn.Trainer.load(path, {loss = ...})")
+  end
   if not loss then
     loss = st.loss.kind == "mse" and nn.MSELoss()
       or nn.CrossEntropyLoss{label_smoothing = st.loss.label_smoothing}

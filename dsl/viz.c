@@ -289,6 +289,68 @@ static int p_sensitivity(lua_State *L)
                                             luaL_optnumber(L, 4, NAN)));
 }
 
+/* Reads the list of series at idx, each {x=, y=, label=} (x may be absent), into s; the arrays
+ * stay on the stack. Returns the count. */
+static int read_points(lua_State *L, int idx, nl_viz_points *s)
+{
+    luaL_checktype(L, idx, LUA_TTABLE);
+    int n = (int)lua_rawlen(L, idx);
+    if (n > MAX_RUNS) nl_dsl_error(L, "viz: at most %d series at once, got %d", MAX_RUNS, n);
+    for (int i = 0; i < n; i++) {
+        lua_rawgeti(L, idx, i + 1);
+        int r = lua_gettop(L);
+        luaL_checktype(L, r, LUA_TTABLE);
+        lua_getfield(L, r, "label");
+        s[i].label = lua_tostring(L, -1); /* stays on the stack */
+        int64_t nx;
+        bool has_x = lua_getfield(L, r, "x") == LUA_TTABLE;
+        lua_pop(L, 1);
+        s[i].x = has_x ? numbers(L, r, "x", &nx) : NULL;
+        s[i].y = numbers(L, r, "y", &s[i].n);
+        if (has_x && nx != s[i].n) nl_dsl_error(L, "viz: %d x values and %d y values", (int)nx, (int)s[i].n);
+    }
+    return n;
+}
+
+/* P.xy(canvas, {{x=, y=, label=}, ...}, scatter, title, xlabel, ylabel): viz.plot and viz.scatter */
+static int p_xy(lua_State *L)
+{
+    canvas_box *b = check_canvas(L, 1);
+    nl_viz_points s[MAX_RUNS];
+    int n = read_points(L, 2, s);
+    return check_draw(L, nl_viz_xy(b->c, whole(b->c), s, n, lua_toboolean(L, 3), luaL_optstring(L, 4, NULL),
+                                   luaL_optstring(L, 5, NULL), luaL_optstring(L, 6, NULL)));
+}
+
+/* P.decision(canvas, classes Tensor i32 [res, res] (0-based, row j = y), {x0, x1, y0, y1},
+ * series, title) */
+static int p_decision(lua_State *L)
+{
+    canvas_box *b = check_canvas(L, 1);
+    nl_tensor *k = nl_lua_checktensor(L, 2);
+    luaL_argcheck(L, k->dtype == NL_I32 && k->ndim == 2 && k->shape[0] == k->shape[1] &&
+                     nl_tensor_device(k) == NL_CPU && nl_tensor_is_contiguous(k), 2,
+                     "a square i32 class map on the CPU");
+    double v[4];
+    for (int i = 0; i < 4; i++) {
+        lua_rawgeti(L, 3, i + 1);
+        v[i] = luaL_checknumber(L, -1);
+        lua_pop(L, 1);
+    }
+    nl_viz_points s[MAX_RUNS];
+    int n = read_points(L, 4, s);
+    return check_draw(L, nl_viz_decision(b->c, whole(b->c), nl_tensor_data(k), (int)k->shape[0], v[0],
+                                         v[1], v[2], v[3], s, n, luaL_optstring(L, 5, NULL)));
+}
+
+/* P.image(canvas, Tensor, grey, title) */
+static int p_image(lua_State *L)
+{
+    canvas_box *b = check_canvas(L, 1);
+    nl_image img = read_image(L, 2);
+    return check_draw(L, nl_viz_image(b->c, whole(b->c), img, lua_toboolean(L, 3), luaL_optstring(L, 4, NULL)));
+}
+
 /* P.features(canvas, input Tensor or nil, output Tensor, title) */
 static int p_features(lua_State *L)
 {
@@ -668,7 +730,8 @@ static const nl_dsl_fn canvas_methods[] = {
 };
 
 static const luaL_Reg private_fns[] = {
-    {"canvas", p_canvas}, {"publish", p_publish}, {"curves", p_curves}, {"features", p_features},
+    {"canvas", p_canvas}, {"publish", p_publish}, {"curves", p_curves}, {"xy", p_xy},
+    {"decision", p_decision}, {"image", p_image}, {"features", p_features},
     {"sensitivity", p_sensitivity},
     {"filters", p_filters}, {"histogram", p_histogram}, {"confusion", p_confusion},
     {"samples", p_samples}, {"profile", p_profile}, {"dashboard", p_dashboard}, {"stack", p_stack}, {"current", p_current},

@@ -328,6 +328,122 @@ doc("sensitivity", "viz.sensitivity(result [, {width=, height=}]) -> Canvas",
     "ds = nn.TensorDataset(tensor.randn(16, 4), tensor.ones(16)); "
     .. "c = viz.sensitivity(prune.sensitivity(nn.Sequential(nn.Linear(4, 3)), ds, {amounts = {0.5, 0.9}})); print(c)")
 
+-- A list of numbers from a table or a 1-D tensor (any tensor: its elements in order).
+local function number_list(v, what, f)
+  if tensor.is_tensor(v) then return v:reshape(-1):to("cpu"):totable() end
+  if type(v) ~= "table" then raise(string.format("%s: %s must be a table of numbers or a Tensor, got %s", f, what, type(v))) end
+  for i, x in ipairs(v) do
+    if type(x) ~= "number" then raise(string.format("%s: %s[%d] is a %s, expected a number", f, what, i, type(x))) end
+  end
+  return v
+end
+
+function viz.plot(xs, ys, opts)
+  local f = "viz.plot"
+  if ys == nil or (type(ys) == "table" and not tensor.is_tensor(ys) and ys[1] == nil and next(ys) ~= nil) then
+    xs, ys, opts = nil, xs, ys -- viz.plot(ys [, opts])
+  end
+  opts = check_options(opts, with(size_options, "label", "title", "xlabel", "ylabel"), f)
+  local y = number_list(ys, "ys", f)
+  local x = xs ~= nil and number_list(xs, "xs", f) or nil
+  if x and #x ~= #y then raise(string.format("%s: %d xs and %d ys", f, #x, #y)) end
+  local series = {{x = x, y = y, label = opts.label}}
+  return panel("plot", opts, {}, 1, function(c) P.xy(c, series, false, opts.title, opts.xlabel, opts.ylabel) end)
+end
+doc("plot", "viz.plot([xs,] ys [, {label=, title=, xlabel=, ylabel=, width=, height=}]) -> Canvas",
+    "A line plot of your own values (tables of numbers or tensors; xs default 1, 2, ...), into the "
+    .. "window and PNG like every panel.",
+    "c = viz.plot({1, 2, 3, 4}, {1, 4, 9, 16}, {title = \"squares\", xlabel = \"n\", ylabel = \"n^2\"})")
+
+function viz.scatter(xs, ys, classes, opts)
+  local f = "viz.scatter"
+  if type(classes) == "table" and not tensor.is_tensor(classes) and classes[1] == nil and next(classes) ~= nil then
+    classes, opts = nil, classes
+  end
+  opts = check_options(opts, with(size_options, "title", "xlabel", "ylabel"), f)
+  local x, y = number_list(xs, "x", f), number_list(ys, "y", f)
+  if #x ~= #y then raise(string.format("%s: %d x values and %d y values", f, #x, #y)) end
+  local series = {}
+  if classes == nil then
+    series[1] = {x = x, y = y}
+  else
+    local k = number_list(classes, "classes", f)
+    if #k ~= #x then raise(string.format("%s: %d points and %d classes", f, #x, #k)) end
+    local by, order = {}, {}
+    for i, c in ipairs(k) do
+      if math.type(c) ~= "integer" and c ~= math.floor(c) then raise(string.format("%s: classes[%d] = %s is not a whole number", f, i, c)) end
+      c = math.tointeger(c)
+      if not by[c] then by[c] = {x = {}, y = {}, label = "class " .. c}; order[#order + 1] = c end
+      local s = by[c]
+      s.x[#s.x + 1], s.y[#s.y + 1] = x[i], y[i]
+    end
+    table.sort(order)
+    if #order > 16 then raise(f .. ": at most 16 classes, got " .. #order) end
+    for _, c in ipairs(order) do series[#series + 1] = by[c] end
+  end
+  return panel("scatter", opts, {}, 1, function(c) P.xy(c, series, true, opts.title, opts.xlabel, opts.ylabel) end)
+end
+doc("scatter", "viz.scatter(x, y [, classes] [, {title=, xlabel=, ylabel=, width=, height=}]) -> Canvas",
+    "Points (x[i], y[i]), coloured by class (whole numbers; a legend \"class k\") when classes is given.",
+    "c = viz.scatter({0, 1, 2, 3}, {1, 0, 1, 0}, {1, 1, 2, 2}, {title = \"two classes\"})")
+
+function viz.image(t, opts)
+  local f = "viz.image"
+  if not tensor.is_tensor(t) then raise(f .. ": expected a Tensor [H, W] or [C, H, W], got " .. type(t)) end
+  opts = check_options(opts, with(size_options, "title", "grey"), f)
+  return panel("image", opts, {}, 1, function(c) P.image(c, t, opts.grey, opts.title) end)
+end
+doc("image", "viz.image(t [, {title=, grey=false, width=, height=}]) -> Canvas",
+    "A tensor as a picture, aspect kept, scaled from its smallest to its largest value: [H, W] "
+    .. "through the colour map (grey=true: grey levels), [3, H, W] as RGB, other [C, H, W]: channel 1.",
+    "c = viz.image(tensor.arange(1, 13):reshape(3, 4), {title = \"a 3 x 4 tensor\"})")
+
+function viz.decision(net, box, opts)
+  local f = "viz.decision"
+  if not nn.is_module(net) then raise(f .. ": the first argument must be a network taking [N, 2] points") end
+  if type(box) ~= "table" then raise(f .. ": expected the bounds {xmin, xmax, ymin, ymax}") end
+  local b = {}
+  for i, k in ipairs{"xmin", "xmax", "ymin", "ymax"} do
+    b[i] = box[k] or box[i]
+    if type(b[i]) ~= "number" then raise(string.format("%s: %s must be a number, got %s", f, k, type(b[i]))) end
+  end
+  if not (b[1] < b[2] and b[3] < b[4]) then raise(f .. ": expected xmin < xmax and ymin < ymax") end
+  opts = check_options(opts, with(size_options, "data", "res", "title"), f)
+  local res = check_int(opts.res or 100, "res", 2, f)
+  local pts = {}
+  for j = 0, res - 1 do
+    for i = 0, res - 1 do
+      pts[#pts + 1] = {b[1] + (i + 0.5) * (b[2] - b[1]) / res, b[3] + (j + 0.5) * (b[4] - b[3]) / res}
+    end
+  end
+  local was = net.training
+  net:eval()
+  local ok, out = pcall(net.forward, net, tensor.from(pts):to(net:device()))
+  net:train(was)
+  if not ok then raise(f .. ": " .. tostring(out)) end
+  if out:dim() ~= 2 then raise(f .. ": the network's output must be [N, classes]") end
+  local classes = (out:argmax(2):to("cpu") - 1):reshape(res, res)
+  local series = {}
+  if opts.data ~= nil then
+    local x, y = opts.data:tensors()
+    if x:dim() ~= 2 or x:shape()[2] ~= 2 then raise(f .. ": data must hold 2-D points [N, 2]") end
+    local xs, lab = x:to("cpu"):totable(), y:to("cpu"):totable()
+    local k = out:shape()[2]
+    for c = 1, math.min(k, 16) do series[c] = {x = {}, y = {}, label = "class " .. c} end
+    for i, p in ipairs(xs) do
+      local s = series[math.tointeger(lab[i])]
+      if s then s.x[#s.x + 1], s.y[#s.y + 1] = p[1], p[2] end
+    end
+  end
+  return panel("decision", opts, {}, 1, function(c)
+    P.decision(c, classes:to("i32"), b, series, opts.title or "decision regions")
+  end)
+end
+doc("decision", "viz.decision(net, {xmin, xmax, ymin, ymax} [, {data=, res=100, title=, width=, height=}]) -> Canvas",
+    "A 2-D classifier's decision regions: the class it predicts over the box (a res x res grid, in "
+    .. "eval mode), one colour per class, with data's points (a TensorDataset of [N, 2] points) on top.",
+    "c = viz.decision(nn.Linear(2, 2), {-1, 1, -1, 1}, {res = 20})")
+
 function viz.features(net, layer, image, opts)
   local f = "viz.features"
   if not nn.is_module(net) then raise(f .. ": the first argument must be a network") end

@@ -251,10 +251,13 @@ static bool incomplete(lua_State *L, int status)
 /* Compiles code, first as "return <code>" so expressions show their values (lua.c's
  * addreturn), then as statements. Pushes the function (LUA_OK) or the message (an error), or
  * pushes nothing and returns INCOMPLETE when the statement or the expression is unfinished. */
+static bool loaded_expr; /* the last chunk load_chunk compiled was an expression */
+
 static int load_chunk(lua_State *L, const char *code, size_t len)
 {
     const char *ret = lua_pushfstring(L, "return %s", code);
     int status = luaL_loadbuffer(L, ret, strlen(ret), "=stdin");
+    loaded_expr = status == LUA_OK;
     if (status == LUA_OK) {
         lua_remove(L, -2);
         return LUA_OK;
@@ -340,16 +343,39 @@ static int handle_line(lua_State *L)
         pending_clear();
         return luaL_error(L, "not enough memory for the input line");
     }
-    int status = load_chunk(L, repl.pending, repl.len);
+    /* A top-level `local` persists: the journal's rewrite makes it a global (index 1: the code). */
+    bool hooks = lua_getfield(L, LUA_REGISTRYINDEX, NL_JOURNAL_KEY) == LUA_TTABLE;
+    if (hooks && lua_getfield(L, 1, "rewrite") == LUA_TFUNCTION) {
+        lua_pushlstring(L, repl.pending, repl.len);
+        lua_call(L, 1, 1);
+    } else {
+        lua_settop(L, 1);
+        lua_pushlstring(L, repl.pending, repl.len);
+    }
+    lua_remove(L, 1);
+    size_t len;
+    const char *code = lua_tolstring(L, 1, &len);
+    int status = code ? load_chunk(L, code, len) : load_chunk(L, repl.pending, repl.len);
     if (status == INCOMPLETE) {
         rl_set_prompt(PROMPT2);
         return 0;
     }
+    bool expr = loaded_expr;
     pending_clear();
     rl_set_prompt(PROMPT);
     if (status == LUA_OK)
         status = run_chunk(L);
     nl_repl_report(L, status, NULL);
+    /* The journal keeps the chunks that ran without error, as they ran. */
+    if (status == LUA_OK && code && hooks) {
+        lua_settop(L, 1);
+        lua_getfield(L, LUA_REGISTRYINDEX, NL_JOURNAL_KEY);
+        if (lua_getfield(L, -1, "record") == LUA_TFUNCTION) {
+            lua_pushvalue(L, 1);
+            lua_pushboolean(L, expr);
+            lua_call(L, 2, 0);
+        }
+    }
     return 0;
 }
 
@@ -450,6 +476,12 @@ void nl_repl_run(lua_State *L)
            LUA_VERSION_MAJOR, LUA_VERSION_MINOR);
     printf("BLAS: %s; %d threads\n", nl_blas_summary(), nl_get_threads());
     fflush(stdout);
+
+    if (lua_getfield(L, LUA_REGISTRYINDEX, NL_JOURNAL_KEY) == LUA_TTABLE) {
+        lua_pushliteral(L, NL_VERSION);
+        lua_setfield(L, -2, "version");
+    }
+    lua_pop(L, 1);
 
     rl_readline_name = "nnlab";
     rl_catch_signals = 0;   /* Ctrl-C and resizes are ours (see the loop) */

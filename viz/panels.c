@@ -266,6 +266,92 @@ nl_status nl_viz_sensitivity(nl_canvas *c, nl_rect r, const double *amounts, int
     return end(c, saved);
 }
 
+/* ---------------------------------------------------------------- your own plots -------- */
+
+nl_status nl_viz_xy(nl_canvas *c, nl_rect r, const nl_viz_points *s, int n, bool scatter,
+                    const char *title_text, const char *xlabel, const char *ylabel)
+{
+    nl_rect saved;
+    nl_status st = begin(c, r, &saved);
+    if (st != NL_OK) return st;
+    double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY, a, b;
+    for (int i = 0; i < n; i++) {
+        if (s[i].x && nl_finite_range(s[i].x, s[i].n, &a, &b)) {
+            x0 = fmin(x0, a);
+            x1 = fmax(x1, b);
+        } else if (!s[i].x && s[i].n > 0) {
+            x0 = fmin(x0, 1);
+            x1 = fmax(x1, (double)s[i].n);
+        }
+        if (nl_finite_range(s[i].y, s[i].n, &a, &b)) {
+            y0 = fmin(y0, a);
+            y1 = fmax(y1, b);
+        }
+    }
+    bool any = x0 <= x1 && y0 <= y1;
+    if (!any) x0 = y0 = 0, x1 = y1 = 1;
+    double px = (x1 - x0) * (scatter ? 0.05 : 0.02), py = (y1 - y0) * 0.05;
+    nl_axes ax = nl_axes_layout(r, x0 - px, x1 + px, y0 - py, y1 + py);
+    nl_axes_draw(c, &ax, title_text, xlabel, ylabel, 0);
+    if (!any) nl_plot_note(c, ax.plot, "no data");
+    nl_legend_entry legend[16];
+    int nl = 0;
+    for (int i = 0; i < n; i++) {
+        nl_series ser = {.x = s[i].x, .y = s[i].y, .n = s[i].n, .color = nl_palette(i),
+                         .width = scatter ? 0 : 2, .marker = scatter ? 3 : 0};
+        nl_plot_series(c, &ax, &ser);
+        if (s[i].label && nl < 16) legend[nl++] = (nl_legend_entry){s[i].label, ser.color, ser.width, ser.marker};
+    }
+    if (nl > 0) nl_plot_legend(c, &ax, legend, nl, false);
+    return end(c, saved);
+}
+
+nl_status nl_viz_decision(nl_canvas *c, nl_rect r, const int32_t *classes, int res, double x0,
+                          double x1, double y0, double y1, const nl_viz_points *s, int n,
+                          const char *title_text)
+{
+    nl_rect saved;
+    nl_status st = begin(c, r, &saved);
+    if (st != NL_OK) return st;
+    nl_axes ax = nl_axes_layout(r, x0, x1, y0, y1);
+    nl_axes_draw(c, &ax, title_text, "x", "y", 0);
+    for (int py = 0; py < ax.plot.h; py++) {
+        int j = (int)((int64_t)(ax.plot.h - 1 - py) * res / ax.plot.h);
+        for (int px = 0; px < ax.plot.w; px++) {
+            int32_t k = classes[(int64_t)j * res + (int64_t)px * res / ax.plot.w];
+            if (k >= 0) nl_canvas_put(c, ax.plot.x + px, ax.plot.y + py, nl_color_mix(nl_palette(k), NL_WHITE, 0.3));
+        }
+    }
+    nl_legend_entry legend[16];
+    int nl = 0;
+    for (int i = 0; i < n; i++) {
+        nl_series ser = {.x = s[i].x, .y = s[i].y, .n = s[i].n, .color = nl_palette(i), .marker = 3};
+        nl_plot_series(c, &ax, &ser);
+        if (s[i].label && s[i].n > 0 && nl < 16) legend[nl++] = (nl_legend_entry){s[i].label, ser.color, 0, 3};
+    }
+    if (nl > 0) nl_plot_legend(c, &ax, legend, nl, false);
+    return end(c, saved);
+}
+
+nl_status nl_viz_image(nl_canvas *c, nl_rect r, nl_image img, bool grey, const char *title_text)
+{
+    nl_rect saved;
+    nl_status st = begin(c, r, &saved);
+    if (st != NL_OK) return st;
+    title(c, r, title_text);
+    int top = title_text ? 28 : 4;
+    int aw = r.w - 8, ah = r.h - top - 4;
+    if (aw > 0 && ah > 0 && img.w > 0 && img.h > 0) {
+        double scale = fmin((double)aw / img.w, (double)ah / img.h);
+        int w = (int)fmax(1, img.w * scale), h = (int)fmax(1, img.h * scale);
+        float lo, hi;
+        nl_minmax(img.data, (int64_t)img.c * img.h * img.w, &lo, &hi);
+        nl_canvas_blit(c, (nl_rect){r.x + (r.w - w) / 2, r.y + top + (ah - h) / 2, w, h}, img, lo, hi, grey);
+    }
+    return end(c, saved);
+}
+
+
 /* ---------------------------------------------------------------- feature maps ---------- */
 
 nl_status nl_viz_features(nl_canvas *c, nl_rect r, const nl_image *input, nl_image maps,

@@ -25,6 +25,28 @@ nl_status nl_viz_curves(nl_canvas *c, nl_rect r, const nl_viz_run *runs, int n);
  * the unpruned baseline (NaN: none) as a grey horizontal line, and a legend. */
 nl_status nl_viz_sensitivity(nl_canvas *c, nl_rect r, const double *amounts, int namounts,
                              const nl_viz_run *layers, int n, double baseline);
+
+/* One series of viz.plot / viz.scatter: the points (x[i], y[i]) (x NULL: 1, 2, ..., n) and a
+ * legend label (NULL: none). */
+typedef struct {
+    const double *x, *y;
+    int64_t n;
+    const char *label;
+} nl_viz_points;
+/* Your own plot: the n series on shared axes (ranges from their finite values), coloured from the
+ * palette in order, as lines, or as dots when scatter is set; a legend when any has a label. */
+nl_status nl_viz_xy(nl_canvas *c, nl_rect r, const nl_viz_points *s, int n, bool scatter,
+                    const char *title, const char *xlabel, const char *ylabel);
+/* A 2-D classifier's decision regions: classes[j * res + i] (0-based, -1: none) is the class at
+ * x = x0 + (i + 0.5) (x1 - x0) / res, y = y0 + (j + 0.5) (y1 - y0) / res, painted in the
+ * palette's colours, lightened; the n series (points of class k as series k, may be empty) drawn
+ * over them as dots. */
+nl_status nl_viz_decision(nl_canvas *c, nl_rect r, const int32_t *classes, int res, double x0,
+                          double x1, double y0, double y1, const nl_viz_points *s, int n,
+                          const char *title);
+/* A tensor as a picture, aspect kept: one plane through the colour map (grey when grey is set),
+ * three as RGB, scaled from its smallest to its largest finite value; a title above. */
+nl_status nl_viz_image(nl_canvas *c, nl_rect r, nl_image img, bool grey, const char *title);
 /* The smoothed loss of nl_viz_curves: out[i] from v[0..i] (NaN and Inf entries are skipped and
  * repeat the previous smoothed value; NaN before the first finite one). */
 void nl_smooth(const double *v, int64_t n, double *out);

@@ -646,7 +646,8 @@ static nl_module *arch_build(const cJSON *node, const char *ctx, int depth)
     }
     const nl_module_type *t = nl_module_type_find(type->valuestring);
     if (!t) {
-        bad_file(ctx, "architecture: unknown module type '%.64s'", type->valuestring);
+        bad_file(ctx, "architecture: unknown module type '%.64s' (a layer written in Lua is "
+                 "defined with nn.define before loading)", type->valuestring);
         return NULL;
     }
     if ((jargs && !cJSON_IsObject(jargs)) || (kids && !cJSON_IsArray(kids))) {

@@ -237,6 +237,16 @@ static nl_status distill_forward(nl_loss *l, nl_tensor *input, nl_tensor *target
     return s;
 }
 
+/* Keeps the input and target for backward, then asks the callbacks. */
+static nl_status custom_forward(nl_loss *l, nl_tensor *input, nl_tensor *target, double *loss)
+{
+    nl_tensor_release(l->saved);
+    nl_tensor_release(l->target);
+    l->saved = nl_tensor_retain(input);
+    l->target = nl_tensor_retain(target);
+    return l->ops->forward(l->ctx, input, target, loss);
+}
+
 nl_status nl_loss_forward(nl_loss *l, nl_tensor *input, nl_tensor *target, double *loss)
 {
     if (!l || !input || !target || !loss)
@@ -247,6 +257,7 @@ nl_status nl_loss_forward(nl_loss *l, nl_tensor *input, nl_tensor *target, doubl
     case NL_LOSS_CROSS_ENTROPY: return ce_forward(l, input, target, loss);
     case NL_LOSS_MSE: return mse_forward(l, input, target, loss);
     case NL_LOSS_DISTILL: return distill_forward(l, input, target, loss);
+    case NL_LOSS_CUSTOM: return custom_forward(l, input, target, loss);
     }
     return nl_seterr(NL_EINVAL, "loss: unknown kind %d", (int)l->kind);
 }
@@ -255,6 +266,7 @@ nl_status nl_loss_backward(nl_loss *l, double grad, nl_tensor **ginput)
 {
     *ginput = NULL;
     if (!l->saved || !l->target) return nl_seterr(NL_EINVAL, "loss: backward before a forward");
+    if (l->kind == NL_LOSS_CUSTOM) return l->ops->backward(l->ctx, l->saved, l->target, grad, ginput);
     const nl_tensor *saved = l->saved;
     nl_tensor *g = kept_buffer(&l->grad, saved->ndim, saved->shape, nl_tensor_device(saved));
     if (!g) return nl_errcode();
@@ -285,6 +297,9 @@ void nl_loss_clear(nl_loss *l)
     nl_tensor_release(l->pack);
     l->pack = NULL;
     nl_module_release(l->teacher);
+    if (l->ops && l->ops->release) l->ops->release(l->ctx);
+    l->ops = NULL;
+    l->ctx = NULL;
     l->saved = l->target = l->work = l->mean = l->grad = NULL;
     l->teacher = NULL;
 }

@@ -76,11 +76,36 @@ const nl_module_type *const nl_module_types[] = {
     NULL,
 };
 
-const nl_module_type *nl_module_type_find(const char *name)
+/* Types registered at run time (layers defined in Lua), newest definition of a name last. */
+static const nl_module_type **defined_types;
+static int ndefined;
+
+static const nl_module_type *builtin_type(const char *name)
 {
     for (int i = 0; name && nl_module_types[i]; i++)
         if (strcmp(nl_module_types[i]->name, name) == 0) return nl_module_types[i];
     return NULL;
+}
+
+const nl_module_type *nl_module_type_find(const char *name)
+{
+    const nl_module_type *t = builtin_type(name);
+    for (int i = ndefined - 1; !t && name && i >= 0; i--)
+        if (strcmp(defined_types[i]->name, name) == 0) t = defined_types[i];
+    return t;
+}
+
+nl_status nl_module_type_register(const nl_module_type *t)
+{
+    if (!t || !t->name || !t->forward || !t->backward || !t->infer)
+        return nl_seterr(NL_EINVAL, "module type: a name, forward, backward and infer are required");
+    if (builtin_type(t->name))
+        return nl_seterr(NL_EINVAL, "module type: '%s' is a built-in layer; choose another name", t->name);
+    const nl_module_type **d = realloc(defined_types, (size_t)(ndefined + 1) * sizeof *d);
+    if (!d) return nl_seterr(NL_ENOMEM, "module type: out of memory");
+    defined_types = d;
+    defined_types[ndefined++] = t;
+    return NL_OK;
 }
 
 /* ---------------------------------------------------------------- construction ---------- */
@@ -282,6 +307,35 @@ static nl_status link_child(nl_module *c, nl_module *child, const char *what)
     return NL_OK;
 }
 
+/* A module of b's tree that is also in a's tree (NULL when they share none). */
+static const nl_module *shared_module(const nl_module *a, const nl_module *b)
+{
+    if (contains(a, b)) return b;
+    for (int i = 0; i < b->nchildren; i++) {
+        const nl_module *d = shared_module(a, b->children[i]);
+        if (d) return d;
+    }
+    return NULL;
+}
+
+nl_status nl_module_check_unique(const nl_module *m)
+{
+    for (int i = 0; i < m->nchildren; i++) {
+        for (int j = 0; j < i; j++) {
+            const nl_module *dup = shared_module(m->children[j], m->children[i]);
+            if (dup) {
+                char repr[160];
+                nl_module_repr(dup, repr, sizeof repr);
+                return nl_seterr(NL_EINVAL, "%s appears twice in the network; the same module used "
+                                 "twice (weight tying) is not supported", repr);
+            }
+        }
+        nl_status st = nl_module_check_unique(m->children[i]);
+        if (st != NL_OK) return st;
+    }
+    return NL_OK;
+}
+
 nl_status nl_module_insert(nl_module *c, int index, nl_module *child)
 {
     if (!c || !child) return nl_seterr(NL_EINVAL, "module: insert needs a container and a module");
@@ -294,6 +348,14 @@ nl_status nl_module_insert(nl_module *c, int index, nl_module *child)
     if (contains(child, c))
         return nl_seterr(NL_EINVAL, "%s: cannot hold itself or a module that contains it",
                          c->type->name);
+    const nl_module *dup = shared_module(c, child);
+    if (dup) {
+        char repr[160];
+        nl_module_repr(dup, repr, sizeof repr);
+        return nl_seterr(NL_EINVAL, "%s: %s is already in this network; the same module used twice "
+                         "(weight tying) is not supported: make a second layer, or copy it with "
+                         ":clone() for an independent one", c->type->name, repr);
+    }
     nl_module **ch = realloc(c->children, (size_t)(c->nchildren + 1) * sizeof *ch);
     if (!ch) return nl_seterr(NL_ENOMEM, "%s: out of memory adding a module", c->type->name);
     c->children = ch;

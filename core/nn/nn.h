@@ -91,6 +91,11 @@ struct nl_module {
 /* Every module type, for lookups by name (Lua constructors, checkpoints, help). */
 extern const nl_module_type *const nl_module_types[];
 const nl_module_type *nl_module_type_find(const char *name);
+/* Registers a type defined at run time (a layer written in Lua), found by nl_module_type_find
+ * (and so by checkpoints) from then on; a later registration of the same name wins. t must live
+ * as long as the process (modules point to it). NL_EINVAL for a built-in name or a type without
+ * forward, backward or infer. */
+nl_status nl_module_type_register(const nl_module_type *t);
 
 /* Creates a module: args has one value per argspec in order (use nl_module_default_args to
  * fill defaults first; NULL: all defaults). Validates them (NL_EINVAL naming the type, the
@@ -114,6 +119,10 @@ nl_status nl_module_remove(nl_module *c, int index);
 /* Puts child in place of c's child index (c takes a reference, the old child loses one).
  * NL_EINVAL for a bad position, a cycle or nesting deeper than NL_MAX_DEPTH (c unchanged). */
 nl_status nl_module_replace(nl_module *c, int index, nl_module *child);
+/* A module appears at most once in a tree: insert refuses a child sharing a module with the
+ * container; this check (run by nl_optim_new) catches a module added to an inner container after
+ * that container was nested. NL_EINVAL naming the module. */
+nl_status nl_module_check_unique(const nl_module *m);
 
 /* Adds a parameter (grad allocated and zeroed when with_grad) to m during init. m takes its own
  * reference to value (the caller releases its own). NL_EINVAL for a duplicate or long name. */
@@ -198,7 +207,18 @@ void nl_module_set_backward_hook(void (*fn)(void *ctx, nl_module *m), void *ctx)
 /* ---------------------------------------------------------------- losses ---------------- */
 
 /* Losses are not modules: they take (input, target) and return a scalar. */
-typedef enum { NL_LOSS_CROSS_ENTROPY, NL_LOSS_MSE, NL_LOSS_DISTILL } nl_loss_kind;
+typedef enum { NL_LOSS_CROSS_ENTROPY, NL_LOSS_MSE, NL_LOSS_DISTILL, NL_LOSS_CUSTOM } nl_loss_kind;
+
+/* A loss computed by callbacks (one written in Lua: nn.Loss). forward gives the loss of input for
+ * target; backward dL/dinput (a new reference) for the last forward's input and target, scaled by
+ * grad; release frees ctx (from nl_loss_clear). Errors as statuses with the message set. */
+typedef struct {
+    nl_status (*forward)(void *ctx, nl_tensor *input, nl_tensor *target, double *loss);
+    nl_status (*backward)(void *ctx, nl_tensor *input, nl_tensor *target, double grad,
+                          nl_tensor **ginput);
+    void (*release)(void *ctx);
+} nl_loss_ops;
+
 typedef struct {
     nl_loss_kind kind;
     double label_smoothing;   /* cross-entropy */
@@ -219,6 +239,8 @@ typedef struct {
     nl_tensor *also;
     double also_value;
     nl_tensor *pack; /* kept: [loss, also] */
+    const nl_loss_ops *ops; /* NL_LOSS_CUSTOM: its callbacks and their context */
+    void *ctx;
 } nl_loss;
 
 /* Cross-entropy: logits [N, C], target i32 class indices [N] (0-based) or f32 probabilities
@@ -227,7 +249,7 @@ typedef struct {
 nl_status nl_loss_forward(nl_loss *l, nl_tensor *input, nl_tensor *target, double *loss);
 /* dL/dinput (new reference), scaled by grad (1 for a plain backward). */
 nl_status nl_loss_backward(nl_loss *l, double grad, nl_tensor **ginput);
-/* Releases what the loss holds (saved tensors and the teacher). */
+/* Releases what the loss holds (saved tensors, the teacher, a custom loss's context). */
 void nl_loss_clear(nl_loss *l);
 
 #endif

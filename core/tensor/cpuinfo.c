@@ -44,7 +44,7 @@ const nl_cpu_info *nl_cpu_get_info(void)
         cpu.family = base_family + (base_family == 0xf ? (a >> 20) & 0xff : 0);
         cpu.model_id = base_model + (base_family == 6 || base_family == 0xf ? ((a >> 16) & 0xf) << 4 : 0);
     }
-    if (__get_cpuid_max(0x80000000, NULL) >= 0x80000004) {
+    if ((unsigned)__get_cpuid_max(0x80000000, NULL) >= 0x80000004u) {
         unsigned r[12];
         for (unsigned i = 0; i < 3; i++)
             __get_cpuid(0x80000002 + i, &r[4 * i], &r[4 * i + 1], &r[4 * i + 2], &r[4 * i + 3]);
@@ -64,7 +64,8 @@ const nl_cpu_info *nl_cpu_get_info(void)
     cpu.avx512dq = __builtin_cpu_supports("avx512dq");
     cpu.avx512_vnni = __builtin_cpu_supports("avx512vnni");
     cpu.avx512_bf16 = __builtin_cpu_supports("avx512bf16");
-    cpu.amx = __builtin_cpu_supports("amx-tile");
+    /* AMX-TILE: cpuid leaf 7, EDX bit 24 (clang has no __builtin_cpu_supports name for it). */
+    cpu.amx = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 24 & 1);
     return &cpu;
 }
 

@@ -100,6 +100,12 @@ nl_optim *nl_optim_new(nl_optim_kind kind, nl_module *net, const nl_optim_config
         nl_seterr(NL_EINVAL, "%s: no network to optimize", kinds[kind].name);
         return NULL;
     }
+    if (nl_module_check_unique(net) != NL_OK) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "%s", nl_errmsg());
+        nl_seterr(NL_EINVAL, "%s: %s", kinds[kind].name, msg);
+        return NULL;
+    }
     nl_optim *o = calloc(1, sizeof *o);
     if (!o) {
         nl_seterr(NL_ENOMEM, "%s: out of memory", kinds[kind].name);

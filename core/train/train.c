@@ -101,7 +101,7 @@ nl_status nl_train_step(nl_module *net, nl_loss *loss, nl_optim *opt, nl_tensor 
     if (s == NL_OK) s = nl_module_forward(net, x, &out);
     /* On a device, the hits are counted there and come back with the loss: one transfer. */
     nl_tensor *hits = NULL;
-    if (s == NL_OK && nl_tensor_device(out) != NL_CPU && loss->kind != NL_LOSS_DISTILL &&
+    if (s == NL_OK && nl_tensor_device(out) != NL_CPU && loss->kind != NL_LOSS_DISTILL && loss->kind != NL_LOSS_CUSTOM &&
         out->ndim == 2 && y->dtype == NL_I32 && y->ndim == 1 && y->shape[0] == out->shape[0] &&
         nl_tensor_device(y) == nl_tensor_device(out) && !(loss->also = hits = hits_where(out, y)))
         s = nl_errcode();

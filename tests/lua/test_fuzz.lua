@@ -165,6 +165,7 @@ local BASE = {
   ["Tensor:fill"] = {make = function() return A(2) end},
   ["Tensor:to"] = {make = function() return A("i8") end},
   ["Tensor:save"] = {make = function() return A(TMP .. ".npy") end},
+  ["journal.save"] = {make = function() return A(TMP .. ".lua") end},
   ["Tensor:add"] = {make = function() return A(tensor.ones(2, 3)) end},
   ["Tensor:sub"] = {make = function() return A(1) end},
   ["Tensor:mul"] = {make = function() return A(2) end},
@@ -359,7 +360,7 @@ local PATH_FIRST = {
   ["tensor.load"] = true, ["Tensor:save"] = true, ["Module:save"] = true, ["nn.load"] = true,
   ["nn.Trainer.load"] = true, ["Trainer:save"] = true, ["data.cifar10"] = true,
   ["data.fashion_mnist"] = true, ["data.mnist"] = true, ["data.image_folder"] = true,
-  ["data.save_cifar"] = true, ["Canvas:save"] = true, ["viz.save"] = true,
+  ["data.save_cifar"] = true, ["Canvas:save"] = true, ["viz.save"] = true, ["journal.save"] = true,
 }
 -- Functions that read the real data set when given no folder: not called without one.
 local NEEDS_DIR = {["data.cifar10"] = true, ["data.fashion_mnist"] = true}

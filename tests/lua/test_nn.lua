@@ -328,3 +328,20 @@ test("help", function()
   check(h(nn.CrossEntropyLoss()):find("^Loss: type") and h(nn.TensorDataset(tensor.zeros(1, 1), {1})):find("batch", 1, true),
         "Loss and TensorDataset methods")
 end)
+
+test("the same module twice in a network is refused, clone makes an independent copy", function()
+  local l = nn.Linear(2, 2, {bias = false})
+  check_error(function() nn.Sequential{l, nn.Tanh(), l} end, "already in this network")
+  check_error(function() nn.Sequential{l, nn.Sequential(nn.ReLU(), l)} end, "already in this network")
+  -- added to an inner container after nesting: the optimizer refuses the network
+  local inner = nn.Sequential(nn.ReLU())
+  local outer = nn.Sequential(l, inner)
+  inner:add(l)
+  check_error(function() optim.SGD(outer, {lr = 0.1}) end, "appears twice in the network")
+  local c = l:clone()
+  check(c.weight:sub(l.weight):abs():max() == 0, "clone copies the weight")
+  local s = nn.Sequential{l, nn.Tanh(), c}
+  check(#s:parameters() == 2, "two weights")
+  c.weight = tensor.zeros(2, 2)
+  check(l.weight:abs():max() > 0, "the clone shares no memory")
+end)

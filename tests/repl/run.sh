@@ -521,6 +521,55 @@ wait_for "$PROMPT"
 line 'os.exit(4)'
 check "os.exit(4) in the REPL exits 4" '^\[exit:4\]$'
 
+# ---- 10. top-level locals persist; the journal replays the session to the same weights
+start
+wait_for "$PROMPT"
+define 'local K, N = 3, 200'
+line 'tensor.randn(K * N):numel()'
+check "a top-level local persists to the next line" '^600$'
+define 'x = 5'
+define 'local x = 7'
+line 'x'
+check "local x then x shows the new value, not an older global" '^7$'
+define 'tensor.seed(11)'
+line 'local function sq(v)'
+line '  local y = v * v'
+line '  return y'
+line 'end'
+line 'sq(4)'
+check "a multi-line local function persists" '^16$'
+line 'error("boom")'
+check "an error line" 'boom'
+define 'net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))'
+define 'local xs, ys = tensor.randn(32, 4), {} for i = 1, 32 do ys[i] = i % 2 + 1 end'
+define 't = nn.Trainer{net = net, data = nn.TensorDataset(xs, tensor.from(ys)), batch = 8, verbose = false}'
+type_text 'net = nil'
+key C-c
+wait_for '\^C$'
+define 't:fit{epochs = 2}'
+define 'function digest(m) local s = {} for _, p in ipairs(m:parameters()) do for _, v in ipairs(p.value:reshape(-1):totable()) do s[#s + 1] = string.format("%a", v) end end local h = 0 for c in table.concat(s, ","):gmatch(".") do h = (h * 31 + c:byte()) % 4294967296 end return #s .. ":" .. h end'
+line 'print("WEIGHTS " .. digest(net))'
+check "the session's weights" '^WEIGHTS [0-9]+:'
+define 'journal.drop()'
+define 'journal.save("exp.lua")'
+session_hash=$(screen | grep -E '^WEIGHTS [0-9]+:' | tail -n 1)
+replay_hash=$(cd "$tmp" && "$NNLAB" -e 'dofile("exp.lua"); print("WEIGHTS " .. digest(net))' 2>&1 | tail -n 1)
+if [ -n "$session_hash" ] && [ "$session_hash" = "$replay_hash" ]; then
+    ok "the saved journal replays to the same weights bit for bit"
+else
+    fail "the saved journal replays to the same weights bit for bit" "session '$session_hash', replay '$replay_hash'"
+fi
+if grep -q 'boom' "$tmp/exp.lua" || grep -q 'net = nil' "$tmp/exp.lua"; then
+    fail "the journal leaves out the error line and the line cancelled by Ctrl-C" "$(cat "$tmp/exp.lua")"
+else
+    ok "the journal leaves out the error line and the line cancelled by Ctrl-C"
+fi
+if grep -q '^journal.start{seed = ' "$tmp/exp.lua" && grep -q '^-- nnlab 0\.1\.0' "$tmp/exp.lua"; then
+    ok "the journal's header: version and the generator's starting state"
+else
+    fail "the journal's header: version and the generator's starting state" "$(head -n 6 "$tmp/exp.lua")"
+fi
+
 # ---- start-up time: information only, not an assertion
 t0=$(date +%s%N)
 i=0
