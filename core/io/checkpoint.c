@@ -693,7 +693,7 @@ static nl_module *arch_build(const cJSON *node, const char *ctx, int depth)
     return m;
 }
 
-nl_module *nl_checkpoint_arch_build(const char *json, const char *ctx)
+nl_module *nl_checkpoint_arch_build(const char *json, const char *ctx, int64_t max_bytes)
 {
     cJSON *root = json ? cJSON_Parse(json) : NULL;
     if (!root) {
@@ -702,7 +702,9 @@ nl_module *nl_checkpoint_arch_build(const char *json, const char *ctx)
     }
     /* Building initialises parameters from the global RNG: keep the caller's stream as it was. */
     nl_rng_state rng = nl_rng_get_state();
+    int64_t budget = nl_alloc_budget(max_bytes);
     nl_module *m = arch_build(root, ctx, 1);
+    nl_alloc_budget(budget);
     nl_rng_set_state(rng);
     cJSON_Delete(root);
     return m;
@@ -801,7 +803,9 @@ nl_module *nl_checkpoint_module_from(nl_st_file *f)
         bad_file(f->path, "no '%s' metadata: not an nnlab module checkpoint", NL_CKPT_ARCH);
         return NULL;
     }
-    nl_module *m = nl_checkpoint_arch_build(arch, f->path);
+    /* Every parameter and buffer comes from the file, so the network cannot need more bytes than
+     * its data holds (1 MiB spare for small scratch tensors). */
+    nl_module *m = nl_checkpoint_arch_build(arch, f->path, (int64_t)f->data_size + (1 << 20));
     if (!m) return NULL;
     ckpt_list ps = {0};
     nl_status st = collect(m, "", true, &ps);

@@ -78,9 +78,11 @@ void nl_st_meta_at(const nl_st_file *f, int i, const char **key, const char **va
 /* The architecture of m as JSON text: {"type": "Conv2d", "args": {"in": 3, ...}, "children":
  * [...]} (children for containers only). Returns a malloc'ed string (free()), or NULL (NL_ENOMEM). */
 char *nl_checkpoint_arch_json(const nl_module *m);
-/* Builds an untrained module from such JSON; ctx names the source in messages. New reference,
- * or NULL with NL_EFORMAT (bad JSON, unknown module type or argument, invalid arguments). */
-nl_module *nl_checkpoint_arch_build(const char *json, const char *ctx);
+/* Builds an untrained module from such JSON; ctx names the source in messages; its tensors may
+ * take at most max_bytes in all (-1: no bound; a loader passes what its file can fill). New
+ * reference, or NULL with NL_EFORMAT (bad JSON, unknown module type or argument, invalid
+ * arguments, a network bigger than max_bytes). */
+nl_module *nl_checkpoint_arch_build(const char *json, const char *ctx, int64_t max_bytes);
 
 /* Adds net's architecture (metadata NL_CKPT_ARCH) and every parameter and buffer under its
  * PyTorch state_dict name: "weight" for a lone layer; "0.weight", "3.running_mean", "2.0.bias"

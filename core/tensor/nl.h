@@ -530,6 +530,10 @@ void nl_atomic_abort(nl_atomic_file *af);
 /* Refuses single allocations above this many bytes (default: physical memory). */
 size_t nl_mem_limit(void);
 void nl_set_mem_limit(size_t bytes);
+/* Sets how many bytes of tensor storage this thread may still allocate (-1: no budget; each
+ * allocation beyond it fails with NL_ENOMEM) and returns the previous budget. Loaders set it so a
+ * small file cannot make nnlab allocate more than the file could fill. */
+int64_t nl_alloc_budget(int64_t bytes);
 /* Bytes of tensor storage allocated since start-up (a running total, never decreasing). */
 uint64_t nl_mem_allocated(void);
 /* Multiplies sizes with overflow checking; false on overflow. */

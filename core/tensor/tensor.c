@@ -22,6 +22,16 @@ size_t nl_mem_limit(void)
 
 void nl_set_mem_limit(size_t bytes) { mem_limit = bytes; }
 
+/* Bytes this thread may still allocate for tensor storage (-1: no budget). */
+static _Thread_local int64_t alloc_budget = -1;
+
+int64_t nl_alloc_budget(int64_t bytes)
+{
+    int64_t old = alloc_budget;
+    alloc_budget = bytes;
+    return old;
+}
+
 static _Atomic uint64_t allocated_total; /* bytes of storage allocated so far, on any thread */
 
 uint64_t nl_mem_allocated(void) { return allocated_total; }
@@ -47,6 +57,15 @@ static nl_storage *storage_new(nl_backend *be, size_t bytes)
     if (!s) {
         nl_seterr(NL_ENOMEM, "out of memory allocating a tensor header");
         return NULL;
+    }
+    if (alloc_budget >= 0) {
+        if ((uint64_t)bytes > (uint64_t)alloc_budget) {
+            free(s);
+            nl_seterr(NL_ENOMEM, "tensor: %zu more bytes than the %lld this step may allocate "
+                      "(a network declared bigger than its file)", bytes, (long long)alloc_budget);
+            return NULL;
+        }
+        alloc_budget -= (int64_t)bytes;
     }
     s->refcount = 1;
     s->backend = be;

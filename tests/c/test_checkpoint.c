@@ -582,6 +582,27 @@ static void remove_dir(void)
     rmdir(dir);
 }
 
+/* An architecture bigger than what its file could fill is refused before it is allocated: a
+ * short JSON declaring a 64 MB Linear under a 1 MiB budget, then a small one within it. */
+static void test_arch_budget(void)
+{
+    const char *huge = "{\"type\": \"Linear\", \"args\": {\"in\": 4000, \"out\": 4000}}";
+    uint64_t before = nl_mem_allocated();
+    nl_module *m = nl_checkpoint_arch_build(huge, "huge.safetensors", 1 << 20);
+    CHECK(!m && nl_errcode() == NL_EFORMAT, "a 64 MB layer under a 1 MiB budget is refused");
+    CHECK(strstr(nl_errmsg(), "huge.safetensors") && strstr(nl_errmsg(), "bigger than its file"),
+          "the message names the file and why: %s", nl_errmsg());
+    CHECK(nl_mem_allocated() - before < (1 << 20), "nothing big was allocated");
+    nl_module_release(m);
+    const char *small = "{\"type\": \"Linear\", \"args\": {\"in\": 10, \"out\": 10}}";
+    m = nl_checkpoint_arch_build(small, "small", 1 << 20);
+    CHECK(m != NULL, "a layer within the budget builds: %s", m ? "" : nl_errmsg());
+    nl_module_release(m);
+    nl_tensor *t = nl_tensor_zeros(NL_F32, 1, (const int64_t[]){1 << 20}, NL_CPU);
+    CHECK(t != NULL, "the budget ends with the build: %s", t ? "" : nl_errmsg());
+    nl_tensor_release(t);
+}
+
 int main(int argc, char **argv)
 {
     nl_init();
@@ -595,6 +616,7 @@ int main(int argc, char **argv)
     test_atomic();
     test_module(argc > 1 ? argv[1] : NULL);
     test_bad_modules();
+    test_arch_budget();
     nl_optim_config c = nl_optim_default_config(NL_OPTIM_SGD);
     c.lr = 0.1;
     c.momentum = 0.9;

@@ -280,7 +280,7 @@ static void test_snapshot(void)
     nl_module *net = small_net();
     nl_snapshot *s0 = nl_snapshot_take(net);
     char *arch0 = nl_checkpoint_arch_json(net);
-    nl_module *copy = nl_checkpoint_arch_build(arch0, "test");
+    nl_module *copy = nl_checkpoint_arch_build(arch0, "test", -1);
     nl_snapshot_restore(s0, copy);
     CHECK(same_bits(net, copy), "restore into a fresh copy");
     nl_prune_magnitude(net, 0.7, NL_PRUNE_SCOPE_GLOBAL, NULL, 0);

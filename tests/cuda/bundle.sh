@@ -6,7 +6,7 @@
 #   cuda-bundle/lib.tar.xz the shared libraries they need (ldd), except glibc's, the C++
 #                          runtime's and CUDA's
 #   cuda-bundle/tests/     tests/cuda (check.sh and its scripts), get_data.sh, make_cifar10.lua
-#   cuda-bundle/peers/     ../shared/bench/torch_seed_cnn.py
+#   cuda-bundle/peers/     bench/peers/torch_seed_cnn.py
 #   cuda-bundle/data/      ../shared/data/cifar10-jpeg.tar.gz (converted on the host)
 #   cuda-bundle/run.sh     the one command to run there: finds CUDA's libraries (also in
 #                          PyTorch's site-packages), unpacks the libraries, runs check.sh
@@ -49,7 +49,7 @@ done
 cp tests/cuda/*.sh tests/cuda/*.lua tests/cuda/*.py "$out/tests/cuda/"
 cp tests/get_data.sh "$out/tests/"
 cp examples/make_cifar10.lua "$out/examples/"
-cp ../shared/bench/torch_seed_cnn.py "$out/peers/"
+cp bench/peers/torch_seed_cnn.py "$out/peers/"
 cp ../shared/data/cifar10-jpeg.tar.gz "$out/data/"
 git rev-parse --short HEAD > "$out/COMMIT" 2>/dev/null || echo unknown > "$out/COMMIT"
 git status --porcelain --untracked-files=no | grep -q . && sed -i 's/$/+uncommitted/' "$out/COMMIT"

@@ -7,19 +7,19 @@
 #   3. one CIFAR-10 epoch of the seed CNN on the GPU and on the CPU, same seed (top-1 within 1.5
 #      points);
 #   4. training images/s of the seed CNN at batch 64 and 512 and evaluation at 512, against eager
-#      PyTorch on the same GPU (tests/cuda/torch_peer.py; ../shared/bench/torch_seed_cnn.py
+#      PyTorch on the same GPU (tests/cuda/torch_peer.py; bench/peers/torch_seed_cnn.py
 #      --device cuda on real data too), peak device memory against torch.cuda.max_memory_allocated,
 #      and the better net of examples/cifar10_better.lua at batch 128;
 #   5. one results block (device, driver, commit, each figure), printed and written to a file.
 # usage: sh tests/cuda/check.sh [RESULTS_FILE]     (default cuda-check-results.txt)
 # env: NNLAB (build/nnlab), OPS (build/release/tests/test_device_ops), PYTHON (python3), PEERS
-#      (../shared/bench), DEVICE (cuda; sim: a dry run of the script), EPOCH_IMAGES (all 50000),
+#      (bench/peers), DEVICE (cuda; sim: a dry run of the script), EPOCH_IMAGES (all 50000),
 #      STEPS (200), COMMIT (git's).
 # Runs from the repository root or an unpacked bundle (tests/cuda/bundle.sh makes one).
 NNLAB=${NNLAB:-build/nnlab}
 OPS=${OPS:-build/release/tests/test_device_ops}
 PYTHON=${PYTHON:-python3}
-PEERS=${PEERS:-../shared/bench}
+PEERS=${PEERS:-bench/peers}
 DEVICE=${DEVICE:-cuda}
 STEPS=${STEPS:-200}
 out=${1:-cuda-check-results.txt}

@@ -9,7 +9,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n)
     if (!json) return 0;
     memcpy(json, data, n);
     json[n] = 0;
-    nl_module *m = nl_checkpoint_arch_build(json, "fuzz");
+    /* As much as a checkpoint with data as long as this input would allow (with its 1 MiB spare). */
+    nl_module *m = nl_checkpoint_arch_build(json, "fuzz", (int64_t)n + (1 << 20));
     free(json);
     if (!m) {
         fuzz_check_error();

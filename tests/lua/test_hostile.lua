@@ -94,7 +94,10 @@ end)
 local function folder_with(name, bytes)
   local root = dir .. "/img_" .. name
   os.execute("mkdir -p " .. root .. "/a")
-  write(root .. "/a/" .. name, bytes)
+  -- a reproducer is named with its format's extension: image_folder skips files that are not
+  -- images by name
+  local ext = name:match("^(%a+)_")
+  write(root .. "/a/" .. name .. (ext and "." .. ext or ""), bytes)
   return root
 end
 
