@@ -104,6 +104,14 @@ function capture(fn, ...)
   return table.concat(lines, "\n"), table.unpack(results, 2, results.n)
 end
 
+-- net_weights(net): every parameter's values as nested tables, in parameter order (to compare
+-- the weights of two runs exactly).
+function net_weights(net)
+  local all = {}
+  for _, p in ipairs(net:parameters()) do all[#all + 1] = p.value:totable() end
+  return all
+end
+
 -- test(name, fn): runs one group of checks; an error in it counts as one failure and the file
 -- goes on with the next group.
 function test(name, fn)

@@ -14,12 +14,6 @@ local function same_tree(a, b)
   return true
 end
 
-local function weights(net)
-  local all = {}
-  for _, p in ipairs(net:parameters()) do all[#all + 1] = p.value:totable() end
-  return all
-end
-
 -- 48 small images of 3 channels (6x6) with labels 1..4, as a data set and a seeded loader with
 -- augmentation (crop, flip, cutout) and normalisation.
 local function images(seed)
@@ -93,7 +87,7 @@ test("training on sim gives the CPU's weights bit for bit (CNN, batch norm, drop
     local t = nn.Trainer{net = net, data = ld, optim = opt, verbose = false,
                          schedule = optim.schedule.cosine{total = 12}}
     t:fit{epochs = 2}
-    return t, weights(net)
+    return t, net_weights(net)
   end
   local a, wa = run(nil)
   local b, wb = run("sim")
@@ -145,7 +139,7 @@ test("every optimizer, clipping and schedules on sim match the CPU", function()
       local t = nn.Trainer{net = net, data = random_set(11), batch = 8, optim = opt, verbose = false,
                            schedule = optim.schedule.step{every = 2, gamma = 0.5}}
       t:fit{epochs = 2}
-      return weights(net)
+      return net_weights(net)
     end
     check(same_tree(run(nil), run("sim")), "the same weights")
   end
@@ -168,7 +162,7 @@ test("distillation on sim matches the CPU", function()
     local t = nn.Trainer{net = student, data = random_set(15), batch = 8, verbose = false,
                          loss = nn.DistillLoss{teacher = teacher, temperature = 2, alpha = 0.5}}
     t:fit{epochs = 1}
-    return weights(student)
+    return net_weights(student)
   end
   check(same_tree(run(nil), run("sim")), "the same student")
 end)
@@ -181,7 +175,7 @@ test("checkpoints: save from sim, load onto sim", function()
   net:save(path)
   local back = nn.load(path, {device = "sim"})
   check(back:device() == "sim", "nn.load(path, {device = 'sim'})")
-  check(same_tree(weights(back), weights(net)), "the same weights")
+  check(same_tree(net_weights(back), net_weights(net)), "the same weights")
   check(nn.load(path):device() == "cpu", "or onto the cpu")
   local w = back[1].weight
   w:save(path .. ".npy")
@@ -192,7 +186,7 @@ test("checkpoints: save from sim, load onto sim", function()
   t:step()
   t:save(path)
   local t2 = nn.Trainer.load(path, {data = random_set(18)})
-  check(same_tree(weights(t2.net), weights(t.net)), "a trainer saved from sim")
+  check(same_tree(net_weights(t2.net), net_weights(t.net)), "a trainer saved from sim")
   os.remove(path)
   local s = back:summary{1, 3, 6, 6}
   check(s ~= nil, "net:summary on sim")
@@ -214,7 +208,7 @@ test("pruning on sim: magnitude, masks through training, reports, channels, sche
   local b, rb, rb2 = run("sim")
   check(b:device() == "sim", "the network stays on sim")
   check(rb.zeros == ra.zeros and rb.zeros > 0, "the zero count of a sim network: " .. rb.zeros)
-  check(rb2.zeros == ra2.zeros and same_tree(weights(a), weights(b)), "masks hold through training")
+  check(rb2.zeros == ra2.zeros and same_tree(net_weights(a), net_weights(b)), "masks hold through training")
   check(prune.masks_from_zeros(mlp(21):to("sim")) == 0, "masks_from_zeros on sim")
   local c = cnn(22):to("sim")
   prune.channels(c, {amount = 0.5})
@@ -268,7 +262,7 @@ test("quantization of a sim network: int8 and int4 on the CPU, said so; QAT on s
   end
   local qc, qs = qat(nil), qat("sim")
   check(qs:device() == "sim", "a QAT network on sim")
-  check(same_tree(weights(qc), weights(qs)), "QAT on sim matches the CPU (FakeQuant ranges, scales)")
+  check(same_tree(net_weights(qc), net_weights(qs)), "QAT on sim matches the CPU (FakeQuant ranges, scales)")
   local cc, cs = quant.convert(qc), quant.convert(qs)
   local xi = tensor.randn(3, 8)
   check(cs:device() == "cpu" and same_tree(cc(xi):totable(), cs(xi):totable()), "convert of a sim QAT network")

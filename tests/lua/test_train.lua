@@ -18,12 +18,6 @@ local function mlp(seed, dropout)
   return net
 end
 
-local function weights(net)
-  local all = {}
-  for _, p in ipairs(net:parameters()) do all[#all + 1] = p.value:totable() end
-  return all
-end
-
 local function same_list(a, b)
   if #a ~= #b then return false end
   for i = 1, #a do if a[i] ~= b[i] then return false end end
@@ -68,7 +62,7 @@ test("the same seed gives the same losses, bit for bit", function()
     local t = nn.Trainer{net = net, data = data, optim = optim.Adam(net, {lr = 0.01}), batch = 16,
                          seed = 5, verbose = false}
     t:fit{epochs = 3}
-    return t.history.loss, weights(net)
+    return t.history.loss, net_weights(net)
   end
   local l1, w1 = run()
   local l2, w2 = run()
@@ -109,7 +103,7 @@ test("save, load and continue = an uninterrupted run", function()
   check(c.epochs == 4 and c.steps == 12, "finished where the first run did")
   check(same_list(c.history.loss, a.history.loss), "the same losses as the uninterrupted run")
   check(same_list(c.history.lr, a.history.lr), "the schedule continued")
-  check(same_tree(weights(c.net), weights(a.net)), "the same final weights")
+  check(same_tree(net_weights(c.net), net_weights(a.net)), "the same final weights")
   check(same_list(c.history.train_acc, a.history.train_acc), "the same epoch accuracies")
   check_error(function() nn.Trainer.load(path, {data = data}) end, path)
   local other = os.tmpname()
@@ -144,7 +138,7 @@ test("Ctrl-C pauses at a batch boundary; resume gives the same weights", functio
   b:resume()
   check(b.epochs == 3 and b.steps == 9, "resume finishes the run")
   check(same_list(b.history.loss, a.history.loss), "the same losses")
-  check(same_tree(weights(b.net), weights(a.net)), "the same final weights")
+  check(same_tree(net_weights(b.net), net_weights(a.net)), "the same final weights")
   check(capture(function() b.verbose = true; b:resume(); b.verbose = false end):find("nothing to resume", 1, true),
         "resume after the end says so")
 end)
@@ -236,16 +230,16 @@ test("Ctrl-C inside a step leaves everything as it was", function()
   a:step()
   local b = trainer()
   b:step()
-  local before = weights(b.net)
+  local before = net_weights(b.net)
   nn._interrupt() -- raised before the step: the C step stops at its first layer
   local loss, why = b:step()
   check(loss == nil and why == "interrupted", "step reports the interrupt")
   check(b.steps == 1 and b.pos == 1 and #b.history.loss == 1, "nothing counted")
-  check(same_tree(weights(b.net), before), "weights untouched")
+  check(same_tree(net_weights(b.net), before), "weights untouched")
   check(nn._poll_interrupt(), "the flag is still up for the caller")
   b:step()
   check(same_list(b.history.loss, a.history.loss), "the redone batch gives the uninterrupted loss")
-  check(same_tree(weights(b.net), weights(a.net)), "and the same weights (dropout draws restored)")
+  check(same_tree(net_weights(b.net), net_weights(a.net)), "and the same weights (dropout draws restored)")
 end)
 
 test("fit prints epochs and evaluates", function()
@@ -304,7 +298,7 @@ if data and data.loader then
     check(a.steps == 15 and a.batch == 8 and a:steps_per_epoch() == 5, "5 batches of 8 per epoch")
     local b = run(7)
     check(same_list(a.history.loss, b.history.loss), "paused and resumed: the same batches and losses")
-    check(same_tree(weights(a.net), weights(b.net)), "the same weights")
+    check(same_tree(net_weights(a.net), net_weights(b.net)), "the same weights")
     local net, ld2 = setup()
     local c = nn.Trainer{net = net, data = ld2, verbose = false}
     for _ = 1, 7 do c:step() end
