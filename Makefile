@@ -10,7 +10,7 @@ DEB_PKGS := build-essential pkg-config libreadline-dev liblua5.4-dev libopenblas
             zlib1g-dev libsdl2-dev libsdl2-image-dev libsdl2-ttf-dev fonts-dejavu-core libstb-dev \
             libcjson-dev liblapacke-dev libx11-dev xvfb x11-utils tmux python3 python3-numpy \
             dataset-fashion-mnist libopenmpi-dev openmpi-bin clang-14 libclang-rt-14-dev \
-            libomp-14-dev
+            libomp-14-dev procps
 # Extra packages for `make bench` (the PyTorch peer).
 BENCH_PKGS := python3-torch python3-numpy
 
