@@ -54,11 +54,20 @@ CFLAGS  := $(CSTD) $(WARN) $(OPT) -fopenmp -MMD -MP $(CORE_INC) -Ibackends -Idsl
 LDFLAGS := -fopenmp $(LDSAN)
 LDLIBS  := $(PKG_LIBS) -lm -lpthread -ldl
 
-# ---- CUDA switch: auto builds backends/cuda when nvcc is found and the backend has sources.
+# ---- CUDA switch: auto builds backends/cuda when nvcc and its static runtime are found and the
+# backend has sources. nvcc may be a wrapper script on PATH (/usr/local/bin/nvcc), so the toolkit's
+# folder is what nvcc itself reports (TOP in its --dryrun trace), and the runtime library is looked
+# for where toolkits put it (lib64, or targets/<arch>/lib).
 NVCC := $(shell command -v nvcc 2>/dev/null || (test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc))
 CUDA_SRC := $(wildcard backends/cuda/*.cu)
+ifneq ($(and $(NVCC),$(CUDA_SRC),$(filter-out 0,$(CUDA))),)
+CUDA_HOME := $(abspath $(shell $(NVCC) --dryrun -c -x cu /dev/null -o /dev/null 2>&1 | sed -n 's/^\#\$$ TOP=//p' | head -n1))
+CUDA_LIBDIR := $(patsubst %/libcudart_static.a,%,$(firstword $(wildcard \
+               $(CUDA_HOME)/lib64/libcudart_static.a $(CUDA_HOME)/targets/*/lib/libcudart_static.a \
+               /usr/local/cuda/lib64/libcudart_static.a)))
+endif
 ifeq ($(CUDA),auto)
-USE_CUDA := $(if $(and $(NVCC),$(CUDA_SRC)),1,0)
+USE_CUDA := $(if $(and $(NVCC),$(CUDA_SRC),$(CUDA_LIBDIR)),1,0)
 else
 USE_CUDA := $(CUDA)
 endif
@@ -69,13 +78,15 @@ endif
 ifeq ($(CUDA_SRC),)
 $(error CUDA=1 but backends/cuda has no sources yet: build with CUDA=auto or CUDA=0)
 endif
-CUDA_HOME := $(patsubst %/bin/nvcc,%,$(NVCC))
+ifeq ($(CUDA_LIBDIR),)
+$(error CUDA=1 but libcudart_static.a was not found (nvcc $(NVCC) reports its toolkit at '$(CUDA_HOME)'))
+endif
 CFLAGS  += -DNL_HAVE_CUDA
 # The runtime is linked statically, so that a machine without CUDA still starts nnlab; cuBLAS is
 # loaded with dlopen when a device is first used (from CUDA, or PyTorch's nvidia-* wheels on a GPU
 # host), so start-up does not map its hundreds of megabytes. No cuDNN: convolution, pooling and
 # batch norm are own kernels (see the README).
-LDLIBS  += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
+LDLIBS  += -L$(CUDA_LIBDIR) -lcudart_static -ldl -lrt -lstdc++
 # Hopper (sm_90) machine code plus PTX for newer cards. Warnings are errors, nvcc's and the host
 # compiler's; -fmad=false keeps a*b+c two roundings, as the CPU computes it (gcc -std=c11 does not
 # contract), so the shared per-element math gives the same results on both.
