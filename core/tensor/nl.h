@@ -181,6 +181,11 @@ nl_tensor *nl_tensor_empty(nl_dtype dtype, int ndim, const int64_t *shape, nl_de
 nl_tensor *nl_tensor_zeros(nl_dtype dtype, int ndim, const int64_t *shape, nl_device dev);
 /* A tensor with the same dtype, shape and device as t (contiguous). */
 nl_tensor *nl_tensor_empty_like(const nl_tensor *t);
+/* A buffer kept from call to call in *slot: *slot itself when it is a contiguous tensor of this
+ * dtype, shape and device that nobody else holds (one reference, its own storage), else a new
+ * one (contents unspecified) that replaces it. Borrowed (the slot owns it); NULL with the error
+ * set (*slot NULL then). */
+nl_tensor *nl_tensor_reuse(nl_tensor **slot, nl_dtype dtype, int ndim, const int64_t *shape, nl_device dev);
 /* Wraps a copy of host data (contiguous, row-major). */
 nl_tensor *nl_tensor_from_data(nl_dtype dtype, int ndim, const int64_t *shape, const void *data);
 

@@ -127,6 +127,34 @@ test("a training step moves the batch and its labels up and the loss down, nothi
         "MLP step: " .. s.bytes_h2d .. " bytes up, " .. s.bytes_d2h .. " down")
 end)
 
+test("a clipped step and a distillation step move the same, and allocate only the batch", function()
+  local function measure(t)
+    t:step() -- the first step allocates the optimizer's state and the kept buffers
+    t:step()
+    stats(true)
+    t:step()
+    return stats()
+  end
+  -- gradient clipping: the norm comes back with the loss and the hits (3 f32 in one copy)
+  local net = mlp(10):to("sim")
+  local opt = optim.SGD(net, {lr = 0.1, momentum = 0.9})
+  opt:set_clip(0.5)
+  local s = measure(nn.Trainer{net = net, data = random_set(11, 64), batch = 16, optim = opt, verbose = false})
+  check(s.copies_h2d == 2 and s.bytes_h2d == 16 * 8 * 4 + 16 * 4, "clipped: up " .. s.bytes_h2d .. " bytes")
+  check(s.copies_d2h == 1 and s.bytes_d2h == 12 and s.syncs == 1,
+        "clipped: one copy down (loss, hits, norm): " .. s.copies_d2h .. " copies, " .. s.bytes_d2h .. " bytes")
+  check(s.allocs == 2, "clipped: the batch and its labels are all it allocates on the device: " .. s.allocs)
+  -- distillation: the teacher's logits stay on the device
+  local teacher = mlp(13):to("sim")
+  local t = nn.Trainer{net = mlp(14):to("sim"), data = random_set(15, 64), batch = 16, verbose = false,
+                       loss = nn.DistillLoss{teacher = teacher, temperature = 2, alpha = 0.5}}
+  s = measure(t)
+  check(s.copies_h2d == 2 and s.bytes_h2d == 16 * 8 * 4 + 16 * 4, "distill: up " .. s.bytes_h2d .. " bytes")
+  check(s.copies_d2h == 1 and s.bytes_d2h == 8 and s.syncs == 1,
+        "distill: one copy down (loss, hits): " .. s.copies_d2h .. " copies, " .. s.bytes_d2h .. " bytes")
+  check(s.allocs == 2, "distill: the batch and its labels are all it allocates on the device: " .. s.allocs)
+end)
+
 test("every optimizer, clipping and schedules on sim match the CPU", function()
   for _, make in ipairs{function(n) return optim.SGD(n, {lr = 0.1, momentum = 0.9, nesterov = true}) end,
                         function(n) return optim.Adam(n, {lr = 0.01, weight_decay = 0.01}) end,
