@@ -969,11 +969,14 @@ function Trainer.load(path, opts)
   local f = "nn.Trainer.load"
   if type(path) ~= "string" then raise(f .. ": expected a file path") end
   util.check_path(path)
-  opts = check_options(opts, {"data", "loss", "schedule", "verbose"}, f)
+  opts = check_options(opts, {"data", "loss", "schedule", "verbose", "device"}, f)
+  if opts.device ~= nil and type(opts.device) ~= "string" then
+    raise(f .. ": device must be a device name (\"cpu\", \"sim\", \"cuda:1\"), got " .. type(opts.device))
+  end
   local meta = P.trainer_meta(path)
   if not meta then raise(path .. ": not a trainer checkpoint (nn.load reads a network)") end
   local st = check_meta(meta, path)
-  local net, opt = P.load_trainer(path, st.optim_kind)
+  local net, opt = P.load_trainer(path, st.optim_kind, opts.device)
   if st.clip and st.clip > 0 then opt:set_clip(st.clip) end
   local loss = opts.loss
   if not loss and st.loss.kind == "lua" then
@@ -1052,9 +1055,10 @@ doc("Trainer", "save", "t:save(path) -> t",
     .. "{data = ...}) continues the run bit for bit.",
     "t = nn.Trainer{net = nn.Linear(2, 2), data = nn.TensorDataset(tensor.randn(8, 2), tensor.ones(8)), verbose = false}; local p = os.tmpname(); t:save(p); os.remove(p)",
     true)
-doc("nn", "Trainer.load", "nn.Trainer.load(path, {data=, loss=, schedule=, verbose=}) -> trainer",
+doc("nn", "Trainer.load", "nn.Trainer.load(path, {data=, loss=, schedule=, verbose=, device=}) -> trainer",
     "Rebuilds a trainer saved with t:save(path): network, optimizer, position, history and the "
-    .. "random generator; data must be given again (the same samples).",
+    .. "random generator; data must be given again (the same samples). device (\"sim\", "
+    .. "\"cuda:1\", ...) puts the network and the optimizer's state there (default: the CPU).",
     "ds = nn.TensorDataset(tensor.randn(8, 2), tensor.ones(8)); local p = os.tmpname(); nn.Trainer{net = nn.Linear(2, 2), data = ds, verbose = false}:save(p); print(nn.Trainer.load(p, {data = ds})); os.remove(p)")
 
 return util.publish(help_rows, {nn = nn, optim = optim, Trainer = Trainer, Module = methods})

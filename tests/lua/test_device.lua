@@ -220,6 +220,43 @@ test("checkpoints: save from sim, load onto sim", function()
   check(s ~= nil, "net:summary on sim")
 end)
 
+test("nn.Trainer.load(path, {device = 'sim'}) resumes there: the same as an unbroken run", function()
+  local path = os.tmpname()
+  local function trainer(device)
+    local data = random_set(21, 40)
+    local net = mlp(22)
+    if device then net:to(device) end
+    tensor.seed(23)
+    return nn.Trainer{net = net, data = data, optim = optim.Adam(net, {lr = 0.01, clip = 5}), batch = 16,
+                      seed = 3, schedule = optim.schedule.cosine{total = 12, min_lr = 1e-4},
+                      verbose = false}, data
+  end
+  local a = trainer("sim")
+  a:fit{epochs = 4}
+  for _, saved_on in ipairs{"sim", "cpu"} do
+    local b, data = trainer(saved_on)
+    b:fit{epochs = 1}
+    b:step() -- mid-epoch
+    b:save(path)
+    check_error(function() nn.Trainer.load(path, {data = data, device = "nowhere"}) end, "unknown device",
+                "a bad device is named")
+    check_error(function() nn.Trainer.load(path, {data = data, device = 1}) end, "device must be a device name",
+                "a device that is not a name")
+    local c = nn.Trainer.load(path, {data = data, verbose = false, device = "sim"})
+    check(c.net:device() == "sim", "saved on " .. saved_on .. ": the network is on sim")
+    stats(true)
+    c:step() -- the optimizer's state came with it: nothing but the batch goes up
+    local s = stats()
+    check(s.copies_h2d == 2 and s.copies_d2h == 1, "saved on " .. saved_on .. ": a step moves the batch only: "
+          .. s.copies_h2d .. " copies up, " .. s.copies_d2h .. " down")
+    c:fit{epochs = 3}
+    check(c.steps == a.steps and same_tree(c.history.loss, a.history.loss),
+          "saved on " .. saved_on .. ": the same losses as the unbroken run on sim")
+    check(same_tree(net_weights(c.net), net_weights(a.net)), "saved on " .. saved_on .. ": the same weights")
+  end
+  os.remove(path)
+end)
+
 -- ---------------------------------------------------------------- compression
 
 test("pruning on sim: magnitude, masks through training, reports, channels, schedules", function()
