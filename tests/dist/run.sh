@@ -69,6 +69,17 @@ for np in 2 1; do
     fi
 done
 
+# 3b. viz under 2 ranks: rank 1 alone draws the panels and the dashboard and writes the pictures.
+mkdir -p "$tmp/viz"
+timeout 60 $MPI -np 2 "$NNLAB" $D/viz.lua "$tmp/viz" > "$tmp/viz.log" 2>&1
+rc=$?
+if [ $rc -eq 0 ] && ! grep -q '^FAIL' "$tmp/viz.log" && grep -q '^ok done (rank 1)' "$tmp/viz.log" &&
+   grep -q '^ok done (rank 2)' "$tmp/viz.log"; then
+    ok "viz on 2 ranks: rank 1 draws and writes, rank 2 neither ($(grep -c '^ok ' "$tmp/viz.log") checks)"
+else
+    cat "$tmp/viz.log"; bad "viz on 2 ranks (exit $rc)"
+fi
+
 # 4. A script error on one rank ends every rank (naming it, then MPI_Abort), never a hang.
 start=$(date +%s)
 timeout 30 $MPI -np 2 "$NNLAB" -e 'if dist.rank() == 2 then error("boom") end; dist.barrier()' > "$tmp/err" 2>&1
