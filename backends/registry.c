@@ -6,8 +6,16 @@
 #include "sim/sim.h"
 #include "profile.h"
 #include "quant.h"
+#include "dist.h"
 #ifdef NL_HAVE_CUDA
 #include "cuda/cuda.h"
+
+/* GPU ranks sum their gradients with NCCL. */
+static const nl_dist_device_comm nccl_comm = {
+    .name = "NCCL", .id_bytes = NL_NCCL_ID_BYTES, .unique_id = nl_nccl_unique_id,
+    .join = nl_nccl_join, .allreduce_sum = nl_nccl_allreduce_sum, .leave = nl_nccl_leave,
+};
+_Static_assert(NL_NCCL_ID_BYTES <= NL_DIST_DEVICE_ID_MAX, "an NCCL id fits dist's buffer");
 #endif
 
 #include <cblas.h>
@@ -58,6 +66,7 @@ void nl_init(void)
     nl_backend_provide(NL_SIM, nl_sim_backend);
 #ifdef NL_HAVE_CUDA
     nl_backend_provide(NL_CUDA, nl_cuda_backend); /* NULL (error set) when there is no such device */
+    nl_dist_provide_device_comm(NL_CUDA, &nccl_comm);
 #endif
     const char *env = getenv("NNLAB_THREADS");
     int n = env ? atoi(env) : 0;
