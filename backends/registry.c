@@ -64,6 +64,7 @@ void nl_init(void)
     (void)nl_blas_get_info();
     nl_backend_provide(NL_CPU, cpu_instance);
     nl_backend_provide(NL_SIM, nl_sim_backend);
+    nl_dist_provide_device_comm(NL_SIM, &nl_dist_staged_comm);
 #ifdef NL_HAVE_CUDA
     nl_backend_provide(NL_CUDA, nl_cuda_backend); /* NULL (error set) when there is no such device */
     nl_dist_provide_device_comm(NL_CUDA, &nccl_comm);

@@ -51,6 +51,10 @@ typedef struct {
 } nl_dist_device_comm;
 #define NL_DIST_DEVICE_ID_MAX 256
 void nl_dist_provide_device_comm(nl_device kind, const nl_dist_device_comm *c);
+/* Device collectives through host memory (each bucket to the host, summed by MPI, and back): sim's,
+ * so that the tests run the exchange's device path (the join, the id's broadcast, buckets as
+ * views of a device store) on a machine without GPUs. */
+extern const nl_dist_device_comm nl_dist_staged_comm;
 
 /* The gradient exchange of data-parallel training: averages the parameter store's gradients over
  * the processes in buckets of about bucket_bytes, each started (non-blocking all-reduce) as soon as

@@ -43,6 +43,10 @@ same "distributed = {sync_bn = true}: the same" "bn 32 12" 2 "bnconv 16 12"
 # are keyed by the sample's position in the epoch, whatever rank takes it).
 same "data.loader with augmentation: 2 ranks x 8 == 1 process x 16" "loader 16 14" 2 "loader 8 14"
 
+# 2d. The exchange's device path (what GPU ranks do with NCCL) on sim: each rank's network on its own
+# sim:(local rank), the buckets summed where the gradients are (through host memory for sim).
+same "device path on sim: 2 ranks x 8 on sim == 1 process x 16 on the cpu" "mlp 16 20" 2 "mlpsim 8 20"
+
 # 2c. A run saved on 2 ranks x 16 continues in one process x 32 (and one saved alone continues on
 # 2 ranks) where the straight run would be.
 mkdir -p "$tmp/r21" "$tmp/r12"
