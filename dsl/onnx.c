@@ -29,8 +29,8 @@ static int p_export(lua_State *L)
             if (!lua_isinteger(L, -1) && !(lua_isnumber(L, -1) && lua_tonumber(L, -1) == (double)v))
                 return nl_dsl_error(L, "onnx.export: input size %d is not a whole number", d + 1);
             if (v < 1 || v > ((lua_Integer)1 << 40))
-                return nl_dsl_error(L, "onnx.export: input size %d must be at least 1, got %lld", d + 1,
-                                    (long long)v);
+                return nl_dsl_error(L, "onnx.export: input size %d must be from 1 to 2^40, got %I", d + 1,
+                                    (LUA_INTEGER)v);
             o.shape[d] = (int64_t)v;
             lua_pop(L, 1);
         }
