@@ -9,6 +9,7 @@ const path = require('path');
 
 const modules = process.env.ORT_NODE_MODULES || path.join(__dirname, '..', '..', 'build', 'node_modules');
 const ort = require(path.join(modules, 'onnxruntime-node'));
+ort.env.logLevel = 'error'; // its warnings (telemetry, cpuinfo) are not the test's business
 
 // A little-endian f32 .npy in C order (what nnlab's Tensor:save writes).
 function readNpy(file) {
