@@ -426,6 +426,9 @@ static nl_status qlayer(exporter *e, nl_module *m, const where *w)
     if (st == NL_OK) st = add_init(e, bn, ONNX__TENSOR_PROTO__DATA_TYPE__INT32, 1, &out, qb, (size_t)out * 4);
     if (st == NL_OK) st = add_init(e, bs, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, 1, &out, bscale, (size_t)out * 4);
     if (st == NL_OK) st = add_init(e, bz, ONNX__TENSOR_PROTO__DATA_TYPE__INT32, 1, &out, bzeros, (size_t)out * 4);
+    /* and the float bias itself, which no node reads: onnx.load takes it back exactly */
+    char bf[NAME_MAX_LEN];
+    if (st == NL_OK && bias) st = param_init(e, m, w, "bias", bf);
     if (st != NL_OK) return st;
     /* weights and bias */
     fresh(e, dqw, "dq_weight");

@@ -145,6 +145,7 @@ typedef struct {
     int producer;               /* node index, -1 for the graph input and constants */
     int consumers;              /* node inputs and graph outputs that take it */
     int consumer;               /* the first node that takes it */
+    int dq;                     /* the DequantizeLinear of constants that computes it, else -1 */
 } value;
 
 typedef struct {
@@ -154,6 +155,7 @@ typedef struct {
     value *v;       /* open-addressed hash of names, cap entries */
     size_t cap, n;
     bool *used;     /* nodes consumed by a pattern */
+    bool u8;        /* the current value holds u8 activations (between QuantizeLinear and a float) */
     /* the walk */
     const char *cur;
     int ndim;
@@ -181,7 +183,7 @@ static value *define(importer *im, const char *name)
     size_t i = hash(name) & (im->cap - 1);
     for (; im->v[i].name; i = (i + 1) & (im->cap - 1))
         if (strcmp(im->v[i].name, name) == 0) return NULL;
-    im->v[i] = (value){.name = name, .producer = -1, .consumer = -1};
+    im->v[i] = (value){.name = name, .producer = -1, .consumer = -1, .dq = -1};
     im->n++;
     return &im->v[i];
 }
@@ -381,6 +383,16 @@ static nl_status validate(importer *im)
             nl_status st = check_tensor(im, a->t, "constant");
             if (st != NL_OK) return st;
             find(im, n->output[0])->t = a->t;
+            im->used[i] = true;
+        }
+        /* the weights and biases of a QDQ graph: read by the quantized layer that takes them */
+        bool consts = strcmp(op_of(n), "DequantizeLinear") == 0 && n->n_input >= 2;
+        for (size_t k = 0; k < n->n_input && consts; k++) {
+            value *v = *S(n->input[k]) ? find(im, n->input[k]) : NULL;
+            consts = !*S(n->input[k]) || (v && v->t);
+        }
+        if (consts) {
+            find(im, n->output[0])->dq = (int)i;
             im->used[i] = true;
         }
     }
@@ -745,6 +757,156 @@ static nl_module *pad(importer *im, int i, int *last)
     return pool(im, next, true, (int64_t)p);
 }
 
+/* ---------------------------------------------------------------- QDQ (int8) ----------- */
+
+/* A per-tensor activation quantization: scale input k and zero point input k + 1 (u8, absent: 0). */
+static bool act_qparams(importer *im, int i, double *scale, double *zp)
+{
+    const Onnx__NodeProto *n = im->g->node[i];
+    const Onnx__TensorProto *s = const_input(im, i, 1, "scale");
+    const Onnx__TensorProto *z = has_input(n, 2) ? const_input(im, i, 2, "zero point") : NULL;
+    if (!s || (has_input(n, 2) && !z)) return false;
+    *scale = numel(s) == 1 ? tensor_at(s, 0) : NAN;
+    *zp = z && numel(z) == 1 ? tensor_at(z, 0) : 0;
+    if (!(*scale > 0 && isfinite(*scale)) || (z && (z->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__UINT8 || numel(z) != 1))) {
+        node_err(im, i, NL_EUNSUPPORTED, "only per-tensor u8 activations with a positive scale are supported");
+        return false;
+    }
+    return true;
+}
+
+/* Quantize / Dequantize: qparams = {scale, zero point}. */
+static nl_module *affine(importer *im, int i, const char *type)
+{
+    double scale, zp;
+    if (!act_qparams(im, i, &scale, &zp)) return NULL;
+    nl_module *m = make(im, i, type, NULL, NULL);
+    if (m) {
+        float *qp = nl_tensor_f32(nl_module_param(m, "qparams")->value);
+        qp[0] = (float)scale, qp[1] = (float)zp;
+    }
+    return m;
+}
+
+/* The DequantizeLinear of constants (weights, biases) whose output input k of node i is. */
+static const Onnx__NodeProto *dq_input(importer *im, int i, size_t k)
+{
+    const Onnx__NodeProto *n = im->g->node[i];
+    value *v = k < n->n_input && *S(n->input[k]) ? find(im, n->input[k]) : NULL;
+    return v && v->dq >= 0 ? im->g->node[v->dq] : NULL;
+}
+
+static const Onnx__TensorProto *const_of(importer *im, const Onnx__NodeProto *n, size_t k)
+{
+    value *v = k < n->n_input && *S(n->input[k]) ? find(im, n->input[k]) : NULL;
+    return v ? v->t : NULL;
+}
+
+/* QConv2d / QLinear from DequantizeLinear(x) at i -> Conv / Gemm (weights and bias dequantized
+ * from constants) -> [Relu] -> [QuantizeLinear] -> [MaxPool k, stride k]; NULL with the error set
+ * (or, *plain set, nothing of that pattern: x is a plain Dequantize). */
+static nl_module *qlayer(importer *im, int i, int *last, bool *plain)
+{
+    const Onnx__NodeProto *dqn = im->g->node[i];
+    int c = only_consumer(im, dqn->output[0], "Conv");
+    const bool conv = c >= 0;
+    if (!conv) c = only_consumer(im, dqn->output[0], "Gemm");
+    const Onnx__NodeProto *wq = c >= 0 ? dq_input(im, c, 1) : NULL;
+    *plain = !wq;
+    if (!wq) return NULL;
+    double xs, xz;
+    if (!act_qparams(im, i, &xs, &xz)) return NULL;
+    /* the weights: u8 (zero point 128) or i8 (zero point 0) levels, a scale per output channel */
+    const Onnx__TensorProto *w = const_of(im, wq, 0), *ws = const_of(im, wq, 1), *wz = const_of(im, wq, 2);
+    const int32_t wt = w ? w->data_type : 0;
+    const int64_t out = w && w->n_dims >= 2 ? w->dims[0] : 0;
+    int64_t axis;
+    const Onnx__AttributeProto *ax = attr(wq, "axis");
+    axis = ax && ax->has_i ? ax->i : 1;
+    const double wzero = wt == ONNX__TENSOR_PROTO__DATA_TYPE__UINT8 ? 128 : 0;
+    bool ok = w && ws && (wt == ONNX__TENSOR_PROTO__DATA_TYPE__UINT8 || wt == ONNX__TENSOR_PROTO__DATA_TYPE__INT8) &&
+              (int)w->n_dims == (conv ? 4 : 2) && ws->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT &&
+              numel(ws) == out && out > 0 && (out == 1 || axis == 0);
+    for (int64_t o = 0; ok && wz && o < numel(wz); o++) ok = wz->data_type == wt && numel(wz) == out && tensor_at(wz, (size_t)o) == wzero;
+    ok = ok && (wz || wzero == 0);
+    if (!ok) {
+        node_err(im, c, NL_EUNSUPPORTED, "its weights must be u8 (zero point 128) or i8 (zero point 0) levels with a "
+                 "float scale per output channel (axis 0)");
+        return NULL;
+    }
+    /* the operator's own attributes: as the float layer's */
+    int64_t k = conv ? w->dims[2] : 1, s = 1, pad = 0, tb = 1;
+    if (conv) {
+        int64_t dil, group;
+        if (get_same(im, c, "strides", 1, 2, &s) || get_same(im, c, "pads", 0, 4, &pad) ||
+            get_same(im, c, "dilations", 1, 2, &dil) || get_int(im, c, "group", 1, &group))
+            return NULL;
+        if (w->dims[2] != w->dims[3] || dil != 1 || group != 1) {
+            node_err(im, c, NL_EUNSUPPORTED, "only square kernels, dilations 1 and group 1 are supported");
+            return NULL;
+        }
+    } else if (get_int(im, c, "transB", 0, &tb) || tb != 1) {
+        node_err(im, c, NL_EUNSUPPORTED, "a quantized Gemm must have transB=1");
+        return NULL;
+    }
+    /* bias: the float one nnlab writes beside the int32 levels ("<p>bias" for "<p>bias_quantized"), else
+     * the levels times their scale */
+    const Onnx__NodeProto *bq = dq_input(im, c, 2);
+    const Onnx__TensorProto *b = bq ? const_of(im, bq, 0) : NULL, *bs = bq ? const_of(im, bq, 1) : NULL;
+    if (has_input(im->g->node[c], 2) && (!b || !bs || numel(b) != out || numel(bs) != out)) {
+        node_err(im, c, NL_EUNSUPPORTED, "its bias must be int32 levels dequantized with a scale per channel");
+        return NULL;
+    }
+    const Onnx__TensorProto *bf = NULL;
+    if (b) {
+        const size_t n = strlen(S(b->name));
+        if (n > 10 && strcmp(b->name + n - 10, "_quantized") == 0) {
+            char name[600];
+            snprintf(name, sizeof name, "%.*s", (int)(n - 10), b->name);
+            value *v = find(im, name);
+            if (v && v->t && v->t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT && numel(v->t) == out) bf = v->t;
+        }
+    }
+    /* after it: ReLU, the requantization, a fused max pool */
+    int end = c, r = only_consumer(im, im->g->node[c]->output[0], "Relu");
+    if (r >= 0) end = r;
+    int q = only_consumer(im, im->g->node[end]->output[0], "QuantizeLinear");
+    double ys = 1, yz = 0;
+    if (q >= 0 && !act_qparams(im, q, &ys, &yz)) return NULL;
+    if (q >= 0) end = q;
+    int pool = conv && q >= 0 ? only_consumer(im, im->g->node[end]->output[0], "MaxPool") : -1;
+    int64_t pk = 0;
+    if (pool >= 0) {
+        int64_t ps, pp, cm;
+        if (get_same(im, pool, "kernel_shape", 0, 2, &pk) || get_same(im, pool, "strides", 1, 2, &ps) ||
+            get_same(im, pool, "pads", 0, 4, &pp) || get_int(im, pool, "ceil_mode", 0, &cm))
+            return NULL;
+        if (pk < 2 || pk > 3 || ps != pk || pp != 0 || cm != 0 || attr(im->g->node[pool], "dilations")) pool = -1, pk = 0;
+        else end = pool;
+    }
+    nl_module *m = conv ? make(im, c, "QConv2d", (const char *[]){"in", "out", "k", "stride", "padding", "relu", "f32", "pool", NULL},
+                               (double[]){(double)w->dims[1], (double)out, (double)k, (double)s, (double)pad, r >= 0, q < 0, (double)pk})
+                        : make(im, c, "QLinear", (const char *[]){"in", "out", "relu", "f32", NULL},
+                               (double[]){(double)w->dims[1], (double)out, r >= 0, q < 0});
+    if (!m) return NULL;
+    int8_t *wd = nl_tensor_data(nl_module_param(m, "weight")->value);
+    float *wsd = nl_tensor_f32(nl_module_param(m, "weight_scale")->value);
+    float *bd = nl_tensor_f32(nl_module_param(m, "bias")->value);
+    float *qp = nl_tensor_f32(nl_module_param(m, "qparams")->value);
+    for (int64_t e = 0; e < numel(w); e++) wd[e] = (int8_t)(tensor_at(w, (size_t)e) - wzero);
+    for (int64_t o = 0; o < out; o++) {
+        wsd[o] = (float)tensor_at(ws, (size_t)o);
+        bd[o] = bf ? (float)tensor_at(bf, (size_t)o) : b ? (float)(tensor_at(b, (size_t)o) * tensor_at(bs, (size_t)o)) : 0;
+    }
+    qp[0] = (float)xs, qp[1] = (float)xz, qp[2] = (float)ys, qp[3] = (float)yz, qp[4] = qp[5] = NAN;
+    im->used[c] = true;
+    if (r >= 0) im->used[r] = true;
+    if (q >= 0) im->used[q] = true;
+    if (pool >= 0) im->used[pool] = true;
+    *last = end;
+    return m;
+}
+
 /* The layer of node i (and the nodes a pattern takes with it); *last is the node whose output the
  * layer gives. NULL with the error set. */
 static nl_module *layer(importer *im, int i, int *last)
@@ -752,6 +914,23 @@ static nl_module *layer(importer *im, int i, int *last)
     const Onnx__NodeProto *n = im->g->node[i];
     const char *op = op_of(n);
     *last = i;
+    if (im->u8) { /* u8 activations: the quantized layers, and the layout nnlab's QLinear reads itself */
+        if (strcmp(op, "DequantizeLinear") == 0) {
+            bool plain;
+            nl_module *m = qlayer(im, i, last, &plain);
+            return m || !plain ? m : affine(im, i, "Dequantize");
+        }
+        if (strcmp(op, "MaxPool") == 0) {
+            nl_module *m = pool(im, i, false, 0);
+            nl_module *qm = m ? make(im, i, "QMaxPool2d", (const char *[]){"k", "stride", "padding", NULL},
+                                    (double[]){m->args[0], m->args[1], m->args[2]}) : NULL;
+            nl_module_release(m);
+            return qm;
+        }
+        node_err(im, i, NL_EUNSUPPORTED, "%s on u8 activations is not one nnlab can represent", op);
+        return NULL;
+    }
+    if (strcmp(op, "QuantizeLinear") == 0) return affine(im, i, "Quantize");
     if (strcmp(op, "Conv") == 0) return conv(im, i);
     if (strcmp(op, "Gemm") == 0) return gemm(im, i);
     if (strcmp(op, "MaxPool") == 0 || strcmp(op, "AveragePool") == 0) return pool(im, i, op[0] == 'A', 0);
@@ -889,6 +1068,31 @@ static nl_status add_layer(importer *im, nl_module *c, nl_module *m, int i)
     return NL_OK;
 }
 
+/* On u8 activations, the layout steps of nnlab's export before a QLinear (which reads NHWC rows
+ * itself): Transpose to NHWC, then Flatten, then the quantized Gemm. Skipped (true) when node i is
+ * one of them; the quantized layer after them takes the u8 map as it is. */
+static bool u8_layout(importer *im, int i)
+{
+    const Onnx__NodeProto *n = im->g->node[i];
+    int fl = i;
+    if (strcmp(op_of(n), "Transpose") == 0) {
+        const Onnx__AttributeProto *perm = attr(n, "perm");
+        if (!perm || perm->n_ints != 4 || perm->ints[0] != 0 || perm->ints[1] != 2 || perm->ints[2] != 3 ||
+            perm->ints[3] != 1 || n->n_attribute != 1)
+            return false;
+        fl = only_consumer(im, n->output[0], "Flatten");
+    } else if (strcmp(op_of(n), "Flatten") != 0) {
+        return false;
+    }
+    int64_t axis;
+    if (fl < 0 || get_int(im, fl, "axis", 1, &axis) != NL_OK || axis != 1 || im->g->node[fl]->n_attribute > 1) return false;
+    const int dq = only_consumer(im, im->g->node[fl]->output[0], "DequantizeLinear");
+    if (dq < 0 || only_consumer(im, im->g->node[dq]->output[0], "Gemm") < 0) return false;
+    im->used[fl] = true;
+    im->cur = im->g->node[fl]->output[0];
+    return true;
+}
+
 static nl_status walk(importer *im, open_block *stack, int *depth)
 {
     const size_t nn = im->g->n_node;
@@ -938,15 +1142,22 @@ static nl_status walk(importer *im, open_block *stack, int *depth)
             memcpy(b->shape, im->shape, sizeof b->shape);
             if (!b->m) return nl_errcode();
         }
+        if (im->u8 && u8_layout(im, i)) continue;
         int last;
         nl_module *m = layer(im, i, &last);
         if (!m) return nl_errcode();
         st = add_layer(im, stack[*depth - 1].m, m, i);
+        const int f32 = nl_module_arg_index(m->type, "f32");
+        if (m->type == nl_module_type_find("Quantize") || m->type == nl_module_type_find("Dequantize"))
+            im->u8 = m->type == nl_module_type_find("Quantize");
+        else if (f32 >= 0)
+            im->u8 = m->args[f32] == 0;
         nl_module_release(m);
         if (st != NL_OK) return st;
         im->cur = im->g->node[last]->output[0];
     }
     if (*depth > 1) return bad(im->f.path, "a skip connection from '%s' never joins", stack[*depth - 1].skip);
+    if (im->u8) return bad(im->f.path, "the graph ends on u8 activations (nnlab's networks return float)");
     if (strcmp(im->cur, S(im->g->output[0]->name)) != 0)
         return bad(im->f.path, "the graph output '%s' is not the end of the chain of layers ('%s')",
                    S(im->g->output[0]->name), im->cur);

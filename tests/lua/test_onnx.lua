@@ -213,6 +213,31 @@ do
   check(worst_steps <= 1, string.format("int8 logits within one quantization step (%.2f)", worst_steps))
   local bytes = io.open(path, "rb"):read("a")
   for _, op in ipairs{"QuantizeLinear", "DequantizeLinear"} do check(bytes:find(op, 1, true), "QDQ: " .. op) end
+  -- the QDQ file comes back as the same integer layers, computing the same bytes
+  local back = onnx.load(path)
+  check(tostring(back) == tostring(q), "int8 round trip: the same layers\n" .. tostring(back))
+  loader:reset()
+  local x = loader:next()
+  check((back(x) - q(x)):abs():max() == 0, "int8 round trip is bit for bit")
+end
+
+agree("Quantize, u8 max pool, Dequantize", nn.Sequential(nn.Quantize(), nn.QMaxPool2d(2), nn.Dequantize()),
+      tensor.randn(2, 3, 8, 8) * 40 + 60, {input = {2, 3, 8, 8}})
+
+-- an int8 network that leaves the integer part for a float layer and enters it again, with a u8 max pool
+do
+  tensor.seed(4)
+  local net = nn.Sequential(nn.Conv2d(3, 6, 3, {padding = 1}), nn.ReLU(), nn.MaxPool2d(3, {stride = 1}),
+                            nn.Conv2d(6, 4, 3), nn.Sigmoid(), nn.Flatten(), nn.Linear(4 * 8 * 8, 5), nn.ReLU(),
+                            nn.Linear(5, 3))
+  local x = tensor.randn(8, 3, 12, 12)
+  local q = quant.int8(net, {calibrate = x})
+  local path = agree("int8 with a float layer inside", q, x, nil, 0.05)
+  local types = {}
+  for i = 1, #q do types[#types + 1] = q[i]:type() end
+  local _, quantizes = table.concat(types, " "):gsub("Quantize", "")
+  check(quantizes == 2 and table.concat(types, " "):find("QMaxPool2d QConv2d Sigmoid", 1, true),
+        "the test network leaves and re-enters the integer part: " .. table.concat(types, " "))
 end
 
 -- ---- PyTorch-exported files (tests/golden/make_onnx.py) against PyTorch's outputs
