@@ -320,6 +320,10 @@ local BASE = {
   ["lowrank.factorize"] = {make = function() return A(nn.Linear(16, 8), {rank = 2}) end, opt = 2},
   ["lowrank.spectrum"] = {make = function() return A(nn.Linear(6, 4)) end},
   ["lowrank.rank_for_energy"] = {make = function() return A(tensor.from{3, 2, 1}, 0.9) end},
+  ["onnx.export"] = {make = function()
+    return A(nn.Sequential(nn.Linear(2, 3)), TMP .. ".onnx", {input = {1, 2}, opset = 17, batch = "dynamic"}) end, opt = 3},
+  ["onnx.load"] = {make = function() onnx.export(nn.Sequential(nn.Linear(2, 3)), TMP .. ".onnx"); return A(TMP .. ".onnx") end},
+  ["onnx.info"] = {make = function() onnx.export(nn.Linear(2, 3), TMP .. ".onnx"); return A(TMP .. ".onnx") end},
   ["compress._push"] = {make = function() return A(nn.Linear(2, 2), "fuzz") end},
   ["compress.fastest"] = {make = function()
     return A({nn.Linear(4, 4), nn.Linear(4, 2)}, tensor.randn(2, 4), {rounds = 2, time = 0.001}) end, opt = 3},
