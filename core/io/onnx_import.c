@@ -639,8 +639,8 @@ static nl_module *pool(importer *im, int i, bool avg, int64_t extra_pad)
         node_err(im, i, NL_EUNSUPPORTED, "count_include_pad=0 with padding: nnlab's AvgPool2d divides by k*k");
         return NULL;
     }
-    if (ceil_mode && im->ndim == 4) { /* fine when ceil and floor give the same size */
-        for (int d = 2; d < 4; d++)
+    if (ceil_mode && im->ndim == 4) { /* fine when ceil and floor give the same size (H, W: NHWC on u8) */
+        for (int d = im->u8 ? 1 : 2; d < (im->u8 ? 3 : 4); d++)
             if ((im->shape[d] + 2 * pad - k) % s != 0) {
                 node_err(im, i, NL_EUNSUPPORTED, "ceil_mode=1 gives a larger output than nnlab's pooling here");
                 return NULL;
