@@ -365,7 +365,10 @@ local PATH_FIRST = {
   ["nn.Trainer.load"] = true, ["Trainer:save"] = true, ["data.cifar10"] = true,
   ["data.fashion_mnist"] = true, ["data.mnist"] = true, ["data.image_folder"] = true,
   ["data.save_cifar"] = true, ["Canvas:save"] = true, ["viz.save"] = true, ["journal.save"] = true,
+  ["onnx.load"] = true, ["onnx.info"] = true,
 }
+-- Functions whose second argument is a path.
+local PATH_SECOND = {["onnx.export"] = true}
 -- Functions that read the real data set when given no folder: not called without one.
 local NEEDS_DIR = {["data.cifar10"] = true, ["data.fashion_mnist"] = true}
 
@@ -451,7 +454,7 @@ end
 -- which Lua takes as strings, at a path's place become paths under /tmp).
 local function value_for(name, pos, b)
   local v = b.make()
-  if pos == 1 and PATH_FIRST[name] and (type(v) == "string" or type(v) == "number") then
+  if (pos == 1 and PATH_FIRST[name] or pos == 2 and PATH_SECOND[name]) and (type(v) == "string" or type(v) == "number") then
     if v == "" then return "" end
     v = tostring(v)
     return TMP .. "_" .. (#v > 300 and v:sub(1, 300) or v)
