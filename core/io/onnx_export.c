@@ -504,8 +504,7 @@ static nl_status export_module(exporter *e, nl_module *m, const where *w, int de
     }
     const bool q = is(m, "QConv2d") || is(m, "QLinear") || is(m, "QMaxPool2d") || is(m, "Dequantize");
     if (e->cur_u8 && !q) return refuse(m, w, "it takes u8 activations (only quantized layers and Dequantize can)");
-    if (!e->cur_u8 && (q && !is(m, "Dequantize")))
-        return refuse(m, w, "its input is not the u8 output of a Quantize or a quantized layer");
+    if (!e->cur_u8 && q) return refuse(m, w, "its input is not the u8 output of a Quantize or a quantized layer");
     Onnx__NodeProto *nd = NULL;
     const char *simple = is(m, "ReLU") ? "Relu" : is(m, "Sigmoid") ? "Sigmoid" : is(m, "Tanh") ? "Tanh"
                        : is(m, "Identity") || is(m, "Dropout") ? "Identity" : NULL;
