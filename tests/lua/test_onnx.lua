@@ -269,6 +269,8 @@ check_error(function() onnx.export(nn.Linear(2, 2), tmp("x.onnx"), {input = "big
 check_error(function() onnx.export(nn.Linear(2, 2), "/nonexistent/dir/x.onnx") end, "/nonexistent/dir")
 check_error(function() onnx.export(nn.Sequential(nn.Conv2d(3, 2, 3), nn.Linear(4, 2)), tmp("x.onnx"),
                                    {input = {1, 3, 6, 6}}) end, "layer 2 (Linear) cannot be exported: ONNX's Gemm takes 2-D")
+check_error(function() onnx.export(nn.Sequential(nn.Linear(2, 2), nn.Dequantize()), tmp("x.onnx")) end,
+            "layer 2 (Dequantize) cannot be exported: its input is not the u8 output")
 check_error(function() onnx.export(nil, tmp("x.onnx")) end, "Module expected")
 check_error(function() onnx.load(tmp("missing.onnx")) end, "cannot open")
 check_error(function() onnx.load(42) end, "cannot open")
