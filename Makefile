@@ -145,7 +145,7 @@ help:
 	@echo "make run        install what is missing, build, run the main experiment"
 	@echo "make test       install what is missing, build, run every test"
 	@echo "make bench      benchmarks side by side with the PyTorch peer"
-	@echo "make fuzz       each libFuzzer target of tests/fuzz for FUZZ_TIME seconds (default 60)"
+	@echo "make fuzz       each libFuzzer target of tests/fuzz (FUZZ_ONLY=names) for FUZZ_TIME seconds (default 60)"
 	@echo "make data       CIFAR-10 into data/ (CIFAR10_ARCHIVE=tarball, else download)"
 	@echo "switches: CUDA=auto|0|1  SAN=1 (ASan+UBSan)  DEBUG=1"
 
