@@ -49,6 +49,8 @@ const char *nl_cpu_qgemm_isa(void);
  * generic path below "avx512". nl_cpu_isa names the one in use. */
 nl_status nl_cpu_set_isa(const char *name);
 const char *nl_cpu_isa(void);
+/* How bf16 products run here: "native avx512_bf16", "emulated avx2" or "emulated generic". */
+const char *nl_cpu_bf16_how(void);
 /* OpenBLAS's core ("Haswell", "SkylakeX", "Zen", ...). */
 const char *nl_cpu_blas_core(void);
 /* The kernels that ran since the last call, as the kernels that choose a path name it ("conv direct

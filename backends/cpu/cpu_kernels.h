@@ -8,6 +8,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 enum {
     CPU_RUN = 2048,         /* longest run the iterator hands a run function (bounds stack buffers) */
@@ -102,6 +103,43 @@ typedef struct {
     int64_t ld;
 } cpu_gemm_layout;
 cpu_gemm_layout cpu_gemm_layout_of(const nl_tensor *t, int64_t ld_max);
+
+/* ---------------------------------------------------------------- bf16 products -------- */
+
+/* f to bf16 as AVX512_BF16 converts: round to nearest even, subnormals to a zero of their sign,
+ * NaN kept quiet. */
+static inline uint16_t cpu_bf16_round(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    if ((u & 0x7f800000u) == 0) return (uint16_t)((u >> 16) & 0x8000);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+}
+static inline float cpu_bf16_to_f32(uint16_t h)
+{
+    const uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* Which kernel computes the bf16 products (gemm_bf16.c): the plain-C reference, AVX2 emulating
+ * the bf16 dot product, or AVX512_BF16's own; all three give the same bits. Chosen by cpuid
+ * features within cpu_isa(). */
+typedef enum { CPU_BF16_REFERENCE, CPU_BF16_EMULATED, CPU_BF16_NATIVE, CPU_BF16_PATH_COUNT } cpu_bf16_path;
+cpu_bf16_path cpu_bf16_path_of(void);
+/* "native avx512_bf16", "emulated avx2" or "emulated generic". */
+const char *cpu_bf16_path_name(cpu_bf16_path p);
+/* c [M, N] (row-major, ldc) = a [M, K] @ b [K, N] (or += when accumulate) with a and b rounded to
+ * bf16 and fp32 sums in a fixed order (see gemm_bf16.c); ta / tb: a / b is stored transposed
+ * (a[k*lda + m], b[n*ldb + k]). The packed copies go to ws (cpu_gemm_bf16_ws(M, N, K) words), or
+ * to memory of its own when ws is NULL (NL_ENOMEM if there is none). Runs on up to `threads`
+ * threads (1 inside a parallel region); the result does not depend on them. */
+nl_status cpu_gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float *a,
+                        int64_t lda, const float *b, int64_t ldb, bool accumulate, float *c,
+                        int64_t ldc, uint32_t *ws, int threads);
+int64_t cpu_gemm_bf16_ws(int64_t M, int64_t N, int64_t K);
 
 /* ---------------------------------------------------------------- convolution ----------- */
 
