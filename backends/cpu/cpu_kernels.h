@@ -112,9 +112,10 @@ static inline uint16_t cpu_bf16_round(float f)
 {
     uint32_t u;
     memcpy(&u, &f, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
-    if ((u & 0x7f800000u) == 0) return (uint16_t)((u >> 16) & 0x8000);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+    const uint32_t nan = (u >> 16) | 0x40, zero = (u >> 16) & 0x8000,
+                   rounded = (u + 0x7fffu + ((u >> 16) & 1)) >> 16;
+    /* without branches, so that loops of it vectorise */
+    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? nan : (u & 0x7f800000u) == 0 ? zero : rounded);
 }
 static inline float cpu_bf16_to_f32(uint16_t h)
 {

@@ -54,26 +54,31 @@ typedef struct {
     bool trans;
 } bf_operand;
 
-static inline float elem(const bf_operand *o, int64_t r, int64_t k)
-{
-    return o->trans ? o->p[k * o->ld + r] : o->p[r * o->ld + k];
-}
-
 /* Packs rows [0, rows) of o (rows x K) in panels of w rows: panel q, pair kp, row j at
  * dst[(q*KP + kp)*w + j] holds (o(qw+j, 2kp), o(qw+j, 2kp+1)), zeros past the edges. */
 static void pack(const bf_operand *o, int64_t rows, int64_t K, int w, uint32_t *dst, int threads)
 {
-    const int64_t KP = (K + 1) / 2, panels = (rows + w - 1) / w;
+    const int64_t KP = (K + 1) / 2, panels = (rows + w - 1) / w, ld = o->ld;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-    for (int64_t q = 0; q < panels; q++)
-        for (int64_t kp = 0; kp < KP; kp++) {
-            uint32_t *d = dst + (q * KP + kp) * w;
-            const int64_t k0 = 2 * kp, r0 = q * w;
-            for (int j = 0; j < w; j++) {
-                const int64_t r = r0 + j;
-                d[j] = r >= rows ? 0 : bf16_pair(elem(o, r, k0), k0 + 1 < K ? elem(o, r, k0 + 1) : 0);
+    for (int64_t q = 0; q < panels; q++) {
+        const int64_t r0 = q * w, nr = rows - r0 < w ? rows - r0 : w, full = K / 2;
+        uint32_t *d = dst + q * KP * w;
+        if (nr < w || full < KP) memset(d, 0, (size_t)(KP * w) * sizeof *d);
+        if (o->trans) { /* k's rows are contiguous along r: vectorised across the panel */
+            for (int64_t kp = 0; kp < full; kp++) {
+                const float *e = o->p + 2 * kp * ld + r0, *f = e + ld;
+                for (int64_t j = 0; j < nr; j++) d[kp * w + j] = bf16_pair(e[j], f[j]);
+            }
+            if (full < KP)
+                for (int64_t j = 0; j < nr; j++) d[full * w + j] = bf16_pair(o->p[(K - 1) * ld + r0 + j], 0);
+        } else { /* a row is contiguous along k */
+            for (int64_t j = 0; j < nr; j++) {
+                const float *e = o->p + (r0 + j) * ld;
+                for (int64_t kp = 0; kp < full; kp++) d[kp * w + j] = bf16_pair(e[2 * kp], e[2 * kp + 1]);
+                if (full < KP) d[full * w + j] = bf16_pair(e[K - 1], 0);
             }
         }
+    }
 }
 
 /* ---------------------------------------------------------------- kernels --------------- */
