@@ -331,42 +331,57 @@ static void bias_grad(const conv_geom *g, const float *gy, int64_t o, float *gb)
     gb[o] += (float)sum;
 }
 
-/* The filter gradient's direct path is off (0) for now: it sums a batch's images in one sequence
- * of lanes, so 2 ranks x 32 images no longer round like 1 process x 64 (tests/dist: 8% apart
- * after 30 Adam steps, against 1e-7 with sgemm's fixed groups). On narrow filters it was faster:
- * the seed CNN's first layer in 2.2 against 3.6 ms at batch 64, one thread (CPU time, AMD EPYC
- * Zen 3). To be turned on again once it sums in the same fixed image groups as the sgemm path. */
-enum { CONV_DIRECT_FILTER_MAX = 0 };
+/* The filter gradient's direct path runs for filters of up to this many inputs (C*KH*KW): on
+ * narrow filters it is faster than im2col + sgemm (the seed CNN's first layer in 2.2 against 3.6 ms
+ * at batch 64, one thread, AMD EPYC Zen 3); on wide ones sgemm is. */
+enum { CONV_DIRECT_FILTER_MAX = 64 };
 
-/* The filter gradient on the direct path: every image padded once, then each block of CPU_FR output
- * channels (a fixed split, whatever the thread count) sums its products over all images in lanes
- * (conv_direct.c), and the lanes are added in a fixed order. */
+/* Images per group of the direct filter gradient: each group of this many consecutive images is
+ * summed alone (its lanes, then each weight's lanes added in a fixed order), and the groups' sums
+ * are added to the gradient one after the other. No sum depends on the thread count; the chains of
+ * float additions are as long whatever the batch; and a batch accumulated in pieces of multiples
+ * of FILTER_GROUP images (gradient accumulation) gives the bits of the whole batch at once. */
+enum { FILTER_GROUP = 8 };
+
+/* The filter gradient on the direct path: every image padded once, then each (group of
+ * FILTER_GROUP images, block of CPU_FR output channels) sums its products in lanes of its thread
+ * (conv_direct.c) into the group's partial sums; then gw += each group's partial, in group order. */
 static nl_status filter_direct(const conv_geom *g, const float *x, const float *gy, float *gw,
                                float *gb)
 {
-    static grow_buf padded, lanes_buf;
+    static grow_buf padded, lanes_buf, partials;
     if (g->N == 0) return NL_OK; /* an empty batch adds nothing */
     const cpu_direct_geom d = {.C = g->C, .Hp = g->H + 2 * g->p, .Wp = g->W + 2 * g->p, .O = g->O,
                                .KH = g->KH, .KW = g->KW, .OH = g->OH, .OW = g->OW};
-    const int64_t psize = g->C * d.Hp * d.Wp, size = g->O * g->ckk;
-    const int64_t blocks = (g->O + CPU_FR - 1) / CPU_FR;
-    float *xp = grow(&padded, (size_t)(g->N * psize), "padded images");
-    float *lanes = grow(&lanes_buf, (size_t)(8 * size), "the filter gradient's lanes");
-    if (!xp || !lanes) return nl_errcode();
+    const int64_t psize = g->C * d.Hp * d.Wp, size = g->O * g->ckk, lsize = CPU_FR * g->ckk * 8;
+    const int64_t blocks = (g->O + CPU_FR - 1) / CPU_FR, groups = (g->N + FILTER_GROUP - 1) / FILTER_GROUP;
     const int nt = conv_threads(g, g->N);
+    float *xp = grow(&padded, (size_t)(g->N * psize), "padded images");
+    float *lanes = grow(&lanes_buf, (size_t)(nt * lsize), "the filter gradient's lanes");
+    float *part = grow(&partials, (size_t)(groups * size), "the filter gradient's partial sums");
+    if (!xp || !lanes || !part) return nl_errcode();
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
+        float *lt = lanes + omp_get_thread_num() * lsize;
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < g->N; n++)
             cpu_conv_pad(x + n * g->C * g->H * g->W, g->C, g->H, g->W, g->p, xp + n * psize);
 #pragma omp for schedule(static)
-        for (int64_t b = 0; b < blocks; b++) {
+        for (int64_t t = 0; t < groups * blocks; t++) {
+            const int64_t k = t / blocks, b = t % blocks, n0 = k * FILTER_GROUP;
+            const int64_t nn = g->N - n0 < FILTER_GROUP ? g->N - n0 : FILTER_GROUP;
             const int64_t o0 = CPU_FR * b, o1 = o0 + CPU_FR < g->O ? o0 + CPU_FR : g->O;
-            memset(lanes + o0 * g->ckk * 8, 0, (size_t)((o1 - o0) * g->ckk * 8) * sizeof *lanes);
-            cpu_conv_filter_avx2(&d, g->N, xp, gy, o0, o1, lanes);
+            memset(lt, 0, (size_t)((o1 - o0) * g->ckk * 8) * sizeof *lt);
+            cpu_conv_filter_avx2(&d, nn, xp + n0 * psize, gy + n0 * g->O * g->P, o0, o1, lt);
+            float *pk = part + k * size + o0 * g->ckk;
+            for (int64_t i = 0; i < (o1 - o0) * g->ckk; i++) pk[i] = cpu_lanes_sum(lt + 8 * i);
         }
 #pragma omp for schedule(static)
-        for (int64_t i = 0; i < size; i++) gw[i] += cpu_lanes_sum(lanes + 8 * i);
+        for (int64_t i = 0; i < size; i++) {
+            float s = gw[i];
+            for (int64_t k = 0; k < groups; k++) s += part[k * size + i];
+            gw[i] = s;
+        }
 #pragma omp for schedule(static)
         for (int64_t o = 0; o < (gb ? g->O : 0); o++) bias_grad(g, gy, o, gb);
     }

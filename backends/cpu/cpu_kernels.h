@@ -174,7 +174,7 @@ void cpu_conv_direct_avx2(const cpu_direct_geom *g, const float *xp, const float
                           const float *bias, float *y);
 void cpu_conv_direct_ref(const cpu_direct_geom *g, const float *xp, const float *wp,
                          const float *bias, float *y);
-/* The filter gradient's direct kernel: for output channels [o0, o1), lanes [O, C*KH*KW, 8] += the
+/* The filter gradient's direct kernel: for output channels [o0, o1), lanes [o1-o0, C*KH*KW, 8] += the
  * products gy[n][o] x xp[n][c] shifted by (kh, kw) over the N images of gy [N, O, OH, OW] and the
  * padded xp [N, C, Hp, Wp], in 8 lanes (the output pixel's column mod 8), image by image in order;
  * cpu_lanes_sum then adds a run of 8 lanes in a fixed order. Reference and AVX2 agree bit for bit. */

@@ -194,3 +194,25 @@ test("bf16: nn.evaluate and nn.profile, and what runs", function()
   check_error(function() sys.precision("int8") end, "unknown precision 'int8'", "sys.precision")
   check(sys.precision("bf16") == "bf16" and sys.precision("fp32") == "fp32", "sys.precision sets and tells")
 end)
+
+test("the direct filter gradient sums fixed groups of 8 images: two half batches add up to the whole", function()
+  if not pcall(sys.isa, "avx2") then
+    print("skipped: the direct filter gradient needs AVX2")
+    return
+  end
+  tensor.seed(4)
+  local conv = nn.Conv2d(3, 7, 3, {padding = 1}) -- 27 inputs per filter: the direct path
+  local x, gy = tensor.randn(24, 3, 9, 13), tensor.randn(24, 7, 9, 13)
+  conv:zero_grad()
+  conv(x)
+  conv:backward(gy)
+  local whole = conv:parameters()[1].grad:clone()
+  conv:zero_grad()
+  for _, r in ipairs{{1, 8}, {9, 24}} do -- 8 images, then 16: the same groups of 8
+    conv(x:slice(1, r[1], r[2]):contiguous())
+    conv:backward(gy:slice(1, r[1], r[2]):contiguous())
+  end
+  local parts = conv:parameters()[1].grad
+  check((parts - whole):abs():max() == 0, "8 + 16 images accumulated = 24 at once, bit for bit")
+  sys.isa("auto")
+end)
