@@ -355,13 +355,14 @@ function nn.profile(net, x, opts)
   if not opts.quiet then print_profile(p) end
   return p
 end
-doc("nn", "profile", "nn.profile(net, x, {backward=true, reps=5, quiet=false}) -> p",
+doc("nn", "profile", "nn.profile(net, x, {backward=true, reps=5, quiet=false, precision=\"fp32\"}) -> p",
     "Times each layer of a Sequential net alone on the input it sees for the batch x (best of reps): forward "
     .. "and backward ms, FLOPs, GFLOP/s and % of the machine's fp32 peak (a 1024^3 sgemm, measured once per "
     .. "thread count), and the kernels that ran (e.g. \"conv direct avx2\", \"sgemm Zen\"). Prints a table "
     .. "(unless quiet) and returns p = {rows = {{layer=, fwd_ms=, bwd_ms=, fwd_flops=, bwd_flops=, gflops=, "
     .. "pct_peak=, kernel_fwd=, kernel_bwd=}...}, peak_gflops=, images_s=, limit_images_s=, isa=, blas=, ...}; "
-    .. "viz.profile(p) draws it. Parameter gradients are left as they were. precision: \"fp32\" only.",
+    .. "viz.profile(p) draws it. Parameter gradients are left as they were. precision = \"bf16\" times the "
+    .. "bf16 mixed-precision kernels (see sys.precision; the peak stays fp32's).",
     "p = nn.profile(nn.Sequential{nn.Conv2d(3, 8, 3, {padding = 1}), nn.ReLU()}, tensor.randn(4, 3, 16, 16), {reps = 2})")
 
 -- ---------------------------------------------------------------- schedules
@@ -581,6 +582,10 @@ local function check_meta(st, path)
   end
   if type(st.shuffle) ~= "boolean" then C.bad("shuffle", st.shuffle, "true or false") end
   r.shuffle = st.shuffle
+  if st.precision ~= nil and st.precision ~= "fp32" and st.precision ~= "bf16" then
+    C.bad("precision", st.precision, '"fp32" or "bf16"')
+  end
+  r.precision = st.precision
   r.base_lr = C.number(st.base_lr, "base_lr", 0)
   if st.optim_kind ~= "sgd" and st.optim_kind ~= "adam" and st.optim_kind ~= "adamw" then
     C.bad("optim_kind", st.optim_kind, '"sgd", "adam" or "adamw"')
@@ -989,7 +994,7 @@ function Trainer:save(path)
   local state = {
     version = 2, samples = self.data:size(), epochs = self.epochs, pos = self.pos,
     ranks = self.ddp and self.ddp.size or 1, -- batch x ranks: the global batch, which a resume keeps
-    steps = self.steps, seed = self.seed, batch = self.batch, shuffle = self.shuffle,
+    steps = self.steps, seed = self.seed, batch = self.batch, shuffle = self.shuffle, precision = self.precision,
     base_lr = self.base_lr, target = self.target, optim_kind = cfg.kind, clip = cfg.clip,
     rng = {string.format("%d", seed), string.format("%d", counter)}, sums = self.sums, history = self.history,
     loss = {kind = self.loss.kind, label_smoothing = self.loss.label_smoothing, name = tostring(self.loss)},
@@ -1040,7 +1045,7 @@ function Trainer.load(path, opts)
   end
   local t = new_trainer{net = net, data = opts.data, loss = loss, optim = opt,
                         batch = batch, seed = st.seed, shuffle = st.shuffle, schedule = schedule,
-                        verbose = opts.verbose}
+                        verbose = opts.verbose, precision = st.precision}
   if t.data:size() ~= st.samples then
     raise(string.format("%s: the data set has %d samples but the run was on %d", f, t.data:size(),
                         st.samples))
