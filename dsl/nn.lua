@@ -310,8 +310,9 @@ doc("nn", "evaluate", "nn.evaluate(net, data, {batch=256, loss=nn.CrossEntropyLo
 
 -- Prints p (from nn.profile) as a table.
 local function print_profile(p)
-  print(string.format("profile of %s on %s: %d thread(s), kernels %s, OpenBLAS %s; peak %.1f GFLOP/s "
-                      .. "(sgemm 1024^3, measured)", p.net, p.input, p.threads, p.isa, p.blas, p.peak_gflops))
+  print(string.format("profile of %s on %s: %d thread(s), kernels %s, OpenBLAS %s%s; peak %.1f GFLOP/s "
+                      .. "(fp32 sgemm 1024^3, measured)", p.net, p.input, p.threads, p.isa, p.blas,
+                      p.precision == "fp32" and "" or ", precision " .. p.precision, p.peak_gflops))
   print(string.format("%-40s %8s %8s %9s %8s %7s  %s", "layer", "fwd ms", "bwd ms", "MFLOP", "GFLOP/s",
                       "% peak", "kernels (forward; backward)"))
   for _, r in ipairs(p.rows) do
