@@ -176,6 +176,10 @@ test("bf16: nn.evaluate and nn.profile, and what runs", function()
   check(b.loss == b.loss and math.abs(a.loss - b.loss) < 1e-2 * a.loss and a.loss ~= b.loss,
         string.format("evaluation loss in bf16 %.6f near fp32's %.6f", b.loss, a.loss))
   check(sys.precision() == "fp32", "evaluate restores the precision")
+  local small = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 14 * 14, 10))
+  local on_cpu = nn.evaluate(small, data, {precision = "bf16"}).loss
+  small:to("sim")
+  check(nn.evaluate(small, data, {precision = "bf16"}).loss == on_cpu, "bf16 on sim = bf16 on the CPU")
   local p = nn.profile(net, x, {reps = 1, quiet = true, precision = "bf16"})
   local _, how = sys.precision()
   check(p.precision == "bf16" and p.rows[1].kernel_fwd:find("bf16 " .. how, 1, true),
