@@ -8,7 +8,8 @@
  * live in a slice per thread and are made again where the filter gradient needs them. The sparse
  * convolution (sparse.c) shares im2col (cpu_im2col). Where the CPU has AVX2 (cpu_isa), stride-1
  * convolutions skip im2col: the forward pass and the data gradient run conv_direct.c's kernel on a
- * padded copy of each image. */
+ * padded copy of each image, and so does the filter gradient of narrow filters. Under precision
+ * bf16 every product goes through im2col and gemm_bf16.c instead of sgemm. */
 #include "cpu/cpu.h"
 #include "cpu_kernels.h"
 #include "window.h"
