@@ -88,7 +88,7 @@ static void gemm_case(int64_t M, int64_t N, int64_t K, bool ta, bool tb, bool ac
             memcpy(c, c0, bytes);
             if (product(isas[i], t, ta, tb, M, N, K, a, lda, b, ldb, acc, c, ldc) != NL_OK) {
                 static bool told[3];
-                if (!told[i]) printf("skipped on this CPU: the bf16 product on %s (%s)\n", isas[i], nl_errmsg());
+                if (!told[i]) SKIP("the bf16 product on %s: not on this CPU (%s)", isas[i], nl_errmsg());
                 told[i] = true;
                 break;
             }
@@ -106,8 +106,8 @@ static void gemm_case(int64_t M, int64_t N, int64_t K, bool ta, bool tb, bool ac
 static void native_note(void)
 {
     if (nl_cpu_set_isa("avx512") != NL_OK || cpu_bf16_path_of() != CPU_BF16_NATIVE)
-        printf("skipped on this CPU: the native AVX512_BF16 kernel (vdpbf16ps) against the reference: "
-               "no AVX512_BF16 here (the emulated path was tested)\n");
+        SKIP("the native AVX512_BF16 kernel (vdpbf16ps) against the reference: no AVX512_BF16 here "
+             "(the emulated path was tested)");
     nl_cpu_set_isa(NULL);
 }
 

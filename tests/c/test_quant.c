@@ -260,7 +260,7 @@ static void test_qpool_reference(void)
 static void test_isa_identical(nl_module *q, nl_tensor *x, const char *isa)
 {
     if (nl_quant_set_isa(isa) != NL_OK) {
-        printf("skip: the %s int8 kernels are not on this CPU (%s)\n", isa, nl_errmsg());
+        SKIP("the %s int8 kernels against the portable ones: not on this CPU (%s)", isa, nl_errmsg());
         return;
     }
     nl_tensor *y1 = NULL, *y2 = NULL, *mid[16] = {0};

@@ -205,7 +205,7 @@ end)
 
 test("the direct filter gradient sums fixed groups of 8 images: two half batches add up to the whole", function()
   if not pcall(sys.isa, "avx2") then
-    print("skipped: the direct filter gradient needs AVX2")
+    skip("the direct filter gradient's fixed groups: the direct path needs AVX2")
     return
   end
   tensor.seed(4)
