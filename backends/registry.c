@@ -34,6 +34,12 @@ void nl_set_threads(int n)
 
 int nl_get_threads(void) { return n_threads; }
 
+static nl_precision precision = NL_PREC_F32;
+
+void nl_set_precision(nl_precision p) { precision = p; }
+nl_precision nl_get_precision(void) { return precision; }
+const char *nl_bf16_how(void) { return nl_cpu_bf16_how(); }
+
 /* The int8 kernels' instruction set (quant.h declares these for the DSL; the kernels are the CPU
  * backend's). */
 nl_status nl_quant_set_isa(const char *name) { return nl_cpu_qgemm_set_isa(name); }

@@ -145,6 +145,13 @@ void nl_init(void);
 /* Threads used by CPU kernels and BLAS (backends/registry.c). */
 void nl_set_threads(int n);
 int nl_get_threads(void);
+/* The precision of convolutions and matrix products (as an autocast does): NL_PREC_F32, or
+ * NL_PREC_BF16, mixed precision: their inputs rounded to bf16, their sums in fp32 (the CPU backend
+ * and sim; CUDA refuses these ops under bf16). Everything else stays fp32. Process-wide, set from
+ * the host thread (backends/registry.c). */
+typedef enum { NL_PREC_F32, NL_PREC_BF16, NL_PREC_COUNT } nl_precision;
+void nl_set_precision(nl_precision p);
+nl_precision nl_get_precision(void);
 /* Nonzero while a backend's exec or copy call runs (nl_op_exec and the tensor copies count
  * them): the only time a backend's own memory may be addressed through nl_tensor_data. */
 int nl_backend_depth(void);

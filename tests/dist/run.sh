@@ -31,8 +31,12 @@ same() {
        "$NNLAB" $D/compare.lua "$f.1" "$f.n" 1e-5; then ok "$what"; else bad "$what"; fi
 }
 
-# 1. The seed CNN, 30 steps: 2 ranks x 32 == 1 process x 64 (same data order).
-same "seed CNN: 2 ranks x 32 == 1 process x 64 (30 steps)" "cnn 64 30" 2 "cnn 32 30"
+# 1. The seed CNN, 10 steps: 2 ranks x 32 == 1 process x 64 (same data order). The two runs round
+# differently (each rank sums half the batch), 2e-7 apart after 10 steps whatever the seed and
+# kernels; later, a max-pool or ReLU near-tie decided differently in the two runs makes them
+# diverge (after 30 steps 2e-4 to 2e-3 with NNLAB_ISA=generic for net seeds 4, 5 and 6), so more
+# steps would test luck, not equivalence. A systematic difference shows from the first step.
+same "seed CNN: 2 ranks x 32 == 1 process x 64 (10 steps)" "cnn 64 10" 2 "cnn 32 10"
 # 2. 3 ranks x 4 on 100 samples (padded to 102 by wrapping) == 1 process x 12 on the padded order.
 same "3 ranks with padding == 1 process on the padded order" "mlp 12 20 3" 3 "mlp 4 20 3"
 # 2a. nn.SyncBatchNorm on 2 ranks x 16 == nn.BatchNorm2d in one process x 32 (weights and running
