@@ -173,7 +173,7 @@ function lesson.load(path)
   if type(path) ~= "string" then raise(f .. ": expected the path of a lesson file") end
   builtins()
   local chunk, err = loadfile(path, "t")
-  if not chunk then raise(f .. ": " .. util.reason(err, f)) end
+  if not chunk then raise(f .. ": " .. tostring(err)) end -- names the file and the line
   local before = {}
   for name, l in pairs(lessons) do before[name] = l end
   local ok, why = pcall(chunk)
@@ -191,7 +191,8 @@ end
 doc("load", "lesson.load(path) -> name",
     "Runs a lesson file (one written with lesson.define, e.g. by a teacher) and returns the name of "
     .. "the lesson it defines; lesson.start(name) begins it.",
-    "lesson.load(\"my_lesson.lua\")")
+    "local p = os.tmpname(); local f = io.open(p, \"w\"); f:write('lesson.define{\"Mine\", steps = {{\"Read me.\"}}}'); "
+    .. "f:close(); lesson.load(p); os.remove(p)")
 
 local function find(name, f)
   builtins()
@@ -298,7 +299,8 @@ function lesson.next()
   end
   show(l, i + 1)
 end
-doc("next", "lesson.next()", "Goes on to the next step once this one is passed (lesson.check()).", "lesson.next()")
+doc("next", "lesson.next()", "Goes on to the next step once this one is passed (lesson.check()).",
+    "lesson.start(\"tensors\"); lesson.next()")
 
 function lesson.check(env)
   local l, i = running("lesson.check")
@@ -334,7 +336,7 @@ end
 doc("check", "lesson.check([env]) -> {ok=, message=}",
     "Checks the current step against your globals (or env) and says precisely what is missing or "
     .. "wrong; a pass is recorded in ~/.nnlab/lessons.",
-    "lesson.check()")
+    "lesson.start(\"tensors\"); lesson.check()")
 
 function lesson.hint()
   local l, i = running("lesson.hint")
@@ -346,7 +348,7 @@ function lesson.hint()
   print(string.format("hint %d of %d: %s", k, #hints, hints[k]))
 end
 doc("hint", "lesson.hint()", "A hint for the current step; called again, the next hint (if the step has several).",
-    "lesson.hint()")
+    "lesson.start(\"tensors\"); lesson.hint()")
 
 function lesson.reset(name)
   local f = "lesson.reset"

@@ -33,8 +33,12 @@ for isa in generic avx2; do
         [ -x "$BUILD/tests/$t" ] && NNLAB_ISA=$isa suite "$t (NNLAB_ISA=$isa)" "$BUILD/tests/$t"
     done
 done
+# The Lua tests run with HOME in a temporary folder, so that none writes into the user's home
+# (the lessons keep their progress in ~/.nnlab/lessons).
+test_home=$(mktemp -d)
+trap 'rm -f "$log"; rm -rf "$test_home"' EXIT
 for t in tests/lua/test_*.lua; do
-    [ -f "$t" ] && suite "$(basename "$t")" "$NNLAB" tests/lua/harness.lua "$t"
+    [ -f "$t" ] && HOME=$test_home suite "$(basename "$t")" "$NNLAB" tests/lua/harness.lua "$t"
 done
 [ -f tests/fuzz/run.sh ] && suite fuzz sh tests/fuzz/run.sh test
 [ -f tests/faults/run.sh ] && suite faults sh tests/faults/run.sh
