@@ -1,5 +1,5 @@
 -- lesson.lua: guided lessons with checked exercises (lesson.list, start, next, check, hint, reset,
--- define, load, get, expect, spirals). Run once by nl_open_lesson with P = {builtin = {{file=,
+-- define, load, get, expect, spirals, spirals_mlp). Run once by nl_open_lesson with P = {builtin = {{file=,
 -- text=}...} (lessons/*.lua, loaded on first use), save = fn(path, text) -> true | nil, reason,
 -- rng_state, set_rng_state}; returns the help rows. Progress is kept in $HOME/.nnlab/lessons.
 local P = ...
@@ -387,15 +387,7 @@ end
 
 local function shape_text(shape) return "[" .. table.concat(shape, ", ") .. "]" end
 
--- The 1-based index of flat position k (1-based) in a tensor of shape.
-local function index_text(shape, k)
-  local idx, rest = {}, k - 1
-  for d = #shape, 1, -1 do
-    idx[d] = rest % shape[d] + 1
-    rest = rest // shape[d]
-  end
-  return "[" .. table.concat(idx, ",") .. "]"
-end
+local function index_text(shape, k) return "[" .. table.concat(util.index_of(shape, k), ",") .. "]" end
 
 local function flat(v)
   if tensor.is_tensor(v) then return v:contiguous():reshape(-1):totable() end
@@ -463,6 +455,22 @@ end
 doc("spirals", "lesson.spirals(n [, {classes=3, noise=0.2, seed=1}]) -> TensorDataset",
     "classes interleaved spiral arms of n points each in the plane (labels 1..classes), drawn from "
     .. "seed without touching the random generator: the lessons' 2-D classification data.",
-    "train = lesson.spirals(200); print(train:size())")
+    "local train = lesson.spirals(200); print(train:size())")
+
+function lesson.spirals_mlp(opts)
+  local f = "lesson.spirals_mlp"
+  opts = util.check_options(opts, {"hidden", "epochs"}, f)
+  local hidden = util.check_int(opts.hidden or 64, "hidden", 1, f)
+  local epochs = util.check_int(opts.epochs or 40, "epochs", 0, f)
+  local train, test = lesson.spirals(200, {seed = 1}), lesson.spirals(100, {seed = 2})
+  tensor.seed(5)
+  local net = nn.Sequential{nn.Linear(2, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 3)}
+  nn.Trainer{net = net, data = train, batch = 32, optim = optim.Adam(net, {lr = 0.01}), verbose = false}:fit{epochs = epochs}
+  return net, train, test
+end
+doc("spirals_mlp", "lesson.spirals_mlp([{hidden=64, epochs=40}]) -> net, train, test",
+    "The trained network the pruning and quantization lessons start from: an MLP with two hidden layers "
+    .. "trained with Adam on lesson.spirals(200) from seed 5 (test: lesson.spirals(100, {seed = 2})).",
+    "local net, train, test = lesson.spirals_mlp{epochs = 2}; print(nn.evaluate(net, test).top1)")
 
 return util.publish(help_rows, {lesson = lesson})

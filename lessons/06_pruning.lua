@@ -11,11 +11,7 @@ local function nonzero_weights(net)
 end
 
 local function trained(env)
-  local train, test = lesson.spirals(200, {seed = 1}), lesson.spirals(100, {seed = 2})
-  tensor.seed(5)
-  local net = nn.Sequential{nn.Linear(2, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 3)}
-  nn.Trainer{net = net, data = train, batch = 32, optim = optim.Adam(net, {lr = 0.01}), verbose = false}:fit{epochs = 40}
-  env.train, env.test, env.net = train, test, net
+  env.net, env.train, env.test = lesson.spirals_mlp()
 end
 
 lesson.define{

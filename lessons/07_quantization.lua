@@ -14,11 +14,7 @@ local function w_of()
 end
 
 local function trained(env)
-  local train, test = lesson.spirals(200, {seed = 1}), lesson.spirals(100, {seed = 2})
-  tensor.seed(5)
-  local net = nn.Sequential{nn.Linear(2, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 3)}
-  nn.Trainer{net = net, data = train, batch = 32, optim = optim.Adam(net, {lr = 0.01}), verbose = false}:fit{epochs = 20}
-  env.train, env.test, env.net = train, test, net
+  env.net, env.train, env.test = lesson.spirals_mlp({hidden = 256, epochs = 20})
 end
 
 local function is_int8(q)
