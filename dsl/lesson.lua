@@ -143,6 +143,7 @@ end
 
 function lesson.define(def)
   local f = "lesson.define"
+  builtins() -- they come first in the list
   if type(def) ~= "table" then raise(f .. ": expected a table {title, steps = {{text, check = ..., hint = ...}, ...}}") end
   local title = def.title or def[1]
   if type(title) ~= "string" or title == "" then raise(f .. ": the title (first entry or title=) must be a string") end
@@ -219,7 +220,14 @@ local function running(f)
   if not current then
     raise(f .. ": no lesson is started: lesson.list() shows the lessons, lesson.start(\"tensors\") begins one")
   end
-  return lessons[current.name], current.step
+  local l = lessons[current.name]
+  current.step = math.min(current.step, #l.steps) -- redefined with fewer steps
+  return l, current.step
+end
+
+-- Whether an error is a Ctrl-C ("interrupted", perhaps after a position or a function's name).
+local function interrupted(err)
+  return type(err) == "string" and err:match("interrupted$") ~= nil
 end
 
 -- Shows step i of lesson l, running its setup first.
@@ -233,6 +241,7 @@ local function show(l, i, env)
   if i == 1 and l.intro then print(l.intro) print("") end
   if s.setup then
     local ok, err = pcall(s.setup, env or _G)
+    if not ok and interrupted(err) then error(err, 0) end
     if not ok then
       print("(this step could not prepare its data: " .. util.reason(err, "lesson.start") .. ")")
     end
@@ -311,6 +320,7 @@ function lesson.check(env)
     ok, msg = true, "nothing to check in this step"
   else
     local fine, a, b = pcall(s.check, env or _G)
+    if not fine and interrupted(a) then error(a, 0) end -- Ctrl-C stops a check as it stops anything
     if fine then
       ok, msg = a and true or false, b
     else
@@ -453,8 +463,8 @@ function lesson.spirals(n, opts)
   return nn.TensorDataset(tensor.from(x), tensor.from(y, "i32"))
 end
 doc("spirals", "lesson.spirals(n [, {classes=3, noise=0.2, seed=1}]) -> TensorDataset",
-    "classes interleaved spiral arms of n points each in the plane (labels 1..classes), drawn from "
-    .. "seed without touching the random generator: the lessons' 2-D classification data.",
+    "Interleaved spiral arms in the plane, n points each (labels 1..classes), the noise drawn from seed "
+    .. "with the random generator left as it was: the lessons' 2-D classification data.",
     "local train = lesson.spirals(200); print(train:size())")
 
 function lesson.spirals_mlp(opts)
@@ -470,7 +480,12 @@ function lesson.spirals_mlp(opts)
 end
 doc("spirals_mlp", "lesson.spirals_mlp([{hidden=64, epochs=40}]) -> net, train, test",
     "The trained network the pruning and quantization lessons start from: an MLP with two hidden layers "
-    .. "trained with Adam on lesson.spirals(200) from seed 5 (test: lesson.spirals(100, {seed = 2})).",
+    .. "trained with Adam on lesson.spirals(200) after tensor.seed(5) (test: lesson.spirals(100, {seed = 2})).",
     "local net, train, test = lesson.spirals_mlp{epochs = 2}; print(nn.evaluate(net, test).top1)")
 
+-- help(lesson) lists the guided sequence first, then what teachers use.
+local rank = {}
+for i, name in ipairs{"list", "start", "check", "hint", "next", "reset", "define", "load", "get", "expect",
+                      "spirals", "spirals_mlp", "_progress_file"} do rank[name] = i end
+table.sort(help_rows, function(a, b) return rank[a.name] < rank[b.name] end)
 return util.publish(help_rows, {lesson = lesson})

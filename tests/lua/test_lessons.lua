@@ -395,6 +395,20 @@ test("bad lessons and bad uses are refused with messages", function()
   check_error(function() lesson.load(path) end, "failed: .*teacher typo", "a file that fails")
   os.remove(path)
   check_error(function() lesson.load(tmp .. "-none.lua") end, "cannot open", "a missing file")
+  -- a lesson redefined with fewer steps while at its last step: the current step follows
+  lesson.define{"Shrinks", steps = {{"one"}, {"two"}, {"three", check = function(env) return env.three == 3, "three is not 3" end}}}
+  capture(lesson.start, "shrinks", 3)
+  lesson.define{"Shrinks", steps = {{"one", check = function() return true, "fine" end}}}
+  local _, r = capture(lesson.check, {})
+  check(r.ok and r.message == "fine", "checks step 1 of the new definition: " .. tostring(r.message))
+  -- a lesson defined first in a session still comes after the built-in ones
+  local nnlab = os.getenv("NNLAB")
+  if nnlab then
+    local p = io.popen(nnlab .. [[ -e "lesson.define{'Early', steps = {{'x'}}} local r = lesson.list() print('ORDER', r[1].name, r[#r].name)" 2>&1]])
+    local out = p:read("a")
+    p:close()
+    check(out:find("ORDER\ttensors\tearly"), "built-in lessons first: " .. out)
+  end
   -- a check that raises is a failure with its message, not an error at the prompt
   lesson.define{"Raises", steps = {{"x", check = function(env) return env.nothing.field end}}}
   local ok, msg = try("raises", 1, {})
