@@ -96,7 +96,7 @@ lesson.define{
       end,
       hint = {"q8 = quant.int8(net, {calibrate = train})"}},
     {[[
-      Is it faster? Time both on a batch: times = compress.fastest({net, q8}, tensor.randn(1024, 2))
+      Is it faster? Time both on a batch: times = compress.fastest({net, q8}, tensor.randn(256, 2))
       gives seconds per forward of each. int8 is faster where the CPU has int8 dot-product
       instructions (sys.info().int8_isa == "vnni": AVX-512 VNNI); elsewhere its portable kernels are
       slower than fp32's BLAS. Set `winner` to "int8" or "fp32", whichever was faster here.]],
@@ -105,10 +105,10 @@ lesson.define{
           return false, "winner must be \"int8\" or \"fp32\", got " .. tostring(env.winner)
         end
         if not is_int8(env.q8) or not nn.is_module(env.net) then return false, "net and q8 of the step before are needed" end
-        local times = compress.fastest({env.net, env.q8}, tensor.randn(1024, 2), {time = 0.4})
+        local times = compress.fastest({env.net, env.q8}, tensor.randn(256, 2), {rounds = 5, time = 0.2})
         local ratio = times[1] / times[2] -- above 1: int8 faster
         local measured = ratio > 1 and "int8" or "fp32"
-        local text = string.format("fp32 %.3g ms, int8 %.3g ms per forward of 1024 points (int8 kernels: %s)", 1e3 * times[1],
+        local text = string.format("fp32 %.3g ms, int8 %.3g ms per forward of 256 points (int8 kernels: %s)", 1e3 * times[1],
                                    1e3 * times[2], sys.info().int8_isa)
         if env.winner ~= measured and ratio < 1.5 and ratio > 1 / 1.5 then
           return true, text .. ": too close to call, either answer stands"
