@@ -597,6 +597,14 @@ start
 wait_for "$PROMPT"
 line 'lesson.start("tensors")'
 check "a new session resumes at step 2" '^== Tensors and broadcasting: step 2 of 4$'
+define 'lesson.define{"Spin", steps = {{"forever", check = function() while true do end end}}}'
+define 'lesson.start("spin")'
+line 'lesson.check()'
+sleep 0.3
+key C-c
+check "Ctrl-C stops a check: interrupted alone" '^(\^C)?interrupted$'
+line 'print("after " .. 6 * 7)'
+check "the prompt goes on after it" '^after 42$'
 
 # ---- start-up time: information only, not an assertion
 t0=$(date +%s%N)
