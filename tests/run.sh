@@ -7,7 +7,10 @@ NNLAB=${NNLAB:-./build/nnlab}
 BUILD=${BUILD:-build/release}
 log=$(mktemp)
 skips=$(mktemp)
-trap 'rm -f "$log" "$skips"' EXIT
+# The Lua tests run with HOME in this temporary folder, so that none writes into the user's home
+# (the lessons keep their progress in ~/.nnlab/lessons).
+test_home=$(mktemp -d)
+trap 'rm -f "$log" "$skips"; rm -rf "$test_home"' EXIT
 status=0
 suite() { # suite NAME COMMAND...: runs a suite, keeps its "N passed, N failed" line.
     name=$1; shift
@@ -37,10 +40,6 @@ for isa in generic avx2; do
         [ -x "$BUILD/tests/$t" ] && NNLAB_ISA=$isa suite "$t (NNLAB_ISA=$isa)" "$BUILD/tests/$t"
     done
 done
-# The Lua tests run with HOME in a temporary folder, so that none writes into the user's home
-# (the lessons keep their progress in ~/.nnlab/lessons).
-test_home=$(mktemp -d)
-trap 'rm -f "$log"; rm -rf "$test_home"' EXIT
 for t in tests/lua/test_*.lua; do
     [ -f "$t" ] && HOME=$test_home suite "$(basename "$t")" "$NNLAB" tests/lua/harness.lua "$t"
 done

@@ -5,7 +5,7 @@
 
 -- Steps started here run their setup, which sets globals (train, test, net, t): the harness's
 -- functions are kept as locals first.
-local test, check, check_error, capture = test, check, check_error, capture
+local test, check, check_error, capture, skip = test, check, check_error, capture, skip
 local tmp = os.tmpname()
 lesson._progress_file(tmp .. ".progress")
 
@@ -249,7 +249,7 @@ test("devices and parallelism", function()
   rejects("devices", 3, env, "no result yet: run  build/nnlab %-n 2 ", "before the run")
   local nnlab = os.getenv("NNLAB")
   if not nnlab then
-    print("# skipped: the nnlab -n 2 part (NNLAB is not set: tests/run.sh sets it)")
+    skip("the nnlab -n 2 part: NNLAB is not set (tests/run.sh sets it)")
   else
     -- (not leak-checked under SAN=1: Open MPI keeps blocks LeakSanitizer cannot name, see tests/dist)
     local function run(batch)
@@ -321,7 +321,7 @@ end)
 
 test("HOME missing or unwritable: the REPL goes on", function()
   local nnlab = os.getenv("NNLAB")
-  if not nnlab then print("# skipped: NNLAB is not set (tests/run.sh sets it)") return end
+  if not nnlab then skip("no HOME, an unwritable HOME: NNLAB is not set (tests/run.sh sets it)") return end
   local code = [[lesson.start('tensors') a = tensor.arange(1, 7):reshape(2, 3) lesson.check() lesson.list() print('STILL HERE')]]
   for _, env in ipairs{"env -u HOME", "env HOME=/proc/nnlab-none"} do
     local p = io.popen(string.format("%s %s -e \"%s\" 2>&1", env, nnlab, code))
@@ -416,6 +416,8 @@ test("bad lessons and bad uses are refused with messages", function()
     local out = p:read("a")
     p:close()
     check(out:find("ORDER\ttensors\tearly"), "built-in lessons first: " .. out)
+  else
+    skip("built-in lessons first in a new session: NNLAB is not set (tests/run.sh sets it)")
   end
   -- a check that raises is a failure with its message, not an error at the prompt
   lesson.define{"Raises", steps = {{"x", check = function(env) return env.nothing.field end}}}
