@@ -56,6 +56,7 @@ int nl_open_data(lua_State *L);
 int nl_open_viz(lua_State *L);
 int nl_open_prune(lua_State *L); /* prune, lowrank, compress; after nl_open_nn (Module methods) */
 int nl_open_quant(lua_State *L);
+int nl_open_onnx(lua_State *L);  /* after nl_open_nn (Module boxes) */
 /* journal (dsl/journal.c); leaves the REPL's hooks, a table {rewrite = fn(code) -> code,
  * record = fn(code, expr), version = string}, in the registry under this key. */
 int nl_open_journal(lua_State *L);

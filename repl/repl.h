@@ -7,7 +7,7 @@
 
 #include <lua.h>
 
-#define NL_VERSION "0.1.0"
+#include "nl.h" /* NL_VERSION */
 
 /* Exit status of a script stopped by Ctrl-C (128 + SIGINT, as shells report it). */
 #define NL_EXIT_INTERRUPTED 130

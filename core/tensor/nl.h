@@ -7,6 +7,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The program's version, printed at start-up and written into the files that record a producer. */
+#define NL_VERSION "0.1.0"
+
 /* ---------------------------------------------------------------- errors ---------------- */
 
 /* Every fallible core function returns a status (or NULL for constructors) and leaves a human
