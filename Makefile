@@ -114,7 +114,9 @@ MPI_PLUGIN := $(dir $(BIN))nnlab_mpi.so
 LIB_SRC  := $(wildcard core/*/*.c backends/*.c backends/cpu/*.c backends/sim/*.c backends/cuda/*.c dsl/*.c viz/*.c) \
             $(filter-out repl/main.c,$(wildcard repl/*.c)) $(filter-out dist/mpi.c,$(wildcard dist/*.c))
 LUA_SRC  := $(wildcard dsl/*.lua)
-LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(LUA_SRC:%.lua=$(BUILD)/%.lua.o) $(BUILD)/$(GEN)/onnx.pb-c.o
+LESSON_SRC := $(sort $(wildcard lessons/*.lua))
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(LUA_SRC:%.lua=$(BUILD)/%.lua.o) $(BUILD)/lessons/all.lua.o \
+            $(BUILD)/$(GEN)/onnx.pb-c.o
 ifeq ($(USE_CUDA),1)
 LIB_OBJ  += $(CUDA_SRC:%.cu=$(BUILD)/%.cu.o)
 endif
@@ -170,6 +172,18 @@ $(BUILD)/%.lua.c: %.lua
 	{ echo "/* generated from $< */"; echo "#include <stddef.h>"; \
 	  echo "const char $${name}[] = {"; od -An -v -tx1 $< | sed 's/\([0-9a-f][0-9a-f]\)/0x\1,/g'; \
 	  echo "0x00};"; echo "const size_t $${name}_len = sizeof($${name}) - 1;"; } > $@
+
+# The lessons (lessons/*.lua, in file-name order) in one table, nl_lessons (read by dsl/lesson.c):
+# {file name without .lua, text, length}, ending with a row of NULLs.
+$(BUILD)/lessons/all.lua.c: $(LESSON_SRC)
+	@mkdir -p $(dir $@)
+	@{ echo "/* generated from lessons/*.lua */"; echo "#include <stddef.h>"; \
+	  echo "struct nl_lesson_file { const char *name; const char *text; size_t len; };"; i=0; \
+	  for f in $^; do i=$$((i + 1)); echo "static const char lesson$$i[] = {"; \
+	    od -An -v -tx1 $$f | sed 's/\([0-9a-f][0-9a-f]\)/0x\1,/g'; echo "0x00};"; done; \
+	  echo "const struct nl_lesson_file nl_lessons[] = {"; i=0; \
+	  for f in $^; do i=$$((i + 1)); echo "{\"$$(basename $$f .lua)\", lesson$$i, sizeof lesson$$i - 1},"; done; \
+	  echo "{NULL, NULL, 0}};"; } > $@
 
 $(BUILD)/%.lua.o: $(BUILD)/%.lua.c
 	$(CC) $(CSTD) -c $< -o $@

@@ -453,6 +453,7 @@ int nl_dsl_open(lua_State *L)
     nl_open_quant(L);
     nl_open_onnx(L);
     nl_open_journal(L);
+    nl_open_lesson(L);
     if (luaL_loadbuffer(L, nl_lua_prelude, nl_lua_prelude_len, "=dsl/prelude.lua") != LUA_OK)
         return lua_error(L);
     push_registry(L);

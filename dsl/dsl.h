@@ -61,6 +61,7 @@ int nl_open_onnx(lua_State *L);  /* after nl_open_nn (Module boxes) */
  * record = fn(code, expr), version = string}, in the registry under this key. */
 int nl_open_journal(lua_State *L);
 #define NL_JOURNAL_KEY "nnlab.journal"
+int nl_open_lesson(lua_State *L); /* lesson (dsl/lesson.c); after the modules its lessons use */
 int nl_open_dist(lua_State *L);  /* before nl_open_nn, whose Trainer requires "nnlab.dist" */
 
 /* The last step of the program: under MPI, a clean end (status 0) finalises it and a failure ends

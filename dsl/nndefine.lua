@@ -125,15 +125,7 @@ doc("Module", "add_parameter", "m:add_parameter(name, tensor [, {grad=true}]) ->
 
 -- ---------------------------------------------------------------- nn.gradcheck
 
--- Flat element k (1-based) of a tensor of shape `shape` as a list of 1-based indices.
-local function index_of(shape, k)
-  local idx, rest = {}, k - 1
-  for d = #shape, 1, -1 do
-    idx[d] = rest % shape[d] + 1
-    rest = rest // shape[d]
-  end
-  return idx
-end
+local index_of = util.index_of
 
 local function flat(t)
   local out = {}

@@ -74,4 +74,15 @@ function util.check_int(v, name, min, fname)
   return math.tointeger(v)
 end
 
+-- The 1-based indices (a list) of flat element k (1-based) of a tensor of shape `shape` (a list of
+-- sizes), for messages that name an element: "[2,3]".
+function util.index_of(shape, k)
+  local idx, rest = {}, k - 1
+  for d = #shape, 1, -1 do
+    idx[d] = rest % shape[d] + 1
+    rest = rest // shape[d]
+  end
+  return idx
+end
+
 return util

@@ -7,7 +7,10 @@ NNLAB=${NNLAB:-./build/nnlab}
 BUILD=${BUILD:-build/release}
 log=$(mktemp)
 skips=$(mktemp)
-trap 'rm -f "$log" "$skips"' EXIT
+# The Lua tests run with HOME in this temporary folder, so that none writes into the user's home
+# (the lessons keep their progress in ~/.nnlab/lessons).
+test_home=$(mktemp -d)
+trap 'rm -f "$log" "$skips"; rm -rf "$test_home"' EXIT
 status=0
 suite() { # suite NAME COMMAND...: runs a suite, keeps its "N passed, N failed" line.
     name=$1; shift
@@ -38,7 +41,7 @@ for isa in generic avx2; do
     done
 done
 for t in tests/lua/test_*.lua; do
-    [ -f "$t" ] && suite "$(basename "$t")" "$NNLAB" tests/lua/harness.lua "$t"
+    [ -f "$t" ] && HOME=$test_home suite "$(basename "$t")" "$NNLAB" tests/lua/harness.lua "$t"
 done
 [ -f tests/fuzz/run.sh ] && suite fuzz sh tests/fuzz/run.sh test
 [ -f tests/faults/run.sh ] && suite faults sh tests/faults/run.sh

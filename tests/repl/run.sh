@@ -33,8 +33,9 @@ tm() { SHELL=/bin/bash tmux -L "$SOCK" -f /dev/null "$@"; }
 ok() { echo "ok - $1"; passed=$((passed + 1)); }
 fail() { echo "FAIL - $1: $2"; failed=$((failed + 1)); }
 
-# start ARGS: a fresh 100x40 session running "nnlab ARGS" in $tmp, printing [exit:N] when nnlab
-# ends; the previous session is closed after the new one exists, so the server stays up.
+# start ARGS: a fresh 100x40 session running "nnlab ARGS" in $tmp (also its HOME, so no check writes
+# into the user's: ~/.nnlab/lessons), printing [exit:N] when nnlab ends; the previous session is
+# closed after the new one exists, so the server stays up.
 sessions=0
 S=
 start() {
@@ -42,7 +43,7 @@ start() {
     sessions=$((sessions + 1))
     S=s$sessions
     tm new-session -d -s "$S" -x 100 -y 40 \
-        "cd '$tmp' && NNLAB_HISTORY='$hist' '$NNLAB' $*; echo \"[exit:\$?]\"; sleep 600"
+        "cd '$tmp' && HOME='$tmp' NNLAB_HISTORY='$hist' '$NNLAB' $*; echo \"[exit:\$?]\"; sleep 600"
     [ -n "$old" ] && tm kill-session -t "$old"
 }
 screen() { tm capture-pane -p -J -t "$S" -S -1000; }
@@ -569,6 +570,41 @@ if grep -q '^journal.start{seed = ' "$tmp/exp.lua" && grep -q '^-- nnlab 0\.1\.0
 else
     fail "the journal's header: version and the generator's starting state" "$(head -n 6 "$tmp/exp.lua")"
 fi
+
+# ---- 11. a lesson at the prompt: start, a wrong answer, a right one (a top-level local), a hint,
+# next; progress in $HOME/.nnlab/lessons, resumed by a new session
+start
+wait_for "$PROMPT"
+line 'lesson.start("tensors")'
+check "lesson.start shows the first step" '^== Tensors and broadcasting: step 1 of 4$'
+line 'a = tensor.zeros(2, 3)'
+line 'lesson.check()'
+check "a wrong answer is named precisely" '^NOT YET - step 1 of 4: a\[1,1\] is 0, expected 1$'
+line 'lesson.next()'
+check "next waits for a pass" '^step 1 is not passed yet'
+line 'local a = tensor.arange(1, 7):reshape(2, 3)'
+line 'lesson.check()'
+check "the right answer passes" '^PASS - step 1 of 4: a is right'
+line 'lesson.next()'
+check "next shows step 2" '^== Tensors and broadcasting: step 2 of 4$'
+line 'lesson.hint()'
+check "a hint" '^hint 1 of 2: '
+line 'lesson.check()'
+check "a check names what is missing" '^NOT YET - step 2 of 4: c is not set yet'
+if grep -qx 'tensors 2 1' "$tmp/.nnlab/lessons" 2>/dev/null; then ok "progress is kept in \$HOME/.nnlab/lessons"
+else fail "progress is kept in \$HOME/.nnlab/lessons" "$(cat "$tmp/.nnlab/lessons" 2>&1)"; fi
+start
+wait_for "$PROMPT"
+line 'lesson.start("tensors")'
+check "a new session resumes at step 2" '^== Tensors and broadcasting: step 2 of 4$'
+define 'lesson.define{"Spin", steps = {{"forever", check = function() while true do end end}}}'
+define 'lesson.start("spin")'
+line 'lesson.check()'
+sleep 0.3
+key C-c
+check "Ctrl-C stops a check: interrupted alone" '^(\^C)?interrupted$'
+line 'print("after " .. 6 * 7)'
+check "the prompt goes on after it" '^after 42$'
 
 # ---- start-up time: information only, not an assertion
 t0=$(date +%s%N)
