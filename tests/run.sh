@@ -4,6 +4,10 @@
 # a line "SKIP what: reason" of its suite, listed again above the totals). Exits non-zero when
 # anything failed.
 NNLAB=${NNLAB:-./build/nnlab}
+# A suite still running after this many seconds has hung: it is stopped and counted as a failure.
+# (A guard against hangs, far above any suite's time even under ASan on a busy machine; no test
+# asserts a duration.)
+SUITE_TIMEOUT=${SUITE_TIMEOUT:-1800}
 BUILD=${BUILD:-build/release}
 log=$(mktemp)
 skips=$(mktemp)
@@ -15,7 +19,8 @@ status=0
 suite() { # suite NAME COMMAND...: runs a suite, keeps its "N passed, N failed" line.
     name=$1; shift
     echo "== $name"
-    "$@" > "$log" 2>&1; rc=$?
+    timeout "$SUITE_TIMEOUT" "$@" > "$log" 2>&1; rc=$?
+    [ "$rc" -eq 124 ] && echo "FAIL $name: still running after $SUITE_TIMEOUT s, stopped (a hang)" >> "$log"
     cat "$log"
     grep '^SKIP ' "$log" | sed "s|^SKIP |  $name: |" >> "$skips"
     line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
