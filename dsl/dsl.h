@@ -7,6 +7,9 @@
 #include <lua.h>
 #include <stdbool.h>
 
+/* nnlab's version (the banner, sys.info, manifests). */
+#define NL_VERSION "0.1.0"
+
 /* One public Lua function with its help text: the single table that both registers the
  * function and answers help(). sig is the call form, doc one line (or a few), example a line of
  * Lua that runs. A row with fn NULL documents a value the caller has already stored (a C closure
@@ -60,6 +63,7 @@ int nl_open_quant(lua_State *L);
  * record = fn(code, expr), version = string}, in the registry under this key. */
 int nl_open_journal(lua_State *L);
 #define NL_JOURNAL_KEY "nnlab.journal"
+int nl_open_runs(lua_State *L);  /* runs and search (dsl/runs.lua, dsl/search.lua); after viz */
 int nl_open_dist(lua_State *L);  /* before nl_open_nn, whose Trainer requires "nnlab.dist" */
 
 /* The last step of the program: under MPI, a clean end (status 0) finalises it and a failure ends
@@ -92,6 +96,11 @@ bool nl_dsl_raised(lua_State *L, int idx, int level);
  * (the C library would silently cut it there). Every DSL function that takes a path reads it
  * with this. */
 const char *nl_dsl_checkpath(lua_State *L, int arg);
+
+/* Pushes the JSON object in text as plain Lua data (objects and arrays as tables, arrays 1-based,
+ * every number a float, null as false; nothing in it is ever run; cJSON bounds the nesting) and
+ * returns true; returns false, pushing nothing, when text is not a JSON object. */
+bool nl_dsl_push_json(lua_State *L, const char *text);
 
 /* The string argument arg as a device ("cpu", "sim", "sim:1", "cuda:0"): raises a clear error
  * for an unknown name, and for a device this nnlab has not got (the core's message). */

@@ -7,8 +7,6 @@
 
 #include <lua.h>
 
-#define NL_VERSION "0.1.0"
-
 /* Exit status of a script stopped by Ctrl-C (128 + SIGINT, as shells report it). */
 #define NL_EXIT_INTERRUPTED 130
 
