@@ -60,7 +60,7 @@ int nl_open_viz(lua_State *L);
 int nl_open_prune(lua_State *L); /* prune, lowrank, compress; after nl_open_nn (Module methods) */
 int nl_open_quant(lua_State *L);
 /* journal (dsl/journal.c); leaves the REPL's hooks, a table {rewrite = fn(code) -> code,
- * record = fn(code, expr), version = string}, in the registry under this key. */
+ * record = fn(code, expr)}, in the registry under this key. */
 int nl_open_journal(lua_State *L);
 #define NL_JOURNAL_KEY "nnlab.journal"
 int nl_open_runs(lua_State *L);  /* runs and search (dsl/runs.lua, dsl/search.lua); after viz */

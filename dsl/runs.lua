@@ -41,9 +41,19 @@ local function manifest(state, device)
   }
 end
 
+-- The devices this process has put tensors on: "cpu" and those of sim and cuda that allocated.
+function R.devices_used()
+  local used = {"cpu"}
+  for _, d in ipairs{"sim:0", "sim:1", "cuda:0", "cuda:1", "cuda:2", "cuda:3"} do
+    local ok, st = pcall(sys.device_stats, d)
+    if ok and st.allocs > 0 then used[#used + 1] = d end
+  end
+  return table.concat(used, ", ")
+end
+
 function runs.manifest(opts)
   opts = check_options(opts, {"device"}, "runs.manifest")
-  return manifest(nil, opts.device)
+  return manifest(nil, opts.device or R.devices_used())
 end
 doc("runs", "manifest", "runs.manifest([{device=}]) -> table",
     "What an experiment runs on, as journal headers and run folders record it: date, nnlab version "
