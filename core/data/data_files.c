@@ -104,6 +104,7 @@ static nl_status read_meta(const char *path, strlist *names)
 {
     FILE *f = fopen(path, "r");
     if (!f) return nl_seterr(NL_EIO, "cifar10: cannot open '%s': %s", path, strerror(errno));
+    nl_files_note(path);
     char line[512];
     nl_status s = NL_OK;
     while (s == NL_OK && fgets(line, sizeof line, f)) {
