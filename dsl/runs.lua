@@ -298,7 +298,7 @@ doc("Trainer", "record", "t:record(dir [, {params=, every=30, dashboard={extra=.
     .. "atomically, the histories at least every `every` seconds, so an interrupted run leaves a "
     .. "consistent folder. viz.compare, viz.curves, runs.list and runs.load read it.",
     "t = nn.Trainer{net = nn.Linear(2, 2), data = nn.TensorDataset(tensor.randn(8, 2), tensor.ones(8)), verbose = false}; "
-    .. "local d = os.tmpname(); os.remove(d); t:record(d); t:fit(); print(runs.load(d).status.state)",
+    .. "local d = os.tmpname(); os.remove(d); t:record(d); t:fit(); print(runs.load(d).status.state); os.execute(\"rm -r '\" .. d .. \"'\")",
     true)
 
 -- ---------------------------------------------------------------- reading runs
