@@ -117,6 +117,16 @@ TEST_BIN := $(TEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
+# Every object and program depends on the flags it was built with (FLAGS_STAMP, rewritten only when
+# they change), so changing a switch (CUDA=0 after a CUDA build, a newly installed package) rebuilds
+# what the change concerns instead of linking objects compiled for another configuration.
+FLAGS_STAMP := $(BUILD)/flags.txt
+ifneq ($(NL_STAGE)$(filter-out $(PUBLIC_GOALS) deps deps-bench clean help,$(MAKECMDGOALS)),deps)
+FLAGS_NOW := $(CC) $(CFLAGS) | $(NVCC) $(NVFLAGS) | $(LDFLAGS) $(LDLIBS) $(RL_LIBS)
+$(shell mkdir -p $(BUILD) && { [ "$$(cat $(FLAGS_STAMP) 2>/dev/null)" = '$(FLAGS_NOW)' ] || \
+          printf '%s' '$(FLAGS_NOW)' > $(FLAGS_STAMP); })
+endif
+
 # The generated C of the embedded Lua files is kept (make would otherwise delete it after the
 # build and print the rm as the last line of a test run).
 .SECONDARY:
@@ -140,7 +150,7 @@ deps-bench:
 	@sh tests/deps.sh $(BENCH_PKGS)
 
 # ---- build
-$(BUILD)/%.o: %.c
+$(BUILD)/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
@@ -168,7 +178,7 @@ $(BUILD)/%.lua.c: %.lua
 $(BUILD)/%.lua.o: $(BUILD)/%.lua.c
 	$(CC) $(CSTD) -c $< -o $@
 
-$(BUILD)/%.cu.o: %.cu
+$(BUILD)/%.cu.o: %.cu $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -c $< -o $@
 
@@ -181,14 +191,14 @@ $(LIB): $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BIN): $(BUILD)/repl/main.o $(LIB)
-	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS) $(RL_LIBS)
+$(BIN): $(BUILD)/repl/main.o $(LIB) $(FLAGS_STAMP)
+	$(CC) $(LDFLAGS) $(filter-out $(FLAGS_STAMP),$^) -o $@ $(LDLIBS) $(RL_LIBS)
 
-$(BUILD)/tests/%: tests/c/%.c $(LIB) tests/c/testhelp.h
+$(BUILD)/tests/%: tests/c/%.c $(LIB) tests/c/testhelp.h $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/c $< $(LIB) -o $@ $(LDFLAGS) $(LDLIBS) $(RL_LIBS)
 
-$(BUILD)/bench/%: bench/%.c $(LIB)
+$(BUILD)/bench/%: bench/%.c $(LIB) $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDFLAGS) $(LDLIBS) $(RL_LIBS)
 

@@ -229,8 +229,10 @@ static int pmain(lua_State *L)
  * 2-thread step then runs several times slower than a 1-thread one. libgomp reads
  * OMP_WAIT_POLICY once, before main, so when the user has not set it the program starts itself
  * again with it set to passive; the variable is removed again in the second start, so programs
- * nnlab runs (a PyTorch peer) keep their own default. */
+ * nnlab runs (a PyTorch peer) keep their own default. When the start-up BLAS check restarts the
+ * program anyway (core/tensor/cpuinfo.c), it sets these in that same restart. */
 #define WAIT_MARK "NNLAB_OMP_WAIT_DEFAULT"
+const char *const nl_restart_env[] = {"OMP_WAIT_POLICY", "passive", WAIT_MARK, "1", NULL};
 static void default_wait_policy(char **argv)
 {
     if (getenv(WAIT_MARK)) { /* the second start: libgomp has read the policy */

@@ -1,16 +1,20 @@
 #!/bin/sh
 # run.sh: runs every test suite (C unit tests, Lua tests, REPL tests) and prints the totals as
-# its last line, "N passed, N failed". Exits non-zero when anything failed.
+# its last line, "N passed, N failed" (", N skipped" when a check could not run here; each skip is
+# a line "SKIP what: reason" of its suite, listed again above the totals). Exits non-zero when
+# anything failed.
 NNLAB=${NNLAB:-./build/nnlab}
 BUILD=${BUILD:-build/release}
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+skips=$(mktemp)
+trap 'rm -f "$log" "$skips"' EXIT
 status=0
 suite() { # suite NAME COMMAND...: runs a suite, keeps its "N passed, N failed" line.
     name=$1; shift
     echo "== $name"
     "$@" > "$log" 2>&1; rc=$?
     cat "$log"
+    grep '^SKIP ' "$log" | sed "s|^SKIP |  $name: |" >> "$skips"
     line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
     if [ -z "$line" ]; then
         echo "FAIL $name: exited $rc without a summary line"; failed_total=$((failed_total + 1)); status=1
@@ -42,5 +46,11 @@ done
 [ -f tests/viz/run.sh ] && suite viz-window sh tests/viz/run.sh
 [ -f tests/dist/run.sh ] && suite dist sh tests/dist/run.sh
 [ -f tests/dist/two_hosts.sh ] && suite two-hosts sh tests/dist/two_hosts.sh
-echo "$passed_total passed, $failed_total failed"
+n_skipped=$(wc -l < "$skips")
+if [ "$n_skipped" -gt 0 ]; then
+    echo "skipped here, with the reasons:"; cat "$skips"
+    echo "$passed_total passed, $failed_total failed, $n_skipped skipped"
+else
+    echo "$passed_total passed, $failed_total failed"
+fi
 exit $status

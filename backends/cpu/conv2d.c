@@ -307,7 +307,7 @@ static nl_status filter_direct(const conv_geom *g, const float *x, const float *
     float *xp = grow(&padded, (size_t)(g->N * psize), "padded images");
     float *lanes = grow(&lanes_buf, (size_t)(8 * size), "the filter gradient's lanes");
     if (!xp || !lanes) return nl_errcode();
-    const int nt = conv_threads(g, g->N);
+    const int nt NL_UNUSED = conv_threads(g, g->N); /* unused without OpenMP (the fuzz build) */
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
 #pragma omp for schedule(static)

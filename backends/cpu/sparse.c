@@ -21,7 +21,8 @@ static int sp_threads(int64_t work) { return work < SP_PAR_MIN ? 1 : nl_get_thre
 
 /* 16 floats, one AVX-512 register (two AVX2 ones); loads and stores go through memcpy, so no
  * alignment is assumed. Without AVX-512 gcc warns that returning such a vector changes the ABI:
- * these helpers are static and inlined, so no call crosses an ABI boundary. */
+ * these helpers are static and inlined, so no call crosses an ABI boundary (stores take the
+ * vector by pointer, which gcc's note about passing it does not concern). */
 #pragma GCC diagnostic ignored "-Wpsabi"
 typedef float sp_vec __attribute__((vector_size(SP_LANES * sizeof(float))));
 static inline sp_vec sp_load(const float *p)
@@ -30,7 +31,7 @@ static inline sp_vec sp_load(const float *p)
     memcpy(&v, p, sizeof v);
     return v;
 }
-static inline void sp_store(float *p, sp_vec v) { memcpy(p, &v, sizeof v); }
+static inline void sp_store(float *p, const sp_vec *v) { memcpy(p, v, sizeof *v); }
 
 /* y[0..SP_CHUNK) = b + sum over j in [j0, j1) of val[j] * cols[col[j]*P + 0..SP_CHUNK): the chunk's
  * partial sums stay in registers while the row's nonzeros go by (one load and one multiply-add a
@@ -50,10 +51,10 @@ static inline void sp_row_chunk(float *restrict y, float b, const float *restric
         a2 += v * sp_load(c + 2 * SP_LANES);
         a3 += v * sp_load(c + 3 * SP_LANES);
     }
-    sp_store(y, a0);
-    sp_store(y + SP_LANES, a1);
-    sp_store(y + 2 * SP_LANES, a2);
-    sp_store(y + 3 * SP_LANES, a3);
+    sp_store(y, &a0);
+    sp_store(y + SP_LANES, &a1);
+    sp_store(y + 2 * SP_LANES, &a2);
+    sp_store(y + 3 * SP_LANES, &a3);
 }
 
 /* The same for the last n < SP_CHUNK positions, summed in memory. */
@@ -140,7 +141,7 @@ static void sp_linear_block(const float *restrict x, int64_t K, int64_t O, float
         sp_vec a = (sp_vec){0} + (bias ? bias[o] : 0);
         for (int32_t j = rp[o]; j < rp[o + 1]; j++) a += ((sp_vec){0} + val[j]) * sp_load(ws + (int64_t)col[j] * SP_LANES);
         float out[SP_LANES];
-        sp_store(out, a);
+        sp_store(out, &a);
         for (int r = 0; r < SP_LANES; r++) y[r * O + o] = out[r];
     }
 }

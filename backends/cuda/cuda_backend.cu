@@ -136,6 +136,14 @@ static nl_status cu_copy_bytes(nl_backend *be, void *dst, nl_device dst_dev, con
     return st;
 }
 
+nl_status cu_read_back(cu_ctx *c, void *host, const void *dev, size_t bytes)
+{
+    c->copies_d2h++, c->bytes_d2h += bytes, c->syncs++;
+    nl_status st = cu_check(c, cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, c->stream),
+                            "cudaMemcpyAsync");
+    return st != NL_OK ? st : cu_check(c, cudaStreamSynchronize(c->stream), "cudaStreamSynchronize");
+}
+
 static void cu_sync(nl_backend *be)
 {
     cu_ctx *c = (cu_ctx *)be->ctx;
@@ -194,6 +202,10 @@ static cu_kernel kernel_of(nl_opcode code)
     case NL_OP_SGD_STEP: return cu_sgd_step;
     case NL_OP_ADAM_STEP: return cu_adam_step;
     case NL_OP_FAKEQUANT: return cu_fakequant;
+    case NL_OP_WHERE: return cu_where;
+    case NL_OP_GATHER: return cu_gather;
+    case NL_OP_CUMSUM: return cu_cumsum;
+    case NL_OP_SORT: return cu_sort;
     default: return NULL;
     }
 }

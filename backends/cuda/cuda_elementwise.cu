@@ -384,13 +384,7 @@ __global__ void k_reduce(cu_geom outer, cu_geom inner, char *dst, int ddt, const
         if (threadIdx.x == 0) {
             const double v = rop == NL_RED_MEAN ? sv[0] / (double)inner.numel
                            : rop == NL_RED_ARGMAX ? (double)si[0] : sv[0];
-            char *p = dst + ooff[0] * cu_dtype_size(ddt);
-            switch (ddt) { /* as cpu_store converts */
-            case NL_F32: *(float *)p = (float)v; break;
-            case NL_I32: *(int32_t *)p = nl_hd_f64_to_i32(v); break;
-            case NL_I8: *(int8_t *)p = nl_hd_f64_to_i8(v); break;
-            default: *(uint8_t *)p = nl_hd_f64_to_u8(v); break;
-            }
+            cu_store_f64(dst + ooff[0] * cu_dtype_size(ddt), ddt, v);
         }
         __syncthreads();
     }

@@ -135,6 +135,17 @@ template <> __device__ inline uint8_t cu_load<uint8_t>(const char *p, int dt)
     }
 }
 
+/* Stores v at p (of dtype dt) as the CPU's cpu_store converts it. */
+__device__ inline void cu_store_f64(char *p, int dt, double v)
+{
+    switch (dt) {
+    case NL_F32: *(float *)p = (float)v; break;
+    case NL_I32: *(int32_t *)p = nl_hd_f64_to_i32(v); break;
+    case NL_I8: *(int8_t *)p = nl_hd_f64_to_i8(v); break;
+    default: *(uint8_t *)p = nl_hd_f64_to_u8(v); break;
+    }
+}
+
 /* Float pointer to a tensor's first element (device memory). */
 static inline float *cu_f32(const nl_tensor *t) { return (float *)nl_tensor_data(t); }
 
@@ -163,6 +174,13 @@ nl_status cu_pool2d_backward(cu_ctx *c, const nl_op *op);
 nl_status cu_sgd_step(cu_ctx *c, const nl_op *op);
 nl_status cu_adam_step(cu_ctx *c, const nl_op *op);
 nl_status cu_fakequant(cu_ctx *c, const nl_op *op);
+nl_status cu_where(cu_ctx *c, const nl_op *op);
+nl_status cu_gather(cu_ctx *c, const nl_op *op);
+nl_status cu_cumsum(cu_ctx *c, const nl_op *op);
+nl_status cu_sort(cu_ctx *c, const nl_op *op);
+/* Copies bytes of device memory to the host and waits for them (counted as the backend's
+ * copies are); for the few scalars a kernel reports back (an error's position). */
+nl_status cu_read_back(cu_ctx *c, void *host, const void *dev, size_t bytes);
 /* A strided f32 copy dst <- src over shape (cuda_elementwise.cu; matmul packs with it). */
 nl_status cu_copy_f32(cu_ctx *c, float *dst, const int64_t *dst_st, const float *src,
                       const int64_t *src_st, int ndim, const int64_t *shape);

@@ -100,12 +100,16 @@ void nl_blas_restart(char **argv, const char *want, const char *chose)
     char note[128];
     snprintf(note, sizeof note, "%s:%s", chose, want);
     if (setenv("OPENBLAS_CORETYPE", want, 1) != 0 || setenv(RESTART_VAR, note, 1) != 0) return;
+    bool extra = nl_restart_env && nl_restart_env[0] && !getenv(nl_restart_env[0]);
+    for (int i = 0; extra && nl_restart_env[i] && nl_restart_env[i + 1]; i += 2)
+        setenv(nl_restart_env[i], nl_restart_env[i + 1], 1);
     fflush(NULL);
     execv("/proc/self/exe", argv);
     if (errno == ENOENT && argv[0]) execvp(argv[0], argv); /* no /proc (a bare chroot) */
     int err = errno; /* exec failed: leave the environment as it was */
     unsetenv("OPENBLAS_CORETYPE");
     unsetenv(RESTART_VAR);
+    for (int i = 0; extra && nl_restart_env[i] && nl_restart_env[i + 1]; i += 2) unsetenv(nl_restart_env[i]);
     errno = err;
 }
 

@@ -613,7 +613,7 @@ int main(void)
     nl_device devices[] = {NL_SIM, nl_device_make(NL_SIM, 1), NL_CUDA};
     for (size_t i = 0; i < sizeof devices / sizeof devices[0]; i++) {
         if (!nl_backend_get(devices[i])) {
-            printf("skip %s: %s\n", nl_device_name(devices[i]), nl_errmsg());
+            SKIP("%s: %s", nl_device_name(devices[i]), nl_errmsg());
             continue;
         }
         dev = devices[i];

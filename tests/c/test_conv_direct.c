@@ -157,7 +157,7 @@ static void module_case(int64_t N, int64_t C, int64_t O, int64_t H, int64_t W, i
     for (int i = 0; i < 3; i++) {
         if (nl_cpu_set_isa(isas[i]) != NL_OK) {
             static bool told[3];
-            if (!told[i]) printf("skipped on this CPU: the %s path (%s)\n", isas[i], nl_errmsg());
+            if (!told[i]) SKIP("the %s path: not on this CPU (%s)", isas[i], nl_errmsg());
             told[i] = true;
             continue;
         }
@@ -199,7 +199,7 @@ int main(void)
             kernels_case(c[0], c[1], c[2], c[3], c[4], c[5], c[6], 11u + (unsigned)i);
         }
     } else
-        printf("skipped: the AVX2 kernels' checks (%s)\n", nl_errmsg());
+        SKIP("the AVX2 kernels' checks: %s", nl_errmsg());
     nl_cpu_set_isa(NULL);
     /* N, C, O, H, W, K, p, stride (stride 2 and p > K-1 keep to im2col on every ISA; N = 0: an
      * empty batch) */

@@ -53,9 +53,12 @@ static void test_wanted(void)
     CHECK_WANTED("Prescott", avx2_no_fma, NULL);
 }
 
+/* This program's start-up settings (as build/nnlab's OMP_WAIT_POLICY): set in the BLAS restart. */
+const char *const nl_restart_env[] = {"NL_TEST_RESTART_A", "on", "NL_TEST_RESTART_B", "1", NULL};
+
 /* Runs this binary again with `--report` and the environment changed as asked (value NULL:
  * removed), either by a plain exec or through nl_blas_restart(want, chose); puts the line it
- * prints ("core chosen_by openblas_chose") in out and returns its exit status. */
+ * prints ("core chosen_by openblas_chose A B", A and B the start-up settings or "-") in out and returns its exit status. */
 static int report(const char *coretype, const char *note, const char *want, const char *chose,
                   char *out, size_t n)
 {
@@ -93,12 +96,19 @@ static void test_restart(void)
     const char *target = strcmp(core, "Prescott") != 0 ? "Prescott" : "Nehalem";
     char out[256], expect[256];
     int rc = report(NULL, NULL, target, core, out, sizeof out);
-    snprintf(expect, sizeof expect, "%s nnlab %s", target, core);
+    snprintf(expect, sizeof expect, "%s nnlab %s on 1", target, core);
     CHECK(rc == 0 && strcmp(out, expect) == 0, "restarted: exit %d, '%s', expected '%s'", rc, out, expect);
+
+    /* The program's start-up settings come with that one restart, unless the user set the first. */
+    setenv("NL_TEST_RESTART_A", "mine", 1);
+    rc = report(NULL, NULL, target, core, out, sizeof out);
+    unsetenv("NL_TEST_RESTART_A");
+    snprintf(expect, sizeof expect, "%s nnlab %s mine -", target, core);
+    CHECK(rc == 0 && strcmp(out, expect) == 0, "user's setting: exit %d, '%s', expected '%s'", rc, out, expect);
 
     /* A note left by an earlier restart whose target is not the variable's value: the user's. */
     rc = report("Prescott", "Prescott:SkylakeX", NULL, NULL, out, sizeof out);
-    CHECK(rc == 0 && strcmp(out, "Prescott OPENBLAS_CORETYPE -") == 0, "stale note: exit %d, '%s'", rc, out);
+    CHECK(rc == 0 && strcmp(out, "Prescott OPENBLAS_CORETYPE - - -") == 0, "stale note: exit %d, '%s'", rc, out);
 }
 
 /* This binary went through the start-up check like every other: unless the user chose the
@@ -122,7 +132,9 @@ int main(int argc, char **argv)
 {
     if (argc == 2 && strcmp(argv[1], "--report") == 0) {
         const nl_blas_info *b = nl_blas_get_info();
-        printf("%s %s %s\n", b->core, b->chosen_by, b->openblas_chose ? b->openblas_chose : "-");
+        const char *a = getenv("NL_TEST_RESTART_A"), *bb = getenv("NL_TEST_RESTART_B");
+        printf("%s %s %s %s %s\n", b->core, b->chosen_by, b->openblas_chose ? b->openblas_chose : "-",
+               a ? a : "-", bb ? bb : "-");
         return 0;
     }
     nl_init();

@@ -124,7 +124,7 @@ static void test_gemm_layout(void)
 static void test_no_device(void)
 {
     if (nl_cuda_device_count() > 0) {
-        printf("skip test_no_device: this machine has %d CUDA device(s)\n", nl_cuda_device_count());
+        SKIP("test_no_device: this machine has %d CUDA device(s)", nl_cuda_device_count());
         return;
     }
     nl_backend *be = nl_cuda_backend(0);
@@ -147,7 +147,7 @@ int main(void)
 #ifdef NL_HAVE_CUDA
     test_no_device();
 #else
-    printf("skip test_no_device: built without CUDA\n");
+    SKIP("test_no_device: built without CUDA");
 #endif
     return TEST_REPORT();
 }

@@ -453,7 +453,7 @@ static void test_window(void)
     setenv("SDL_VIDEODRIVER", "offscreen", 1);
     nl_window_resize(320, 200);
     if (nl_window_open() != NL_OK) {
-        printf("skipped: window checks (SDL offscreen driver: %s)\n", nl_errmsg());
+        SKIP("window checks: SDL offscreen driver: %s", nl_errmsg());
     } else {
         CHECK(nl_window_is_open(), "offscreen window opens");
         nl_canvas *shot = nl_window_screenshot();

@@ -1,5 +1,6 @@
 /* testhelp.h: a tiny test harness (after Redis's testhelp.h). Each test binary ends with
- * TEST_REPORT(), which prints "N passed, N failed" and returns non-zero on any failure. */
+ * TEST_REPORT(), which prints "N passed, N failed" (", N skipped" when SKIP was used) and returns
+ * non-zero on any failure. */
 #ifndef NL_TESTHELP_H
 #define NL_TESTHELP_H
 
@@ -18,6 +19,14 @@ static int test_passed, test_failed;
 #define CHECK_CLOSE(a, b, atol, rtol) do { double a_ = (a), b_ = (b); \
     CHECK(fabs(a_ - b_) <= (atol) + (rtol) * fabs(b_), "%s = %.9g, expected %.9g", #a, a_, b_); } while (0)
 
-#define TEST_REPORT() (printf("%d passed, %d failed\n", test_passed, test_failed), test_failed != 0)
+/* Records a check that cannot run here, with the reason: "SKIP what: reason". tests/run.sh counts
+ * these lines and lists them above its totals. */
+static int test_skipped;
+#define SKIP(...) do { test_skipped++; printf("SKIP "); printf(__VA_ARGS__); printf("\n"); } while (0)
+
+#define TEST_REPORT() (test_skipped ? printf("%d passed, %d failed, %d skipped\n", test_passed, test_failed, \
+                                             test_skipped) \
+                                    : printf("%d passed, %d failed\n", test_passed, test_failed), \
+                       test_failed != 0)
 
 #endif

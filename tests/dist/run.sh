@@ -8,7 +8,7 @@ pass=0; fail=0
 ok() { echo "ok $1"; pass=$((pass + 1)); }
 bad() { echo "FAIL $1"; fail=$((fail + 1)); }
 if ! command -v mpirun >/dev/null 2>&1; then
-    echo "# skipped: mpirun is not installed (make deps installs openmpi-bin)"
+    echo "SKIP multi-process tests: mpirun is not installed (make deps installs openmpi-bin)"
     echo "0 passed, 0 failed"; exit 0
 fi
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none

@@ -7,7 +7,7 @@
 NNLAB=${NNLAB:-./build/nnlab}
 D=tests/dist
 if [ "$(id -u)" != 0 ] || ! command -v ip >/dev/null 2>&1 || ! command -v mpirun >/dev/null 2>&1; then
-    echo "# skipped: two hosts need root, ip(8) and mpirun (network namespaces)"
+    echo "SKIP two hosts: they need root, ip(8) and mpirun (network namespaces)"
     echo "0 passed, 0 failed"; exit 0
 fi
 A=nnlab_a$$; B=nnlab_b$$
@@ -20,7 +20,7 @@ if ! { ip netns add $A && ip netns add $B &&
        ip -n $A addr add 10.77.0.1/24 dev va$$ && ip -n $B addr add 10.77.0.2/24 dev vb$$ &&
        ip -n $A link set va$$ up && ip -n $B link set vb$$ up &&
        ip -n $A link set lo up && ip -n $B link set lo up; } 2>"$tmp/ip.err"; then
-    echo "# skipped: cannot make network namespaces here: $(head -n 1 "$tmp/ip.err")"
+    echo "SKIP two hosts: cannot make network namespaces here: $(head -n 1 "$tmp/ip.err")"
     echo "0 passed, 0 failed"; exit 0
 fi
 # mpirun's launcher (instead of ssh): "agent [options] host command..." runs the command in the

@@ -111,7 +111,7 @@ done
 # ---- (3) a too-big request under a memory limit (ASan reserves terabytes of address space and
 # cannot run under ulimit -v: skipped in the sanitizer build)
 case "$NNLAB" in
-*san*) echo "skip ulimit -v: the sanitizer build cannot run under a virtual memory limit" ;;
+*san*) echo "SKIP ulimit -v: the sanitizer build cannot run under a virtual memory limit" ;;
 *)
     out=$( (ulimit -v 2000000; "$NNLAB" -e "local ok, e = pcall(tensor.zeros, 30000, 30000); print(ok, e); local a = tensor.ones(1000, 1000); print(a:sum())") 2>&1)
     if echo "$out" | grep -q "^false.*tensor.zeros" && echo "$out" | grep -q "^1000000"; then

@@ -1,7 +1,8 @@
 -- harness.lua: the Lua test harness. `nnlab tests/lua/harness.lua tests/lua/test_X.lua` runs the
--- test file with the check helpers below as globals; the last line printed is "N passed, N failed".
+-- test file with the check helpers below as globals; the last line printed is "N passed, N failed"
+-- (", N skipped" when skip() was called).
 local path = ...
-local passed, failed = 0, 0
+local passed, failed, skipped = 0, 0, 0
 local self_src = debug.getinfo(1, "S").short_src
 
 -- "file:line" of the test line that made the check: the first Lua frame outside this file.
@@ -29,6 +30,12 @@ end
 -- check(cond, msg): passes when cond is truthy.
 function check(cond, msg)
   return record(cond and true or false, msg or "check failed")
+end
+
+-- skip(reason): a check that cannot run here; printed as "SKIP file:line: reason" and counted.
+function skip(reason)
+  skipped = skipped + 1
+  print(string.format("SKIP %s: %s", where(), reason))
 end
 
 -- The shape ({sizes}) and the values (a flat list) of a number, a tensor or a nested table.
@@ -130,5 +137,6 @@ else
     if not ok then record(false, "error: " .. tostring(e)) end
   end
 end
-print(string.format("%d passed, %d failed", passed, failed))
+print(string.format("%d passed, %d failed", passed, failed) ..
+      (skipped > 0 and string.format(", %d skipped", skipped) or ""))
 os.exit(failed > 0 and 1 or 0, true)

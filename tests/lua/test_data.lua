@@ -252,7 +252,7 @@ end)
 test("learning CIFAR-10 (2,000 images, 2 epochs, the seed CNN)", function()
   local ok, train, test_set = pcall(data.cifar10)
   if not ok then
-    print("# skipped: CIFAR-10 is not in data/ (make data)")
+    skip("CIFAR-10 is not in data/ (make data)")
     return
   end
   tensor.seed(1)

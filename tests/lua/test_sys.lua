@@ -46,7 +46,7 @@ end)
 
 test("sys.info's features are the kernel's", function()
   local flags, model = proc_cpu()
-  if not flags or not next(flags) then print("skip: no /proc/cpuinfo flags here"); return end
+  if not flags or not next(flags) then skip("no /proc/cpuinfo flags here"); return end
   local f = sys.info().cpu.features
   local names = {avx2 = "avx2", fma = "fma", avx512f = "avx512f", avx512bw = "avx512bw",
                  avx512vl = "avx512vl", avx512dq = "avx512dq", avx512_vnni = "avx512_vnni",
@@ -72,7 +72,7 @@ test("the real program runs BLAS kernels as new as the CPU (OPENBLAS_CORETYPE un
   elseif has("avx2") and has("fma") then
     check(AVX2_CORES[core], "AVX2+FMA CPU runs " .. core .. " kernels, older than Haswell")
   else
-    print("skip: this CPU has no AVX2+FMA; any core will do (" .. core .. ")")
+    skip("this CPU has no AVX2+FMA; any core will do (" .. core .. ")")
   end
 end)
 
