@@ -27,6 +27,9 @@ nl_tensor *nl_lua_totensor(lua_State *L, int idx);
  * anything else. */
 nl_tensor *nl_lua_checktensor(lua_State *L, int idx);
 
+/* Pushes a Tensor sharing t (another reference to the same C tensor), or nil for NULL. */
+void nl_lua_pushshared(lua_State *L, nl_tensor *t);
+
 /* Argument checks shared by tensor.c and tensor_ops.c (fname names the function in messages). */
 /* Pushes an element's value: an integer for integer dtypes, a float for f32. */
 void nl_lua_pushvalue(lua_State *L, nl_dtype dtype, double v);

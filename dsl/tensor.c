@@ -35,6 +35,16 @@ nl_tensor **nl_lua_newbox(lua_State *L)
     return box;
 }
 
+void nl_lua_pushshared(lua_State *L, nl_tensor *t)
+{
+    if (!t) {
+        lua_pushnil(L);
+        return;
+    }
+    nl_tensor **box = nl_lua_newbox(L);
+    *box = nl_tensor_retain(t);
+}
+
 nl_tensor *nl_lua_totensor(lua_State *L, int idx)
 {
     nl_tensor **box = luaL_testudata(L, idx, NL_TENSOR_MT);

@@ -43,6 +43,12 @@ int nl_prune_masks_from_zeros(nl_module *net);
 /* Drops every mask of net (the zeros stay in the weights). */
 void nl_prune_remove_masks(nl_module *net);
 
+/* Pruning edits weights and masks on the host: layers on a device go to the CPU for the pass
+ * (was[i] keeps where each was) and back after it (nl_prune_back, which returns st or the first
+ * error of the way back). Two copies of those layers per pruning pass, none per training step. */
+nl_status nl_prune_to_host(nl_module **ls, int n, nl_device *was);
+nl_status nl_prune_back(nl_module **ls, int n, const nl_device *was, nl_status st);
+
 /* ---------------------------------------------------------------- magnitude pruning ----- */
 
 typedef enum { NL_PRUNE_SCOPE_LAYER, NL_PRUNE_SCOPE_GLOBAL } nl_prune_scope;

@@ -434,6 +434,14 @@ nl_status nl_module_add_param(nl_module *m, const char *name, nl_tensor *value, 
     return NL_OK;
 }
 
+void nl_module_remove_param(nl_module *m, int i)
+{
+    nl_tensor_release(m->params[i].value);
+    nl_tensor_release(m->params[i].grad);
+    memmove(&m->params[i], &m->params[i + 1], (size_t)(m->nparams - i - 1) * sizeof m->params[0]);
+    m->nparams--;
+}
+
 static int collect_params(nl_module *m, nl_param **out, int max, int n, bool with_buffers)
 {
     for (int i = 0; i < m->nparams; i++) {

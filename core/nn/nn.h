@@ -132,6 +132,8 @@ nl_status nl_module_check_unique(const nl_module *m);
  * reference to value (the caller releases its own). NL_EINVAL for a duplicate or long name. */
 nl_status nl_module_add_param(nl_module *m, const char *name, nl_tensor *value, bool with_grad);
 nl_param *nl_module_param(nl_module *m, const char *name);
+/* Removes parameter i of m (a buffer such as a pruning mask: it has no gradient). */
+void nl_module_remove_param(nl_module *m, int i);
 
 /* The forward/backward entry points: keep m->input/m->output, check interrupts, then dispatch
  * to the type. Containers call these for their children. backward's gx may be NULL when the
