@@ -244,17 +244,16 @@ function Recorder:write_manifest()
   P.write(self:path("manifest.json"), json(m) .. "\n")
 end
 
--- The trainer's hooks (dsl/nn.lua calls them): after each step the histories are written when
--- the last write is `every` seconds old; at the end of an epoch, histories and checkpoint; when
--- fit returns (finished, paused) or fails, everything with the dashboard.
+-- The trainer's hooks (dsl/nn.lua calls them): after each step and at the end of each epoch the
+-- histories and the checkpoint are written when the last write is `every` seconds old; when fit
+-- returns (finished, paused) or fails, everything with the dashboard.
 function Recorder:on_step()
-  if sys.clock() - self.flushed >= self.every then self:flush("running") end
+  if sys.clock() - self.flushed >= self.every then
+    self:flush("running")
+    self:checkpoint()
+  end
 end
-
-function Recorder:on_epoch()
-  self:flush("running")
-  self:checkpoint()
-end
+Recorder.on_epoch = Recorder.on_step
 
 function Recorder:on_end(err)
   local t = self.trainer
@@ -293,10 +292,11 @@ doc("Trainer", "record", "t:record(dir [, {params=, every=30, dashboard={extra=.
     "Writes a run folder as training goes (nn.Trainer{..., run = dir} does the same): options.json "
     .. "(the trainer's options and params), manifest.json (runs.manifest), steps.csv (step, epoch, loss, "
     .. "lr and on_step values), epochs.csv (train/test loss and accuracy), status.json (running, "
-    .. "paused, finished, interrupted or failed), checkpoint.safetensors (each epoch and at the end; "
-    .. "nn.Trainer.load reads it) and dashboard.png when fit returns. Every file is replaced "
-    .. "atomically, the histories at least every `every` seconds, so an interrupted run leaves a "
-    .. "consistent folder. viz.compare, viz.curves, runs.list and runs.load read it.",
+    .. "paused, finished, interrupted or failed), checkpoint.safetensors (nn.Trainer.load reads it) and "
+    .. "dashboard.png. Every file is replaced atomically: histories and checkpoint after the step or "
+    .. "epoch that finds the last write `every` seconds old (0: every step) and when fit returns or "
+    .. "fails, the dashboard then; so an interrupted run leaves a consistent folder. viz.compare, "
+    .. "viz.curves, runs.list and runs.load read it.",
     "t = nn.Trainer{net = nn.Linear(2, 2), data = nn.TensorDataset(tensor.randn(8, 2), tensor.ones(8)), verbose = false}; "
     .. "local d = os.tmpname(); os.remove(d); t:record(d); t:fit(); print(runs.load(d).status.state); os.execute(\"rm -r '\" .. d .. \"'\")",
     true)
@@ -330,8 +330,11 @@ function runs.load(dir)
   trim(h.test_loss)
   trim(h.test_acc)
   local name = dir:match("([^/]+)$") or dir
-  return {dir = dir, name = name, history = h,
-          options = P.read_json(dir .. "/options.json") or {},
+  local options = P.read_json(dir .. "/options.json") or {}
+  if type(options.params) == "table" then -- JSON numbers come back as floats: 32, not 32.0
+    for k, v in pairs(options.params) do options.params[k] = math.tointeger(v) or v end
+  end
+  return {dir = dir, name = name, history = h, options = options,
           manifest = P.read_json(dir .. "/manifest.json") or {},
           status = P.read_json(dir .. "/status.json") or {state = "unknown"}}
 end

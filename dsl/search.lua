@@ -114,12 +114,12 @@ local function run_trials(o, trials, f)
   print(string.format("%d trials in %s, ranked by %s:", #rows, o.dir, o.metric))
   R.print_table(rows, {"rank", function(_, k) return tostring(k) end})
   if o.plot and #rows > 0 and #rows <= 16 then
-    local dirs, by = {}, nil
-    for k, row in ipairs(rows) do dirs[k] = row.dir end
+    local dirs, labels, by = {}, {}, nil
+    for k, row in ipairs(rows) do dirs[k], labels[k] = row.dir, row.name .. " " .. row.params_text end
     for _, name in ipairs(o.names) do
       if by == nil and type(rows[1].params[name]) == "number" then by = name end
     end
-    local ok, err = pcall(viz.compare, dirs, {by = by, metric = o.metric,
+    local ok, err = pcall(viz.compare, dirs, {by = by, metric = o.metric, labels = labels,
                                               title = o.metric .. " of each trial" .. (by and (" against " .. by) or "")})
     if not ok then print("search: the trials were not plotted: " .. util.reason(err, "viz.compare")) end
   end

@@ -664,8 +664,11 @@ local metrics = {test_acc = "test accuracy", train_acc = "train accuracy", train
 
 function viz.compare(list, opts)
   local f = "viz.compare"
-  opts = check_options(opts, with(size_options, "by", "metric", "title"), f)
+  opts = check_options(opts, with(size_options, "by", "metric", "title", "labels"), f)
   local runs = runs_of(list, f)
+  if opts.labels ~= nil and (type(opts.labels) ~= "table" or #opts.labels ~= #runs) then
+    raise(string.format("%s: labels must be a list of %d texts, one per run", f, #runs))
+  end
   local R = require "nnlab.runs"
   local finals = {}
   for i, r in ipairs(runs) do
@@ -708,18 +711,18 @@ function viz.compare(list, opts)
     local v = x[metric]
     if (metric == "test_acc" or metric == "train_acc" or metric == "best_test_acc") and v then v = 100 * v end
     points[i] = {x = {xs[i]}, y = {v or 0 / 0}}
-    runs[i].label = runs[i].label or x.name
+    runs[i].label = opts.labels and tostring(opts.labels[i]) or runs[i].label or x.name
   end
   local ylabel = metrics[metric] .. ((metric:find("acc") and " (%)") or "")
   local title = opts.title or (metrics[metric] .. " of each run" .. (by and (" against " .. by) or " (1 = first run)"))
   return panel("compare", opts, {}, 1, function(c) P.compare(c, run_tables(runs), points, title, xlabel, ylabel) end)
 end
-doc("compare", "viz.compare(runs [, {by=, metric=, title=, width=, height=}]) -> Canvas",
+doc("compare", "viz.compare(runs [, {by=, metric=, title=, labels=, width=, height=}]) -> Canvas",
     "Saved runs side by side: run folders (t:record, nn.Trainer{run = ...}) or a folder of them. Their "
     .. "curves overlaid with a legend on top, and below one dot per run, in its colour: its final "
     .. "metric (test_acc when the runs were evaluated, else train_acc; also train_loss, test_loss, "
     .. "loss, best_test_acc) against the recorded param `by` (log10 when it spans decades) or the "
-    .. "run's number.",
+    .. "run's number. labels: the legend's texts (default: the folders' names).",
     "-- viz.compare({\"runs/lr0.1\", \"runs/lr0.01\"}, {by = \"lr\"})")
 
 -- For run folders (dsl/runs.lua): writes trainer t's dashboard to path as a PNG without showing
