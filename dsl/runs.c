@@ -16,8 +16,8 @@
 extern const char nl_lua_runs[], nl_lua_search[];
 extern const size_t nl_lua_runs_len, nl_lua_search_len;
 
-/* P.write(path, text): writes text to path atomically (a whole old or new file, whatever
- * happens), creating its folder first. */
+/* P.write(path, text): writes text to path atomically (a whole old or new file whatever happens
+ * to the process; not fsynced: see nl_atomic_commit_nosync), creating its folder first. */
 static int p_write(lua_State *L)
 {
     const char *path = nl_dsl_checkpath(L, 1);
@@ -32,7 +32,7 @@ static int p_write(lua_State *L)
     nl_atomic_file af;
     nl_status s = nl_atomic_open(&af, path);
     if (s == NL_OK) s = nl_atomic_write(&af, text, n);
-    if (s == NL_OK) s = nl_atomic_commit(&af);
+    if (s == NL_OK) s = nl_atomic_commit_nosync(&af);
     else nl_atomic_abort(&af);
     if (s != NL_OK) return nl_dsl_core_error(L);
     return 0;

@@ -224,7 +224,7 @@ function Recorder:checkpoint()
 end
 
 function Recorder:dashboard()
-  if not self:writes() then return end
+  if not self:writes() or self.dashboard_opts == false then return end
   local opts = self.dashboard_opts or {}
   if opts.extra == nil then -- every value the on_step functions gave (16 at most)
     local names = extra_names(self.trainer.history)
@@ -270,10 +270,15 @@ end
 
 function Trainer:record(dir, opts)
   local f = "Trainer:record"
-  if type(dir) ~= "string" or dir == "" then raise(f .. ": expected a folder name, e.g. t:record(\"runs/lr0.1\")") end
+  if type(dir) ~= "string" or dir:gsub("/+$", "") == "" then
+    raise(f .. ": expected a folder name (not the root), e.g. t:record(\"runs/lr0.1\")")
+  end
   util.check_path(dir)
   opts = check_options(opts, {"params", "every", "dashboard"}, f)
   if opts.params ~= nil and type(opts.params) ~= "table" then raise(f .. ": params must be a table {name = value}") end
+  if opts.dashboard ~= nil and opts.dashboard ~= false and type(opts.dashboard) ~= "table" then
+    raise(f .. ": dashboard must be false (none) or viz.dashboard's options {extra=, width=, height=, ...}")
+  end
   local every = opts.every or 30
   if type(every) ~= "number" or not (every >= 0) then raise(f .. ": every must be a number of seconds >= 0") end
   local r = setmetatable({dir = dir:gsub("/+$", ""), trainer = self, every = every, flushed = sys.clock(),
@@ -288,7 +293,7 @@ function Trainer:record(dir, opts)
   self.run = r
   return self
 end
-doc("Trainer", "record", "t:record(dir [, {params=, every=30, dashboard={extra=...}}]) -> t",
+doc("Trainer", "record", "t:record(dir [, {params=, every=30, dashboard={extra=, width=, height=} or false}]) -> t",
     "Writes a run folder as training goes (nn.Trainer{..., run = dir} does the same): options.json "
     .. "(the trainer's options and params), manifest.json (runs.manifest), steps.csv (step, epoch, loss, "
     .. "lr and on_step values), epochs.csv (train/test loss and accuracy), status.json (running, "

@@ -523,6 +523,10 @@ typedef struct { void *fp; char *path; char *tmp; } nl_atomic_file;
 nl_status nl_atomic_open(nl_atomic_file *af, const char *path);
 nl_status nl_atomic_write(nl_atomic_file *af, const void *buf, size_t n);
 nl_status nl_atomic_commit(nl_atomic_file *af);
+/* The same rename without the fsyncs: whole against a crash or kill of the process (the rename is
+ * atomic), not against a power loss; for small files rewritten often whose loss costs little (a
+ * run folder's histories, every few seconds), where the fsyncs would cost more than the write. */
+nl_status nl_atomic_commit_nosync(nl_atomic_file *af);
 void nl_atomic_abort(nl_atomic_file *af);
 
 /* What a manifest says about files (core/io/files.c). The data loaders note each file (or image
