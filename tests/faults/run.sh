@@ -71,7 +71,7 @@ for trial in $(seq 1 $(( (TRIALS + 1) / 2 ))); do
         local t = nn.Trainer.load('$r/checkpoint.safetensors', {data = nn.TensorDataset(tensor.randn(64, 32), tensor.ones(64):to('i32')), verbose = false})
         assert(t.steps >= 8, 'the checkpoint loads')
         t:record('$r')
-        t:fit() -- its saves take away what the killed saves left
+        t:fit{epochs = 1} -- its saves take away what the killed saves left
         local left = io.popen('ls -a $r'):read('a')
         assert(not left:find('.tmp.', 1, true), 'temporary files left: ' .. left)" > "$dir/log" 2>&1; then
         ok; echo "ok   kill -9 while a run folder is recorded (trial $trial): every file whole, the checkpoint loads"
