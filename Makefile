@@ -10,7 +10,10 @@ DEB_PKGS := build-essential pkg-config libreadline-dev liblua5.4-dev libopenblas
             zlib1g-dev libsdl2-dev libsdl2-image-dev libsdl2-ttf-dev fonts-dejavu-core libstb-dev \
             libcjson-dev liblapacke-dev libx11-dev xvfb x11-utils tmux python3 python3-numpy \
             dataset-fashion-mnist libopenmpi-dev openmpi-bin clang-14 libclang-rt-14-dev \
-            libomp-14-dev procps
+            libomp-14-dev procps libonnx-dev protobuf-c-compiler libprotobuf-c-dev nodejs
+# npm, for ONNX Runtime's Node package (tests/onnx): Debian's package, unless a node from elsewhere
+# (NodeSource's nodejs, which provides npm and conflicts with Debian's) already brings it.
+NPM_PKG := $(if $(shell command -v npm 2>/dev/null),,npm)
 # Extra packages for `make bench` (the PyTorch peer).
 BENCH_PKGS := python3-torch python3-numpy
 
@@ -29,7 +32,7 @@ endif
 # build/release/tests/test_x) are built in one stage, with the packages already installed.
 PUBLIC_GOALS := all run test bench fuzz data
 NL_STAGE ?= deps
-PKGS     := lua5.4 zlib libcjson sdl2 SDL2_ttf SDL2_image lapacke
+PKGS     := lua5.4 zlib libcjson sdl2 SDL2_ttf SDL2_image lapacke libprotobuf-c
 # Stage one of the public targets compiles nothing, so it needs none of these flags.
 ifneq ($(NL_STAGE)$(filter-out $(PUBLIC_GOALS) deps deps-bench clean help,$(MAKECMDGOALS)),deps)
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) openblas 2>/dev/null)
@@ -50,7 +53,11 @@ LDSAN   := -fsanitize=address,undefined
 endif
 # core/ is in folders by concern; each is on the include path, so headers are named alone.
 CORE_INC := $(patsubst %,-I%,$(wildcard core/*/))
-CFLAGS  := $(CSTD) $(WARN) $(OPT) -fopenmp -MMD -MP $(CORE_INC) -Ibackends -Idsl -Iviz -Idist $(PKG_CFLAGS)
+# The ONNX protobuf code is generated from Debian's onnx.proto at build time into build/gen (the
+# same for every variant; compiled per variant like any source).
+GEN     := build/gen
+ONNX_PROTO := /usr/include/onnx/onnx.proto
+CFLAGS  := $(CSTD) $(WARN) $(OPT) -fopenmp -MMD -MP $(CORE_INC) -Ibackends -Idsl -Iviz -Idist -I$(GEN) $(PKG_CFLAGS)
 LDFLAGS := -fopenmp $(LDSAN)
 LDLIBS  := $(PKG_LIBS) -lm -lpthread -ldl
 
@@ -107,7 +114,7 @@ MPI_PLUGIN := $(dir $(BIN))nnlab_mpi.so
 LIB_SRC  := $(wildcard core/*/*.c backends/*.c backends/cpu/*.c backends/sim/*.c backends/cuda/*.c dsl/*.c viz/*.c) \
             $(filter-out repl/main.c,$(wildcard repl/*.c)) $(filter-out dist/mpi.c,$(wildcard dist/*.c))
 LUA_SRC  := $(wildcard dsl/*.lua)
-LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(LUA_SRC:%.lua=$(BUILD)/%.lua.o)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(LUA_SRC:%.lua=$(BUILD)/%.lua.o) $(BUILD)/$(GEN)/onnx.pb-c.o
 ifeq ($(USE_CUDA),1)
 LIB_OBJ  += $(CUDA_SRC:%.cu=$(BUILD)/%.cu.o)
 endif
@@ -138,13 +145,13 @@ help:
 	@echo "make run        install what is missing, build, run the main experiment"
 	@echo "make test       install what is missing, build, run every test"
 	@echo "make bench      benchmarks side by side with the PyTorch peer"
-	@echo "make fuzz       each libFuzzer target of tests/fuzz for FUZZ_TIME seconds (default 60)"
+	@echo "make fuzz       each libFuzzer target of tests/fuzz (FUZZ_ONLY=names) for FUZZ_TIME seconds (default 60)"
 	@echo "make data       CIFAR-10 into data/ (CIFAR10_ARCHIVE=tarball, else download)"
 	@echo "switches: CUDA=auto|0|1  SAN=1 (ASan+UBSan)  DEBUG=1"
 
 # ---- dependencies: checks with dpkg-query (fast); installs only what is missing.
 deps:
-	@sh tests/deps.sh $(DEB_PKGS)
+	@sh tests/deps.sh $(DEB_PKGS) $(NPM_PKG)
 
 deps-bench:
 	@sh tests/deps.sh $(BENCH_PKGS)
@@ -177,6 +184,14 @@ $(BUILD)/%.lua.c: %.lua
 
 $(BUILD)/%.lua.o: $(BUILD)/%.lua.c
 	$(CC) $(CSTD) -c $< -o $@
+
+# protoc-c's C for onnx.proto (the message types of core/io/onnx*.c), and the ONNX code waits for it.
+$(GEN)/onnx.pb-c.c $(GEN)/onnx.pb-c.h: $(ONNX_PROTO)
+	@mkdir -p $(GEN)
+	protoc-c --c_out=$(GEN) -I$(dir $(ONNX_PROTO)) $(ONNX_PROTO)
+
+ONNX_OBJ := $(patsubst %.c,%.o,$(wildcard core/io/onnx*.c))
+$(ONNX_OBJ:%=$(BUILD)/%): $(GEN)/onnx.pb-c.h
 
 $(BUILD)/%.cu.o: %.cu $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
@@ -215,6 +230,8 @@ FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN   := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
 FUZZ_TIME  ?= 60
 
+$(ONNX_OBJ:%=$(FUZZ_BUILD)/%): $(GEN)/onnx.pb-c.h
+
 $(FUZZ_BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
@@ -251,8 +268,18 @@ run: $(BIN)
 	  echo "make run: CIFAR-10 could not be prepared; the lesson runs on Fashion-MNIST instead"
 	./$(BIN) examples/cifar10_cnn.lua $(EPOCHS)
 
+# ONNX Runtime, the peer of the ONNX tests: its Node package (with its CPU library) installed once
+# into build/node_modules, its install script skipped (it would fetch GPU binaries from elsewhere);
+# the stamp is made only once a session of it has run here.
+ORT_VERSION := 1.30.0
+ORT_STAMP   := build/node_modules/.nnlab-onnxruntime-node-$(ORT_VERSION)
+$(ORT_STAMP): tests/onnx/run_ort.js
+	npm install --ignore-scripts --no-audit --no-fund --prefix build onnxruntime-node@$(ORT_VERSION)
+	node tests/onnx/run_ort.js --version
+	@touch $@
+
 # With an archive at hand, CIFAR-10 is prepared first so the learning test runs on it.
-test: $(BIN) $(MPI_PLUGIN) $(TEST_BIN) $(FUZZ_BIN)
+test: $(BIN) $(MPI_PLUGIN) $(TEST_BIN) $(FUZZ_BIN) $(ORT_STAMP)
 	@[ -z "$(CIFAR10_ARCHIVE)" ] || $(MAKE) --no-print-directory data || \
 	  echo "make test: CIFAR-10 could not be prepared; its learning test is skipped"
 	@NNLAB=./$(BIN) BUILD=$(BUILD) FUZZ_BUILD=$(FUZZ_BUILD) sh tests/run.sh

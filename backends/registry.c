@@ -6,8 +6,16 @@
 #include "sim/sim.h"
 #include "profile.h"
 #include "quant.h"
+#include "dist.h"
 #ifdef NL_HAVE_CUDA
 #include "cuda/cuda.h"
+
+/* GPU ranks sum their gradients with NCCL. */
+static const nl_dist_device_comm nccl_comm = {
+    .name = "NCCL", .id_bytes = NL_NCCL_ID_BYTES, .unique_id = nl_nccl_unique_id,
+    .join = nl_nccl_join, .allreduce_sum = nl_nccl_allreduce_sum, .leave = nl_nccl_leave,
+};
+_Static_assert(NL_NCCL_ID_BYTES <= NL_DIST_DEVICE_ID_MAX, "an NCCL id fits dist's buffer");
 #endif
 
 #include <cblas.h>
@@ -25,6 +33,12 @@ void nl_set_threads(int n)
 }
 
 int nl_get_threads(void) { return n_threads; }
+
+static nl_precision precision = NL_PREC_F32;
+
+void nl_set_precision(nl_precision p) { precision = p; }
+nl_precision nl_get_precision(void) { return precision; }
+const char *nl_bf16_how(void) { return nl_cpu_bf16_how(); }
 
 /* The int8 kernels' instruction set (quant.h declares these for the DSL; the kernels are the CPU
  * backend's). */
@@ -56,8 +70,10 @@ void nl_init(void)
     (void)nl_blas_get_info();
     nl_backend_provide(NL_CPU, cpu_instance);
     nl_backend_provide(NL_SIM, nl_sim_backend);
+    nl_dist_provide_device_comm(NL_SIM, &nl_dist_staged_comm);
 #ifdef NL_HAVE_CUDA
     nl_backend_provide(NL_CUDA, nl_cuda_backend); /* NULL (error set) when there is no such device */
+    nl_dist_provide_device_comm(NL_CUDA, &nccl_comm);
 #endif
     const char *env = getenv("NNLAB_THREADS");
     int n = env ? atoi(env) : 0;

@@ -1,7 +1,8 @@
 -- profile_seed.lua: the seed CNN's per-layer profile at batch 64 (nn.profile: forward and backward
 -- ms, FLOPs, % of this machine's measured sgemm peak, the kernels that ran), its training images/s as
 -- a fraction of the machine's limit (the peak over the FLOPs of one image), and the same with the
--- kernels held to each lower instruction set, so the gain of each ISA shows in one run. The CPU model,
+-- kernels held to each lower instruction set, so the gain of each ISA shows in one run, and in bf16
+-- mixed precision (native or emulated, as this CPU allows). The CPU model,
 -- kernel ISA and BLAS core come first.      nnlab bench/profile_seed.lua   (run by make bench)
 local function cpu_model()
   local f = io.open("/proc/cpuinfo")
@@ -29,3 +30,6 @@ for _, lower in ipairs{"avx2", "generic"} do
   end
 end
 sys.isa("auto")
+local b = nn.profile(net, x, {reps = 10, quiet = true, precision = "bf16"})
+print(string.format("bf16 mixed precision (%s): %.0f images/s, %.2fx fp32", select(2, sys.precision()),
+                    b.images_s, b.images_s / p.images_s))

@@ -13,6 +13,12 @@
 
 static const nl_dist_plugin *mpi; /* NULL until nl_dist_init */
 static int rank_, size_ = 1, local_rank_;
+static const nl_dist_device_comm *device_comms[NL_DEVICE_COUNT];
+
+void nl_dist_provide_device_comm(nl_device kind, const nl_dist_device_comm *c)
+{
+    if ((unsigned)kind < NL_DEVICE_COUNT) device_comms[kind] = c;
+}
 
 bool nl_dist_launched(void)
 {
@@ -148,6 +154,39 @@ nl_status nl_dist_check_same(const char *what, const int64_t *v, int n)
     return NL_OK;
 }
 
+/* ---------------------------------------------------------------- staged device sums ---- */
+
+static nl_status staged_id(void *id)
+{
+    memset(id, 0, sizeof(int64_t)); /* nothing to agree on but that everyone joins */
+    return NL_OK;
+}
+
+static nl_status staged_join(const void *id NL_UNUSED, int nranks NL_UNUSED, int rank NL_UNUSED,
+                             nl_device dev NL_UNUSED, void **comm)
+{
+    static char joined;
+    *comm = &joined;
+    return NL_OK;
+}
+
+static nl_status staged_sum(void *comm NL_UNUSED, nl_tensor *t)
+{
+    nl_tensor *h = nl_tensor_host(t);
+    nl_status st = h ? nl_dist_allreduce(nl_tensor_data(h), nl_tensor_numel(h), NL_F32, NL_DIST_SUM)
+                     : nl_errcode();
+    if (st == NL_OK) st = nl_copy(t, h);
+    nl_tensor_release(h);
+    return st;
+}
+
+static void staged_leave(void *comm NL_UNUSED) {}
+
+const nl_dist_device_comm nl_dist_staged_comm = {
+    .name = "host-staged sums", .id_bytes = sizeof(int64_t), .unique_id = staged_id,
+    .join = staged_join, .allreduce_sum = staged_sum, .leave = staged_leave,
+};
+
 /* ---------------------------------------------------------------- gradient exchange ----- */
 
 struct nl_dist_exchange {
@@ -158,8 +197,11 @@ struct nl_dist_exchange {
     int nbuckets;
     int64_t *start;        /* nbuckets + 1 element boundaries, bucket b = [start[b], start[b+1]) */
     int64_t *pending;      /* elements whose gradients are not complete yet, per bucket */
-    int *req;              /* the request of each started bucket, -1 before */
+    int *req;              /* the request of each started bucket, -1 before (0 on a device) */
     nl_dist_exchange_stats stats;
+    const nl_dist_device_comm *dc; /* gradients on a device: its collectives, joined on comm_dev */
+    void *comm;
+    nl_device comm_dev;
 };
 
 static double now(void)
@@ -200,9 +242,45 @@ static nl_status cut_buckets(nl_dist_exchange *x, const nl_store *s)
     return NL_OK;
 }
 
+/* The device collectives of dev, joined once per device: every rank first loads them (all must
+ * be able to, or none joins: a rank left waiting in a join would hang), then rank 0's id goes to
+ * all by MPI and each joins on its own device. */
+static nl_status join_device(nl_dist_exchange *x, nl_device dev)
+{
+    if (x->comm && x->comm_dev == dev) return NL_OK;
+    const nl_dist_device_comm *dc = device_comms[nl_device_kind(dev)];
+    if (!dc)
+        return nl_seterr(NL_EDEVICE, "dist: the gradients are on %s, which has no collectives: GPU "
+                         "ranks need nnlab built with CUDA (NCCL), other devices train on the cpu "
+                         "under several ranks", nl_device_name(dev));
+    if (x->comm) x->dc->leave(x->comm);
+    x->comm = NULL;
+    char id[NL_DIST_DEVICE_ID_MAX], why[256] = "";
+    nl_status st = dc->unique_id(id);
+    if (st != NL_OK) snprintf(why, sizeof why, "%s", nl_errmsg());
+    double ok = st == NL_OK, all = ok;
+    nl_status sa = nl_dist_allreduce(&all, 1, -1, NL_DIST_MIN);
+    if (sa != NL_OK) return sa;
+    if (!ok) return nl_seterr(NL_EDEVICE, "dist: rank %d: %s", rank_ + 1, why);
+    if (!all) return nl_seterr(NL_EDEVICE, "dist: another rank could not load %s (its message names "
+                               "the reason)", dc->name);
+    if ((st = nl_dist_broadcast(id, (int64_t)dc->id_bytes, 0)) != NL_OK) return st;
+    if ((st = dc->join(id, size_, rank_, dev, &x->comm)) != NL_OK) return st;
+    x->dc = dc;
+    x->comm_dev = dev;
+    return NL_OK;
+}
+
 static nl_status start_bucket(nl_dist_exchange *x, int b)
 {
     if (!mpi) return NL_OK; /* one process: nothing to exchange */
+    if (x->comm) { /* on the device, after the kernels queued there */
+        nl_tensor *g = nl_tensor_slice(x->store->grads, 0, x->start[b], x->start[b + 1]);
+        nl_status st = g ? x->dc->allreduce_sum(x->comm, g) : nl_errcode();
+        nl_tensor_release(g);
+        if (st == NL_OK) x->req[b] = 0;
+        return st;
+    }
     char err[256];
     float *base = nl_tensor_f32(x->store->grads);
     int64_t n = x->start[b + 1] - x->start[b];
@@ -214,9 +292,14 @@ static nl_status start_bucket(nl_dist_exchange *x, int b)
 static nl_status ex_begin(void *ctx, nl_store *s)
 {
     nl_dist_exchange *x = ctx;
-    if (nl_tensor_device(s->grads) != NL_CPU)
-        return nl_seterr(NL_EDEVICE, "dist: the gradients are on %s: MPI exchanges host memory "
-                         "(GPU ranks go through NCCL)", nl_device_name(nl_tensor_device(s->grads)));
+    const nl_device dev = s->count > 0 ? nl_tensor_device(s->grads) : NL_CPU;
+    if (dev != NL_CPU && mpi) {
+        nl_status st = join_device(x, dev);
+        if (st != NL_OK) return st;
+    } else if (x->comm) { /* back on the cpu: MPI again */
+        x->dc->leave(x->comm);
+        x->comm = NULL;
+    }
     if (s->generation != x->generation || !x->start) {
         nl_status st = cut_buckets(x, s);
         if (st != NL_OK) return st;
@@ -263,7 +346,7 @@ static nl_status ex_finish(void *ctx, nl_store *s, bool *skip)
             if (st == NL_OK) st = sb;
         }
     char err[256];
-    for (int b = 0; b < x->nbuckets; b++)
+    for (int b = 0; b < x->nbuckets && !x->comm; b++) /* device sums need no wait here */
         if (x->req[b] >= 0) {
             nl_status sw = status_of(mpi->wait(x->req[b], err, sizeof err), err);
             if (st == NL_OK) st = sw;
@@ -295,6 +378,7 @@ nl_dist_exchange *nl_dist_exchange_new(int64_t bucket_bytes)
 void nl_dist_exchange_free(nl_dist_exchange *x)
 {
     if (!x) return;
+    if (x->comm) x->dc->leave(x->comm);
     free(x->start);
     free(x->pending);
     free(x->req);

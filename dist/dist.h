@@ -37,6 +37,25 @@ void nl_dist_abort(int code);
  * NL_ESHAPE on every process with the smallest and largest of each value in the message. */
 nl_status nl_dist_check_same(const char *what, const int64_t *v, int n);
 
+/* Collectives on a device's memory (GPU ranks: NCCL), registered per device kind by the backend
+ * that has them (backends/registry.c). The exchange below uses them when the gradients are on a
+ * device: rank 0 makes the id, MPI broadcasts it, every rank joins on its device, and each bucket
+ * is summed in place, ordered on the device after backward's kernels. */
+typedef struct {
+    const char *name;  /* "NCCL", in messages */
+    size_t id_bytes;   /* at most NL_DIST_DEVICE_ID_MAX */
+    nl_status (*unique_id)(void *id);
+    nl_status (*join)(const void *id, int nranks, int rank, nl_device dev, void **comm);
+    nl_status (*allreduce_sum)(void *comm, nl_tensor *t);
+    void (*leave)(void *comm);
+} nl_dist_device_comm;
+#define NL_DIST_DEVICE_ID_MAX 256
+void nl_dist_provide_device_comm(nl_device kind, const nl_dist_device_comm *c);
+/* Device collectives through host memory (each bucket to the host, summed by MPI, and back): sim's,
+ * so that the tests run the exchange's device path (the join, the id's broadcast, buckets as
+ * views of a device store) on a machine without GPUs. */
+extern const nl_dist_device_comm nl_dist_staged_comm;
+
 /* The gradient exchange of data-parallel training: averages the parameter store's gradients over
  * the processes in buckets of about bucket_bytes, each started (non-blocking all-reduce) as soon as
  * backward has finished its layers, and all waited for in finish. NULL with NL_ENOMEM. */

@@ -111,10 +111,15 @@ function ddp.setup(t, distributed, fname)
   if type(mb) ~= "number" or not (mb > 0) then raise(fname .. ": bucket_mb must be a number > 0") end
   if distributed == false or ddp.by_itself() then return nil end
   if o.sync_bn then P.sync_bn(t.net) end -- every BatchNorm takes the global batch's statistics
-  for _, p in ipairs(t.net:parameters()) do dist.broadcast(p.value, 1) end
+  -- a network on a device (GPU ranks) sends its tensors through a host copy
+  local function from_rank1(v)
+    if v:device() == "cpu" then return dist.broadcast(v, 1) end
+    v:copy(dist.broadcast(v:to("cpu"), 1))
+  end
+  for _, p in ipairs(t.net:parameters()) do from_rank1(p.value) end
   for _, b in ipairs(t.net:buffers()) do
     local dt = b.value:dtype()
-    if (dt == "f32" or dt == "i32") and b.value:device() == "cpu" then dist.broadcast(b.value, 1) end
+    if dt == "f32" or dt == "i32" then from_rank1(b.value) end
   end
   return {exchange = P.exchange(math.floor(mb * 2 ^ 20)), rank = dist.rank(), size = dist.size()}
 end

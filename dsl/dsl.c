@@ -1,6 +1,7 @@
 /* dsl.c: opens the nnlab Lua modules, keeps the help registry that help() reads (help() itself
  * is written in Lua, in prelude.lua), and maps core errors to Lua errors. */
 #include "dsl.h"
+#include "dist.h"
 #include "nl.h"
 
 #include <cjson/cJSON.h>
@@ -254,6 +255,14 @@ nl_device nl_dsl_checkdevice(lua_State *L, int arg)
     nl_device dev = nl_device_parse(name);
     if (dev == NL_DEVICE_COUNT)
         nl_dsl_error(L, "unknown device '%s' (cpu, sim, sim:1, cuda, cuda:1 ...)", name);
+    /* Under several processes an accelerator named without a number is the one of this process's
+     * rank on its machine: "cuda" is cuda:(local rank), as each GPU rank takes its own GPU. */
+    const bool local = nl_device_kind(dev) != NL_CPU && !strchr(name, ':') && nl_dist_size() > 1;
+    if (local) dev = nl_device_make(nl_device_kind(dev), nl_dist_local_rank());
+    if (!nl_backend_get(dev) && local)
+        nl_dsl_error(L, "'%s' under %d ranks is %s for rank %d (number %d on its machine), which "
+                     "this machine has not: %s", name, nl_dist_size(), nl_device_name(dev),
+                     nl_dist_rank() + 1, nl_dist_local_rank() + 1, nl_errmsg());
     if (!nl_backend_get(dev)) nl_dsl_core_error(L);
     return dev;
 }
@@ -473,6 +482,7 @@ int nl_dsl_open(lua_State *L)
     nl_open_viz(L);
     nl_open_prune(L);
     nl_open_quant(L);
+    nl_open_onnx(L);
     nl_open_runs(L);
     nl_open_journal(L);
     if (luaL_loadbuffer(L, nl_lua_prelude, nl_lua_prelude_len, "=dsl/prelude.lua") != LUA_OK)

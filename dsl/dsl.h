@@ -7,9 +7,6 @@
 #include <lua.h>
 #include <stdbool.h>
 
-/* nnlab's version (the banner, sys.info, manifests). */
-#define NL_VERSION "0.1.0"
-
 /* One public Lua function with its help text: the single table that both registers the
  * function and answers help(). sig is the call form, doc one line (or a few), example a line of
  * Lua that runs. A row with fn NULL documents a value the caller has already stored (a C closure
@@ -59,6 +56,7 @@ int nl_open_data(lua_State *L);
 int nl_open_viz(lua_State *L);
 int nl_open_prune(lua_State *L); /* prune, lowrank, compress; after nl_open_nn (Module methods) */
 int nl_open_quant(lua_State *L);
+int nl_open_onnx(lua_State *L);  /* after nl_open_nn (Module boxes) */
 /* journal (dsl/journal.c); leaves the REPL's hooks, a table {rewrite = fn(code) -> code,
  * record = fn(code, expr)}, in the registry under this key. */
 int nl_open_journal(lua_State *L);

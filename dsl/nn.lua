@@ -232,6 +232,33 @@ local function on_net_device(net, x)
   return x
 end
 
+-- ---------------------------------------------------------------- precision
+
+-- The precision option of nn.Trainer, nn.evaluate and nn.profile: "fp32" (nil) or "bf16" (mixed
+-- precision of convolutions and matrix products, on the CPU).
+local function check_precision(p, net, fname)
+  if p == nil or p == "fp32" then return "fp32" end
+  if p ~= "bf16" then
+    raise(string.format("%s: precision must be \"fp32\" or \"bf16\", got %s", fname,
+                        type(p) == "string" and string.format("%q", p) or type(p)))
+  end
+  local dev = net:device()
+  if dev ~= "cpu" and dev ~= "sim" then
+    raise(string.format("%s: precision \"bf16\" runs on the CPU only; the network is on %s", fname, dev))
+  end
+  return p
+end
+
+-- Calls fn(...) with convolutions and matrix products in precision p, then restores the one
+-- before (also when fn raises); returns pcall's results.
+local function pcall_in_precision(p, fn, ...)
+  local before = sys.precision()
+  sys.precision(p)
+  local r = table.pack(pcall(fn, ...))
+  sys.precision(before)
+  return table.unpack(r, 1, r.n)
+end
+
 -- ---------------------------------------------------------------- nn.evaluate
 
 function nn.evaluate(net, data, opts)
@@ -239,15 +266,16 @@ function nn.evaluate(net, data, opts)
   if not nn.is_module(net) then raise(fname .. ": the first argument must be a network") end
   check_data(data, fname)
   if data:size() == 0 then raise(fname .. ": the data set is empty (0 samples): there is nothing to evaluate") end
-  opts = check_options(opts, {"batch", "loss"}, fname)
+  opts = check_options(opts, {"batch", "loss", "precision"}, fname)
   local batch = check_int(opts.batch or 256, "batch", 1, fname)
+  local precision = check_precision(opts.precision, net, fname)
   local loss = opts.loss
   if loss == nil then loss = nn.CrossEntropyLoss() end
   if loss == false then loss = nil end
   local was_training = net.training
   local stats = P.eval_stats()
   net:eval()
-  local ok, err = pcall(function()
+  local ok, err = pcall_in_precision(precision, function()
     if is_loader(data) then -- one pass from the start of its epoch, in its batches
       data:reset()
       for x, y in data.next, data do P.eval_batch(stats, net, loss, on_net_device(net, x), y) end
@@ -271,18 +299,20 @@ function nn.evaluate(net, data, opts)
   if not ddp.by_itself() then ddp.reduce_eval(stats) end -- the global result on every rank
   return P.eval_result(stats, loss ~= nil)
 end
-doc("nn", "evaluate", "nn.evaluate(net, data, {batch=256, loss=nn.CrossEntropyLoss()}) -> results",
+doc("nn", "evaluate", "nn.evaluate(net, data, {batch=256, loss=nn.CrossEntropyLoss(), precision=\"fp32\"}) -> results",
     "Runs net in eval mode over a data set (or once through a data.loader; under several ranks each takes its share and every rank gets the global result): {loss=, top1=, top5= (fractions), count=, "
     .. "confusion = i32 Tensor [C, C] (row = true class, column = predicted, 1-based), "
-    .. "per_class = {accuracy of each class (nan without samples)}}. loss=false skips the loss.",
+    .. "per_class = {accuracy of each class (nan without samples)}}. loss=false skips the loss. "
+    .. "precision=\"bf16\" runs convolutions and matrix products in bf16 mixed precision (sys.precision).",
     "r = nn.evaluate(nn.Linear(2, 3), nn.TensorDataset(tensor.randn(8, 2), tensor.ones(8))); print(r.top1)")
 
 -- ---------------------------------------------------------------- profile
 
 -- Prints p (from nn.profile) as a table.
 local function print_profile(p)
-  print(string.format("profile of %s on %s: %d thread(s), kernels %s, OpenBLAS %s; peak %.1f GFLOP/s "
-                      .. "(sgemm 1024^3, measured)", p.net, p.input, p.threads, p.isa, p.blas, p.peak_gflops))
+  print(string.format("profile of %s on %s: %d thread(s), kernels %s, OpenBLAS %s%s; peak %.1f GFLOP/s "
+                      .. "(fp32 sgemm 1024^3, measured)", p.net, p.input, p.threads, p.isa, p.blas,
+                      p.precision == "fp32" and "" or ", precision " .. p.precision, p.peak_gflops))
   print(string.format("%-40s %8s %8s %9s %8s %7s  %s", "layer", "fwd ms", "bwd ms", "MFLOP", "GFLOP/s",
                       "% peak", "kernels (forward; backward)"))
   for _, r in ipairs(p.rows) do
@@ -302,18 +332,15 @@ function nn.profile(net, x, opts)
   if not nn.is_module(net) then raise(fname .. ": the first argument must be a network") end
   if not tensor.is_tensor(x) then raise(fname .. ": the second argument must be an input Tensor (a batch)") end
   opts = check_options(opts, {"backward", "precision", "reps", "quiet"}, fname)
-  local precision = opts.precision or "fp32"
-  if precision ~= "fp32" then
-    raise(string.format("%s: precision %q is not available (fp32 only)", fname, tostring(precision)))
-  end
+  local precision = check_precision(opts.precision, net, fname)
   local backward = opts.backward ~= false
   local reps = check_int(opts.reps or 5, "reps", 1, fname)
   local was_training = net.training
-  local ok, rows, peak = pcall(P.profile, net, x, backward, reps)
+  local ok, rows, peak = pcall_in_precision(precision, P.profile, net, x, backward, reps)
   net:train(was_training)
   if not ok then error(rows, 0) end
   local isa, blas = sys.isa()
-  local p = {rows = rows, peak_gflops = peak, isa = isa, blas = blas, threads = sys.threads(),
+  local p = {rows = rows, peak_gflops = peak, isa = isa, blas = blas, threads = sys.threads(), precision = precision,
              batch = x:shape()[1], input = shape_str(x:shape()), net = net:type(), fwd_ms = 0, bwd_ms = 0, flops = 0}
   for _, r in ipairs(rows) do
     r.ms, r.flops = r.fwd_ms + r.bwd_ms, r.fwd_flops + r.bwd_flops
@@ -329,13 +356,14 @@ function nn.profile(net, x, opts)
   if not opts.quiet then print_profile(p) end
   return p
 end
-doc("nn", "profile", "nn.profile(net, x, {backward=true, reps=5, quiet=false}) -> p",
+doc("nn", "profile", "nn.profile(net, x, {backward=true, reps=5, quiet=false, precision=\"fp32\"}) -> p",
     "Times each layer of a Sequential net alone on the input it sees for the batch x (best of reps): forward "
     .. "and backward ms, FLOPs, GFLOP/s and % of the machine's fp32 peak (a 1024^3 sgemm, measured once per "
     .. "thread count), and the kernels that ran (e.g. \"conv direct avx2\", \"sgemm Zen\"). Prints a table "
     .. "(unless quiet) and returns p = {rows = {{layer=, fwd_ms=, bwd_ms=, fwd_flops=, bwd_flops=, gflops=, "
     .. "pct_peak=, kernel_fwd=, kernel_bwd=}...}, peak_gflops=, images_s=, limit_images_s=, isa=, blas=, ...}; "
-    .. "viz.profile(p) draws it. Parameter gradients are left as they were. precision: \"fp32\" only.",
+    .. "viz.profile(p) draws it. Parameter gradients are left as they were. precision = \"bf16\" times the "
+    .. "bf16 mixed-precision kernels (see sys.precision; the peak stays fp32's).",
     "p = nn.profile(nn.Sequential{nn.Conv2d(3, 8, 3, {padding = 1}), nn.ReLU()}, tensor.randn(4, 3, 16, 16), {reps = 2})")
 
 -- ---------------------------------------------------------------- schedules
@@ -510,6 +538,10 @@ local function check_meta(st, path)
   end
   if type(st.shuffle) ~= "boolean" then C.bad("shuffle", st.shuffle, "true or false") end
   r.shuffle = st.shuffle
+  if st.precision ~= nil and st.precision ~= "fp32" and st.precision ~= "bf16" then
+    C.bad("precision", st.precision, '"fp32" or "bf16"')
+  end
+  r.precision = st.precision
   r.base_lr = C.number(st.base_lr, "base_lr", 0)
   if st.optim_kind ~= "sgd" and st.optim_kind ~= "adam" and st.optim_kind ~= "adamw" then
     C.bad("optim_kind", st.optim_kind, '"sgd", "adam" or "adamw"')
@@ -584,7 +616,7 @@ local History = {__tostring = function(h)
 end}
 
 local trainer_options = {"net", "data", "loss", "optim", "batch", "seed", "schedule", "shuffle",
-                         "verbose", "distributed", "run"}
+                         "verbose", "distributed", "precision", "run"}
 
 local function new_trainer(opts)
   local f = "nn.Trainer"
@@ -614,6 +646,16 @@ local function new_trainer(opts)
   t.shuffle = opts.shuffle ~= false
   t.schedule = check_schedule(opts.schedule, f)
   t.verbose = opts.verbose ~= false
+  t.precision = check_precision(opts.precision, t.net, f)
+  if t.precision == "bf16" and t.verbose then
+    local _, how = sys.precision()
+    if how:find("emulated", 1, true) then
+      print("bf16 mixed precision: emulated (this CPU has no AVX512_BF16): the same results as native bf16, "
+            .. "computed in fp32 arithmetic, so no faster than fp32")
+    else
+      print("bf16 mixed precision: " .. how)
+    end
+  end
   t.base_lr = t.optim:lr()
   t.epochs, t.pos, t.steps = 0, 0, 0 -- epochs completed, batches done in this epoch, steps done
   t.sums = {n = 0, correct = 0, loss = 0} -- this epoch so far
@@ -635,14 +677,16 @@ nn.Trainer = setmetatable({}, {
   __tostring = function() return "nn.Trainer" end,
 })
 doc("nn", "Trainer", "nn.Trainer{net=, data=, loss=nn.CrossEntropyLoss(), optim=optim.Adam(net), "
-    .. "batch=64, seed=1, schedule=nil, shuffle=true, verbose=true, distributed=, run=} -> trainer",
+    .. "batch=64, seed=1, schedule=nil, shuffle=true, verbose=true, distributed=, precision=\"fp32\", run=} -> trainer",
     "Trains net on a data set in mini-batches, each step in C (forward, loss, backward, update). "
     .. "data: anything with :size() and :get(i) (a C :batch(indices) is used when present), or a "
     .. "data.loader (its batches, order and augmentation). seed orders the data (dropout draws from "
     .. "tensor.seed's generator). Under several ranks (nnlab -n N) it is data-parallel: batch is per rank; "
     .. "distributed = false trains independent replicas, distributed = {sync_bn = true, bucket_mb = 1/16} "
-    .. "tunes it. run = \"runs/name\" writes a run folder as it trains (t:record). Methods: step, epoch, "
-    .. "fit, resume, on_step, save, record; fields history, epochs, steps, pos. help \"Trainer\" lists them.",
+    .. "tunes it. precision = \"bf16\": mixed precision on the CPU (convolutions and matrix products take "
+    .. "bf16 inputs with fp32 sums; weights, loss and batch-norm statistics stay fp32; emulated, and said "
+    .. "so, where the CPU has no AVX512_BF16). run = \"runs/name\" writes a run folder as it trains (t:record). "
+    .. "Methods: step, epoch, fit, resume, on_step, save, record; fields history, epochs, steps, pos. help \"Trainer\" lists them.",
     "t = nn.Trainer{net = nn.Linear(2, 2), data = nn.TensorDataset(tensor.randn(8, 2), tensor.ones(8)), verbose = false}; print(t:step())")
 
 function Trainer:steps_per_epoch()
@@ -725,8 +769,8 @@ function Trainer:step()
   if self.schedule then self.optim:set_lr(self.schedule(self.steps, self.base_lr)) end
   self.net:train()
   if self.ddp then ddp.catch(true) end -- a signal now only raises the flag the ranks agree on
-  local ok, loss, correct, updated, norm = pcall(P.train_step, self.net, self.loss, self.optim, x, y,
-                                                 self.ddp and self.ddp.exchange)
+  local ok, loss, correct, updated, norm = pcall_in_precision(self.precision, P.train_step, self.net, self.loss,
+                                                              self.optim, x, y, self.ddp and self.ddp.exchange)
   if self.ddp then ddp.catch(false) end
   if not ok then error(loss, 0) end
   if loss == nil then return nil, correct end -- interrupted: nothing moved
@@ -886,7 +930,7 @@ function Trainer:fit(opts)
                                100 * s.correct / math.max(s.n, 1))
     if self.eval_set then
       local ok, r = pcall(nn.evaluate, self.net, self.eval_set,
-                          {batch = self.eval_batch or 256, loss = self.loss})
+                          {batch = self.eval_batch or 256, loss = self.loss, precision = self.precision})
       if not ok and tostring(r):find("interrupted", 1, true) and P.poll_interrupt() then
         return self:_pause()
       end
@@ -951,7 +995,7 @@ function Trainer:save(path)
   local state = {
     version = 2, samples = self.data:size(), epochs = self.epochs, pos = self.pos,
     ranks = self.ddp and self.ddp.size or 1, -- batch x ranks: the global batch, which a resume keeps
-    steps = self.steps, seed = self.seed, batch = self.batch, shuffle = self.shuffle,
+    steps = self.steps, seed = self.seed, batch = self.batch, shuffle = self.shuffle, precision = self.precision,
     base_lr = self.base_lr, target = self.target, optim_kind = cfg.kind, clip = cfg.clip,
     rng = {string.format("%d", seed), string.format("%d", counter)}, sums = self.sums, history = self.history,
     loss = {kind = self.loss.kind, label_smoothing = self.loss.label_smoothing, name = tostring(self.loss)},
@@ -969,11 +1013,14 @@ function Trainer.load(path, opts)
   local f = "nn.Trainer.load"
   if type(path) ~= "string" then raise(f .. ": expected a file path") end
   util.check_path(path)
-  opts = check_options(opts, {"data", "loss", "schedule", "verbose"}, f)
+  opts = check_options(opts, {"data", "loss", "schedule", "verbose", "device"}, f)
+  if opts.device ~= nil and type(opts.device) ~= "string" then
+    raise(f .. ": device must be a device name (\"cpu\", \"sim\", \"cuda:1\"), got " .. type(opts.device))
+  end
   local meta = P.trainer_meta(path)
   if not meta then raise(path .. ": not a trainer checkpoint (nn.load reads a network)") end
   local st = check_meta(meta, path)
-  local net, opt = P.load_trainer(path, st.optim_kind)
+  local net, opt = P.load_trainer(path, st.optim_kind, opts.device)
   if st.clip and st.clip > 0 then opt:set_clip(st.clip) end
   local loss = opts.loss
   if not loss and st.loss.kind == "lua" then
@@ -1002,7 +1049,7 @@ function Trainer.load(path, opts)
   end
   local t = new_trainer{net = net, data = opts.data, loss = loss, optim = opt,
                         batch = batch, seed = st.seed, shuffle = st.shuffle, schedule = schedule,
-                        verbose = opts.verbose}
+                        verbose = opts.verbose, precision = st.precision}
   if t.data:size() ~= st.samples then
     raise(string.format("%s: the data set has %d samples but the run was on %d", f, t.data:size(),
                         st.samples))
@@ -1059,9 +1106,10 @@ doc("Trainer", "save", "t:save(path) -> t",
     .. "{data = ...}) continues the run bit for bit.",
     "t = nn.Trainer{net = nn.Linear(2, 2), data = nn.TensorDataset(tensor.randn(8, 2), tensor.ones(8)), verbose = false}; local p = os.tmpname(); t:save(p); os.remove(p)",
     true)
-doc("nn", "Trainer.load", "nn.Trainer.load(path, {data=, loss=, schedule=, verbose=}) -> trainer",
+doc("nn", "Trainer.load", "nn.Trainer.load(path, {data=, loss=, schedule=, verbose=, device=}) -> trainer",
     "Rebuilds a trainer saved with t:save(path): network, optimizer, position, history and the "
-    .. "random generator; data must be given again (the same samples).",
+    .. "random generator; data must be given again (the same samples). device (\"sim\", "
+    .. "\"cuda:1\", ...) puts the network and the optimizer's state there (default: the CPU).",
     "ds = nn.TensorDataset(tensor.randn(8, 2), tensor.ones(8)); local p = os.tmpname(); nn.Trainer{net = nn.Linear(2, 2), data = ds, verbose = false}:save(p); print(nn.Trainer.load(p, {data = ds})); os.remove(p)")
 
 return util.publish(help_rows, {nn = nn, optim = optim, Trainer = Trainer, Module = methods})

@@ -365,18 +365,20 @@ static int p_trainer_meta(lua_State *L)
     return 1;
 }
 
-/* P.load_trainer(path, optim_kind) -> net, opt: the network and an optimizer of that kind with
- * the file's hyper-parameters, step count and state. */
+/* P.load_trainer(path, optim_kind [, device]) -> net, opt: the network (moved to device) and an
+ * optimizer of that kind with the file's hyper-parameters, step count and state (there too). */
 static int p_load_trainer(lua_State *L)
 {
     const char *path = nl_dsl_checkpath(L, 1);
     const char *kind_name = luaL_checkstring(L, 2);
+    nl_device dev = lua_isnoneornil(L, 3) ? NL_CPU : nl_dsl_checkdevice(L, 3);
     nl_optim_kind kind = nl_optim_kind_parse(kind_name);
     if (kind == NL_OPTIM_KIND_COUNT) nl_dsl_error(L, "%s: unknown optimizer '%s'", path, kind_name);
     nl_st_file *f = push_file(L, path);
     nl_module **box = nl_lua_newmodulebox(L);
     *box = nl_checkpoint_module_from(f);
     nl_lua_adoptmodulebox(L);
+    if (dev != NL_CPU) check_status(L, nl_module_to(*box, dev));
     nl_lua_optim *opt = nl_lua_newoptim(L);
     if (!(opt->o = nl_optim_new(kind, *box, NULL))) return nl_dsl_core_error(L);
     check_status(L, nl_checkpoint_load_optim(f, opt->o));

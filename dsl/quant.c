@@ -210,8 +210,8 @@ static const nl_dsl_fn quant_fns[] = {
      "or group's scale.",
      "local l = quant.levels(quant.int4(nn.Linear(64, 4))[1]); print(l:min(), l:max())"},
     {"isa", l_isa, "quant.isa([name]) -> name",
-     "The int8 kernels' instruction set: 'vnni' (AVX-512 VNNI) or 'generic' (portable C, identical "
-     "results); set 'auto', 'generic' or 'vnni'.",
+     "The int8 kernels' instruction set: 'vnni' (AVX-512 VNNI), 'avx2' (vpmaddwd, for CPUs without "
+     "VNNI) or 'generic' (portable C); all give identical results; set 'auto', 'generic', 'avx2' or 'vnni'.",
      "print(quant.isa())"},
     {NULL, NULL, NULL, NULL, NULL},
 };

@@ -167,6 +167,23 @@ static int l_tf32(lua_State *L)
     return 1;
 }
 
+/* sys.precision([name]) -> name, how bf16 runs. */
+static int l_precision(lua_State *L)
+{
+    static const char *const names[NL_PREC_COUNT] = {[NL_PREC_F32] = "fp32", [NL_PREC_BF16] = "bf16"};
+    if (!lua_isnoneornil(L, 1)) {
+        const char *name = luaL_checkstring(L, 1);
+        int p = 0;
+        while (p < NL_PREC_COUNT && strcmp(name, names[p]) != 0) p++;
+        if (p == NL_PREC_COUNT)
+            nl_dsl_error(L, "sys.precision: unknown precision '%s' (fp32 or bf16)", name);
+        nl_set_precision((nl_precision)p);
+    }
+    lua_pushstring(L, names[nl_get_precision()]);
+    lua_pushstring(L, nl_bf16_how());
+    return 2;
+}
+
 /* sys.device_stats(device [, reset]) -> table of the device's counters (nl_device_stats). */
 static int l_device_stats(lua_State *L)
 {
@@ -222,6 +239,13 @@ static const nl_dsl_fn sys_fns[] = {
     {"tf32", l_tf32, "sys.tf32([on]) -> on",
      "Gets, or sets then gets, whether CUDA matrix products may use TF32 tensor cores (off by "
      "default, so GPU results match the CPU's to f32 rounding; on is faster).", "sys.tf32(true)"},
+    {"precision", l_precision, "sys.precision([name]) -> precision, bf16_how",
+     "Gets, or sets then gets, the precision of convolutions and matrix products on the CPU: \"fp32\" "
+     "(the default) or \"bf16\" (mixed precision: inputs rounded to bf16, sums in fp32; the rest stays "
+     "fp32). nn.Trainer{precision=}, nn.evaluate and nn.profile set it for their own work. bf16_how: "
+     "\"native avx512_bf16\" where the CPU has AVX512_BF16, else \"emulated avx2\" or \"emulated "
+     "generic\" (the same results, computed in fp32 arithmetic: no faster than fp32).",
+     "print(sys.precision())"},
     {"device_stats", l_device_stats, "sys.device_stats(device [, reset]) -> table",
      "What a device has cost since start-up or the last reset (reset=true returns the counts, "
      "then zeroes them): launches (kernels), bytes_h2d / bytes_d2h / bytes_d2d and copies_h2d / "

@@ -73,10 +73,14 @@ static int p_canvas(lua_State *L)
     return 1;
 }
 
+/* Under several ranks only rank 1 draws and writes pictures (the others would write the same). */
+static bool drawing_rank(void) { return nl_dist_rank() == 0; }
+
 static int c_save(lua_State *L)
 {
     canvas_box *b = check_canvas(L, 1);
-    if (nl_canvas_save_png(b->c, nl_dsl_checkpath(L, 2)) != NL_OK) return nl_dsl_core_error(L);
+    const char *path = nl_dsl_checkpath(L, 2);
+    if (drawing_rank() && nl_canvas_save_png(b->c, path) != NL_OK) return nl_dsl_core_error(L);
     lua_settop(L, 1);
     return 1;
 }
@@ -603,7 +607,7 @@ static void idle(void)
 
 static int l_show(lua_State *L)
 {
-    if (nl_dist_rank() != 0) { /* data-parallel: rank 1 draws for everyone */
+    if (!drawing_rank()) { /* data-parallel: rank 1 draws for everyone */
         lua_pushboolean(L, 0);
         lua_pushfstring(L, "only rank 1 of %d opens a window", nl_dist_size());
         return 2;
@@ -734,7 +738,8 @@ static const nl_dsl_fn viz_fns[] = {
 };
 
 static const nl_dsl_fn canvas_methods[] = {
-    {"save", c_save, "c:save(path) -> c", "Writes the canvas as a PNG file (atomically; folders are created).",
+    {"save", c_save, "c:save(path) -> c", "Writes the canvas as a PNG file (atomically; folders are created); "
+     "under several ranks rank 1 writes it, the others nothing.",
      "local p = os.tmpname(); viz.curves{loss = {2, 1}}:save(p); os.remove(p)"},
     {"size", c_size, "c:size() -> w, h", "The canvas's size in pixels.", "print(viz.curves{loss = {2, 1}}:size())"},
     {"pixel", c_pixel, "c:pixel(x, y) -> r, g, b", "The colour at (x, y), 1-based from the top left.",
@@ -744,13 +749,20 @@ static const nl_dsl_fn canvas_methods[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
+/* P.drawing() -> whether this process draws (rank 1, or the only one). */
+static int p_drawing(lua_State *L)
+{
+    lua_pushboolean(L, drawing_rank());
+    return 1;
+}
+
 static const luaL_Reg private_fns[] = {
     {"canvas", p_canvas}, {"publish", p_publish}, {"curves", p_curves}, {"xy", p_xy},
     {"decision", p_decision}, {"image", p_image}, {"features", p_features},
     {"sensitivity", p_sensitivity},
     {"filters", p_filters}, {"histogram", p_histogram}, {"confusion", p_confusion},
     {"samples", p_samples}, {"profile", p_profile}, {"dashboard", p_dashboard}, {"compare", p_compare}, {"stack", p_stack}, {"current", p_current},
-    {"save_view", p_save_view}, {"tick", p_tick}, {NULL, NULL},
+    {"save_view", p_save_view}, {"tick", p_tick}, {"drawing", p_drawing}, {NULL, NULL},
 };
 
 int nl_open_viz(lua_State *L)

@@ -268,8 +268,9 @@ local function on_step(t)
 end
 
 -- Hooks the trainer's steps (once): they pump the window, wait while paused, refresh live views.
+-- Under several ranks only rank 1 draws: the others' trainers are left alone.
 local function hook(t)
-  if not hooked[t] then
+  if not hooked[t] and P.drawing() then
     hooked[t] = true
     t:on_step(on_step)
   end
@@ -297,9 +298,11 @@ doc("watch", "viz.watch(trainer) -> trainer",
     .. "viz.curves(t) and viz.dashboard(t) do this by themselves.",
     "t = nn.Trainer{net = nn.Linear(2, 2), data = nn.TensorDataset(tensor.randn(8, 2), tensor.ones(8)), verbose = false}; viz.watch(t); t:step()")
 
--- Draws a panel into a new canvas, makes it the current view and, with trainers, live.
+-- Draws a panel into a new canvas, makes it the current view and, with trainers, live. Under
+-- several ranks rank 1 draws; the other ranks get the canvas blank and nothing live.
 local function panel(view, opts, trainers, every, draw)
   local c = new_canvas(view, opts)
+  if not P.drawing() then return c end
   draw(c)
   P.publish(c)
   watch(view, c, trainers, every, draw, opts.width ~= nil or opts.height ~= nil)
@@ -644,6 +647,7 @@ function viz.save(path, what)
     return path
   end
   if what ~= nil and type(what) ~= "string" then raise(f .. ": the second argument must be a Canvas or a view name") end
+  if not P.drawing() then return path end -- under several ranks, rank 1 writes the pictures
   local view = what or P.current()
   if not view then raise(f .. ": nothing drawn yet: draw a panel first (viz.curves(t), viz.dashboard(t), ...)") end
   if live[view] then redraw(view) end
@@ -652,7 +656,8 @@ function viz.save(path, what)
 end
 doc("save", "viz.save(path [, canvas | view name]) -> path",
     "Writes the current view (or a panel's Canvas, or the view of that name: \"dashboard\", "
-    .. "\"curves\", ...) as a PNG file, atomically, creating folders; live views are redrawn first.",
+    .. "\"curves\", ...) as a PNG file, atomically, creating folders; live views are redrawn first. "
+    .. "Under several ranks only rank 1 draws panels and writes pictures (the others' canvases stay blank).",
     "local p = os.tmpname(); viz.save(p, viz.curves{loss = {2, 1.5, 1}}); os.remove(p)")
 
 -- ---------------------------------------------------------------- saved runs

@@ -7,6 +7,8 @@
 
 #include <lua.h>
 
+#include "nl.h" /* NL_VERSION */
+
 /* Exit status of a script stopped by Ctrl-C (128 + SIGINT, as shells report it). */
 #define NL_EXIT_INTERRUPTED 130
 

@@ -8,13 +8,15 @@
  * live in a slice per thread and are made again where the filter gradient needs them. The sparse
  * convolution (sparse.c) shares im2col (cpu_im2col). Where the CPU has AVX2 (cpu_isa), stride-1
  * convolutions skip im2col: the forward pass and the data gradient run conv_direct.c's kernel on a
- * padded copy of each image. */
+ * padded copy of each image, and so does the filter gradient of narrow filters. Under precision
+ * bf16 every product goes through im2col and gemm_bf16.c instead of sgemm. */
 #include "cpu/cpu.h"
 #include "cpu_kernels.h"
 #include "window.h"
 
 #include <cblas.h>
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -186,11 +188,48 @@ static float *grow(grow_buf *b, size_t floats, const char *what)
     return b->p = p;
 }
 
-/* The direct path (conv_direct.c) where the CPU has AVX2: stride 1; for the data gradient also a
- * square kernel and p <= K-1 (gy is padded by K-1-p). */
+static grow_buf bf16_buf; /* the bf16 products' packed operands, a slice per thread */
+
+/* Under precision bf16: a workspace for nt threads' products of M x N x K (*per words each) in
+ * *ws; else *ws = NULL (sgemm runs). */
+static nl_status bf16_workspace(int nt, int64_t M, int64_t N, int64_t K, uint32_t **ws, int64_t *per)
+{
+    *ws = NULL;
+    *per = 0;
+    if (nl_get_precision() != NL_PREC_BF16) return NL_OK;
+    *per = cpu_gemm_bf16_ws(M, N, K);
+    float *p = grow(&bf16_buf, (size_t)(nt * *per), "the bf16 products' packed operands");
+    if (!p) return nl_errcode();
+    *ws = (uint32_t *)p;
+    return NL_OK;
+}
+
+/* c = a b, or c += a b when accumulate (row-major; a stored transposed when ta, b when tb), on this
+ * thread: a one-thread sgemm, or the bf16 product in ws when ws is not NULL. */
+static void conv_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float *a, int64_t lda,
+                      const float *b, int64_t ldb, bool accumulate, float *c, int64_t ldc, uint32_t *ws)
+{
+    if (ws) {
+        cpu_gemm_bf16(ta, tb, M, N, K, a, lda, b, ldb, accumulate, c, ldc, ws, 1); /* cannot fail with ws */
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M,
+                (int)N, (int)K, 1.0f, a, (int)lda, b, (int)ldb, accumulate ? 1.0f : 0.0f, c, (int)ldc);
+}
+
+/* Notes the im2col path's kernel: "<what> sgemm <core>", or "<what> bf16 <how>". */
+static void note_gemm(const char *what, const uint32_t *ws)
+{
+    char w[48];
+    snprintf(w, sizeof w, "%s%s", what, ws ? "bf16" : "sgemm");
+    cpu_note_kernel(w, ws ? cpu_bf16_path_name(cpu_bf16_path_of()) : nl_cpu_blas_core());
+}
+
+/* The direct path (conv_direct.c) where the CPU has AVX2 and the precision is fp32: stride 1; for
+ * the data gradient also a square kernel and p <= K-1 (gy is padded by K-1-p). */
 static bool direct_path(const conv_geom *g, bool data)
 {
-    return cpu_isa() >= CPU_ISA_AVX2 && g->s == 1 &&
+    return cpu_isa() >= CPU_ISA_AVX2 && nl_get_precision() == NL_PREC_F32 && g->s == 1 &&
            (!data || (g->KH == g->KW && g->p <= g->KH - 1));
 }
 
@@ -233,18 +272,22 @@ nl_status nl_cpu_conv2d_forward(const nl_op *op)
         cpu_note_kernel("conv", "direct avx2");
         return conv_direct(&g, x, g.C, g.H, g.W, g.p, w, false, bias, y, g.O);
     }
-    cpu_note_kernel("conv im2col+sgemm", nl_cpu_blas_core());
     int nt = conv_threads(&g, g.N);
     nt = nt < op->aux->shape[0] ? nt : (int)op->aux->shape[0];
+    uint32_t *ws;
+    int64_t per;
+    if (bf16_workspace(nt, g.O, g.P, g.ckk, &ws, &per) != NL_OK) return nl_errcode();
+    note_gemm("conv im2col+", ws);
     if (nt > 1) conv_blas_serial(true);
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (int64_t n = 0; n < g.N; n++) {
-        float *cn = cols + omp_get_thread_num() * g.ckk * g.P, *yn = y + n * g.O * g.P;
+        const int t = omp_get_thread_num();
+        float *cn = cols + t * g.ckk * g.P, *yn = y + n * g.O * g.P;
         cpu_im2col(&g, x + n * g.C * g.H * g.W, cn);
         for (int64_t o = 0; bias && o < g.O; o++)
             for (int64_t i = 0; i < g.P; i++) yn[o * g.P + i] = bias[o];
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g.O, (int)g.P, (int)g.ckk, 1.0f,
-                    w, (int)g.ckk, cn, (int)g.P, bias ? 1.0f : 0.0f, yn, (int)g.P);
+        conv_gemm(false, false, g.O, g.P, g.ckk, w, g.ckk, cn, g.P, bias != NULL, yn, g.P,
+                  ws ? ws + t * per : NULL);
     }
     if (nt > 1) conv_blas_serial(false);
     return NL_OK;
@@ -261,15 +304,19 @@ nl_status nl_cpu_conv2d_backward_data(const nl_op *op)
         cpu_note_kernel("dgrad", "direct avx2");
         return conv_direct(&g, gy, g.O, g.OH, g.OW, g.KH - 1 - g.p, w, true, NULL, gx, g.C);
     }
-    cpu_note_kernel("dgrad sgemm+col2im", nl_cpu_blas_core());
     int nt = conv_threads(&g, g.N);
     nt = nt < op->aux->shape[0] ? nt : (int)op->aux->shape[0];
+    uint32_t *ws;
+    int64_t per;
+    if (bf16_workspace(nt, g.ckk, g.P, g.O, &ws, &per) != NL_OK) return nl_errcode();
+    note_gemm("dgrad col2im+", ws);
     if (nt > 1) conv_blas_serial(true);
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (int64_t n = 0; n < g.N; n++) {
-        float *gc = gcols + omp_get_thread_num() * g.ckk * g.P;
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)g.ckk, (int)g.P, (int)g.O, 1.0f, w,
-                    (int)g.ckk, gy + n * g.O * g.P, (int)g.P, 0.0f, gc, (int)g.P);
+        const int t = omp_get_thread_num();
+        float *gc = gcols + t * g.ckk * g.P;
+        conv_gemm(true, false, g.ckk, g.P, g.O, w, g.ckk, gy + n * g.O * g.P, g.P, false, gc, g.P,
+                  ws ? ws + t * per : NULL);
         for (int64_t c = 0; c < g.C; c++)
             col2im_channel(&g, gc + c * g.KH * g.KW * g.P, gx + (n * g.C + c) * g.H * g.W);
     }
@@ -285,42 +332,57 @@ static void bias_grad(const conv_geom *g, const float *gy, int64_t o, float *gb)
     gb[o] += (float)sum;
 }
 
-/* The filter gradient's direct path is off (0) for now: it sums a batch's images in one sequence
- * of lanes, so 2 ranks x 32 images no longer round like 1 process x 64 (tests/dist: 8% apart
- * after 30 Adam steps, against 1e-7 with sgemm's fixed groups). On narrow filters it was faster:
- * the seed CNN's first layer in 2.2 against 3.6 ms at batch 64, one thread (CPU time, AMD EPYC
- * Zen 3). To be turned on again once it sums in the same fixed image groups as the sgemm path. */
-enum { CONV_DIRECT_FILTER_MAX = 0 };
+/* The filter gradient's direct path runs for filters of up to this many inputs (C*KH*KW): on
+ * narrow filters it is faster than im2col + sgemm (the seed CNN's first layer in 2.2 against 3.6 ms
+ * at batch 64, one thread, AMD EPYC Zen 3); on wide ones sgemm is. */
+enum { CONV_DIRECT_FILTER_MAX = 64 };
 
-/* The filter gradient on the direct path: every image padded once, then each block of CPU_FR output
- * channels (a fixed split, whatever the thread count) sums its products over all images in lanes
- * (conv_direct.c), and the lanes are added in a fixed order. */
+/* Images per group of the direct filter gradient: each group of this many consecutive images is
+ * summed alone (its lanes, then each weight's lanes added in a fixed order), and the groups' sums
+ * are added to the gradient one after the other. No sum depends on the thread count; the chains of
+ * float additions are as long whatever the batch; and a batch accumulated in pieces of multiples
+ * of FILTER_GROUP images (gradient accumulation) gives the bits of the whole batch at once. */
+enum { FILTER_GROUP = 8 };
+
+/* The filter gradient on the direct path: every image padded once, then each (group of
+ * FILTER_GROUP images, block of CPU_FR output channels) sums its products in lanes of its thread
+ * (conv_direct.c) into the group's partial sums; then gw += each group's partial, in group order. */
 static nl_status filter_direct(const conv_geom *g, const float *x, const float *gy, float *gw,
                                float *gb)
 {
-    static grow_buf padded, lanes_buf;
+    static grow_buf padded, lanes_buf, partials;
     if (g->N == 0) return NL_OK; /* an empty batch adds nothing */
     const cpu_direct_geom d = {.C = g->C, .Hp = g->H + 2 * g->p, .Wp = g->W + 2 * g->p, .O = g->O,
                                .KH = g->KH, .KW = g->KW, .OH = g->OH, .OW = g->OW};
-    const int64_t psize = g->C * d.Hp * d.Wp, size = g->O * g->ckk;
-    const int64_t blocks = (g->O + CPU_FR - 1) / CPU_FR;
+    const int64_t psize = g->C * d.Hp * d.Wp, size = g->O * g->ckk, lsize = CPU_FR * g->ckk * 8;
+    const int64_t blocks = (g->O + CPU_FR - 1) / CPU_FR, groups = (g->N + FILTER_GROUP - 1) / FILTER_GROUP;
+    const int nt = conv_threads(g, g->N);
     float *xp = grow(&padded, (size_t)(g->N * psize), "padded images");
-    float *lanes = grow(&lanes_buf, (size_t)(8 * size), "the filter gradient's lanes");
-    if (!xp || !lanes) return nl_errcode();
-    const int nt NL_UNUSED = conv_threads(g, g->N); /* unused without OpenMP (the fuzz build) */
+    float *lanes = grow(&lanes_buf, (size_t)(nt * lsize), "the filter gradient's lanes");
+    float *part = grow(&partials, (size_t)(groups * size), "the filter gradient's partial sums");
+    if (!xp || !lanes || !part) return nl_errcode();
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
+        float *lt = lanes + omp_get_thread_num() * lsize;
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < g->N; n++)
             cpu_conv_pad(x + n * g->C * g->H * g->W, g->C, g->H, g->W, g->p, xp + n * psize);
 #pragma omp for schedule(static)
-        for (int64_t b = 0; b < blocks; b++) {
+        for (int64_t t = 0; t < groups * blocks; t++) {
+            const int64_t k = t / blocks, b = t % blocks, n0 = k * FILTER_GROUP;
+            const int64_t nn = g->N - n0 < FILTER_GROUP ? g->N - n0 : FILTER_GROUP;
             const int64_t o0 = CPU_FR * b, o1 = o0 + CPU_FR < g->O ? o0 + CPU_FR : g->O;
-            memset(lanes + o0 * g->ckk * 8, 0, (size_t)((o1 - o0) * g->ckk * 8) * sizeof *lanes);
-            cpu_conv_filter_avx2(&d, g->N, xp, gy, o0, o1, lanes);
+            memset(lt, 0, (size_t)((o1 - o0) * g->ckk * 8) * sizeof *lt);
+            cpu_conv_filter_avx2(&d, nn, xp + n0 * psize, gy + n0 * g->O * g->P, o0, o1, lt);
+            float *pk = part + k * size + o0 * g->ckk;
+            for (int64_t i = 0; i < (o1 - o0) * g->ckk; i++) pk[i] = cpu_lanes_sum(lt + 8 * i);
         }
 #pragma omp for schedule(static)
-        for (int64_t i = 0; i < size; i++) gw[i] += cpu_lanes_sum(lanes + 8 * i);
+        for (int64_t i = 0; i < size; i++) {
+            float s = gw[i];
+            for (int64_t k = 0; k < groups; k++) s += part[k * size + i];
+            gw[i] = s;
+        }
 #pragma omp for schedule(static)
         for (int64_t o = 0; o < (gb ? g->O : 0); o++) bias_grad(g, gy, o, gb);
     }
@@ -344,25 +406,27 @@ nl_status nl_cpu_conv2d_backward_filter(const nl_op *op)
         cpu_note_kernel("wgrad", "direct avx2");
         return filter_direct(&g, x, gy, gw, gb);
     }
-    cpu_note_kernel("wgrad im2col+sgemm", nl_cpu_blas_core());
     const int64_t groups = g.N < CONV_GW_GROUPS ? g.N : CONV_GW_GROUPS, size = g.O * g.ckk;
     if (groups == 0) return NL_OK; /* an empty batch adds nothing */
     const int nt = conv_threads(&g, groups);
     float *part = grow(&partials, (size_t)(groups * size), "the filter gradient's partial sums");
     float *cols = grow(&columns, (size_t)(nt * g.ckk * g.P), "the filter gradient's columns");
-    if (!part || !cols) return nl_errcode();
+    uint32_t *ws;
+    int64_t per;
+    if (!part || !cols || bf16_workspace(nt, g.O, g.ckk, g.P, &ws, &per) != NL_OK) return nl_errcode();
+    note_gemm("wgrad im2col+", ws);
     if (nt > 1) conv_blas_serial(true);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         float *cn = cols + omp_get_thread_num() * g.ckk * g.P;
+        uint32_t *wst = ws ? ws + omp_get_thread_num() * per : NULL;
 #pragma omp for schedule(static)
         for (int64_t k = 0; k < groups; k++)
             for (int64_t n = g.N * k / groups; n < g.N * (k + 1) / groups; n++) {
                 for (int64_t c = 0; c < g.C; c++)
                     im2col_channel(&g, x + (n * g.C + c) * g.H * g.W, cn + c * g.KH * g.KW * g.P);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)g.O, (int)g.ckk, (int)g.P,
-                            1.0f, gy + n * g.O * g.P, (int)g.P, cn, (int)g.P,
-                            n == g.N * k / groups ? 0.0f : 1.0f, part + k * size, (int)g.ckk);
+                conv_gemm(false, true, g.O, g.ckk, g.P, gy + n * g.O * g.P, g.P, cn, g.P,
+                          n != g.N * k / groups, part + k * size, g.ckk, wst);
             }
 #pragma omp for schedule(static)
         for (int64_t i = 0; i < size; i++) {

@@ -182,7 +182,7 @@ __attribute__((target("avx2,fma"))) void cpu_conv_filter_avx2(const cpu_direct_g
             const float *gyo = gy + (n * g->O + o) * P;
             for (int64_t c = 0; c < g->C; c++) {
                 const float *xc = xp + (n * g->C + c) * g->Hp * g->Wp;
-                float *lo = lanes + o * ls + c * g->KH * g->KW * 8;
+                float *lo = lanes + (o - o0) * ls + c * g->KH * g->KW * 8;
                 for (int64_t kh = 0; kh < g->KH; kh++)
                     for (int64_t kw = 0; kw < g->KW; kw += 3) {
                         const int nk = g->KW - kw < 3 ? (int)(g->KW - kw) : 3;
@@ -208,7 +208,7 @@ void cpu_conv_filter_ref(const cpu_direct_geom *g, int64_t N, const float *xp, c
             for (int64_t i = 0; i < kk; i++) {
                 const int64_t c = i / (g->KH * g->KW), kh = i / g->KW % g->KH, kw = i % g->KW;
                 const float *xc = xp + (n * g->C + c) * g->Hp * g->Wp, *gyo = gy + (n * g->O + o) * P;
-                float *l = lanes + (o * kk + i) * 8;
+                float *l = lanes + ((o - o0) * kk + i) * 8;
                 for (int64_t oh = 0; oh < g->OH; oh++)
                     for (int64_t ow = 0; ow < g->OW; ow++)
                         l[ow % 8] = fmaf(gyo[oh * g->OW + ow], xc[(oh + kh) * g->Wp + ow + kw], l[ow % 8]);

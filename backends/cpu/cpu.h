@@ -37,10 +37,11 @@ nl_status nl_cpu_int4_dequant(const nl_op *op);            /* int4.c */
 nl_status nl_cpu_int4_linear(const nl_op *op);
 nl_status nl_cpu_int4_conv2d(const nl_op *op);
 nl_status nl_cpu_fakequant(const nl_op *op);
-/* The int8 GEMM's instruction set: "auto" (or NULL), "generic" (portable C) or "vnni" (AVX-512
- * VNNI; NL_EUNSUPPORTED where the CPU lacks it). The environment NNLAB_QUANT_ISA=generic, or the
- * fp32 kernels' ISA (nl_cpu_set_isa, NNLAB_ISA) below avx512, also selects the portable path.
- * Both give identical results. nl_cpu_qgemm_isa names the one in use. */
+/* The int8 GEMM's instruction set: "auto" (or NULL), "generic" (portable C), "avx2" (vpmaddwd) or
+ * "vnni" (AVX-512 VNNI); NL_EUNSUPPORTED where the CPU lacks it. The environment
+ * NNLAB_QUANT_ISA=generic selects the portable path; the fp32 kernels' ISA (nl_cpu_set_isa,
+ * NNLAB_ISA) caps it (avx2 below avx512, generic below avx2). All give identical results.
+ * nl_cpu_qgemm_isa names the one in use. */
 nl_status nl_cpu_qgemm_set_isa(const char *name);
 const char *nl_cpu_qgemm_isa(void);
 /* The instruction set of the fp32 kernels: "auto" (or NULL: the environment NNLAB_ISA, else the
@@ -49,6 +50,8 @@ const char *nl_cpu_qgemm_isa(void);
  * generic path below "avx512". nl_cpu_isa names the one in use. */
 nl_status nl_cpu_set_isa(const char *name);
 const char *nl_cpu_isa(void);
+/* How bf16 products run here: "native avx512_bf16", "emulated avx2" or "emulated generic". */
+const char *nl_cpu_bf16_how(void);
 /* OpenBLAS's core ("Haswell", "SkylakeX", "Zen", ...). */
 const char *nl_cpu_blas_core(void);
 /* The kernels that ran since the last call, as the kernels that choose a path name it ("conv direct

@@ -8,6 +8,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 enum {
     CPU_RUN = 2048,         /* longest run the iterator hands a run function (bounds stack buffers) */
@@ -103,6 +104,44 @@ typedef struct {
 } cpu_gemm_layout;
 cpu_gemm_layout cpu_gemm_layout_of(const nl_tensor *t, int64_t ld_max);
 
+/* ---------------------------------------------------------------- bf16 products -------- */
+
+/* f to bf16 as AVX512_BF16 converts: round to nearest even, subnormals to a zero of their sign,
+ * NaN kept quiet. */
+static inline uint16_t cpu_bf16_round(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    const uint32_t nan = (u >> 16) | 0x40, zero = (u >> 16) & 0x8000,
+                   rounded = (u + 0x7fffu + ((u >> 16) & 1)) >> 16;
+    /* without branches, so that loops of it vectorise */
+    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? nan : (u & 0x7f800000u) == 0 ? zero : rounded);
+}
+static inline float cpu_bf16_to_f32(uint16_t h)
+{
+    const uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* Which kernel computes the bf16 products (gemm_bf16.c): the plain-C reference, AVX2 emulating
+ * the bf16 dot product, or AVX512_BF16's own; all three give the same bits. Chosen by cpuid
+ * features within cpu_isa(). */
+typedef enum { CPU_BF16_REFERENCE, CPU_BF16_EMULATED, CPU_BF16_NATIVE, CPU_BF16_PATH_COUNT } cpu_bf16_path;
+cpu_bf16_path cpu_bf16_path_of(void);
+/* "native avx512_bf16", "emulated avx2" or "emulated generic". */
+const char *cpu_bf16_path_name(cpu_bf16_path p);
+/* c [M, N] (row-major, ldc) = a [M, K] @ b [K, N] (or += when accumulate) with a and b rounded to
+ * bf16 and fp32 sums in a fixed order (see gemm_bf16.c); ta / tb: a / b is stored transposed
+ * (a[k*lda + m], b[n*ldb + k]). The packed copies go to ws (cpu_gemm_bf16_ws(M, N, K) words), or
+ * to memory of its own when ws is NULL (NL_ENOMEM if there is none). Runs on up to `threads`
+ * threads (1 inside a parallel region); the result does not depend on them. */
+nl_status cpu_gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float *a,
+                        int64_t lda, const float *b, int64_t ldb, bool accumulate, float *c,
+                        int64_t ldc, uint32_t *ws, int threads);
+int64_t cpu_gemm_bf16_ws(int64_t M, int64_t N, int64_t K);
+
 /* ---------------------------------------------------------------- convolution ----------- */
 
 /* The geometry of a convolution of x [N, C, H, W] by O filters of KH x KW into y [N, O, OH, OW]. */
@@ -135,7 +174,7 @@ void cpu_conv_direct_avx2(const cpu_direct_geom *g, const float *xp, const float
                           const float *bias, float *y);
 void cpu_conv_direct_ref(const cpu_direct_geom *g, const float *xp, const float *wp,
                          const float *bias, float *y);
-/* The filter gradient's direct kernel: for output channels [o0, o1), lanes [O, C*KH*KW, 8] += the
+/* The filter gradient's direct kernel: for output channels [o0, o1), lanes [o1-o0, C*KH*KW, 8] += the
  * products gy[n][o] x xp[n][c] shifted by (kh, kw) over the N images of gy [N, O, OH, OW] and the
  * padded xp [N, C, Hp, Wp], in 8 lanes (the output pixel's column mod 8), image by image in order;
  * cpu_lanes_sum then adds a run of 8 lanes in a fixed order. Reference and AVX2 agree bit for bit. */

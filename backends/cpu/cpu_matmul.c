@@ -76,12 +76,17 @@ static float *mm_item(const mm_mat *m, int64_t b, bool load)
  * answered between pieces: about 2 GFLOP per thread, a few tens of milliseconds. */
 #define MM_PIECE_MADDS (1000000000.0 * (double)nl_get_threads())
 
-/* c (m x n) = a (m x k) @ b (k x n), plus beta * c, through sgemm; pointers are the items'. */
-static void mm_gemm(const mm_mat *a, const mm_mat *b, const mm_mat *c, const float *pa,
-                    const float *pb, float *pc, int64_t m, int64_t n, int64_t k, float beta)
+/* c (m x n) = a (m x k) @ b (k x n), plus beta * c, through sgemm, or under precision bf16 through
+ * the bf16 product (gemm_bf16.c); pointers are the items'. */
+static nl_status mm_gemm(const mm_mat *a, const mm_mat *b, const mm_mat *c, const float *pa,
+                         const float *pb, float *pc, int64_t m, int64_t n, int64_t k, float beta)
 {
+    if (nl_get_precision() == NL_PREC_BF16)
+        return cpu_gemm_bf16(a->trans == CblasTrans, b->trans == CblasTrans, m, n, k, pa, a->ld, pb,
+                             b->ld, beta != 0, pc, c->ld, NULL, nl_get_threads());
     cblas_sgemm(CblasRowMajor, a->trans, b->trans, (int)m, (int)n, (int)k, 1.0f, pa, (int)a->ld,
                 pb, (int)b->ld, beta, pc, (int)c->ld);
+    return NL_OK;
 }
 
 /* One batch item of a fresh product (beta 0) too big for one call: split along k into slices
@@ -109,7 +114,7 @@ static nl_status mm_pieces(const mm_mat *a, const mm_mat *b, const mm_mat *c, co
             if ((k0 > 0 || m0 > 0) && (st = nl_check_interrupt()) != NL_OK) break;
             int64_t mn0 = m - m0 < mb ? m - m0 : mb;
             const float *am = ak + (a->trans == CblasNoTrans ? m0 * a->ld : m0);
-            mm_gemm(a, b, c, am, bk, pc + m0 * c->ld, mn0, n, kn, k0 > 0 ? 1.0f : 0.0f);
+            st = mm_gemm(a, b, c, am, bk, pc + m0 * c->ld, mn0, n, kn, k0 > 0 ? 1.0f : 0.0f);
         }
     }
     return st;
@@ -121,7 +126,8 @@ nl_status cpu_matmul(const nl_op *op)
     mm_view(&a, op->src[0]);
     mm_view(&b, op->src[1]);
     mm_view(&c, op->dst);
-    cpu_note_kernel("sgemm", nl_cpu_blas_core());
+    if (nl_get_precision() == NL_PREC_BF16) cpu_note_kernel("matmul bf16", cpu_bf16_path_name(cpu_bf16_path_of()));
+    else cpu_note_kernel("sgemm", nl_cpu_blas_core());
     const bool accumulate = op->i[0] != 0;
     if (c.trans != CblasNoTrans) { /* the product must come out row-major */
         c.direct = false;
@@ -153,7 +159,7 @@ nl_status cpu_matmul(const nl_op *op)
         if (!accumulate && (double)m * (double)n * (double)k > MM_PIECE_MADDS)
             st = mm_pieces(&a, &b, &c, pa, pb, pc, m, n, k);
         else
-            mm_gemm(&a, &b, &c, pa, pb, pc, m, n, k, accumulate ? 1.0f : 0.0f);
+            st = mm_gemm(&a, &b, &c, pa, pb, pc, m, n, k, accumulate ? 1.0f : 0.0f);
         if (st == NL_OK && !c.direct) mm_transfer(&c, bi, false);
     }
     free(a.buf);

@@ -18,35 +18,55 @@
  * image padded with the zero point, the kw x c values of window row kh are KC contiguous bytes, so
  * it reads its 4-byte groups straight from the image (KC rounded up to KCp, a multiple of 4; the
  * bytes read past KC meet zero weights), and requantizes u8 outputs (and takes their pooled
- * maximum) from its registers. Both compute the same exact int32 sums and requantize them with
- * the same operations, so they give identical results. */
+ * maximum) from its registers. The AVX2 path (CPUs without VNNI) gathers as the portable one does,
+ * widens the tile to 16 bits and multiplies with vpmaddwd: u8 x s8 products in pairs, exact in
+ * int32 (vpmaddubsw's 16-bit pair sums would saturate at 255 x 127 x 2). All compute the same
+ * exact int32 sums and requantize them with the same operations, so they give identical results. */
 enum { TILE_M = 24, OGROUP = 64 };
 
 /* ---------------------------------------------------------------- ISA choice ------------ */
 
-static int isa_forced = -1; /* -1: not set (environment / CPU decide), 0: generic, 1: vnni */
+typedef enum { Q_GENERIC, Q_AVX2, Q_VNNI, Q_COUNT } qisa;
+static const char *const qisa_names[Q_COUNT] = {[Q_GENERIC] = "generic", [Q_AVX2] = "avx2", [Q_VNNI] = "vnni"};
+
+static bool qisa_has(qisa i)
+{
+    switch (i) {
+    case Q_VNNI: return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw");
+    case Q_AVX2: return __builtin_cpu_supports("avx2");
+    default: return true;
+    }
+}
+
+static int isa_forced = -1; /* -1: not set (environment / CPU decide), else a qisa */
 
 nl_status nl_cpu_qgemm_set_isa(const char *name)
 {
-    if (!name || strcmp(name, "auto") == 0) isa_forced = -1;
-    else if (strcmp(name, "generic") == 0) isa_forced = 0;
-    else if (strcmp(name, "vnni") == 0) {
-        if (!__builtin_cpu_supports("avx512vnni") || !__builtin_cpu_supports("avx512bw"))
-            return nl_seterr(NL_EUNSUPPORTED, "quant: this CPU has no AVX-512 VNNI");
-        isa_forced = 1;
-    } else
-        return nl_seterr(NL_EINVAL, "quant: unknown ISA '%s' (auto, generic, vnni)", name);
-    return NL_OK;
+    if (!name || strcmp(name, "auto") == 0) {
+        isa_forced = -1;
+        return NL_OK;
+    }
+    for (int i = 0; i < Q_COUNT; i++)
+        if (strcmp(name, qisa_names[i]) == 0) {
+            if (!qisa_has(i))
+                return nl_seterr(NL_EUNSUPPORTED, "quant: this CPU has no %s",
+                                 i == Q_VNNI ? "AVX-512 VNNI" : "AVX2");
+            isa_forced = i;
+            return NL_OK;
+        }
+    return nl_seterr(NL_EINVAL, "quant: unknown ISA '%s' (auto, generic, avx2, vnni)", name);
 }
 
-const char *nl_cpu_qgemm_isa(void)
+static qisa qgemm_isa(void)
 {
-    if (isa_forced >= 0) return isa_forced ? "vnni" : "generic";
+    if (isa_forced >= 0) return (qisa)isa_forced;
     const char *env = getenv("NNLAB_QUANT_ISA");
-    if ((env && strcmp(env, "generic") == 0) || cpu_isa() < CPU_ISA_AVX512) return "generic";
-    return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") ? "vnni"
-                                                                                     : "generic";
+    if (env && strcmp(env, "generic") == 0) return Q_GENERIC;
+    if (cpu_isa() >= CPU_ISA_AVX512 && qisa_has(Q_VNNI)) return Q_VNNI;
+    return cpu_isa() >= CPU_ISA_AVX2 ? Q_AVX2 : Q_GENERIC;
 }
+
+const char *nl_cpu_qgemm_isa(void) { return qisa_names[qgemm_isa()]; }
 
 /* ---------------------------------------------------------------- geometry -------------- */
 
@@ -163,6 +183,7 @@ typedef struct {
     int8_t *src;     /* the weights [O, C, K, K] packed, a copy */
     int64_t O, C, K; /* their shape */
     int8_t *wk, *wp; /* the portable rows and the VNNI layout (made when first asked for) */
+    int16_t *w16;    /* the AVX2 layout (made when first asked for) */
     int32_t *rowsum; /* per padded channel */
     size_t bytes;
     uint64_t used;   /* last use, for eviction */
@@ -175,13 +196,26 @@ static uint64_t pack_clock;
 
 static void pack_drop(qpacked *e)
 {
-    free(e->src), free(e->wk), free(e->wp), free(e->rowsum);
+    free(e->src), free(e->wk), free(e->wp), free(e->w16), free(e->rowsum);
     *e = (qpacked){0};
 }
 
-/* The packed form of w for geometry g (with the VNNI layout when vnni), from the cache or made
- * now; NULL when out of memory. Kernels run from one host thread, as padded_image assumes. */
-static const qpacked *packed_weights(const qgeom *g, const int8_t *w, bool vnni)
+/* AVX2 layout: per block of 16 channels, [Kp/2][16][2] s16: one 64-byte row holds 16 channels'
+ * weights of a pair of k, as vpmaddwd multiplies them. */
+static void pack_avx2(const qgeom *g, const int8_t *wk, int16_t *w16)
+{
+    const int64_t KP2 = g->Kp / 2;
+    for (int64_t b = 0; b < g->Opad / 16; b++)
+        for (int64_t kp = 0; kp < KP2; kp++)
+            for (int64_t j = 0; j < 16; j++)
+                for (int64_t h = 0; h < 2; h++)
+                    w16[((b * KP2 + kp) * 16 + j) * 2 + h] = wk[(b * 16 + j) * g->Kp + 2 * kp + h];
+}
+
+/* The packed form of w for geometry g (with the VNNI or AVX2 layout when isa asks for it), from
+ * the cache or made now; NULL when out of memory. Kernels run from one host thread, as
+ * padded_image assumes. */
+static const qpacked *packed_weights(const qgeom *g, const int8_t *w, qisa isa)
 {
     const size_t n = (size_t)(g->O * g->C * g->K * g->K);
     qpacked *e = NULL, *victim = &pack_cache[0];
@@ -215,9 +249,14 @@ static const qpacked *packed_weights(const qgeom *g, const int8_t *w, bool vnni)
         e->O = g->O, e->C = g->C, e->K = g->K, e->bytes = bytes;
         reorder_weights(g, w, e->wk, e->rowsum);
     }
-    if (vnni && !e->wp) {
+    if (isa == Q_VNNI && !e->wp) {
         if (!(e->wp = malloc((size_t)(g->Opad * g->K * g->KCp)))) return NULL;
         pack_vnni(g, e->wk, e->wp);
+    }
+    if (isa == Q_AVX2 && !e->w16) {
+        if (!(e->w16 = malloc((size_t)(g->Opad * g->Kp) * sizeof *e->w16))) return NULL;
+        pack_avx2(g, e->wk, e->w16);
+        e->bytes += (size_t)(g->Opad * g->Kp) * sizeof *e->w16;
     }
     e->used = ++pack_clock;
     return e;
@@ -297,6 +336,28 @@ static inline uint8_t requant_u8(int32_t acc, float mult, float shift, int32_t l
     return (uint8_t)(v < 255 ? v : 255);
 }
 
+/* requant_u8 of a row of n channels' sums into y, 8 channels at a time with AVX2: the same
+ * operations (vminps gives its second operand for NaN, as the scalar min does; the clamps at
+ * +-512 are integers, so clamping before rounding changes nothing; vcvtps2dq rounds to nearest
+ * even, as nearbyintf does). */
+static __attribute__((target("avx2,fma"))) void requant_row_avx2(const int32_t *acc, const float *mult,
+                                                                 const float *shift, int32_t lo,
+                                                                 int64_t n, uint8_t *y)
+{
+    const __m256 hi = _mm256_set1_ps(512), low = _mm256_set1_ps(-512);
+    const __m256i qlo = _mm256_set1_epi32(lo), q255 = _mm256_set1_epi32(255);
+    int64_t o = 0;
+    for (; o + 8 <= n; o += 8) {
+        __m256 t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(acc + o))),
+                                   _mm256_loadu_ps(mult + o), _mm256_loadu_ps(shift + o));
+        t = _mm256_max_ps(_mm256_min_ps(t, hi), low);
+        const __m256i v = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(t), qlo), q255);
+        const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        _mm_storel_epi64((__m128i *)(y + o), _mm_packus_epi16(w, w));
+    }
+    for (; o < n; o++) y[o] = requant_u8(acc[o], mult[o], shift[o], lo);
+}
+
 #define VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 
 /* requant_u8 of 16 channels, before the floor and the saturation */
@@ -321,6 +382,44 @@ static void tile_generic(const qgeom *g, const uint8_t *a, int64_t lda, const in
             for (int64_t k = 0; k < g->Kp; k++) s += (int32_t)ar[k] * wr[k];
             c[r * g->Opad + o] = s;
         }
+}
+
+/* tile_generic's sums with AVX2: the tile a [TILE_M][Kp] widened to a16 (u16), then blocks of 6
+ * rows x 16 channels (12 accumulators), each vpmaddwd adding the products of a pair of k. */
+enum { A2_MR = 6 };
+_Static_assert(TILE_M % A2_MR == 0, "the AVX2 blocks cover a tile");
+
+static __attribute__((target("avx2"))) void tile_avx2(const qgeom *g, const uint8_t *a, uint16_t *a16,
+                                                      const int16_t *w16, const int32_t *zacc, int32_t *c)
+{
+    const int64_t KP2 = g->Kp / 2;
+    for (int64_t i = 0; i < TILE_M * g->Kp; i++) a16[i] = a[i];
+    for (int64_t b = 0; b < g->Opad / 16; b++) {
+        const int16_t *wb = w16 + b * KP2 * 32;
+        const __m256i z0 = _mm256_loadu_si256((const __m256i *)(zacc + b * 16)),
+                      z1 = _mm256_loadu_si256((const __m256i *)(zacc + b * 16 + 8));
+        for (int64_t r0 = 0; r0 < TILE_M; r0 += A2_MR) {
+            __m256i acc[A2_MR][2];
+            for (int r = 0; r < A2_MR; r++) acc[r][0] = z0, acc[r][1] = z1;
+            const uint16_t *ar = a16 + r0 * g->Kp;
+            for (int64_t kp = 0; kp < KP2; kp++) {
+                const __m256i w0 = _mm256_loadu_si256((const __m256i *)(wb + kp * 32)),
+                              w1 = _mm256_loadu_si256((const __m256i *)(wb + kp * 32 + 16));
+                for (int r = 0; r < A2_MR; r++) {
+                    int32_t pair;
+                    memcpy(&pair, ar + r * g->Kp + 2 * kp, 4);
+                    const __m256i av = _mm256_set1_epi32(pair);
+                    acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(av, w0));
+                    acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(av, w1));
+                }
+            }
+            for (int r = 0; r < A2_MR; r++) {
+                int32_t *cr = c + (r0 + r) * g->Opad + b * 16;
+                _mm256_storeu_si256((__m256i *)cr, acc[r][0]);
+                _mm256_storeu_si256((__m256i *)(cr + 8), acc[r][1]);
+            }
+        }
+    }
 }
 
 /* Where a VNNI block's results go: u8 outputs requantized in registers, the maximum of each PP
@@ -555,7 +654,7 @@ static bool split_next(tile_split *s, int i, int64_t *lo, int64_t *hi)
  * Requantizing is monotonic, so the maximum of the outputs is the output of the maximum, as a
  * separate max pool would give. */
 static void tile_outputs(const nl_op *op, const qgeom *g, int64_t pool, const qtile *tl,
-                         const int32_t *c, const qpost *q, void *scratch)
+                         const int32_t *c, const qpost *q, void *scratch, qisa isa)
 {
     const int64_t O = g->O, ldc = g->Opad, pp = pool * pool;
     const int64_t PH = g->OH / pool, PW = g->OW / pool, P = PH * PW; /* outputs per image plane */
@@ -563,6 +662,10 @@ static void tile_outputs(const nl_op *op, const qgeom *g, int64_t pool, const qt
         uint8_t *y = nl_tensor_data(op->dst), *tmp = scratch;
         for (int64_t r = 0; r < tl->rows; r++) {
             uint8_t *yr = pool == 1 ? y + tl->unit[r] * O : tmp + r * O;
+            if (isa != Q_GENERIC) {
+                requant_row_avx2(c + r * ldc, q->mult, q->shift, q->qlo, O, yr);
+                continue;
+            }
             for (int64_t o = 0; o < O; o++) yr[o] = requant_u8(c[r * ldc + o], q->mult[o], q->shift[o], q->qlo);
         }
         for (int64_t j = 0; pool > 1 && j < tl->units; j++) {
@@ -597,8 +700,9 @@ static void tile_outputs(const nl_op *op, const qgeom *g, int64_t pool, const qt
 nl_status nl_cpu_qconv2d(const nl_op *op)
 {
     const qgeom g = geometry(op);
-    const bool vnni = strcmp(nl_cpu_qgemm_isa(), "vnni") == 0, to_u8 = op->dst->dtype == NL_U8;
-    cpu_note_kernel("qconv", vnni ? "vnni" : "generic");
+    const qisa isa = qgemm_isa();
+    const bool vnni = isa == Q_VNNI, to_u8 = op->dst->dtype == NL_U8;
+    cpu_note_kernel("qconv", qisa_names[isa]);
     const int64_t pool = op->i[3] > 1 ? op->i[3] : 1, pp = pool * pool;
     if (pool > 3)
         return nl_seterr(NL_EINVAL, "qconv2d: a fused pool of %lldx%lld is too large (at most 3x3)",
@@ -615,7 +719,7 @@ nl_status nl_cpu_qconv2d(const nl_op *op)
     if (ntiles >= (int64_t)1 << 32)
         return nl_seterr(NL_EINVAL, "qconv2d: %lld tiles of output are too many", (long long)ntiles);
     const uint8_t *x = nl_tensor_data(op->src[0]);
-    const qpacked *pk = packed_weights(&g, nl_tensor_data(op->src[1]), vnni);
+    const qpacked *pk = packed_weights(&g, nl_tensor_data(op->src[1]), isa);
     const uint8_t *xp = vnni && pk ? padded_image(&g, x) : NULL;
     qpost q = {.zacc = calloc((size_t)g.Opad, sizeof *q.zacc),
                .mult = calloc((size_t)g.Opad, sizeof *q.mult),
@@ -638,10 +742,12 @@ nl_status nl_cpu_qconv2d(const nl_op *op)
         const bool fused = vnni && to_u8;
         uint8_t *const y = to_u8 ? nl_tensor_data(op->dst) : NULL;
         uint8_t *a = vnni ? NULL : malloc((size_t)(TILE_M * g.Kp));
+        uint16_t *a16 = isa == Q_AVX2 ? malloc((size_t)(TILE_M * g.Kp) * sizeof *a16) : NULL;
         int32_t *c = fused ? NULL : malloc((size_t)(TILE_M * g.Opad) * sizeof *c);
         void *scratch = pool > 1 && !fused ? malloc((size_t)(TILE_M * g.O) * sizeof(float)) : NULL;
         uint8_t *sink = fused ? malloc((size_t)g.Opad) : NULL;
-        const bool ok = (vnni || a) && (fused ? sink != NULL : c && (pool == 1 || scratch));
+        const bool ok = (vnni || a) && (isa != Q_AVX2 || a16) &&
+                        (fused ? sink != NULL : c && (pool == 1 || scratch));
         if (!ok) {
 #pragma omp atomic write
             oom = true;
@@ -663,11 +769,13 @@ nl_status nl_cpu_qconv2d(const nl_op *op)
                         if (r < tl.rows) gather_row(&g, x, tl.n[r], tl.oh[r], tl.ow[r], a + r * g.Kp);
                         else memset(a + r * g.Kp, 0, (size_t)g.Kp);
                     }
-                    tile_generic(&g, a, g.Kp, pk->wk, q.zacc, c);
+                    if (isa == Q_AVX2) tile_avx2(&g, a, a16, pk->w16, q.zacc, c);
+                    else tile_generic(&g, a, g.Kp, pk->wk, q.zacc, c);
                 }
-                tile_outputs(op, &g, pool, &tl, c, &q, scratch);
+                tile_outputs(op, &g, pool, &tl, c, &q, scratch, isa);
             }
         free(a);
+        free(a16);
         free(c);
         free(scratch);
         free(sink);

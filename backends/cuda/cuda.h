@@ -29,4 +29,17 @@ nl_status nl_cuda_device_query(int device, nl_cuda_device_info *info);
 void nl_cuda_set_tf32(bool on);
 bool nl_cuda_tf32(void);
 
+/* NCCL for GPU ranks (cuda_nccl.cu), loaded with dlopen on first use (libnccl.so.2, or the file
+ * $NNLAB_NCCL names): NL_EDEVICE naming the file when it cannot be loaded. The distributed layer
+ * uses these through its device collectives (dist.h: nl_dist_device_comm). */
+enum { NL_NCCL_ID_BYTES = 128 };
+/* A new communicator id (rank 0 makes it, MPI_Bcast shares it). */
+nl_status nl_nccl_unique_id(void *id);
+/* Joins the communicator of nranks processes as rank, on CUDA device dev; *comm its handle. */
+nl_status nl_nccl_join(const void *id, int nranks, int rank, nl_device dev, void **comm);
+/* In-place sum over the processes of a contiguous f32 tensor on the communicator's device, queued
+ * on that device's stream (ordered after the kernels before it, no host wait). */
+nl_status nl_nccl_allreduce_sum(void *comm, nl_tensor *t);
+void nl_nccl_leave(void *comm);
+
 #endif

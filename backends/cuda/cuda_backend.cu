@@ -14,6 +14,22 @@ static bool tf32_on;
 
 cu_blas_api cu_blas;
 
+nl_status cu_dlopen(const char *who, const char *const *names, int nnames, const cu_sym *syms,
+                    int nsyms, const char *hint, void **lib)
+{
+    void *h = NULL;
+    for (int i = 0; i < nnames && !h; i++) h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+    if (!h) return nl_seterr(NL_EDEVICE, "%s: cannot load %s (%s)%s", who, names[0], dlerror(), hint);
+    for (int i = 0; i < nsyms; i++)
+        if (!(*syms[i].fn = dlsym(h, syms[i].sym))) {
+            nl_status st = nl_seterr(NL_EDEVICE, "%s: %s has no %s", who, names[0], syms[i].sym);
+            dlclose(h);
+            return st;
+        }
+    *lib = h;
+    return NL_OK;
+}
+
 /* Loads cuBLAS (libcublas.so.<major> of the headers built against, else libcublas.so) once. */
 static nl_status load_cublas(void)
 {
@@ -21,13 +37,9 @@ static nl_status load_cublas(void)
     if (lib) return NL_OK;
     char name[64];
     snprintf(name, sizeof name, "libcublas.so.%d", CUBLAS_VER_MAJOR);
-    void *h = dlopen(name, RTLD_NOW | RTLD_LOCAL);
-    if (!h) h = dlopen("libcublas.so", RTLD_NOW | RTLD_LOCAL);
-    if (!h)
-        return nl_seterr(NL_EDEVICE, "cuda: cannot load %s (%s); put CUDA's libraries (or "
-                         "PyTorch's nvidia/cu*/lib) on LD_LIBRARY_PATH", name, dlerror());
+    const char *const names[] = {name, "libcublas.so"};
     cu_blas_api api;
-    const struct { void **fn; const char *sym; } syms[] = {
+    const cu_sym syms[] = {
         {(void **)&api.create, "cublasCreate_v2"},
         {(void **)&api.destroy, "cublasDestroy_v2"},
         {(void **)&api.set_stream, "cublasSetStream_v2"},
@@ -36,16 +48,11 @@ static nl_status load_cublas(void)
         {(void **)&api.sgemm, "cublasSgemm_v2"},
         {(void **)&api.sgemm_batched, "cublasSgemmStridedBatched"},
     };
-    for (const auto &s : syms) {
-        if (!(*s.fn = dlsym(h, s.sym))) {
-            nl_status st = nl_seterr(NL_EDEVICE, "cuda: %s has no %s", name, s.sym);
-            dlclose(h);
-            return st;
-        }
-    }
-    cu_blas = api;
-    lib = h;
-    return NL_OK;
+    nl_status st = cu_dlopen("cuda", names, 2, syms, (int)(sizeof syms / sizeof syms[0]),
+                             "; put CUDA's libraries (or PyTorch's nvidia/cu*/lib) on LD_LIBRARY_PATH",
+                             &lib);
+    if (st == NL_OK) cu_blas = api;
+    return st;
 }
 
 /* ---------------------------------------------------------------- errors --------------- */

@@ -31,6 +31,17 @@ typedef struct {
 } cu_blas_api;
 extern cu_blas_api cu_blas;
 
+/* A symbol a library loaded with dlopen must have, and where its address goes. */
+typedef struct {
+    void **fn;
+    const char *sym;
+} cu_sym;
+/* Opens the first of names[0..nnames) that loads and fills every syms[i].fn; *lib is the handle.
+ * NL_EDEVICE "<who>: cannot load <names[0]> (<dlerror>)<hint>", or naming a missing symbol (the
+ * library is closed again). */
+nl_status cu_dlopen(const char *who, const char *const *names, int nnames, const cu_sym *syms,
+                    int nsyms, const char *hint, void **lib);
+
 /* One device: its stream (every kernel, copy and cuBLAS call goes on it, in order), cuBLAS
  * handle, caching allocator and counters. */
 typedef struct {

@@ -84,8 +84,8 @@ typedef struct {
 /* Fills up to max rows for the quantized layers of net (depth first); returns how many there are. */
 int nl_quant_report(nl_module *net, nl_quant_row *rows, int max);
 
-/* The int8 kernels' instruction set: "auto", "generic" or "vnni" (see nl_cpu_qgemm_set_isa);
- * NL_EINVAL for an unknown name, NL_EUNSUPPORTED for vnni on a CPU without it. */
+/* The int8 kernels' instruction set: "auto", "generic", "avx2" or "vnni" (see
+ * nl_cpu_qgemm_set_isa); NL_EINVAL for an unknown name, NL_EUNSUPPORTED for one the CPU lacks. */
 nl_status nl_quant_set_isa(const char *name);
 const char *nl_quant_isa(void);
 

@@ -104,8 +104,9 @@ nl_module *nl_checkpoint_module_from(nl_st_file *f)
         return NULL;
     }
     /* Every parameter and buffer comes from the file, so the network cannot need more bytes than
-     * its data holds (1 MiB spare for small scratch tensors). */
-    nl_module *m = nl_checkpoint_arch_build(arch, nl_st_path(f), (int64_t)nl_st_data_size(f) + (1 << 20));
+     * its data holds, twice over for the gradients that building allocates beside the parameters
+     * (and 1 MiB spare for small scratch tensors). */
+    nl_module *m = nl_checkpoint_arch_build(arch, nl_st_path(f), 2 * (int64_t)nl_st_data_size(f) + (1 << 20));
     if (!m) return NULL;
     ckpt_list ps = {0};
     nl_status st = collect(m, "", true, &ps);

@@ -9,16 +9,10 @@
 
 enum { SHAPE_STR = 192 };
 
-/* *slot if it is an f32 tensor of this shape on dev that nobody else holds, else a new one that
- * replaces it: the loss's buffers are reused from call to call. Borrowed; NULL with the error set. */
+/* The loss's f32 buffers, reused from call to call (nl_tensor_reuse). */
 static nl_tensor *kept_buffer(nl_tensor **slot, int ndim, const int64_t *shape, nl_device dev)
 {
-    nl_tensor *o = *slot;
-    if (o && o->refcount == 1 && o->storage->refcount == 1 && o->ndim == ndim &&
-        memcmp(o->shape, shape, (size_t)ndim * sizeof *shape) == 0 && nl_tensor_device(o) == dev)
-        return o;
-    nl_tensor_release(*slot);
-    return *slot = nl_tensor_empty(NL_F32, ndim, shape, dev);
+    return nl_tensor_reuse(slot, NL_F32, ndim, shape, dev);
 }
 
 /* l->saved, as a buffer shaped like `like`. */
@@ -27,35 +21,18 @@ static nl_tensor *saved_buffer(nl_loss *l, const nl_tensor *like)
     return kept_buffer(&l->saved, like->ndim, like->shape, nl_tensor_device(like));
 }
 
-/* The mean of all elements of t (on any device), through the 0-d buffer l->mean; with l->also,
- * through l->pack = [mean, also], read back in one transfer. */
+/* The mean of all elements of t (on any device) into the 0-d buffer l->mean, read back into *v;
+ * or, when l->into is set, into that tensor, left there unread (*v NaN). */
 static nl_status mean_of(nl_loss *l, const nl_tensor *t, double *v)
 {
-    static const int64_t no_dims[1] = {1}, two[1] = {2};
-    nl_op op = {.code = NL_OP_REDUCE, .src = {t}, .i = {NL_RED_MEAN, -1}};
-    if (!l->also) {
-        if (!(op.dst = kept_buffer(&l->mean, 0, no_dims, nl_tensor_device(t)))) return nl_errcode();
-        nl_status s = nl_op_exec(&op);
-        return s == NL_OK ? nl_tensor_item(op.dst, v) : s;
-    }
-    nl_tensor *pack = kept_buffer(&l->pack, 1, two, nl_tensor_device(t));
-    nl_tensor *s0 = pack ? nl_tensor_slice(pack, 0, 0, 1) : NULL;
-    nl_tensor *s1 = s0 ? nl_tensor_slice(pack, 0, 1, 2) : NULL;
-    nl_tensor *also = s1 ? nl_tensor_reshape(s1, 0, NULL) : NULL;
-    op.dst = also ? nl_tensor_reshape(s0, 0, NULL) : NULL;
-    nl_status s = op.dst ? nl_op_exec(&op) : nl_errcode();
-    if (s == NL_OK) s = nl_copy(also, l->also);
-    float both[2];
-    if (s == NL_OK) s = nl_tensor_get_data(pack, both, 0, 2);
-    if (s == NL_OK) {
-        *v = both[0];
-        l->also_value = both[1];
-    }
-    nl_tensor_release(op.dst);
-    nl_tensor_release(also);
-    nl_tensor_release(s0);
-    nl_tensor_release(s1);
-    return s;
+    static const int64_t no_dims[1] = {1};
+    *v = NAN;
+    nl_op op = {.code = NL_OP_REDUCE, .dst = l->into, .src = {t}, .i = {NL_RED_MEAN, -1}};
+    if (op.dst && (op.dst->ndim != 0 || nl_tensor_device(op.dst) != nl_tensor_device(t)))
+        return nl_seterr(NL_EINVAL, "loss: the loss goes to a 0-d tensor on the input's device");
+    if (!op.dst && !(op.dst = kept_buffer(&l->mean, 0, no_dims, nl_tensor_device(t)))) return nl_errcode();
+    nl_status s = nl_op_exec(&op);
+    return s == NL_OK && !l->into ? nl_tensor_item(op.dst, v) : s;
 }
 
 /* NL_EINVAL naming the first class index outside [0, C) (read on the host). */
@@ -126,10 +103,18 @@ static nl_status ce_forward(nl_loss *l, nl_tensor *input, nl_tensor *target, dou
         s = nl_op_exec(&op);
     }
     if (s == NL_OK) s = mean_of(l, per, loss);
-    if (s == NL_OK && isnan(*loss) && t->dtype == NL_I32 && nl_tensor_device(t) != NL_CPU)
-        s = check_classes(t, input->shape[1]);
+    if (s == NL_OK && isnan(*loss) && !l->into) s = nl_loss_explain_nan(l);
     nl_tensor_release(x);
     return s;
+}
+
+nl_status nl_loss_explain_nan(const nl_loss *l)
+{
+    const nl_tensor *t = l->target, *s = l->saved;
+    if (l->kind == NL_LOSS_MSE || l->kind == NL_LOSS_CUSTOM || !t || !s || t->dtype != NL_I32 ||
+        nl_tensor_device(t) == NL_CPU || s->ndim != 2)
+        return NL_OK; /* a host target was checked before the forward */
+    return check_classes((nl_tensor *)t, s->shape[1]);
 }
 
 static nl_status mse_forward(nl_loss *l, nl_tensor *input, nl_tensor *target, double *loss)
@@ -153,18 +138,17 @@ static nl_status mse_forward(nl_loss *l, nl_tensor *input, nl_tensor *target, do
     return s;
 }
 
-/* Softmax of row[0..c) / temp into p (in double, max-shifted). */
-static void softmax_row(const float *row, int64_t c, double temp, double *p)
+/* dst = log-softmax of src over the last dim. */
+static nl_status log_softmax(nl_tensor *dst, const nl_tensor *src)
 {
-    double mx = -INFINITY, sum = 0;
-    for (int64_t j = 0; j < c; j++) mx = fmax(mx, row[j] / temp);
-    for (int64_t j = 0; j < c; j++) sum += p[j] = exp(row[j] / temp - mx);
-    for (int64_t j = 0; j < c; j++) p[j] /= sum;
+    nl_op op = {.code = NL_OP_SOFTMAX, .dst = dst, .src = {src}, .i = {1}};
+    return nl_op_exec(&op);
 }
 
-/* Distillation, on the host in double (the logits are [N, classes], small): the loss, and its
- * gradient for backward in l->saved:
- *   dL/ds = alpha * T / N * (softmax(s / T) - softmax(t / T)) + (1 - alpha) / N * (softmax(s) - q). */
+/* Distillation, where the logits are (a few kernels on [N, classes], nothing read back but the
+ * loss): the loss, and its gradient for backward in l->saved:
+ *   L = alpha * T^2 / N * sum KL(pt || ps) + (1 - alpha) * CE(s, q),  pt = softmax(t / T), ps = softmax(s / T)
+ *   dL/ds = alpha * T / N * (ps - pt) + (1 - alpha) / N * (softmax(s) * sum(q) - q). */
 static nl_status distill_forward(nl_loss *l, nl_tensor *input, nl_tensor *target, double *loss)
 {
     nl_tensor *x = l->batch;
@@ -194,46 +178,47 @@ static nl_status distill_forward(nl_loss *l, nl_tensor *input, nl_tensor *target
         nl_tensor_release(tl);
         return s;
     }
-    const int64_t n = input->shape[0], c = input->shape[1];
-    /* Host, contiguous copies. */
-    nl_tensor *hs = nl_tensor_host(input), *ht = hs ? nl_tensor_host(tl) : NULL;
-    nl_tensor *hy = ht ? nl_tensor_host(t) : NULL;
-    nl_tensor *g = hy ? nl_tensor_empty(NL_F32, 2, input->shape, NL_CPU) : NULL;
-    double *p = g ? malloc((size_t)(3 * c + 1) * sizeof *p) : NULL;
-    nl_tensor_release(tl);
-    if (!p) {
-        s = g ? nl_seterr(NL_ENOMEM, "distill: out of memory") : nl_errcode();
-    } else {
-        double *pt = p + c, *ps = p + 2 * c, kl = 0, ce = 0;
-        const bool classes = hy->dtype == NL_I32;
-        for (int64_t i = 0; i < n; i++) {
-            const float *srow = nl_tensor_f32(hs) + i * c, *trow = nl_tensor_f32(ht) + i * c;
-            float *grow = nl_tensor_f32(g) + i * c;
-            softmax_row(trow, c, T, pt);
-            softmax_row(srow, c, T, ps);
-            softmax_row(srow, c, 1, p);
-            double qsum = 0;
-            for (int64_t j = 0; j < c; j++) {
-                double q = classes ? (j == ((const int32_t *)nl_tensor_data(hy))[i]) : nl_tensor_f32(hy)[i * c + j];
-                qsum += q;
-                if (pt[j] > 0) kl += pt[j] * (log(pt[j]) - log(ps[j]));
-                if (q != 0) ce -= q * log(p[j]);
-                grow[j] = (float)((alpha * T * (ps[j] - pt[j]) - (1 - alpha) * q) / (double)n);
-            }
-            for (int64_t j = 0; j < c; j++) grow[j] += (float)((1 - alpha) * p[j] * qsum / (double)n);
-        }
-        *loss = alpha * T * T * kl / (double)n + (1 - alpha) * ce / (double)n;
-    }
-    free(p);
-    nl_tensor_release(hs);
-    nl_tensor_release(ht);
-    nl_tensor_release(hy);
+    const nl_device dev = nl_tensor_device(input);
+    const double n = (double)input->shape[0];
+    nl_tensor *w[4], *g = saved_buffer(l, input), *per = kept_buffer(&l->work, 1, input->shape, dev);
+    nl_tensor *kl = per ? kept_buffer(&l->dist[4], 1, input->shape, dev) : NULL;
+    for (int i = 0; i < 4; i++) w[i] = kl ? kept_buffer(&l->dist[i], 2, input->shape, dev) : NULL;
+    if (!g || !w[3]) s = nl_errcode();
+    /* w[1] = log ps, w[2] = log pt, then w[3] = pt, w[0] = pt * (log pt - log ps) summed per row */
+    if (s == NL_OK) s = nl_binary_scalar(NL_BIN_MUL, w[0], input, 1 / T, false);
+    if (s == NL_OK) s = log_softmax(w[1], w[0]);
+    if (s == NL_OK) s = nl_binary_scalar(NL_BIN_MUL, w[0], tl, 1 / T, false);
+    if (s == NL_OK) s = log_softmax(w[2], w[0]);
+    if (s == NL_OK) s = nl_unary(NL_UN_EXP, w[3], w[2]);
+    if (s == NL_OK) s = nl_binary(NL_BIN_SUB, w[0], w[2], w[1]);
+    if (s == NL_OK) s = nl_binary(NL_BIN_MUL, w[0], w[3], w[0]);
     if (s == NL_OK) {
-        nl_tensor_release(l->saved);
-        l->saved = nl_tensor_device(input) == NL_CPU ? nl_tensor_retain(g) : nl_tensor_to_device(g, nl_tensor_device(input));
-        if (!l->saved) s = nl_errcode();
+        nl_op op = {.code = NL_OP_REDUCE, .dst = kl, .src = {w[0]}, .i = {NL_RED_SUM, 1}};
+        s = nl_op_exec(&op);
     }
-    nl_tensor_release(g);
+    /* w[2] = log softmax(s): the cross-entropy per sample, and its part of the gradient */
+    nl_tensor *xs = s == NL_OK ? nl_tensor_contiguous(input) : NULL;
+    if (s == NL_OK) s = xs ? log_softmax(w[2], xs) : nl_errcode();
+    nl_tensor_release(xs);
+    if (s == NL_OK) {
+        nl_op op = {.code = NL_OP_CROSS_ENTROPY, .dst = per, .src = {w[2], t}, .f = {0}};
+        s = nl_op_exec(&op);
+    }
+    if (s == NL_OK) {
+        nl_op op = {.code = NL_OP_CROSS_ENTROPY_BWD, .dst = g, .src = {w[2], t}, .f = {0, (1 - alpha) / n}};
+        s = nl_op_exec(&op);
+    }
+    if (s == NL_OK) s = nl_binary_scalar(NL_BIN_MUL, kl, kl, alpha * T * T, false);
+    if (s == NL_OK) s = nl_binary_scalar(NL_BIN_MUL, per, per, 1 - alpha, false);
+    if (s == NL_OK) s = nl_binary(NL_BIN_ADD, per, per, kl);
+    /* g += alpha * T / N * (ps - pt) */
+    if (s == NL_OK) s = nl_unary(NL_UN_EXP, w[1], w[1]);
+    if (s == NL_OK) s = nl_binary(NL_BIN_SUB, w[1], w[1], w[3]);
+    if (s == NL_OK) s = nl_binary_scalar(NL_BIN_MUL, w[1], w[1], alpha * T / n, false);
+    if (s == NL_OK) s = nl_binary(NL_BIN_ADD, g, g, w[1]);
+    nl_tensor_release(tl);
+    if (s == NL_OK) s = mean_of(l, per, loss);
+    if (s == NL_OK && isnan(*loss) && !l->into) s = nl_loss_explain_nan(l);
     return s;
 }
 
@@ -294,8 +279,10 @@ void nl_loss_clear(nl_loss *l)
     nl_tensor_release(l->work);
     nl_tensor_release(l->mean);
     nl_tensor_release(l->grad);
-    nl_tensor_release(l->pack);
-    l->pack = NULL;
+    for (int i = 0; i < NL_LOSS_DIST_BUFS; i++) nl_tensor_release(l->dist[i]);
+    for (int i = 0; i < NL_LOSS_STEP_BUFS; i++) nl_tensor_release(l->step[i]);
+    memset(l->dist, 0, sizeof l->dist);
+    memset(l->step, 0, sizeof l->step);
     nl_module_release(l->teacher);
     if (l->ops && l->ops->release) l->ops->release(l->ctx);
     l->ops = NULL;

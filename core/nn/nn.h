@@ -185,6 +185,7 @@ typedef struct nl_store {
     nl_tensor *grads;     /* f32 [total] */
     uint64_t generation;  /* different for every store built in this process */
     nl_param **scratch;   /* count + 1: the listing each call compares with params */
+    nl_tensor *norm, *norm_sq, *norm_part; /* kept for the gradient norm (core/train/optim.c) */
 } nl_store;
 
 /* The store of net, packed now if net has none or its parameters are no longer views on it (a
@@ -239,12 +240,14 @@ typedef struct {
     double temperature, alpha;
     nl_tensor *batch;
     nl_tensor *work, *mean, *grad; /* kept between calls: per-sample losses, their mean, dL/dinput */
-    /* A 0-d f32 tensor on the loss's device (borrowed, may be NULL) whose value comes back in the
-     * same transfer as the loss, into also_value (cross-entropy and MSE): nl_train_step reads the
-     * batch's top-1 hits this way, so that a step on a device returns one copy. */
-    nl_tensor *also;
-    double also_value;
-    nl_tensor *pack; /* kept: [loss, also] */
+    /* When set (a 0-d f32 tensor on the input's device, borrowed), the forward of cross-entropy,
+     * MSE and distillation leaves the loss there unread and returns NaN: nl_train_step reads it
+     * back later with the step's other scalars, in one transfer. */
+    nl_tensor *into;
+#define NL_LOSS_DIST_BUFS 5
+    nl_tensor *dist[NL_LOSS_DIST_BUFS]; /* kept: distillation's work buffers */
+#define NL_LOSS_STEP_BUFS 6
+    nl_tensor *step[NL_LOSS_STEP_BUFS]; /* kept for nl_train_step on a device (core/train/train.c) */
     const nl_loss_ops *ops; /* NL_LOSS_CUSTOM: its callbacks and their context */
     void *ctx;
 } nl_loss;
@@ -253,6 +256,10 @@ typedef struct {
  * [N, C]; mean over the batch. MSE: same shapes, mean over all elements. Distillation: as
  * cross-entropy, with l->teacher and l->batch set. */
 nl_status nl_loss_forward(nl_loss *l, nl_tensor *input, nl_tensor *target, double *loss);
+/* After a forward whose loss is NaN: NL_EINVAL naming the first class index out of range when
+ * the target holds class indices on a device (read on the host: the kernels mark such a class
+ * with NaN, and a host target was checked before), else NL_OK. */
+nl_status nl_loss_explain_nan(const nl_loss *l);
 /* dL/dinput (new reference), scaled by grad (1 for a plain backward). */
 nl_status nl_loss_backward(nl_loss *l, double grad, nl_tensor **ginput);
 /* Releases what the loss holds (saved tensors, the teacher, a custom loss's context). */

@@ -32,6 +32,9 @@ const char *nl_isa(void);
  * lacks it. */
 nl_status nl_isa_set(const char *name);
 const char *nl_blas_core(void);
+/* How the CPU computes bf16 products (precision "bf16"): "native avx512_bf16" (vdpbf16ps),
+ * "emulated avx2" or "emulated generic" (rounded to bf16, then fp32 arithmetic: the same bits). */
+const char *nl_bf16_how(void);
 /* The kernels that ran since the last call, as they name themselves ("conv direct avx2", "sgemm
  * Zen", ...), comma-separated into buf; the record is then cleared. (These four are the CPU
  * backend's, defined in backends/registry.c.) */

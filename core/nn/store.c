@@ -13,6 +13,9 @@ void nl_store_free(nl_store *s)
     if (!s) return;
     nl_tensor_release(s->values);
     nl_tensor_release(s->grads);
+    nl_tensor_release(s->norm);
+    nl_tensor_release(s->norm_sq);
+    nl_tensor_release(s->norm_part);
     free(s->params);
     free(s->scratch);
     free(s->offset);

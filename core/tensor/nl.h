@@ -7,6 +7,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The program's version, printed at start-up and written into the files that record a producer. */
+#define NL_VERSION "0.1.0"
+
 /* ---------------------------------------------------------------- errors ---------------- */
 
 /* Every fallible core function returns a status (or NULL for constructors) and leaves a human
@@ -142,6 +145,13 @@ void nl_init(void);
 /* Threads used by CPU kernels and BLAS (backends/registry.c). */
 void nl_set_threads(int n);
 int nl_get_threads(void);
+/* The precision of convolutions and matrix products (as an autocast does): NL_PREC_F32, or
+ * NL_PREC_BF16, mixed precision: their inputs rounded to bf16, their sums in fp32 (the CPU backend
+ * and sim; CUDA refuses these ops under bf16). Everything else stays fp32. Process-wide, set from
+ * the host thread (backends/registry.c). */
+typedef enum { NL_PREC_F32, NL_PREC_BF16, NL_PREC_COUNT } nl_precision;
+void nl_set_precision(nl_precision p);
+nl_precision nl_get_precision(void);
 /* Nonzero while a backend's exec or copy call runs (nl_op_exec and the tensor copies count
  * them): the only time a backend's own memory may be addressed through nl_tensor_data. */
 int nl_backend_depth(void);
@@ -181,6 +191,11 @@ nl_tensor *nl_tensor_empty(nl_dtype dtype, int ndim, const int64_t *shape, nl_de
 nl_tensor *nl_tensor_zeros(nl_dtype dtype, int ndim, const int64_t *shape, nl_device dev);
 /* A tensor with the same dtype, shape and device as t (contiguous). */
 nl_tensor *nl_tensor_empty_like(const nl_tensor *t);
+/* A buffer kept from call to call in *slot: *slot itself when it is a contiguous tensor of this
+ * dtype, shape and device that nobody else holds (one reference, its own storage), else a new
+ * one (contents unspecified) that replaces it. Borrowed (the slot owns it); NULL with the error
+ * set (*slot NULL then). */
+nl_tensor *nl_tensor_reuse(nl_tensor **slot, nl_dtype dtype, int ndim, const int64_t *shape, nl_device dev);
 /* Wraps a copy of host data (contiguous, row-major). */
 nl_tensor *nl_tensor_from_data(nl_dtype dtype, int ndim, const int64_t *shape, const void *data);
 

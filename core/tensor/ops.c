@@ -106,6 +106,11 @@ nl_status nl_op_exec(const nl_op *op)
             return nl_seterr(NL_EDEVICE, "%s: tensors on %s and %s", name,
                              nl_device_name(be->device), nl_device_name(nl_tensor_device(others[k])));
     }
+    const bool product = op->code == NL_OP_MATMUL || op->code == NL_OP_CONV2D ||
+                         op->code == NL_OP_CONV2D_BWD_DATA || op->code == NL_OP_CONV2D_BWD_FILTER;
+    if (product && nl_get_precision() == NL_PREC_BF16 && nl_device_kind(be->device) == NL_CUDA)
+        return nl_seterr(NL_EUNSUPPORTED, "%s: bf16 precision runs on the CPU only (this op is on %s)",
+                         name, nl_device_name(be->device));
     if (!be->supports(be, op))
         return nl_seterr(NL_EUNSUPPORTED, "%s: not supported by the %s backend%s", name, be->name,
                          op->code == NL_OP_MATMUL ? " for these dtypes" : "");

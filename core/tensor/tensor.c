@@ -191,6 +191,17 @@ nl_tensor *nl_tensor_empty_like(const nl_tensor *t)
     return nl_tensor_empty(t->dtype, t->ndim, t->shape, nl_tensor_device(t));
 }
 
+nl_tensor *nl_tensor_reuse(nl_tensor **slot, nl_dtype dtype, int ndim, const int64_t *shape, nl_device dev)
+{
+    nl_tensor *o = *slot;
+    if (o && o->refcount == 1 && o->storage->refcount == 1 && o->dtype == dtype && o->ndim == ndim &&
+        nl_tensor_device(o) == dev && nl_tensor_is_contiguous(o) &&
+        memcmp(o->shape, shape, (size_t)ndim * sizeof *shape) == 0)
+        return o;
+    nl_tensor_release(o);
+    return *slot = nl_tensor_empty(dtype, ndim, shape, dev);
+}
+
 nl_tensor *nl_tensor_from_data(nl_dtype dtype, int ndim, const int64_t *shape, const void *data)
 {
     nl_tensor *t = nl_tensor_empty(dtype, ndim, shape, NL_CPU);

@@ -333,36 +333,74 @@ void nl_optim_set_progress(nl_optim *o, int64_t steps, bool have_state)
 
 /* ---------------------------------------------------------------- clipping -------------- */
 
-/* Adds the sum of squares of t into the 0-d tensor *acc, made on t's device by the first call
- * (a new reference the caller releases): the norm is summed where the gradients are (one
- * reduction over the parameter store's gradient block), and read back as one scalar. */
-static nl_status add_sum_squares(const nl_tensor *t, nl_tensor **acc)
+/* Gradients squared per pass of the norm: the scratch kept in the store stays this small. */
+#define NORM_CHUNK ((int64_t)1 << 20)
+
+/* dst (0-d) = the sum of all elements of src, where they are. */
+static nl_status sum_into(nl_tensor *dst, const nl_tensor *src)
 {
-    nl_tensor *sq = nl_binary_new(NL_BIN_MUL, t, t);
-    nl_tensor *s = sq ? nl_reduce_new(NL_RED_SUM, sq, -1, false) : NULL;
-    nl_status st = s ? NL_OK : nl_errcode();
-    if (st == NL_OK && !*acc) *acc = nl_tensor_retain(s);
-    else if (st == NL_OK) st = nl_binary(NL_BIN_ADD, *acc, *acc, s);
-    nl_tensor_release(sq);
-    nl_tensor_release(s);
-    return st;
+    nl_op op = {.code = NL_OP_REDUCE, .dst = dst, .src = {src}, .i = {NL_RED_SUM, -1}};
+    return nl_op_exec(&op);
+}
+
+/* The gradient block squared NORM_CHUNK elements at a time into the store's scratch, each pass
+ * summed (in one kernel) into dst or, with several passes, into a slot of the store's partial
+ * sums, which are summed into dst last. One pass (2 kernels) up to a million parameters. */
+nl_status nl_grad_sumsq(nl_module *net, nl_tensor *dst)
+{
+    nl_store *s = nl_module_store(net);
+    if (!s) return nl_errcode();
+    const int64_t total = s->offset[s->count];
+    if (total == 0) return nl_fill(dst, 0);
+    const nl_device dev = nl_tensor_device(s->grads);
+    int64_t len = total < NORM_CHUNK ? total : NORM_CHUNK, passes = (total + NORM_CHUNK - 1) / NORM_CHUNK;
+    nl_tensor *sq = nl_tensor_reuse(&s->norm_sq, NL_F32, 1, &len, dev);
+    nl_tensor *part = passes > 1 && sq ? nl_tensor_reuse(&s->norm_part, NL_F32, 1, &passes, dev) : sq;
+    nl_status st = part ? NL_OK : nl_errcode();
+    if (st == NL_OK && passes == 1) {
+        st = nl_binary(NL_BIN_MUL, sq, s->grads, s->grads);
+        return st == NL_OK ? sum_into(dst, sq) : st;
+    }
+    for (int64_t k = 0; k < passes && st == NL_OK; k++) {
+        const int64_t from = k * NORM_CHUNK, n = total - from < NORM_CHUNK ? total - from : NORM_CHUNK;
+        nl_tensor *g = nl_tensor_slice(s->grads, 0, from, from + n);
+        nl_tensor *q = g ? nl_tensor_slice(sq, 0, 0, n) : NULL;
+        nl_tensor *slot = q ? nl_tensor_slice(part, 0, k, k + 1) : NULL;
+        nl_tensor *out = slot ? nl_tensor_reshape(slot, 0, NULL) : NULL;
+        st = out ? nl_binary(NL_BIN_MUL, q, g, g) : nl_errcode();
+        if (st == NL_OK) st = sum_into(out, q);
+        nl_tensor_release(out);
+        nl_tensor_release(slot);
+        nl_tensor_release(q);
+        nl_tensor_release(g);
+    }
+    return st == NL_OK ? sum_into(dst, part) : st;
+}
+
+nl_status nl_clip_grad_scale(nl_module *net, double max_norm, double norm)
+{
+    nl_store *s = nl_module_store(net);
+    if (!s) return nl_errcode();
+    double coef = max_norm / (norm + 1e-6);
+    /* PyTorch multiplies by min(coef, 1) unconditionally; by 1 changes nothing. */
+    if (s->count > 0 && !(coef >= 1)) return nl_binary_scalar(NL_BIN_MUL, s->grads, s->grads, coef, false);
+    return NL_OK;
 }
 
 nl_status nl_clip_grad_norm(nl_module *net, double max_norm, double *total_norm)
 {
+    static const int64_t no_dims[1] = {1};
     if (!(max_norm >= 0))
         return nl_seterr(NL_EINVAL, "clip_grad_norm: max_norm must be >= 0, got %g", max_norm);
     nl_store *s = nl_module_store(net);
     if (!s) return nl_errcode();
+    nl_device dev = s->count > 0 ? nl_tensor_device(s->grads) : NL_CPU;
+    nl_tensor *acc = nl_tensor_reuse(&s->norm, NL_F32, 0, no_dims, dev);
     double sq = 0;
-    nl_tensor *acc = NULL;
-    nl_status st = s->count > 0 ? add_sum_squares(s->grads, &acc) : NL_OK;
-    if (st == NL_OK && acc) st = nl_tensor_item(acc, &sq);
-    nl_tensor_release(acc);
-    double norm = sqrt(sq), coef = max_norm / (norm + 1e-6);
-    /* PyTorch multiplies by min(coef, 1) unconditionally; by 1 changes nothing. */
-    if (st == NL_OK && s->count > 0 && !(coef >= 1))
-        st = nl_binary_scalar(NL_BIN_MUL, s->grads, s->grads, coef, false);
+    nl_status st = acc ? nl_grad_sumsq(net, acc) : nl_errcode();
+    if (st == NL_OK) st = nl_tensor_item(acc, &sq);
+    double norm = sqrt(sq);
+    if (st == NL_OK) st = nl_clip_grad_scale(net, max_norm, norm);
     if (st == NL_OK && total_norm) *total_norm = norm;
     return st;
 }

@@ -85,5 +85,11 @@ void nl_optim_set_progress(nl_optim *o, int64_t steps, bool have_state);
  * gradient is scaled by max_norm / (norm + 1e-6). A non-finite norm scales by NaN or 0, as
  * PyTorch does, so callers should look at *total_norm. NL_EINVAL for a negative max_norm. */
 nl_status nl_clip_grad_norm(nl_module *net, double max_norm, double *total_norm);
+/* Its two halves, for a caller that reads the norm back with other scalars (nl_train_step on a
+ * device): the sum of the squares of every gradient of net into dst, a 0-d f32 tensor (or view)
+ * on their device, computed there (a few kernels, through scratch kept in net's parameter store:
+ * nothing allocated after the first call); and the scaling of the gradients given their norm. */
+nl_status nl_grad_sumsq(nl_module *net, nl_tensor *dst);
+nl_status nl_clip_grad_scale(nl_module *net, double max_norm, double norm);
 
 #endif

@@ -76,16 +76,56 @@ static nl_status backward_exchange(nl_module *net, nl_tensor *gout, const nl_gra
     return s != NL_OK ? s : f;
 }
 
-/* The top-1 hits of logits out [N, C] against i32 labels y [N], counted where out lives (the
- * first maximum wins, as in score): a 0-d f32 tensor (new reference), or NULL (error set). */
-static nl_tensor *hits_where(nl_tensor *out, nl_tensor *y)
+/* The step's buffers on a device, kept in the loss (l->step): the read-back PACK, f32 [3] =
+ * [loss, top-1 hits, squared gradient norm], its 0-d views AT_*, and the hit count's scratch. */
+enum { PACK, AT_LOSS, AT_HITS, AT_NORM, PRED, HIT };
+_Static_assert(HIT < NL_LOSS_STEP_BUFS, "nl_loss has a slot for each step buffer");
+
+static nl_status step_pack(nl_loss *l, nl_device dev)
 {
-    nl_tensor *pred = nl_reduce_new(NL_RED_ARGMAX, out, 1, false);
-    nl_tensor *eq = pred ? nl_binary_new(NL_BIN_EQ, pred, y) : NULL;
-    nl_tensor *hits = eq ? nl_reduce_new(NL_RED_SUM, eq, -1, false) : NULL;
-    nl_tensor_release(pred);
-    nl_tensor_release(eq);
-    return hits;
+    static const int64_t three = 3;
+    if (l->step[PACK] && nl_tensor_device(l->step[PACK]) == dev) return NL_OK;
+    for (int k = PACK; k <= AT_NORM; k++) {
+        nl_tensor_release(l->step[k]);
+        l->step[k] = NULL;
+    }
+    if (!(l->step[PACK] = nl_tensor_empty(NL_F32, 1, &three, dev))) return nl_errcode();
+    for (int k = 0; k < 3; k++) {
+        nl_tensor *e = nl_tensor_slice(l->step[PACK], 0, k, k + 1);
+        l->step[AT_LOSS + k] = e ? nl_tensor_reshape(e, 0, NULL) : NULL;
+        nl_tensor_release(e);
+        if (!l->step[AT_LOSS + k]) return nl_errcode();
+    }
+    return NL_OK;
+}
+
+/* The top-1 hits of logits out [N, C] against i32 labels y [N] into l->step[AT_HITS], counted
+ * where out lives (the first maximum wins, as in score). */
+static nl_status count_hits(nl_loss *l, nl_tensor *out, nl_tensor *y)
+{
+    const nl_device dev = nl_tensor_device(out);
+    nl_tensor *pred = nl_tensor_reuse(&l->step[PRED], NL_I32, 1, y->shape, dev);
+    nl_tensor *hit = pred ? nl_tensor_reuse(&l->step[HIT], NL_U8, 1, y->shape, dev) : NULL;
+    if (!hit) return nl_errcode();
+    nl_op argmax = {.code = NL_OP_REDUCE, .dst = pred, .src = {out}, .i = {NL_RED_ARGMAX, 1}};
+    nl_status s = nl_op_exec(&argmax);
+    if (s == NL_OK) s = nl_binary(NL_BIN_EQ, hit, pred, y);
+    nl_op sum = {.code = NL_OP_REDUCE, .dst = l->step[AT_HITS], .src = {hit}, .i = {NL_RED_SUM, -1}};
+    return s == NL_OK ? nl_op_exec(&sum) : s;
+}
+
+/* Reads the first n scalars of the read-back in one transfer: the loss (when the forward left it
+ * there) into r->loss, the hits into r->correct, the squared norm into *sq. A NaN loss is
+ * explained when a class index was out of range (nl_loss_explain_nan). */
+static nl_status read_back(nl_loss *l, int n, bool deferred, bool hits, nl_step_result *r, double *sq)
+{
+    float v[3];
+    nl_status s = nl_tensor_get_data(l->step[PACK], v, 0, (size_t)n);
+    if (s != NL_OK) return s;
+    if (deferred) r->loss = v[0];
+    if (hits) r->correct = (int64_t)v[1];
+    if (n > 2) *sq = v[2];
+    return deferred && isnan(r->loss) ? nl_loss_explain_nan(l) : NL_OK;
 }
 
 nl_status nl_train_step(nl_module *net, nl_loss *loss, nl_optim *opt, nl_tensor *x,
@@ -99,27 +139,41 @@ nl_status nl_train_step(nl_module *net, nl_loss *loss, nl_optim *opt, nl_tensor 
     bool scored;
     nl_status s = nl_optim_zero_grad(opt);
     if (s == NL_OK) s = nl_module_forward(net, x, &out);
-    /* On a device, the hits are counted there and come back with the loss: one transfer. */
-    nl_tensor *hits = NULL;
-    if (s == NL_OK && nl_tensor_device(out) != NL_CPU && loss->kind != NL_LOSS_DISTILL && loss->kind != NL_LOSS_CUSTOM &&
-        out->ndim == 2 && y->dtype == NL_I32 && y->ndim == 1 && y->shape[0] == out->shape[0] &&
-        nl_tensor_device(y) == nl_tensor_device(out) && !(loss->also = hits = hits_where(out, y)))
-        s = nl_errcode();
+    /* On a device the step's scalars stay there until one transfer brings them back together:
+     * the loss, the batch's top-1 hits and, when clipping, the squared gradient norm, after
+     * backward (late); with a gradient exchange, whose processes agree on skipping before
+     * backward, the loss and the hits before it and the norm after. */
+    const bool on_dev = s == NL_OK && nl_tensor_device(out) != NL_CPU, late = on_dev && !ex;
+    const bool hits = on_dev && out->ndim == 2 && y->dtype == NL_I32 && y->ndim == 1 &&
+                      y->shape[0] == out->shape[0] && nl_tensor_device(y) == nl_tensor_device(out);
+    const bool deferred = on_dev && loss->kind != NL_LOSS_CUSTOM;
+    if (on_dev) s = step_pack(loss, nl_tensor_device(out));
+    if (s == NL_OK && hits) s = count_hits(loss, out, y);
+    loss->into = deferred ? loss->step[AT_LOSS] : NULL;
     loss->batch = x; /* a distillation loss runs its teacher on it */
     if (s == NL_OK) s = nl_loss_forward(loss, out, y, &r->loss);
     loss->batch = NULL;
-    loss->also = NULL;
-    nl_tensor_release(hits);
+    loss->into = NULL;
+    double sq = NAN;
+    if (s == NL_OK && on_dev && !late && (deferred || hits)) s = read_back(loss, 2, deferred, hits, r, &sq);
     /* A non-finite loss skips the update; in a data-parallel step every process still takes part
      * in the exchange and they all skip it together. */
-    bool skip = s == NL_OK && !isfinite(r->loss);
+    const bool known = !(late && deferred); /* the loss is known before backward */
+    bool skip = s == NL_OK && known && !isfinite(r->loss);
     if (s == NL_OK && skip && ex) s = backward_exchange(net, NULL, ex, &skip);
-    if (s == NL_OK && isfinite(r->loss)) {
-        if (hits) r->correct = (int64_t)loss->also_value;
-        else s = score(out, y, &r->correct, NULL, NULL, &scored);
+    if (s == NL_OK && !(known && !isfinite(r->loss))) {
+        if (!hits) s = score(out, y, &r->correct, NULL, NULL, &scored);
         if (s == NL_OK) s = nl_loss_backward(loss, 1.0, &gout);
         if (s == NL_OK) s = backward_exchange(net, gout, ex, &skip);
-        if (s == NL_OK && !skip && clip > 0) s = nl_clip_grad_norm(net, clip, &r->grad_norm);
+        if (s == NL_OK && late) {
+            if (clip > 0) s = nl_grad_sumsq(net, loss->step[AT_NORM]);
+            if (s == NL_OK && (deferred || hits || clip > 0))
+                s = read_back(loss, clip > 0 ? 3 : 2, deferred, hits, r, &sq);
+            if (s == NL_OK && !isfinite(r->loss)) skip = true;
+            else if (s == NL_OK && clip > 0) s = nl_clip_grad_scale(net, clip, r->grad_norm = sqrt(sq));
+        } else if (s == NL_OK && !skip && clip > 0) {
+            s = nl_clip_grad_norm(net, clip, &r->grad_norm);
+        }
         if (s == NL_OK && !skip && (clip <= 0 || isfinite(r->grad_norm))) {
             s = nl_optim_step(opt);
             r->updated = s == NL_OK;

@@ -36,7 +36,9 @@ typedef struct {
  * Every intermediate is released before returning, so modules reuse their output buffers and a
  * step allocates nothing after the first. The optimizer must be over net.
  * A non-finite loss (or gradient norm when clipping) skips the update: NL_OK with r->updated
- * false and the weights and optimizer state untouched. An interrupt (NL_EINTR) or any other error
+ * false and the weights and optimizer state untouched. On a device (without ex) the step's
+ * scalars are read back once, after backward: the loss, the batch's hits and the squared norm
+ * in one transfer (the gradients of a skipped step then hold what backward left). An interrupt (NL_EINTR) or any other error
  * during forward or backward also leaves weights, optimizer state and the RNG stream as they were
  * (batch-norm running statistics may have moved), so the batch can be redone. */
 nl_status nl_train_step(nl_module *net, nl_loss *loss, nl_optim *opt, nl_tensor *x,

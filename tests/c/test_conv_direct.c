@@ -75,6 +75,12 @@ static void kernels_case(int64_t N, int64_t C, int64_t O, int64_t H, int64_t W, 
     cpu_conv_filter_ref(&g, N, xp, gy, 0, O, l1);
     cpu_conv_filter_avx2(&g, N, xp, gy, 0, O, l2);
     CHECK(memcmp(l1, l2, (size_t)(O * C * K * K * 8) * sizeof *l1) == 0, "filter lanes: AVX2 = reference");
+    if (O > 1) { /* channels [1, O) alone: their lanes from the buffer's start, the same sums */
+        memset(l2, 0, (size_t)(O * C * K * K * 8) * sizeof *l2);
+        cpu_conv_filter_avx2(&g, N, xp, gy, 1, O, l2);
+        CHECK(memcmp(l1 + C * K * K * 8, l2, (size_t)((O - 1) * C * K * K * 8) * sizeof *l1) == 0,
+              "filter lanes of channels 1.. alone = those of all channels");
+    }
     double f = 0; /* dL/dw[O-1][C-1][K-1][0] summed plainly */
     for (int64_t n = 0; n < N; n++)
         for (int64_t yh = 0; yh < OH; yh++)

@@ -135,6 +135,20 @@ static void test_no_device(void)
     nl_cuda_device_info info;
     CHECK(nl_cuda_device_query(0, &info) == NL_EDEVICE, "query: %s", nl_errmsg());
 }
+
+/* Without NCCL (here: $NNLAB_NCCL naming a file that is not there) GPU ranks get an error naming
+ * the file, from the id as from a join; a join on a device that is not CUDA is refused. */
+static void test_nccl_missing(void)
+{
+    char id[NL_NCCL_ID_BYTES] = {0};
+    setenv("NNLAB_NCCL", "/nonexistent/libnccl.so.2", 1);
+    CHECK(nl_nccl_unique_id(id) == NL_EDEVICE && strstr(nl_errmsg(), "cannot load /nonexistent/libnccl.so.2") &&
+          strstr(nl_errmsg(), "NCCL"), "%s", nl_errmsg());
+    void *comm = (void *)1;
+    CHECK(nl_nccl_join(id, 2, 0, NL_CUDA, &comm) == NL_EDEVICE && !comm &&
+          strstr(nl_errmsg(), "cannot load"), "join: %s", nl_errmsg());
+    unsetenv("NNLAB_NCCL");
+}
 #endif
 
 int main(void)
@@ -146,6 +160,7 @@ int main(void)
     test_gemm_layout();
 #ifdef NL_HAVE_CUDA
     test_no_device();
+    test_nccl_missing();
 #else
     SKIP("test_no_device: built without CUDA");
 #endif

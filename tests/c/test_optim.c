@@ -281,6 +281,31 @@ static void test_clip(void)
     nl_module_release(net);
 }
 
+/* A store of more than 2^20 gradients is squared in passes (nl_grad_sumsq's bounded scratch):
+ * the norm matches a double reference, and sim gives the CPU's value exactly. */
+static void test_clip_passes(void)
+{
+    int sizes[3] = {1 << 20, 1000, 3};
+    nl_module *net = make_net(3, sizes);
+    nl_param *ps[3];
+    nl_module_params(net, ps, 3, false);
+    double ref = 0;
+    for (int k = 0; k < 3; k++) {
+        float *g = nl_tensor_f32(ps[k]->grad);
+        for (int64_t i = 0; i < sizes[k]; i++) {
+            g[i] = (float)(((i + k) % 7) - 3) * 0.01f;
+            ref += (double)g[i] * g[i];
+        }
+    }
+    double norm = 0, norm_sim = 0;
+    CHECK(nl_clip_grad_norm(net, 1e9, &norm) == NL_OK, "%s", nl_errmsg());
+    CHECK_CLOSE(norm, sqrt(ref), 0, 1e-6);
+    CHECK(nl_module_to(net, NL_SIM) == NL_OK && nl_clip_grad_norm(net, 1e9, &norm_sim) == NL_OK,
+          "on sim: %s", nl_errmsg());
+    CHECK(norm_sim == norm, "sim's passes give the CPU's norm: %.9g, %.9g", norm_sim, norm);
+    nl_module_release(net);
+}
+
 int main(void)
 {
     nl_init();
@@ -288,5 +313,6 @@ int main(void)
     test_config();
     test_state();
     test_clip();
+    test_clip_passes();
     return TEST_REPORT();
 }

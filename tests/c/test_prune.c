@@ -310,7 +310,7 @@ static void test_snapshot(void)
     nl_module_release(net);
 }
 
-/* Distillation against a direct reference in double and finite differences. */
+/* Distillation (f32 kernels) against a direct reference in double and finite differences. */
 static void test_distill(void)
 {
     nl_module *teacher = net_make("Identity", NULL); /* the batch is the teacher's logits */
@@ -322,7 +322,7 @@ static void test_distill(void)
     double v = -1;
     l.batch = zs;
     CHECK(nl_loss_forward(&l, zs, y0, &v) == NL_OK, "%s", nl_errmsg());
-    CHECK_CLOSE(v, 0.5 * log(2.0), 1e-12, 0); /* equal logits: KL 0, CE log 2 */
+    CHECK_CLOSE(v, 0.5 * log(2.0), 0, 1e-6); /* equal logits: KL 0, CE log 2 (in f32, as on a device) */
     CHECK(l.batch == NULL, "batch cleared");
     CHECK(nl_loss_forward(&l, zs, y0, &v) == NL_EINVAL, "no batch: an error");
 
@@ -346,7 +346,7 @@ static void test_distill(void)
     }
     l.batch = tt;
     CHECK(nl_loss_forward(&l, st, y, &v) == NL_OK, "%s", nl_errmsg());
-    CHECK_CLOSE(v, ref, 1e-9, 1e-9);
+    CHECK_CLOSE(v, ref, 0, 1e-6);
     nl_tensor *g = NULL;
     CHECK(nl_loss_backward(&l, 1.0, &g) == NL_OK && g, "backward");
     const double eps = 1e-3;

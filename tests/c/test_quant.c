@@ -129,13 +129,15 @@ static void qconv_reference(int64_t C, int64_t K, int64_t S, int64_t P)
     }
 }
 
+static const char *const qisas[] = {"vnni", "avx2", "generic"};
+
 static void test_qconv_reference(void)
 {
     static const int64_t geo[][4] = {{5, 3, 2, 1}, {3, 3, 1, 1}, {6, 1, 1, 0}, {8, 1, 1, 0},
                                      {4, 5, 1, 2}, {7, 3, 1, 0}, {16, 3, 2, 0}};
     for (size_t i = 0; i < sizeof geo / sizeof geo[0]; i++) {
-        for (int isa = 0; isa < 2; isa++) {
-            if (nl_quant_set_isa(isa ? "generic" : "vnni") != NL_OK) continue; /* no VNNI here */
+        for (int isa = 0; isa < 3; isa++) {
+            if (nl_quant_set_isa(qisas[isa]) != NL_OK) continue; /* not on this CPU */
             qconv_reference(geo[i][0], geo[i][1], geo[i][2], geo[i][3]);
         }
     }
@@ -151,8 +153,8 @@ static void test_qconv_pool(void)
     for (size_t gi = 0; gi < sizeof geo / sizeof geo[0]; gi++)
         for (int pool = 2; pool <= 3; pool++)
             for (int f32 = 0; f32 < 2; f32++)
-                for (int isa = 0; isa < 2; isa++) {
-                    if (nl_quant_set_isa(isa ? "generic" : "vnni") != NL_OK) continue;
+                for (int isa = 0; isa < 3; isa++) {
+                    if (nl_quant_set_isa(qisas[isa]) != NL_OK) continue;
                     const int64_t C = geo[gi][0], K = geo[gi][1], S = geo[gi][2], P = geo[gi][3];
                     nl_module *fused = net_make("QConv2d", "in", (double)C, "out", 21.0, "k", (double)K,
                                                 "stride", (double)S, "padding", (double)P, "relu", 1.0,
@@ -207,7 +209,7 @@ static void test_qconv_pool(void)
                         CHECK(nl_same_shape(yf, yp) && memcmp(nl_tensor_data(yf), nl_tensor_data(yp), bytes) == 0,
                               "C=%lld k=%lld padding %lld pool %d, %s output (%s): the fused pool differs "
                               "from QConv2d then max pooling", (long long)C, (long long)K, (long long)P,
-                              pool, f32 ? "f32" : "u8", isa ? "generic" : "vnni");
+                              pool, f32 ? "f32" : "u8", qisas[isa]);
                     }
                     nl_tensor_release(yf), nl_tensor_release(yc), nl_tensor_release(yp);
                     nl_tensor_release(x);
@@ -253,11 +255,12 @@ static void test_qpool_reference(void)
     nl_tensor_release(x);
 }
 
-/* Every child's output of the quantized net (u8 and f32) with the VNNI and the portable kernels. */
-static void test_isa_identical(nl_module *q, nl_tensor *x)
+/* Every child's output of the quantized net (u8 and f32) with the VNNI (or AVX2) and the portable
+ * kernels. */
+static void test_isa_identical(nl_module *q, nl_tensor *x, const char *isa)
 {
-    if (nl_quant_set_isa("vnni") != NL_OK) {
-        SKIP("the VNNI kernels against the AVX2 ones: no AVX-512 VNNI here (%s)", nl_errmsg());
+    if (nl_quant_set_isa(isa) != NL_OK) {
+        SKIP("the %s int8 kernels against the portable ones: not on this CPU (%s)", isa, nl_errmsg());
         return;
     }
     nl_tensor *y1 = NULL, *y2 = NULL, *mid[16] = {0};
@@ -269,7 +272,7 @@ static void test_isa_identical(nl_module *q, nl_tensor *x)
         const nl_tensor *o = q->children[i]->output;
         const size_t bytes = (size_t)nl_tensor_numel(o) * nl_dtype_info(o->dtype)->size;
         CHECK(mid[i] && memcmp(nl_tensor_data(mid[i]), nl_tensor_data(o), bytes) == 0,
-              "child %d (%s): vnni and generic differ", i + 1, q->children[i]->type->name);
+              "child %d (%s): %s and generic differ", i + 1, q->children[i]->type->name, isa);
         nl_tensor_release(mid[i]);
     }
     CHECK(nl_quant_set_isa("auto") == NL_OK, "auto");
@@ -313,7 +316,8 @@ static void test_seed_cnn(void)
             CHECK(maxd <= 0.05 * maxf, "int8 logits off by %g (largest %g)", maxd, maxf);
         }
         if (method == 0) {
-            test_isa_identical(q, x);
+            test_isa_identical(q, x, "vnni");
+            test_isa_identical(q, x, "avx2");
             nl_quant_row rows[8];
             const int n = nl_quant_report(q, rows, 8);
             CHECK(n == 4 && strcmp(rows[1].type, "QConv2d") == 0 && strcmp(rows[1].path, "2") == 0,

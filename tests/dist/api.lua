@@ -32,6 +32,10 @@ local function refused(what, pattern, f, ...)
   local ok, err = pcall(f, ...)
   check(not ok and tostring(err):find(pattern, 1, true) ~= nil, what .. ": " .. tostring(err))
 end
+-- An accelerator named without a number is this rank's own on its machine (cuda: its GPU).
+local d = tensor.zeros(1, {device = "sim"}):device()
+check(d == (dist.local_rank() == 1 and "sim" or "sim:" .. (dist.local_rank() - 1)), "\"sim\" is the local rank's: " .. d)
+check(tensor.zeros(1, {device = "sim:0"}):device() == "sim", "a numbered device is itself")
 refused("allreduce of an i8 tensor", "contiguous f32 or i32", dist.allreduce, tensor.ones(2):to("i8"))
 refused("allreduce of a strided view", "strided", dist.allreduce, tensor.ones(2, 3):t())
 refused("allreduce with a bad op", "invalid option", dist.allreduce, tensor.ones(2), "prod")

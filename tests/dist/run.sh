@@ -31,8 +31,12 @@ same() {
        "$NNLAB" $D/compare.lua "$f.1" "$f.n" 1e-5; then ok "$what"; else bad "$what"; fi
 }
 
-# 1. The seed CNN, 30 steps: 2 ranks x 32 == 1 process x 64 (same data order).
-same "seed CNN: 2 ranks x 32 == 1 process x 64 (30 steps)" "cnn 64 30" 2 "cnn 32 30"
+# 1. The seed CNN, 10 steps: 2 ranks x 32 == 1 process x 64 (same data order). The two runs round
+# differently (each rank sums half the batch), 2e-7 apart after 10 steps whatever the seed and
+# kernels; later, a max-pool or ReLU near-tie decided differently in the two runs makes them
+# diverge (after 30 steps 2e-4 to 2e-3 with NNLAB_ISA=generic for net seeds 4, 5 and 6), so more
+# steps would test luck, not equivalence. A systematic difference shows from the first step.
+same "seed CNN: 2 ranks x 32 == 1 process x 64 (10 steps)" "cnn 64 10" 2 "cnn 32 10"
 # 2. 3 ranks x 4 on 100 samples (padded to 102 by wrapping) == 1 process x 12 on the padded order.
 same "3 ranks with padding == 1 process on the padded order" "mlp 12 20 3" 3 "mlp 4 20 3"
 # 2a. nn.SyncBatchNorm on 2 ranks x 16 == nn.BatchNorm2d in one process x 32 (weights and running
@@ -42,6 +46,10 @@ same "distributed = {sync_bn = true}: the same" "bn 32 12" 2 "bnconv 16 12"
 # 2b. Through data.loader with crop and flip: 2 ranks x 8 == 1 process x 16 (2 epochs: the draws
 # are keyed by the sample's position in the epoch, whatever rank takes it).
 same "data.loader with augmentation: 2 ranks x 8 == 1 process x 16" "loader 16 14" 2 "loader 8 14"
+
+# 2d. The exchange's device path (what GPU ranks do with NCCL) on sim: each rank's network on its own
+# sim:(local rank), the buckets summed where the gradients are (through host memory for sim).
+same "device path on sim: 2 ranks x 8 on sim == 1 process x 16 on the cpu" "mlp 16 20" 2 "mlpsim 8 20"
 
 # 2c. A run saved on 2 ranks x 16 continues in one process x 32 (and one saved alone continues on
 # 2 ranks) where the straight run would be.
@@ -68,6 +76,17 @@ for np in 2 1; do
         cat "$tmp/api"; bad "dist API on $np rank(s) (exit $rc)"
     fi
 done
+
+# 3b. viz under 2 ranks: rank 1 alone draws the panels and the dashboard and writes the pictures.
+mkdir -p "$tmp/viz"
+timeout 60 $MPI -np 2 "$NNLAB" $D/viz.lua "$tmp/viz" > "$tmp/viz.log" 2>&1
+rc=$?
+if [ $rc -eq 0 ] && ! grep -q '^FAIL' "$tmp/viz.log" && grep -q '^ok done (rank 1)' "$tmp/viz.log" &&
+   grep -q '^ok done (rank 2)' "$tmp/viz.log"; then
+    ok "viz on 2 ranks: rank 1 draws and writes, rank 2 neither ($(grep -c '^ok ' "$tmp/viz.log") checks)"
+else
+    cat "$tmp/viz.log"; bad "viz on 2 ranks (exit $rc)"
+fi
 
 # 4. A script error on one rank ends every rank (naming it, then MPI_Abort), never a hang.
 start=$(date +%s)

@@ -4,7 +4,9 @@
 -- MODEL: "cnn" (the seed CNN on 32x32 images), "mlp", "bn" (a CNN with batch norm: nn.SyncBatchNorm
 -- under several ranks, nn.BatchNorm2d alone; the running statistics are written too), "bnconv"
 -- (nn.BatchNorm2d turned into SyncBatchNorm by distributed = {sync_bn = true}), or "loader" (a small CNN on 8x8 byte images
--- through data.loader with crop and flip: each rank's loader hands out its shard). With "padded"
+-- through data.loader with crop and flip: each rank's loader hands out its shard), or "mlpsim" (the
+-- mlp on sim: under several ranks each rank's own sim:(local rank), the gradients summed through
+-- the exchange's device path). With "padded"
 -- the 1-process run trains on the order that N ranks see after the padding by wrapping (for the
 -- 3-rank test: n = 100).
 local out, model, batch, steps, padded = arg[1], arg[2], tonumber(arg[3]), tonumber(arg[4]), arg[5]
@@ -44,6 +46,7 @@ elseif model == "cnn" then
   }
 else
   net = nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 10))
+  if model == "mlpsim" then net:to("sim") end
 end
 local t = nn.Trainer{net = net, data = ds, batch = batch, verbose = false,
                      shuffle = not padded, distributed = model == "bnconv" and {sync_bn = true} or nil, optim = optim.SGD(net, {lr = 0.05, momentum = 0.9})}

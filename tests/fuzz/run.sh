@@ -6,7 +6,8 @@
 #   long: each target for SECONDS (default 60) from its corpus (make fuzz); new inputs are kept in
 #         $FUZZ_BUILD/corpus/<target>, crashes in $FUZZ_BUILD/findings/<target>; prints each
 #         target's executions, coverage and findings.
-# A target's dictionary is tests/fuzz/<name>.dict when there is one.
+# A target's dictionary is tests/fuzz/<name>.dict when there is one. FUZZ_ONLY="onnx npy" runs
+# only those targets (make fuzz FUZZ_ONLY=onnx FUZZ_TIME=600).
 mode=${1:-test}
 FUZZ_BUILD=${FUZZ_BUILD:-build/fuzz}
 here=$(dirname "$0")
@@ -20,6 +21,7 @@ trap 'rm -rf "$log" "$work"' EXIT
 for bin in "$FUZZ_BUILD"/fuzz_*; do
     [ -x "$bin" ] || continue
     name=$(basename "$bin"); name=${name#fuzz_}
+    case " ${FUZZ_ONLY:-$name} " in *" $name "*) ;; *) continue ;; esac
     corpus=$here/corpus/$name; regress=$here/regressions/$name
     dict=; [ -f "$here/$name.dict" ] && dict=-dict=$here/$name.dict
     # Small inputs and a per-input time limit: a hang is a finding, as is a 2 GB allocation.

@@ -1,7 +1,8 @@
 -- test_cpu.lua: the CPU kernels seen from Lua: nn.profile (FLOPs from the shapes, kernels named,
 -- gradients left alone, the printed table, bad arguments), viz.profile (bar lengths and colours in
 -- pixels), sys.isa, and training that gives the same weights bit for bit with 1 and 2 threads on
--- every instruction set this CPU has.
+-- every instruction set this CPU has; bf16 mixed precision (Trainer, evaluate, profile): finite,
+-- close to fp32, identical bits on every ISA (emulated = reference = native) and thread count.
 
 local function seed_like()
   return nn.Sequential{
@@ -54,7 +55,7 @@ test("nn.profile: bad arguments", function()
   local net = seed_like()
   check_error(function() nn.profile(42, tensor.randn(1, 3, 16, 16)) end, "network", "not a module")
   check_error(function() nn.profile(net, "x") end, "Tensor", "not a tensor")
-  check_error(function() nn.profile(net, tensor.randn(1, 3, 16, 16), {precision = "bf16"}) end, "fp32 only", "bf16")
+  check_error(function() nn.profile(net, tensor.randn(1, 3, 16, 16), {precision = "fp16"}) end, "\"fp32\" or \"bf16\"", "fp16")
   check_error(function() nn.profile(net, tensor.randn(1, 3, 16, 16), {reps = 0}) end, "reps", "reps 0")
   check_error(function() nn.profile(net, tensor.randn(1, 4, 16, 16)) end, "channels", "wrong input")
   check_error(function() nn.profile(net, tensor.randn(1, 3, 16, 16), {colour = 1}) end, "colour", "unknown option")
@@ -122,4 +123,104 @@ test("training steps: the same weights with 1 and 2 threads, on each ISA", funct
   end
   sys.isa("auto")
   sys.threads(threads)
+end)
+
+-- Weights of seed_like() after one epoch on data in precision p, on ISA isa with n threads.
+local function train_weights(data, p, isa, n)
+  local threads = sys.threads()
+  sys.isa(isa)
+  sys.threads(n)
+  tensor.seed(5)
+  local net = seed_like()
+  local t = nn.Trainer{net = net, data = data, optim = optim.Adam(net, {lr = 1e-3}), batch = 32,
+                       verbose = false, precision = p}
+  t:fit{epochs = 1}
+  sys.isa("auto")
+  sys.threads(threads)
+  return net:parameters(), t.history.loss
+end
+
+local function max_diff(a, b)
+  local m = 0
+  for i = 1, #a do m = math.max(m, (a[i].value - b[i].value):abs():max()) end
+  return m
+end
+
+test("bf16 training: finite, close to fp32, the same bits on every ISA and thread count", function()
+  local data = nn.TensorDataset(tensor.randn(96, 3, 16, 16), (tensor.rand(96) * 10 - 0.5):to("i32") + 1)
+  local f32, f32_loss = train_weights(data, "fp32", "generic", 1)
+  local ref, ref_loss = train_weights(data, "bf16", "generic", 1) -- the plain-C reference
+  check(sys.precision() == "fp32", "the trainer restores the precision after its steps")
+  for i, l in ipairs(ref_loss) do
+    check(l == l and math.abs(l) < 1e3, "bf16 loss " .. i .. " is finite")
+    check(math.abs(l - f32_loss[i]) < 0.02 * f32_loss[i], string.format("bf16 loss %d: %.5f near fp32's %.5f", i, l, f32_loss[i]))
+  end
+  local d = max_diff(ref, f32)
+  check(d > 0 and d < 5e-3, string.format("bf16 weights differ from fp32's, a little: %.2e", d))
+  for _, isa in ipairs{"generic", "avx2", "avx512"} do
+    if pcall(sys.isa, isa) then
+      sys.isa("auto")
+      for n = 1, 2 do
+        check(max_diff(train_weights(data, "bf16", isa, n), ref) == 0,
+              string.format("bf16 on %s with %d thread(s): the reference's weights bit for bit", isa, n))
+      end
+    end
+  end
+end)
+
+test("bf16: nn.evaluate and nn.profile, and what runs", function()
+  tensor.seed(3)
+  local net, x = seed_like(), tensor.randn(40, 3, 16, 16)
+  local data = nn.TensorDataset(x, (tensor.rand(40) * 10 - 0.5):to("i32") + 1)
+  local a, b = nn.evaluate(net, data, {batch = 16}), nn.evaluate(net, data, {batch = 16, precision = "bf16"})
+  check(b.loss == b.loss and math.abs(a.loss - b.loss) < 1e-2 * a.loss and a.loss ~= b.loss,
+        string.format("evaluation loss in bf16 %.6f near fp32's %.6f", b.loss, a.loss))
+  check(sys.precision() == "fp32", "evaluate restores the precision")
+  local small = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 14 * 14, 10))
+  local on_cpu = nn.evaluate(small, data, {precision = "bf16"}).loss
+  small:to("sim")
+  check(nn.evaluate(small, data, {precision = "bf16"}).loss == on_cpu, "bf16 on sim = bf16 on the CPU")
+  local p = nn.profile(net, x, {reps = 1, quiet = true, precision = "bf16"})
+  local _, how = sys.precision()
+  check(p.precision == "bf16" and p.rows[1].kernel_fwd:find("bf16 " .. how, 1, true),
+        "the profile names the bf16 kernel: " .. p.rows[1].kernel_fwd)
+  check(p.rows[8].kernel_fwd:find("matmul bf16", 1, true), "the linear layer too: " .. p.rows[8].kernel_fwd)
+  check(how == "native avx512_bf16" or how:find("^emulated"), "bf16 says how it runs: " .. how)
+  check(sys.info().cpu.features.avx512_bf16 == (how == "native avx512_bf16") or sys.isa() ~= "avx512",
+        "native exactly where the CPU has AVX512_BF16")
+  local out = capture(function()
+    nn.Trainer{net = net, data = data, precision = "bf16"}
+  end)
+  check(out:find("bf16 mixed precision: " .. (how:find("emulated") and "emulated" or how), 1, true),
+        "the trainer says how bf16 runs: " .. out)
+  check_error(function() nn.Trainer{net = net, data = data, precision = "fp16"} end, "\"fp32\" or \"bf16\"", "fp16")
+  check_error(function() nn.evaluate(net, data, {precision = 16}) end, "got number", "a number")
+  check_error(function() sys.precision("int8") end, "unknown precision 'int8'", "sys.precision")
+  check(sys.precision("bf16") == "bf16" and sys.precision("fp32") == "fp32", "sys.precision sets and tells")
+  local path = os.tmpname()
+  nn.Trainer{net = net, data = data, precision = "bf16", verbose = false}:save(path)
+  check(nn.Trainer.load(path, {data = data, verbose = false}).precision == "bf16", "a saved trainer keeps its precision")
+  os.remove(path)
+end)
+
+test("the direct filter gradient sums fixed groups of 8 images: two half batches add up to the whole", function()
+  if not pcall(sys.isa, "avx2") then
+    skip("the direct filter gradient's fixed groups: the direct path needs AVX2")
+    return
+  end
+  tensor.seed(4)
+  local conv = nn.Conv2d(3, 7, 3, {padding = 1}) -- 27 inputs per filter: the direct path
+  local x, gy = tensor.randn(24, 3, 9, 13), tensor.randn(24, 7, 9, 13)
+  conv:zero_grad()
+  conv(x)
+  conv:backward(gy)
+  local whole = conv:parameters()[1].grad:clone()
+  conv:zero_grad()
+  for _, r in ipairs{{1, 8}, {9, 24}} do -- 8 images, then 16: the same groups of 8
+    conv(x:slice(1, r[1], r[2]):contiguous())
+    conv:backward(gy:slice(1, r[1], r[2]):contiguous())
+  end
+  local parts = conv:parameters()[1].grad
+  check((parts - whole):abs():max() == 0, "8 + 16 images accumulated = 24 at once, bit for bit")
+  sys.isa("auto")
 end)

@@ -127,6 +127,34 @@ test("a training step moves the batch and its labels up and the loss down, nothi
         "MLP step: " .. s.bytes_h2d .. " bytes up, " .. s.bytes_d2h .. " down")
 end)
 
+test("a clipped step and a distillation step move the same, and allocate only the batch", function()
+  local function measure(t)
+    t:step() -- the first step allocates the optimizer's state and the kept buffers
+    t:step()
+    stats(true)
+    t:step()
+    return stats()
+  end
+  -- gradient clipping: the norm comes back with the loss and the hits (3 f32 in one copy)
+  local net = mlp(10):to("sim")
+  local opt = optim.SGD(net, {lr = 0.1, momentum = 0.9})
+  opt:set_clip(0.5)
+  local s = measure(nn.Trainer{net = net, data = random_set(11, 64), batch = 16, optim = opt, verbose = false})
+  check(s.copies_h2d == 2 and s.bytes_h2d == 16 * 8 * 4 + 16 * 4, "clipped: up " .. s.bytes_h2d .. " bytes")
+  check(s.copies_d2h == 1 and s.bytes_d2h == 12 and s.syncs == 1,
+        "clipped: one copy down (loss, hits, norm): " .. s.copies_d2h .. " copies, " .. s.bytes_d2h .. " bytes")
+  check(s.allocs == 2, "clipped: the batch and its labels are all it allocates on the device: " .. s.allocs)
+  -- distillation: the teacher's logits stay on the device
+  local teacher = mlp(13):to("sim")
+  local t = nn.Trainer{net = mlp(14):to("sim"), data = random_set(15, 64), batch = 16, verbose = false,
+                       loss = nn.DistillLoss{teacher = teacher, temperature = 2, alpha = 0.5}}
+  s = measure(t)
+  check(s.copies_h2d == 2 and s.bytes_h2d == 16 * 8 * 4 + 16 * 4, "distill: up " .. s.bytes_h2d .. " bytes")
+  check(s.copies_d2h == 1 and s.bytes_d2h == 8 and s.syncs == 1,
+        "distill: one copy down (loss, hits): " .. s.copies_d2h .. " copies, " .. s.bytes_d2h .. " bytes")
+  check(s.allocs == 2, "distill: the batch and its labels are all it allocates on the device: " .. s.allocs)
+end)
+
 test("every optimizer, clipping and schedules on sim match the CPU", function()
   for _, make in ipairs{function(n) return optim.SGD(n, {lr = 0.1, momentum = 0.9, nesterov = true}) end,
                         function(n) return optim.Adam(n, {lr = 0.01, weight_decay = 0.01}) end,
@@ -190,6 +218,43 @@ test("checkpoints: save from sim, load onto sim", function()
   os.remove(path)
   local s = back:summary{1, 3, 6, 6}
   check(s ~= nil, "net:summary on sim")
+end)
+
+test("nn.Trainer.load(path, {device = 'sim'}) resumes there: the same as an unbroken run", function()
+  local path = os.tmpname()
+  local function trainer(device)
+    local data = random_set(21, 40)
+    local net = mlp(22)
+    if device then net:to(device) end
+    tensor.seed(23)
+    return nn.Trainer{net = net, data = data, optim = optim.Adam(net, {lr = 0.01, clip = 5}), batch = 16,
+                      seed = 3, schedule = optim.schedule.cosine{total = 12, min_lr = 1e-4},
+                      verbose = false}, data
+  end
+  local a = trainer("sim")
+  a:fit{epochs = 4}
+  for _, saved_on in ipairs{"sim", "cpu"} do
+    local b, data = trainer(saved_on)
+    b:fit{epochs = 1}
+    b:step() -- mid-epoch
+    b:save(path)
+    check_error(function() nn.Trainer.load(path, {data = data, device = "nowhere"}) end, "unknown device",
+                "a bad device is named")
+    check_error(function() nn.Trainer.load(path, {data = data, device = 1}) end, "device must be a device name",
+                "a device that is not a name")
+    local c = nn.Trainer.load(path, {data = data, verbose = false, device = "sim"})
+    check(c.net:device() == "sim", "saved on " .. saved_on .. ": the network is on sim")
+    stats(true)
+    c:step() -- the optimizer's state came with it: nothing but the batch goes up
+    local s = stats()
+    check(s.copies_h2d == 2 and s.copies_d2h == 1, "saved on " .. saved_on .. ": a step moves the batch only: "
+          .. s.copies_h2d .. " copies up, " .. s.copies_d2h .. " down")
+    c:fit{epochs = 3}
+    check(c.steps == a.steps and same_tree(c.history.loss, a.history.loss),
+          "saved on " .. saved_on .. ": the same losses as the unbroken run on sim")
+    check(same_tree(net_weights(c.net), net_weights(a.net)), "saved on " .. saved_on .. ": the same weights")
+  end
+  os.remove(path)
 end)
 
 -- ---------------------------------------------------------------- compression

@@ -347,6 +347,10 @@ local BASE = {
   ["lowrank.factorize"] = {make = function() return A(nn.Linear(16, 8), {rank = 2}) end, opt = 2},
   ["lowrank.spectrum"] = {make = function() return A(nn.Linear(6, 4)) end},
   ["lowrank.rank_for_energy"] = {make = function() return A(tensor.from{3, 2, 1}, 0.9) end},
+  ["onnx.export"] = {make = function()
+    return A(nn.Sequential(nn.Linear(2, 3)), TMP .. ".onnx", {input = {1, 2}, opset = 17, batch = "dynamic"}) end, opt = 3},
+  ["onnx.load"] = {make = function() onnx.export(nn.Sequential(nn.Linear(2, 3)), TMP .. ".onnx"); return A(TMP .. ".onnx") end},
+  ["onnx.info"] = {make = function() onnx.export(nn.Linear(2, 3), TMP .. ".onnx"); return A(TMP .. ".onnx") end},
   ["compress._push"] = {make = function() return A(nn.Linear(2, 2), "fuzz") end},
   ["compress.fastest"] = {make = function()
     return A({nn.Linear(4, 4), nn.Linear(4, 2)}, tensor.randn(2, 4), {rounds = 2, time = 0.001}) end, opt = 3},
@@ -390,8 +394,11 @@ local PATH_FIRST = {
   ["nn.Trainer.load"] = true, ["Trainer:save"] = true, ["data.cifar10"] = true,
   ["data.fashion_mnist"] = true, ["data.mnist"] = true, ["data.image_folder"] = true,
   ["data.save_cifar"] = true, ["Canvas:save"] = true, ["viz.save"] = true, ["journal.save"] = true,
+  ["onnx.load"] = true, ["onnx.info"] = true,
   ["Trainer:record"] = true, ["runs.load"] = true, ["runs.list"] = true, ["viz.compare"] = true,
 }
+-- Functions whose second argument is a path.
+local PATH_SECOND = {["onnx.export"] = true}
 -- Options that name a folder or file: strings there become paths under /tmp too.
 local PATH_OPTIONS = {["nn.Trainer"] = {run = true}, ["search.grid"] = {dir = true}, ["search.random"] = {dir = true}}
 -- Functions that read the real data set when given no folder: not called without one.
@@ -485,7 +492,7 @@ local function as_path(v)
 end
 local function value_for(name, pos, b)
   local v = b.make()
-  if pos == 1 and PATH_FIRST[name] then return as_path(v) end
+  if pos == 1 and PATH_FIRST[name] or pos == 2 and PATH_SECOND[name] then return as_path(v) end
   return v
 end
 

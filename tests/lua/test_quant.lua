@@ -54,7 +54,7 @@ end)
 
 test("isa", function()
   local cur = quant.isa()
-  check(cur == "vnni" or cur == "generic", "named")
+  check(cur == "vnni" or cur == "avx2" or cur == "generic", "named")
   check(quant.isa("generic") == "generic", "forced portable path")
   local net = seed_cnn()
   local x = tensor.randn(4, 3, 16, 16)
@@ -63,6 +63,12 @@ test("isa", function()
   quant.isa("auto")
   check(max_abs(q(x) - a) == 0, "portable and " .. quant.isa() .. " give the same outputs")
   check_error(function() quant.isa("sse9") end, "unknown ISA")
+  for _, isa in ipairs{"avx2", "vnni"} do -- each that this CPU has against the portable path
+    if pcall(quant.isa, isa) then
+      check(max_abs(q(x) - a) == 0, "portable and " .. isa .. " give the same outputs")
+    end
+  end
+  quant.isa("auto")
 end)
 
 test("checkpoints", function()
