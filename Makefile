@@ -139,7 +139,7 @@ endif
 # The generated C of the embedded Lua files is kept (make would otherwise delete it after the
 # build and print the rm as the last line of a test run).
 .SECONDARY:
-.PHONY: all run test bench fuzz data deps deps-bench clean help
+.PHONY: all run test bench fuzz data deps deps-bench clean help FORCE
 .DEFAULT_GOAL := all
 
 help:
@@ -164,6 +164,17 @@ $(BUILD)/%.o: %.c $(FLAGS_STAMP)
 	$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/repl/%.o: CFLAGS += $(shell pkg-config --cflags readline 2>/dev/null)
+
+# The git commit the build comes from, for sys.info() and the manifests of runs and journals:
+# nl_commit.h is rewritten only when the commit (or whether the checkout has changes) differs,
+# so only dsl/sys.c is rebuilt then. Outside a git checkout it reads "unknown".
+NL_COMMIT := $(shell git describe --always --dirty --abbrev=12 2>/dev/null || echo unknown)
+$(BUILD)/nl_commit.h: FORCE
+	@mkdir -p $(dir $@); echo '#define NL_COMMIT "$(NL_COMMIT)"' > $@.new; \
+	  if cmp -s $@.new $@; then rm -f $@.new; else mv $@.new $@; fi
+$(BUILD)/dsl/sys.o: $(BUILD)/nl_commit.h
+$(BUILD)/dsl/sys.o: CFLAGS += -I$(BUILD)
+FORCE:
 
 # Lua sources of the DSL are embedded in the binary as C arrays named nl_lua_<file>.
 $(BUILD)/%.lua.c: %.lua

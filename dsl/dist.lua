@@ -91,6 +91,15 @@ doc("predict", "dist.predict{ranks=, bandwidth=10e9, latency=20e-6, bytes=, samp
 
 local ddp = {}
 
+-- Trainers made while a search runs its trials (ddp.alone) train by themselves, one trial per
+-- rank, whatever the ranks: no broadcast, no shards, no exchange.
+local solo = 0
+function ddp.alone()
+  solo = solo + 1
+  return setmetatable({}, {__close = function() solo = solo - 1 end})
+end
+function ddp.by_itself() return dist.size() == 1 or solo > 0 end
+
 -- The data-parallel state of a new trainer t, or nil when it trains alone (one rank, or
 -- distributed = false): broadcasts rank 1's parameters and buffers to every rank.
 function ddp.setup(t, distributed, fname)
@@ -100,7 +109,7 @@ function ddp.setup(t, distributed, fname)
   local o = check_options(type(distributed) == "table" and distributed or {}, {"bucket_mb", "sync_bn"}, fname)
   local mb = o.bucket_mb or 1 / 16 -- 64 KiB: the seed CNN (241 KB of gradients) in 3 buckets
   if type(mb) ~= "number" or not (mb > 0) then raise(fname .. ": bucket_mb must be a number > 0") end
-  if distributed == false or dist.size() == 1 then return nil end
+  if distributed == false or ddp.by_itself() then return nil end
   if o.sync_bn then P.sync_bn(t.net) end -- every BatchNorm takes the global batch's statistics
   -- a network on a device (GPU ranks) sends its tensors through a host copy
   local function from_rank1(v)
@@ -130,7 +139,7 @@ function ddp.shard_size(d, n) return ceil(n / d.size) end
 -- padding, so every sample counts once), or nil when evaluating alone.
 function ddp.eval_indices(n)
   local N, r = dist.size(), dist.rank()
-  if N == 1 then return nil end
+  if ddp.by_itself() then return nil end
   local idx = {}
   for i = r, n, N do idx[#idx + 1] = i end
   return tensor.from(#idx > 0 and idx or {0}):to("i32"), #idx

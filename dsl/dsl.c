@@ -4,6 +4,7 @@
 #include "dist.h"
 #include "nl.h"
 
+#include <cjson/cJSON.h>
 #include <lauxlib.h>
 #include <stdarg.h>
 #include <string.h>
@@ -198,6 +199,36 @@ bool nl_dsl_raised(lua_State *L, int idx, int level)
     ours = pop_fn_row(L, lua_gettop(L) - 1, false);
     lua_pop(L, ours ? 4 : 3);
     return ours;
+}
+
+static void push_json(lua_State *L, const cJSON *j)
+{
+    luaL_checkstack(L, 3, "JSON nested too deeply");
+    if (cJSON_IsNumber(j)) lua_pushnumber(L, j->valuedouble);
+    else if (cJSON_IsString(j)) lua_pushstring(L, j->valuestring);
+    else if (cJSON_IsBool(j)) lua_pushboolean(L, cJSON_IsTrue(j));
+    else if (cJSON_IsArray(j) || cJSON_IsObject(j)) {
+        lua_createtable(L, cJSON_IsArray(j) ? cJSON_GetArraySize(j) : 0, 0);
+        lua_Integer i = 1;
+        const cJSON *e;
+        cJSON_ArrayForEach(e, j) {
+            push_json(L, e);
+            if (cJSON_IsArray(j)) lua_rawseti(L, -2, i++);
+            else lua_setfield(L, -2, e->string);
+        }
+    } else lua_pushboolean(L, 0);
+}
+
+bool nl_dsl_push_json(lua_State *L, const char *text)
+{
+    cJSON *root = cJSON_Parse(text);
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return false;
+    }
+    push_json(L, root);
+    cJSON_Delete(root);
+    return true;
 }
 
 const char *nl_dsl_checkpath(lua_State *L, int arg)
@@ -452,6 +483,7 @@ int nl_dsl_open(lua_State *L)
     nl_open_prune(L);
     nl_open_quant(L);
     nl_open_onnx(L);
+    nl_open_runs(L);
     nl_open_journal(L);
     nl_open_lesson(L);
     if (luaL_loadbuffer(L, nl_lua_prelude, nl_lua_prelude_len, "=dsl/prelude.lua") != LUA_OK)

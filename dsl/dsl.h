@@ -58,10 +58,11 @@ int nl_open_prune(lua_State *L); /* prune, lowrank, compress; after nl_open_nn (
 int nl_open_quant(lua_State *L);
 int nl_open_onnx(lua_State *L);  /* after nl_open_nn (Module boxes) */
 /* journal (dsl/journal.c); leaves the REPL's hooks, a table {rewrite = fn(code) -> code,
- * record = fn(code, expr), version = string}, in the registry under this key. */
+ * record = fn(code, expr)}, in the registry under this key. */
 int nl_open_journal(lua_State *L);
 #define NL_JOURNAL_KEY "nnlab.journal"
 int nl_open_lesson(lua_State *L); /* lesson (dsl/lesson.c); after the modules its lessons use */
+int nl_open_runs(lua_State *L);  /* runs and search (dsl/runs.lua, dsl/search.lua); after viz */
 int nl_open_dist(lua_State *L);  /* before nl_open_nn, whose Trainer requires "nnlab.dist" */
 
 /* The last step of the program: under MPI, a clean end (status 0) finalises it and a failure ends
@@ -94,6 +95,11 @@ bool nl_dsl_raised(lua_State *L, int idx, int level);
  * (the C library would silently cut it there). Every DSL function that takes a path reads it
  * with this. */
 const char *nl_dsl_checkpath(lua_State *L, int arg);
+
+/* Pushes the JSON object in text as plain Lua data (objects and arrays as tables, arrays 1-based,
+ * every number a float, null as false; nothing in it is ever run; cJSON bounds the nesting) and
+ * returns true; returns false, pushing nothing, when text is not a JSON object. */
+bool nl_dsl_push_json(lua_State *L, const char *text);
 
 /* The string argument arg as a device ("cpu", "sim", "sim:1", "cuda:0"): raises a clear error
  * for an unknown name, and for a device this nnlab has not got (the core's message). */

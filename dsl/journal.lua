@@ -6,7 +6,8 @@ local P = ...
 local util = require "nnlab.util"
 local raise, check_path = util.error, util.check_path
 
-local hooks = {version = "?"} -- the REPL's: rewrite, record; it sets version
+local hooks = {} -- the REPL's: rewrite, record
+local R = require "nnlab.runs" -- the manifest (dsl/runs.lua)
 local help_rows = {}
 local function doc(name, sig, text, example)
   help_rows[#help_rows + 1] = {group = "journal", name = name, sig = sig, doc = text, example = example}
@@ -168,25 +169,20 @@ end
 doc("drop", "journal.drop([n])", "Leaves chunk n (default: the last, if any) out of the journal.",
     "journal.drop()")
 
-local function cpu_name()
-  local f = io.open("/proc/cpuinfo")
-  if not f then return "unknown" end
-  local text = f:read("a")
-  f:close()
-  return text:match("model name%s*:%s*([^\n]+)") or "unknown"
-end
-
 function journal.save(path)
   check_path(path)
   if type(path) ~= "string" then raise("journal.save: expected a file path") end
+  local m = R.manifest({start_seed, start_counter}, R.devices_used())
   local lines = {
     "-- nnlab session journal: replays the session with `nnlab " .. path .. "`",
-    "-- started: " .. started .. ", saved: " .. os.date("!%Y-%m-%d %H:%M:%S UTC"),
-    "-- nnlab " .. hooks.version .. ", " .. _VERSION .. ", CPU: " .. cpu_name(),
-    "-- chunks: " .. #chunks,
-    string.format("journal.start{seed = %d, counter = %d}", start_seed, start_counter),
-    "",
+    "-- started: " .. started .. ", saved: " .. m.date,
   }
+  for _, line in ipairs(R.manifest_lines(m)) do
+    if not line:match("^%-%- date:") then lines[#lines + 1] = line end
+  end
+  lines[#lines + 1] = "-- chunks: " .. #chunks
+  lines[#lines + 1] = string.format("journal.start{seed = %d, counter = %d}", start_seed, start_counter)
+  lines[#lines + 1] = ""
   for _, c in ipairs(chunks) do
     lines[#lines + 1] = c.code
   end
@@ -197,7 +193,9 @@ function journal.save(path)
   return path
 end
 doc("save", "journal.save(path) -> path",
-    "Writes the journal as a script with a header (dates, version, CPU) that restores the random "
+    "Writes the journal as a script with a header (dates, nnlab version and commit, CPU, kernels and "
+    .. "BLAS core, devices used, the random generator's state at the start, the data files read with "
+    .. "their sizes and SHA-256: runs.manifest) and a first line that restores the random "
     .. "generator's state at the start, so `nnlab path` reproduces the session's weights bit for bit.",
     "journal.save(os.tmpname())")
 

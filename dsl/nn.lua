@@ -296,7 +296,7 @@ function nn.evaluate(net, data, opts)
   end)
   net:train(was_training)
   if not ok then error(err, 0) end
-  if dist.size() > 1 then ddp.reduce_eval(stats) end -- the global result on every rank
+  if not ddp.by_itself() then ddp.reduce_eval(stats) end -- the global result on every rank
   return P.eval_result(stats, loss ~= nil)
 end
 doc("nn", "evaluate", "nn.evaluate(net, data, {batch=256, loss=nn.CrossEntropyLoss(), precision=\"fp32\"}) -> results",
@@ -486,51 +486,6 @@ end
 
 -- ---------------------------------------------------------------- trainer metadata (JSON)
 
--- JSON text for plain data: integers exactly, floats with 17 digits (NaN and infinities, which
--- JSON lacks, as the strings "nan", "inf", "-inf"), strings, booleans, tables as arrays when
--- their keys are 1..n (and when empty), else as objects with string keys.
-local json_escapes = {['"'] = '\\"', ["\\"] = "\\\\", ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t"}
-local function to_json(v, out)
-  local t = type(v)
-  if t == "number" then
-    if math.type(v) == "integer" then out[#out + 1] = string.format("%d", v)
-    elseif v ~= v then out[#out + 1] = '"nan"'
-    elseif v == huge then out[#out + 1] = '"inf"'
-    elseif v == -huge then out[#out + 1] = '"-inf"'
-    else out[#out + 1] = string.format("%.17g", v) end
-  elseif t == "string" then
-    out[#out + 1] = '"' .. v:gsub('[%c"\\]', function(c)
-      return json_escapes[c] or string.format("\\u%04x", c:byte())
-    end) .. '"'
-  elseif t == "boolean" then out[#out + 1] = tostring(v)
-  elseif t == "table" then
-    local n, keys = #v, {}
-    for k in pairs(v) do
-      if not (math.type(k) == "integer" and k >= 1 and k <= n) then
-        if type(k) ~= "string" then raise("cannot save a table key of type " .. type(k)) end
-        keys[#keys + 1] = k
-      end
-    end
-    if #keys == 0 then
-      out[#out + 1] = "["
-      for i = 1, n do if i > 1 then out[#out + 1] = "," end; to_json(v[i], out) end
-      out[#out + 1] = "]"
-    else
-      if n > 0 then raise("cannot save a table that is both a list and a record") end
-      table.sort(keys)
-      out[#out + 1] = "{"
-      for i, k in ipairs(keys) do
-        if i > 1 then out[#out + 1] = "," end
-        to_json(k, out); out[#out + 1] = ":"; to_json(v[k], out)
-      end
-      out[#out + 1] = "}"
-    end
-  else
-    raise("cannot save a " .. t)
-  end
-  return out
-end
-
 -- Reading the metadata back (P.trainer_meta parses the JSON in C: data only, nothing runs):
 -- every field is checked, and a bad one is named: "<path>: trainer metadata: steps = -5 (expected
 -- a whole number >= 0)".
@@ -608,6 +563,12 @@ local function check_meta(st, path)
   for _, k in ipairs{"loss", "lr", "train_loss", "train_acc", "test_loss", "test_acc"} do
     r.history[k] = C.list(h[k], "history." .. k)
   end
+  if h.extra ~= nil then -- on_step values by name
+    r.history.extra = {}
+    for k, v in pairs(C.table(h.extra, "history.extra")) do
+      if type(k) == "string" then r.history.extra[k] = C.list(v, "history.extra." .. k) end
+    end
+  end
   local loss = C.table(st.loss, "loss")
   if loss.kind ~= "cross_entropy" and loss.kind ~= "mse" and loss.kind ~= "distill" and loss.kind ~= "lua" then
     C.bad("loss.kind", loss.kind, '"cross_entropy", "mse", "distill" or "lua"')
@@ -655,7 +616,7 @@ local History = {__tostring = function(h)
 end}
 
 local trainer_options = {"net", "data", "loss", "optim", "batch", "seed", "schedule", "shuffle",
-                         "verbose", "distributed", "precision"}
+                         "verbose", "distributed", "precision", "run"}
 
 local function new_trainer(opts)
   local f = "nn.Trainer"
@@ -706,6 +667,7 @@ local function new_trainer(opts)
   if t.ddp then
     t.verbose = t.verbose and dist.is_main()
   end
+  if opts.run ~= nil then t:record(opts.run) end -- a run folder (dsl/runs.lua)
   return t
 end
 
@@ -715,7 +677,7 @@ nn.Trainer = setmetatable({}, {
   __tostring = function() return "nn.Trainer" end,
 })
 doc("nn", "Trainer", "nn.Trainer{net=, data=, loss=nn.CrossEntropyLoss(), optim=optim.Adam(net), "
-    .. "batch=64, seed=1, schedule=nil, shuffle=true, verbose=true, distributed=, precision=\"fp32\"} -> trainer",
+    .. "batch=64, seed=1, schedule=nil, shuffle=true, verbose=true, distributed=, precision=\"fp32\", run=} -> trainer",
     "Trains net on a data set in mini-batches, each step in C (forward, loss, backward, update). "
     .. "data: anything with :size() and :get(i) (a C :batch(indices) is used when present), or a "
     .. "data.loader (its batches, order and augmentation). seed orders the data (dropout draws from "
@@ -723,8 +685,8 @@ doc("nn", "Trainer", "nn.Trainer{net=, data=, loss=nn.CrossEntropyLoss(), optim=
     .. "distributed = false trains independent replicas, distributed = {sync_bn = true, bucket_mb = 1/16} "
     .. "tunes it. precision = \"bf16\": mixed precision on the CPU (convolutions and matrix products take "
     .. "bf16 inputs with fp32 sums; weights, loss and batch-norm statistics stay fp32; emulated, and said "
-    .. "so, where the CPU has no AVX512_BF16). Methods: step, epoch, "
-    .. "fit, resume, on_step, save; fields history, epochs, steps, pos. help \"Trainer\" lists them.",
+    .. "so, where the CPU has no AVX512_BF16). run = \"runs/name\" writes a run folder as it trains (t:record). "
+    .. "Methods: step, epoch, fit, resume, on_step, save, record; fields history, epochs, steps, pos. help \"Trainer\" lists them.",
     "t = nn.Trainer{net = nn.Linear(2, 2), data = nn.TensorDataset(tensor.randn(8, 2), tensor.ones(8)), verbose = false}; print(t:step())")
 
 function Trainer:steps_per_epoch()
@@ -783,6 +745,7 @@ function Trainer:_close_epoch()
   h.train_acc[#h.train_acc + 1] = s.n > 0 and s.correct / s.n or 0 / 0
   self.sums = {n = 0, correct = 0, loss = 0}
   self.epochs, self.pos = self.epochs + 1, 0
+  if self.run then self.run:on_epoch() end
 end
 
 -- Refuses a step or fit started from inside one of this trainer's own steps (its schedule, an
@@ -831,8 +794,44 @@ function Trainer:step()
   h.lr[#h.lr + 1] = self.optim:lr()
   local s = self.sums
   s.n, s.correct, s.loss = s.n + n, s.correct + correct, s.loss + loss * n
-  for _, hook in ipairs(self.hooks) do hook(self) end
+  for _, hook in ipairs(self.hooks) do
+    local values = hook(self)
+    if values ~= nil then self:_keep(values) end
+  end
+  if self.run then self.run:on_step() end
   return loss
+end
+
+-- Keeps the values an on_step hook returned ({name = number, ...}) in history.extra[name], one per
+-- step (NaN for the steps that gave none).
+function Trainer:_keep(values)
+  if type(values) ~= "table" then
+    raise(string.format("Trainer:step: an on_step function returned a %s; it may return nothing or a "
+                        .. "table {name = number, ...}", type(values)))
+  end
+  local h = self.history
+  h.extra = h.extra or {}
+  local n = #h.loss
+  for k, v in pairs(values) do
+    if type(k) ~= "string" or type(v) ~= "number" then
+      raise(string.format("Trainer:step: an on_step function returned %s = %s; values must be numbers "
+                          .. "under names, {grad_norm = 0.5}", tostring(k), tostring(v)))
+    end
+    local list = h.extra[k]
+    if not list then list = {} h.extra[k] = list end
+    for i = #list + 1, n - 1 do list[i] = 0 / 0 end
+    list[n] = v
+  end
+end
+
+-- The 2-norm of every parameter gradient together (what clipping measures), as they are now:
+-- after a step, those of its batch.
+function Trainer:grad_norm()
+  local sum = 0
+  for _, p in ipairs(self.net:parameters()) do
+    if p.grad then sum = sum + p.grad:norm() ^ 2 end
+  end
+  return math.sqrt(sum)
 end
 
 function Trainer:on_step(fn)
@@ -890,9 +889,10 @@ function Trainer:fit(opts)
   -- stops at its next layer). The deferral is undone however this function ends.
   P.defer(true)
   if self.ddp then ddp.catch(true) end
-  local guard <close> = setmetatable({}, {__close = function()
+  local guard <close> = setmetatable({}, {__close = function(_, err)
     P.defer(false)
     if self.ddp then ddp.catch(false) end
+    if self.run then self.run:on_end(err) end -- the run folder: histories, dashboard, checkpoint
   end})
   local spe = self:steps_per_epoch()
   while self.epochs < self.target do
@@ -1003,7 +1003,7 @@ function Trainer:save(path)
   }
   -- Under several ranks every rank holds the same weights: rank 1 writes, the others wait for it.
   if not self.ddp or dist.is_main() then
-    P.save_trainer(path, self.net, self.optim, table.concat(to_json(state, {})))
+    P.save_trainer(path, self.net, self.optim, util.json(state))
   end
   if self.ddp then dist.barrier() end
   return self
@@ -1090,8 +1090,15 @@ doc("Trainer", "resume", "t:resume() -> history",
     "t = nn.Trainer{net = nn.Linear(2, 2), data = nn.TensorDataset(tensor.randn(8, 2), tensor.ones(8)), verbose = false}; t:resume()",
     true)
 doc("Trainer", "on_step", "t:on_step(fn) -> t",
-    "Calls fn(t) after every step (t.history.loss holds the losses so far).",
-    "t = nn.Trainer{net = nn.Linear(2, 2), data = nn.TensorDataset(tensor.randn(8, 2), tensor.ones(8)), verbose = false}; t:on_step(function(t) print(t.steps) end); t:step()",
+    "Calls fn(t) after every step (t.history.loss holds the losses so far). fn may return values of "
+    .. "its own, {name = number, ...}: they are kept per step in t.history.extra[name], written to a "
+    .. "run folder's steps.csv, and viz.dashboard(t, {extra = {name}}) plots them live.",
+    "t = nn.Trainer{net = nn.Linear(2, 2), data = nn.TensorDataset(tensor.randn(8, 2), tensor.ones(8)), verbose = false}; t:on_step(function(t) return {grad_norm = t:grad_norm()} end); t:step(); print(t.history.extra.grad_norm[1])",
+    true)
+doc("Trainer", "grad_norm", "t:grad_norm() -> number",
+    "The 2-norm of all parameter gradients together (what clipping measures), as they are now: "
+    .. "after a step, its batch's. For on_step: t:on_step(function(t) return {grad_norm = t:grad_norm()} end).",
+    "t = nn.Trainer{net = nn.Linear(2, 2), data = nn.TensorDataset(tensor.randn(8, 2), tensor.ones(8)), verbose = false}; t:step(); print(t:grad_norm())",
     true)
 doc("Trainer", "save", "t:save(path) -> t",
     "Writes the network, the optimizer's state, the position in the data, the schedule, the "

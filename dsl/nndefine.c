@@ -301,6 +301,7 @@ static int p_define(lua_State *L)
     c->t.backward = class_backward;
     c->t.infer = class_infer;
     c->t.destroy = class_destroy;
+    c->t.prunable_weight = true; /* its parameter "weight", when it has one */
     lua_pushvalue(L, 2);
     c->spec_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     if (nl_module_type_register(&c->t) != NL_OK) {

@@ -10,7 +10,6 @@
 #include "profile.h"
 #include "train.h"
 
-#include <cjson/cJSON.h>
 
 #include <lauxlib.h>
 #include <math.h>
@@ -345,26 +344,6 @@ static int file_gc(lua_State *L)
     return 0;
 }
 
-/* Pushes JSON value j as plain Lua data: objects and arrays as tables (arrays 1-based), every
- * number as a float, null as false. Nothing in it is ever run. cJSON bounds the nesting. */
-static void push_json(lua_State *L, const cJSON *j)
-{
-    luaL_checkstack(L, 3, "trainer metadata nested too deeply");
-    if (cJSON_IsNumber(j)) lua_pushnumber(L, j->valuedouble);
-    else if (cJSON_IsString(j)) lua_pushstring(L, j->valuestring);
-    else if (cJSON_IsBool(j)) lua_pushboolean(L, cJSON_IsTrue(j));
-    else if (cJSON_IsArray(j) || cJSON_IsObject(j)) {
-        lua_createtable(L, cJSON_IsArray(j) ? cJSON_GetArraySize(j) : 0, 0);
-        lua_Integer i = 1;
-        const cJSON *e;
-        cJSON_ArrayForEach(e, j) {
-            push_json(L, e);
-            if (cJSON_IsArray(j)) lua_rawseti(L, -2, i++);
-            else lua_setfield(L, -2, e->string);
-        }
-    } else lua_pushboolean(L, 0);
-}
-
 /* P.trainer_meta(path) -> the trainer's metadata as a Lua table (parsed as JSON, never run), or
  * nil for a file that holds no trainer; raises for metadata that is not a JSON object. */
 static int p_trainer_meta(lua_State *L)
@@ -376,17 +355,13 @@ static int p_trainer_meta(lua_State *L)
         lua_pushnil(L);
         return 1;
     }
-    cJSON *root = cJSON_Parse(meta);
-    if (!cJSON_IsObject(root)) {
-        cJSON_Delete(root);
+    if (!nl_dsl_push_json(L, meta)) {
         if (meta[0] == '{' && meta[1] == '[')
             return nl_dsl_error(L, "%s: the trainer metadata is Lua code (written by an older nnlab), "
                                 "which is no longer run when loading; nn.load(path) still reads the "
                                 "network", path);
         return nl_dsl_error(L, "%s: corrupt trainer metadata (not a JSON object)", path);
     }
-    push_json(L, root);
-    cJSON_Delete(root);
     return 1;
 }
 

@@ -9,6 +9,13 @@
 #include "quant.h"
 
 #include <lauxlib.h>
+/* The git commit the program was built from (the Makefile writes it into the build folder). */
+#if __has_include("nl_commit.h")
+#include "nl_commit.h"
+#endif
+#ifndef NL_COMMIT
+#define NL_COMMIT "unknown"
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,6 +124,8 @@ static int l_info(lua_State *L)
 
     lua_pushinteger(L, nl_get_threads());
     lua_setfield(L, -2, "threads");
+    set_string(L, "version", NL_VERSION);
+    set_string(L, "commit", NL_COMMIT);
     lua_pushstring(L, nl_quant_isa());
     lua_setfield(L, -2, "int8_isa");
 
@@ -217,13 +226,15 @@ static const nl_dsl_fn sys_fns[] = {
      "Resident memory of this process now and at its peak, in MiB.", "print(sys.memory().peak)"},
     {"info", l_info,
      "sys.info() -> {cpu={model, vendor, family, model_id, features={avx2=, fma=, avx512f=, ...}}, "
-     "blas={name, core, chosen_by, summary, ...}, threads, int8_isa, cuda={...}}",
+     "blas={name, core, chosen_by, summary, ...}, threads, int8_isa, cuda={...}, version, commit}",
      "What this machine is: the CPU and its cpuid features that matter (avx2, fma, avx512f/bw/vl/dq, "
      "avx512_vnni, avx512_bf16, amx), the BLAS and the kernels it runs (blas.core; blas.chosen_by is "
      "'OpenBLAS', 'nnlab' when nnlab restarted with OPENBLAS_CORETYPE set because OpenBLAS had chosen "
      "older kernels (blas.openblas_chose), or 'OPENBLAS_CORETYPE' when the user set it), the CPU threads, "
      "the int8 kernels' instruction set and the CUDA devices (name, memory in MiB, compute capability, "
-     "multiprocessors, driver and runtime versions; an empty list and cuda_note when none).",
+     "multiprocessors, driver and runtime versions; an empty list and cuda_note when none), nnlab's "
+     "version and the git commit it was built from (\"-dirty\" when the checkout had changes; "
+     "\"unknown\" outside a git checkout).",
      "print(sys.info().blas.summary)"},
     {"tf32", l_tf32, "sys.tf32([on]) -> on",
      "Gets, or sets then gets, whether CUDA matrix products may use TF32 tensor cores (off by "

@@ -85,4 +85,52 @@ function util.index_of(shape, k)
   return idx
 end
 
+-- util.json(v) -> JSON text for plain data: integers exactly, floats with 17 digits (NaN and
+-- infinities, which JSON lacks, as the strings "nan", "inf", "-inf"), strings, booleans, tables as
+-- arrays when their keys are 1..n (and when empty), else as objects with string keys (sorted).
+-- Trainer checkpoints' metadata and run folders are written with it.
+local json_escapes = {['"'] = '\\"', ["\\"] = "\\\\", ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t"}
+local huge = math.huge
+local function to_json(v, out)
+  local t = type(v)
+  if t == "number" then
+    if math.type(v) == "integer" then out[#out + 1] = string.format("%d", v)
+    elseif v ~= v then out[#out + 1] = '"nan"'
+    elseif v == huge then out[#out + 1] = '"inf"'
+    elseif v == -huge then out[#out + 1] = '"-inf"'
+    else out[#out + 1] = string.format("%.17g", v) end
+  elseif t == "string" then
+    out[#out + 1] = '"' .. v:gsub('[%c"\\]', function(c)
+      return json_escapes[c] or string.format("\\u%04x", c:byte())
+    end) .. '"'
+  elseif t == "boolean" then out[#out + 1] = tostring(v)
+  elseif t == "table" then
+    local n, keys = #v, {}
+    for k in pairs(v) do
+      if not (math.type(k) == "integer" and k >= 1 and k <= n) then
+        if type(k) ~= "string" then raise("cannot save a table key of type " .. type(k)) end
+        keys[#keys + 1] = k
+      end
+    end
+    if #keys == 0 then
+      out[#out + 1] = "["
+      for i = 1, n do if i > 1 then out[#out + 1] = "," end; to_json(v[i], out) end
+      out[#out + 1] = "]"
+    else
+      if n > 0 then raise("cannot save a table that is both a list and a record") end
+      table.sort(keys)
+      out[#out + 1] = "{"
+      for i, k in ipairs(keys) do
+        if i > 1 then out[#out + 1] = "," end
+        to_json(k, out); out[#out + 1] = ":"; to_json(v[k], out)
+      end
+      out[#out + 1] = "}"
+    end
+  else
+    raise("cannot save a " .. t)
+  end
+  return out
+end
+function util.json(v) return table.concat(to_json(v, {})) end
+
 return util

@@ -483,18 +483,33 @@ static int p_samples(lua_State *L)
     return check_draw(L, nl_viz_samples(b->c, whole(b->c), s, n, names, nn));
 }
 
-/* P.dashboard(canvas, runs, input or nil, output or nil, maps title, layers, status) */
+/* P.dashboard(canvas, runs, input or nil, output or nil, maps title, layers, status, extra series
+ * {{y=, label=}...} or nil) */
 static int p_dashboard(lua_State *L)
 {
     canvas_box *b = check_canvas(L, 1);
     nl_viz_run runs[MAX_RUNS];
     nl_viz_values layers[MAX_LAYERS];
+    nl_viz_points extra[MAX_RUNS];
     nl_image in = {0, 0, 0, NULL}, maps = {0, 0, 0, NULL};
     if (!lua_isnil(L, 3)) in = read_image(L, 3);
     if (!lua_isnil(L, 4)) maps = read_maps(L, 4);
     nl_viz_board d = {runs, read_runs(L, 2, runs), in.data ? &in : NULL, maps, luaL_optstring(L, 5, NULL),
-                      layers, read_layers(L, 6, layers), luaL_optstring(L, 7, NULL)};
+                      layers, read_layers(L, 6, layers), luaL_optstring(L, 7, NULL), extra,
+                      lua_isnoneornil(L, 8) ? 0 : read_points(L, 8, extra)};
     return check_draw(L, nl_viz_dashboard(b->c, whole(b->c), &d));
+}
+
+/* P.compare(canvas, runs, final series {{x=, y=}...} (one point per run), title, xlabel, ylabel) */
+static int p_compare(lua_State *L)
+{
+    canvas_box *b = check_canvas(L, 1);
+    nl_viz_run runs[MAX_RUNS];
+    nl_viz_points final[MAX_RUNS];
+    int n = read_runs(L, 2, runs);
+    if (read_points(L, 3, final) != n) return nl_dsl_error(L, "viz.compare: one final point per run expected");
+    return check_draw(L, nl_viz_compare(b->c, whole(b->c), runs, n, final, luaL_optstring(L, 4, NULL),
+                                        luaL_optstring(L, 5, NULL), luaL_optstring(L, 6, NULL)));
 }
 
 /* P.stack({Tensor, ...}) -> Tensor [n, ...] (f32): the samples of a batch. */
@@ -746,7 +761,7 @@ static const luaL_Reg private_fns[] = {
     {"decision", p_decision}, {"image", p_image}, {"features", p_features},
     {"sensitivity", p_sensitivity},
     {"filters", p_filters}, {"histogram", p_histogram}, {"confusion", p_confusion},
-    {"samples", p_samples}, {"profile", p_profile}, {"dashboard", p_dashboard}, {"stack", p_stack}, {"current", p_current},
+    {"samples", p_samples}, {"profile", p_profile}, {"dashboard", p_dashboard}, {"compare", p_compare}, {"stack", p_stack}, {"current", p_current},
     {"save_view", p_save_view}, {"tick", p_tick}, {"drawing", p_drawing}, {NULL, NULL},
 };
 

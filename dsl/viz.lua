@@ -147,19 +147,38 @@ end
 
 -- ---------------------------------------------------------------- runs
 
--- The runs of viz.curves: a trainer, a history {loss = {...}, ...}, a list of them, or a table of
--- them by name. Returns {{source = trainer or history, label = nil | name}, ...}.
+-- The saved runs of a folder (a run folder, or a folder of them: t:record), each
+-- {source = history, label = folder name, run = runs.load's table}.
+local function saved_runs(dir, fname)
+  local R = require "nnlab.runs"
+  local dirs = R.dirs(dir, fname)
+  if #dirs == 0 then raise(string.format("%s: no run folders in '%s' (t:record(dir) writes them)", fname, dir)) end
+  local out = {}
+  for i, d in ipairs(dirs) do
+    local r = R.load(d)
+    out[i] = {source = r.history, label = r.name, run = r}
+  end
+  return out
+end
+
+-- The runs of viz.curves: a trainer, a history {loss = {...}, ...}, a run folder (or a folder of
+-- them), a list of those, or a table of them by name. Returns {{source = trainer or history,
+-- label = nil | name [, run = a saved run]}, ...}.
 local function runs_of(x, fname)
   if is_trainer(x) or is_history(x) then return {{source = x}} end
+  if type(x) == "string" then return saved_runs(x, fname) end
   if type(x) ~= "table" then
-    raise(fname .. ": expected a trainer, a history {loss = {...}} or a list of them")
+    raise(fname .. ": expected a trainer, a history {loss = {...}}, a run folder or a list of them")
   end
   local runs = {}
   for i, r in ipairs(x) do
-    if not (is_trainer(r) or is_history(r)) then
-      raise(string.format("%s: run %d is not a trainer or a history", fname, i))
+    if type(r) == "string" then
+      for _, saved in ipairs(saved_runs(r, fname)) do runs[#runs + 1] = saved end
+    elseif not (is_trainer(r) or is_history(r)) then
+      raise(string.format("%s: run %d is not a trainer, a history or a run folder", fname, i))
+    else
+      runs[#runs + 1] = {source = r, label = "run " .. i}
     end
-    runs[i] = {source = r, label = "run " .. i}
   end
   if #runs == 0 then
     local names = {}
@@ -306,7 +325,8 @@ function viz.curves(x, opts)
 end
 doc("curves", "viz.curves(runs [, {every=50, width=, height=}]) -> Canvas",
     "Training loss per step (with a smoothed line) and train/test accuracy per epoch. runs: a "
-    .. "trainer, a history {loss=, train_acc=, test_acc=}, or a list (or {name = run}) of them, "
+    .. "trainer, a history {loss=, train_acc=, test_acc=}, a run folder (t:record; or a folder of "
+    .. "them, e.g. \"runs\"), or a list (or {name = run}) of them, "
     .. "overlaid with a legend. Trainers keep it live: it is redrawn every `every` steps of fit.",
     "c = viz.curves{loss = {2.3, 1.9, 1.4, 1.1, 0.9}, train_acc = {0.4, 0.6}, test_acc = {0.38, 0.55}}; print(c)")
 
@@ -568,25 +588,49 @@ local function status_line(t)
                        loss and string.format("%.4f", loss) or "-")
 end
 
-function viz.dashboard(t, opts)
-  local f = "viz.dashboard"
-  if not is_trainer(t) then raise(f .. ": expected a trainer (nn.Trainer{...})") end
-  opts = check_options(opts, with(size_options, "every", "layer", "image", "normalize"), f)
-  local every = check_int(opts.every or 50, "every", 1, f)
+local dashboard_options = with(size_options, "every", "layer", "image", "normalize", "extra")
+
+-- The function drawing trainer t's dashboard into a canvas, with opts checked (viz.dashboard's).
+local function dashboard_draw(t, opts, f)
   local layer = opts.layer and resolve_layer(t.net, opts.layer, f) or first_conv(t.net)
   local image = opts.image or first_image(t.data)
   if image ~= nil and not tensor.is_tensor(image) then raise(f .. ": image must be a Tensor [C, H, W]") end
+  local extra = opts.extra
+  if extra ~= nil then
+    if type(extra) == "string" then extra = {extra} end
+    if type(extra) ~= "table" or #extra == 0 or #extra > 16 then
+      raise(f .. ": extra must be a list of 1 to 16 names of values that t:on_step functions return, e.g. {\"grad_norm\"}")
+    end
+    for i, name in ipairs(extra) do
+      if type(name) ~= "string" then raise(string.format("%s: extra[%d] must be a name, got %s", f, i, type(name))) end
+    end
+  end
   local input = image and normalizer(opts.normalize, f)(image)
   local runs = {{source = t}}
-  return panel("dashboard", opts, {t}, every, function(c)
+  return function(c)
     local out = layer and image and feature_output(t.net, layer, input, f)
+    local series
+    if extra then
+      series = {}
+      local values = t.history.extra or {}
+      for i, name in ipairs(extra) do series[i] = {y = values[name] or {}, label = name} end
+    end
     P.dashboard(c, run_tables(runs), out and image, out, out and (tostring(layer) .. " output"),
-                weights(t.net), status_line(t))
-  end)
+                weights(t.net), status_line(t), series)
+  end
 end
-doc("dashboard", "viz.dashboard(trainer [, {every=50, layer=, image=, normalize={mean=, std=}, width=, height=}]) -> Canvas",
+
+function viz.dashboard(t, opts)
+  local f = "viz.dashboard"
+  if not is_trainer(t) then raise(f .. ": expected a trainer (nn.Trainer{...})") end
+  opts = check_options(opts, dashboard_options, f)
+  local every = check_int(opts.every or 50, "every", 1, f)
+  return panel("dashboard", opts, {t}, every, dashboard_draw(t, opts, f))
+end
+doc("dashboard", "viz.dashboard(trainer [, {every=50, layer=, image=, normalize={mean=, std=}, extra={names}, width=, height=}]) -> Canvas",
     "Curves, feature maps (of layer, default the first Conv2d, for image, default the data's first, "
-    .. "normalized as given before the network sees it) and weight histograms together, redrawn "
+    .. "normalized as given before the network sees it), weight histograms and, with extra, the values "
+    .. "named there that t:on_step functions return ({grad_norm = ...}) per step, together, redrawn "
     .. "every `every` steps while the trainer fits; with viz.show() the window follows training, "
     .. "and space pauses it.",
     "t = nn.Trainer{net = nn.Linear(2, 2), data = nn.TensorDataset(tensor.randn(8, 2), tensor.ones(8)), verbose = false}; c = viz.dashboard(t, {every = 1}); t:step(); print(c)")
@@ -615,5 +659,87 @@ doc("save", "viz.save(path [, canvas | view name]) -> path",
     .. "\"curves\", ...) as a PNG file, atomically, creating folders; live views are redrawn first. "
     .. "Under several ranks only rank 1 draws panels and writes pictures (the others' canvases stay blank).",
     "local p = os.tmpname(); viz.save(p, viz.curves{loss = {2, 1.5, 1}}); os.remove(p)")
+
+-- ---------------------------------------------------------------- saved runs
+
+-- The final figure of a run for viz.compare: by metric (default: the last test accuracy when any
+-- run has one, else the last training accuracy).
+local metrics = {test_acc = "test accuracy", train_acc = "train accuracy", train_loss = "train loss",
+                 test_loss = "test loss", loss = "last step's loss", best_test_acc = "best test accuracy"}
+
+function viz.compare(list, opts)
+  local f = "viz.compare"
+  opts = check_options(opts, with(size_options, "by", "metric", "title", "labels"), f)
+  local runs = runs_of(list, f)
+  if opts.labels ~= nil and (type(opts.labels) ~= "table" or #opts.labels ~= #runs) then
+    raise(string.format("%s: labels must be a list of %d texts, one per run", f, #runs))
+  end
+  local R = require "nnlab.runs"
+  local finals = {}
+  for i, r in ipairs(runs) do
+    if not r.run then raise(string.format("%s: run %d is not a saved run: give run folders (t:record)", f, i)) end
+    finals[i] = R.final(r.run)
+  end
+  local metric = opts.metric
+  if metric == nil then
+    metric = "train_acc"
+    for _, x in ipairs(finals) do if x.test_acc then metric = "test_acc" end end
+  end
+  if not metrics[metric] then
+    local names = {}
+    for k in pairs(metrics) do names[#names + 1] = k end
+    table.sort(names)
+    raise(string.format("%s: metric must be one of %s, got %s", f, table.concat(names, ", "), tostring(metric)))
+  end
+  local by, xs, xlabel = opts.by, {}, "run"
+  if by ~= nil then
+    if type(by) ~= "string" then raise(f .. ": by must be the name of a recorded param, e.g. \"lr\"") end
+    local lo, hi = math.huge, -math.huge
+    for i, x in ipairs(finals) do
+      local v = x.params[by]
+      if type(v) ~= "number" then
+        raise(string.format("%s: run %s has no numeric param %s (its params: %s)", f, x.name, by,
+                            x.params_text ~= "" and x.params_text or "none"))
+      end
+      xs[i], lo, hi = v, math.min(lo, v), math.max(hi, v)
+    end
+    xlabel = by
+    if lo > 0 and hi / lo >= 10 then -- lr and the like span decades
+      for i, v in ipairs(xs) do xs[i] = math.log(v, 10) end
+      xlabel = "log10(" .. by .. ")"
+    end
+  else
+    for i = 1, #finals do xs[i] = i end
+  end
+  local points = {}
+  for i, x in ipairs(finals) do
+    local v = x[metric]
+    if (metric == "test_acc" or metric == "train_acc" or metric == "best_test_acc") and v then v = 100 * v end
+    points[i] = {x = {xs[i]}, y = {v or 0 / 0}}
+    runs[i].label = opts.labels and tostring(opts.labels[i]) or runs[i].label or x.name
+  end
+  local ylabel = metrics[metric] .. ((metric:find("acc") and " (%)") or "")
+  local title = opts.title or (metrics[metric] .. " of each run" .. (by and (" against " .. by) or " (1 = first run)"))
+  return panel("compare", opts, {}, 1, function(c) P.compare(c, run_tables(runs), points, title, xlabel, ylabel) end)
+end
+doc("compare", "viz.compare(runs [, {by=, metric=, title=, labels=, width=, height=}]) -> Canvas",
+    "Saved runs side by side: run folders (t:record, nn.Trainer{run = ...}) or a folder of them. Their "
+    .. "curves overlaid with a legend on top, and below one dot per run, in its colour: its final "
+    .. "metric (test_acc when the runs were evaluated, else train_acc; also train_loss, test_loss, "
+    .. "loss, best_test_acc) against the recorded param `by` (log10 when it spans decades) or the "
+    .. "run's number. labels: the legend's texts (default: the folders' names).",
+    "-- viz.compare({\"runs/lr0.1\", \"runs/lr0.01\"}, {by = \"lr\"})")
+
+-- For run folders (dsl/runs.lua): writes trainer t's dashboard to path as a PNG without showing
+-- it (opts as viz.dashboard's, and the size: default 1280 x 800).
+local internal = {}
+function internal.dashboard_png(t, path, opts)
+  local f = "viz.dashboard"
+  opts = check_options(opts, dashboard_options, f)
+  local c = P.canvas("run", opts.width or 1280, opts.height or 800)
+  dashboard_draw(t, opts, f)(c)
+  c:save(path)
+end
+package.loaded["nnlab.viz"] = internal
 
 return util.publish(help_rows, {viz = viz})

@@ -477,12 +477,6 @@ void nl_repl_run(lua_State *L)
     printf("BLAS: %s; %d threads\n", nl_blas_summary(), nl_get_threads());
     fflush(stdout);
 
-    if (lua_getfield(L, LUA_REGISTRYINDEX, NL_JOURNAL_KEY) == LUA_TTABLE) {
-        lua_pushliteral(L, NL_VERSION);
-        lua_setfield(L, -2, "version");
-    }
-    lua_pop(L, 1);
-
     rl_readline_name = "nnlab";
     rl_catch_signals = 0;   /* Ctrl-C and resizes are ours (see the loop) */
     rl_catch_sigwinch = 0;

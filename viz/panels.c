@@ -751,7 +751,31 @@ nl_status nl_viz_dashboard(nl_canvas *c, nl_rect r, const nl_viz_board *d)
         low.x += 1;
         low.w -= 1;
     }
+    if (st == NL_OK && d->nextra > 0) {
+        int ew = d->maps.data ? low.w / 2 : low.w / 3;
+        st = nl_viz_xy(c, (nl_rect){low.x + low.w - ew, low.y + 1, ew, low.h - 1}, d->extra, d->nextra,
+                       false, "your values (on_step)", "step", NULL);
+        low.w -= ew + 1;
+        nl_canvas_fill_rect(c, (nl_rect){low.x + low.w, low.y + 8, 1, low.h - 16}, NL_GRID);
+    }
     if (st == NL_OK) st = nl_viz_histogram(c, (nl_rect){low.x, low.y + 1, low.w, low.h - 1}, d->layers, d->nlayers);
+    end(c, saved);
+    return st;
+}
+
+nl_status nl_viz_compare(nl_canvas *c, nl_rect r, const nl_viz_run *runs, int n,
+                         const nl_viz_points *final, const char *title_text, const char *xlabel,
+                         const char *ylabel)
+{
+    nl_rect saved;
+    nl_status st = begin(c, r, &saved);
+    if (st != NL_OK) return st;
+    int top = r.h * 3 / 5;
+    st = nl_viz_curves(c, (nl_rect){r.x, r.y, r.w, top}, runs, n);
+    nl_canvas_fill_rect(c, (nl_rect){r.x + 8, r.y + top, r.w - 16, 1}, NL_GRID);
+    if (st == NL_OK)
+        st = nl_viz_xy(c, (nl_rect){r.x, r.y + top + 1, r.w, r.h - top - 1}, final, n, true, title_text,
+                       xlabel, ylabel);
     end(c, saved);
     return st;
 }

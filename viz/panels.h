@@ -134,8 +134,19 @@ typedef struct {
     const nl_viz_values *layers;
     int nlayers;
     const char *status;
+    const nl_viz_points *extra; /* values of the trainer's own (t:on_step), per step; may be NULL */
+    int nextra;
 } nl_viz_board;
-/* Curves on the top half, feature maps and weight histograms side by side below. */
+/* Curves on the top half, feature maps and weight histograms side by side below, and, when
+ * nextra > 0, a third panel on the right of them: the extra series against the step (lines in
+ * palette colours, with a legend). */
 nl_status nl_viz_dashboard(nl_canvas *c, nl_rect r, const nl_viz_board *d);
+
+/* Saved runs side by side: their curves (nl_viz_curves) on the top 60%, and below a figure of
+ * each run (final[i]: one point, x and y, in run i's palette colour, as dots) with its title and
+ * axis labels. */
+nl_status nl_viz_compare(nl_canvas *c, nl_rect r, const nl_viz_run *runs, int n,
+                         const nl_viz_points *final, const char *title, const char *xlabel,
+                         const char *ylabel);
 
 #endif

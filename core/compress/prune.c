@@ -10,7 +10,18 @@
 #include <string.h>
 
 static bool is_type(const nl_module *m, const char *name) { return strcmp(m->type->name, name) == 0; }
-static bool prunable(const nl_module *m) { return is_type(m, "Linear") || is_type(m, "Conv2d"); }
+
+/* The parameter pruning acts on: the weight of a Linear or Conv2d (their first parameter), or of a
+ * layer written in Lua its parameter named "weight" (a trained one: with a gradient); NULL for
+ * any other module. */
+static nl_param *weight_of(const nl_module *m)
+{
+    if (is_type(m, "Linear") || is_type(m, "Conv2d")) return (nl_param *)&m->params[0];
+    if (!m->type->prunable_weight) return NULL;
+    nl_param *p = nl_module_param((nl_module *)m, "weight");
+    return p && p->grad && p->value->dtype == NL_F32 ? p : NULL;
+}
+static bool prunable(const nl_module *m) { return weight_of(m) != NULL; }
 
 /* Calls f on m and every module under it, depth-first, with its container, its 0-based place
  * there and its 1-based path ("3.2"). */
@@ -75,7 +86,7 @@ static void list_layer(nl_module *m, nl_module *parent NL_UNUSED, int index NL_U
         nl_prune_layer *e = &l->out[l->n];
         snprintf(e->path, sizeof e->path, "%s", path);
         e->m = m;
-        const nl_tensor *w = m->params[0].value;
+        const nl_tensor *w = weight_of(m)->value;
         e->params = nl_tensor_numel(w);
         e->zeros = count_zeros(w);
         e->sparse = nl_sparse_eligible(m, e->zeros);
@@ -108,8 +119,8 @@ static void apply_mask(nl_module *m, nl_module *parent NL_UNUSED, int index NL_U
 {
     mask_pass *mp = ctx;
     nl_tensor *mask = nl_prune_mask(m);
-    if (!mask || mp->st != NL_OK) return;
-    nl_tensor *t = mp->grads ? m->params[0].grad : m->params[0].value;
+    if (!mask || mp->st != NL_OK || !prunable(m)) return;
+    nl_tensor *t = mp->grads ? weight_of(m)->grad : weight_of(m)->value;
     if (t) mp->st = nl_binary(NL_BIN_MUL, t, t, mask);
 }
 
@@ -132,7 +143,7 @@ static nl_tensor *ensure_mask(nl_module *m)
 {
     nl_tensor *mask = nl_prune_mask(m);
     if (mask) return mask;
-    const nl_tensor *w = m->params[0].value;
+    const nl_tensor *w = weight_of(m)->value;
     if (!(mask = nl_tensor_empty(NL_U8, w->ndim, w->shape, nl_tensor_device(w)))) return NULL;
     nl_status st = nl_fill(mask, 1);
     if (st == NL_OK) st = nl_module_add_param(m, NL_PRUNE_MASK, mask, false);
@@ -150,7 +161,7 @@ static void mask_zeros(nl_module *m, nl_module *parent NL_UNUSED, int index NL_U
 {
     zeros_pass *zp = ctx;
     if (zp->st != NL_OK || !prunable(m)) return;
-    int64_t zeros = count_zeros(m->params[0].value);
+    int64_t zeros = count_zeros(weight_of(m)->value);
     if (zeros <= 0) {
         if (zeros < 0) zp->st = nl_errcode();
         return;
@@ -159,7 +170,7 @@ static void mask_zeros(nl_module *m, nl_module *parent NL_UNUSED, int index NL_U
     nl_status st = nl_prune_to_host(&m, 1, &was);
     nl_tensor *mask = st == NL_OK ? ensure_mask(m) : NULL;
     if (mask) {
-        const float *w = nl_tensor_f32(m->params[0].value);
+        const float *w = nl_tensor_f32(weight_of(m)->value);
         uint8_t *k = nl_tensor_data(mask);
         for (int64_t i = 0, n = nl_tensor_numel(mask); i < n; i++) k[i] = w[i] != 0;
         zp->made++;
@@ -209,14 +220,14 @@ static void prune_smallest(ranked *r, int64_t n, int64_t k, nl_module **ls)
     for (int64_t i = 0; i < k && i < n; i++) {
         nl_module *m = ls[r[i].layer];
         ((uint8_t *)nl_tensor_data(nl_prune_mask(m)))[r[i].at] = 0;
-        nl_tensor_f32(m->params[0].value)[r[i].at] = 0;
+        nl_tensor_f32(weight_of(m)->value)[r[i].at] = 0;
     }
 }
 
 /* Ranks the weights of ls[l] into r (masked ones first). */
 static int64_t rank_layer(nl_module **ls, int l, ranked *r)
 {
-    const nl_tensor *w = ls[l]->params[0].value;
+    const nl_tensor *w = weight_of(ls[l])->value;
     const float *p = nl_tensor_f32(w);
     const uint8_t *mask = nl_tensor_data(nl_prune_mask(ls[l]));
     int64_t n = nl_tensor_numel(w);
@@ -249,14 +260,14 @@ nl_status nl_prune_magnitude(nl_module *net, double amount, nl_prune_scope scope
     if (!was) st = nl_seterr(NL_ENOMEM, "prune.magnitude: out of memory");
     for (int i = 0; i < n && st == NL_OK; i++)
         if (!prunable(ls[i]))
-            st = nl_seterr(NL_EINVAL, "prune.magnitude: %s is not a Linear or Conv2d layer",
-                           ls[i]->type->name);
+            st = nl_seterr(NL_EINVAL, "prune.magnitude: %s is not a Linear or Conv2d layer, nor a "
+                           "layer written in Lua with a parameter named weight", ls[i]->type->name);
     if (st == NL_OK) st = nl_prune_to_host(ls, n, was);
     for (int i = 0; i < n && st == NL_OK; i++) {
         if (!ensure_mask(ls[i]))
             st = nl_errcode();
         if (st != NL_OK) break;
-        int64_t k = nl_tensor_numel(ls[i]->params[0].value);
+        int64_t k = nl_tensor_numel(weight_of(ls[i])->value);
         total += k;
         most = k > most ? k : most;
     }

@@ -9,7 +9,8 @@
 
 /* ---------------------------------------------------------------- layers ---------------- */
 
-/* A prunable layer (Linear or Conv2d) of a network, found depth-first. */
+/* A prunable layer (Linear, Conv2d, or a layer written in Lua with a parameter named "weight") of
+ * a network, found depth-first. */
 typedef struct {
     char path[32];        /* 1-based child path as Lua names it: "1", "3.2" ("" for net itself) */
     nl_module *m;         /* borrowed */
@@ -18,7 +19,7 @@ typedef struct {
     bool sparse;          /* its forward in evaluation mode runs the sparse kernel (see below) */
 } nl_prune_layer;
 
-/* Fills up to max entries with net's Linear and Conv2d layers in order; returns their count. */
+/* Fills up to max entries with net's prunable layers in order; returns their count. */
 int nl_prune_layers(nl_module *net, nl_prune_layer *out, int max);
 
 /* ---------------------------------------------------------------- masks ----------------- */
@@ -35,7 +36,7 @@ nl_tensor *nl_prune_mask(nl_module *m);
  * exactly zero through training. NL_OK when net has no masks. */
 nl_status nl_prune_mask_grads(nl_module *net);
 nl_status nl_prune_apply_masks(nl_module *net);
-/* Gives every Linear/Conv2d of net whose weight has zeros a mask of its nonzeros (a loaded pruned
+/* Gives every prunable layer of net whose weight has zeros a mask of its nonzeros (a loaded pruned
  * network keeps its zeros through fine-tuning). Returns the number of masks made, or -1 (error
  * set: NL_ENOMEM). */
 int nl_prune_masks_from_zeros(nl_module *net);
@@ -55,10 +56,10 @@ typedef enum { NL_PRUNE_SCOPE_LAYER, NL_PRUNE_SCOPE_GLOBAL } nl_prune_scope;
 /* Unstructured magnitude pruning: zeroes the weights of smallest |w| so that a fraction amount
  * (0..1) of the weights is zero, in each layer (scope LAYER) or across all the layers together
  * (GLOBAL); weights already pruned count towards the amount, and pruning never brings a weight
- * back. layers: the layers to prune (borrowed), or NULL (n 0) for every Linear/Conv2d of net.
+ * back. layers: the layers to prune (borrowed), or NULL (n 0) for every prunable layer of net.
  * Ties are broken by position (the first goes first), so the result is deterministic. Sets or
- * updates each layer's mask. NL_EINVAL for an amount outside [0, 1] or a layer that is not a
- * Linear/Conv2d; NL_ENOMEM. */
+ * updates each layer's mask. NL_EINVAL for an amount outside [0, 1] or a layer that is not
+ * prunable; NL_ENOMEM. */
 nl_status nl_prune_magnitude(nl_module *net, double amount, nl_prune_scope scope,
                              nl_module **layers, int n);
 

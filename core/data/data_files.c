@@ -104,6 +104,7 @@ static nl_status read_meta(const char *path, strlist *names)
 {
     FILE *f = fopen(path, "r");
     if (!f) return nl_seterr(NL_EIO, "cifar10: cannot open '%s': %s", path, strerror(errno));
+    nl_files_note(path);
     char line[512];
     nl_status s = NL_OK;
     while (s == NL_OK && fgets(line, sizeof line, f)) {
@@ -140,6 +141,7 @@ static nl_status cifar_read(const char *path, int64_t records, uint8_t *pix, int
 {
     FILE *f = fopen(path, "rb");
     if (!f) return nl_seterr(NL_EIO, "cifar10: cannot open '%s': %s", path, strerror(errno));
+    nl_files_note(path);
     enum { CHUNK = 1024 };
     uint8_t *buf = malloc((size_t)CHUNK * CIFAR_RECORD);
     nl_status s = buf ? NL_OK : nl_seterr(NL_ENOMEM, "cifar10: out of memory");
@@ -385,6 +387,7 @@ static nl_status idx_read(const char *path, int ndim, int64_t *dims, nl_tensor *
     *out = NULL;
     gzFile f = gzopen(path, "rb");
     if (!f) return nl_seterr(NL_EIO, "%s: cannot open '%s': %s", fname, path, strerror(errno));
+    nl_files_note(path);
     uint8_t head[4 + 4 * 3];
     nl_status s = NL_OK;
     size_t hlen = 4 + 4 * (size_t)ndim;
@@ -637,6 +640,7 @@ nl_dataset *nl_image_folder_load(const char *dir, int width, int height, int64_t
         const char *base = strrchr(dir, '/');
         ds = adopt(images, labels, classes.n, (const char *const *)classes.v,
                    base && base[1] ? base + 1 : dir);
+        if (ds) nl_files_note(dir);
     } else {
         nl_tensor_release(images);
         nl_tensor_release(labels);

@@ -137,10 +137,10 @@ static void sync_dir(const char *path)
     free(dir);
 }
 
-/* Flushes, fsyncs and closes the temporary file and renames it over the target. Always consumes
- * af: on failure (NL_EIO naming the path and the reason) the temporary file is removed and the
- * old target, if any, is untouched. */
-nl_status nl_atomic_commit(nl_atomic_file *af)
+/* Flushes, fsyncs (when durable) and closes the temporary file and renames it over the target.
+ * Always consumes af: on failure (NL_EIO naming the path and the reason) the temporary file is
+ * removed and the old target, if any, is untouched. */
+static nl_status commit(nl_atomic_file *af, bool durable)
 {
     if (!af->fp) {
         nl_status st = nl_seterr(NL_EIO, "cannot write '%s': file is not open",
@@ -155,7 +155,7 @@ nl_status nl_atomic_commit(nl_atomic_file *af)
     if (fflush(fp) != 0) {
         what = "cannot write";
         e = errno;
-    } else if (fsync(fileno(fp)) != 0 && errno != EINVAL) { /* EINVAL: cannot sync this file */
+    } else if (durable && fsync(fileno(fp)) != 0 && errno != EINVAL) { /* EINVAL: cannot sync this file */
         what = "cannot sync";
         e = errno;
     }
@@ -173,10 +173,14 @@ nl_status nl_atomic_commit(nl_atomic_file *af)
         release(af);
         return st;
     }
-    sync_dir(af->path);
+    if (durable) sync_dir(af->path);
     release(af);
     return NL_OK;
 }
+
+nl_status nl_atomic_commit(nl_atomic_file *af) { return commit(af, true); }
+
+nl_status nl_atomic_commit_nosync(nl_atomic_file *af) { return commit(af, false); }
 
 /* Closes and removes the temporary file, leaving the target as it was. Safe on an af that failed
  * to open, was already committed or aborted. */

@@ -422,6 +422,7 @@ nl_tensor *nl_npy_load(const char *path)
     }
     nl_tensor *t = load(fp, path);
     fclose(fp);
+    if (t) nl_files_note(path);
     return t;
 }
 

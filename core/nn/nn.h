@@ -61,6 +61,10 @@ typedef struct nl_module_type {
     /* Moves m's own state to dev (tensors and modules outside m->params: a QAT twin, scales);
      * NULL when there is none, or only work buffers that are remade on the input's device. */
     nl_status (*to)(nl_module *m, nl_device dev);
+    /* Its parameter named "weight" (when it has one) is pruned as a Linear's weight is (magnitude
+     * pruning, masks): the layers written in Lua (nn.define). Linear and Conv2d are prunable by
+     * type. */
+    bool prunable_weight;
 } nl_module_type;
 
 /* A parameter (with a gradient) or a buffer (grad NULL, e.g. running statistics). */

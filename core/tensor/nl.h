@@ -538,7 +538,25 @@ typedef struct { void *fp; char *path; char *tmp; } nl_atomic_file;
 nl_status nl_atomic_open(nl_atomic_file *af, const char *path);
 nl_status nl_atomic_write(nl_atomic_file *af, const void *buf, size_t n);
 nl_status nl_atomic_commit(nl_atomic_file *af);
+/* The same rename without the fsyncs: whole against a crash or kill of the process (the rename is
+ * atomic), not against a power loss; for small files rewritten often whose loss costs little (a
+ * run folder's histories, every few seconds), where the fsyncs would cost more than the write. */
+nl_status nl_atomic_commit_nosync(nl_atomic_file *af);
 void nl_atomic_abort(nl_atomic_file *af);
+
+/* What a manifest says about files (core/io/files.c). The data loaders note each file (or image
+ * folder) they read with nl_files_note (the real path, once; at most 256). nl_files_get(i) gives
+ * noted file i (0-based, below nl_files_count()): a new malloc'd path, its SHA-256 in hex and its
+ * size; a folder's digest is the SHA-256 of its sorted listing ("name size" lines) and bytes its
+ * files' total (*folder set). NL_EIO when it cannot be read now. A file's hash is computed once
+ * while it keeps its size and modification time. */
+void nl_files_note(const char *path);
+int nl_files_count(void);
+nl_status nl_files_get(int i, char **path, char hex[65], int64_t *bytes, bool *folder);
+nl_status nl_file_digest(const char *path, char hex[65], int64_t *bytes, bool *folder);
+void nl_sha256(const void *data, size_t n, char hex[65]);
+/* Creates the folder dir and its parents (mkdir -p); NL_EIO naming the folder that failed. */
+nl_status nl_mkdirs(const char *dir);
 
 /* ---------------------------------------------------------------- memory limits ---------- */
 

@@ -378,7 +378,7 @@ static void test_degenerate(void)
         ok &= nl_viz_filters(c, r, img, 1, 3, 4, 4, "rgb") == NL_OK;
         ok &= nl_viz_histogram(c, r, layers, 2) == NL_OK && nl_viz_histogram(c, r, NULL, 0) == NL_OK;
         ok &= nl_viz_samples(c, r, &s, 1, NULL, 0) == NL_OK && nl_viz_samples(c, r, NULL, 0, NULL, 0) == NL_OK;
-        nl_viz_board b = {runs, 3, &in, {1, 1, 1, maps1}, "maps", layers, 2, "status"};
+        nl_viz_board b = {runs, 3, &in, {1, 1, 1, maps1}, "maps", layers, 2, "status", NULL, 0};
         ok &= nl_viz_dashboard(c, r, &b) == NL_OK;
         b.maps.data = NULL;
         ok &= nl_viz_dashboard(c, r, &b) == NL_OK;

@@ -147,6 +147,17 @@ else
     cat "$tmp/int.log"; bad "SIGINT: ranks stopped at '$s1' and '$s2'"
 fi
 
+# 6b. search.grid under 2 ranks: trial i on rank (i - 1) % 2 + 1, each alone; the ranked trials and
+# their figures are those of one process.
+if timeout 60 "$NNLAB" $D/search.lua "$tmp/search.1" "$tmp/s1" > /dev/null &&
+   timeout 60 $MPI -np 2 "$NNLAB" $D/search.lua "$tmp/search.2" "$tmp/s2" > "$tmp/search.log" 2>&1 &&
+   cmp -s "$tmp/search.1" "$tmp/search.2" && grep -q "trial 2/4 on rank 2" "$tmp/search.log" &&
+   [ -f "$tmp/s2/trial-4/checkpoint.safetensors" ]; then
+    ok "search.grid: one trial per rank, the same ranking as one process"
+else
+    cat "$tmp/search.log" "$tmp/search.1" "$tmp/search.2"; bad "search.grid under 2 ranks"
+fi
+
 # 7. A plain start loads no MPI.
 if timeout 10 "$NNLAB" -e 'local f = io.open("/proc/self/maps"); local m = f:read("a"); f:close(); assert(not m:find("libmpi"), "libmpi is loaded"); assert(dist.size() == 1)'; then
     ok "a plain start does not load libmpi"

@@ -1,7 +1,7 @@
 #!/bin/sh
 # run.sh: fault injection. (1) kill -9 at random moments of net:save, t:save and tensor:save over
 # a good file: the path must then hold the whole old file or the whole new one, and the next save
-# must leave no temporary file; (2) Ctrl-C (SIGINT) at random moments of loading, training,
+# must leave no temporary file; and while a run folder is recorded: every file whole; (2) Ctrl-C (SIGINT) at random moments of loading, training,
 # saving, evaluating and decoding images: nnlab must stop within seconds with "interrupted" (exit
 # status 130) or a paused fit, never die of another signal or a sanitizer report, and leave the
 # checkpoint loadable; (3) a too-big request under `ulimit -v` must be a clean error. Delays come
@@ -44,6 +44,40 @@ for kind in net trainer tensor; do
     done
     [ $whole -eq "$TRIALS" ] && ok
     echo "ok   kill -9 during $kind saves: $whole/$TRIALS whole files ($stale kills left a temporary file, removed by the next save)"
+done
+
+# ---- (1b) kill -9 while a run folder is recorded (every file rewritten after each step): each
+# file must be whole (runs.load reads every CSV row complete and the JSON files), the checkpoint
+# must load, and no temporary file may be left once the run is recorded and trained again.
+for trial in $(seq 1 $(( (TRIALS + 1) / 2 ))); do
+    k=$((k + 1))
+    r=$dir/run
+    rm -rf "$r" "$r.ready"
+    "$NNLAB" "$here/recorder.lua" "$r" > "$dir/log" 2>&1 &
+    pid=$!
+    if ! wait_for "$r.ready" 600 $pid; then kill -9 $pid 2>/dev/null; fail "recorder never started: $(cat "$dir/log")"; continue; fi
+    sleep "$(delay 400 $k)"
+    kill -9 $pid; wait $pid 2>/dev/null
+    if "$NNLAB" -e "
+        local r = runs.load('$r')
+        assert((r.status.state == 'running' or r.status.state == 'finished') and r.status.steps >= 8, 'status.json: ' .. tostring(r.status.state))
+        assert(r.options.batch == 8 and r.manifest.nnlab, 'options.json and manifest.json whole')
+        local n = 0
+        for line in io.lines('$r/steps.csv') do
+          n = n + 1
+          if n > 1 then assert(select(2, line:gsub(',', '')) == 4 and not line:find(',,') and not line:find(',$'), 'a cut row: ' .. line) end
+        end
+        assert(n - 1 == #r.history.loss and #r.history.loss >= 8, 'steps.csv rows')
+        local t = nn.Trainer.load('$r/checkpoint.safetensors', {data = nn.TensorDataset(tensor.randn(64, 32), tensor.ones(64):to('i32')), verbose = false})
+        assert(t.steps >= 8, 'the checkpoint loads')
+        t:record('$r')
+        t:fit{epochs = 1} -- its saves take away what the killed saves left
+        local left = io.popen('ls -a $r'):read('a')
+        assert(not left:find('.tmp.', 1, true), 'temporary files left: ' .. left)" > "$dir/log" 2>&1; then
+        ok; echo "ok   kill -9 while a run folder is recorded (trial $trial): every file whole, the checkpoint loads"
+    else
+        fail "recorder trial $trial: $(cat "$dir/log")"
+    fi
 done
 
 # ---- (2) Ctrl-C during work

@@ -28,6 +28,25 @@ test("cnn.lua shows its pictures as drawn, before the noise", function()
   check(n == 8 and uniform, "horizontal stripes show as whole rows of # or .: " .. tostring(rows))
 end)
 
+test("compare_runs.lua records three runs, lists and draws them, and ranks a grid search", function()
+  local out, ok = run("compare_runs.lua")
+  check(ok, "runs: " .. out:sub(-600))
+  for _, lr in ipairs{"0.001", "0.01", "0.1"} do
+    check(out:find("\nlr" .. lr .. "%s+finished%s+15%s+285"), "run lr" .. lr .. " listed, 15 epochs: " .. out:sub(1, 600))
+    local f = io.open(dir .. "/runs/spirals/lr" .. lr .. "/dashboard.png", "rb")
+    check(f ~= nil, "its folder holds its dashboard")
+    if f then f:close() end
+  end
+  check(out:find("4 trials in runs/spirals-search, ranked by test_acc:", 1, true), "the search's table")
+  local first = out:match("\n1%s+trial%-%d+%s+finished.-(lr=[%d.]+ width=%d+)")
+  check(first ~= nil, "the best trial names its params as whole numbers where they are: " .. out:sub(-700))
+  for _, png in ipairs{"spirals-compare.png", "spirals-search.png"} do
+    local f = io.open(dir .. "/runs/" .. png, "rb")
+    check(f ~= nil and f:read(4) == "\137PNG", png .. " written")
+    if f then f:close() end
+  end
+end)
+
 test("cifar10_cnn.lua: one line per epoch, counted against the whole run", function()
   local out, ok = run("cifar10_cnn.lua", "2 640")
   check(ok, "runs: " .. out:sub(-300))

@@ -102,6 +102,21 @@ local function trainer()
   return nn.Trainer{net = nn.Linear(2, 2), data = ds8(), verbose = false}
 end
 local function canvas() return viz.curves({loss = {2, 1}}, {width = 32, height = 24}) end
+-- A recorded run folder (made once) for the functions that read runs.
+local run_dir
+local function saved_run()
+  if not run_dir then
+    run_dir = TMP .. "_saved_run"
+    local t = trainer()
+    t:record(run_dir, {params = {lr = 0.5}})
+    t:fit()
+  end
+  return run_dir
+end
+local function small_trainer(p)
+  local net = nn.Linear(2, 2)
+  return nn.Trainer{net = net, data = ds8(), batch = 4, verbose = false, optim = optim.SGD(net, {lr = p.lr})}
+end
 
 local SELVES = {
   Tensor = {
@@ -267,6 +282,18 @@ local BASE = {
   ["Trainer:fit"] = {make = function() return A({epochs = 1, eval = ds8(), verbose = false}) end, opt = 1},
   ["Trainer:on_step"] = {make = function() return A(function() end) end},
   ["Trainer:save"] = {make = function() return A(TMP .. ".tr") end},
+  ["Trainer:record"] = {make = function() return A(TMP .. "_rec", {params = {lr = 1}, every = 30, dashboard = {width = 64, height = 48}}) end, opt = 2},
+  ["runs.load"] = {make = function() return A(saved_run()) end},
+  ["runs.list"] = {make = function() return A(saved_run()) end},
+  ["runs.manifest"] = {make = function() return A({device = "cpu"}) end, opt = 1},
+  ["viz.compare"] = {make = function()
+    return A({saved_run()}, {by = "lr", metric = "train_acc", title = "t", labels = {"a"}, width = 32, height = 24}) end, opt = 2},
+  ["search.grid"] = {make = function()
+    return A({trainer = small_trainer, space = {lr = {0.1}}, epochs = 1, dir = TMP .. "_grid", metric = "train_acc",
+              seed = 1, plot = false, dashboard = false}) end, opt = 1},
+  ["search.random"] = {make = function()
+    return A({trainer = small_trainer, space = {lr = {min = 0.01, max = 0.1, log = true}}, trials = 1, epochs = 1,
+              dir = TMP .. "_random", seed = 1, plot = false, dashboard = false}) end, opt = 1},
   ["Dataset:get"] = {make = function() return A(1) end},
   ["Dataset:subset"] = {make = function() return A(2, 5) end},
   ["Dataset:split"] = {make = function() return A(0.75, 1) end},
@@ -354,6 +381,8 @@ local SKIP = {["viz.show"] = true, ["Canvas:show"] = true, ["viz.wait"] = true, 
 -- call: fit{epochs = 1e18} trains for ever, as asked.
 local NO_HUGE = {
   ["Trainer:fit"] = {epochs = true},
+  ["search.grid"] = {epochs = true},
+  ["search.random"] = {epochs = true, trials = true},
   ["compress.fastest"] = {rounds = true, time = true},
   ["compress.compare"] = {time = true},
 }
@@ -366,9 +395,12 @@ local PATH_FIRST = {
   ["data.fashion_mnist"] = true, ["data.mnist"] = true, ["data.image_folder"] = true,
   ["data.save_cifar"] = true, ["Canvas:save"] = true, ["viz.save"] = true, ["journal.save"] = true,
   ["onnx.load"] = true, ["onnx.info"] = true,
+  ["Trainer:record"] = true, ["runs.load"] = true, ["runs.list"] = true, ["viz.compare"] = true,
 }
 -- Functions whose second argument is a path.
 local PATH_SECOND = {["onnx.export"] = true}
+-- Options that name a folder or file: strings there become paths under /tmp too.
+local PATH_OPTIONS = {["nn.Trainer"] = {run = true}, ["search.grid"] = {dir = true}, ["search.random"] = {dir = true}}
 -- Functions that read the real data set when given no folder: not called without one.
 local NEEDS_DIR = {["data.cifar10"] = true, ["data.fashion_mnist"] = true}
 
@@ -452,13 +484,15 @@ end
 
 -- The value of bad value b at argument position pos of function name (strings and numbers,
 -- which Lua takes as strings, at a path's place become paths under /tmp).
+local function as_path(v)
+  if type(v) ~= "string" and type(v) ~= "number" then return v end
+  if v == "" then return "" end
+  v = tostring(v)
+  return TMP .. "_" .. (#v > 300 and v:sub(1, 300) or v)
+end
 local function value_for(name, pos, b)
   local v = b.make()
-  if (pos == 1 and PATH_FIRST[name] or pos == 2 and PATH_SECOND[name]) and (type(v) == "string" or type(v) == "number") then
-    if v == "" then return "" end
-    v = tostring(v)
-    return TMP .. "_" .. (#v > 300 and v:sub(1, 300) or v)
-  end
+  if pos == 1 and PATH_FIRST[name] or pos == 2 and PATH_SECOND[name] then return as_path(v) end
   return v
 end
 
@@ -494,7 +528,11 @@ local function arg_lists(name, sig)
           if not (no_huge[key] and (b.huge or SECONDS[b.label])) then
             local args = base.make()
             args[base.opt] = copy_table(type(args[base.opt]) == "table" and args[base.opt] or {})
-            args[base.opt][key] = b.make()
+            local v = b.make()
+            -- at a path's place a string becomes a path under /tmp, and nil too (the default
+            -- would write into the current folder)
+            if (PATH_OPTIONS[name] or {})[key] then v = v == nil and TMP .. "_default" or as_path(v) end
+            args[base.opt][key] = v
             add(args, n)
           end
         end
