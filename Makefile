@@ -10,7 +10,7 @@ DEB_PKGS := build-essential pkg-config libreadline-dev liblua5.4-dev libopenblas
             zlib1g-dev libsdl2-dev libsdl2-image-dev libsdl2-ttf-dev fonts-dejavu-core libstb-dev \
             libcjson-dev liblapacke-dev libx11-dev xvfb x11-utils tmux python3 python3-numpy \
             dataset-fashion-mnist libopenmpi-dev openmpi-bin clang-14 libclang-rt-14-dev \
-            libomp-14-dev procps libonnx-dev protobuf-c-compiler libprotobuf-c-dev nodejs
+            libomp-14-dev procps libssl-dev libonnx-dev protobuf-c-compiler libprotobuf-c-dev nodejs
 # npm, for ONNX Runtime's Node package (tests/onnx): Debian's package, unless a node from elsewhere
 # (NodeSource's nodejs, which provides npm and conflicts with Debian's) already brings it.
 NPM_PKG := $(if $(shell command -v npm 2>/dev/null),,npm)
@@ -32,7 +32,7 @@ endif
 # build/release/tests/test_x) are built in one stage, with the packages already installed.
 PUBLIC_GOALS := all run test bench fuzz data
 NL_STAGE ?= deps
-PKGS     := lua5.4 zlib libcjson sdl2 SDL2_ttf SDL2_image lapacke libprotobuf-c
+PKGS     := lua5.4 zlib libcjson sdl2 SDL2_ttf SDL2_image lapacke libcrypto libprotobuf-c
 # Stage one of the public targets compiles nothing, so it needs none of these flags.
 ifneq ($(NL_STAGE)$(filter-out $(PUBLIC_GOALS) deps deps-bench clean help,$(MAKECMDGOALS)),deps)
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) openblas 2>/dev/null)

@@ -1,9 +1,10 @@
 /* files.c: what an experiment's manifest says about files: the data files this process has read
- * (noted by the loaders), their SHA-256 (cached while a file keeps its size and time), and the
+ * (noted by the loaders), their SHA-256 (OpenSSL's; cached while a file keeps its size and time), and the
  * folders a run writes into (mkdir -p). */
 #include "nl.h"
 
 #include <dirent.h>
+#include <openssl/evp.h>
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -12,107 +13,51 @@
 #include <string.h>
 #include <sys/stat.h>
 
-/* ---------------------------------------------------------------- SHA-256 (FIPS 180-4) -- */
+/* ---------------------------------------------------------------- SHA-256 (OpenSSL) ------ */
 
+/* SHA-256 through OpenSSL's libcrypto (EVP), which uses the CPU's SHA extensions where it has
+ * them; with the bytes hashed counted. */
 typedef struct {
-    uint32_t h[8];
+    EVP_MD_CTX *md;
     uint64_t bytes;
-    uint8_t buf[64];
-    size_t fill;
 } sha256_ctx;
 
-static const uint32_t K256[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-};
-
-static uint32_t ror(uint32_t x, int n) { return x >> n | x << (32 - n); }
-
-static void sha256_block(sha256_ctx *c, const uint8_t *p)
+static nl_status sha256_init(sha256_ctx *c)
 {
-    uint32_t w[64];
-    for (int i = 0; i < 16; i++)
-        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
-    for (int i = 16; i < 64; i++) {
-        uint32_t s0 = ror(w[i - 15], 7) ^ ror(w[i - 15], 18) ^ (w[i - 15] >> 3);
-        uint32_t s1 = ror(w[i - 2], 17) ^ ror(w[i - 2], 19) ^ (w[i - 2] >> 10);
-        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    uint32_t a = c->h[0], b = c->h[1], cc = c->h[2], d = c->h[3], e = c->h[4], f = c->h[5], g = c->h[6],
-             h = c->h[7];
-    for (int i = 0; i < 64; i++) {
-        uint32_t t1 = h + (ror(e, 6) ^ ror(e, 11) ^ ror(e, 25)) + ((e & f) ^ (~e & g)) + K256[i] + w[i];
-        uint32_t t2 = (ror(a, 2) ^ ror(a, 13) ^ ror(a, 22)) + ((a & b) ^ (a & cc) ^ (b & cc));
-        h = g;
-        g = f;
-        f = e;
-        e = d + t1;
-        d = cc;
-        cc = b;
-        b = a;
-        a = t1 + t2;
-    }
-    c->h[0] += a;
-    c->h[1] += b;
-    c->h[2] += cc;
-    c->h[3] += d;
-    c->h[4] += e;
-    c->h[5] += f;
-    c->h[6] += g;
-    c->h[7] += h;
-}
-
-static void sha256_init(sha256_ctx *c)
-{
-    static const uint32_t h0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-    memcpy(c->h, h0, sizeof h0);
     c->bytes = 0;
-    c->fill = 0;
+    c->md = EVP_MD_CTX_new();
+    if (c->md && EVP_DigestInit_ex(c->md, EVP_sha256(), NULL) == 1) return NL_OK;
+    EVP_MD_CTX_free(c->md);
+    c->md = NULL;
+    return nl_seterr(NL_ENOMEM, "SHA-256: OpenSSL could not start a digest");
 }
 
-static void sha256_update(sha256_ctx *c, const uint8_t *p, size_t n)
+static void sha256_update(sha256_ctx *c, const void *p, size_t n)
 {
+    EVP_DigestUpdate(c->md, p, n);
     c->bytes += n;
-    while (n > 0) {
-        if (c->fill == 0 && n >= 64) {
-            sha256_block(c, p);
-            p += 64;
-            n -= 64;
-            continue;
-        }
-        size_t k = 64 - c->fill < n ? 64 - c->fill : n;
-        memcpy(c->buf + c->fill, p, k);
-        c->fill += k;
-        p += k;
-        n -= k;
-        if (c->fill == 64) {
-            sha256_block(c, c->buf);
-            c->fill = 0;
-        }
-    }
 }
 
+/* The digest as 64 hex digits; frees the context (also on the error paths: hex NULL). */
 static void sha256_final(sha256_ctx *c, char hex[65])
 {
-    uint64_t bits = c->bytes * 8;
-    uint8_t pad[72] = {0x80};
-    size_t padlen = (c->fill < 56 ? 56 : 120) - c->fill;
-    for (int i = 0; i < 8; i++) pad[padlen + (size_t)i] = (uint8_t)(bits >> (56 - 8 * i));
-    sha256_update(c, pad, padlen + 8);
-    for (int i = 0; i < 8; i++) snprintf(hex + 8 * i, 9, "%08x", c->h[i]);
+    unsigned char d[EVP_MAX_MD_SIZE];
+    unsigned len = 0;
+    if (hex) {
+        EVP_DigestFinal_ex(c->md, d, &len);
+        for (unsigned i = 0; i < len && i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
+    }
+    EVP_MD_CTX_free(c->md);
+    c->md = NULL;
 }
 
 void nl_sha256(const void *data, size_t n, char hex[65])
 {
     sha256_ctx c;
-    sha256_init(&c);
+    if (sha256_init(&c) != NL_OK) {
+        hex[0] = '\0';
+        return;
+    }
     sha256_update(&c, data, n);
     sha256_final(&c, hex);
 }
@@ -180,7 +125,7 @@ static nl_status hash_listing(const char *dir, const char *prefix, sha256_ctx *c
                 } else {
                     char line[PATH_MAX + 32];
                     int k = snprintf(line, sizeof line, "%s %lld\n", rel, (long long)sb.st_size);
-                    sha256_update(c, (const uint8_t *)line, (size_t)k);
+                    sha256_update(c, line, (size_t)k);
                     *bytes += sb.st_size;
                 }
             }
@@ -196,32 +141,33 @@ nl_status nl_file_digest(const char *path, char hex[65], int64_t *bytes, bool *f
     struct stat sb;
     if (stat(path, &sb) != 0) return nl_seterr(NL_EIO, "cannot read '%s': %s", path, strerror(errno));
     sha256_ctx c;
-    sha256_init(&c);
+    nl_status s = sha256_init(&c);
+    if (s != NL_OK) return s;
     *bytes = 0;
     *folder = S_ISDIR(sb.st_mode);
     if (*folder) {
-        nl_status s = hash_listing(path, "", &c, bytes, 0);
-        if (s != NL_OK) return s;
-        sha256_final(&c, hex);
-        return NL_OK;
+        s = hash_listing(path, "", &c, bytes, 0);
+        sha256_final(&c, s == NL_OK ? hex : NULL);
+        return s;
     }
     FILE *f = fopen(path, "rbe");
-    if (!f) return nl_seterr(NL_EIO, "cannot read '%s': %s", path, strerror(errno));
     enum { CHUNK = 1 << 16 };
-    uint8_t *buf = malloc(CHUNK);
+    uint8_t *buf = f ? malloc(CHUNK) : NULL;
     if (!buf) {
-        fclose(f);
-        return nl_seterr(NL_ENOMEM, "out of memory hashing '%s'", path);
+        s = f ? nl_seterr(NL_ENOMEM, "out of memory hashing '%s'", path)
+              : nl_seterr(NL_EIO, "cannot read '%s': %s", path, strerror(errno));
+        if (f) fclose(f);
+        sha256_final(&c, NULL);
+        return s;
     }
     size_t got;
     while ((got = fread(buf, 1, CHUNK, f)) > 0) sha256_update(&c, buf, got);
     bool bad = ferror(f);
     free(buf);
     fclose(f);
-    if (bad) return nl_seterr(NL_EIO, "cannot read '%s'", path);
     *bytes = (int64_t)c.bytes;
-    sha256_final(&c, hex);
-    return NL_OK;
+    sha256_final(&c, bad ? NULL : hex);
+    return bad ? nl_seterr(NL_EIO, "cannot read '%s'", path) : NL_OK;
 }
 
 nl_status nl_files_get(int i, char **path, char hex[65], int64_t *bytes, bool *folder)
