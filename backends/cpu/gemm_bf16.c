@@ -56,7 +56,7 @@ typedef struct {
 
 /* Packs rows [0, rows) of o (rows x K) in panels of w rows: panel q, pair kp, row j at
  * dst[(q*KP + kp)*w + j] holds (o(qw+j, 2kp), o(qw+j, 2kp+1)), zeros past the edges. */
-static void pack(const bf_operand *o, int64_t rows, int64_t K, int w, uint32_t *dst, int threads)
+static void pack(const bf_operand *o, int64_t rows, int64_t K, int w, uint32_t *dst, int threads NL_UNUSED)
 {
     const int64_t KP = (K + 1) / 2, panels = (rows + w - 1) / w, ld = o->ld;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)

@@ -115,14 +115,20 @@ static nl_status check_shape(int ndim, const int64_t *shape, nl_dtype dtype, siz
         return nl_seterr(NL_EINVAL, "tensor: %d dimensions requested, at most %d are supported",
                          ndim, NL_MAX_DIMS);
     if ((unsigned)dtype >= NL_DTYPE_COUNT) return nl_seterr(NL_ETYPE, "tensor: unknown dtype");
-    size_t n = 1;
-    bool overflow = false;
+    size_t n = 1, strided = 1; /* strided: the product of the non-zero sizes, which the strides reach */
+    bool overflow = false, empty = false, wide = false;
     for (int d = 0; d < ndim; d++) {
         if (shape[d] < 0)
             return nl_seterr(NL_EINVAL, "tensor: negative size %lld in shape %s",
                              (long long)shape[d], nl_shape_str(sbuf, sizeof sbuf, ndim, shape));
         if (!nl_mul_overflow(n, (size_t)shape[d], &n)) overflow = true;
+        if (!shape[d]) empty = true;
+        else if (!nl_mul_overflow(strided, (size_t)shape[d], &strided) || strided > (size_t)INT64_MAX)
+            wide = true;
     }
+    if (empty && wide)
+        return nl_seterr(NL_EINVAL, "tensor: shape %s has strides beyond 64 bits (an empty tensor "
+                         "needs them too)", nl_shape_str(sbuf, sizeof sbuf, ndim, shape));
     size_t bytes;
     if (overflow || !nl_mul_overflow(n, nl_dtype_info(dtype)->size, &bytes) ||
         bytes > nl_mem_limit()) {

@@ -102,6 +102,13 @@ static void test_errors(void)
     int64_t overflow[3] = {INT64_C(1) << 40, INT64_C(1) << 40, 16};
     CHECK(nl_tensor_empty(NL_F32, 3, overflow, NL_CPU) == NULL && nl_errcode() == NL_ENOMEM,
           "size overflow is caught");
+    int64_t empty_wide[4] = {0, 1, INT64_C(1) << 40, INT64_C(1) << 40}; /* strides past 64 bits */
+    CHECK(nl_tensor_empty(NL_U8, 4, empty_wide, NL_CPU) == NULL && nl_errcode() == NL_EINVAL &&
+          strstr(nl_errmsg(), "strides beyond 64 bits"), "an empty tensor whose strides overflow: %s", nl_errmsg());
+    int64_t empty_ok[3] = {0, 1 << 20, 1 << 20};
+    nl_tensor *e = nl_tensor_empty(NL_U8, 3, empty_ok, NL_CPU);
+    CHECK(e && nl_tensor_numel(e) == 0 && e->strides[0] == INT64_C(1) << 40, "an empty tensor with wide strides");
+    nl_tensor_release(e);
     int64_t neg[1] = {-3};
     CHECK(nl_tensor_empty(NL_F32, 1, neg, NL_CPU) == NULL && nl_errcode() == NL_EINVAL, "negative size");
     int64_t many[NL_MAX_DIMS + 1] = {1, 1, 1, 1, 1, 1, 1, 1, 1};

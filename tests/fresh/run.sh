@@ -66,6 +66,15 @@ mkdir -p "$root/work/main" || fail "cannot create $root/work/main"
 git archive --format=tar HEAD | tar -x -C "$root/work/main" || fail "git archive HEAD failed"
 [ -d ../shared ] && { cp -a ../shared "$root/work/shared" || fail "cannot copy ../shared"; }
 cp -L /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null
+# The network as this machine sees it: its name servers (above) and the certificate authorities it
+# added locally (a network whose HTTPS goes through a proxy with its own CA needs them for npm's
+# registry; on an open network there are none to copy).
+if ls /usr/local/share/ca-certificates/*.crt > /dev/null 2>&1; then
+    mkdir -p "$root/usr/local/share/ca-certificates" &&
+        cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/" &&
+        chroot "$root" update-ca-certificates > /dev/null 2>&1 &&
+        echo "fresh: this machine's local certificate authorities added: $(cd /usr/local/share/ca-certificates && ls *.crt | tr '\n' ' ')"
+fi
 mnt proc -t proc proc
 mnt sys -t sysfs sysfs
 mnt dev --rbind /dev
