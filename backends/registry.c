@@ -44,6 +44,8 @@ const char *nl_bf16_how(void) { return nl_cpu_bf16_how(); }
  * backend's). */
 nl_status nl_quant_set_isa(const char *name) { return nl_cpu_qgemm_set_isa(name); }
 const char *nl_quant_isa(void) { return nl_cpu_qgemm_isa(); }
+double nl_quant_peak_gops(bool again) { return nl_cpu_qgemm_peak_gops(again); }
+const char *nl_quant_peak_instr(void) { return nl_cpu_qgemm_peak_instr(); }
 
 /* The fp32 kernels' instruction set, OpenBLAS's core and the kernels' notes of what ran (profile.h
  * declares these for nn.profile and sys.isa). */

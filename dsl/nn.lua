@@ -310,9 +310,11 @@ doc("nn", "evaluate", "nn.evaluate(net, data, {batch=256, loss=nn.CrossEntropyLo
 
 -- Prints p (from nn.profile) as a table.
 local function print_profile(p)
+  local int8 = p.int8_rows > 0 and string.format("; int8 peak %.0f GOP/s (%s, measured)", p.int8_peak_gops,
+                                                 p.int8_peak_instr) or ""
   print(string.format("profile of %s on %s: %d thread(s), kernels %s, OpenBLAS %s%s; peak %.1f GFLOP/s "
-                      .. "(fp32 sgemm 1024^3, measured)", p.net, p.input, p.threads, p.isa, p.blas,
-                      p.precision == "fp32" and "" or ", precision " .. p.precision, p.peak_gflops))
+                      .. "(fp32 sgemm 1024^3, measured)%s", p.net, p.input, p.threads, p.isa, p.blas,
+                      p.precision == "fp32" and "" or ", precision " .. p.precision, p.peak_gflops, int8))
   print(string.format("%-40s %8s %8s %9s %8s %7s  %s", "layer", "fwd ms", "bwd ms", "MFLOP", "GFLOP/s",
                       "% peak", "kernels (forward; backward)"))
   for _, r in ipairs(p.rows) do
@@ -336,32 +338,43 @@ function nn.profile(net, x, opts)
   local backward = opts.backward ~= false
   local reps = check_int(opts.reps or 5, "reps", 1, fname)
   local was_training = net.training
-  local ok, rows, peak = pcall_in_precision(precision, P.profile, net, x, backward, reps)
+  local ok, rows, peak, peak8, instr8 = pcall_in_precision(precision, P.profile, net, x, backward, reps)
   net:train(was_training)
   if not ok then error(rows, 0) end
   local isa, blas = sys.isa()
-  local p = {rows = rows, peak_gflops = peak, isa = isa, blas = blas, threads = sys.threads(), precision = precision,
+  local p = {rows = rows, peak_gflops = peak, int8_peak_gops = peak8, int8_peak_instr = instr8, int8_rows = 0,
+             isa = isa, blas = blas, threads = sys.threads(), precision = precision,
              batch = x:shape()[1], input = shape_str(x:shape()), net = net:type(), fwd_ms = 0, bwd_ms = 0, flops = 0}
+  -- each layer against the peak of its arithmetic: the int8 kernels' against the int8 peak; the
+  -- whole net's share is the time its layers would take at their peaks over the time they took
+  local at_peak_ms = 0
   for _, r in ipairs(rows) do
     r.ms, r.flops = r.fwd_ms + r.bwd_ms, r.fwd_flops + r.bwd_flops
     r.gflops = r.ms > 0 and r.flops / r.ms * 1e-6 or 0
-    r.pct_peak = 100 * r.gflops / peak
+    r.peak = (r.kernel_fwd:find("^qconv") and peak8 > 0) and "int8" or "fp32"
+    local rpeak = r.peak == "int8" and peak8 or peak
+    if r.peak == "int8" then p.int8_rows = p.int8_rows + 1 end
+    r.pct_peak = 100 * r.gflops / rpeak
+    at_peak_ms = at_peak_ms + r.flops / rpeak * 1e-6
     p.fwd_ms, p.bwd_ms, p.flops = p.fwd_ms + r.fwd_ms, p.bwd_ms + r.bwd_ms, p.flops + r.flops
   end
   p.ms = p.fwd_ms + p.bwd_ms
   p.gflops = p.ms > 0 and p.flops / p.ms * 1e-6 or 0
-  p.pct_peak = 100 * p.gflops / peak
+  p.pct_peak = p.ms > 0 and 100 * at_peak_ms / p.ms or 0
   p.images_s = p.ms > 0 and 1e3 * p.batch / p.ms or 0
-  p.limit_images_s = p.flops > 0 and p.batch * peak * 1e9 / p.flops or math.huge
+  p.limit_images_s = at_peak_ms > 0 and 1e3 * p.batch / at_peak_ms or math.huge
   if not opts.quiet then print_profile(p) end
   return p
 end
 doc("nn", "profile", "nn.profile(net, x, {backward=true, reps=5, quiet=false, precision=\"fp32\"}) -> p",
     "Times each layer of a Sequential net alone on the input it sees for the batch x (best of reps): forward "
-    .. "and backward ms, FLOPs, GFLOP/s and % of the machine's fp32 peak (a 1024^3 sgemm, measured once per "
-    .. "thread count), and the kernels that ran (e.g. \"conv direct avx2\", \"sgemm Zen\"). Prints a table "
+    .. "and backward ms, FLOPs, GFLOP/s and % of the machine's peak: fp32's (a 1024^3 sgemm, measured once per "
+    .. "thread count), and for int8 layers (quant.int8) the int8 peak (register-only loops of the CPU's best "
+    .. "int8 instruction, vpdpbusd or vpmaddwd); and the kernels that ran (e.g. \"conv direct avx2\", \"sgemm Zen\", "
+    .. "\"qconv avx2\"). Prints a table "
     .. "(unless quiet) and returns p = {rows = {{layer=, fwd_ms=, bwd_ms=, fwd_flops=, bwd_flops=, gflops=, "
-    .. "pct_peak=, kernel_fwd=, kernel_bwd=}...}, peak_gflops=, images_s=, limit_images_s=, isa=, blas=, ...}; "
+    .. "pct_peak=, peak = \"fp32\"|\"int8\", kernel_fwd=, kernel_bwd=}...}, peak_gflops=, int8_peak_gops=, images_s=, "
+    .. "limit_images_s=, isa=, blas=, ...}; "
     .. "viz.profile(p) draws it. Parameter gradients are left as they were. precision = \"bf16\" times the "
     .. "bf16 mixed-precision kernels (see sys.precision; the peak stays fp32's).",
     "p = nn.profile(nn.Sequential{nn.Conv2d(3, 8, 3, {padding = 1}), nn.ReLU()}, tensor.randn(4, 3, 16, 16), {reps = 2})")

@@ -8,6 +8,7 @@
 
 #include "checkpoint.h"
 #include "profile.h"
+#include "quant.h"
 #include "train.h"
 
 
@@ -137,7 +138,8 @@ static int p_train_step(lua_State *L)
     return 4;
 }
 
-/* P.profile(net, x, backward, reps) -> {rows}, peak GFLOP/s: nl_profile's rows as tables. */
+/* P.profile(net, x, backward, reps) -> {rows}, fp32 peak GFLOP/s, int8 peak GOP/s (0: none), the
+ * int8 peak's instruction: nl_profile's rows as tables. */
 static int p_profile(lua_State *L)
 {
     nl_module *net = nl_lua_checkmodule(L, 1);
@@ -174,7 +176,9 @@ static int p_profile(lua_State *L)
     }
     free(rows);
     lua_pushnumber(L, peak);
-    return 2;
+    lua_pushnumber(L, nl_quant_peak_gops(false));
+    lua_pushstring(L, nl_quant_peak_instr());
+    return 4;
 }
 
 static nl_eval_stats *check_stats(lua_State *L, int idx)

@@ -44,6 +44,13 @@ nl_status nl_cpu_fakequant(const nl_op *op);
  * nl_cpu_qgemm_isa names the one in use. */
 nl_status nl_cpu_qgemm_set_isa(const char *name);
 const char *nl_cpu_qgemm_isa(void);
+/* The machine's int8 multiply-add peak in GOP/s (2 per u8 x s8 product) at the current thread
+ * count: register-only loops of its best int8 instruction (nl_cpu_qgemm_peak_instr: "vpdpbusd
+ * avx512_vnni" or "vpmaddwd avx2"), whatever ISA is forced; the best seen, measured once per thread
+ * count or (again) once more, for a figure taken in the same spell as the kernels it rates (a
+ * shared machine's speed drifts). 0 without AVX2. */
+double nl_cpu_qgemm_peak_gops(bool again);
+const char *nl_cpu_qgemm_peak_instr(void);
 /* The instruction set of the fp32 kernels: "auto" (or NULL: the environment NNLAB_ISA, else the
  * best the CPU has), "generic" (portable C and OpenBLAS), "avx2" (AVX2 + FMA) or "avx512"
  * (AVX-512 F/BW/VL); NL_EUNSUPPORTED where the CPU lacks it. The int8 GEMM also keeps to the

@@ -18,11 +18,14 @@
  * image padded with the zero point, the kw x c values of window row kh are KC contiguous bytes, so
  * it reads its 4-byte groups straight from the image (KC rounded up to KCp, a multiple of 4; the
  * bytes read past KC meet zero weights), and requantizes u8 outputs (and takes their pooled
- * maximum) from its registers. The AVX2 path (CPUs without VNNI) gathers as the portable one does,
- * widens the tile to 16 bits and multiplies with vpmaddwd: u8 x s8 products in pairs, exact in
- * int32 (vpmaddubsw's 16-bit pair sums would saturate at 255 x 127 x 2). All compute the same
+ * maximum) from its registers. The AVX2 path (CPUs without VNNI) reads the same padded image,
+ * widening each window row to 16 bits as it copies it into the tile, and multiplies with vpmaddwd:
+ * u8 x s8 products in pairs, exact in int32 (vpmaddubsw's 16-bit pair sums would saturate at
+ * 255 x 127 x 2). All compute the same
  * exact int32 sums and requantize them with the same operations, so they give identical results. */
 enum { TILE_M = 24, OGROUP = 64 };
+
+#define VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 
 /* ---------------------------------------------------------------- ISA choice ------------ */
 
@@ -67,6 +70,65 @@ static qisa qgemm_isa(void)
 }
 
 const char *nl_cpu_qgemm_isa(void) { return qisa_names[qgemm_isa()]; }
+
+/* ---------------------------------------------------------------- the int8 peak ---------- */
+
+/* Multiply-adds of u8 x s8 products per second that the machine's best int8 instruction allows:
+ * chains of that instruction alone (the kernels' additions run on other pipes), every thread at
+ * once. Written in asm: 10 independent chains in registers cover the latency of two multiplier
+ * pipes, and a compiler left to itself spills some of them to memory. */
+#define PEAK_MADD(a) "vpmaddwd %[w], %[" #a "], %[" #a "]\n\t"  /* a = madd(a, w) */
+#define PEAK_DPBUSD(a) "vpdpbusd %[w], %[w], %[" #a "]\n\t" /* a += dpbusd(w, w) */
+#define PEAK_CHAINS(I, W)                                                                          \
+    __asm__ volatile(I(a0) I(a1) I(a2) I(a3) I(a4) I(a5) I(a6) I(a7) I(a8) I(a9)                   \
+                     : [a0] "+v"(a0), [a1] "+v"(a1), [a2] "+v"(a2), [a3] "+v"(a3), [a4] "+v"(a4), \
+                       [a5] "+v"(a5), [a6] "+v"(a6), [a7] "+v"(a7), [a8] "+v"(a8), [a9] "+v"(a9)  \
+                     : [w] "v"(W))
+
+static __attribute__((target("avx2"))) int64_t peak_avx2(int64_t iters)
+{
+    __m256i a0 = _mm256_set1_epi32(1), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0,
+            a8 = a0, a9 = a0;
+    const __m256i w = _mm256_set1_epi32(0x00020005);
+    for (int64_t i = 0; i < iters; i++) PEAK_CHAINS(PEAK_MADD, w);
+    return iters * 10 * 16; /* vpmaddwd: 16 products a ymm */
+}
+
+static VNNI int64_t peak_vnni(int64_t iters)
+{
+    __m512i a0 = _mm512_set1_epi32(1), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0,
+            a8 = a0, a9 = a0;
+    const __m512i w = _mm512_set1_epi32(0x02010302);
+    for (int64_t i = 0; i < iters; i++) PEAK_CHAINS(PEAK_DPBUSD, w); /* through the accumulator */
+    return iters * 10 * 64; /* vpdpbusd: 64 products a zmm */
+}
+
+const char *nl_cpu_qgemm_peak_instr(void)
+{
+    return qisa_has(Q_VNNI) ? "vpdpbusd avx512_vnni" : qisa_has(Q_AVX2) ? "vpmaddwd avx2" : "none";
+}
+
+double nl_cpu_qgemm_peak_gops(bool again)
+{
+    enum { MAX_THREADS = 256, ROUNDS = 3 };
+    static double peak[MAX_THREADS + 1];
+    const int t = omp_get_max_threads();
+    if (!again && t <= MAX_THREADS && peak[t] > 0) return peak[t];
+    if (!qisa_has(Q_AVX2)) return 0;
+    const bool vnni = qisa_has(Q_VNNI);
+    const int64_t iters = vnni ? 1 << 19 : 1 << 20; /* a few ms a round */
+    double best = t <= MAX_THREADS ? peak[t] : 0;
+    for (int r = 0; r < ROUNDS; r++) {
+        int64_t macs = 0;
+        const double t0 = omp_get_wtime();
+#pragma omp parallel reduction(+ : macs)
+        macs += vnni ? peak_vnni(iters) : peak_avx2(iters);
+        const double ops = 2.0 * (double)macs / (omp_get_wtime() - t0) * 1e-9;
+        best = ops > best ? ops : best;
+    }
+    if (t <= MAX_THREADS) peak[t] = best;
+    return best;
+}
 
 /* ---------------------------------------------------------------- geometry -------------- */
 
@@ -262,17 +324,18 @@ static const qpacked *packed_weights(const qgeom *g, const int8_t *w, qisa isa)
     return e;
 }
 
-/* The image the VNNI path reads: x itself when no window row reads past its end (no padding and
- * KC a multiple of 4), else x in an NHWC image of Hp x Wp with the zero point around it and KCp
- * bytes of slack at the end, in a grow-only buffer of this file's that every call reuses (kernels
- * run from one host thread; a fresh buffer would cost its page faults on every call). NULL when
- * out of memory. */
-static const uint8_t *padded_image(const qgeom *g, const uint8_t *x)
+/* The image the VNNI and AVX2 paths read: x itself when no window row reads past its end (no
+ * padding and KC a multiple of the read: 4 bytes for VNNI, 16 for AVX2), else x in an NHWC image of
+ * Hp x Wp with the zero point around it and SLACK bytes after it, in a grow-only buffer of this
+ * file's that every call reuses (kernels run from one host thread; a fresh buffer would cost its
+ * page faults on every call). NULL when out of memory. */
+static const uint8_t *padded_image(const qgeom *g, const uint8_t *x, int64_t read)
 {
     static uint8_t *buf;
     static size_t cap;
-    if (g->P == 0 && g->KC % 4 == 0) return x;
-    const size_t bytes = (size_t)(g->N * g->Hp * g->Wp * g->C + g->KCp);
+    if (g->P == 0 && g->KC % read == 0) return x;
+    const int64_t SLACK = g->KCp + 16;
+    const size_t bytes = (size_t)(g->N * g->Hp * g->Wp * g->C + SLACK);
     if (bytes > cap) {
         uint8_t *p = realloc(buf, bytes);
         if (!p) return NULL;
@@ -291,7 +354,7 @@ static const uint8_t *padded_image(const qgeom *g, const uint8_t *x)
             memset(r + side + (size_t)(g->W * g->C), g->zp, side);
         }
     }
-    memset(buf + bytes - g->KCp, g->zp, (size_t)g->KCp);
+    memset(buf + bytes - SLACK, g->zp, (size_t)SLACK);
     return buf;
 }
 
@@ -358,8 +421,6 @@ static __attribute__((target("avx2,fma"))) void requant_row_avx2(const int32_t *
     for (; o < n; o++) y[o] = requant_u8(acc[o], mult[o], shift[o], lo);
 }
 
-#define VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
-
 /* requant_u8 of 16 channels, before the floor and the saturation */
 static inline __attribute__((always_inline)) VNNI __m512i requant16(__m512i acc, __m512 mult, __m512 shift)
 {
@@ -384,16 +445,35 @@ static void tile_generic(const qgeom *g, const uint8_t *a, int64_t lda, const in
         }
 }
 
-/* tile_generic's sums with AVX2: the tile a [TILE_M][Kp] widened to a16 (u16), then blocks of 6
- * rows x 16 channels (12 accumulators), each vpmaddwd adding the products of a pair of k. */
+/* The AVX2 path's tile of A, widened to u16 straight from the padded image: row r's window row kh
+ * is the KC bytes at rows[r] + kh * rstride, read 16 at a time. What a read takes past KC lands
+ * where the next window row, the next row or the padding to Kp (under zero weights) is written
+ * after it, or in a16's 16 spare elements; the image has the slack for it (padded_image). Rows
+ * past nrows repeat row 0 (their sums are not used). */
+static __attribute__((target("avx2"))) void widen_rows(const qgeom *g, const uint8_t *const *rows, int64_t nrows,
+                                                       uint16_t *a16)
+{
+    const int64_t rstride = g->Wp * g->C, K = g->K, KC = g->KC, Kdim = g->Kdim, Kp = g->Kp;
+    for (int64_t r = 0; r < TILE_M; r++) {
+        const uint8_t *src = rows[r < nrows ? r : 0];
+        uint16_t *d = a16 + r * Kp, *dk = d;
+        for (int64_t kh = 0; kh < K; kh++, src += rstride, dk += KC)
+            for (int64_t j = 0; j < KC; j += 16)
+                _mm256_storeu_si256((__m256i *)(dk + j),
+                                    _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(src + j))));
+        for (int64_t k = Kdim; k < Kp; k++) d[k] = 0;
+    }
+}
+
+/* tile_generic's sums with AVX2: the tile a16 [TILE_M][Kp] (widen_rows), in blocks of 6 rows x 16
+ * channels (12 accumulators), each vpmaddwd adding the products of a pair of k. */
 enum { A2_MR = 6 };
 _Static_assert(TILE_M % A2_MR == 0, "the AVX2 blocks cover a tile");
 
-static __attribute__((target("avx2"))) void tile_avx2(const qgeom *g, const uint8_t *a, uint16_t *a16,
-                                                      const int16_t *w16, const int32_t *zacc, int32_t *c)
+static __attribute__((target("avx2"))) void tile_avx2(const qgeom *g, const uint16_t *a16, const int16_t *w16,
+                                                      const int32_t *zacc, int32_t *c)
 {
     const int64_t KP2 = g->Kp / 2;
-    for (int64_t i = 0; i < TILE_M * g->Kp; i++) a16[i] = a[i];
     for (int64_t b = 0; b < g->Opad / 16; b++) {
         const int16_t *wb = w16 + b * KP2 * 32;
         const __m256i z0 = _mm256_loadu_si256((const __m256i *)(zacc + b * 16)),
@@ -720,11 +800,12 @@ nl_status nl_cpu_qconv2d(const nl_op *op)
         return nl_seterr(NL_EINVAL, "qconv2d: %lld tiles of output are too many", (long long)ntiles);
     const uint8_t *x = nl_tensor_data(op->src[0]);
     const qpacked *pk = packed_weights(&g, nl_tensor_data(op->src[1]), isa);
-    const uint8_t *xp = vnni && pk ? padded_image(&g, x) : NULL;
+    const bool direct = vnni || isa == Q_AVX2; /* reads its rows from the (padded) image */
+    const uint8_t *xp = direct && pk ? padded_image(&g, x, vnni ? 4 : 16) : NULL;
     qpost q = {.zacc = calloc((size_t)g.Opad, sizeof *q.zacc),
                .mult = calloc((size_t)g.Opad, sizeof *q.mult),
                .shift = calloc((size_t)g.Opad, sizeof *q.shift)};
-    if (!pk || (vnni && !xp) || !q.zacc || !q.mult || !q.shift) {
+    if (!pk || (direct && !xp) || !q.zacc || !q.mult || !q.shift) {
         free(q.zacc), free(q.mult), free(q.shift);
         return nl_seterr(NL_ENOMEM, "qconv2d: out of memory for the packed weights");
     }
@@ -741,12 +822,12 @@ nl_status nl_cpu_qconv2d(const nl_op *op)
          * pooled rows before their maximum; the place for the outputs of units past the end */
         const bool fused = vnni && to_u8;
         uint8_t *const y = to_u8 ? nl_tensor_data(op->dst) : NULL;
-        uint8_t *a = vnni ? NULL : malloc((size_t)(TILE_M * g.Kp));
-        uint16_t *a16 = isa == Q_AVX2 ? malloc((size_t)(TILE_M * g.Kp) * sizeof *a16) : NULL;
+        uint8_t *a = direct ? NULL : malloc((size_t)(TILE_M * g.Kp));
+        uint16_t *a16 = isa == Q_AVX2 ? malloc((size_t)(TILE_M * g.Kp + 16) * sizeof *a16) : NULL;
         int32_t *c = fused ? NULL : malloc((size_t)(TILE_M * g.Opad) * sizeof *c);
         void *scratch = pool > 1 && !fused ? malloc((size_t)(TILE_M * g.O) * sizeof(float)) : NULL;
         uint8_t *sink = fused ? malloc((size_t)g.Opad) : NULL;
-        const bool ok = (vnni || a) && (isa != Q_AVX2 || a16) &&
+        const bool ok = (direct || a) && (isa != Q_AVX2 || a16) &&
                         (fused ? sink != NULL : c && (pool == 1 || scratch));
         if (!ok) {
 #pragma omp atomic write
@@ -763,14 +844,19 @@ nl_status nl_cpu_qconv2d(const nl_op *op)
                     tile_vnni(&g, pool, rows, per_tile * pp, pk->wp, &q, fused ? outs : NULL, c);
                     if (fused) continue;
                     tile_pixels(&g, pool, per_tile, nunits, t, &tl);
+                } else if (isa == Q_AVX2) {
+                    const uint8_t *rows[TILE_M];
+                    vnni_rows(&g, pool, per_tile, nunits, t, xp, NULL, NULL, rows, NULL);
+                    tile_pixels(&g, pool, per_tile, nunits, t, &tl);
+                    widen_rows(&g, rows, tl.rows, a16);
+                    tile_avx2(&g, a16, pk->w16, q.zacc, c);
                 } else {
                     tile_pixels(&g, pool, per_tile, nunits, t, &tl);
                     for (int64_t r = 0; r < TILE_M; r++) {
                         if (r < tl.rows) gather_row(&g, x, tl.n[r], tl.oh[r], tl.ow[r], a + r * g.Kp);
                         else memset(a + r * g.Kp, 0, (size_t)g.Kp);
                     }
-                    if (isa == Q_AVX2) tile_avx2(&g, a, a16, pk->w16, q.zacc, c);
-                    else tile_generic(&g, a, g.Kp, pk->wk, q.zacc, c);
+                    tile_generic(&g, a, g.Kp, pk->wk, q.zacc, c);
                 }
                 tile_outputs(op, &g, pool, &tl, c, &q, scratch, isa);
             }

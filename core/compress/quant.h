@@ -88,5 +88,9 @@ int nl_quant_report(nl_module *net, nl_quant_row *rows, int max);
  * nl_cpu_qgemm_set_isa); NL_EINVAL for an unknown name, NL_EUNSUPPORTED for one the CPU lacks. */
 nl_status nl_quant_set_isa(const char *name);
 const char *nl_quant_isa(void);
+/* The machine's int8 multiply-add peak in GOP/s at the current thread count and the instruction
+ * it was measured with (see nl_cpu_qgemm_peak_gops; again: measure once more, keep the best). */
+double nl_quant_peak_gops(bool again);
+const char *nl_quant_peak_instr(void);
 
 #endif

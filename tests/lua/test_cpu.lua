@@ -51,6 +51,37 @@ test("nn.profile leaves gradients and mode as they were", function()
   check(#q.rows == 1 and q.rows[1].bwd_ms == 0 and q.rows[1].fwd_flops == 2 * 7 * 5 * 3, "a single layer, forward only")
 end)
 
+test("nn.profile of an int8 network: its layers against the int8 peak", function()
+  tensor.seed(3)
+  local net, x = seed_like(), tensor.randn(4, 3, 16, 16)
+  net:eval()
+  local q = quant.int8(net, {calibrate = {x}})
+  local out, p = capture(nn.profile, q, x, {reps = 1, backward = false})
+  if p.int8_peak_gops == 0 then
+    skip("the int8 peak in nn.profile: this CPU has no AVX2")
+    return
+  end
+  local int8_rows = 0
+  for _, r in ipairs(p.rows) do
+    if r.kernel_fwd:find("^qconv") then
+      int8_rows = int8_rows + 1
+      check(r.peak == "int8" and r.fwd_flops > 0, r.layer .. ": counted against the int8 peak")
+      check_close(r.pct_peak, 100 * r.gflops / p.int8_peak_gops, 1e-9, r.layer .. ": % of the int8 peak")
+    end
+  end
+  check(int8_rows == 3, "two QConv2d and a QLinear run the int8 kernel, got " .. int8_rows)
+  check(p.int8_peak_gops > 0 and p.int8_peak_instr:find("avx") and out:find("int8 peak", 1, true),
+        "the int8 peak is measured and printed: " .. tostring(p.int8_peak_instr))
+  -- the whole net: the time its layers would take at their peaks over the time they took
+  local at_peak = 0
+  for _, r in ipairs(p.rows) do
+    at_peak = at_peak + r.flops / (r.peak == "int8" and p.int8_peak_gops or p.peak_gflops) * 1e-6
+  end
+  check_close(p.pct_peak, 100 * at_peak / p.ms, 1e-9, "the net's share of the peak")
+  local fp = nn.profile(net, x, {reps = 1, backward = false, quiet = true})
+  for _, r in ipairs(fp.rows) do check(r.peak == "fp32", "an fp32 net counts against the fp32 peak") end
+end)
+
 test("nn.profile: bad arguments", function()
   local net = seed_like()
   check_error(function() nn.profile(42, tensor.randn(1, 3, 16, 16)) end, "network", "not a module")
