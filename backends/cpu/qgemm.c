@@ -399,26 +399,64 @@ static inline uint8_t requant_u8(int32_t acc, float mult, float shift, int32_t l
     return (uint8_t)(v < 255 ? v : 255);
 }
 
-/* requant_u8 of a row of n channels' sums into y, 8 channels at a time with AVX2: the same
- * operations (vminps gives its second operand for NaN, as the scalar min does; the clamps at
- * +-512 are integers, so clamping before rounding changes nothing; vcvtps2dq rounds to nearest
- * even, as nearbyintf does). */
+/* requant_u8 of 8 channels' sums, the bytes in the low 8 of the result, with AVX2: the same
+ * operations (vminps gives its second operand for NaN, as the scalar min does; the clamps at +-512
+ * are integers, so clamping before rounding changes nothing; vcvtps2dq rounds to nearest even, as
+ * nearbyintf does). */
+static inline __attribute__((always_inline, target("avx2,fma"))) __m128i
+requant8_avx2(__m256i acc, __m256 mult, __m256 shift, __m256i qlo)
+{
+    __m256 t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), mult, shift);
+    t = _mm256_max_ps(_mm256_min_ps(t, _mm256_set1_ps(512)), _mm256_set1_ps(-512));
+    const __m256i v = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(t), qlo), _mm256_set1_epi32(255));
+    const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    return _mm_packus_epi16(w, w);
+}
+
+/* requant_u8 of a row of n channels' sums into y, 8 channels at a time with AVX2. */
 static __attribute__((target("avx2,fma"))) void requant_row_avx2(const int32_t *acc, const float *mult,
                                                                  const float *shift, int32_t lo,
                                                                  int64_t n, uint8_t *y)
 {
-    const __m256 hi = _mm256_set1_ps(512), low = _mm256_set1_ps(-512);
-    const __m256i qlo = _mm256_set1_epi32(lo), q255 = _mm256_set1_epi32(255);
+    const __m256i qlo = _mm256_set1_epi32(lo);
+    int64_t o = 0;
+    for (; o + 8 <= n; o += 8)
+        _mm_storel_epi64((__m128i *)(y + o),
+                         requant8_avx2(_mm256_loadu_si256((const __m256i *)(acc + o)), _mm256_loadu_ps(mult + o),
+                                       _mm256_loadu_ps(shift + o), qlo));
+    for (; o < n; o++) y[o] = requant_u8(acc[o], mult[o], shift[o], lo);
+}
+
+/* The u8 output of one pooled window from its pp rows of sums (row r at c + r * ldc) into y, n
+ * channels, with AVX2: each channel's largest sum (its smallest where the channel's mult is
+ * negative) requantized once. Requantizing is monotonic (rising with the sum for mult >= 0,
+ * falling for mult < 0, fmaf's one rounding included), so this is the maximum of the window's
+ * outputs, as requantizing every row and pooling gives. */
+static __attribute__((target("avx2,fma"))) void pool_requant_avx2(const int32_t *c, int64_t ldc, int64_t pp,
+                                                                  const qpost *q, int64_t n, uint8_t *y)
+{
+    const __m256i qlo = _mm256_set1_epi32(q->qlo);
     int64_t o = 0;
     for (; o + 8 <= n; o += 8) {
-        __m256 t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(acc + o))),
-                                   _mm256_loadu_ps(mult + o), _mm256_loadu_ps(shift + o));
-        t = _mm256_max_ps(_mm256_min_ps(t, hi), low);
-        const __m256i v = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(t), qlo), q255);
-        const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-        _mm_storel_epi64((__m128i *)(y + o), _mm_packus_epi16(w, w));
+        __m256i big = _mm256_loadu_si256((const __m256i *)(c + o)), small = big;
+        for (int64_t r = 1; r < pp; r++) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(c + r * ldc + o));
+            big = _mm256_max_epi32(big, v);
+            small = _mm256_min_epi32(small, v);
+        }
+        const __m256 mult = _mm256_loadu_ps(q->mult + o); /* its sign bit picks the smallest */
+        const __m256i sum = _mm256_castps_si256(
+            _mm256_blendv_ps(_mm256_castsi256_ps(big), _mm256_castsi256_ps(small), mult));
+        _mm_storel_epi64((__m128i *)(y + o), requant8_avx2(sum, mult, _mm256_loadu_ps(q->shift + o), qlo));
     }
-    for (; o < n; o++) y[o] = requant_u8(acc[o], mult[o], shift[o], lo);
+    for (; o < n; o++) {
+        int32_t big = c[o], small = c[o];
+        for (int64_t r = 1; r < pp; r++) {
+            big = c[r * ldc + o] > big ? c[r * ldc + o] : big;
+            small = c[r * ldc + o] < small ? c[r * ldc + o] : small;
+        }
+        y[o] = requant_u8(signbit(q->mult[o]) ? small : big, q->mult[o], q->shift[o], q->qlo);
+    }
 }
 
 /* requant_u8 of 16 channels, before the floor and the saturation */
@@ -740,6 +778,10 @@ static void tile_outputs(const nl_op *op, const qgeom *g, int64_t pool, const qt
     const int64_t PH = g->OH / pool, PW = g->OW / pool, P = PH * PW; /* outputs per image plane */
     if (op->dst->dtype == NL_U8) {
         uint8_t *y = nl_tensor_data(op->dst), *tmp = scratch;
+        if (pool > 1 && isa != Q_GENERIC) {
+            for (int64_t j = 0; j < tl->units; j++) pool_requant_avx2(c + j * pp * ldc, ldc, pp, q, O, y + tl->unit[j] * O);
+            return;
+        }
         for (int64_t r = 0; r < tl->rows; r++) {
             uint8_t *yr = pool == 1 ? y + tl->unit[r] * O : tmp + r * O;
             if (isa != Q_GENERIC) {
