@@ -695,6 +695,15 @@ static void tile_pixels(const qgeom *g, int64_t pool, int64_t per_tile, int64_t 
     }
 }
 
+/* tile_pixels without the pixels: the units and row count of tile t, all a u8 output needs. */
+static void tile_units(int64_t pp, int64_t per_tile, int64_t nunits, int64_t t, qtile *tl)
+{
+    const int64_t u0 = t * per_tile;
+    tl->units = nunits - u0 < per_tile ? nunits - u0 : per_tile;
+    tl->rows = tl->units * pp;
+    for (int64_t j = 0; j < tl->units; j++) tl->unit[j] = u0 + j;
+}
+
 /* The VNNI path's view of tile t (units [t * per_tile, +per_tile)): rows[r], where output pixel r's
  * window starts in the padded image xp, k*k pixels per pooled unit, and (y given) outs[u], where
  * unit u's channels go in y. Units past the end repeat a valid pixel and write to sink. Counted up
@@ -889,7 +898,8 @@ nl_status nl_cpu_qconv2d(const nl_op *op)
                 } else if (isa == Q_AVX2) {
                     const uint8_t *rows[TILE_M];
                     vnni_rows(&g, pool, per_tile, nunits, t, xp, NULL, NULL, rows, NULL);
-                    tile_pixels(&g, pool, per_tile, nunits, t, &tl);
+                    if (to_u8) tile_units(pp, per_tile, nunits, t, &tl);
+                    else tile_pixels(&g, pool, per_tile, nunits, t, &tl);
                     widen_rows(&g, rows, tl.rows, a16);
                     tile_avx2(&g, a16, pk->w16, q.zacc, c);
                 } else {
