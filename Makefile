@@ -188,7 +188,7 @@ $(BUILD)/%.lua.c: %.lua
 # {file name without .lua, text, length}, ending with a row of NULLs.
 $(BUILD)/lessons/all.lua.c: $(LESSON_SRC)
 	@mkdir -p $(dir $@)
-	@{ echo "/* generated from lessons/*.lua */"; echo "#include <stddef.h>"; \
+	@{ echo "/* generated from the lessons/ folder (one .lua file each) */"; echo "#include <stddef.h>"; \
 	  echo "struct nl_lesson_file { const char *name; const char *text; size_t len; };"; i=0; \
 	  for f in $^; do i=$$((i + 1)); echo "static const char lesson$$i[] = {"; \
 	    od -An -v -tx1 $$f | sed 's/\([0-9a-f][0-9a-f]\)/0x\1,/g'; echo "0x00};"; done; \
