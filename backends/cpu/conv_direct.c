@@ -40,13 +40,11 @@ void cpu_conv_pad(const float *x, int64_t C, int64_t H, int64_t W, int64_t p, fl
 }
 
 /* One tile: rows [0, nr) of a block of DR output channels, pixels [0, np) (np <= 16) of one output
- * row, from x (the padded image at the tile's first input pixel). masked: np < 16. KW: the kernel's
- * width when known when compiling (3: its loop unrolled), else 0 (g->KW). */
+ * row, from x (the padded image at the tile's first input pixel). masked: np < 16. */
 static inline __attribute__((always_inline, target("avx2,fma"))) void
 tile(const float *x, const cpu_direct_geom *g, const float *wb, const float *bias, float *y,
-     int64_t nr, int64_t np, bool masked, const int64_t KW)
+     int64_t nr, int64_t np, bool masked)
 {
-    const int64_t kws = KW ? KW : g->KW;
     __m256 a0[CPU_DR], a1[CPU_DR];
     for (int r = 0; r < CPU_DR; r++) a0[r] = a1[r] = _mm256_set1_ps(bias && r < nr ? bias[r] : 0);
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -56,8 +54,8 @@ tile(const float *x, const cpu_direct_geom *g, const float *wb, const float *bia
     for (int64_t c = 0; c < g->C; c++)
         for (int64_t kh = 0; kh < g->KH; kh++) {
             const float *xr = x + c * cs + kh * g->Wp;
-            const float *wr = wb + (c * g->KH + kh) * kws * CPU_DR;
-            for (int64_t kw = 0; kw < kws; kw++) {
+            const float *wr = wb + (c * g->KH + kh) * g->KW * CPU_DR;
+            for (int64_t kw = 0; kw < g->KW; kw++) {
                 __m256 x0, x1;
                 if (masked) {
                     x0 = _mm256_maskload_ps(xr + kw, m0);
@@ -98,10 +96,8 @@ __attribute__((target("avx2,fma"))) void cpu_conv_direct_avx2(const cpu_direct_g
             const float *xr = xp + oh * g->Wp;
             float *yr = y + (o0 * g->OH + oh) * g->OW;
             int64_t ow = 0;
-            if (g->KW == 3) /* the common kernel, its columns unrolled */
-                for (; ow + 16 <= g->OW; ow += 16) tile(xr + ow, g, wb, bb, yr + ow, nr, 16, false, 3);
-            for (; ow + 16 <= g->OW; ow += 16) tile(xr + ow, g, wb, bb, yr + ow, nr, 16, false, 0);
-            if (ow < g->OW) tile(xr + ow, g, wb, bb, yr + ow, nr, g->OW - ow, true, 0);
+            for (; ow + 16 <= g->OW; ow += 16) tile(xr + ow, g, wb, bb, yr + ow, nr, 16, false);
+            if (ow < g->OW) tile(xr + ow, g, wb, bb, yr + ow, nr, g->OW - ow, true);
         }
     }
 }
