@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "nl.h"
+#include "nn.h"
 
 /* The scratch folder (made on first use, removed at exit) and path + "/" + name in it. */
 static char fuzz_dir[64];
@@ -48,6 +49,18 @@ static inline const char *fuzz_file(const char *name, const uint8_t *data, size_
 static inline void fuzz_check_error(void)
 {
     if (!nl_errmsg()[0]) abort();
+}
+
+/* A loaded network through shape inference on a few inputs (images of several sizes, a matrix):
+ * a refusal must say why. */
+static inline void fuzz_infer(const nl_module *m)
+{
+    int nd;
+    int64_t out[NL_MAX_DIMS], macs;
+    static const int64_t shapes[][4] = {{1, 3, 8, 8}, {2, 1, 28, 28}, {1, 16, 1, 1}};
+    for (int i = 0; i < 3; i++)
+        if (nl_module_infer(m, 4, shapes[i], &nd, out, &macs) != NL_OK) fuzz_check_error();
+    if (nl_module_infer(m, 2, (const int64_t[]){4, 10}, &nd, out, &macs) != NL_OK) fuzz_check_error();
 }
 
 #endif
