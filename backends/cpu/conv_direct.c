@@ -39,14 +39,15 @@ void cpu_conv_pad(const float *x, int64_t C, int64_t H, int64_t W, int64_t p, fl
     }
 }
 
-/* One tile: rows [0, nr) of a block of DR output channels, pixels [0, np) (np <= 16) of one output
- * row, from x (the padded image at the tile's first input pixel). masked: np < 16. */
+/* One tile: rows [0, R) of a block of DR output channels (R < DR only in the last block, which
+ * then computes no rows past the channels), pixels [0, np) (np <= 16) of one output row, from x
+ * (the padded image at the tile's first input pixel). masked: np < 16. */
 static inline __attribute__((always_inline, target("avx2,fma"))) void
 tile(const float *x, const cpu_direct_geom *g, const float *wb, const float *bias, float *y,
-     int64_t nr, int64_t np, bool masked)
+     const int R, int64_t np, bool masked)
 {
     __m256 a0[CPU_DR], a1[CPU_DR];
-    for (int r = 0; r < CPU_DR; r++) a0[r] = a1[r] = _mm256_set1_ps(bias && r < nr ? bias[r] : 0);
+    for (int r = 0; r < R; r++) a0[r] = a1[r] = _mm256_set1_ps(bias ? bias[r] : 0);
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)np), lane);
     const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)np - 8), lane);
@@ -64,7 +65,7 @@ tile(const float *x, const cpu_direct_geom *g, const float *wb, const float *bia
                     x0 = _mm256_loadu_ps(xr + kw);
                     x1 = _mm256_loadu_ps(xr + kw + 8);
                 }
-                for (int r = 0; r < CPU_DR; r++) {
+                for (int r = 0; r < R; r++) {
                     const __m256 b = _mm256_broadcast_ss(wr + kw * CPU_DR + r);
                     a0[r] = _mm256_fmadd_ps(b, x0, a0[r]);
                     a1[r] = _mm256_fmadd_ps(b, x1, a1[r]);
@@ -72,8 +73,7 @@ tile(const float *x, const cpu_direct_geom *g, const float *wb, const float *bia
             }
         }
     const int64_t ys = g->OH * g->OW;
-    for (int r = 0; r < CPU_DR; r++) {
-        if (r >= nr) break;
+    for (int r = 0; r < R; r++) {
         if (masked) {
             _mm256_maskstore_ps(y + r * ys, m0, a0[r]);
             _mm256_maskstore_ps(y + r * ys + 8, m1, a1[r]);
@@ -84,20 +84,36 @@ tile(const float *x, const cpu_direct_geom *g, const float *wb, const float *bia
     }
 }
 
+/* The R rows of one block for every output row, 16 pixels a tile. */
+static inline __attribute__((always_inline, target("avx2,fma"))) void
+block_rows(const cpu_direct_geom *g, const float *xp, const float *wb, const float *bb, float *yb, const int R)
+{
+    for (int64_t oh = 0; oh < g->OH; oh++) {
+        const float *xr = xp + oh * g->Wp;
+        float *yr = yb + oh * g->OW;
+        int64_t ow = 0;
+        for (; ow + 16 <= g->OW; ow += 16) tile(xr + ow, g, wb, bb, yr + ow, R, 16, false);
+        if (ow < g->OW) tile(xr + ow, g, wb, bb, yr + ow, R, g->OW - ow, true);
+    }
+}
+
 __attribute__((target("avx2,fma"))) void cpu_conv_direct_avx2(const cpu_direct_geom *g,
                                                               const float *xp, const float *wp,
                                                               const float *bias, float *y)
 {
     const int64_t kk = g->C * g->KH * g->KW;
+    _Static_assert(CPU_DR == 6, "the row counts below");
     for (int64_t b = 0; b * CPU_DR < g->O; b++) {
         const int64_t o0 = b * CPU_DR, nr = g->O - o0 < CPU_DR ? g->O - o0 : CPU_DR;
         const float *wb = wp + b * kk * CPU_DR, *bb = bias ? bias + o0 : NULL;
-        for (int64_t oh = 0; oh < g->OH; oh++) {
-            const float *xr = xp + oh * g->Wp;
-            float *yr = y + (o0 * g->OH + oh) * g->OW;
-            int64_t ow = 0;
-            for (; ow + 16 <= g->OW; ow += 16) tile(xr + ow, g, wb, bb, yr + ow, nr, 16, false);
-            if (ow < g->OW) tile(xr + ow, g, wb, bb, yr + ow, nr, g->OW - ow, true);
+        float *yb = y + o0 * g->OH * g->OW;
+        switch (nr) { /* a row count known when compiling: no products for rows past O */
+        case 1: block_rows(g, xp, wb, bb, yb, 1); break;
+        case 2: block_rows(g, xp, wb, bb, yb, 2); break;
+        case 3: block_rows(g, xp, wb, bb, yb, 3); break;
+        case 4: block_rows(g, xp, wb, bb, yb, 4); break;
+        case 5: block_rows(g, xp, wb, bb, yb, 5); break;
+        default: block_rows(g, xp, wb, bb, yb, CPU_DR); break;
         }
     }
 }
