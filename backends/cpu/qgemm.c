@@ -21,8 +21,8 @@
  * maximum) from its registers. The AVX2 path (CPUs without VNNI) reads the same padded image,
  * widening each window row to 16 bits as it copies it into the tile, and multiplies with vpmaddwd:
  * u8 x s8 products in pairs, exact in int32 (vpmaddubsw's 16-bit pair sums would saturate at
- * 255 x 127 x 2). All compute the same
- * exact int32 sums and requantize them with the same operations, so they give identical results. */
+ * 255 x 127 x 2). All compute the same exact int32 sums and requantize them with the same
+ * operations, so they give identical results. */
 enum { TILE_M = 24, OGROUP = 64 };
 
 #define VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
@@ -704,13 +704,13 @@ static void tile_units(int64_t pp, int64_t per_tile, int64_t nunits, int64_t t, 
     for (int64_t j = 0; j < tl->units; j++) tl->unit[j] = u0 + j;
 }
 
-/* The VNNI path's view of tile t (units [t * per_tile, +per_tile)): rows[r], where output pixel r's
- * window starts in the padded image xp, k*k pixels per pooled unit, and (y given) outs[u], where
- * unit u's channels go in y. Units past the end repeat a valid pixel and write to sink. Counted up
+/* The VNNI and AVX2 paths' view of tile t (units [t * per_tile, +per_tile)): rows[r], where output
+ * pixel r's window starts in the padded image xp, k*k pixels per pooled unit, and (y given)
+ * outs[u], where unit u's channels go in y. Units past the end repeat a valid pixel and write to sink. Counted up
  * from one unit to the next, no divisions after the first (4% of the seed CNN's first QConv2d
  * against tile_pixels then the rows from its indices). */
-static void vnni_rows(const qgeom *g, int64_t pool, int64_t per_tile, int64_t nunits, int64_t t,
-                      const uint8_t *xp, uint8_t *y, uint8_t *sink, const uint8_t **rows, uint8_t **outs)
+static void window_rows(const qgeom *g, int64_t pool, int64_t per_tile, int64_t nunits, int64_t t,
+                        const uint8_t *xp, uint8_t *y, uint8_t *sink, const uint8_t **rows, uint8_t **outs)
 {
     const int64_t u0 = t * per_tile, step = pool * g->S;              /* between units' corners */
     const int64_t right = g->S * g->C, down = g->S * g->Wp * g->C;    /* one output pixel over */
@@ -891,13 +891,13 @@ nl_status nl_cpu_qconv2d(const nl_op *op)
                 if (vnni) {
                     const uint8_t *rows[TILE_M];
                     uint8_t *outs[TILE_M];
-                    vnni_rows(&g, pool, per_tile, nunits, t, xp, fused ? y : NULL, sink, rows, outs);
+                    window_rows(&g, pool, per_tile, nunits, t, xp, fused ? y : NULL, sink, rows, outs);
                     tile_vnni(&g, pool, rows, per_tile * pp, pk->wp, &q, fused ? outs : NULL, c);
                     if (fused) continue;
                     tile_pixels(&g, pool, per_tile, nunits, t, &tl);
                 } else if (isa == Q_AVX2) {
                     const uint8_t *rows[TILE_M];
-                    vnni_rows(&g, pool, per_tile, nunits, t, xp, NULL, NULL, rows, NULL);
+                    window_rows(&g, pool, per_tile, nunits, t, xp, NULL, NULL, rows, NULL);
                     if (to_u8) tile_units(pp, per_tile, nunits, t, &tl);
                     else tile_pixels(&g, pool, per_tile, nunits, t, &tl);
                     widen_rows(&g, rows, tl.rows, a16);
