@@ -49,6 +49,13 @@ static int cmp(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* The median of the ROUNDS figures v (sorted in place). */
+static double median(double *v)
+{
+    qsort(v, ROUNDS, sizeof *v, cmp);
+    return v[ROUNDS / 2];
+}
+
 /* Seconds of ITERS forwards of net on x. */
 static double run_iters(nl_module *net, nl_tensor *x)
 {
@@ -87,8 +94,7 @@ static double speed(nl_module *net, nl_tensor *x, double *layer, double *peak)
         }
         nl_tensor_release(h);
     }
-    qsort(rounds, ROUNDS, sizeof *rounds, cmp);
-    return rounds[ROUNDS / 2];
+    return median(rounds);
 }
 
 /* Bytes of every parameter and buffer of net (weights, scales, biases). */
@@ -215,10 +221,10 @@ int main(void)
         if (turn_peer <= 0) break;
         double rounds[ROUNDS];
         for (int r = 0; r < ROUNDS; r++) rounds[r] = BATCH * ITERS / run_iters(q, x);
-        qsort(rounds, ROUNDS, sizeof *rounds, cmp);
-        printf("ours (turn %d): int8_img_s=%.0f\n", turn + 1, rounds[ROUNDS / 2]);
+        const double turn_ours = median(rounds);
+        printf("ours (turn %d): int8_img_s=%.0f\n", turn + 1, turn_ours);
         peer = turn_peer > peer ? turn_peer : peer;
-        ours = rounds[ROUNDS / 2] > ours ? rounds[ROUNDS / 2] : ours;
+        ours = turn_ours > ours ? turn_ours : ours;
     }
     if (peer > 0)
         printf("int8: ours %.0f img/s vs pytorch %.0f img/s (best of %d alternating turns): %.2fx (target >= 2.5x)\n",
