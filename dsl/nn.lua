@@ -338,9 +338,13 @@ function nn.profile(net, x, opts)
   local backward = opts.backward ~= false
   local reps = check_int(opts.reps or 5, "reps", 1, fname)
   local was_training = net.training
-  local ok, rows, peak, peak8, instr8 = pcall_in_precision(precision, P.profile, net, x, backward, reps)
+  local ok, rows, peak = pcall_in_precision(precision, P.profile, net, x, backward, reps)
   net:train(was_training)
   if not ok then error(rows, 0) end
+  local peak8, instr8 = 0, "none" -- measured only for a net with int8 layers
+  for _, r in ipairs(rows) do
+    if r.kernel_fwd:find("^qconv") then peak8, instr8 = P.int8_peak() break end
+  end
   local isa, blas = sys.isa()
   local p = {rows = rows, peak_gflops = peak, int8_peak_gops = peak8, int8_peak_instr = instr8, int8_rows = 0,
              isa = isa, blas = blas, threads = sys.threads(), precision = precision,
@@ -373,7 +377,7 @@ doc("nn", "profile", "nn.profile(net, x, {backward=true, reps=5, quiet=false, pr
     .. "int8 instruction, vpdpbusd or vpmaddwd); and the kernels that ran (e.g. \"conv direct avx2\", \"sgemm Zen\", "
     .. "\"qconv avx2\"). Prints a table "
     .. "(unless quiet) and returns p = {rows = {{layer=, fwd_ms=, bwd_ms=, fwd_flops=, bwd_flops=, gflops=, "
-    .. "pct_peak=, peak = \"fp32\"|\"int8\", kernel_fwd=, kernel_bwd=}...}, peak_gflops=, int8_peak_gops=, images_s=, "
+    .. "pct_peak=, peak = \"fp32\"|\"int8\", kernel_fwd=, kernel_bwd=}...}, peak_gflops=, int8_peak_gops= (0 without int8 layers), images_s=, "
     .. "limit_images_s=, isa=, blas=, ...}; "
     .. "viz.profile(p) draws it. Parameter gradients are left as they were. precision = \"bf16\" times the "
     .. "bf16 mixed-precision kernels (see sys.precision; the peak stays fp32's).",

@@ -138,8 +138,7 @@ static int p_train_step(lua_State *L)
     return 4;
 }
 
-/* P.profile(net, x, backward, reps) -> {rows}, fp32 peak GFLOP/s, int8 peak GOP/s (0: none), the
- * int8 peak's instruction: nl_profile's rows as tables. */
+/* P.profile(net, x, backward, reps) -> {rows}, fp32 peak GFLOP/s: nl_profile's rows as tables. */
 static int p_profile(lua_State *L)
 {
     nl_module *net = nl_lua_checkmodule(L, 1);
@@ -176,9 +175,15 @@ static int p_profile(lua_State *L)
     }
     free(rows);
     lua_pushnumber(L, peak);
+    return 2;
+}
+
+/* P.int8_peak() -> the machine's int8 peak GOP/s (0: none), its instruction (measured once). */
+static int p_int8_peak(lua_State *L)
+{
     lua_pushnumber(L, nl_quant_peak_gops(false));
     lua_pushstring(L, nl_quant_peak_instr());
-    return 4;
+    return 2;
 }
 
 static nl_eval_stats *check_stats(lua_State *L, int idx)
@@ -409,6 +414,7 @@ static const luaL_Reg private_fns[] = {
     {"collate", p_collate},
     {"train_step", p_train_step},
     {"profile", p_profile},
+    {"int8_peak", p_int8_peak},
     {"eval_stats", p_eval_stats},
     {"eval_batch", p_eval_batch},
     {"eval_result", p_eval_result},
