@@ -2,11 +2,14 @@
  * channel) plane per OpenMP iteration, with PyTorch's rules: a max keeps the first of equal
  * values in (row, column) order and NaN wins; an average divides by k*k, padding included.
  * Each output row is built by sweeping the window's input rows and column offsets across the
- * whole row, so the inner loops run over contiguous outputs and vectorise without branches. */
+ * whole row, so the inner loops run over contiguous outputs and vectorise without branches. The
+ * backward of a max pool whose windows tile the input (k == stride, no padding: the common 2x2)
+ * writes each input's gradient once, in order, rather than zeroing the planes and scattering. */
 #include "cpu/cpu.h"
 #include "cpu_kernels.h"
 #include "window.h"
 
+#include <immintrin.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -131,6 +134,79 @@ nl_status nl_cpu_pool2d_forward(const nl_op *op)
     return pool_done(&g);
 }
 
+/* The max pool's gradient for one plane when its windows tile the input (k == stride, no
+ * padding): every input position lies in at most one window, so each is written once, in order:
+ * gy where it is its window's argmax (and, with the ReLU fused in, the window's max is positive),
+ * else 0. No zeroing pass, no scatter, no branch; the same values as the scatter's 0 + gy. */
+static inline __attribute__((always_inline)) void max_tiled_backward(const pool_geom *g, float *gp,
+                                                                     const float *gyp,
+                                                                     const int32_t *ip,
+                                                                     const float *yp, int64_t k)
+{
+    for (int64_t oh = 0; oh < g->OH; oh++) {
+        const float *gyr = gyp + oh * g->OW, *yr = yp ? yp + oh * g->OW : NULL;
+        const int32_t *ir = ip + oh * g->OW;
+        for (int64_t h = oh * k; h < oh * k + k; h++) {
+            float *restrict gr = gp + h * g->W;
+            const int32_t row = (int32_t)(h * g->W);
+            for (int64_t ow = 0; ow < g->OW; ow++) {
+                const float gv = gyr[ow] + 0.0f, v = !yr || yr[ow] > 0 ? gv : 0.0f;
+                const int32_t at = ir[ow] - row - (int32_t)(ow * k); /* its column in the window */
+                for (int64_t dw = 0; dw < k; dw++) gr[ow * k + dw] = at == (int32_t)dw ? v : 0.0f;
+            }
+            for (int64_t w = g->OW * k; w < g->W; w++) gr[w] = 0;
+        }
+    }
+    if (g->OH * k < g->H) memset(gp + g->OH * k * g->W, 0, (size_t)((g->H - g->OH * k) * g->W) * sizeof *gp);
+}
+
+/* max_tiled_backward for 2x2 windows with AVX2, 8 outputs at a time: each input row pair's 16
+ * gradients are 8 masked copies of gy interleaved, per row, as the window column says. */
+static __attribute__((target("avx2"))) void max2x2_backward_avx2(const pool_geom *g, float *gp,
+                                                                 const float *gyp,
+                                                                 const int32_t *ip, const float *yp)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256i twice_lane = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+    const __m256i one = _mm256_set1_epi32(1), w = _mm256_set1_epi32((int32_t)g->W),
+                  w1 = _mm256_set1_epi32((int32_t)g->W + 1);
+    for (int64_t oh = 0; oh < g->OH; oh++) {
+        float *r0 = gp + 2 * oh * g->W, *r1 = r0 + g->W;
+        const int64_t o = oh * g->OW;
+        int64_t ow = 0;
+        for (; ow + 8 <= g->OW; ow += 8) {
+            __m256 v = _mm256_add_ps(_mm256_loadu_ps(gyp + o + ow), zero);
+            if (yp) v = _mm256_and_ps(v, _mm256_cmp_ps(_mm256_loadu_ps(yp + o + ow), zero, _CMP_GT_OQ));
+            /* the argmax's place relative to the window's top-left corner: 0, 1, W or W + 1 */
+            const __m256i at = _mm256_sub_epi32(
+                _mm256_loadu_si256((const __m256i *)(ip + o + ow)),
+                _mm256_add_epi32(_mm256_set1_epi32((int32_t)(2 * oh * g->W + 2 * ow)), twice_lane));
+            const __m256 p[4] = {
+                _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_cmpeq_epi32(at, _mm256_setzero_si256()))),
+                _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_cmpeq_epi32(at, one))),
+                _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_cmpeq_epi32(at, w))),
+                _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_cmpeq_epi32(at, w1)))};
+            for (int r = 0; r < 2; r++) {
+                const __m256 lo = _mm256_unpacklo_ps(p[2 * r], p[2 * r + 1]),
+                             hi = _mm256_unpackhi_ps(p[2 * r], p[2 * r + 1]);
+                float *d = (r ? r1 : r0) + 2 * ow;
+                _mm256_storeu_ps(d, _mm256_permute2f128_ps(lo, hi, 0x20));
+                _mm256_storeu_ps(d + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+            }
+        }
+        for (; ow < g->OW; ow++) {
+            const float gv = gyp[o + ow] + 0.0f, v = !yp || yp[o + ow] > 0 ? gv : 0.0f;
+            const int32_t at = ip[o + ow] - (int32_t)(2 * oh * g->W + 2 * ow);
+            r0[2 * ow] = at == 0 ? v : 0.0f;
+            r0[2 * ow + 1] = at == 1 ? v : 0.0f;
+            r1[2 * ow] = at == (int32_t)g->W ? v : 0.0f;
+            r1[2 * ow + 1] = at == (int32_t)g->W + 1 ? v : 0.0f;
+        }
+        if (2 * g->OW < g->W) r0[g->W - 1] = r1[g->W - 1] = 0; /* odd width: one column no window reads */
+    }
+    if (2 * g->OH < g->H) memset(gp + 2 * g->OH * g->W, 0, (size_t)g->W * sizeof *gp);
+}
+
 nl_status nl_cpu_pool2d_backward(const nl_op *op)
 {
     pool_geom g;
@@ -139,12 +215,20 @@ nl_status nl_cpu_pool2d_backward(const nl_op *op)
     const int32_t *idx = op->src[1] ? (const int32_t *)nl_tensor_data(op->src[1]) : NULL;
     const float *ymax = op->src[2] ? nl_tensor_f32(op->src[2]) : NULL; /* ReLU fused in */
     float *gx = nl_tensor_f32(op->dst);
-    const bool avg = op->i[0] == 1;
+    const bool avg = op->i[0] == 1, tiled = !avg && g.k == g.s && g.p == 0,
+               avx2 = cpu_isa() >= CPU_ISA_AVX2;
     const float area = (float)(g.k * g.k);
 #pragma omp parallel for schedule(static) num_threads(cpu_threads_for(g.planes * g.H * g.W * g.k))
     for (int64_t pl = 0; pl < g.planes; pl++) {
         float *gp = gx + pl * g.H * g.W;
         const float *gyp = gy + pl * g.OH * g.OW;
+        if (tiled) {
+            const int32_t *ip = idx + pl * g.OH * g.OW;
+            const float *yp = ymax ? ymax + pl * g.OH * g.OW : NULL;
+            if (g.k == 2 && avx2) max2x2_backward_avx2(&g, gp, gyp, ip, yp);
+            else max_tiled_backward(&g, gp, gyp, ip, yp, g.k);
+            continue;
+        }
         memset(gp, 0, (size_t)(g.H * g.W) * sizeof *gp);
         if (!avg) {
             const int32_t *ip = idx + pl * g.OH * g.OW;

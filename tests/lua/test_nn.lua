@@ -143,6 +143,44 @@ test("ReLU then MaxPool2d: one backward pass, the same gradients as two", functi
               "only positive maxima pass the gradient (the first of equal ones)")
 end)
 
+test("max pools whose windows tile the input: the gradient, element by element", function()
+  -- k == stride, no padding: the gradient is written window by window (AVX2 for k = 2, 8 outputs a
+  -- step, and a tail); odd sizes leave a last row and column that no window reads. Checked
+  -- against the argmax found here, with and without the ReLU fused in, on this CPU's kernels and
+  -- on the portable ones.
+  local function expected(x, gy, k, relu)
+    local N, C, H, W = table.unpack(x:shape())
+    local want = tensor.zeros(N, C, H, W)
+    for n = 1, N do for c = 1, C do for oh = 1, H // k do for ow = 1, W // k do
+      local best, bh, bw
+      for h = (oh - 1) * k + 1, oh * k do for w = (ow - 1) * k + 1, ow * k do
+        local v = x:get(n, c, h, w)
+        if relu and v == v then v = math.max(v, 0) end
+        if best == nil or v > best or (v ~= v and best == best) then best, bh, bw = v, h, w end
+      end end
+      if not relu or best > 0 then want:set(gy:get(n, c, oh, ow), n, c, bh, bw) end
+    end end end end
+    return want
+  end
+  tensor.seed(11)
+  for _, case in ipairs{{2, 7, 19}, {2, 4, 32}, {3, 8, 29}} do
+    local k, H, W = case[1], case[2], case[3]
+    local x, gy = tensor.randn(2, 3, H, W), tensor.randn(2, 3, H // k, W // k)
+    x:set(0 / 0, 1, 2, 1, 2) -- a NaN wins its window
+    for _, relu in ipairs{false, true} do
+      local want = expected(x, gy, k, relu)
+      for _, isa in ipairs{"auto", "generic"} do
+        sys.isa(isa)
+        local net = relu and nn.Sequential{nn.ReLU(), nn.MaxPool2d(k)} or nn.Sequential{nn.MaxPool2d(k)}
+        net:forward(x)
+        check_close(net:backward(gy), want, 0,
+                    string.format("%s: k=%d %dx%d relu=%s", sys.isa(), k, H, W, tostring(relu)))
+      end
+      sys.isa("auto")
+    end
+  end
+end)
+
 test("printing and summary", function()
   local net = seed_cnn()
   local text = tostring(net)
