@@ -1,9 +1,8 @@
 -- threads_load.lua: training speed of the seed CNN (batch 64, 60 steps after 5 of warm-up, random
 -- data) with 1 and 2 threads, on an idle machine and beside a competing busy process (one shell
--- loop spinning on a core), with nnlab's default waiting policy for OpenMP threads (passive:
--- they sleep) and with libgomp's own default (spinning a while, OMP_WAIT_POLICY unset: what nnlab
--- did before). Each configuration runs in its own nnlab process, since the policy is read at
--- start. The checks of the default: beside a busy process 2 threads are no slower than 1 thread,
+-- loop spinning on a core), with nnlab's default waiting policy for OpenMP threads (2000 pauses of
+-- spinning, then sleep) and with libgomp's own default (spinning 300,000 pauses, a few ms). Each
+-- configuration runs in its own nnlab process, since the policy is read at start. The checks of the default: beside a busy process 2 threads are no slower than 1 thread,
 -- and idle speed does not drop against the spinning policy (within 5%, the machine's noise).
 -- usage: nnlab bench/threads_load.lua [PEER_PYTHON PEERS_DIR]   (no peer: this measures nnlab)
 local self_bin = arg[-1] or "build/nnlab"
@@ -61,11 +60,11 @@ print("seed CNN training images/s (batch 64, best of " .. ROUNDS .. "), idle and
 print(string.format("%-32s %10s %10s", "", "1 thread", "2 threads"))
 for _, load in ipairs{"idle", "busy"} do
   for _, policy in ipairs{"default", "spin"} do
-    local name = (policy == "default" and "nnlab default (passive)" or "spinning (libgomp default)")
+    local name = (policy == "default" and "nnlab default (short spin)" or "spinning (libgomp default)")
     print(string.format("%-32s %10.0f %10.0f", load .. ", " .. name, rows[load .. policy .. 1], rows[load .. policy .. 2]))
   end
 end
 local b1, b2 = rows.busydefault1, rows.busydefault2
 local i2, s2 = rows.idledefault2, rows.idlespin2
-print(string.format("threads under load: busy 2 threads / 1 thread = %.2fx (want >= 1), idle passive / spinning = %.2fx (want >= 0.95)",
+print(string.format("threads under load: busy 2 threads / 1 thread = %.2fx (want >= 1), idle nnlab / spinning = %.2fx (want >= 0.95)",
                     b2 / b1, i2 / s2))

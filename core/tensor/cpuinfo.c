@@ -95,12 +95,20 @@ const char *nl_blas_core_wanted(const char *core, const nl_cpu_info *c)
     return need == LEVEL_AVX512 ? "SkylakeX" : "Haswell";
 }
 
+bool nl_restart_env_wanted(void)
+{
+    if (!nl_restart_env || !nl_restart_env[0]) return false;
+    for (int i = 0; nl_restart_env[i] && nl_restart_env[i + 1]; i += 2)
+        if (getenv(nl_restart_env[i])) return false;
+    return true;
+}
+
 void nl_blas_restart(char **argv, const char *want, const char *chose)
 {
     char note[128];
     snprintf(note, sizeof note, "%s:%s", chose, want);
     if (setenv("OPENBLAS_CORETYPE", want, 1) != 0 || setenv(RESTART_VAR, note, 1) != 0) return;
-    bool extra = nl_restart_env && nl_restart_env[0] && !getenv(nl_restart_env[0]);
+    bool extra = nl_restart_env_wanted();
     for (int i = 0; extra && nl_restart_env[i] && nl_restart_env[i + 1]; i += 2)
         setenv(nl_restart_env[i], nl_restart_env[i + 1], 1);
     fflush(NULL);

@@ -48,10 +48,12 @@ const char *nl_blas_core_wanted(const char *core, const nl_cpu_info *cpu);
 void nl_blas_restart(char **argv, const char *want, const char *chose);
 
 /* Settings a program wants at its start that, like OPENBLAS_CORETYPE, only take effect when the
- * process starts (build/nnlab: OMP_WAIT_POLICY=passive, see repl/main.c). A program that defines
- * this list (NAME, VALUE pairs, then NULL) gets them in the same restart as the BLAS fix, so it
- * starts at most twice; the pairs are set only when the first NAME is unset (the user's choice
- * stands). Programs that do not define it (tests, benches) restart for the BLAS fix alone. */
+ * process starts (build/nnlab: OpenMP's wait policy and spin count, see repl/main.c). A program
+ * that defines this list (NAME, VALUE pairs, then NULL) gets them in the same restart as the BLAS
+ * fix, so it starts at most twice; the pairs are set only when none of the NAMEs is set (the
+ * user's choice stands: nl_restart_env_wanted). Programs that do not define it (tests, benches)
+ * restart for the BLAS fix alone. */
 extern const char *const nl_restart_env[] __attribute__((weak));
+bool nl_restart_env_wanted(void);
 
 #endif

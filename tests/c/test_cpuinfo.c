@@ -99,12 +99,17 @@ static void test_restart(void)
     snprintf(expect, sizeof expect, "%s nnlab %s on 1", target, core);
     CHECK(rc == 0 && strcmp(out, expect) == 0, "restarted: exit %d, '%s', expected '%s'", rc, out, expect);
 
-    /* The program's start-up settings come with that one restart, unless the user set the first. */
+    /* The program's start-up settings come with that one restart, unless the user set any of them. */
     setenv("NL_TEST_RESTART_A", "mine", 1);
     rc = report(NULL, NULL, target, core, out, sizeof out);
     unsetenv("NL_TEST_RESTART_A");
     snprintf(expect, sizeof expect, "%s nnlab %s mine -", target, core);
     CHECK(rc == 0 && strcmp(out, expect) == 0, "user's setting: exit %d, '%s', expected '%s'", rc, out, expect);
+    setenv("NL_TEST_RESTART_B", "2", 1);
+    rc = report(NULL, NULL, target, core, out, sizeof out);
+    unsetenv("NL_TEST_RESTART_B");
+    snprintf(expect, sizeof expect, "%s nnlab %s - 2", target, core);
+    CHECK(rc == 0 && strcmp(out, expect) == 0, "user's second setting: exit %d, '%s', expected '%s'", rc, out, expect);
 
     /* A note left by an earlier restart whose target is not the variable's value: the user's. */
     rc = report("Prescott", "Prescott:SkylakeX", NULL, NULL, out, sizeof out);
