@@ -4,12 +4,8 @@
 local P = ...
 local prune, compress, nn, tensor, sys = prune, compress, nn, tensor, sys
 
-local help_rows = {}
-local function doc(group, name, sig, text, example)
-  help_rows[#help_rows + 1] = {group = group, name = name, sig = sig, doc = text, example = example}
-end
-
 local util = require "nnlab.util"
+local help_rows, doc = util.help_rows()
 local raise, check_options = util.error, util.check_options
 
 local function commas(n)

@@ -7,10 +7,7 @@ local util = require "nnlab.util"
 local raise, check_options = util.error, util.check_options
 local ceil = math.ceil
 
-local help_rows = {}
-local function doc(name, sig, text, example)
-  help_rows[#help_rows + 1] = {group = "dist", name = name, sig = sig, doc = text, example = example}
-end
+local help_rows, doc = util.help_rows("dist")
 
 -- ---------------------------------------------------------------- gather, print
 

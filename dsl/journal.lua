@@ -8,10 +8,7 @@ local raise, check_path = util.error, util.check_path
 
 local hooks = {} -- the REPL's: rewrite, record
 local R = require "nnlab.runs" -- the manifest (dsl/runs.lua)
-local help_rows = {}
-local function doc(name, sig, text, example)
-  help_rows[#help_rows + 1] = {group = "journal", name = name, sig = sig, doc = text, example = example}
-end
+local help_rows, doc = util.help_rows("journal")
 
 journal = {}
 local chunks = {}          -- {code=, time=} in order

@@ -6,10 +6,7 @@ local P = ...
 local util = require "nnlab.util"
 local raise, check_path, quiet = util.error, util.check_path, util.quiet
 
-local help_rows = {}
-local function doc(name, sig, text, example)
-  help_rows[#help_rows + 1] = {group = "lesson", name = name, sig = sig, doc = text, example = example}
-end
+local help_rows, doc = util.help_rows("lesson")
 
 lesson = {}
 local lessons, order = {}, {}  -- name -> definition; names in the order they were defined

@@ -6,15 +6,11 @@ local nn, optim, tensor, sys = nn, optim, tensor, sys
 local methods = ModuleMT.methods
 local floor, ceil, huge = math.floor, math.ceil, math.huge
 
-local help_rows = {}
-local function doc(group, name, sig, text, example, method)
-  help_rows[#help_rows + 1] = {group = group, name = name, sig = sig, doc = text,
-                               example = example, method = method or false}
-end
+local util = require "nnlab.util"
+local help_rows, doc = util.help_rows()
 
 -- ---------------------------------------------------------------- small helpers
 
-local util = require "nnlab.util"
 local ddp = require "nnlab.dist" -- the data-parallel pieces (dsl/dist.lua)
 local raise, check_options, check_int = util.error, util.check_options, util.check_int
 

@@ -4,13 +4,8 @@
 local P, module_mt = ...
 local nn, tensor = nn, tensor
 
-local help_rows = {}
-local function doc(group, name, sig, text, example, method)
-  help_rows[#help_rows + 1] = {group = group, name = name, sig = sig, doc = text, example = example,
-                               method = method}
-end
-
 local util = require "nnlab.util"
+local help_rows, doc = util.help_rows()
 local raise, check_options = util.error, util.check_options
 
 local builtin_names = {}

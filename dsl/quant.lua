@@ -7,10 +7,7 @@ local floor = math.floor
 local util = require "nnlab.util"
 local raise, check_options, check_int = util.error, util.check_options, util.check_int
 
-local help_rows = {}
-local function doc(name, sig, text, example)
-  help_rows[#help_rows + 1] = {group = "quant", name = name, sig = sig, doc = text, example = example}
-end
+local help_rows, doc = util.help_rows("quant")
 
 
 

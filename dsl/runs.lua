@@ -7,11 +7,7 @@ local nn, tensor, sys, dist = nn, tensor, sys, dist
 local util = require "nnlab.util"
 local raise, check_options, json = util.error, util.check_options, util.json
 
-local help_rows = {}
-local function doc(group, name, sig, text, example, method)
-  help_rows[#help_rows + 1] = {group = group, name = name, sig = sig, doc = text, example = example,
-                               method = method or false}
-end
+local help_rows, doc = util.help_rows()
 
 runs = {}
 local R = {} -- what viz, search and the journal use (require "nnlab.runs")

@@ -9,10 +9,7 @@ local R = require "nnlab.runs"
 local ddp = require "nnlab.dist"
 local raise, check_options, check_int = util.error, util.check_options, util.check_int
 
-local help_rows = {}
-local function doc(name, sig, text, example)
-  help_rows[#help_rows + 1] = {group = "search", name = name, sig = sig, doc = text, example = example}
-end
+local help_rows, doc = util.help_rows("search")
 
 search = {}
 

@@ -17,6 +17,19 @@ util.check_path = check_path
 -- for what a function has printed itself.
 util.quiet = quiet
 
+-- util.help_rows([group]) -> rows, doc: the help rows a module defines and the function that adds
+-- one: doc(group, name, sig, text, example, method) or, given the module's one group,
+-- doc(name, sig, text, example, method). method: the row documents a Module method (m:name).
+function util.help_rows(group)
+  local rows = {}
+  local function add(g, name, sig, text, example, method)
+    rows[#rows + 1] = {group = g, name = name, sig = sig, doc = text, example = example,
+                       method = method or false}
+  end
+  if group then return rows, function(...) return add(group, ...) end end
+  return rows, add
+end
+
 -- util.publish(rows, owners): the last step of a Lua chunk defining public functions. Each function
 -- a help row documents (owners[row.group] holds it under row.name, dots walking into tables) is
 -- replaced by a thin wrapper, set as row.fn. The wrapper's frame stays on the stack while the

@@ -5,14 +5,11 @@
 local P, CanvasMT = ...
 local viz = viz
 
-local help_rows = {}
-local function doc(name, sig, text, example)
-  help_rows[#help_rows + 1] = {group = "viz", name = name, sig = sig, doc = text, example = example}
-end
+local util = require "nnlab.util"
+local help_rows, doc = util.help_rows("viz")
 
 -- ---------------------------------------------------------------- small helpers
 
-local util = require "nnlab.util"
 local raise, check_options, check_int = util.error, util.check_options, util.check_int
 
 local function is_canvas(x) return getmetatable(x) == CanvasMT end
