@@ -876,10 +876,12 @@ nl_status nl_cpu_qconv2d(const nl_op *op)
         uint8_t *a = direct ? NULL : malloc((size_t)(TILE_M * g.Kp));
         uint16_t *a16 = isa == Q_AVX2 ? malloc((size_t)(TILE_M * g.Kp + 16) * sizeof *a16) : NULL;
         int32_t *c = fused ? NULL : malloc((size_t)(TILE_M * g.Opad) * sizeof *c);
-        void *scratch = pool > 1 && !fused ? malloc((size_t)(TILE_M * g.O) * sizeof(float)) : NULL;
+        /* pooled rows wait in scratch unless requantized per window (u8 outputs past the portable path) */
+        const bool pooled = pool > 1 && !fused && !(to_u8 && isa != Q_GENERIC);
+        void *scratch = pooled ? malloc((size_t)(TILE_M * g.O) * sizeof(float)) : NULL;
         uint8_t *sink = fused ? malloc((size_t)g.Opad) : NULL;
         const bool ok = (direct || a) && (isa != Q_AVX2 || a16) &&
-                        (fused ? sink != NULL : c && (pool == 1 || scratch));
+                        (fused ? sink != NULL : c && (!pooled || scratch));
         if (!ok) {
 #pragma omp atomic write
             oom = true;
