@@ -816,6 +816,15 @@ static int t_identical(lua_State *L)
     return 1;
 }
 
+/* __lt, __le: Lua wants one true or false, which a tensor is not; the error says what to write
+ * instead (x[1][2] > 0 on a 0-d element is the usual slip). */
+static int t_order(lua_State *L)
+{
+    return nl_dsl_error(L, "Tensor: < <= > >= do not compare tensors: t:item() is the number in a "
+                           "one-element tensor (x[i][j]:item() > 0); t:gt(x), t:ge(x), t:lt(x), "
+                           "t:le(x) compare element by element");
+}
+
 /* ---------------------------------------------------------------- registration ---------- */
 
 static const nl_dsl_fn tensor_fns[] = {
@@ -971,6 +980,8 @@ static const luaL_Reg tensor_metamethods[] = {
     {"__unm", t_neg},
     {"__len", t_len},
     {"__eq", t_identical},
+    {"__lt", t_order},
+    {"__le", t_order},
     {"__tostring", t_tostring},
     {"__gc", t_release},
     {"__close", t_release},

@@ -216,6 +216,10 @@ test("indexing: t[i] and t[i] = v", function()
   same(t[1], tensor.arange(4), 0, "t[1] is the first row")
   same(t[-1], tensor.arange(8, 12), 0, "t[-1] is the last row")
   check(t[2][3]:dim() == 0 and t[2][3]:item() == 6, "t[2][3] is a 0-d tensor")
+  for _, cmp in ipairs{function() return t[2][3] > 0 end, function() return 0 <= t[1] end,
+                       function() return t < t end} do
+    check_error(cmp, "do not compare tensors: t:item() is the number", "< and <= say what to write instead")
+  end
   same(t:t()[2], tensor.from{1, 5, 9}, 0, "indexing a transposed tensor")
   t[1] = 7
   same(t[1], tensor.full({4}, 7), 0, "t[i] = number fills the row")
