@@ -1,6 +1,6 @@
 -- threads_load.lua: training speed of the seed CNN (batch 64, 60 steps after 5 of warm-up, random
 -- data) with 1 and 2 threads, on an idle machine and beside a competing busy process (one shell
--- loop spinning on a core), with nnlab's default waiting policy for OpenMP threads (2000 pauses of
+-- loop spinning on a core), with nnlab's default waiting policy for OpenMP threads (1000 pauses of
 -- spinning, then sleep) and with libgomp's own default (spinning 300,000 pauses, a few ms). Each
 -- configuration runs in its own nnlab process, since the policy is read at start. The checks of the default: beside a busy process 2 threads are no slower than 1 thread,
 -- and idle speed does not drop against the spinning policy (within 5%, the machine's noise).

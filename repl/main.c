@@ -224,20 +224,19 @@ static int pmain(lua_State *L)
     return 1;
 }
 
-/* OpenMP threads that wait for work spin briefly, then sleep. Sleeping at once (passive) costs a
- * futex wake-up at each of the ~40 parallel regions of a training step, and a 2-core virtual
- * machine's wake-up latency made a 2-thread step 5-7% slower than with the short spin (measured
- * idle, 30 interleaved rounds); spinning as long as libgomp's default (300,000 pauses, ms) lets
- * a busy neighbour take the core a working thread needs: a 2-thread step then ran at half the
- * speed. GOMP_SPINCOUNT=2000 pauses (about 50 us on Zen 3) keeps a thread awake across the
- * short gaps between a step's kernels and changed nothing beside a busy process; with
- * OMP_WAIT_POLICY=passive, libgomp does not spin at all when it has more threads than CPUs.
- * libgomp reads both once, before main, so when the user has set neither the program starts itself
- * again with them set; they are removed again in the second start, so programs nnlab runs (a
- * PyTorch peer) keep their own default. When the start-up BLAS check restarts the program anyway
- * (core/tensor/cpuinfo.c), it sets these in that same restart. */
+/* OpenMP threads that wait for work spin briefly, then sleep: a trade between an idle machine and
+ * a busy one. Sleeping at once (passive) costs a futex wake-up at each of the ~40 parallel regions
+ * of a training step; spinning as long as libgomp's default (300,000 pauses, ms) lets a busy
+ * neighbour take the core a working thread needs: a 2-thread step then runs at half the speed.
+ * Measured on a 2-core Zen 3 guest, 2 threads, 50 interleaved rounds against passive: 300 pauses
+ * +1% idle / -1% beside a busy process; 1000 (about 26 us there) +5% / -1 to -2%; 2000 +4-7% /
+ * -6%. GOMP_SPINCOUNT=1000 it is; with OMP_WAIT_POLICY=passive, libgomp does not spin at all when
+ * it has more threads than CPUs. libgomp reads both once, before main, so when the user has set
+ * neither the program starts itself again with them set; they are removed again in the second
+ * start, so programs nnlab runs (a PyTorch peer) keep their own default. When the start-up BLAS
+ * check restarts the program anyway (core/tensor/cpuinfo.c), it sets these in that same restart. */
 #define WAIT_MARK "NNLAB_OMP_WAIT_DEFAULT"
-const char *const nl_restart_env[] = {"OMP_WAIT_POLICY", "passive", "GOMP_SPINCOUNT", "2000",
+const char *const nl_restart_env[] = {"OMP_WAIT_POLICY", "passive", "GOMP_SPINCOUNT", "1000",
                                       WAIT_MARK, "1", NULL};
 static void restart_env(bool set)
 {

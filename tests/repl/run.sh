@@ -465,14 +465,14 @@ if [ "$rc" = 0 ] && [ "$v" = 1 ]; then ok "--help prints usage"; else fail "--he
 "$NNLAB" --bogus > /dev/null 2>&1; rc=$?
 if [ "$rc" = 1 ]; then ok "a bad option exits 1"; else fail "a bad option exits 1" "rc=$rc"; fi
 # OpenMP threads spin briefly, then sleep while they wait (a long spin takes the core a busy
-# neighbour needs): libgomp shows nnlab's spin count of 2000 by default (with the passive policy),
+# neighbour needs): libgomp shows nnlab's spin count of 1000 by default (with the passive policy),
 # the user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT stands, and programs nnlab starts do not
 # inherit the default.
 spins=$(OMP_DISPLAY_ENV=verbose "$NNLAB" -e '' 2>&1 | grep GOMP_SPINCOUNT | tail -n 1)
-case $spins in *"'2000'"*) ok "OpenMP threads spin 2000 pauses, then sleep, by default" ;;
-    *) fail "OpenMP threads spin 2000 pauses, then sleep, by default" "$spins" ;; esac
+case $spins in *"'1000'"*) ok "OpenMP threads spin 1000 pauses, then sleep, by default" ;;
+    *) fail "OpenMP threads spin 1000 pauses, then sleep, by default" "$spins" ;; esac
 spins=$(OMP_WAIT_POLICY=active OMP_DISPLAY_ENV=verbose "$NNLAB" -e '' 2>&1 | grep GOMP_SPINCOUNT | tail -n 1)
-case $spins in *"'0'"*|*"'2000'"*|"") fail "OMP_WAIT_POLICY=active from the user stands" "$spins" ;;
+case $spins in *"'0'"*|*"'1000'"*|"") fail "OMP_WAIT_POLICY=active from the user stands" "$spins" ;;
     *) ok "OMP_WAIT_POLICY=active from the user stands" ;; esac
 spins=$(GOMP_SPINCOUNT=7 OMP_DISPLAY_ENV=verbose "$NNLAB" -e '' 2>&1 | grep GOMP_SPINCOUNT | tail -n 1)
 case $spins in *"'7'"*) ok "GOMP_SPINCOUNT from the user stands" ;;
