@@ -238,24 +238,16 @@ static int pmain(lua_State *L)
 #define WAIT_MARK "NNLAB_OMP_WAIT_DEFAULT"
 const char *const nl_restart_env[] = {"OMP_WAIT_POLICY", "passive", "GOMP_SPINCOUNT", "1000",
                                       WAIT_MARK, "1", NULL};
-static void restart_env(bool set)
-{
-    for (int i = 0; nl_restart_env[i]; i += 2) {
-        if (set) setenv(nl_restart_env[i], nl_restart_env[i + 1], 1);
-        else unsetenv(nl_restart_env[i]);
-    }
-}
-
 static void default_wait_policy(char **argv)
 {
     if (getenv(WAIT_MARK)) { /* the second start: libgomp has read the settings */
-        restart_env(false);
+        nl_restart_env_apply(false);
         return;
     }
     if (!nl_restart_env_wanted()) return; /* the user's choice stands */
-    restart_env(true);
+    nl_restart_env_apply(true);
     execv("/proc/self/exe", argv);
-    restart_env(false); /* no re-start possible: run with libgomp's default */
+    nl_restart_env_apply(false); /* no re-start possible: run with libgomp's default */
 }
 
 int main(int argc, char **argv)

@@ -138,10 +138,8 @@ nl_status nl_cpu_pool2d_forward(const nl_op *op)
  * padding): every input position lies in at most one window, so each is written once, in order:
  * gy where it is its window's argmax (and, with the ReLU fused in, the window's max is positive),
  * else 0. No zeroing pass, no scatter, no branch; the same values as the scatter's 0 + gy. */
-static inline __attribute__((always_inline)) void max_tiled_backward(const pool_geom *g, float *gp,
-                                                                     const float *gyp,
-                                                                     const int32_t *ip,
-                                                                     const float *yp, int64_t k)
+static void max_tiled_backward(const pool_geom *g, float *gp, const float *gyp, const int32_t *ip,
+                               const float *yp, int64_t k)
 {
     for (int64_t oh = 0; oh < g->OH; oh++) {
         const float *gyr = gyp + oh * g->OW, *yr = yp ? yp + oh * g->OW : NULL;

@@ -103,21 +103,28 @@ bool nl_restart_env_wanted(void)
     return true;
 }
 
+void nl_restart_env_apply(bool set)
+{
+    for (int i = 0; nl_restart_env && nl_restart_env[i] && nl_restart_env[i + 1]; i += 2) {
+        if (set) setenv(nl_restart_env[i], nl_restart_env[i + 1], 1);
+        else unsetenv(nl_restart_env[i]);
+    }
+}
+
 void nl_blas_restart(char **argv, const char *want, const char *chose)
 {
     char note[128];
     snprintf(note, sizeof note, "%s:%s", chose, want);
     if (setenv("OPENBLAS_CORETYPE", want, 1) != 0 || setenv(RESTART_VAR, note, 1) != 0) return;
     bool extra = nl_restart_env_wanted();
-    for (int i = 0; extra && nl_restart_env[i] && nl_restart_env[i + 1]; i += 2)
-        setenv(nl_restart_env[i], nl_restart_env[i + 1], 1);
+    if (extra) nl_restart_env_apply(true);
     fflush(NULL);
     execv("/proc/self/exe", argv);
     if (errno == ENOENT && argv[0]) execvp(argv[0], argv); /* no /proc (a bare chroot) */
     int err = errno; /* exec failed: leave the environment as it was */
     unsetenv("OPENBLAS_CORETYPE");
     unsetenv(RESTART_VAR);
-    for (int i = 0; extra && nl_restart_env[i] && nl_restart_env[i + 1]; i += 2) unsetenv(nl_restart_env[i]);
+    if (extra) nl_restart_env_apply(false);
     errno = err;
 }
 

@@ -55,5 +55,7 @@ void nl_blas_restart(char **argv, const char *want, const char *chose);
  * restart for the BLAS fix alone. */
 extern const char *const nl_restart_env[] __attribute__((weak));
 bool nl_restart_env_wanted(void);
+/* Sets (or, set false, removes) every NAME of nl_restart_env. */
+void nl_restart_env_apply(bool set);
 
 #endif
