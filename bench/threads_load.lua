@@ -36,8 +36,8 @@ local function busy_start()
 end
 local function busy_stop(pid) os.execute("kill " .. pid .. " 2>/dev/null") end
 
--- images/s of one child; policy "default" = nnlab's own, "spin" = libgomp's default
--- the environment of each policy's child: the user's own settings never leak into it
+-- images/s of one child under a policy ("default": nnlab's own, "passive", "spin": libgomp's
+-- default); the user's own settings never leak into the child's environment
 local policy_env = {
   default = "-u OMP_WAIT_POLICY -u GOMP_SPINCOUNT",
   passive = "-u GOMP_SPINCOUNT OMP_WAIT_POLICY=passive",

@@ -134,32 +134,35 @@ nl_status nl_cpu_pool2d_forward(const nl_op *op)
     return pool_done(&g);
 }
 
-/* The max pool's gradient for one plane when its windows tile the input (k == stride, no
- * padding): every input position lies in at most one window, so each is written once, in order:
- * gy where it is its window's argmax (and, with the ReLU fused in, the window's max is positive),
- * else 0. No zeroing pass, no scatter, no branch; the same values as the scatter's 0 + gy. */
-static void max_tiled_backward(const pool_geom *g, float *gp, const float *gyp, const int32_t *ip,
-                               const float *yp, int64_t k)
+/* The max pool's gradient when its windows tile the input (k == stride, no padding): every input
+ * position lies in at most one window, so each is written once, in order: gy where it is its
+ * window's argmax (and, with the ReLU fused in, the window's max is positive), else 0. No zeroing
+ * pass, no scatter, no branch; the same values as the scatter's 0 + gy. This writes output row
+ * oh's windows from ow0 on (their k input rows), then the columns past the last window. */
+static void max_tiled_row(const pool_geom *g, float *gp, const float *gyp, const int32_t *ip,
+                          const float *yp, int64_t oh, int64_t ow0, int64_t k)
 {
-    for (int64_t oh = 0; oh < g->OH; oh++) {
-        const float *gyr = gyp + oh * g->OW, *yr = yp ? yp + oh * g->OW : NULL;
-        const int32_t *ir = ip + oh * g->OW;
-        for (int64_t h = oh * k; h < oh * k + k; h++) {
-            float *restrict gr = gp + h * g->W;
-            const int32_t row = (int32_t)(h * g->W);
-            for (int64_t ow = 0; ow < g->OW; ow++) {
-                const float gv = gyr[ow] + 0.0f, v = !yr || yr[ow] > 0 ? gv : 0.0f;
-                const int32_t at = ir[ow] - row - (int32_t)(ow * k); /* its column in the window */
-                for (int64_t dw = 0; dw < k; dw++) gr[ow * k + dw] = at == (int32_t)dw ? v : 0.0f;
-            }
-            for (int64_t w = g->OW * k; w < g->W; w++) gr[w] = 0;
+    const int64_t o = oh * g->OW;
+    for (int64_t h = oh * k; h < oh * k + k; h++) {
+        float *restrict gr = gp + h * g->W;
+        for (int64_t ow = ow0; ow < g->OW; ow++) {
+            const float gv = gyp[o + ow] + 0.0f, v = !yp || yp[o + ow] > 0 ? gv : 0.0f;
+            const int32_t at = ip[o + ow] - (int32_t)(h * g->W + ow * k); /* its column in the window */
+            for (int64_t dw = 0; dw < k; dw++) gr[ow * k + dw] = at == (int32_t)dw ? v : 0.0f;
         }
+        for (int64_t w = g->OW * k; w < g->W; w++) gr[w] = 0;
     }
+}
+
+/* The input rows below the last window row, which no window reads. */
+static void max_tiled_rest(const pool_geom *g, float *gp, int64_t k)
+{
     if (g->OH * k < g->H) memset(gp + g->OH * k * g->W, 0, (size_t)((g->H - g->OH * k) * g->W) * sizeof *gp);
 }
 
-/* max_tiled_backward for 2x2 windows with AVX2, 8 outputs at a time: each input row pair's 16
- * gradients are 8 masked copies of gy interleaved, per row, as the window column says. */
+/* One plane of 2x2 windows with AVX2, 8 outputs at a time (each input row pair's 16 gradients are
+ * 8 masked copies of gy interleaved, per row, as the window column says); max_tiled_row does the
+ * rest of each row. */
 static __attribute__((target("avx2"))) void max2x2_backward_avx2(const pool_geom *g, float *gp,
                                                                  const float *gyp,
                                                                  const int32_t *ip, const float *yp)
@@ -192,17 +195,9 @@ static __attribute__((target("avx2"))) void max2x2_backward_avx2(const pool_geom
                 _mm256_storeu_ps(d + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
             }
         }
-        for (; ow < g->OW; ow++) {
-            const float gv = gyp[o + ow] + 0.0f, v = !yp || yp[o + ow] > 0 ? gv : 0.0f;
-            const int32_t at = ip[o + ow] - (int32_t)(2 * oh * g->W + 2 * ow);
-            r0[2 * ow] = at == 0 ? v : 0.0f;
-            r0[2 * ow + 1] = at == 1 ? v : 0.0f;
-            r1[2 * ow] = at == (int32_t)g->W ? v : 0.0f;
-            r1[2 * ow + 1] = at == (int32_t)g->W + 1 ? v : 0.0f;
-        }
-        if (2 * g->OW < g->W) r0[g->W - 1] = r1[g->W - 1] = 0; /* odd width: one column no window reads */
+        max_tiled_row(g, gp, gyp, ip, yp, oh, ow, 2);
     }
-    if (2 * g->OH < g->H) memset(gp + 2 * g->OH * g->W, 0, (size_t)g->W * sizeof *gp);
+    max_tiled_rest(g, gp, 2);
 }
 
 nl_status nl_cpu_pool2d_backward(const nl_op *op)
@@ -223,8 +218,12 @@ nl_status nl_cpu_pool2d_backward(const nl_op *op)
         if (tiled) {
             const int32_t *ip = idx + pl * g.OH * g.OW;
             const float *yp = ymax ? ymax + pl * g.OH * g.OW : NULL;
-            if (g.k == 2 && avx2) max2x2_backward_avx2(&g, gp, gyp, ip, yp);
-            else max_tiled_backward(&g, gp, gyp, ip, yp, g.k);
+            if (g.k == 2 && avx2) {
+                max2x2_backward_avx2(&g, gp, gyp, ip, yp);
+                continue;
+            }
+            for (int64_t oh = 0; oh < g.OH; oh++) max_tiled_row(&g, gp, gyp, ip, yp, oh, 0, g.k);
+            max_tiled_rest(&g, gp, g.k);
             continue;
         }
         memset(gp, 0, (size_t)(g.H * g.W) * sizeof *gp);

@@ -706,9 +706,9 @@ static void tile_units(int64_t pp, int64_t per_tile, int64_t nunits, int64_t t, 
 
 /* The VNNI and AVX2 paths' view of tile t (units [t * per_tile, +per_tile)): rows[r], where output
  * pixel r's window starts in the padded image xp, k*k pixels per pooled unit, and (y given)
- * outs[u], where unit u's channels go in y. Units past the end repeat a valid pixel and write to sink. Counted up
- * from one unit to the next, no divisions after the first (4% of the seed CNN's first QConv2d
- * against tile_pixels then the rows from its indices). */
+ * outs[u], where unit u's channels go in y. Units past the end repeat a valid pixel and write to
+ * sink. Counted up from one unit to the next, no divisions after the first (4% of the seed CNN's
+ * first QConv2d against tile_pixels then the rows from its indices). */
 static void window_rows(const qgeom *g, int64_t pool, int64_t per_tile, int64_t nunits, int64_t t,
                         const uint8_t *xp, uint8_t *y, uint8_t *sink, const uint8_t **rows, uint8_t **outs)
 {
