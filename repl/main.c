@@ -228,9 +228,9 @@ static int pmain(lua_State *L)
  * a busy one. Sleeping at once (passive) costs a futex wake-up at each of the ~40 parallel regions
  * of a training step; spinning as long as libgomp's default (300,000 pauses, ms) lets a busy
  * neighbour take the core a working thread needs: a 2-thread step then runs at half the speed.
- * Measured on a 2-core Zen 3 guest, 2 threads, 50 interleaved rounds against passive: 300 pauses
- * +1% idle / -1% beside a busy process; 1000 (about 26 us there) +5% / -1 to -2%; 2000 +4-7% /
- * -6%. GOMP_SPINCOUNT=1000 it is; with OMP_WAIT_POLICY=passive, libgomp does not spin at all when
+ * Measured on a 2-core Zen 3 guest, 2 threads, interleaved rounds against passive: 300 pauses
+ * +1% idle / -1% beside a busy process; 1000 (about 26 us there) +3-7% / -8% to +2% (five runs,
+ * about -2%); 2000 +3-7% / -6%. GOMP_SPINCOUNT=1000 it is; with OMP_WAIT_POLICY=passive, libgomp does not spin at all when
  * it has more threads than CPUs. libgomp reads both once, before main, so when the user has set
  * neither the program starts itself again with them set; they are removed again in the second
  * start, so programs nnlab runs (a PyTorch peer) keep their own default. When the start-up BLAS
